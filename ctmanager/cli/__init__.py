@@ -1,0 +1,1 @@
+"""The `ctmanager` ops CLI."""

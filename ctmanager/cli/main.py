@@ -1,0 +1,71 @@
+"""Entry point: argument parsing, store location, one-line errors, exit codes.
+
+Exit codes: 0 ok, 2 bad input (nothing changed), 1 environment/store problem.
+Heavy modules (jinja2, the renderer) are imported by the commands that use them,
+so `status` on 10,000 CTs stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from ..errors import CtmError
+from . import commands
+
+PROG = "ctmanager"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (plus the exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def build_parser() -> Parser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", default=argparse.SUPPRESS, metavar="PATH",
+                        help="store file (default: $CTMANAGER_STORE, else /var/lib/ctmanager/ctmanager.db)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
+    top = Parser(
+        prog=PROG,
+        description="Container-platform manager for templated racks: DC template, racks, tenants, CTs, routes, rendered configs.",
+        epilog="example: ctmanager --store /tmp/dc1.db init example && ctmanager --store /tmp/dc1.db status",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--store", default=None, metavar="PATH",
+                     help="store file (default: $CTMANAGER_STORE, else /var/lib/ctmanager/ctmanager.db)")
+    top.add_argument("--json", action="store_true", default=False, help="print JSON for scripts")
+    top.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    commands.register(sub, common)
+    return top
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CtmError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except BrokenPipeError:  # `ctmanager status | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""CLI output: aligned tables for humans, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Iterable, Sequence
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], out: Any = None) -> None:
+    out = out or sys.stdout
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, c in enumerate(row):
+            if len(c) > widths[i]:
+                widths[i] = len(c)
+    fmt = " | ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*headers).rstrip()]
+    lines += [fmt.format(*row).rstrip() for row in cells]
+    out.write("\n".join(lines) + "\n")
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "-"
+    return str(value)
+
+
+def when(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,197 @@
+"""Typed, immutable values. Everything past the boundary (template, manifest,
+CLI) is one of these; validation happened when they were built.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+Admst = Literal["UP", "DOWN"]
+ADMST_VALUES: tuple[str, ...] = ("UP", "DOWN")
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory: int  # bytes
+    swap: int  # bytes
+    disk: int  # bytes
+    cpus: int
+    cpuunits: int
+    cpulimit: int  # percent of one CPU, OpenVZ style (200 = two CPUs)
+
+
+@dataclass(frozen=True)
+class Sku:
+    name: str
+    role: Literal["compute", "storage"]
+    hostname_prefix: str
+    memory: int
+    disk: int
+    cpus: int
+
+
+@dataclass(frozen=True)
+class OffsetRange:
+    """A range of host offsets inside a rack's /16 (first and last inclusive)."""
+
+    first: int
+    last: int
+
+    def __contains__(self, offset: object) -> bool:
+        return isinstance(offset, int) and self.first <= offset <= self.last
+
+    def overlaps(self, other: "OffsetRange") -> bool:
+        return self.first <= other.last and other.first <= self.last
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    def __str__(self) -> str:
+        return f"{_off(self.first)}-{_off(self.last)}"
+
+
+def _off(offset: int) -> str:
+    return f"{offset >> 8}.{offset & 0xFF}"
+
+
+@dataclass(frozen=True)
+class Network:
+    supernet: ipaddress.IPv4Network
+    bridge: str
+    gateway: int  # offset inside the rack /16
+    nodes: OffsetRange
+    services: OffsetRange
+    cts: OffsetRange
+
+
+@dataclass(frozen=True)
+class SlotRange:
+    first: int
+    count: int
+
+    @property
+    def last(self) -> int:
+        return self.first + self.count - 1
+
+    def __contains__(self, slot: object) -> bool:
+        return isinstance(slot, int) and self.first <= slot <= self.last
+
+
+@dataclass(frozen=True)
+class Paths:
+    prototype: str  # HN path of the RO prototype root
+    software: str  # HN path of the RO software trees; /<env> appended
+    data: str  # HN path of per-CT /data; /<ctid> appended
+    config: str  # HN path of per-CT rendered files (resolv.conf); /<ctid> appended
+    ve_root: str  # OpenVZ VE_ROOT base; /$VEID appended
+    ve_private: str  # OpenVZ VE_PRIVATE base; /$VEID appended
+    export_root: str  # storage node: /proto, /sw/<env>, /data under it
+
+
+@dataclass(frozen=True)
+class RackService:
+    name: str  # e.g. relay -> CTs relay-<slot>-<n>
+    count: int
+    route: str  # routing name tenants use, e.g. smtp
+    pool: bool  # route to the whole pool <name>-<slot> rather than one CT
+    resources: Resources
+
+
+@dataclass(frozen=True)
+class RackEntry:
+    """A rack the template installs at init."""
+
+    slot: int
+    manifest: str  # absolute path, resolved against the template's folder
+
+
+@dataclass(frozen=True)
+class TenantEntry:
+    name: str
+    rack: int  # slot
+    apps: tuple[str, ...]
+    resources: Resources
+
+
+@dataclass(frozen=True)
+class DcTemplate:
+    name: str
+    infra_zone: str
+    tenant_zone: str
+    ttl: int
+    environments: tuple[str, ...]
+    first_ctid: int
+    network: Network
+    slots: tuple[SlotRange, ...]
+    skus: dict[str, Sku] = field(hash=False)
+    zone_services: dict[str, tuple[str, ...]] = field(hash=False)
+    paths: Paths = field(hash=False)
+    defaults: Resources = field(hash=False)
+    rack_services: tuple[RackService, ...] = ()
+    racks: tuple[RackEntry, ...] = ()
+    tenants: tuple[TenantEntry, ...] = ()
+
+    @property
+    def resolvers(self) -> tuple[str, ...]:
+        return self.zone_services["resolvers"]
+
+    def has_slot(self, slot: int) -> bool:
+        return any(slot in r for r in self.slots)
+
+    @property
+    def max_compute(self) -> Sku:
+        """The largest compute SKU: no CT may ask for more than it has."""
+        compute = [s for s in self.skus.values() if s.role == "compute"]
+        return max(compute, key=lambda s: (s.memory, s.cpus, s.disk))
+
+
+def rack_name(slot: int) -> str:
+    return f"rack-{slot}"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One server of a delivery manifest."""
+
+    position: int
+    sku: str
+    serial: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class Node:
+    hostname: str
+    rack: int
+    position: int
+    sku: str
+    role: str
+    serial: str
+    mac: str
+    ip: str
+    drained: bool = False
+
+
+@dataclass(frozen=True)
+class Ct:
+    ctid: int
+    hostname: str
+    rack: int
+    tenant: str | None
+    service: str | None
+    env: str
+    ip: str
+    storage: str  # hostname of the storage node holding its /data
+    admst: Admst
+    resources: Resources
+    apps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Route:
+    tenant: str
+    service: str
+    target: str  # CT hostname or pool name (<service>-<slot>)

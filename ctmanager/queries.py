@@ -1,0 +1,139 @@
+"""Read side of the store: rows -> typed values, and the status view."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from . import resources as res
+from . import template
+from .errors import NotFoundError, StoreError
+from .model import Ct, DcTemplate, Node, Route, rack_name
+from .store import Store
+
+CT_COLUMNS = "ctid, hostname, rack, tenant, service, env, ip, storage, admst, memory, swap, disk, cpus, cpuunits, cpulimit, apps"
+
+
+def dc_template(store: Store) -> DcTemplate:
+    text = store.get_meta("template")
+    if text is None:
+        raise StoreError(f"{store.path}: store is not initialised; run: ctmanager init TEMPLATE")
+    file = store.get_meta("template_file") or "template"
+    return template.loads(text.encode(), file, Path(file).parent)
+
+
+def ct_from_row(row: sqlite3.Row) -> Ct:
+    return Ct(
+        ctid=row["ctid"],
+        hostname=row["hostname"],
+        rack=row["rack"],
+        tenant=row["tenant"],
+        service=row["service"],
+        env=row["env"],
+        ip=row["ip"],
+        storage=row["storage"],
+        admst=row["admst"],
+        resources=res.from_row(row),
+        apps=tuple(json.loads(row["apps"])),
+    )
+
+
+def node_from_row(row: sqlite3.Row) -> Node:
+    return Node(
+        hostname=row["hostname"],
+        rack=row["rack"],
+        position=row["position"],
+        sku=row["sku"],
+        role=row["role"],
+        serial=row["serial"],
+        mac=row["mac"],
+        ip=row["ip"],
+        drained=bool(row["drained"]),
+    )
+
+
+def cts(store: Store, *, rack: int | None = None, tenant: str | None = None) -> list[Ct]:
+    sql = f"SELECT {CT_COLUMNS} FROM cts"
+    where, params = [], []
+    if rack is not None:
+        where.append("rack = ?")
+        params.append(rack)
+    if tenant is not None:
+        where.append("tenant = ?")
+        params.append(tenant)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return [ct_from_row(r) for r in store.query(sql + " ORDER BY ctid", tuple(params))]
+
+
+def find_ct(store: Store, ref: str) -> Ct:
+    """A CT by CTID or hostname."""
+    if ref.isdigit():
+        row = store.one(f"SELECT {CT_COLUMNS} FROM cts WHERE ctid = ?", (int(ref),))
+    else:
+        row = store.one(f"SELECT {CT_COLUMNS} FROM cts WHERE hostname = ?", (ref,))
+    if row is None:
+        raise NotFoundError(f"no CT {ref!r} (give a CTID or hostname; see: ctmanager ct list)")
+    return ct_from_row(row)
+
+
+def nodes(store: Store, *, rack: int | None = None) -> list[Node]:
+    if rack is None:
+        rows = store.query("SELECT * FROM nodes ORDER BY rack, position")
+    else:
+        rows = store.query("SELECT * FROM nodes WHERE rack = ? ORDER BY position", (rack,))
+    return [node_from_row(r) for r in rows]
+
+
+def racks(store: Store) -> list[dict[str, Any]]:
+    rows = store.query(
+        """SELECT r.slot, r.name, r.network, r.manifest,
+                  (SELECT count(*) FROM nodes n WHERE n.rack = r.slot AND n.role = 'compute') AS hns,
+                  (SELECT count(*) FROM nodes n WHERE n.rack = r.slot AND n.role = 'storage') AS storage,
+                  (SELECT count(*) FROM tenants t WHERE t.rack = r.slot) AS tenants,
+                  (SELECT count(*) FROM cts c WHERE c.rack = r.slot) AS cts
+           FROM racks r ORDER BY r.slot"""
+    )
+    return [dict(r) for r in rows]
+
+
+def tenants(store: Store) -> list[dict[str, Any]]:
+    rows = store.query(
+        """SELECT t.name, t.rack, c.ctid AS core_ctid, c.ip AS core_ip, c.apps,
+                  (SELECT count(*) FROM routes r WHERE r.tenant = t.name) AS routes
+           FROM tenants t LEFT JOIN cts c ON c.hostname = t.name ORDER BY t.name"""
+    )
+    return [
+        {"name": r["name"], "rack": rack_name(r["rack"]), "core_ctid": r["core_ctid"], "core_ip": r["core_ip"],
+         "apps": json.loads(r["apps"] or "[]"), "routes": r["routes"]}
+        for r in rows
+    ]
+
+
+def tenant_rack(store: Store, name: str) -> int:
+    row = store.one("SELECT rack FROM tenants WHERE name = ?", (name,))
+    if row is None:
+        raise NotFoundError(f"no tenant {name!r} (see: ctmanager tenant list)")
+    return int(row[0])
+
+
+def routes(store: Store, *, tenant: str | None = None) -> list[Route]:
+    if tenant is None:
+        rows = store.query("SELECT tenant, service, target FROM routes ORDER BY tenant, service")
+    else:
+        rows = store.query("SELECT tenant, service, target FROM routes WHERE tenant = ? ORDER BY service", (tenant,))
+    return [Route(r[0], r[1], r[2]) for r in rows]
+
+
+STATUS_FIELDS = ("ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since")
+
+
+def status(store: Store) -> list[tuple[Any, ...]]:
+    """One tuple per CT in STATUS_FIELDS order; OPST is UNKNOWN until observed."""
+    return store.query(
+        """SELECT c.ctid, c.hostname, c.tenant, c.ip, o.hn, c.admst,
+                  coalesce(o.opst, 'UNKNOWN'), o.since
+           FROM cts c LEFT JOIN observed o ON o.ctid = c.ctid ORDER BY c.ctid"""
+    )

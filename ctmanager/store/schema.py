@@ -1,0 +1,85 @@
+"""Versioned schema. `MIGRATIONS[i]` takes a store from version i to i+1;
+PRAGMA user_version records the version. Append, never edit, a migration.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 0 -> 1: configured state, observed state, audit events.
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE racks (
+        slot         INTEGER PRIMARY KEY,
+        name         TEXT NOT NULL UNIQUE,
+        network      TEXT NOT NULL UNIQUE,
+        manifest     TEXT NOT NULL,
+        installed_at REAL NOT NULL
+    );
+    CREATE TABLE nodes (
+        hostname TEXT PRIMARY KEY,
+        rack     INTEGER NOT NULL REFERENCES racks(slot),
+        position INTEGER NOT NULL,
+        sku      TEXT NOT NULL,
+        role     TEXT NOT NULL CHECK (role IN ('compute', 'storage')),
+        serial   TEXT NOT NULL UNIQUE,
+        mac      TEXT NOT NULL UNIQUE,
+        ip       TEXT NOT NULL UNIQUE,
+        drained  INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (rack, position)
+    );
+    CREATE TABLE tenants (
+        name       TEXT PRIMARY KEY,
+        rack       INTEGER NOT NULL REFERENCES racks(slot),
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE cts (
+        ctid       INTEGER PRIMARY KEY,
+        hostname   TEXT NOT NULL UNIQUE,
+        rack       INTEGER NOT NULL REFERENCES racks(slot),
+        tenant     TEXT REFERENCES tenants(name),
+        service    TEXT,
+        env        TEXT NOT NULL,
+        ip         TEXT NOT NULL UNIQUE,
+        storage    TEXT NOT NULL REFERENCES nodes(hostname),
+        admst      TEXT NOT NULL CHECK (admst IN ('UP', 'DOWN')),
+        memory     INTEGER NOT NULL,
+        swap       INTEGER NOT NULL,
+        disk       INTEGER NOT NULL,
+        cpus       INTEGER NOT NULL,
+        cpuunits   INTEGER NOT NULL,
+        cpulimit   INTEGER NOT NULL,
+        apps       TEXT NOT NULL DEFAULT '[]',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX cts_rack ON cts(rack);
+    CREATE INDEX cts_tenant ON cts(tenant);
+    CREATE TABLE routes (
+        tenant  TEXT NOT NULL REFERENCES tenants(name),
+        service TEXT NOT NULL,
+        target  TEXT NOT NULL,
+        PRIMARY KEY (tenant, service)
+    );
+    CREATE INDEX routes_target ON routes(target);
+    -- Observed state, written by the manager from agent reports (later issues).
+    CREATE TABLE observed (
+        ctid  INTEGER PRIMARY KEY,
+        hn    TEXT,
+        opst  TEXT NOT NULL CHECK (opst IN ('UP', 'DOWN', 'UNKNOWN')),
+        since REAL
+    );
+    -- Audit trail: one row per change, newest last.
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY,
+        at      REAL NOT NULL,
+        kind    TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        detail  TEXT NOT NULL DEFAULT ''
+    );
+    """,
+]
+
+VERSION = len(MIGRATIONS)

@@ -1,0 +1,144 @@
+"""Strict, path-tracking reader over parsed TOML.
+
+tomllib gives plain dicts without positions, so every error names the file and
+the field path (e.g. `example.toml: skus.compute.memory: ...`). Unknown keys are
+errors: a typo must never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+from .errors import InputError
+
+T = TypeVar("T")
+
+
+def load(path: Path) -> "Table":
+    """Parse a TOML file. Syntax errors keep tomllib's `(at line L, column C)`."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", where=str(path)) from None
+    return parse(raw, str(path))
+
+
+def parse(raw: bytes, file: str) -> "Table":
+    path = file
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError("is not UTF-8 text", where=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"invalid TOML: {exc}", where=str(path)) from None
+    return Table(data, file=path, path="")
+
+
+class Table:
+    """A TOML table being read. Call `done()` once all known keys are taken."""
+
+    def __init__(self, data: dict[str, Any], *, file: str, path: str) -> None:
+        self._data = data
+        self._seen: set[str] = set()
+        self.file = file
+        self.path = path
+
+    def field(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def where(self, key: str | None = None) -> str:
+        name = self.field(key) if key else (self.path or "(top level)")
+        return f"{self.file}: {name}"
+
+    def error(self, key: str | None, message: str) -> InputError:
+        return InputError(message, where=self.where(key))
+
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def keys(self) -> list[str]:
+        return list(self._data)
+
+    def _get(self, key: str, default: Any, kinds: tuple[type, ...], what: str) -> Any:
+        self._seen.add(key)
+        if key not in self._data:
+            if default is _REQUIRED:
+                raise self.error(key, "is required")
+            return default
+        value = self._data[key]
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.error(key, f"must be {what} (got {value!r})")
+        if not isinstance(value, kinds):
+            raise self.error(key, f"must be {what} (got {value!r})")
+        return value
+
+    def str(self, key: str, default: Any = ...) -> Any:
+        return self._get(key, _REQUIRED if default is ... else default, (str,), "a string")
+
+    def int(self, key: str, default: Any = ...) -> Any:
+        return self._get(key, _REQUIRED if default is ... else default, (int,), "an integer")
+
+    def bool(self, key: str, default: Any = ...) -> Any:
+        return self._get(key, _REQUIRED if default is ... else default, (bool,), "true or false")
+
+    def scalar(self, key: str, default: Any = ...) -> Any:
+        """A string or integer (sizes may be written either way)."""
+        return self._get(key, _REQUIRED if default is ... else default, (str, int), "a string or integer")
+
+    def strs(self, key: str, default: Any = ...) -> list[str]:
+        value = self._get(key, _REQUIRED if default is ... else default, (list,), "a list of strings")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.error(f"{key}[{i}]", f"must be a string (got {item!r})")
+        return list(value)
+
+    def table(self, key: str, *, required: bool = True) -> "Table":
+        value = self._get(key, _REQUIRED if required else {}, (dict,), "a table")
+        return Table(value, file=self.file, path=self.field(key))
+
+    def tables(self, key: str, *, required: bool = False) -> list["Table"]:
+        """An array of tables (`[[key]]`)."""
+        value = self._get(key, _REQUIRED if required else [], (list,), "an array of tables")
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise self.error(f"{key}[{i}]", "must be a table")
+            out.append(Table(item, file=self.file, path=f"{self.field(key)}[{i}]"))
+        return out
+
+    def subtables(self) -> Iterator[tuple[str, "Table"]]:
+        """Every key of this table as a named sub-table (`[parent.NAME]`)."""
+        for key in list(self._data):
+            yield key, self.table(key)
+
+    def any(self, key: str) -> Any:
+        """A present value of any scalar type (sizes: `512M` or bytes)."""
+        return self._get(key, None, (str, int), "a size or integer")
+
+    def take(self, keys: tuple[str, ...]) -> "Table":
+        """The subset of this table's keys named in `keys`, as its own Table
+        (same path); those keys count as read here."""
+        sub = {k: self._data[k] for k in self._data if k in keys}
+        self._seen.update(sub)
+        return Table(sub, file=self.file, path=self.path)
+
+    def check(self, key: str, fn: Callable[[Any, str], T], value: Any) -> T:
+        """Run a validate.* function, reporting errors against this file."""
+        try:
+            return fn(value, self.field(key))
+        except InputError as exc:
+            raise InputError(exc.message, where=f"{self.file}: {exc.where}") from None
+
+    def done(self) -> None:
+        unknown = [k for k in self._data if k not in self._seen]
+        if unknown:
+            raise self.error(unknown[0], "unknown key")
+
+
+class _Required:
+    pass
+
+
+_REQUIRED = _Required()

@@ -1,0 +1,146 @@
+"""Boundary validators: every value that can reach a rendered config, zone or shell
+command passes through one of these first. Each returns the normalised value or
+raises InputError naming the field.
+
+The allowed alphabets are deliberately small: no quotes, whitespace, `;`, `$` or
+newlines can pass, so rendered `KEY="value"` lines and shell scripts stay intact.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from .errors import InputError
+
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_PATH = re.compile(r"/(?:[A-Za-z0-9._+-]+/?)*\Z")
+_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
+_SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)B?\Z", re.IGNORECASE)
+_IFNAME = re.compile(r"[a-zA-Z][a-zA-Z0-9_.-]{0,14}\Z")
+
+UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _fail(field: str, value: object, why: str) -> InputError:
+    return InputError(f"{why} (got {value!r})", where=field)
+
+
+def label(value: object, field: str) -> str:
+    """One DNS label: lower-case letters, digits, inner hyphens, 1–63 chars."""
+    if not isinstance(value, str):
+        raise _fail(field, value, "must be a string")
+    if not _LABEL.match(value):
+        if value != value.lower():
+            why = "must be lower case (a DNS label)"
+        elif len(value) > 63:
+            why = "is longer than 63 characters (a DNS label)"
+        else:
+            why = "is not a DNS label: use a-z, 0-9 and inner '-'"
+        raise _fail(field, value, why)
+    return value
+
+
+def zone(value: object, field: str) -> str:
+    """A DNS zone name: dotted labels, no trailing dot, at most 253 chars."""
+    if not isinstance(value, str) or not value:
+        raise _fail(field, value, "must be a non-empty DNS name")
+    if len(value) > 253:
+        raise _fail(field, value, "is longer than 253 characters")
+    parts = value.split(".")
+    if len(parts) < 2:
+        raise _fail(field, value, "must have at least two labels")
+    for part in parts:
+        label(part, field)
+    return value
+
+
+def path(value: object, field: str) -> str:
+    """An absolute path with a safe alphabet and no `..` component."""
+    if not isinstance(value, str) or not _PATH.match(value):
+        raise _fail(field, value, "must be an absolute path of [A-Za-z0-9._+-/]")
+    if ".." in value.split("/"):
+        raise _fail(field, value, "must not contain '..'")
+    return value.rstrip("/") or "/"
+
+
+def relpath(value: object, field: str) -> str:
+    """A relative path (inside a template folder) with the same safe alphabet."""
+    if not isinstance(value, str) or value.startswith("/"):
+        raise _fail(field, value, "must be a relative path")
+    path("/" + value, field)
+    return value
+
+
+def mac(value: object, field: str) -> str:
+    if not isinstance(value, str) or not _MAC.match(value.lower()):
+        raise _fail(field, value, "is not a MAC address like 52:54:00:12:34:56")
+    return value.lower()
+
+
+def serial(value: object, field: str) -> str:
+    if not isinstance(value, str) or not _SERIAL.match(value):
+        raise _fail(field, value, "is not a serial number ([A-Za-z0-9._-], 1–64 chars)")
+    return value
+
+
+def ifname(value: object, field: str) -> str:
+    if not isinstance(value, str) or not _IFNAME.match(value):
+        raise _fail(field, value, "is not a network interface name (1–15 chars)")
+    return value
+
+
+def ipv4(value: object, field: str) -> ipaddress.IPv4Address:
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise _fail(field, value, "is not an IPv4 address") from None
+
+
+def ipv4_network(value: object, field: str) -> ipaddress.IPv4Network:
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return ipaddress.IPv4Network(value)
+    except ValueError:
+        raise _fail(field, value, "is not an IPv4 network like 10.0.0.0/8 (host bits must be zero)") from None
+
+
+def size(value: object, field: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """A byte size: an integer of bytes or a string like `512M`, `2G`, `1.5T`."""
+    if isinstance(value, bool):
+        raise _fail(field, value, "must be a size like 512M or 2G")
+    if isinstance(value, int):
+        nbytes = value
+    elif isinstance(value, str) and (m := _SIZE.match(value.strip())):
+        nbytes = int(float(m.group(1)) * UNITS[m.group(2).upper()])
+    else:
+        raise _fail(field, value, "must be a size like 512M or 2G")
+    if nbytes < minimum:
+        raise _fail(field, value, f"must be at least {format_size(minimum)}")
+    if maximum is not None and nbytes > maximum:
+        raise _fail(field, value, f"must be at most {format_size(maximum)}")
+    return nbytes
+
+
+def integer(value: object, field: str, *, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        else:
+            raise _fail(field, value, "must be an integer")
+    if not minimum <= value <= maximum:
+        raise _fail(field, value, f"must be between {minimum} and {maximum}")
+    return value
+
+
+def format_size(nbytes: int) -> str:
+    """Largest of K/M/G that divides exactly (vzctl syntax); plain bytes otherwise."""
+    for suffix in ("G", "M", "K"):
+        unit = UNITS[suffix]
+        if nbytes % unit == 0:
+            return f"{nbytes // unit}{suffix}"
+    return str(nbytes)
