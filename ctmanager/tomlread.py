@@ -7,6 +7,7 @@ errors: a typo must never silently fall back to a default.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -65,6 +66,9 @@ class Table:
         self._seen.add(key)
         if key not in self._data:
             if default is _REQUIRED:
+                typo = difflib.get_close_matches(key, [k for k in self._data if k not in self._seen], n=1)
+                if typo:  # report the misspelt key the user wrote, not the one they meant
+                    raise self.error(typo[0], f"unknown key (did you mean {key!r}?)")
                 raise self.error(key, "is required")
             return default
         value = self._data[key]
@@ -134,7 +138,8 @@ class Table:
     def done(self) -> None:
         unknown = [k for k in self._data if k not in self._seen]
         if unknown:
-            raise self.error(unknown[0], "unknown key")
+            hint = difflib.get_close_matches(unknown[0], sorted(self._seen), n=1)
+            raise self.error(unknown[0], "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
 
 
 class _Required:
