@@ -14,6 +14,7 @@ stat and is rendered again. Files we never wrote are never deleted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -21,7 +22,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import queries
 from ..errors import InputError
@@ -34,13 +35,15 @@ from .engine import Engine
 MANIFEST = ".ctmanager-render.json"
 FORMAT = 1
 PARALLEL_MIN = 2000  # below this many units, forking costs more than it saves
+WRITE_THREADS = 4
+WRITE_CHUNK = 512
 
 
 @dataclass
 class Unit:
     key: str
     outputs: list[tuple[str, str, int]]  # (relpath, template, mode)
-    context: dict[str, Any]
+    make_context: Callable[[], dict[str, Any]]  # built only if the unit is rendered
 
 
 @dataclass
@@ -109,7 +112,7 @@ def _units(store: Store, engine: Engine) -> dict[str, Unit]:
         key.update(repr(tuple(row)).encode())
         base = rack.name
         outputs = [(f"{base}/{pat.format(ctid=ct.ctid)}", tpl, mode) for pat, tpl, mode in CT_FILES]
-        units[f"ct/{ct.ctid}"] = Unit(key.hexdigest(), outputs, ct_context(ct, dc, rack))
+        units[f"ct/{ct.ctid}"] = Unit(key.hexdigest(), outputs, functools.partial(ct_context, ct, dc, rack))
     counts = {r[0]: r[1] for r in store.query("SELECT storage, count(*) FROM cts GROUP BY storage")}
     for slot in [r["slot"] for r in queries.racks(store)]:
         rack = racks.get(slot) or rack_context(dc, slot)
@@ -120,7 +123,7 @@ def _units(store: Store, engine: Engine) -> dict[str, Unit]:
             key = salt.copy()
             key.update(json.dumps(ctx, sort_keys=True).encode())
             pat, tpl, mode = EXPORTS_FILE
-            units[f"storage/{node.hostname}"] = Unit(key.hexdigest(), [(f"{rack_name(slot)}/{pat.format(hostname=node.hostname)}", tpl, mode)], ctx)
+            units[f"storage/{node.hostname}"] = Unit(key.hexdigest(), [(f"{rack_name(slot)}/{pat.format(hostname=node.hostname)}", tpl, mode)], functools.partial(dict, ctx))
     return units
 
 
@@ -134,8 +137,9 @@ def _render_slice(bounds: tuple[int, int]) -> list[tuple[str, bytes, int]]:
     out = []
     for uid in todo[bounds[0]:bounds[1]]:
         unit = units[uid]
+        context = unit.make_context()
         for rel, tpl, mode in unit.outputs:
-            out.append((rel, engine.render(tpl, unit.context).encode(), mode))
+            out.append((rel, engine.render(tpl, context).encode(), mode))
     return out
 
 
@@ -163,9 +167,13 @@ def _write(outdir: Path, units: dict[str, Unit], todo: list[str], rendered: list
     for d in sorted({str(Path(rel).parent) for rel, _, _ in rendered}):
         (outdir / d).mkdir(parents=True, exist_ok=True)
     # Syscalls release the GIL: a few threads overlap the file system's latency.
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(lambda item: files.write_if_changed(outdir / item[0], item[1], item[2]), rendered,
-                                chunksize=256))
+    # Chunks, not one future per file (ThreadPoolExecutor.map ignores chunksize).
+    def write_chunk(chunk: list[tuple[str, bytes, int]]) -> list[tuple[bool, files.Stat]]:
+        return [files.write_if_changed(outdir / rel, data, mode) for rel, data, mode in chunk]
+
+    chunks = [rendered[i:i + WRITE_CHUNK] for i in range(0, len(rendered), WRITE_CHUNK)]
+    with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
+        results = [r for part in pool.map(write_chunk, chunks) for r in part]
     stats: dict[str, files.Stat] = {}
     for (rel, _, _), (written, st) in zip(rendered, results):
         stats[rel] = st

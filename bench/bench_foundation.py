@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Foundation benchmarks (issue: foundation). Not a test: prints figures and
+appends them to bench/RESULTS.md with the machine noted.
+
+  - render every config of a DC of 16 racks x 40 HNs x 10,000 CTs (target <= 1.0 s),
+    then again with nothing changed (target <= 0.3 s);
+  - `ctmanager status --json` on 10,000 CTs, whole process (target <= 0.5 s).
+
+Usage: python bench/bench_foundation.py [--outdir DIR] [--repeat N] [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ctmanager import inventory  # noqa: E402
+from ctmanager.model import NodeSpec  # noqa: E402
+from ctmanager.render import render_tree  # noqa: E402
+from ctmanager.store import open_store  # noqa: E402
+
+RACKS, HNS, CTS = 16, 40, 10_000
+
+
+def build_store(work: Path) -> Path:
+    text = (ROOT / "templates/dc/example.toml").read_text()
+    text = text[: text.index("[[racks]]")]  # the DC without its installed racks/tenants
+    (work / "dc.toml").write_text(text)
+    path = work / "bench.db"
+    store = open_store(path, create=True)
+    with store.transaction():
+        dc = inventory.init(store, work / "dc.toml")
+        inv = inventory.Inventory(store, dc)
+        for r in range(RACKS):
+            slot = 101 + r
+            nodes = tuple(NodeSpec(p, "storage" if p == HNS else "compute", f"SN{slot}X{p:03d}",
+                                   f"52:54:{slot >> 8:02x}:{slot & 0xff:02x}:00:{p:02x}") for p in range(1, HNS + 1))
+            inv.install_rack(slot, nodes, "bench")
+        have = store.one("SELECT count(*) FROM cts")[0]
+        for i in range(CTS - have):
+            inv.add_tenant(f"t{i:05d}", 101 + i % RACKS, ("jira", "postgresql"), dc.defaults)
+    assert store.one("SELECT count(*) FROM cts")[0] == CTS
+    store.close()
+    return path
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench_render(store_path: Path, outdir: Path, repeat: int) -> tuple[list[float], list[float], int]:
+    cold, warm = [], []
+    files = 0
+    for _ in range(repeat):
+        shutil.rmtree(outdir, ignore_errors=True)
+        with open_store(store_path) as store:
+            report = None
+
+            def run() -> None:
+                nonlocal report
+                report = render_tree(store, outdir)
+
+            cold.append(timed(run))
+            files = len(report.written)
+            warm.append(timed(lambda: render_tree(store, outdir)))
+    return cold, warm, files
+
+
+def bench_status(store_path: Path, repeat: int) -> list[float]:
+    env = {**os.environ, "CTMANAGER_STORE": str(store_path), "PYTHONPATH": str(ROOT)}
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "ctmanager", "status", "--json"], env=env,
+                              stdout=subprocess.DEVNULL, check=True)
+        out.append(time.perf_counter() - t0)
+        assert proc.returncode == 0
+    return out
+
+
+def machine() -> str:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench") as disk_tmp, tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
+        t0 = time.perf_counter()
+        store_path = build_store(Path(disk_tmp))
+        setup = time.perf_counter() - t0
+        rows = []
+        for label, outdir in (("disk (ext4, /work)", Path(disk_tmp) / "out"), ("tmpfs (/dev/shm)", Path(shm) / "out")):
+            cold, warm, files = bench_render(store_path, outdir, args.repeat)
+            rows.append((f"render {CTS} CTs, {files} files, cold, {label}", min(cold), statistics.median(cold), 1.0))
+            rows.append((f"render again, nothing changed, {label}", min(warm), statistics.median(warm), 0.3))
+        st = bench_status(store_path, max(5, args.repeat))
+        rows.append((f"status --json, {CTS} CTs, whole process", min(st), statistics.median(st), 0.5))
+    lines = [f"### foundation — {time.strftime('%Y-%m-%d')} — {machine()}", "",
+             f"Store: {RACKS} racks x {HNS} nodes, {CTS} CTs (built in {setup:.1f} s, not timed below).", "",
+             "| benchmark | best (s) | median (s) | target (s) | met |", "| --- | --- | --- | --- | --- |"]
+    for name, best, med, target in rows:
+        lines.append(f"| {name} | {best:.3f} | {med:.3f} | {target} | {'yes' if med <= target else 'NO'} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_record:
+        results = ROOT / "bench" / "RESULTS.md"
+        if not results.exists():
+            results.write_text("# Benchmark results\n\nAppended by the scripts in bench/; newest last.\n\n")
+        with results.open("a") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""The real `ctmanager` command: main flow, --help, JSON, and every bad input
+(one-line message, exit code 2, store and output folder unchanged)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLE, ROOT, dump, tree
+
+RACK102 = str(ROOT / "templates/dc/manifests/rack-102.toml")
+
+
+def test_main_flow(example_store, tmp_path: Path) -> None:
+    cli = example_store
+    out = cli("rack", "install", "rack-102", RACK102).stdout
+    assert "installed rack-102 in slot 102: network 10.102.0.0/16" in out
+    assert "storage-102-3 | storage | 10.102.1.3" in out
+    cli("tenant", "add", "bigco", "--rack", "102", "--apps", "jira,bamboo", "--memory", "16G")
+    assert "(was relay-101)" in cli("route", "set", "myhost", "smtp", "relay-101-2").stdout
+    status = cli("status").stdout.splitlines()
+    assert [c.strip() for c in status[0].split(" | ")] == ["CTID", "HOSTNAME", "TENANT", "IP", "HN", "ADMST", "OPST", "SINCE"]
+    rows = json.loads(cli("status", "--json").stdout)
+    assert set(rows[0]) == {"ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since"}
+    bigco = next(r for r in rows if r["hostname"] == "bigco")
+    assert bigco == {"ctid": bigco["ctid"], "hostname": "bigco", "tenant": "bigco", "ip": "10.102.4.1", "hn": None,
+                     "admst": "UP", "opst": "UNKNOWN", "since": None}
+    assert len(rows) == 14 and len(status) == 15
+    cli("ct", "set", "bigco", "--admst", "down")
+    assert json.loads(cli("ct", "show", "bigco", "--json").stdout)["admst"] == "DOWN"
+    routes = json.loads(cli("route", "list", "--tenant", "myhost", "--json").stdout)
+    assert {"tenant": "myhost", "service": "smtp", "target": "relay-101-2"} in routes
+    outdir = tmp_path / "render"
+    assert "72 written" in cli("render", str(outdir)).stdout  # 14 CTs x 5 files + 2 storage exports
+    assert "0 written, 0 removed" in cli("render", str(outdir)).stdout
+    cli("ct", "set", "bigco", "--memory", "24G")
+    diff = cli("render", str(outdir), "--diff").stdout
+    assert '+PHYSPAGES="0:24G"' in diff and "would change" in diff
+
+
+def test_every_command_has_help_with_an_example(cli) -> None:
+    commands = [["init"], ["rack", "install"], ["rack", "list"], ["tenant", "add"], ["tenant", "list"], ["tenant", "rm"],
+                ["ct", "add"], ["ct", "set"], ["ct", "rm"], ["ct", "list"], ["ct", "show"], ["route", "set"],
+                ["route", "rm"], ["route", "list"], ["render"], ["status"]]
+    for words in commands:
+        out = cli(*words, "--help").stdout
+        assert "example:" in out and f"ctmanager {' '.join(words)}" in out, words
+
+
+def test_store_location_order(tmp_path: Path) -> None:
+    env_store = tmp_path / "env.db"
+    flag_store = tmp_path / "flag.db"
+    run = lambda *a, **env: subprocess.run([sys.executable, "-m", "ctmanager", *a], cwd=ROOT, capture_output=True,
+                                           text=True, env={**__import__("os").environ, **env})
+    assert run("--store", str(flag_store), "init", "example", CTMANAGER_STORE=str(env_store)).returncode == 0
+    assert flag_store.exists() and not env_store.exists()
+    proc = run("status", CTMANAGER_STORE=str(tmp_path / "missing.db"))
+    assert proc.returncode == 1 and "no store at" in proc.stderr and "init" in proc.stderr
+
+
+# (id, args, expected message part). Run against the initialised example store.
+BAD_CLI = [
+    ("hostname-upper", ["ct", "add", "Build1", "--rack", "101"], "must be lower case"),
+    ("hostname-underscore", ["ct", "add", "build_1", "--rack", "101"], "not a DNS label"),
+    ("hostname-long", ["ct", "add", "b" * 64, "--rack", "101"], "longer than 63"),
+    ("hostname-dot", ["ct", "add", "b.x", "--rack", "101"], "not a DNS label"),
+    ("hostname-space", ["ct", "add", "b x", "--rack", "101"], "not a DNS label"),
+    ("hostname-semicolon", ["ct", "add", "b;reboot", "--rack", "101"], "not a DNS label"),
+    ("hostname-quote", ["ct", "add", 'b"x', "--rack", "101"], "not a DNS label"),
+    ("hostname-newline", ["ct", "add", "b\nx", "--rack", "101"], "not a DNS label"),
+    ("tenant-bad", ["tenant", "add", "My_Host", "--rack", "101"], "must be lower case"),
+    ("duplicate-hostname", ["ct", "add", "myhost", "--rack", "101"], "already used by CT 1005"),
+    ("duplicate-tenant", ["tenant", "add", "acme", "--rack", "101"], "tenant 'acme' already exists"),
+    ("duplicate-ctid", ["ct", "add", "new", "--rack", "101", "--ctid", "1005"], "CTID 1005 is already used by myhost"),
+    ("negative-memory", ["ct", "add", "new", "--rack", "101", "--memory=-1G"], "must be a size"),
+    ("absurd-memory", ["ct", "add", "new", "--rack", "101", "--memory", "100T"], "at most 512G"),
+    ("absurd-cpus", ["tenant", "add", "new", "--rack", "101", "--cpus", "1000"], "between 1 and 64"),
+    ("zero-disk", ["ct", "add", "new", "--rack", "101", "--disk", "0"], "at least"),
+    ("route-unknown-ct", ["route", "set", "myhost", "smtp", "relay-999-1"], "neither a CT nor a pool"),
+    ("route-unknown-tenant", ["route", "set", "nobody", "smtp", "relay-101-1"], "no tenant 'nobody'"),
+    ("route-bad-service", ["route", "set", "myhost", "SMTP;x", "relay-101-1"], "service"),
+    ("rm-route-target", ["ct", "rm", "socks-101-1"], "target of route(s)"),
+    ("occupied-slot", ["rack", "install", "101", RACK102], "slot 101 is occupied"),
+    ("slot-out-of-range", ["rack", "install", "200", RACK102], "slot 200 is not a slot of DC dc1"),
+    ("slot-not-a-number", ["rack", "install", "rack-x", RACK102], "not a rack like rack-101"),
+    ("rack-not-installed", ["ct", "add", "new", "--rack", "105"], "rack-105 is not installed"),
+    ("unknown-ct", ["ct", "show", "nope"], "no CT 'nope'"),
+    ("bad-admst", ["ct", "set", "myhost", "--admst", "sideways"], "invalid choice"),
+    ("bad-ctid", ["ct", "add", "new", "--rack", "101", "--ctid", "12ab"], "not an integer"),
+    ("bad-manifest", ["rack", "install", "102", str(EXAMPLE)], "nodes: is required"),
+    ("missing-manifest", ["rack", "install", "102", "/nonexistent.toml"], "cannot read"),
+    ("init-twice", ["init", "example"], "already initialised"),
+]
+
+
+@pytest.mark.parametrize("args,message", [b[1:] for b in BAD_CLI], ids=[b[0] for b in BAD_CLI])
+def test_bad_cli_input_changes_nothing(example_store, tmp_path: Path, args: list[str], message: str) -> None:
+    cli = example_store
+    outdir = tmp_path / "render"
+    cli("render", str(outdir))
+    before_store, before_out = dump(cli.store), tree(outdir)
+    proc = cli(*args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.match(r"ctmanager( [a-z]+)*: error: ", lines[0]), proc.stderr
+    assert message in lines[0]
+    assert proc.stdout == ""
+    assert dump(cli.store) == before_store
+    cli("render", str(outdir))
+    assert tree(outdir) == before_out
+
+
+BAD_TEMPLATES = [
+    ("malformed", "[network]", "[network", "invalid TOML"),
+    ("unknown-key", "ttl = 60", "ttl = 60\ntll = 5", "dc.tll: unknown key"),
+    ("overlapping-slots", "count = 16\n", "count = 16\n[[slots]]\nfirst = 116\ncount = 2\n", "overlap"),
+    ("outside-supernet", 'supernet = "10.0.0.0/8"', 'supernet = "10.0.0.0/10"', "outside supernet"),
+    ("bad-tenant", 'name = "acme"', 'name = "Acme"', "tenants[1].name: must be lower case"),
+    ("absurd-resources", 'memory = "4G"', 'memory = "4096G"', "tenants[1].memory: must be at most"),
+    ("tenant-vs-service-hostname", 'name = "acme"', 'name = "relay-101-1"', "hostname 'relay-101-1' is already used"),
+]
+
+
+@pytest.mark.parametrize("old,new,message", [b[1:] for b in BAD_TEMPLATES], ids=[b[0] for b in BAD_TEMPLATES])
+def test_bad_template_init_leaves_no_store(cli, tmp_path: Path, old: str, new: str, message: str) -> None:
+    shutil.copytree(EXAMPLE.parent, tmp_path / "dc")
+    path = tmp_path / "dc" / "example.toml"
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+    proc = cli("init", str(path), check=False)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+    assert not cli.store.exists() and not Path(f"{cli.store}-wal").exists()
+
+
+def test_render_template_error_leaves_output_unchanged(example_store, tmp_path: Path) -> None:
+    cli = example_store
+    outdir = tmp_path / "render"
+    cli("render", str(outdir))
+    before = tree(outdir)
+    override = tmp_path / "tpl" / "ct" / "common"
+    override.mkdir(parents=True)
+    (override / "resolv.conf.j2").write_text("search {{ dns.nope }}\n")
+    env_cli = subprocess.run([sys.executable, "-m", "ctmanager", "render", str(outdir)], cwd=ROOT, text=True,
+                             capture_output=True, env={**__import__("os").environ, "CTMANAGER_STORE": str(cli.store),
+                                                       "CTMANAGER_TEMPLATES": str(tmp_path / "tpl")})
+    assert env_cli.returncode == 2
+    assert "resolv.conf.j2:1" in env_cli.stderr and "nope" in env_cli.stderr
+    assert tree(outdir) == before
+
+
+def test_cli_and_a_daemon_share_the_store(example_store) -> None:
+    """A writer holding the store busy (like the manager daemon) must not make
+    CLI commands fail: they wait for the lock (busy timeout) and all land."""
+    from ctmanager.store import open_store
+
+    cli = example_store
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def daemon() -> None:
+        try:
+            with open_store(cli.store) as store:
+                while not stop.is_set():
+                    with store.transaction():
+                        store.event("daemon.tick", "test")
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    t = threading.Thread(target=daemon)
+    t.start()
+    try:
+        procs = [subprocess.Popen([sys.executable, "-m", "ctmanager", "ct", "add", f"par-{i}", "--rack", "101"],
+                                  cwd=ROOT, env={**__import__("os").environ, "CTMANAGER_STORE": str(cli.store)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(6)]
+        results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    assert not errors
+    assert all(rc == 0 for rc, _ in results), results
+    rows = json.loads(cli("status", "--json").stdout)
+    par = [r for r in rows if r["hostname"].startswith("par-")]
+    assert len(par) == 6 and len({r["ip"] for r in par}) == 6 and len({r["ctid"] for r in par}) == 6
