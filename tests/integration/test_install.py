@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 def test_non_editable_install_renders_the_example_dc(tmp_path: Path) -> None:
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "lab", "build", "*.egg-info",
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "lab", "build", "*.egg-info", "tmp*",
                                                              "__pycache__", ".pytest_cache", ".hypothesis"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
