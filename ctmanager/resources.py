@@ -6,7 +6,6 @@ more than one compute server has, so such a request is refused at the boundary.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Mapping
 
 from . import validate as v
@@ -66,5 +65,3 @@ def as_dict(res: Resources) -> dict[str, int]:
 def from_row(row: Mapping[str, Any]) -> Resources:
     return Resources(**{k: row[k] for k in KEYS})
 
-
-__all__ = ["parse", "with_overrides", "as_dict", "from_row", "replace"]

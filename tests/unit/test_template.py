@@ -49,18 +49,23 @@ BAD = [
 ]
 
 
+def assert_input_error(load, path: Path, where: str, message: str) -> None:
+    """`load()` refuses with one line starting `PATH: WHERE` and containing `message`."""
+    with pytest.raises(InputError) as err:
+        load()
+    text = str(err.value)
+    assert text.startswith(f"{path}: {where}"), text
+    assert message in text
+    assert "\n" not in text
+
+
 @pytest.mark.parametrize("old,new,where,message", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_template(tmp_path: Path, old: str, new: str, where: str, message: str) -> None:
     assert old in EXAMPLE, f"test row does not apply: {old!r}"
     shutil.copytree(EXAMPLE_DIR, tmp_path / "dc")
     path = tmp_path / "dc" / "example.toml"
     path.write_text(EXAMPLE.replace(old, new, 1))
-    with pytest.raises(InputError) as err:
-        template.load(path)
-    text = str(err.value)
-    assert text.startswith(f"{path}: {where}"), text
-    assert message in text
-    assert "\n" not in text
+    assert_input_error(lambda: template.load(path), path, where, message)
 
 
 def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
@@ -98,7 +103,4 @@ def test_bad_manifest(tmp_path: Path, old: str, new: str, where: str, message: s
     assert old in text
     path = tmp_path / "m.toml"
     path.write_text(text.replace(old, new, 1))
-    with pytest.raises(InputError) as err:
-        manifest.load(path, dc)
-    assert str(err.value).startswith(f"{path}: {where}"), str(err.value)
-    assert message in str(err.value)
+    assert_input_error(lambda: manifest.load(path, dc), path, where, message)
