@@ -132,13 +132,13 @@ class Inventory:
         if tenant is not None and queries.tenant_rack(self.store, tenant) != rack:
             raise InputError(f"tenant {tenant!r} lives in {rack_name(queries.tenant_rack(self.store, tenant))}, not {rack_name(rack)}")
         self._check_hostname_free(hostname)
-        used_ctids = [r[0] for r in db.execute("SELECT ctid FROM cts")]
         counter = int(self.store.get_meta("next_ctid") or dc.first_ctid)
         if ctid is None:
-            ctid = ipam.next_ctid(counter, used_ctids)
+            # Only CTIDs at or above the counter can be in the way (explicit --ctid).
+            ctid = ipam.next_ctid(counter, (r[0] for r in db.execute("SELECT ctid FROM cts WHERE ctid >= ?", (counter,))))
         else:
             ctid = v.integer(ctid, "ctid", minimum=101, maximum=ipam.MAX_CTID)
-            if ctid in used_ctids:
+            if self.store.one("SELECT 1 FROM cts WHERE ctid = ?", (ctid,)):
                 raise ConflictError(f"CTID {ctid} is already used by {_ct_name(self.store, ctid)}")
         self.store.set_meta("next_ctid", str(max(counter, ctid + 1)))
         net = template.rack_network(dc.network.supernet, rack)
@@ -295,8 +295,8 @@ class Inventory:
     def _storage_for(self, rack: int) -> str:
         """The rack's storage node holding the fewest CTs' /data (ties: by position)."""
         row = self.store.one(
-            """SELECT n.hostname FROM nodes n LEFT JOIN cts c ON c.storage = n.hostname
-               WHERE n.rack = ? AND n.role = 'storage' GROUP BY n.hostname ORDER BY count(c.ctid), n.position LIMIT 1""",
+            """SELECT hostname FROM nodes n WHERE rack = ? AND role = 'storage'
+               ORDER BY (SELECT count(*) FROM cts WHERE storage = n.hostname), position LIMIT 1""",
             (rack,),
         )
         if row is None:

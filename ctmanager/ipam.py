@@ -8,6 +8,7 @@ gateway, nodes (by position), service CTs, other CTs. Ranges never overlap
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Iterable
 
 from .errors import ExhaustedError, InputError
@@ -21,7 +22,8 @@ def address(net: Net, offset: int) -> str:
 
 
 def offset_of(net: Net, ip: str) -> int:
-    return int(ipaddress.IPv4Address(ip)) - int(net.network_address)
+    # inet_aton, not IPv4Address: allocation converts every used address of a rack.
+    return int.from_bytes(socket.inet_aton(ip), "big") - int(net.network_address)
 
 
 def node_address(net: Net, nodes: OffsetRange, position: int) -> str:

@@ -95,7 +95,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
             "ctmanager render /srv/ctconf --diff     # show what would change, write nothing")
     p.add_argument("outdir")
     p.add_argument("--diff", action="store_true", help="print a unified diff of what would change; write nothing")
-    p.add_argument("--workers", type=_int, help="render processes (default: CPU count)")
+    p.add_argument("--workers", type=_positive, help="render processes (default: the CPUs this process may use)")
 
     cmd(sub, "status", cmd_status, "CTID | HOSTNAME | TENANT | IP | HN | ADMST | OPST | SINCE for every CT",
         "ctmanager status --json | jq '.[] | select(.opst != \"UP\")'")
@@ -106,6 +106,13 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    n = _int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return n
 
 
 def _resource_args(p: argparse.ArgumentParser) -> None:

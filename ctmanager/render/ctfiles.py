@@ -1,9 +1,14 @@
 """What is rendered for each CT and each storage node, and the context each
-template sees. The contexts are plain dicts of validated values."""
+template sees: validated values in attribute objects (`ct.hostname`).
+
+Attribute objects, not dicts: jinja resolves `x.y` with getattr() first, and on a
+dict that getattr() fails and raises before the item lookup, about 1 us a time.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace as View
 from typing import Any
 
 from .. import template as dctemplate
@@ -29,7 +34,7 @@ class RackContext:
     """What every CT of one rack shares: computed once per rack."""
 
     name: str
-    net: dict[str, Any]
+    net: View
     infra_search: tuple[str, ...]
 
 
@@ -38,12 +43,12 @@ def rack_context(dc: DcTemplate, slot: int) -> RackContext:
     name = rack_name(slot)
     return RackContext(
         name=name,
-        net={
-            "bridge": dc.network.bridge,
-            "prefixlen": net.prefixlen,
-            "gateway": str(net.network_address + dc.network.gateway),
-            "network": str(net),
-        },
+        net=View(
+            bridge=dc.network.bridge,
+            prefixlen=net.prefixlen,
+            gateway=str(net.network_address + dc.network.gateway),
+            network=str(net),
+        ),
         infra_search=(f"{name}.{dc.infra_zone}", dc.infra_zone),
     )
 
@@ -55,49 +60,49 @@ def ct_context(ct: Ct, dc: DcTemplate, rack: RackContext) -> dict[str, Any]:
     role = f"tenant {ct.tenant}" if ct.tenant else (f"service {ct.service}" if ct.service else "ct")
     p = dc.paths
     return {
-        "dc": {"name": dc.name},
-        "rack": {"name": rack.name},
+        "dc": View(name=dc.name),
+        "rack": View(name=rack.name),
         "net": rack.net,
-        "ct": {
-            "ctid": ct.ctid,
-            "hostname": ct.hostname,
-            "tenant": ct.tenant,
-            "service": ct.service,
-            "role": role,
-            "env": ct.env,
-            "ip": ct.ip,
-            "apps": list(ct.apps),
-        },
-        "res": {
-            "memory": r.memory,
-            "swap": r.swap,
-            "disk": r.disk,
-            "disk_hard": _round_k(int(r.disk * DISK_HARD)),
-            "inodes": gb * INODES_PER_GB,
-            "inodes_hard": int(gb * INODES_PER_GB * DISK_HARD),
-            "cpus": r.cpus,
-            "cpuunits": r.cpuunits,
-            "cpulimit": r.cpulimit,
-        },
-        "dns": {"nameservers": list(dc.resolvers), "search": list(search)},
-        "paths": {
-            "prototype": p.prototype,
-            "sw": f"{p.software}/{ct.env}",
-            "data": f"{p.data}/{ct.storage}/{ct.ctid}",
-            "resolv": f"{p.config}/{ct.ctid}/resolv.conf",
-            "ve_root": p.ve_root,
-            "ve_private": p.ve_private,
-        },
+        "ct": View(
+            ctid=ct.ctid,
+            hostname=ct.hostname,
+            tenant=ct.tenant,
+            service=ct.service,
+            role=role,
+            env=ct.env,
+            ip=ct.ip,
+            apps=list(ct.apps),
+        ),
+        "res": View(
+            memory=r.memory,
+            swap=r.swap,
+            disk=r.disk,
+            disk_hard=_round_k(int(r.disk * DISK_HARD)),
+            inodes=gb * INODES_PER_GB,
+            inodes_hard=int(gb * INODES_PER_GB * DISK_HARD),
+            cpus=r.cpus,
+            cpuunits=r.cpuunits,
+            cpulimit=r.cpulimit,
+        ),
+        "dns": View(nameservers=list(dc.resolvers), search=list(search)),
+        "paths": View(
+            prototype=p.prototype,
+            sw=f"{p.software}/{ct.env}",
+            data=f"{p.data}/{ct.storage}/{ct.ctid}",
+            resolv=f"{p.config}/{ct.ctid}/resolv.conf",
+            ve_root=p.ve_root,
+            ve_private=p.ve_private,
+        ),
     }
 
 
 def exports_context(dc: DcTemplate, rack: RackContext, node: Node, hns: list[Node], ct_count: int) -> dict[str, Any]:
     return {
-        "rack": {"name": rack.name},
-        "node": {"hostname": node.hostname, "ip": node.ip},
+        "rack": View(name=rack.name),
+        "node": View(hostname=node.hostname, ip=node.ip),
         "hns": [hn.ip for hn in hns],
         "envs": list(dc.environments),
-        "paths": {"export_root": dc.paths.export_root},
+        "paths": View(export_root=dc.paths.export_root),
         "ct_count": ct_count,
     }
 

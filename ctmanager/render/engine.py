@@ -43,22 +43,43 @@ class Engine:
                 raise RenderError(f"template {name} not found in {', '.join(map(str, self.dirs))}") from None
         return tpl
 
+    def context(self, variables: dict[str, Any]) -> dict[str, Any]:
+        """The variables merged with the environment's globals once, so that
+        several templates can share one context (see `render`)."""
+        return {**self.env.globals, **variables}
+
     def render(self, name: str, context: dict[str, Any]) -> str:
+        """Render `name` with a context made by `context()`.
+
+        Template.render() copies globals and variables into a fresh dict on every
+        call; with 50,000 files that copy was a third of the time, so the merged
+        context is made once per CT and passed as shared.
+        """
         tpl = self.template(name)
         try:
-            return tpl.render(context)
+            try:
+                return self.env.concat(tpl.root_render_func(tpl.new_context(context, shared=True)))  # type: ignore[attr-defined]
+            except Exception:
+                self.env.handle_exception()  # re-raises with template line numbers, as Template.render does
         except jinja2.UndefinedError as exc:
             raise RenderError(f"{_template_line(exc, tpl)}: {exc.message}") from None
         except Exception as exc:  # a filter or expression failed: still one line, still nothing written
             raise RenderError(f"{_template_line(exc, tpl)}: {type(exc).__name__}: {exc}") from None
+        raise AssertionError("unreachable")
 
     def fingerprint(self, names: list[str]) -> str:
-        """Hash of the template sources in use (and our version): any change re-renders."""
+        """Hash of the template sources in use (and our version): any change re-renders.
+
+        Reads the sources without compiling them: a run with nothing to render
+        never compiles a template.
+        """
         h = hashlib.blake2b(__version__.encode(), digest_size=16)
         for name in names:
-            tpl = self.template(name)
-            h.update(name.encode())
-            h.update(Path(tpl.filename or "").read_bytes() if tpl.filename else b"")
+            try:
+                source, _, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
+            except jinja2.TemplateNotFound:
+                raise RenderError(f"template {name} not found in {', '.join(map(str, self.dirs))}") from None
+            h.update(name.encode() + b"\0" + source.encode())
         return h.hexdigest()
 
 

@@ -1,4 +1,8 @@
-"""File primitives for rendered trees: atomic write-if-changed, stat records, diffs."""
+"""File primitives for rendered trees: atomic writes, content checks, stat records, diffs.
+
+No fsync per file: a crash loses at most the last render, which the next render
+redoes (the recorded stats no longer match).
+"""
 
 from __future__ import annotations
 
@@ -9,48 +13,70 @@ from pathlib import Path
 Stat = tuple[int, int]  # (mtime_ns, size): enough to notice a hand edit
 
 
-def read(path: Path) -> bytes | None:
+def read(path: Path | str) -> bytes | None:
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
         return None
 
 
-def write_atomic(path: Path, data: bytes, mode: int) -> Stat:
-    """Write via temp file + rename, so readers see the old or the new file, never half.
+def temp_name(path: Path | str) -> str:
+    """Where a file is written before it is renamed over `path` (same folder, hidden)."""
+    head, name = os.path.split(path)
+    return os.path.join(head, f".{name}.tmp")
 
-    No fsync per file: a crash loses at most the last render, which the next
-    render (the manifest no longer matches) redoes.
+
+def write_new(path: Path | str, data: bytes, mode: int, umask: int | None = None, *, exclusive: bool = False) -> Stat:
+    """Write `path` in place. Only for files nobody reads yet: temp files and staged folders.
+
+    `umask`, when known, saves a chmod per file in the common case where it
+    does not take bits away from `mode`.
     """
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), mode)
     try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)  # umask must not weaken an executable action script
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if umask is None or mode & umask:  # umask must not weaken an executable action script
+            os.fchmod(fd, mode)
         st = os.fstat(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
     return (st.st_mtime_ns, st.st_size)
 
 
-def write_if_changed(path: Path, data: bytes, mode: int) -> tuple[bool, Stat]:
-    """Returns (written, stat). An identical file is left alone (mtime kept)."""
+def write_atomic(path: Path | str, data: bytes, mode: int) -> Stat:
+    """Temp file + rename: readers see the old or the new file, never half of one."""
+    tmp = temp_name(path)
+    st = write_new(tmp, data, mode)
+    os.replace(tmp, path)
+    return st
+
+
+def same_content(path: Path | str, data: bytes, mode: int) -> Stat | None:
+    """The file's stat if it already holds exactly `data` with `mode`, else None."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return True, write_atomic(path, data, mode)
-    if st.st_size == len(data) and (st.st_mode & 0o777) == mode and path.read_bytes() == data:
-        return False, (st.st_mtime_ns, st.st_size)
+        return None
+    if st.st_size == len(data) and (st.st_mode & 0o777) == mode and read(path) == data:
+        return (st.st_mtime_ns, st.st_size)
+    return None
+
+
+def write_if_changed(path: Path | str, data: bytes, mode: int) -> tuple[bool, Stat]:
+    """Returns (written, stat). An identical file is left alone (mtime kept)."""
+    st = same_content(path, data, mode)
+    if st is not None:
+        return False, st
     return True, write_atomic(path, data, mode)
 
 
-def stat_matches(path: Path, recorded: Stat) -> bool:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return (st.st_mtime_ns, st.st_size) == tuple(recorded)
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def unified(rel: str, old: bytes | None, new: bytes | None) -> str:

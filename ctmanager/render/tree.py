@@ -6,10 +6,13 @@
     OUT/rack-101/storage/<storage-node>.exports      the storage node's export list
 
 All-or-nothing: everything that changed is rendered in memory first; a template
-error leaves the folder untouched. Unchanged work is skipped without rendering:
-OUT/.ctmanager-render.json records, per CT, a hash of its inputs and the stat of
-the files written, like a build system. A hand-edited file no longer matches its
-stat and is rendered again. Files we never wrote are never deleted.
+error leaves the folder untouched. A rack folder that is new appears whole (built
+aside, renamed into place); in an existing one each changed file is replaced
+atomically. Unchanged work is skipped without rendering: OUT/.ctmanager-render.json
+records, per CT, a hash of its inputs and the stat of the files written, like a
+build system. A hand-edited file no longer matches its stat and is rendered again.
+Files we never wrote are never deleted. Large renders use one forked process per
+core, for rendering and again for writing (see parallel.py).
 """
 
 from __future__ import annotations
@@ -17,33 +20,24 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Sequence
 
 from .. import queries
 from ..errors import InputError
 from ..model import rack_name
 from ..store import Store
-from . import files
-from .ctfiles import CT_FILES, EXPORTS_FILE, TEMPLATES, ct_context, exports_context, rack_context
+from . import files, output, parallel
+from .ctfiles import CT_FILES, EXPORTS_FILE, TEMPLATES, RackContext, ct_context, exports_context, rack_context
 from .engine import Engine
+from .output import Rendered, Unit
 
 MANIFEST = ".ctmanager-render.json"
-FORMAT = 1
-PARALLEL_MIN = 2000  # below this many units, forking costs more than it saves
-WRITE_THREADS = 4
-WRITE_CHUNK = 512
-
-
-@dataclass
-class Unit:
-    key: str
-    outputs: list[tuple[str, str, int]]  # (relpath, template, mode)
-    make_context: Callable[[], dict[str, Any]]  # built only if the unit is rendered
+FORMAT = 3
+CHECK_PARALLEL_MIN = 4000  # units; below this, checking stats in one process is faster
 
 
 @dataclass
@@ -65,32 +59,40 @@ def render_tree(store: Store, outdir: Path, *, diff: bool = False, engine: Engin
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"output {outdir} exists and is not a folder")
     engine = engine or Engine()
+    workers = workers if workers is not None else parallel.default_workers()
+    base = str(outdir)
     units = _units(store, engine)
     old = _load_manifest(outdir)
-    report = RenderReport()
-    todo: list[str] = []
-    manifest: dict[str, Any] = {}
-    for uid, unit in units.items():
-        prev = old.get(uid)
-        if prev and prev["key"] == unit.key and sorted(prev["files"]) == sorted(r for r, _, _ in unit.outputs) and all(
-            files.stat_matches(outdir / rel, st) for rel, st in prev["files"].items()
-        ):
-            manifest[uid] = prev
-            report.skipped_units += 1
-            report.unchanged += len(unit.outputs)
-        else:
-            todo.append(uid)
-    rendered = _render(engine, units, todo, workers)  # may raise: nothing written yet
-    report.rendered_units = len(todo)
-    desired = {rel for u in units.values() for rel, _, _ in u.outputs}
-    stale = sorted({rel for prev in old.values() for rel in prev["files"]} - desired)
+    todo = _changed(base, units, old, workers)
+    if todo:
+        for name in TEMPLATES:  # compiled here, before any fork: syntax errors name file:line
+            engine.template(name)
+    stale = _stale(units, old, todo)
+    report = RenderReport(rendered_units=len(todo), skipped_units=len(units) - len(todo))
+    todo_set = set(todo)
+    kept = {uid: old[uid] for uid in units if uid not in todo_set}  # skipped: all in `old`
+    report.unchanged = sum(_entry_size(entry) for entry in kept.values())
     if diff:
-        report.diff = _diff(outdir, rendered, stale, report)
+        report.diff = _diff(outdir, output.render_all(engine, units, todo, workers), stale, report)
         return report
-    _write(outdir, units, todo, rendered, manifest, report)
+    if not todo and not stale and len(old) == len(units):
+        return report  # nothing to do: not even the manifest is rewritten
+    outdir.mkdir(parents=True, exist_ok=True)
+    results = output.build(base, engine, units, todo, workers)
+    manifest: dict[str, str] = kept
+    for uid in todo:
+        stats = []
+        for rel, _, _ in units[uid].outputs:
+            written, st = results[rel]
+            if written:
+                report.written.append(rel)
+            else:
+                report.unchanged += 1
+            stats.append((rel, st))
+        manifest[uid] = _entry(units[uid].key, stats)
     for rel in stale:
         try:
-            (outdir / rel).unlink()
+            os.unlink(os.path.join(base, rel))
             report.removed.append(rel)
         except FileNotFoundError:
             pass
@@ -99,93 +101,121 @@ def render_tree(store: Store, outdir: Path, *, diff: bool = False, engine: Engin
 
 
 def _units(store: Store, engine: Engine) -> dict[str, Unit]:
+    """Every CT and storage node, with a key over all of its inputs.
+
+    Cheap on purpose: a no-change run builds 10,000 of these and renders none,
+    so a CT's file list, context and typed Ct are only made if it is rendered.
+    """
     dc = queries.dc_template(store)
     salt = hashlib.blake2b(digest_size=16)
     salt.update(engine.fingerprint(TEMPLATES).encode())
+    salt.update(repr((CT_FILES, EXPORTS_FILE)).encode())  # same key => same file names
     salt.update((store.get_meta("template") or "").encode())
-    racks = {}
+    racks: dict[int, RackContext] = {}
+
+    def rack(slot: int) -> RackContext:
+        return racks.get(slot) or racks.setdefault(slot, rack_context(dc, slot))
+
+    def ct_outputs(folder: str, ctid: int) -> tuple[tuple[str, str, int], ...]:
+        return tuple((f"{folder}/{pat.format(ctid=ctid)}", tpl, mode) for pat, tpl, mode in CT_FILES)
+
+    def ct_unit_context(row: sqlite3.Row) -> dict[str, Any]:
+        ct = queries.ct_from_row(row)
+        return engine.context(ct_context(ct, dc, rack(ct.rack)))
+
     units: dict[str, Unit] = {}
     for row in store.query(f"SELECT {queries.CT_COLUMNS} FROM cts ORDER BY ctid"):
-        ct = queries.ct_from_row(row)
-        rack = racks.get(ct.rack) or racks.setdefault(ct.rack, rack_context(dc, ct.rack))
+        ctid, folder = row["ctid"], rack_name(row["rack"])
         key = salt.copy()
         key.update(repr(tuple(row)).encode())
-        base = rack.name
-        outputs = [(f"{base}/{pat.format(ctid=ct.ctid)}", tpl, mode) for pat, tpl, mode in CT_FILES]
-        units[f"ct/{ct.ctid}"] = Unit(key.hexdigest(), outputs, functools.partial(ct_context, ct, dc, rack))
+        units[f"ct/{ctid}"] = Unit(key.hexdigest(), folder, functools.partial(ct_outputs, folder, ctid),
+                                   functools.partial(ct_unit_context, row))
     counts = {r[0]: r[1] for r in store.query("SELECT storage, count(*) FROM cts GROUP BY storage")}
     for slot in [r["slot"] for r in queries.racks(store)]:
-        rack = racks.get(slot) or rack_context(dc, slot)
         nodes = queries.nodes(store, rack=slot)
         hns = [n for n in nodes if n.role == "compute"]
         for node in (n for n in nodes if n.role == "storage"):
-            ctx = exports_context(dc, rack, node, hns, counts.get(node.hostname, 0))
+            ctx = exports_context(dc, rack(slot), node, hns, counts.get(node.hostname, 0))
             key = salt.copy()
-            key.update(json.dumps(ctx, sort_keys=True).encode())
+            key.update(repr(sorted(ctx.items())).encode())
             pat, tpl, mode = EXPORTS_FILE
-            units[f"storage/{node.hostname}"] = Unit(key.hexdigest(), [(f"{rack_name(slot)}/{pat.format(hostname=node.hostname)}", tpl, mode)], functools.partial(dict, ctx))
+            outputs = ((f"{rack_name(slot)}/{pat.format(hostname=node.hostname)}", tpl, mode),)
+            units[f"storage/{node.hostname}"] = Unit(key.hexdigest(), rack_name(slot), functools.partial(tuple, outputs),
+                                                     functools.partial(engine.context, ctx))
     return units
 
 
-# ---- rendering (optionally in forked workers) --------------------------
-_JOB: tuple[Engine, dict[str, Unit], list[str]] | None = None
+def _changed(base: str, units: dict[str, Unit], old: dict[str, str], workers: int) -> list[str]:
+    """Units to render: new inputs, or a file of theirs is not as we left it."""
+    uids = list(units)
+    if len(uids) < CHECK_PARALLEL_MIN:
+        workers = 1
+    check = functools.partial(_changed_part, base, units, old)
+    return [uid for part in parallel.fork_map(check, parallel.split(uids, workers), workers) for uid in part]
 
 
-def _render_slice(bounds: tuple[int, int]) -> list[tuple[str, bytes, int]]:
-    assert _JOB is not None
-    engine, units, todo = _JOB
+def _changed_part(base: str, units: dict[str, Unit], old: dict[str, str], uids: Sequence[str]) -> list[str]:
+    return [uid for uid in uids if not _unchanged(base, units[uid].key, old.get(uid))]
+
+
+def _unchanged(base: str, key: str, entry: str | None) -> bool:
+    """Same key (so the same file names), and every file as we left it: a hand edit changes its stat."""
+    if entry is None or not entry.startswith(key + "\t"):
+        return False
+    try:
+        for rel, mtime, size in _entry_files(entry):
+            st = os.stat(f"{base}/{rel}")
+            if st.st_mtime_ns != mtime or st.st_size != size:
+                return False
+    except (FileNotFoundError, ValueError):  # gone, or a damaged entry: render again
+        return False
+    return True
+
+
+def _stale(units: dict[str, Unit], old: dict[str, str], todo: list[str]) -> list[str]:
+    """Files we wrote last time that nothing renders any more.
+
+    Only units that are gone or re-rendered can have dropped a file: an
+    unchanged key means unchanged file names.
+    """
+    stale: set[str] = set()
+    for uid in [u for u in old if u not in units] + [u for u in todo if u in old]:
+        unit = units.get(uid)
+        now = {rel for rel, _, _ in unit.outputs} if unit else set()
+        try:
+            stale.update(rel for rel, _, _ in _entry_files(old[uid]) if rel not in now)
+        except ValueError:  # damaged: we cannot tell which files were ours, so delete none
+            pass
+    if stale:  # a file may have moved from a removed unit to another one
+        stale -= {rel for u in units.values() for rel, _, _ in u.outputs}
+    return sorted(stale)
+
+
+# ---- the manifest: uid -> "key<TAB>rel<TAB>mtime_ns<TAB>size<TAB>rel..." ----
+# Flat strings, parsed only when needed: a no-change run loads 10,000 of them.
+def _entry(key: str, stats: list[tuple[str, files.Stat]]) -> str:
+    return "\t".join([key] + [f"{rel}\t{m}\t{size}" for rel, (m, size) in stats])
+
+
+def _entry_size(entry: str) -> int:
+    return entry.count("\t") // 3
+
+
+def _entry_files(entry: str) -> list[tuple[str, int, int]]:
+    """(rel, mtime_ns, size) of each file; ValueError if damaged or not a path inside the output."""
+    parts = entry.split("\t")
+    if len(parts) < 4 or len(parts) % 3 != 1:
+        raise ValueError("damaged manifest entry")
     out = []
-    for uid in todo[bounds[0]:bounds[1]]:
-        unit = units[uid]
-        context = unit.make_context()
-        for rel, tpl, mode in unit.outputs:
-            out.append((rel, engine.render(tpl, context).encode(), mode))
+    for i in range(1, len(parts), 3):
+        rel = parts[i]
+        if not rel or rel.startswith("/") or ".." in rel.split("/"):
+            raise ValueError(f"bad path in manifest: {rel!r}")
+        out.append((rel, int(parts[i + 1]), int(parts[i + 2])))
     return out
 
 
-def _render(engine: Engine, units: dict[str, Unit], todo: list[str], workers: int | None) -> list[tuple[str, bytes, int]]:
-    global _JOB
-    for name in TEMPLATES:  # syntax errors surface here, in this process, with file:line
-        engine.template(name)
-    workers = workers if workers is not None else (os.cpu_count() or 1)
-    _JOB = (engine, units, todo)
-    try:
-        if workers <= 1 or len(todo) < PARALLEL_MIN:
-            return _render_slice((0, len(todo)))
-        step = -(-len(todo) // (workers * 4))
-        slices = [(i, min(i + step, len(todo))) for i in range(0, len(todo), step)]
-        # fork: workers inherit the units without pickling them.
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return [item for part in pool.map(_render_slice, slices) for item in part]
-    finally:
-        _JOB = None
-
-
-# ---- output ------------------------------------------------------------
-def _write(outdir: Path, units: dict[str, Unit], todo: list[str], rendered: list[tuple[str, bytes, int]],
-           manifest: dict[str, Any], report: RenderReport) -> None:
-    for d in sorted({str(Path(rel).parent) for rel, _, _ in rendered}):
-        (outdir / d).mkdir(parents=True, exist_ok=True)
-    # Syscalls release the GIL: a few threads overlap the file system's latency.
-    # Chunks, not one future per file (ThreadPoolExecutor.map ignores chunksize).
-    def write_chunk(chunk: list[tuple[str, bytes, int]]) -> list[tuple[bool, files.Stat]]:
-        return [files.write_if_changed(outdir / rel, data, mode) for rel, data, mode in chunk]
-
-    chunks = [rendered[i:i + WRITE_CHUNK] for i in range(0, len(rendered), WRITE_CHUNK)]
-    with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
-        results = [r for part in pool.map(write_chunk, chunks) for r in part]
-    stats: dict[str, files.Stat] = {}
-    for (rel, _, _), (written, st) in zip(rendered, results):
-        stats[rel] = st
-        if written:
-            report.written.append(rel)
-        else:
-            report.unchanged += 1
-    for uid in todo:
-        manifest[uid] = {"key": units[uid].key, "files": {rel: stats[rel] for rel, _, _ in units[uid].outputs}}
-
-
-def _diff(outdir: Path, rendered: list[tuple[str, bytes, int]], stale: list[str], report: RenderReport) -> str:
+def _diff(outdir: Path, rendered: Rendered, stale: list[str], report: RenderReport) -> str:
     parts = []
     for rel, data, _ in rendered:
         old = files.read(outdir / rel)
@@ -200,11 +230,11 @@ def _diff(outdir: Path, rendered: list[tuple[str, bytes, int]], stale: list[str]
     return "".join(parts)
 
 
-def _load_manifest(outdir: Path) -> dict[str, Any]:
+def _load_manifest(outdir: Path) -> dict[str, str]:
     try:
         data = json.loads((outdir / MANIFEST).read_bytes())
     except (FileNotFoundError, ValueError):
         return {}
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("units"), dict):
-        return {}
-    return data["units"]
+        return {}  # an older or foreign manifest: everything is checked by content
+    return {uid: e for uid, e in data["units"].items() if isinstance(e, str)}

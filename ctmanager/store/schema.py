@@ -80,6 +80,10 @@ MIGRATIONS: list[str] = [
         detail  TEXT NOT NULL DEFAULT ''
     );
     """,
+    # v2: picking the least-loaded storage node counts CTs per storage node.
+    """
+    CREATE INDEX cts_storage ON cts(storage);
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

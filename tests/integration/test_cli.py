@@ -97,6 +97,7 @@ BAD_CLI = [
     ("bad-manifest", ["rack", "install", "102", str(EXAMPLE)], "nodes: is required"),
     ("missing-manifest", ["rack", "install", "102", "/nonexistent.toml"], "cannot read"),
     ("init-twice", ["init", "example"], "already initialised"),
+    ("render-zero-workers", ["render", "/tmp/ctm-never-written", "--workers", "0"], "must be 1 or more"),
 ]
 
 

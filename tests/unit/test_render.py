@@ -122,11 +122,78 @@ def test_template_error_writes_nothing(store, tmp_path: Path) -> None:
 
 
 def test_parallel_and_serial_render_agree(store, tmp_path: Path, monkeypatch) -> None:
-    from ctmanager.render import tree
+    from ctmanager.render import output, tree
 
-    monkeypatch.setattr(tree, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(output, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(tree, "CHECK_PARALLEL_MIN", 1)
     render_tree(store, tmp_path / "par", workers=2)
     render_tree(store, tmp_path / "ser", workers=1)
-    for p in (tmp_path / "ser").rglob("*"):
-        if p.is_file() and p.name != tree.MANIFEST:
-            assert (tmp_path / "par" / p.relative_to(tmp_path / "ser")).read_bytes() == p.read_bytes()
+    par, ser = snapshot(tmp_path / "par"), snapshot(tmp_path / "ser")
+    del par[tree.MANIFEST], ser[tree.MANIFEST]  # stats differ
+    assert par == ser
+    assert render_tree(store, tmp_path / "par", workers=2).rendered_units == 0
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under root, hidden ones included (temp files, staged folders), with file contents."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_error_in_one_ct_leaves_folder_as_it_was(store, tmp_path: Path, monkeypatch, workers: int) -> None:
+    """A failure that only one CT's data triggers, while another worker renders
+    another rack fine: no file replaced, no temp file or staged folder left
+    behind, whether the folders are new or exist."""
+    from ctmanager import manifest
+    from ctmanager.render import output, tree
+
+    inv = inventory.Inventory(store, inventory.queries.dc_template(store))
+    with store.transaction():
+        inv.install_rack(102, manifest.load(ROOT / "templates/dc/manifests/rack-102.toml", inv.dc), "test")
+        inv.add_tenant("globex", 102, ("jira",), inv.dc.defaults)
+
+    monkeypatch.setattr(output, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(tree, "CHECK_PARALLEL_MIN", 1)
+    override = tmp_path / "tpl"
+    shutil.copytree(ROOT / "templates", override)
+    conf = override / "ct/lxc/config.j2"
+    conf.write_text(conf.read_text() + "# {{ (1 // 0) if ct.hostname == 'initech' else '' }}\n")
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RenderError, match=r"config\.j2:\d+: ZeroDivisionError"):
+        render_tree(store, fresh, engine=Engine([override]), workers=workers)
+    assert not fresh.exists() or snapshot(fresh) == {}
+    out = tmp_path / "out"
+    render_tree(store, out, workers=workers)
+    before = snapshot(out)
+    with pytest.raises(RenderError, match="ZeroDivisionError"):
+        render_tree(store, out, engine=Engine([override]), workers=workers)
+    assert snapshot(out) == before
+
+
+def test_new_rack_folder_is_staged_and_a_leftover_stage_is_replaced(store, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / ".rack-101.new" / "openvz").mkdir(parents=True)
+    (out / ".rack-101.new" / "openvz" / "1005.conf").write_text("half-written by an interrupted run\n")
+    report = render_tree(store, out)
+    assert len(report.written) == 41
+    assert not (out / ".rack-101.new").exists()
+    assert (out / "rack-101/openvz/1005.conf").read_text().startswith("# CT 1005 ")
+
+
+def test_a_damaged_or_tampered_manifest_costs_a_rerender_and_deletes_nothing_outside(store, tmp_path: Path) -> None:
+    import json
+
+    from ctmanager.render import tree
+
+    out = tmp_path / "out"
+    render_tree(store, out)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not ours\n")
+    manifest = json.loads((out / tree.MANIFEST).read_text())
+    manifest["units"]["ct/999999"] = "k\t../victim.txt\t1\t9"  # a unit that no longer exists, pointing outside
+    manifest["units"]["ct/1005"] = "garbage"
+    (out / tree.MANIFEST).write_text(json.dumps(manifest))
+    report = render_tree(store, out)
+    assert victim.exists() and report.removed == []
+    assert report.rendered_units == 1 and report.written == []  # 1005 re-checked by content: identical
+    assert render_tree(store, out).rendered_units == 0
