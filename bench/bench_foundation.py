@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness import emit  # noqa: E402
 from ctmanager import inventory  # noqa: E402
 from ctmanager.model import NodeSpec  # noqa: E402
 from ctmanager.render import render_tree  # noqa: E402
@@ -113,11 +113,6 @@ def bench_status(store_path: Path, repeat: int) -> list[float]:
     return out
 
 
-def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} {platform.release()}"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
@@ -140,20 +135,10 @@ def main() -> int:
             rows.append((f"render again, nothing changed, {label}", min(warm), statistics.median(warm), 0.3))
         st = bench_status(store_path, max(5, args.repeat))
         rows.append((f"status --json, {CTS} CTs, whole process", min(st), statistics.median(st), 0.5))
-    lines = [f"### foundation — {time.strftime('%Y-%m-%d')} — {machine()}", "",
-             f"Store: {RACKS} racks x {HNS} nodes, {CTS} CTs (built in {setup:.1f} s, not timed below).", "",
-             "| benchmark | best (s) | median (s) | target (s) | met |", "| --- | --- | --- | --- | --- |"]
-    for name, best, med, target in rows:
-        met = "" if target is None else ("yes" if med <= target else "NO")
-        lines.append(f"| {name} | {best:.3f} | {med:.3f} | {'' if target is None else target} | {met} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_record:
-        results = ROOT / "bench" / "RESULTS.md"
-        if not results.exists():
-            results.write_text("# Benchmark results\n\nAppended by the scripts in bench/; newest last.\n\n")
-        with results.open("a") as f:
-            f.write(text + "\n")
+    intro = [f"Store: {RACKS} racks x {HNS} nodes, {CTS} CTs (built in {setup:.1f} s, not timed below).", ""]
+    emit("foundation", intro, [(name, f"{best:.3f} s", f"{med:.3f} s", "" if target is None else f"<= {target} s",
+                                "" if target is None else ("yes" if med <= target else "NO"))
+                               for name, best, med, target in rows], record=not args.no_record)
     return 0
 
 

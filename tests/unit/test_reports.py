@@ -1,0 +1,93 @@
+"""Signed state reports: what is accepted, what is dropped and why, and the log."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ctmanager import reports
+from ctmanager.reports import CtState, Metrics, Receiver, Report, ReportError, sign, verify
+
+KEY = b"k" * 32
+NOW = 1_800_000_000.0
+
+
+def report(seq: int = 1, *, boot: str = "0123456789abcdef", hn: str = "hn-101-1", sent_at: float = NOW,
+           cts: tuple[CtState, ...] = (CtState(1001, "UP", NOW - 5),), rack: int = 101) -> Report:
+    return Report(rack, hn, boot, seq, sent_at, False, Metrics(0.25, 64 << 30, 60 << 30, 1 << 40, 900 << 30, len(cts)), cts)
+
+
+def reason(datagram: bytes, rack: int = 101) -> str:
+    with pytest.raises(ReportError) as info:
+        verify(datagram, KEY, rack)
+    return info.value.reason
+
+
+def test_round_trip() -> None:
+    r = report(cts=tuple(CtState(1000 + i, "UP" if i % 2 else "DOWN", NOW - i) for i in range(100)))
+    assert verify(sign(r, KEY), KEY, 101) == r
+
+
+def test_forged_truncated_oversize_malformed_wrong_rack_are_dropped() -> None:
+    good = sign(report(), KEY)
+    assert reason(sign(report(), b"x" * 32)) == "forged"  # signed with another key
+    assert reason(good[:-1]) == "forged"  # truncated body no longer matches its MAC
+    assert reason(good[:20]) == "malformed"  # shorter than a MAC
+    assert reason(good[:32] + b"x" * reports.MAX_DATAGRAM) == "oversize"  # rejected before any hashing
+    assert reason(good, rack=102) == "wrong_rack"
+    with pytest.raises(ReportError, match="oversize"):
+        sign(report(cts=tuple(CtState(1000 + i, "UP", NOW) for i in range(1500))), KEY)
+
+
+@pytest.mark.parametrize("patch", [
+    {"v": 2}, {"hn": "HN_1"}, {"hn": "a;reboot"}, {"boot_id": "../x"}, {"seq": -1}, {"seq": "1"},
+    {"drained": "no"}, {"sent_at": float("nan")}, {"cts": [{"ctid": 0, "opst": "UP", "since": 1}]},
+    {"cts": [{"ctid": 1001, "opst": "RUNNING", "since": 1}]},
+    {"cts": [{"ctid": 1001, "opst": "UP", "since": 1}, {"ctid": 1001, "opst": "UP", "since": 1}]},
+    {"metrics": {"cpu_load": 0.1}}, {"cts": "all"},
+])
+def test_signed_but_malformed_bodies_are_dropped(patch: dict) -> None:
+    body = json.loads(report().body())
+    body.update(patch)
+    raw = json.dumps(body).encode()
+    import hashlib
+    import hmac
+    assert reason(hmac.new(KEY, raw, hashlib.sha256).digest() + raw) == "malformed"
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_never_pass_or_crash(data: bytes) -> None:
+    with pytest.raises(ReportError):
+        verify(data, KEY, 101)
+
+
+def test_receiver_drops_replays_and_old_boots_and_counts_them() -> None:
+    rx = Receiver(KEY, 101)
+    assert rx.receive(sign(report(5), KEY), "10.1.1.1", NOW)
+    assert rx.receive(sign(report(5), KEY), "10.1.1.1", NOW) is None  # replayed
+    assert rx.receive(sign(report(4), KEY), "10.1.1.1", NOW) is None  # older
+    assert rx.receive(sign(report(6), KEY), "10.1.1.1", NOW).seq == 6
+    # Reboot: a new boot id with seq 1 is fine if sent later; an old boot's datagram is not.
+    assert rx.receive(sign(report(1, boot="fedcba9876543210", sent_at=NOW + 1), KEY), "10.1.1.1", NOW + 1)
+    assert rx.receive(sign(report(99, boot="0123456789abcdef", sent_at=NOW), KEY), "10.1.1.1", NOW + 2) is None
+    # A datagram from far in the past or future.
+    assert rx.receive(sign(report(7, hn="hn-101-2", sent_at=NOW - 3600), KEY), "10.1.1.2", NOW) is None
+    assert rx.drops == {"stale": 4}
+    assert rx.latest["hn-101-1"].boot_id == "fedcba9876543210" and rx.accepted == 3
+
+
+def test_drops_are_logged_once_per_source_and_reason_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    rx = Receiver(KEY, 101)
+    forged = sign(report(), b"x" * 32)
+    with caplog.at_level(logging.WARNING, logger="ctmanager.reports"):
+        for i in range(100):
+            rx.receive(forged, "10.9.9.9", NOW + i * 0.5)  # 50 s of flooding
+        rx.receive(forged, "10.9.9.8", NOW)
+        rx.receive(forged, "10.9.9.9", NOW + 61)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and all("bad MAC" in line for line in lines)
+    assert rx.drops == {"forged": 102}
