@@ -26,7 +26,7 @@ MAC_SIZE = 32
 MAX_DATAGRAM = 60_000  # UDP payload we accept; 100 CTs take about 5 KB
 MAX_CTS = 1000
 MAX_SKEW = 300.0  # seconds a report's clock may be off from ours
-OPST = ("UP", "DOWN")  # a CT the HN does not list is not there
+OPST = ("UP", "DOWN")  # a CT the HN does not list is not there on that HN
 METRICS = ("cpu_load", "mem_total", "mem_free", "disk_total", "disk_free", "ct_count")
 _HOST = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _BOOT = re.compile(r"[0-9a-f-]{8,64}")
@@ -121,7 +121,7 @@ def _parse(d: dict[str, Any]) -> Report:
     append, make = states.append, CtState._make  # hot loop: up to 1,000 entries a report
     for c in cts:
         ctid, opst, since = c["ctid"], c["opst"], c["since"]
-        if type(ctid) is not int or not 0 < ctid < 2**31 or (opst != "UP" and opst != "DOWN"):
+        if type(ctid) is not int or not 0 < ctid < 2**31 or opst not in OPST:
             raise ValueError("bad CT entry")
         if type(since) is not float and type(since) is not int or not 0 <= since < 1e12:
             raise ValueError("bad CT since")

@@ -71,8 +71,9 @@ def _plan_up(ct: Ct, known: dict[str, str], unknown: list[str], observed: Observ
     running = [hn for hn, opst in known.items() if opst == "UP"]
     if target is None and len(running) == 1 and not _unusable(ctid, running[0], sched, placements, now):
         place[ctid] = target = running[0]  # already runs somewhere fine (e.g. a lost placement): adopt it
-    if target is None or _unusable(ctid, target, sched, placements, now):
-        why_old = "" if target is None else f" (was {target}: {_unusable(ctid, target, sched, placements, now)})"
+    problem = "" if target is None else _unusable(ctid, target, sched, placements, now)
+    if target is None or problem:
+        why_old = "" if target is None else f" (was {target}: {problem})"
         chosen, why = sched.choose(ct)
         if chosen is None:
             notes.append(f"CT {ctid} cannot be placed: {why}")

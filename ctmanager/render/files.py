@@ -65,14 +65,6 @@ def same_content(path: Path | str, data: bytes, mode: int) -> Stat | None:
     return None
 
 
-def write_if_changed(path: Path | str, data: bytes, mode: int) -> tuple[bool, Stat]:
-    """Returns (written, stat). An identical file is left alone (mtime kept)."""
-    st = same_content(path, data, mode)
-    if st is not None:
-        return False, st
-    return True, write_atomic(path, data, mode)
-
-
 def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

@@ -70,8 +70,7 @@ def render_all(engine: Engine, units: dict[str, Unit], uids: list[str], workers:
     """Everything in memory (for --diff)."""
     if _files(units, uids) < PARALLEL_MIN:
         workers = 1
-    parts = parallel.split(uids, workers)
-    return [item for part in parallel.fork_map(functools.partial(render, engine, units), parts, workers) for item in part]
+    return parallel.fork_map(functools.partial(render, engine, units), parallel.split(uids, workers), workers)
 
 
 def build(base: str, engine: Engine, units: dict[str, Unit], uids: list[str], workers: int) -> dict[str, tuple[bool, files.Stat]]:
@@ -85,7 +84,7 @@ def build(base: str, engine: Engine, units: dict[str, Unit], uids: list[str], wo
     parts = [biggest_first[i::workers] for i in range(max(1, min(workers, len(by_folder))))]
     aside = functools.partial(_aside, base, engine, units, by_folder, files.current_umask())
     try:
-        outcomes = [o for part in parallel.fork_map(aside, parts, workers) for o in part]
+        outcomes = parallel.fork_map(aside, parts, workers)
         return _commit(base, outcomes)
     except BaseException:
         _discard(base, units, by_folder)

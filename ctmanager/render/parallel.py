@@ -25,21 +25,23 @@ def _run(index: int) -> object:
     return fn(parts[index])
 
 
-def fork_map(fn: Callable[[T], R], parts: Sequence[T], workers: int) -> list[R]:
-    """[fn(p) for p in parts], in `workers` forked processes when that is worth it.
+def fork_map(fn: Callable[[T], list[R]], parts: Sequence[T], workers: int) -> list[R]:
+    """fn(p) for each part, concatenated in order; in `workers` forked processes
+    when there is more than one.
 
     An exception in a child is re-raised here, with its type, as Pool does.
     """
     global _JOB
     workers = min(workers, len(parts))
     if workers <= 1:
-        return [fn(p) for p in parts]
+        return [item for p in parts for item in fn(p)]
     _JOB = (fn, parts)
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return pool.map(_run, range(len(parts)), chunksize=1)  # type: ignore[return-value]
+            results = pool.map(_run, range(len(parts)), chunksize=1)
     finally:
         _JOB = None
+    return [item for part in results for item in part]  # type: ignore[attr-defined]
 
 
 def default_workers() -> int:

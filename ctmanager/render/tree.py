@@ -151,7 +151,7 @@ def _changed(base: str, units: dict[str, Unit], old: dict[str, str], workers: in
     if len(uids) < CHECK_PARALLEL_MIN:
         workers = 1
     check = functools.partial(_changed_part, base, units, old)
-    return [uid for part in parallel.fork_map(check, parallel.split(uids, workers), workers) for uid in part]
+    return parallel.fork_map(check, parallel.split(uids, workers), workers)
 
 
 def _changed_part(base: str, units: dict[str, Unit], old: dict[str, str], uids: Sequence[str]) -> list[str]:
