@@ -182,7 +182,9 @@ class Inventory:
         self.store.event("ct.set", str(ct.ctid), f"admst={new_admst}")
         return queries.find_ct(self.store, str(ct.ctid))
 
-    def rm_ct(self, ref: str, *, as_tenant: bool = False) -> Ct:
+    def rm_ct(self, ref: str, *, as_tenant: bool = False, purge: bool = False) -> Ct:
+        """Remove a CT from the configuration. A tombstone tells the reconcile loop
+        to destroy it on the HNs (its /data kept unless `purge`)."""
         ct = queries.find_ct(self.store, ref)
         if ct.tenant is not None and ct.hostname == ct.tenant and not as_tenant:
             raise ConflictError(f"CT {ct.hostname} is tenant {ct.tenant}'s core CT; remove the tenant instead: ctmanager tenant rm {ct.tenant}")
@@ -190,8 +192,11 @@ class Inventory:
         if users:
             raise ConflictError(f"CT {ct.hostname} is the target of route(s) {', '.join(users)}; move them first: ctmanager route set TENANT SERVICE TARGET")
         self.store.db.execute("DELETE FROM observed WHERE ctid = ?", (ct.ctid,))
+        self.store.db.execute("DELETE FROM placements WHERE ctid = ?", (ct.ctid,))
         self.store.db.execute("DELETE FROM cts WHERE ctid = ?", (ct.ctid,))
-        self.store.event("ct.rm", str(ct.ctid), ct.hostname)
+        self.store.db.execute("INSERT OR REPLACE INTO removed (ctid, hostname, purge, removed_at) VALUES (?, ?, ?, ?)",
+                              (ct.ctid, ct.hostname, int(purge), self.now()))
+        self.store.event("ct.rm", str(ct.ctid), ct.hostname + (" (purge /data)" if purge else ""))
         return ct
 
     # ---- tenants -------------------------------------------------------
@@ -211,11 +216,11 @@ class Inventory:
         self.store.event("tenant.add", name, rack_name(rack))
         return core
 
-    def rm_tenant(self, name: str) -> list[Ct]:
+    def rm_tenant(self, name: str, *, purge: bool = False) -> list[Ct]:
         queries.tenant_rack(self.store, name)  # raises NotFoundError
         cts = queries.cts(self.store, tenant=name)
         self.store.db.execute("DELETE FROM routes WHERE tenant = ?", (name,))
-        removed = [self.rm_ct(str(ct.ctid), as_tenant=True) for ct in cts]
+        removed = [self.rm_ct(str(ct.ctid), as_tenant=True, purge=purge) for ct in cts]
         self.store.db.execute("DELETE FROM tenants WHERE name = ?", (name,))
         self.store.event("tenant.rm", name, f"{len(removed)} CTs")
         return removed

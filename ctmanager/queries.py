@@ -127,13 +127,18 @@ def routes(store: Store, *, tenant: str | None = None) -> list[Route]:
     return [Route(r[0], r[1], r[2]) for r in rows]
 
 
-STATUS_FIELDS = ("ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since")
+STATUS_FIELDS = ("ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since", "report_age")
 
 
-def status(store: Store) -> list[tuple[Any, ...]]:
-    """One tuple per CT in STATUS_FIELDS order; OPST is UNKNOWN until observed."""
+def status(store: Store, now: float, stale_after: float = 3.0) -> list[tuple[Any, ...]]:
+    """One tuple per CT in STATUS_FIELDS order. OPST is what the manager daemon
+    last saw, and UNKNOWN until observed or when that HN's newest report is older
+    than `stale_after` (a stopped manager or a silent HN is not "UP")."""
     return store.query(
         """SELECT c.ctid, c.hostname, c.tenant, c.ip, o.hn, c.admst,
-                  coalesce(o.opst, 'UNKNOWN'), o.since
-           FROM cts c LEFT JOIN observed o ON o.ctid = c.ctid ORDER BY c.ctid"""
+                  CASE WHEN r.received_at IS NULL OR ? - r.received_at > ? THEN 'UNKNOWN'
+                       ELSE coalesce(o.opst, 'UNKNOWN') END,
+                  o.since, round(? - r.received_at, 1)
+           FROM cts c LEFT JOIN observed o ON o.ctid = c.ctid LEFT JOIN hn_reports r ON r.hn = o.hn
+           ORDER BY c.ctid""", (now, stale_after, now)
     )

@@ -87,6 +87,9 @@ class Table:
     def bool(self, key: str, default: Any = ...) -> Any:
         return self._get(key, _REQUIRED if default is ... else default, (bool,), "true or false")
 
+    def number(self, key: str, default: Any = ...) -> Any:
+        return self._get(key, _REQUIRED if default is ... else default, (int, float), "a number")
+
     def scalar(self, key: str, default: Any = ...) -> Any:
         """A string or integer (sizes may be written either way)."""
         return self._get(key, _REQUIRED if default is ... else default, (str, int), "a string or integer")

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -13,12 +14,14 @@ from .. import queries
 from ..errors import StoreError
 from ..model import rack_name
 from ..store import Store, default_path, open_store
-from .output import emit_json, table, when
+from .output import age, emit_json, table, when
 
 RES_OPTS = ("memory", "swap", "disk", "cpus", "cpuunits", "cpulimit")
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> dict[str, Any]:
+    """Register the configuration commands; returns the helpers and groups that
+    the runtime commands (cli/runtime.py) extend."""
     def cmd(parent: Any, name: str, func: Callable[[argparse.Namespace], int], help: str, example: str) -> argparse.ArgumentParser:
         p = parent.add_parser(name, parents=[common], help=help, description=help,
                               epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,6 +55,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     cmd(tenants, "list", cmd_tenant_list, "list tenants", "ctmanager tenant list")
     p = cmd(tenants, "rm", cmd_tenant_rm, "remove a tenant, its CTs and its routes", "ctmanager tenant rm myhost")
     p.add_argument("name")
+    p.add_argument("--purge-data", action="store_true", help="also delete the CTs' /data when they are destroyed")
 
     cts = group("ct", "containers (CTs)")
     p = cmd(cts, "add", cmd_ct_add, "add a CT (IP and CTID are allocated)",
@@ -71,8 +75,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--env")
     p.add_argument("--apps", help="comma-separated apps (replaces the list)")
     _resource_args(p)
-    p = cmd(cts, "rm", cmd_ct_rm, "remove a CT (refused while a route points at it)", "ctmanager ct rm build-101-1")
+    p = cmd(cts, "rm", cmd_ct_rm, "remove a CT (refused while a route points at it); the reconcile loop destroys it, keeping /data",
+            "ctmanager ct rm build-101-1")
     p.add_argument("ct", help="CTID or hostname")
+    p.add_argument("--purge-data", action="store_true", help="also delete its /data when it is destroyed")
     p = cmd(cts, "list", cmd_ct_list, "list CTs with their configuration", "ctmanager ct list --rack rack-101")
     p.add_argument("--rack")
     p.add_argument("--tenant")
@@ -97,8 +103,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--diff", action="store_true", help="print a unified diff of what would change; write nothing")
     p.add_argument("--workers", type=_positive, help="render processes (default: the CPUs this process may use)")
 
-    cmd(sub, "status", cmd_status, "CTID | HOSTNAME | TENANT | IP | HN | ADMST | OPST | SINCE for every CT",
+    cmd(sub, "status", cmd_status, "CTID | HOSTNAME | TENANT | IP | HN | ADMST | OPST | SINCE | REPORT for every CT "
+        "(OPST is UNKNOWN when its HN's last report is older than the manager's stale_after)",
         "ctmanager status --json | jq '.[] | select(.opst != \"UP\")'")
+    return {"cmd": cmd, "group": group, "ct": cts}
 
 
 def _int(text: str) -> int:
@@ -172,7 +180,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         with open_store(store_path, create=True) as store, store.transaction():
             dc = inventory.apply_init(store, plan)
             summary = {"store": str(store_path), "dc": dc.name, "template": str(path),
-                       "racks": [r["name"] for r in queries.racks(store)], "cts": len(queries.status(store))}
+                       "racks": [r["name"] for r in queries.racks(store)], "cts": len(queries.cts(store))}
     except BaseException:
         if created:  # leave no half-made store behind
             for suffix in ("", "-wal", "-shm"):
@@ -248,7 +256,7 @@ def cmd_tenant_list(args: argparse.Namespace) -> int:
 
 def cmd_tenant_rm(args: argparse.Namespace) -> int:
     with _editing(args) as (store, inv):
-        removed = inv.rm_tenant(args.name)
+        removed = inv.rm_tenant(args.name, purge=args.purge_data)
     if _json(args):
         emit_json({"tenant": args.name, "removed_cts": [c.ctid for c in removed]})
     else:
@@ -296,7 +304,7 @@ def cmd_ct_set(args: argparse.Namespace) -> int:
 
 def cmd_ct_rm(args: argparse.Namespace) -> int:
     with _editing(args) as (store, inv):
-        ct = inv.rm_ct(args.ct)
+        ct = inv.rm_ct(args.ct, purge=args.purge_data)
     if _json(args):
         emit_json({"removed": ct.ctid, "hostname": ct.hostname})
     else:
@@ -386,7 +394,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _store(args) as store:
         if store.get_meta("template") is None:
             raise StoreError(f"{store.path}: store is not initialised; run: ctmanager init TEMPLATE")
-        rows = queries.status(store)
+        rows = queries.status(store, time.time())
     if _json(args):
         keys = queries.STATUS_FIELDS
         out = [dict(zip(keys, r)) for r in rows]
@@ -394,5 +402,5 @@ def cmd_status(args: argparse.Namespace) -> int:
             d["since"] = when(d["since"])
         emit_json(out)
     else:
-        table(tuple(k.upper() for k in queries.STATUS_FIELDS), [(*r[:7], when(r[7])) for r in rows])
+        table(tuple(k.upper() for k in queries.STATUS_FIELDS), [(*r[:7], when(r[7]), age(r[8])) for r in rows])
     return 0

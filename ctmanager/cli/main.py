@@ -12,7 +12,7 @@ import sys
 from typing import Sequence
 
 from ..errors import CtmError
-from . import commands
+from . import commands, runtime
 
 PROG = "ctmanager"
 
@@ -42,7 +42,8 @@ def build_parser() -> Parser:
     top.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    commands.register(sub, common)
+    helpers = commands.register(sub, common)
+    runtime.register(sub, helpers)
     return top
 
 

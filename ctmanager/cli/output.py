@@ -36,5 +36,18 @@ def when(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+def age(seconds: float | None) -> str | None:
+    """A report age for humans: 0.4s, 12s, 5m, 3h."""
+    if seconds is None:
+        return None
+    if seconds < 10:
+        return f"{max(seconds, 0):.1f}s"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import SimpleNamespace as View
-from typing import Any
+from typing import Any, Sequence
 
 from .. import template as dctemplate
-from ..model import Ct, DcTemplate, Node, rack_name
+from ..model import Ct, DcTemplate, Node, Paths, rack_name
 
 # (output path pattern inside the rack folder, template, mode)
 CT_FILES: tuple[tuple[str, str, int], ...] = (
@@ -54,15 +54,23 @@ def rack_context(dc: DcTemplate, slot: int) -> RackContext:
 
 
 def ct_context(ct: Ct, dc: DcTemplate, rack: RackContext) -> dict[str, Any]:
+    search = ((f"{ct.tenant}.{dc.tenant_zone}.internal",) if ct.tenant else ()) + rack.infra_search
+    return ct_view(ct, dc_name=dc.name, rack=rack.name, net=rack.net, nameservers=dc.resolvers,
+                   search=search, paths=dc.paths)
+
+
+def ct_view(ct: Ct, *, dc_name: str, rack: str, net: View, nameservers: Sequence[str], search: Sequence[str],
+            paths: Paths) -> dict[str, Any]:
+    """The context of one CT's templates. The manager renders with the DC's paths,
+    an agent with its own HN's (the same CT spec, see agent.spec)."""
     r = ct.resources
     gb = max(1, r.disk >> 30)
-    search = ((f"{ct.tenant}.{dc.tenant_zone}.internal",) if ct.tenant else ()) + rack.infra_search
     role = f"tenant {ct.tenant}" if ct.tenant else (f"service {ct.service}" if ct.service else "ct")
-    p = dc.paths
+    p = paths
     return {
-        "dc": View(name=dc.name),
-        "rack": View(name=rack.name),
-        "net": rack.net,
+        "dc": View(name=dc_name),
+        "rack": View(name=rack),
+        "net": net,
         "ct": View(
             ctid=ct.ctid,
             hostname=ct.hostname,
@@ -84,16 +92,21 @@ def ct_context(ct: Ct, dc: DcTemplate, rack: RackContext) -> dict[str, Any]:
             cpuunits=r.cpuunits,
             cpulimit=r.cpulimit,
         ),
-        "dns": View(nameservers=list(dc.resolvers), search=list(search)),
+        "dns": View(nameservers=list(nameservers), search=list(search)),
         "paths": View(
             prototype=p.prototype,
             sw=f"{p.software}/{ct.env}",
-            data=f"{p.data}/{ct.storage}/{ct.ctid}",
+            data=data_dir(p, ct),
             resolv=f"{p.config}/{ct.ctid}/resolv.conf",
             ve_root=p.ve_root,
             ve_private=p.ve_private,
         ),
     }
+
+
+def data_dir(paths: Paths, ct: Ct) -> str:
+    """Where a CT's /data is on an HN: under its storage node's mount."""
+    return f"{paths.data}/{ct.storage}/{ct.ctid}"
 
 
 def exports_context(dc: DcTemplate, rack: RackContext, node: Node, hns: list[Node], ct_count: int) -> dict[str, Any]:

@@ -84,6 +84,48 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX cts_storage ON cts(storage);
     """,
+    # v3: the reconcile loop's own state. Placements (where each CT should run),
+    # rejections the scheduler remembers, removed-CT tombstones (destroyed on the
+    # HNs, then forgotten), the intent journal (written before an action runs, so a
+    # restarted manager resumes), and the newest report of every HN.
+    """
+    CREATE TABLE placements (
+        ctid      INTEGER PRIMARY KEY,
+        hn        TEXT NOT NULL,
+        placed_at REAL NOT NULL
+    );
+    CREATE TABLE rejections (
+        ctid   INTEGER NOT NULL,
+        hn     TEXT NOT NULL,
+        until  REAL NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (ctid, hn)
+    );
+    CREATE TABLE removed (
+        ctid       INTEGER PRIMARY KEY,
+        hostname   TEXT NOT NULL,
+        purge      INTEGER NOT NULL DEFAULT 0,
+        removed_at REAL NOT NULL
+    );
+    CREATE TABLE journal (
+        id          INTEGER PRIMARY KEY,
+        at          REAL NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('start', 'stop', 'destroy')),
+        ctid        INTEGER NOT NULL,
+        hn          TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        purge       INTEGER NOT NULL DEFAULT 0,
+        state       TEXT NOT NULL CHECK (state IN ('pending', 'done', 'rejected', 'failed')),
+        detail      TEXT NOT NULL DEFAULT '',
+        finished_at REAL
+    );
+    CREATE INDEX journal_pending ON journal(state) WHERE state = 'pending';
+    CREATE TABLE hn_reports (
+        hn          TEXT PRIMARY KEY,
+        received_at REAL NOT NULL,
+        body        TEXT NOT NULL
+    );
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

@@ -26,7 +26,7 @@ def test_main_flow(example_store, tmp_path: Path) -> None:
     cli("tenant", "add", "bigco", "--rack", "102", "--apps", "jira,bamboo", "--memory", "16G")
     assert "(was relay-101)" in cli("route", "set", "myhost", "smtp", "relay-101-2").stdout
     status = cli("status").stdout.splitlines()
-    assert [c.strip() for c in status[0].split(" | ")] == ["CTID", "HOSTNAME", "TENANT", "IP", "HN", "ADMST", "OPST", "SINCE"]
+    assert [c.strip() for c in status[0].split(" | ")] == ["CTID", "HOSTNAME", "TENANT", "IP", "HN", "ADMST", "OPST", "SINCE", "REPORT_AGE"]
     rows = json.loads(cli("status", "--json").stdout)
     assert set(rows[0]) == {"ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since"}
     bigco = next(r for r in rows if r["hostname"] == "bigco")

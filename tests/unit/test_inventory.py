@@ -105,10 +105,10 @@ def test_ct_range_exhaustion(tmp_path: Path) -> None:
         dc = inventory.init(store, tmp_path / "dc.toml")  # 3 tenants use 3 of 4
     inv = inventory.Inventory(store, dc)
     change(inv, inv.add_ct, "fourth", 101, resources=dc.defaults)
-    before = queries.status(store)
+    before = queries.status(store, 0.0)
     with pytest.raises(ExhaustedError, match="all 4 addresses of 10.101.0.0/16 range 4.1-4.4"):
         change(inv, inv.add_ct, "fifth", 101, resources=dc.defaults)
-    assert [tuple(r) for r in queries.status(store)] == [tuple(r) for r in before]
+    assert [tuple(r) for r in queries.status(store, 0.0)] == [tuple(r) for r in before]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,0 +1,1 @@
+"""ctagent: the HN agent (observe, report, apply actions for the manager)."""

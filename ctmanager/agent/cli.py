@@ -1,0 +1,112 @@
+"""`ctagent`: the HN agent's command line.
+
+    ctagent [-c CONFIG] run                              the daemon: observe, report
+    ctagent [-c CONFIG] apply ACTION CTID [--purge-data]  spec JSON on stdin, result JSON on stdout
+    ctagent [-c CONFIG] observe                          what runs here, as JSON
+    ctagent [-c CONFIG] exec CTID -- CMD...              run a command inside a CT
+
+Exit codes of apply: 0 done, 1 failed, 2 bad input, 3 rejected (admission or the
+runtime refused: try another HN), 4 temporary (retry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import CtmError
+from . import apply as applying
+from .config import load
+
+DEFAULT_CONFIG = "/etc/ctagent/ctagent.toml"
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"ctagent: error: {message} (see: ctagent --help)\n")
+        sys.exit(applying.EXIT_BAD_INPUT)
+
+
+def build_parser() -> Parser:
+    top = Parser(prog="ctagent", description=__doc__.split("\n\n")[0].strip(),
+                 epilog="example: echo \"$SPEC\" | ctagent -c /etc/ctagent/ctagent.toml apply start 1005",
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("-c", "--config", default=os.environ.get("CTAGENT_CONFIG", DEFAULT_CONFIG),
+                     help=f"agent config (default: $CTAGENT_CONFIG, else {DEFAULT_CONFIG})")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    p = sub.add_parser("run", help="run the agent daemon", epilog="example: ctagent run")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every observation")
+    p = sub.add_parser("apply", help="apply one action to one CT (spec JSON on stdin)",
+                       epilog="example: ctagent apply stop 1005 </dev/null")
+    p.add_argument("action", choices=applying.ACTIONS)
+    p.add_argument("ctid", type=_ctid)
+    p.add_argument("--purge-data", action="store_true", help="destroy only: also delete the CT's /data")
+    sub.add_parser("observe", help="print the CTs on this HN and their OPST as JSON", epilog="example: ctagent observe")
+    p = sub.add_parser("exec", help="run a command inside a running CT; its exit code is passed through",
+                       epilog="example: ctagent exec 1005 -- svstat /data/service/*")
+    p.add_argument("ctid", type=_ctid)
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    return top
+
+
+def _ctid(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 2**31:
+        raise argparse.ArgumentTypeError(f"CTID must be a positive integer (got {text!r})")
+    return int(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s ctagent %(levelname)s %(message)s")
+    try:
+        config = load(Path(args.config))
+    except CtmError as exc:
+        return _fail(args, f"bad config: {exc}", applying.EXIT_BAD_INPUT)
+    from .drivers import DriverError, driver_for
+
+    driver = driver_for(config)
+    if args.command == "apply":
+        outcome = applying.apply(config, driver, args.action, args.ctid, sys.stdin.buffer.read(),
+                                 purge=args.purge_data)
+        print(applying.emit(outcome))
+        return outcome.exit_code
+    from .daemon import Agent
+
+    agent = Agent(config, driver)
+    if args.command == "observe":  # a report body, unsigned: SSH authenticated it
+        try:
+            states = driver.observe()
+        except DriverError as exc:
+            return _fail(args, str(exc), applying.EXIT_FAILED)
+        print(agent.report(states, time.time()).body().decode())
+        return 0
+    if args.command == "exec":
+        cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        if not cmd:
+            return _fail(args, "give a command after --", applying.EXIT_BAD_INPUT)
+        os.execvp(driver.exec_argv(args.ctid, cmd)[0], driver.exec_argv(args.ctid, cmd))
+    signal.signal(signal.SIGTERM, lambda *_: (agent.stopping.set(), agent.wake.set()))
+    agent.run()
+    return 0
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    if args.command == "apply":  # the manager parses stdout: keep it JSON
+        import json
+
+        print(json.dumps({"action": args.action, "ctid": args.ctid, "result": "bad_input" if code == 2 else "failed",
+                          "message": message, "changed": False}))
+    else:
+        sys.stderr.write(f"ctagent: error: {message}\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

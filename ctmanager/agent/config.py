@@ -1,0 +1,134 @@
+"""The agent's configuration file (TOML, strict like the DC template).
+
+    rack = 101
+    hn = "hn-101-1"
+    key_file = "/etc/ctagent/rack.key"      # the rack's HMAC key (hex), mode 0600
+    runtime = "lxc"                          # lxc | openvz
+    report_to = ["10.101.0.1:7070"]          # managers (and, later, peer agents)
+    report_interval = 1.0
+    state_dir = "/var/lib/ctagent"           # specs of the CTs it runs, drain flag
+    [capacity]                               # what admission and the reports count against
+    memory = "512G"                          # default: MemTotal of /proc/meminfo
+    disk = "4T"                              # default: size of the file system holding paths.data
+    reserve_memory = "256M"                  # never promised to CTs
+    [lxc]
+    lxcpath = "/var/lib/ctagent/lxc"
+    [paths]                                  # this HN's view of the storage (defaults: the DC template's)
+    prototype = "/vz/proto/debian-12"
+    ...
+
+`capacity` is read by every `ctagent apply` (it is a fresh process), so lowering
+it takes effect for admission at once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import tomlread
+from .. import validate as v
+from ..errors import InputError
+from ..model import Paths
+
+RUNTIMES = ("lxc", "openvz")
+DEFAULT_PATHS = Paths(prototype="/vz/proto/debian-12", software="/vz/sw", data="/vz/data", config="/vz/ctconf",
+                      ve_root="/vz/root", ve_private="/vz/private", export_root="/export")
+PATH_KEYS = ("prototype", "software", "data", "config", "ve_root", "ve_private")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    file: str
+    rack: int
+    hn: str
+    key: bytes
+    runtime: str
+    report_to: tuple[tuple[str, int], ...]
+    report_interval: float
+    state_dir: str
+    memory: int
+    disk: int
+    reserve_memory: int
+    lxcpath: str
+    paths: Paths
+
+    @property
+    def drain_flag(self) -> Path:
+        """Present = the agent refuses new CTs and says `drained` in its reports."""
+        return Path(self.state_dir) / "drained"
+
+
+def load(path: Path) -> AgentConfig:
+    top = tomlread.load(path)
+    file = str(path)
+    rack = top.check("rack", lambda x, f: v.integer(x, f, minimum=1, maximum=255), top.int("rack"))
+    hn = top.check("hn", v.label, top.str("hn"))
+    key_file = top.check("key_file", v.path, top.str("key_file"))
+    runtime = top.str("runtime", "lxc")
+    if runtime not in RUNTIMES:
+        raise top.error("runtime", f"must be one of {', '.join(RUNTIMES)} (got {runtime!r})")
+    report_to = tuple(top.check(f"report_to[{i}]", _hostport, a) for i, a in enumerate(top.strs("report_to")))
+    interval = top.number("report_interval", 1.0)
+    if not 0.05 <= float(interval) <= 60:
+        raise top.error("report_interval", f"must be between 0.05 and 60 seconds (got {interval!r})")
+    state_dir = top.check("state_dir", v.path, top.str("state_dir", "/var/lib/ctagent"))
+    paths_t = top.table("paths", required=False)
+    given = {k: paths_t.check(k, v.path, paths_t.str(k, getattr(DEFAULT_PATHS, k))) for k in PATH_KEYS}
+    paths_t.done()
+    paths = Paths(export_root=DEFAULT_PATHS.export_root, **given)
+    cap = top.table("capacity", required=False)
+    memory = cap.any("memory")
+    disk = cap.any("disk")
+    reserve = cap.any("reserve_memory")
+    cap.done()
+    lxc = top.table("lxc", required=False)
+    lxcpath = lxc.check("lxcpath", v.path, lxc.str("lxcpath", f"{state_dir}/lxc"))
+    lxc.done()
+    top.done()
+    return AgentConfig(
+        file=file, rack=rack, hn=hn, key=_read_key(Path(key_file), file), runtime=runtime, report_to=report_to,
+        report_interval=float(interval), state_dir=state_dir,
+        memory=v.size(memory, f"{file}: capacity.memory") if memory is not None else _mem_total(),
+        disk=v.size(disk, f"{file}: capacity.disk") if disk is not None else _disk_total(paths.data),
+        reserve_memory=v.size(reserve, f"{file}: capacity.reserve_memory", minimum=0) if reserve is not None else 256 << 20,
+        lxcpath=lxcpath, paths=paths,
+    )
+
+
+def _hostport(value: object, field: str) -> tuple[str, int]:
+    if not isinstance(value, str) or ":" not in value:
+        raise InputError(f"must be HOST:PORT (got {value!r})", where=field)
+    host, _, port = value.rpartition(":")
+    return str(v.ipv4(host, field)), v.integer(port, field, minimum=1, maximum=65535)
+
+
+def _read_key(path: Path, file: str) -> bytes:
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise InputError(f"cannot read the rack key: {exc.strerror}", where=f"{file}: key_file") from None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise InputError("the rack key must be hex", where=f"{file}: key_file") from None
+    if len(key) < 16:
+        raise InputError("the rack key must be at least 16 bytes", where=f"{file}: key_file")
+    return key
+
+
+def _mem_total() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise InputError("cannot read MemTotal from /proc/meminfo")
+
+
+def _disk_total(path: str) -> int:
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    st = os.statvfs(p)
+    return st.f_blocks * st.f_frsize

@@ -1,0 +1,1 @@
+"""Running actions on HNs over SSH."""

@@ -1,0 +1,1 @@
+"""The per-rack manager: config, daemon, one-pass reconcile."""

@@ -1,0 +1,99 @@
+"""The per-rack manager's configuration (TOML, strict).
+
+    rack = "rack-101"
+    listen = "10.101.0.1:7070"              # where agents send reports (UDP)
+    key_file = "/etc/ctmanager/rack-101.key" # the rack's HMAC key (hex), shared with its agents
+    agent_command = ["ctagent", "-c", "/etc/ctagent/ctagent.toml"]
+    [ssh]
+    user = "root"
+    key_file = "/etc/ctmanager/id_ed25519"
+    known_hosts = "/etc/ctmanager/known_hosts"  # owned by the manager: pinned keys, never auto-added
+    port = 22
+    connect_timeout = 5.0
+    action_timeout = 30.0
+    concurrency = 8
+    [timers]
+    stale_after = 3.0       # s without a report: the HN's state is unknown, nothing is done there
+    reject_memory = 300.0   # s a rejection keeps a CT away from that HN
+    full_plan_every = 1.0   # s between full plans (changed CTs are planned at once)
+
+`ctmanager run`, `reconcile`, `plan`, `ct exec` read it from --config or
+$CTMANAGER_CONFIG.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import tomlread
+from .. import validate as v
+from ..agent.config import _hostport, _read_key
+from ..errors import InputError
+from ..executor.ssh import SshSettings
+from ..reconcile.state import Settings
+
+ENV_VAR = "CTMANAGER_CONFIG"
+
+
+@dataclass(frozen=True)
+class ManagerConfig:
+    file: str
+    slot: int
+    listen: tuple[str, int]
+    key: bytes
+    agent_command: tuple[str, ...]
+    ssh: SshSettings
+    action_timeout: float
+    concurrency: int
+    settings: Settings
+    full_plan_every: float
+
+
+def find(explicit: str | None) -> Path:
+    path = explicit or os.environ.get(ENV_VAR)
+    if not path:
+        raise InputError(f"no manager config: give --config FILE or set ${ENV_VAR} (the lab writes one: ctmanager lab up)")
+    return Path(path)
+
+
+def load(path: Path) -> ManagerConfig:
+    if not path.is_file():
+        raise InputError(f"{path}: no such manager config")
+    top = tomlread.load(path)
+    file = str(path)
+    rack = top.str("rack")
+    if not rack.startswith("rack-") or not rack[5:].isdigit():
+        raise top.error("rack", f"must be rack-SLOT like rack-101 (got {rack!r})")
+    listen = top.check("listen", _hostport, top.str("listen"))
+    key = _read_key(Path(top.check("key_file", v.path, top.str("key_file"))), file)
+    agent_command = top.strs("agent_command", ["ctagent"])
+    if not agent_command:
+        raise top.error("agent_command", "must not be empty")
+    ssh = top.table("ssh")
+    settings = SshSettings(
+        user=ssh.check("user", v.label, ssh.str("user", "root")) if ssh.str("user", "root") != "root" else "root",
+        key_file=ssh.check("key_file", v.path, ssh.str("key_file")),
+        known_hosts=ssh.check("known_hosts", v.path, ssh.str("known_hosts")),
+        port=ssh.check("port", lambda x, f: v.integer(x, f, minimum=1, maximum=65535), ssh.int("port", 22)),
+        connect_timeout=_seconds(ssh, "connect_timeout", 5.0),
+    )
+    action_timeout = _seconds(ssh, "action_timeout", 30.0)
+    concurrency = ssh.check("concurrency", lambda x, f: v.integer(x, f, minimum=1, maximum=256), ssh.int("concurrency", 8))
+    ssh.done()
+    timers = top.table("timers", required=False)
+    reconcile = Settings(stale_after=_seconds(timers, "stale_after", 3.0),
+                         reject_memory=_seconds(timers, "reject_memory", 300.0))
+    full_every = _seconds(timers, "full_plan_every", 1.0)
+    timers.done()
+    top.done()
+    return ManagerConfig(file, int(rack[5:]), listen, key, tuple(agent_command), settings, action_timeout,
+                         concurrency, reconcile, full_every)
+
+
+def _seconds(t: tomlread.Table, key: str, default: float) -> float:
+    value = t.number(key, default)
+    if not 0.01 <= float(value) <= 86400:
+        raise t.error(key, f"must be between 0.01 and 86400 seconds (got {value!r})")
+    return float(value)
