@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# The main job: set up, then build the local lab DC from the example template:
-# init (rack-101 + tenants), install rack-102 from its delivery manifest, add a
-# tenant there, move a route, render every config into lab/render, print status.
-# Re-running starts the lab store afresh; rendering only rewrites what changed.
+# The main job: set up, then bring the example DC's rack-101 up as a real lab rack
+# on this machine (3 HNs as network namespaces with sshd + ctagent, 8 LXC CTs,
+# the manager daemon) and print `ctmanager status`: every CT UP | UP.
+# Re-running starts afresh (the previous lab is taken down first).
+# Stop it with: CTMANAGER_STORE=$PWD/lab/ctmanager.db .venv/bin/ctmanager lab down
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 export CTMANAGER_STORE="$PWD/lab/ctmanager.db"
 mkdir -p lab
+ctmanager lab down >/dev/null 2>&1 || true
 rm -f lab/ctmanager.db lab/ctmanager.db-wal lab/ctmanager.db-shm
 
 set -x
 ctmanager init example
-ctmanager rack install rack-102 templates/dc/manifests/rack-102.toml
-ctmanager tenant add bigco --rack rack-102 --apps jira,confluence,postgresql --memory 16G --disk 100G --cpus 8
-ctmanager route set myhost smtp relay-101-2
 ctmanager render lab/render
+ctmanager lab up --hns 3
+export CTMANAGER_CONFIG=/var/lib/ctmanager-lab/manager.toml
+ctmanager hn list
 ctmanager status

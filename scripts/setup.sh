@@ -4,17 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-pip)
+# The lab rack needs LXC, sshd, daemontools (svscan in every CT), iproute2, and
+# Debian's python3 (the CTs' HTTP service runs on the host /usr bound into them).
+APT_PACKAGES=(python3 python3-venv python3-pip lxc openssh-server openssh-client daemontools iproute2 procps)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
-# A Python with venv already on PATH (e.g. pyenv) is enough; otherwise install Debian's.
-if ! python3 -m venv --help >/dev/null 2>&1 && [ ${#missing[@]} -gt 0 ]; then
+if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -9,6 +9,7 @@ exchange (fabric's runner threads have no join timeout).
 
 from __future__ import annotations
 
+import logging
 import shlex
 import socket
 import threading
@@ -19,6 +20,10 @@ import paramiko
 from fabric import Config, Connection
 
 from ..errors import CtmError
+
+# paramiko logs every failed handshake with a traceback; we report each failure
+# as one typed error line instead.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
 class SshError(CtmError):

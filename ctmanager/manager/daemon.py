@@ -50,6 +50,7 @@ class Manager:
         self.stopping = False
         self.pending_reports: dict[str, tuple[object, float]] = {}
         self._data_version = -1
+        self.started_at = clock()
         self.issued = 0  # actions handed to the executor (for benchmarks and logs)
 
     def _reload_if_changed(self, now: float) -> bool:
@@ -62,7 +63,7 @@ class Manager:
         return True
 
     def start(self) -> None:
-        now = self.clock()
+        now = self.started_at = self.clock()
         with self.store.transaction():
             lost = persist.interrupted(self.store, now)
         if lost:
@@ -131,6 +132,9 @@ class Manager:
 
     def tick(self, now: float, only: set[int] | None) -> None:
         cfg = self.configured
+        if now - self.started_at < self.config.settings.stale_after and \
+                not all(self.observed.known(hn, now, self.config.settings) for hn in cfg.hns):
+            return  # just started: let every HN report once before placing, or all CTs land on the first to speak
         p = plan(cfg, self.observed, self.placements, now, only=only, settings=self.config.settings)
         actions = [a for a in p.actions if a.ctid not in self.busy]
         with self.store.transaction():

@@ -91,9 +91,11 @@ class LxcDriver:
             raise DriverError(f"CT {ctid} has no config on this HN; create it first", refused=True)
         if self.state(ctid) == OPST_UP:
             return
-        c = self.run(["lxc-start", *self._ct(ctid)], START_TIMEOUT)
+        log = Path(self.lxcpath) / str(ctid) / "start.log"
+        log.unlink(missing_ok=True)
+        c = self.run(["lxc-start", *self._ct(ctid), "-o", str(log), "-l", "ERROR"], START_TIMEOUT)
         if c.rc != 0:
-            raise failed(c, f"cannot start CT {ctid}", refused=True)
+            raise DriverError(f"cannot start CT {ctid}: {_last_error(log) or 'lxc-start exited %d' % c.rc}", refused=True)
         c = self.run(["lxc-wait", *self._ct(ctid), "-s", "RUNNING", "-t", str(int(START_TIMEOUT))], START_TIMEOUT + 2)
         if c.rc != 0:
             raise failed(c, f"CT {ctid} did not reach RUNNING", refused=True)
@@ -122,3 +124,11 @@ class LxcDriver:
     def state(self, ctid: int) -> str | None:
         return self.observe().get(ctid)
 
+
+def _last_error(log: Path) -> str:
+    """lxc-start's own message is only "see the log": the log's last ERROR line says why."""
+    try:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if " ERROR " in ln]
+    except OSError:
+        return ""
+    return lines[-1].split(" - ", 1)[-1].strip()[:300] if lines else ""

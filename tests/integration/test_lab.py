@@ -1,0 +1,188 @@
+"""The lab rack, for real: LXC CTs in HN namespaces, sshd with pinned keys,
+ctagent, the manager daemon. Everything goes through the inventory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from labrack import ROOT, Rack, all_up, wait_for
+
+NEEDED = ("lxc-start", "sshd", "svscan", "ip")
+
+
+@pytest.fixture(scope="module")
+def rack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rack]:
+    missing = [t for t in NEEDED if not shutil.which(t) and not Path("/usr/sbin", t).exists()]
+    if os.geteuid() != 0 or missing:
+        pytest.skip(f"the lab needs root and {', '.join(missing) or 'root'} (bash scripts/setup.sh)")
+    base = tmp_path_factory.mktemp("lab")
+    env = {**os.environ, "CTMANAGER_STORE": str(base / "ctm.db"), "CTMANAGER_LAB_DIR": str(base / "rack")}
+
+    def ctm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ctmanager", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    assert ctm("init", "example").returncode == 0
+    up = ctm("lab", "up", "--hns", "3", "--timeout", "90")
+    try:
+        assert up.returncode == 0, up.stderr
+        yield Rack(base / "rack" / "inventory.toml")
+    finally:
+        down = ctm("lab", "down")
+        assert down.returncode == 0, down.stderr
+        assert ctm("lab", "down").returncode == 0  # twice is fine
+        assert not (base / "rack").exists()
+        assert "ctlab-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+def test_lab_up_runs_every_ct_with_its_process_tree(rack: Rack) -> None:
+    status = rack.status()
+    assert len(status) == 8 and all(r["admst"] == "UP" and r["opst"] == "UP" for r in status.values()), status
+    # anti-affinity: the two relays of rack-101 are on different HNs
+    assert status["relay-101-1"]["hn"] != status["relay-101-2"]["hn"]
+    # the tenant core CT answers HTTP on its own IP, from a service under supervise
+    page = wait_for("myhost's HTTP service", lambda: http_get(status["myhost"]["ip"]))
+    assert b"myhost (myhost) CT" in page
+    ps = rack.cli("ct", "exec", "myhost", "--", "ps", "-eo", "pid,args").stdout
+    assert "1 /usr/bin/svscan /data/service" in ps and "supervise httpd" in ps and "http.server" in ps
+    # the three mounts: / and /sw read-only, /data writable
+    p = rack.cli("ct", "exec", "myhost", "--", "sh", "-c", "touch /x; touch /sw/x; touch /data/x && echo data-ok",
+                 check=False)
+    assert p.stderr.count("Read-only file system") == 2 and "data-ok" in p.stdout
+    # exit codes pass through
+    assert rack.cli("ct", "exec", "myhost", "--", "sh", "-c", "exit 7", check=False).returncode == 7
+
+
+def http_get(ip: str) -> bytes | None:
+    try:
+        with socket.create_connection((ip, 80), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return s.recv(4096)
+    except ConnectionRefusedError:
+        return None  # the CT is UP; its service may still be starting
+
+
+def test_a_second_reconcile_after_convergence_plans_nothing(rack: Rack) -> None:
+    out = json.loads(rack.cli("reconcile", "--json").stdout)
+    assert out["actions"] == [] and out["place"] == {} and out["unreachable"] == {}
+
+
+def test_a_killed_ct_is_restarted(rack: Rack) -> None:
+    ct = rack.status()["acme"]
+    hn, ctid = ct["hn"], ct["ctid"]
+    old = rack.init_pid(hn, ctid)
+    os.kill(old, 9)
+    wait_for("a new init", lambda: rack.lxc_state(hn, ctid) == "RUNNING" and rack.init_pid(hn, ctid) != old)
+    assert f"start {ctid} on {hn}: crashed: OPST DOWN while ADMST UP" in rack.manager_log()
+    wait_for("acme UP again", lambda: rack.status()["acme"]["opst"] == "UP")
+
+
+def test_admst_down_stops_and_up_starts_again(rack: Rack) -> None:
+    ct = rack.status()["initech"]
+    rack.cli("ct", "set", "initech", "--admst", "down")
+    wait_for("initech stopped", lambda: rack.lxc_state(ct["hn"], ct["ctid"]) == "STOPPED")
+    assert rack.status()["initech"]["opst"] == "DOWN"
+    rack.cli("ct", "set", "initech", "--admst", "up")
+    wait_for("initech UP", lambda: rack.status()["initech"]["opst"] == "UP")
+
+
+def test_ct_rm_destroys_the_ct_and_keeps_its_data(rack: Rack) -> None:
+    added = json.loads(rack.cli("ct", "add", "build-101-1", "--rack", "rack-101", "--memory", "512M", "--json").stdout)
+    ctid = added["ctid"]
+    row = wait_for("the new CT UP", lambda: (r := rack.status().get("build-101-1")) and r["opst"] == "UP" and r)
+    data = Path(rack.inv["data"]) / added["storage"] / str(ctid)
+    (data / "keep.txt").write_text("tenant data\n")
+    rack.cli("ct", "rm", "build-101-1")
+    wait_for("the CT destroyed", lambda: rack.lxc_state(row["hn"], ctid) is None)
+    assert not (Path(rack.hns[row["hn"]]["lxcpath"]) / str(ctid)).exists()
+    assert (data / "keep.txt").read_text() == "tenant data\n"  # /data kept without --purge-data
+
+
+def test_a_rejecting_hn_sends_the_ct_elsewhere(rack: Rack) -> None:
+    status = rack.status()
+    ct, source = status["socks-101-1"], status["socks-101-1"]["hn"]
+    target = sorted(h for h in rack.hns if h != source)[0]
+    conf = Path(rack.hns[target]["agent_config"])
+    saved = conf.read_text()
+    # admission on `target` now sees 1G of memory (its reports still advertise more)
+    conf.write_text(saved.replace("[capacity]", "[capacity]\nreserve_memory = 0", 1).replace(
+        f"memory = {512 << 30}", "memory = \"1G\""))
+    try:
+        rack.cli("ct", "move", "socks-101-1", "--to", target)
+        rejected = f"start {ct['ctid']} on {target}: rejected: not enough memory on {target}"
+        wait_for("the rejection", lambda: rejected in rack.manager_log())
+        wait_for("socks placed elsewhere and UP",
+                 lambda: (r := rack.status()["socks-101-1"])["hn"] != target and r["opst"] == "UP")
+        assert rack.lxc_state(target, ct["ctid"]) in (None, "STOPPED")
+    finally:
+        conf.write_text(saved)
+
+
+def test_drain_moves_every_ct_off_the_hn(rack: Rack) -> None:
+    busiest = max(rack.hns, key=lambda h: sum(r["hn"] == h for r in rack.status().values()))
+    rack.cli("hn", "drain", busiest)
+    try:
+        wait_for(f"no CT on {busiest}", lambda: all(r["hn"] != busiest and r["opst"] == "UP"
+                                                    for r in rack.status().values()), timeout=60)
+        hn_list = {h["hn"]: h for h in json.loads(rack.cli("hn", "list", "--json").stdout)}
+        assert hn_list[busiest]["drained"] is True
+        wait_for(f"nothing running on {busiest}", lambda: hn_list and not rack.on_hn(
+            busiest, "lxc-ls", "-P", rack.hns[busiest]["lxcpath"], "--running").stdout.split())
+    finally:
+        rack.cli("hn", "undrain", busiest)
+    wait_for("all UP", all_up(rack))
+
+
+def test_a_changed_host_key_is_refused(rack: Rack, tmp_path: Path) -> None:
+    known = Path(rack.inv["known_hosts"]).read_text().splitlines()
+    other = known[1].split()[1:]  # another HN's key, pinned for the first HN's address
+    bad = tmp_path / "known_hosts"
+    bad.write_text("\n".join([" ".join([known[0].split()[0], *other])] + known[1:]) + "\n")
+    conf = tmp_path / "manager.toml"
+    conf.write_text(Path(rack.config).read_text().replace(rack.inv["known_hosts"], str(bad)))
+    first = known[0].split()[0]
+    hn = next(h for h, v in rack.hns.items() if v["address"] == first)
+    ct = next(r for r in rack.status().values() if r["hn"] == hn)
+    p = rack.cli("ct", "exec", ct["hostname"], "--", "true", check=False, CTMANAGER_CONFIG=str(conf))
+    assert p.returncode != 0 and "host key CHANGED" in p.stderr and "refusing to connect" in p.stderr
+
+
+def test_an_ssh_timeout_is_reported(rack: Rack, tmp_path: Path) -> None:
+    conf = tmp_path / "manager.toml"
+    conf.write_text(Path(rack.config).read_text().replace("action_timeout = 30.0", "action_timeout = 0.5"))
+    p = rack.cli("ct", "exec", "myhost", "--", "sleep", "5", check=False, CTMANAGER_CONFIG=str(conf))
+    assert p.returncode != 0 and "timed out after 0.5 s" in p.stderr
+
+
+def test_a_malformed_spec_is_refused_and_changes_nothing(rack: Rack) -> None:
+    hn = next(iter(rack.hns))
+    agent = rack.hns[hn]["agent_config"]
+    before = rack.on_hn(hn, "lxc-ls", "-P", rack.hns[hn]["lxcpath"]).stdout
+    for stdin in ('{"ctid": 4242', '{"ctid": 4242, "hostname": "x;rm -rf /"}', "[]"):
+        p = subprocess.run(["ip", "netns", "exec", rack.hns[hn]["netns"], str(Path(sys.executable).parent / "ctagent"),
+                            "-c", agent, "apply", "start", "4242"], input=stdin, capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 2, p
+        result = json.loads(p.stdout)
+        assert result["result"] == "bad_input" and result["changed"] is False
+    assert rack.on_hn(hn, "lxc-ls", "-P", rack.hns[hn]["lxcpath"]).stdout == before
+
+
+def test_forged_and_malformed_reports_are_dropped(rack: Rack) -> None:
+    host, port = Path(rack.config).read_text().split('listen = "')[1].split('"')[0].split(":")
+    body = json.dumps({"v": 1, "rack": 101, "hn": next(iter(rack.hns)), "boot_id": "0" * 32, "seq": 10**9,
+                       "sent_at": 1e9, "drained": False, "metrics": {}, "cts": []}).encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"\0" * 32 + body, (host, int(port)))
+        s.sendto(b"tiny", (host, int(port)))
+    wait_for("the drops logged", lambda: "forged" in rack.manager_log() and "malformed" in rack.manager_log())
+    assert all_up(rack)()
