@@ -1,0 +1,223 @@
+"""Agent pure logic: runtime facts parsed from captured output, OpenVZ commands and
+exit codes as text, spec and config validation, admission with a fake runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ctmanager.agent import apply as applying
+from ctmanager.agent import config as agent_config
+from ctmanager.agent import spec as specs
+from ctmanager.agent.drivers.base import Completed, DriverError
+from ctmanager.agent.drivers.lxc import LxcDriver, parse_ls
+from ctmanager.agent.drivers.openvz import OpenVzDriver, check, parse_vzlist
+from ctmanager.errors import InputError
+from ctmanager.model import Ct, Resources
+
+G = 1 << 30
+
+# Captured on this machine: lxc-ls -P PATH -f -F NAME,STATE (LXC 5.0)
+LXC_LS = """NAME STATE   
+1000 RUNNING 
+1002 STOPPED 
+1003 STOPPING
+web  RUNNING 
+"""
+# Captured from vzlist -a -j (OpenVZ 7 legacy tools), trimmed to the fields we read
+VZLIST = json.dumps([
+    {"ctid": 101, "status": "running", "hostname": "myhost", "ip": ["10.101.4.1"],
+     "physpages": {"held": 1, "maxheld": 2, "barrier": 0, "limit": 262144, "failcnt": 0}},
+    {"ctid": 102, "status": "stopped", "hostname": "acme", "ip": []},
+    {"ctid": 103, "status": "mounted", "hostname": "x", "ip": []},
+])
+
+
+def test_lxc_ls_is_parsed_and_foreign_containers_skipped() -> None:
+    assert parse_ls(LXC_LS) == {1000: "UP", 1002: "DOWN", 1003: "DOWN"}
+    assert parse_ls("") == {}
+    with pytest.raises(DriverError, match="unexpected header"):
+        parse_ls("oops\n1 RUNNING\n")
+    with pytest.raises(DriverError, match="unknown state"):
+        parse_ls("NAME STATE\n1 WEIRD\n")
+
+
+def test_vzlist_is_parsed() -> None:
+    assert parse_vzlist(VZLIST) == {101: "UP", 102: "DOWN", 103: "DOWN"}
+    for bad in ("not json", "{}", '[{"ctid": "x"}]', '[{"ctid": 1, "status": "exploded"}]'):
+        with pytest.raises(DriverError):
+            parse_vzlist(bad)
+
+
+@pytest.mark.parametrize("action,rc,outcome", [
+    ("start", 0, None), ("start", 32, None), ("stop", 31, None),  # already in the wanted state
+    ("start", 9, "temporary"), ("start", 46, "refused"), ("start", 78, "refused"), ("start", 14, "refused"),
+    ("start", 79, "failed"), ("stop", 32, "failed"), ("start", 3, "failed"),
+])
+def test_vzctl_exit_codes_are_mapped(action: str, rc: int, outcome: str | None) -> None:
+    c = Completed(("vzctl", action, "101"), rc, "", "vzctl: some error")
+    if outcome is None:
+        check(c, action, 101)
+        return
+    with pytest.raises(DriverError) as exc:
+        check(c, action, 101)
+    assert (exc.value.refused, exc.value.temporary) == (outcome == "refused", outcome == "temporary")
+
+
+class Recorder:
+    def __init__(self, results: dict[str, Completed] | None = None) -> None:
+        self.argvs: list[list[str]] = []
+        self.results = results or {}
+
+    def __call__(self, argv: list[str], timeout: float) -> Completed:
+        self.argvs.append(argv)
+        return self.results.get(argv[0], Completed(tuple(argv), 0, "[]" if argv[0] == "vzlist" else "NAME STATE\n", ""))
+
+
+def test_openvz_commands_are_argument_lists(tmp_path: Path) -> None:
+    run = Recorder()
+    d = OpenVzDriver(agent_config.DEFAULT_PATHS, run, conf_dir=str(tmp_path))
+    d.start(101)
+    d.stop(101)
+    d.destroy(101)
+    assert run.argvs == [["vzctl", "start", "101"], ["vzctl", "stop", "101"], ["vzctl", "stop", "101"],
+                         ["vzctl", "destroy", "101"]]
+    assert d.exec_argv(101, ["sh", "-c", "echo $HOME; rm -rf /"]) == ["vzctl", "exec2", "101", "sh", "-c",
+                                                                        "echo $HOME; rm -rf /"]
+
+
+def test_lxc_start_of_a_running_ct_does_nothing(tmp_path: Path) -> None:
+    run = Recorder({"lxc-ls": Completed((), 0, "NAME STATE\n7 RUNNING\n", "")})
+    d = LxcDriver(str(tmp_path), agent_config.DEFAULT_PATHS, run)
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "config").write_text("x")
+    d.start(7)
+    assert [a[0] for a in run.argvs] == ["lxc-ls"]
+    with pytest.raises(DriverError, match="no config"):
+        d.start(8)
+
+
+def ct(ctid: int = 1005, memory: int = 2 * G, hostname: str = "myhost") -> Ct:
+    return Ct(ctid, hostname, 101, "myhost", None, "prod", "10.101.4.1", "storage-101-1", "UP",
+              Resources(memory, G, 20 * G, 2, 1000, 200), ("jira",))
+
+
+def spec_json(c: Ct) -> dict:
+    return {"ctid": c.ctid, "hostname": c.hostname, "rack": c.rack, "tenant": c.tenant, "service": c.service,
+            "env": c.env, "ip": c.ip, "storage": c.storage, "admst": c.admst,
+            "resources": {"memory": c.resources.memory, "swap": c.resources.swap, "disk": c.resources.disk,
+                          "cpus": 2, "cpuunits": 1000, "cpulimit": 200},
+            "apps": list(c.apps), "dc": "dc1", "net": {"bridge": "br0", "prefixlen": 16, "gateway": "10.101.0.1"},
+            "dns": {"nameservers": ["10.0.0.53"], "search": ["rack-101.uc-inf.net.internal"]}}
+
+
+def test_a_spec_round_trips_and_bad_ones_are_refused() -> None:
+    good = spec_json(ct())
+    assert specs.parse(json.dumps(good), 1005).ct == ct()
+    bad = [
+        ("{", "not JSON"), ("[]", "JSON object"), (json.dumps({**good, "ctid": 7}), "not 1005"),
+        (json.dumps({**good, "hostname": "x;rm -rf /"}), "spec.hostname"),
+        (json.dumps({**good, "ip": "10.1.1.1\nlxc.rootfs.path = /"}), "spec.ip"),
+        (json.dumps({**good, "extra": 1}), "spec.extra"),
+        (json.dumps({k: v for k, v in good.items() if k != "net"}), "spec.net"),
+        (json.dumps({**good, "net": {**good["net"], "bridge": "br0 up"}}), "spec.net.bridge"),
+        (json.dumps({**good, "resources": {**good["resources"], "memory": "lots"}}), "spec.resources.memory"),
+        ("x" * 70_000, "larger than"),
+    ]
+    for text, message in bad:
+        with pytest.raises(InputError, match=message.replace(".", r"\.")):
+            specs.parse(text, 1005)
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    (tmp_path / "key").write_text("00" * 32)
+    f = tmp_path / "agent.toml"
+    f.write_text(f'rack = 101\nhn = "hn-101-1"\nkey_file = "{tmp_path}/key"\nreport_to = ["10.101.0.1:7070"]\n'
+                 f'state_dir = "{tmp_path}/state"\n{extra}')
+    return f
+
+
+def test_agent_config_errors_name_the_field(tmp_path: Path) -> None:
+    assert agent_config.load(write_config(tmp_path, '[capacity]\nmemory = "4G"\ndisk = "100G"\n')).memory == 4 * G
+    for extra, message in [('runtime = "docker"', "runtime"), ('report_intervall = 1', "report_intervall"),
+                           ('[capacity]\nmemory = "lots"', "capacity.memory"),
+                           ('[paths]\ndata = "../x"', "paths.data")]:
+        with pytest.raises(InputError, match=message):
+            agent_config.load(write_config(tmp_path, extra))
+
+
+class FakeRuntime:
+    name = "fake"
+
+    def __init__(self, states: dict[int, str], refuse: bool = False) -> None:
+        self.states = states
+        self.refuse = refuse
+        self.calls: list[str] = []
+
+    def observe(self) -> dict[int, str]:
+        return dict(self.states)
+
+    def watch_argv(self) -> None:
+        return None
+
+    def create(self, spec: specs.Spec) -> bool:
+        self.calls.append(f"create {spec.ct.ctid}")
+        return True
+
+    def start(self, ctid: int) -> None:
+        if self.refuse:
+            raise DriverError("lxc-start refused", refused=True)
+        self.calls.append(f"start {ctid}")
+        self.states[ctid] = "UP"
+
+    def stop(self, ctid: int) -> None:
+        self.calls.append(f"stop {ctid}")
+        self.states[ctid] = "DOWN"
+
+    def destroy(self, ctid: int) -> None:
+        self.calls.append(f"destroy {ctid}")
+        self.states.pop(ctid, None)
+
+    def exec_argv(self, ctid: int, argv: list[str]) -> list[str]:
+        return argv
+
+
+def run_apply(tmp_path: Path, runtime: FakeRuntime, action: str, c: Ct, capacity: str = "8G") -> applying.Outcome:
+    cfg = agent_config.load(write_config(tmp_path, f'[capacity]\nmemory = "{capacity}"\ndisk = "1T"\nreserve_memory = 0\n'))
+    return applying.apply(cfg, runtime, action, c.ctid, json.dumps(spec_json(c)).encode())
+
+
+def test_admission_counts_the_running_cts(tmp_path: Path) -> None:
+    rt = FakeRuntime({})
+    assert run_apply(tmp_path, rt, "start", ct(1005, 6 * G)).result == "done"
+    out = run_apply(tmp_path, rt, "start", ct(1006, 4 * G, "acme"))
+    assert (out.result, out.exit_code) == ("rejected", applying.EXIT_REJECTED)
+    assert "not enough memory on hn-101-1: 10G needed" in out.message
+    assert rt.calls == ["create 1005", "start 1005"]  # nothing done for the rejected CT
+
+
+def test_start_is_idempotent_and_conflicts_and_drain_reject(tmp_path: Path) -> None:
+    rt = FakeRuntime({})
+    assert run_apply(tmp_path, rt, "start", ct()).changed is True
+    again = run_apply(tmp_path, rt, "start", ct())
+    assert (again.result, again.changed) == ("done", False)
+    clash = run_apply(tmp_path, rt, "create", ct(1005, hostname="other"))
+    assert clash.result == "rejected" and "CTID conflict" in clash.message
+    (tmp_path / "state" / "drained").touch()
+    assert "drained" in run_apply(tmp_path, FakeRuntime({}), "start", ct(1009, hostname="new")).message
+    refused = run_apply(tmp_path, FakeRuntime({}, refuse=True), "start", ct(1010, hostname="nx"))
+    assert refused.result == "rejected"
+
+
+def test_stop_and_destroy_are_idempotent(tmp_path: Path) -> None:
+    rt = FakeRuntime({1005: "UP"})
+    cfg = agent_config.load(write_config(tmp_path))
+    assert applying.apply(cfg, rt, "stop", 1005, b"").changed is True
+    assert applying.apply(cfg, rt, "stop", 1005, b"").changed is False
+    assert applying.apply(cfg, rt, "destroy", 1005, b"").changed is True
+    out = applying.apply(cfg, rt, "destroy", 1005, b"")
+    assert (out.result, out.changed) == ("done", False)
+    bad = applying.apply(cfg, rt, "start", 1005, b"")
+    assert (bad.result, bad.exit_code) == ("bad_input", applying.EXIT_BAD_INPUT)
