@@ -54,7 +54,8 @@ class Rack:
         return Path(self.inv["manager_log"]).read_text()
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, every: float = 0.1,
+             describe: Callable[[], str] | None = None) -> Any:
     """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -63,7 +64,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, every: 
         if last:
             return last
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} "
+                         f"({describe() if describe else f'last: {last!r}'})")
 
 
 def all_up(rack: Rack) -> Callable[[], bool]:

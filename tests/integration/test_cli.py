@@ -28,10 +28,10 @@ def test_main_flow(example_store, tmp_path: Path) -> None:
     status = cli("status").stdout.splitlines()
     assert [c.strip() for c in status[0].split(" | ")] == ["CTID", "HOSTNAME", "TENANT", "IP", "HN", "ADMST", "OPST", "SINCE", "REPORT_AGE"]
     rows = json.loads(cli("status", "--json").stdout)
-    assert set(rows[0]) == {"ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since"}
+    assert set(rows[0]) == {"ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since", "report_age"}
     bigco = next(r for r in rows if r["hostname"] == "bigco")
     assert bigco == {"ctid": bigco["ctid"], "hostname": "bigco", "tenant": "bigco", "ip": "10.102.4.1", "hn": None,
-                     "admst": "UP", "opst": "UNKNOWN", "since": None}
+                     "admst": "UP", "opst": "UNKNOWN", "since": None, "report_age": None}
     assert len(rows) == 14 and len(status) == 15
     cli("ct", "set", "bigco", "--admst", "down")
     assert json.loads(cli("ct", "show", "bigco", "--json").stdout)["admst"] == "DOWN"

@@ -66,7 +66,10 @@ def http_get(ip: str) -> bytes | None:
     try:
         with socket.create_connection((ip, 80), timeout=5) as s:
             s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            return s.recv(4096)
+            data = b""
+            while chunk := s.recv(4096):  # HTTP/1.0: the server closes when done
+                data += chunk
+            return data
     except ConnectionRefusedError:
         return None  # the CT is UP; its service may still be starting
 
@@ -132,7 +135,8 @@ def test_drain_moves_every_ct_off_the_hn(rack: Rack) -> None:
     rack.cli("hn", "drain", busiest)
     try:
         wait_for(f"no CT on {busiest}", lambda: all(r["hn"] != busiest and r["opst"] == "UP"
-                                                    for r in rack.status().values()), timeout=60)
+                                                    for r in rack.status().values()),
+                 timeout=60, describe=lambda: f"status {rack.status()}; plan: {rack.cli('plan').stdout}")
         hn_list = {h["hn"]: h for h in json.loads(rack.cli("hn", "list", "--json").stdout)}
         assert hn_list[busiest]["drained"] is True
         wait_for(f"nothing running on {busiest}", lambda: hn_list and not rack.on_hn(
