@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 from ..errors import InputError
 from ..render import ctfiles
+from ..render.files import write_atomic
 from ..validate import format_size
 from . import spec as specs
 from .config import AgentConfig
@@ -73,8 +74,6 @@ class SpecStore:
             return None  # unreadable: treated as absent, rewritten by the next create
 
     def put(self, ctid: int, raw: bytes) -> None:
-        from ..render.files import write_atomic
-
         self.dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.dir / f"{ctid}.json", raw, 0o600)
 

@@ -12,6 +12,7 @@ runtime refused: try another HN), 4 temporary (retry).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -99,8 +100,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
     if args.command == "apply":  # the manager parses stdout: keep it JSON
-        import json
-
         print(json.dumps({"action": args.action, "ctid": args.ctid, "result": "bad_input" if code == 2 else "failed",
                           "message": message, "changed": False}))
     else:

@@ -69,7 +69,7 @@ def load(path: Path) -> AgentConfig:
     runtime = top.str("runtime", "lxc")
     if runtime not in RUNTIMES:
         raise top.error("runtime", f"must be one of {', '.join(RUNTIMES)} (got {runtime!r})")
-    report_to = tuple(top.check(f"report_to[{i}]", _hostport, a) for i, a in enumerate(top.strs("report_to")))
+    report_to = tuple(top.check(f"report_to[{i}]", hostport, a) for i, a in enumerate(top.strs("report_to")))
     interval = top.number("report_interval", 1.0)
     if not 0.05 <= float(interval) <= 60:
         raise top.error("report_interval", f"must be between 0.05 and 60 seconds (got {interval!r})")
@@ -88,7 +88,7 @@ def load(path: Path) -> AgentConfig:
     lxc.done()
     top.done()
     return AgentConfig(
-        file=file, rack=rack, hn=hn, key=_read_key(Path(key_file), file), runtime=runtime, report_to=report_to,
+        file=file, rack=rack, hn=hn, key=read_key(Path(key_file), file), runtime=runtime, report_to=report_to,
         report_interval=float(interval), state_dir=state_dir,
         memory=v.size(memory, f"{file}: capacity.memory") if memory is not None else _mem_total(),
         disk=v.size(disk, f"{file}: capacity.disk") if disk is not None else _disk_total(paths.data),
@@ -97,14 +97,14 @@ def load(path: Path) -> AgentConfig:
     )
 
 
-def _hostport(value: object, field: str) -> tuple[str, int]:
+def hostport(value: object, field: str) -> tuple[str, int]:
     if not isinstance(value, str) or ":" not in value:
         raise InputError(f"must be HOST:PORT (got {value!r})", where=field)
     host, _, port = value.rpartition(":")
     return str(v.ipv4(host, field)), v.integer(port, field, minimum=1, maximum=65535)
 
 
-def _read_key(path: Path, file: str) -> bytes:
+def read_key(path: Path, file: str) -> bytes:
     try:
         text = path.read_text().strip()
     except OSError as exc:

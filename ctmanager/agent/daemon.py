@@ -34,7 +34,6 @@ class Agent:
         self.clock = clock
         self.boot_id = str(uuid.uuid4())  # per agent start: seq restarts, the manager sees a new boot
         self.seq = 0
-        self.started = clock()
         self.since: dict[int, tuple[str, float]] = {}  # CTID -> (OPST, since when)
         self.specs = SpecStore(config.state_dir)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

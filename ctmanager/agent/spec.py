@@ -43,13 +43,12 @@ class Spec:
 def spec_for(ct: Ct, dc: DcTemplate) -> dict[str, Any]:
     """The JSON-able spec of a configured CT."""
     rack = ctfiles.rack_context(dc, ct.rack)
-    ctx = ctfiles.ct_context(ct, dc, rack)
     return {
         "ctid": ct.ctid, "hostname": ct.hostname, "rack": ct.rack, "tenant": ct.tenant, "service": ct.service,
         "env": ct.env, "ip": ct.ip, "storage": ct.storage, "admst": ct.admst,
         "resources": res.as_dict(ct.resources), "apps": list(ct.apps), "dc": dc.name,
         "net": {"bridge": rack.net.bridge, "prefixlen": rack.net.prefixlen, "gateway": rack.net.gateway},
-        "dns": {"nameservers": list(ctx["dns"].nameservers), "search": list(ctx["dns"].search)},
+        "dns": {"nameservers": list(dc.resolvers), "search": list(ctfiles.search_domains(ct, dc, rack))},
     }
 
 

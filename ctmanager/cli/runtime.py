@@ -16,7 +16,7 @@ from typing import Any
 from .. import queries
 from ..errors import InputError, NotFoundError
 from ..validate import format_size
-from .commands import _json, _store
+from .commands import _json, _parse_rack, _store
 from .output import age, emit_json, table
 
 
@@ -141,9 +141,7 @@ def cmd_hn_list(args: argparse.Namespace) -> int:
     with _store(args) as store:
         rack = None
         if args.rack:
-            from ..template import parse_rack
-
-            rack = parse_rack(args.rack, "--rack")
+            rack = _parse_rack(args.rack, "--rack")
         reports = {r["hn"]: r for r in store.query("SELECT hn, received_at, body FROM hn_reports")}
         rows = []
         for n in queries.nodes(store, rack=rack):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .. import tomlread
 from .. import validate as v
-from ..agent.config import _hostport, _read_key
+from ..agent.config import hostport, read_key
 from ..errors import InputError
 from ..executor.ssh import SshSettings
 from ..reconcile.state import Settings
@@ -66,14 +66,14 @@ def load(path: Path) -> ManagerConfig:
     rack = top.str("rack")
     if not rack.startswith("rack-") or not rack[5:].isdigit():
         raise top.error("rack", f"must be rack-SLOT like rack-101 (got {rack!r})")
-    listen = top.check("listen", _hostport, top.str("listen"))
-    key = _read_key(Path(top.check("key_file", v.path, top.str("key_file"))), file)
+    listen = top.check("listen", hostport, top.str("listen"))
+    key = read_key(Path(top.check("key_file", v.path, top.str("key_file"))), file)
     agent_command = top.strs("agent_command", ["ctagent"])
     if not agent_command:
         raise top.error("agent_command", "must not be empty")
     ssh = top.table("ssh")
     settings = SshSettings(
-        user=ssh.check("user", v.label, ssh.str("user", "root")) if ssh.str("user", "root") != "root" else "root",
+        user=ssh.check("user", v.label, ssh.str("user", "root")),
         key_file=ssh.check("key_file", v.path, ssh.str("key_file")),
         known_hosts=ssh.check("known_hosts", v.path, ssh.str("known_hosts")),
         port=ssh.check("port", lambda x, f: v.integer(x, f, minimum=1, maximum=65535), ssh.int("port", 22)),

@@ -26,7 +26,7 @@ from ..model import DcTemplate
 from ..reconcile import persist
 from ..reconcile.plan import plan
 from ..reconcile.state import Observed, Placements
-from ..reports import Receiver
+from ..reports import Receiver, Report
 from ..store import Store
 from .config import ManagerConfig
 
@@ -48,7 +48,7 @@ class Manager:
         self.sock.bind(config.listen)
         self.sock.setblocking(False)
         self.stopping = False
-        self.pending_reports: dict[str, tuple[object, float]] = {}
+        self.pending_reports: dict[str, tuple[Report, float]] = {}
         self._data_version = -1
         self.started_at = clock()
         self.issued = 0  # actions handed to the executor (for benchmarks and logs)
@@ -143,9 +143,9 @@ class Manager:
                 self.placements = Placements({**self.placements.where, **p.place}, self.placements.rejected)
             ids = persist.journal(self.store, actions, now)
             if self.pending_reports:
-                persist.save_reports(self.store, self.pending_reports.values())  # type: ignore[arg-type]
+                persist.save_reports(self.store, self.pending_reports.values())
                 self.pending_reports.clear()
-            persist.save_observed(self.store, cfg, self.observed, self.placements, now, self.config.settings)
+            persist.save_observed(self.store, cfg, self.observed, self.placements, now, self.config.settings, only)
             if only is None and cfg.removed:
                 for ctid in persist.forget_removed(self.store, cfg, self.observed, now, self.config.settings):
                     log.info("CT %d is gone from every HN; forgetting it", ctid)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .. import queries
 from ..agent.spec import spec_for
@@ -72,10 +72,6 @@ def _ask(executor: Executor, config: ManagerConfig, hn: str) -> Any:
 
 def make_plan(view: View, config: ManagerConfig) -> Plan:
     return plan(view.configured, view.observed, view.placements, view.now, settings=config.settings)
-
-
-def specs(view: View, dc: DcTemplate) -> Mapping[int, Mapping[str, Any]]:
-    return {ctid: spec_for(ct, dc) for ctid, ct in view.configured.cts.items()}
 
 
 def execute(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Executor, view: View,

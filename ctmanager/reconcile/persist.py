@@ -93,11 +93,13 @@ def interrupted(store: Store, now: float) -> list[str]:
 
 
 def save_observed(store: Store, cfg: Configured, obs: Observed, place: Placements, now: float,
-                  settings: Settings) -> None:
-    """The status view: for each configured CT, where it runs (or should) and its
-    OPST there; UNKNOWN when that HN's reports are stale."""
+                  settings: Settings, only: Iterable[int] | None = None) -> None:
+    """The status view: for each configured CT (or those in `only`), where it runs
+    (or should) and its OPST there; UNKNOWN when that HN's reports are stale."""
     rows = []
-    for ctid in cfg.cts:
+    ctids = list(cfg.cts) if only is None else [c for c in only if c in cfg.cts]
+    since_of: dict[str, dict[int, float]] = {}  # per HN, built on first use
+    for ctid in ctids:
         here = obs.where.get(ctid, {})
         up = sorted(hn for hn, s in here.items() if s == "UP" and obs.known(hn, now, settings))
         hn = up[0] if up else place.where.get(ctid) or (sorted(here)[0] if here else None)
@@ -107,10 +109,13 @@ def save_observed(store: Store, cfg: Configured, obs: Observed, place: Placement
             opst, since = "UNKNOWN", None
         else:
             opst = here.get(hn, "DOWN")
-            since = _since(obs, hn, ctid)
+            if hn not in since_of:
+                since_of[hn] = {c.ctid: c.since for c in obs.reports[hn].cts}
+            since = since_of[hn].get(ctid)
         rows.append((ctid, hn, opst, since))
-    store.db.execute("DELETE FROM observed")
-    store.db.executemany("INSERT INTO observed (ctid, hn, opst, since) VALUES (?, ?, ?, ?)", rows)
+    if only is None:
+        store.db.execute("DELETE FROM observed")
+    store.db.executemany("INSERT OR REPLACE INTO observed (ctid, hn, opst, since) VALUES (?, ?, ?, ?)", rows)
 
 
 def forget_removed(store: Store, cfg: Configured, obs: Observed, now: float, settings: Settings) -> list[int]:
@@ -120,10 +125,3 @@ def forget_removed(store: Store, cfg: Configured, obs: Observed, now: float, set
     gone = [c for c in cfg.removed if c not in obs.where]
     store.db.executemany("DELETE FROM removed WHERE ctid = ?", [(c,) for c in gone])
     return gone
-
-
-def _since(obs: Observed, hn: str, ctid: int) -> float | None:
-    for c in obs.reports[hn].cts:
-        if c.ctid == ctid:
-            return c.since
-    return None

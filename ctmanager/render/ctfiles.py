@@ -54,9 +54,13 @@ def rack_context(dc: DcTemplate, slot: int) -> RackContext:
 
 
 def ct_context(ct: Ct, dc: DcTemplate, rack: RackContext) -> dict[str, Any]:
-    search = ((f"{ct.tenant}.{dc.tenant_zone}.internal",) if ct.tenant else ()) + rack.infra_search
     return ct_view(ct, dc_name=dc.name, rack=rack.name, net=rack.net, nameservers=dc.resolvers,
-                   search=search, paths=dc.paths)
+                   search=search_domains(ct, dc, rack), paths=dc.paths)
+
+
+def search_domains(ct: Ct, dc: DcTemplate, rack: RackContext) -> tuple[str, ...]:
+    """A tenant's CTs resolve its internal zone first, then the rack's and the DC's."""
+    return ((f"{ct.tenant}.{dc.tenant_zone}.internal",) if ct.tenant else ()) + rack.infra_search
 
 
 def ct_view(ct: Ct, *, dc_name: str, rack: str, net: View, nameservers: Sequence[str], search: Sequence[str],
