@@ -1,0 +1,1 @@
+"""The lab: a real rack on one machine."""

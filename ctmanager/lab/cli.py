@@ -1,0 +1,124 @@
+"""`ctmanager lab up|status|down`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+from .. import queries
+from ..cli.commands import _json, _parse_rack, _store
+from ..cli.output import emit_json, table
+from ..errors import InputError
+from . import layout
+
+CONVERGE_TIMEOUT = 120.0
+
+
+def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
+    cmd, group = helpers["cmd"], helpers["group"]
+    labs = group("lab", "a real rack on this machine: namespaces as HNs, sshd, ctagent, LXC CTs, the manager")
+
+    def with_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--dir", help=f"lab folder (default: ${layout.ENV_VAR}, else {layout.DEFAULT_DIR})")
+        return p
+
+    p = with_dir(cmd(labs, "up", cmd_lab_up, "bring a rack of the store up in the lab and wait until every CT is UP",
+                     "ctmanager lab up --hns 3"))
+    p.add_argument("--rack", help="rack to bring up (default: the first installed)")
+    p.add_argument("--hns", type=int, default=3, help="how many of the rack's HNs to run (default 3)")
+    p.add_argument("--no-wait", action="store_true", help="return once started, without waiting for UP|UP")
+    p.add_argument("--timeout", type=float, default=CONVERGE_TIMEOUT, help="seconds to wait for convergence")
+    with_dir(cmd(labs, "status", cmd_lab_status, "the lab's HNs, processes and running CTs", "ctmanager lab status"))
+    with_dir(cmd(labs, "down", cmd_lab_down, "remove everything `lab up` made (safe to run twice)", "ctmanager lab down"))
+
+
+def _say(args: argparse.Namespace) -> Any:
+    return (lambda msg: sys.stderr.write(f"lab: {msg}\n")) if not _json(args) else (lambda msg: None)
+
+
+def cmd_lab_up(args: argparse.Namespace) -> int:
+    from . import rack
+
+    if args.hns < 1:
+        raise InputError(f"--hns must be 1 or more (got {args.hns})")
+    lab = layout.Lab(args.dir)
+    say = _say(args)
+    started = time.monotonic()
+    with _store(args) as store:
+        if args.rack:
+            slot = _parse_rack(args.rack, "--rack")
+        else:
+            racks = queries.racks(store)
+            if not racks:
+                raise InputError("no rack installed in the store: ctmanager init example")
+            slot = racks[0]["slot"]
+        rack.up(store, lab, slot, args.hns, say)
+        say(f"inventory: {lab.inventory}")
+        if args.no_wait:
+            return 0
+        ok = _wait(store, slot, args.timeout, say)
+    seconds = time.monotonic() - started
+    if _json(args):
+        emit_json({"rack": f"rack-{slot}", "converged": ok, "seconds": round(seconds, 2),
+                   "inventory": str(lab.inventory), "manager_config": str(lab.manager_config)})
+    else:
+        print(f"lab rack-{slot} {'up' if ok else 'NOT converged'} in {seconds:.1f} s; "
+              f"export CTMANAGER_CONFIG={lab.manager_config}")
+    return 0 if ok else 1
+
+
+def _wait(store: Any, slot: int, timeout: float, say: Any) -> bool:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        mine = {c.ctid for c in queries.cts(store, rack=slot)}
+        rows = [r for r in queries.status(store, time.time()) if r[0] in mine]
+        want = [r for r in rows if r[5] == "UP"]
+        up = sum(1 for r in want if r[6] == "UP")
+        msg = f"{up}/{len(want)} CTs UP"
+        if msg != last:
+            say(msg)
+            last = msg
+        if up == len(want):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
+def cmd_lab_status(args: argparse.Namespace) -> int:
+    from .rack import sh
+
+    lab = layout.Lab(args.dir)
+    state = lab.read_state()
+    if not state:
+        raise InputError(f"no lab in {lab.root} (start one: ctmanager lab up)")
+    rows = []
+    for name, pid in sorted(state.get("pids", {}).items()):
+        alive = os.path.exists(f"/proc/{pid}")
+        cts = "-"
+        if name != "manager":
+            p = sh("lxc-ls", "-P", str(lab.hn_dir(name) / "lxc"), "--running", ns=lab.netns(name), check=False)
+            cts = (" ".join(sorted(p.stdout.split(), key=lambda s: (len(s), s))) or "-") if p.returncode == 0 else "?"
+        rows.append({"name": name, "pid": pid, "alive": alive, "running_cts": cts})
+    if _json(args):
+        emit_json({"dir": str(lab.root), "rack": f"rack-{state.get('slot')}", "processes": rows})
+    else:
+        print(f"lab {lab.root} (rack-{state.get('slot')}); inventory {lab.inventory}")
+        table(("PROCESS", "PID", "ALIVE", "RUNNING_CTS"), [(r["name"], r["pid"], "yes" if r["alive"] else "NO",
+                                                           r["running_cts"]) for r in rows])
+    return 0
+
+
+def cmd_lab_down(args: argparse.Namespace) -> int:
+    from .rack import check_host, down
+
+    check_host()
+    lab = layout.Lab(args.dir)
+    down(lab, _say(args))
+    if _json(args):
+        emit_json({"removed": str(lab.root)})
+    return 0

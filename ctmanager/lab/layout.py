@@ -1,0 +1,180 @@
+"""Where the lab keeps things, and the config files it writes (manager, agent,
+sshd, inventory). All values come from the store or from names we made, and
+paths are checked, so nothing here can inject into a config line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import validate as v
+from ..model import Node, Paths
+
+DEFAULT_DIR = "/var/lib/ctmanager-lab"
+ENV_VAR = "CTMANAGER_LAB_DIR"
+
+
+NETNS_PREFIX = "ctlab-"
+
+
+def is_lab_link(name: str) -> bool:
+    """The lab's bridge (ctlab<slot>) and host veth ends (ctl<slot>h<pos>)."""
+    return bool(re.fullmatch(r"ctlab\d+|ctl\d+h\d+", name))
+
+
+class Lab:
+    def __init__(self, root: str | None = None) -> None:
+        self.root = Path(v.path(root or os.environ.get(ENV_VAR) or DEFAULT_DIR, "--dir"))
+        self.proto = self.root / "proto"
+        self.keys = self.root / "keys"
+        self.logs = self.root / "logs"
+        self.rack_key = self.keys / "rack.key"
+        self.ssh_key = self.keys / "id_ed25519"
+        self.authorized_keys = self.keys / "authorized_keys"
+        self.known_hosts = self.keys / "known_hosts"
+        self.manager_config = self.root / "manager.toml"
+        self.inventory = self.root / "inventory.toml"
+        self.state_file = self.root / "lab.json"
+
+    def paths(self) -> Paths:
+        r = str(self.root)
+        return Paths(prototype=f"{r}/proto", software=f"{r}/sw", data=f"{r}/data", config=f"{r}/ctconf",
+                     ve_root=f"{r}/vz/root", ve_private=f"{r}/vz/private", export_root=f"{r}/export")
+
+    def hn_dir(self, hn: str) -> Path:
+        return self.root / "hn" / hn
+
+    @staticmethod
+    def netns(hn: str) -> str:
+        return f"{NETNS_PREFIX}{hn}"
+
+    @staticmethod
+    def bridge(slot: int) -> str:
+        return f"ctlab{slot}"
+
+    @staticmethod
+    def veth(slot: int, position: int) -> str:
+        return f"ctl{slot}h{position}"[:15]
+
+    def read_state(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.state_file.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.state_file)
+
+    def set_pid(self, name: str, pid: int) -> None:
+        state = self.read_state()
+        state.setdefault("pids", {})[name] = pid
+        self.write_state(state)
+
+    def mounts_under(self) -> list[str]:
+        root = str(self.root).rstrip("/") + "/"
+        with open("/proc/self/mounts") as f:
+            points = [line.split()[1].replace("\\040", " ") for line in f]
+        return [p for p in points if p.startswith(root)]
+
+
+def ctagent_path() -> str:
+    """The ctagent of this installation (the venv's, next to this Python)."""
+    here = Path(sys.executable).parent / "ctagent"
+    return str(here) if here.exists() else (shutil.which("ctagent") or "ctagent")
+
+
+def manager_toml(lab: Lab, slot: int, gateway: str, port: int) -> str:
+    return f"""# Written by `ctmanager lab up`: the lab rack's manager.
+rack = "rack-{slot}"
+listen = "{gateway}:{port}"
+key_file = "{lab.rack_key}"
+agent_command = ["{ctagent_path()}"]   # its config comes from CTAGENT_CONFIG, set by each HN's sshd
+
+[ssh]
+user = "root"
+key_file = "{lab.ssh_key}"
+known_hosts = "{lab.known_hosts}"
+connect_timeout = 5.0
+action_timeout = 30.0
+concurrency = 8
+
+[timers]
+stale_after = 3.0
+reject_memory = 300.0
+full_plan_every = 1.0
+"""
+
+
+def agent_toml(lab: Lab, dc: Any, slot: int, node: Node, gateway: str, port: int) -> str:
+    p = lab.paths()
+    sku = dc.skus[node.sku]
+    state = lab.hn_dir(node.hostname) / "state"
+    return f"""# Written by `ctmanager lab up`: the agent of {node.hostname}.
+rack = {slot}
+hn = "{node.hostname}"
+key_file = "{lab.rack_key}"
+runtime = "lxc"
+report_to = ["{gateway}:{port}"]
+report_interval = 1.0
+state_dir = "{state}"
+
+[capacity]            # the SKU's, as on the real server
+memory = {sku.memory}
+disk = {sku.disk}
+
+[lxc]
+lxcpath = "{lab.hn_dir(node.hostname) / 'lxc'}"
+
+[paths]
+prototype = "{p.prototype}"
+software = "{p.software}"
+data = "{p.data}"
+config = "{p.config}"
+"""
+
+
+def sshd_config(lab: Lab, node: Node, host_key: Path) -> str:
+    hdir = lab.hn_dir(node.hostname)
+    return f"""# Written by `ctmanager lab up`: sshd of {node.hostname}, in its network namespace.
+ListenAddress {node.ip}
+Port 22
+HostKey {host_key}
+PidFile {hdir / 'sshd.pid'}
+AuthorizedKeysFile {lab.authorized_keys}
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+SetEnv CTAGENT_CONFIG={hdir / 'ctagent.toml'}
+"""
+
+
+def inventory_toml(lab: Lab, store: Path, slot: int, nodes: list[Node], gateway: str) -> str:
+    hns = "".join(f"""
+[[hns]]
+name = "{n.hostname}"
+address = "{n.ip}"
+netns = "{lab.netns(n.hostname)}"
+lxcpath = "{lab.hn_dir(n.hostname) / 'lxc'}"
+agent_config = "{lab.hn_dir(n.hostname) / 'ctagent.toml'}"
+""" for n in nodes)
+    return f"""# Written by `ctmanager lab up`. The integration tests reach the rack through
+# this file only, so they can run against VMs or real hardware with another one.
+store = "{store}"
+manager_config = "{lab.manager_config}"
+rack = "rack-{slot}"
+gateway = "{gateway}"
+ssh_key = "{lab.ssh_key}"
+known_hosts = "{lab.known_hosts}"
+data = "{lab.paths().data}"
+manager_log = "{lab.logs / 'manager.log'}"
+{hns}"""

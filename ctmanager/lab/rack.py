@@ -1,0 +1,236 @@
+"""The lab: one real rack on this machine.
+
+    bridge ctlab<slot> (the rack network, the gateway address on the host)
+      └─ per HN: a network namespace with eth0 in a bridge named like the DC's
+         (br0) holding the HN's address; sshd (pinned host key) and ctagent in it
+      └─ LXC CTs, their veths in the HN's bridge, their own IPs on the rack network
+    storage: <dir>/proto (RO prototype, host /usr bound read-only into it),
+             <dir>/sw/<env> (RO), <dir>/data/<storage>/<ctid> (RW)
+    the manager daemon on the host, reports to <gateway>:7070
+
+`up` writes <dir>/inventory.toml (store, manager config, HN addresses, keys),
+which the integration tests read, so they can run against other racks too.
+`down` removes everything `up` made, and is safe to run twice.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace as View
+from typing import Callable
+
+from .. import queries
+from ..errors import CtmError, InputError
+from ..model import Ct, DcTemplate, Node
+from ..render import ctfiles
+from ..store import Store
+from . import layout
+
+REPORT_PORT = 7070
+TOOLS = ("lxc-start", "sshd", "svscan", "ip", "ssh-keygen", "mount")
+
+
+class LabError(CtmError):
+    pass
+
+
+def sh(*argv: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess[str]:
+    full = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
+    p = subprocess.run(full, capture_output=True, text=True, timeout=60)
+    if check and p.returncode != 0:
+        raise LabError(f"{' '.join(full)}: exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}")
+    return p
+
+
+def check_host() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, bridges, LXC)")
+    missing = [t for t in TOOLS if shutil.which(t) is None and not Path("/usr/sbin", t).exists()]
+    if missing:
+        raise LabError(f"missing tools: {', '.join(missing)}; run: bash scripts/setup.sh")
+
+
+def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callable[[str], None]) -> None:
+    check_host()
+    if lab.state_file.exists():
+        progress("a lab is up already: taking it down first")
+        down(lab, progress)
+    dc = queries.dc_template(store)
+    nodes = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"][:hn_count]
+    if len(nodes) < hn_count:
+        raise InputError(f"rack-{slot} has {len(nodes)} HNs; --hns {hn_count} asks for more")
+    if not nodes:
+        raise InputError(f"rack-{slot} has no HNs: install it first (ctmanager rack install)")
+    lab.root.mkdir(parents=True, exist_ok=True)
+    lab.write_state({"slot": slot, "hns": [n.hostname for n in nodes], "pids": {}})
+    net = ctfiles.rack_context(dc, slot).net
+    progress(f"network: bridge {lab.bridge(slot)} {net.gateway}/{net.prefixlen}")
+    _bridge(lab, slot, f"{net.gateway}/{net.prefixlen}")
+    progress("storage: prototype (host /usr bound read-only), software trees, per-CT /data")
+    _storage(lab, dc.environments, queries.cts(store, rack=slot))
+    progress("keys: rack HMAC key, manager SSH key")
+    lab.keys.mkdir(mode=0o700, exist_ok=True)
+    lab.rack_key.write_text(secrets.token_hex(32) + "\n")
+    lab.rack_key.chmod(0o600)
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ctmanager-lab", "-f", str(lab.ssh_key))
+    lab.authorized_keys.write_text(Path(f"{lab.ssh_key}.pub").read_text())
+    known = []
+    for node in nodes:
+        progress(f"{node.hostname}: namespace {lab.netns(node.hostname)}, {node.ip}, sshd, ctagent")
+        known.append(_hn(lab, dc, slot, node, net))
+    lab.known_hosts.write_text("".join(known))
+    lab.manager_config.write_text(layout.manager_toml(lab, slot, net.gateway, REPORT_PORT))
+    lab.inventory.write_text(layout.inventory_toml(lab, store.path, slot, nodes, net.gateway))
+    progress("manager: ctmanager run")
+    pid = _spawn([sys.executable, "-m", "ctmanager", "--store", str(store.path), "run", "--config",
+                  str(lab.manager_config)], lab.logs / "manager.log")
+    lab.set_pid("manager", pid)
+
+
+def _bridge(lab: layout.Lab, slot: int, address: str) -> None:
+    br = lab.bridge(slot)
+    if sh("ip", "link", "show", br, check=False).returncode != 0:
+        sh("ip", "link", "add", br, "type", "bridge")
+    sh("ip", "addr", "replace", address, "dev", br)
+    sh("ip", "link", "set", br, "up")
+
+
+def _storage(lab: layout.Lab, envs: tuple[str, ...], cts: list[Ct]) -> None:
+    proto = lab.proto
+    for d in ("usr", "sw", "data", "proc", "sys", "dev", "tmp", "run", "etc", "root", "var/tmp"):
+        (proto / d).mkdir(parents=True, exist_ok=True)
+    for link, target in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")):
+        if not (proto / link).is_symlink():
+            (proto / link).symlink_to(target)
+    for f in ("passwd", "group", "nsswitch.conf"):
+        shutil.copy(f"/etc/{f}", proto / "etc" / f)
+    (proto / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    (proto / "etc" / "resolv.conf").touch()  # mount point of the per-CT file
+    if str(proto / "usr") not in lab.mounts_under():  # not os.path.ismount: blind to same-device binds
+        sh("mount", "--bind", "/usr", str(proto / "usr"))
+        sh("mount", "-o", "remount,ro,bind", str(proto / "usr"))
+    for env in envs:
+        (lab.root / "sw" / env).mkdir(parents=True, exist_ok=True)
+        (lab.root / "sw" / env / "VERSION").write_text(f"{env} software tree (lab)\n")
+    for ct in cts:
+        _seed_data(lab, ct)
+    lab.logs.mkdir(exist_ok=True)
+
+
+def _seed_data(lab: layout.Lab, ct: Ct) -> None:
+    """What provisioning puts on a new CT's /data: its services for svscan. Every
+    lab CT runs a small HTTP service (its hostname at /), under supervise."""
+    data = Path(ctfiles.data_dir(lab.paths(), ct))
+    svc = data / "service" / "httpd"
+    svc.mkdir(parents=True, exist_ok=True)
+    (data / "www").mkdir(exist_ok=True)
+    (data / "www" / "index.html").write_text(f"{ct.hostname} ({ct.tenant or ct.service or 'ct'}) CT {ct.ctid}\n")
+    run = svc / "run"
+    run.write_text("#!/bin/sh\nexec /usr/bin/python3 -m http.server 80 --bind 0.0.0.0 --directory /data/www\n")
+    run.chmod(0o755)
+
+
+def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: View) -> str:
+    name, ns = node.hostname, lab.netns(node.hostname)
+    hdir = lab.hn_dir(name)
+    (hdir / "state").mkdir(parents=True, exist_ok=True)
+    (hdir / "lxc").mkdir(exist_ok=True)
+    if sh("ip", "netns", "list", check=False).stdout.find(ns) < 0:
+        sh("ip", "netns", "add", ns)
+    host_end = lab.veth(slot, node.position)
+    if sh("ip", "link", "show", host_end, check=False).returncode != 0:
+        sh("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    sh("ip", "link", "set", host_end, "master", lab.bridge(slot), "up")
+    bridge = net.bridge
+    for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "link", "add", bridge, "type", "bridge"],
+                ["ip", "link", "set", "eth0", "master", bridge], ["ip", "link", "set", "eth0", "up"],
+                ["ip", "link", "set", bridge, "up"],
+                ["ip", "addr", "replace", f"{node.ip}/{net.prefixlen}", "dev", bridge],
+                ["ip", "route", "replace", "default", "via", net.gateway]):
+        sh(*cmd, ns=ns, check=cmd[2] != "add")
+    host_key = hdir / "ssh_host_ed25519_key"
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(host_key))
+    (hdir / "sshd_config").write_text(layout.sshd_config(lab, node, host_key))
+    (hdir / "ctagent.toml").write_text(layout.agent_toml(lab, dc, slot, node, net.gateway, REPORT_PORT))
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    pid = _spawn(["ip", "netns", "exec", ns, sys.executable, "-m", "ctmanager.lab.hn_init",
+                  str(hdir / "sshd_config"), layout.ctagent_path(), str(hdir / "ctagent.toml")],
+                 lab.logs / f"{name}.log")
+    lab.set_pid(name, pid)
+    pub = Path(f"{host_key}.pub").read_text().split()
+    return f"{node.ip} {pub[0]} {pub[1]}\n"
+
+
+def _spawn(argv: list[str], log: Path) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True, cwd="/")
+    return p.pid
+
+
+def down(lab: layout.Lab, progress: Callable[[str], None]) -> None:
+    """Remove what `up` made: CTs, processes, namespaces, links, the /usr bind
+    mount, the lab folder. Works from the naming scheme, not only the state
+    file, so a half-made or half-removed lab goes too; safe to run twice."""
+    state = lab.read_state()
+    namespaces = [ns for ns in sh("ip", "netns", "list", check=False).stdout.split() if ns.startswith(layout.NETNS_PREFIX)]
+    hn_root = lab.root / "hn"
+    for hdir in sorted(hn_root.iterdir()) if hn_root.is_dir() else ():
+        ns, lxcpath = lab.netns(hdir.name), hdir / "lxc"
+        if ns in namespaces and lxcpath.is_dir():
+            for ct in sorted(p.name for p in lxcpath.iterdir() if p.name.isdigit()):
+                sh("lxc-stop", "-P", str(lxcpath), "-n", ct, "-k", ns=ns, check=False)
+    for name, pid in state.get("pids", {}).items():
+        _kill_group(pid)
+        progress(f"stopped {name}")
+    for ns in namespaces:
+        # lxc-monitord and CT monitors leave the process groups; anything still in
+        # the namespace keeps it (and its veth) alive after `ip netns del`.
+        for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+            _kill(int(pid), signal.SIGKILL)
+        sh("ip", "netns", "del", ns, check=False)
+    for link in sh("ip", "-o", "link", "show", check=False).stdout.splitlines():
+        name = link.split(":")[1].strip().split("@")[0] if ":" in link else ""
+        if layout.is_lab_link(name):
+            sh("ip", "link", "del", name, check=False)
+    for point in reversed(lab.mounts_under()):
+        sh("umount", point, check=False)
+    if lab.root.exists():
+        mounted = lab.mounts_under()
+        if mounted:  # never rm -rf through a mount (the prototype binds the host's /usr)
+            raise LabError(f"not deleting {lab.root}: still mounted: {', '.join(mounted)}")
+        shutil.rmtree(lab.root)
+    progress(f"removed {lab.root}")
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
