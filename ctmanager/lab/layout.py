@@ -116,6 +116,9 @@ full_plan_every = 1.0
 def agent_toml(lab: Lab, dc: Any, slot: int, node: Node, gateway: str, port: int) -> str:
     p = lab.paths()
     sku = dc.skus[node.sku]
+    # paths.config is local to each real HN; shared here, one HN's destroy would
+    # delete the resolv.conf another HN is about to bind-mount for the same CT.
+    ctconf = lab.hn_dir(node.hostname) / "ctconf"
     state = lab.hn_dir(node.hostname) / "state"
     return f"""# Written by `ctmanager lab up`: the agent of {node.hostname}.
 rack = {slot}
@@ -137,7 +140,7 @@ lxcpath = "{lab.hn_dir(node.hostname) / 'lxc'}"
 prototype = "{p.prototype}"
 software = "{p.software}"
 data = "{p.data}"
-config = "{p.config}"
+config = "{ctconf}"
 """
 
 

@@ -7,8 +7,10 @@ and their results come back through a queue. Each tick:
   3. plan the CTs whose observed state changed at once, and every CT every
      `full_plan_every` or when another process changed the store (a CLI edit);
   4. record placements and intents, then hand the actions to the executor.
-A CT with an action in flight is not acted on again until the action finished
-and a report from that HN taken after it arrived (or SETTLE seconds passed).
+A CT with an action in flight on any HN is not acted on again until every such
+action finished and each of those HNs reported after it did (or SETTLE seconds
+passed): a move is a destroy on one HN and a start on another, and the first to
+finish must not get the other re-issued.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class Manager:
         self.receiver = Receiver(config.key, config.slot)
         self.observed = Observed()
         self.results: queue.Queue[tuple[int, Result]] = queue.Queue()
-        self.busy: dict[int, tuple[str, float]] = {}  # CTID -> (HN, settle deadline); inf while running
+        self.busy: dict[tuple[int, str], float] = {}  # (CTID, HN) -> settle deadline; inf while running
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(config.listen)
@@ -102,9 +104,9 @@ class Manager:
                 changed |= set(self.configured.cts)  # an HN came (back): everything may be placeable now
             changed |= self.observed.update(report, now)
             self.pending_reports[report.hn] = (report, now)
-            for ctid, (hn, until) in list(self.busy.items()):
+            for (ctid, hn), until in list(self.busy.items()):
                 if hn == report.hn and until != float("inf") and report.sent_at >= until - SETTLE:
-                    del self.busy[ctid]  # the HN has reported since the action finished
+                    del self.busy[ctid, hn]  # the HN has reported since the action finished
                     changed.add(ctid)
         return changed
 
@@ -117,16 +119,16 @@ class Manager:
             except queue.Empty:
                 break
             finished.append((jid, r))
-            self.busy[r.action.ctid] = (r.action.hn, now + SETTLE)
+            self.busy[r.action.ctid, r.action.hn] = now + SETTLE
             changed.add(r.action.ctid)
         if finished:
             with self.store.transaction():
                 for jid, r in finished:
                     persist.finish(self.store, jid, r, now, self.config.settings)
             self.placements = persist.placements(self.store, now)
-        for ctid, (_, until) in list(self.busy.items()):
+        for (ctid, hn), until in list(self.busy.items()):
             if until <= now:
-                del self.busy[ctid]
+                del self.busy[ctid, hn]
                 changed.add(ctid)
         return changed
 
@@ -136,7 +138,8 @@ class Manager:
                 not all(self.observed.known(hn, now, self.config.settings) for hn in cfg.hns):
             return  # just started: let every HN report once before placing, or all CTs land on the first to speak
         p = plan(cfg, self.observed, self.placements, now, only=only, settings=self.config.settings)
-        actions = [a for a in p.actions if a.ctid not in self.busy]
+        busy = {ctid for ctid, _ in self.busy}
+        actions = [a for a in p.actions if a.ctid not in busy]
         with self.store.transaction():
             if p.place:
                 persist.save_placements(self.store, dict(p.place), now)
@@ -155,7 +158,7 @@ class Manager:
                 log.debug("%s", note)
         for jid, a in zip(ids, actions):
             log.info("%s", a)
-            self.busy[a.ctid] = (a.hn, float("inf"))
+            self.busy[a.ctid, a.hn] = float("inf")
             self.issued += 1
             self.executor.submit([a], lambda c: spec_for(cfg.cts[c], self.dc) if c in cfg.cts else None,
                                  lambda r, jid=jid: self.results.put((jid, r)))

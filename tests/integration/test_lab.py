@@ -132,6 +132,8 @@ def test_a_rejecting_hn_sends_the_ct_elsewhere(rack: Rack) -> None:
 
 def test_drain_moves_every_ct_off_the_hn(rack: Rack) -> None:
     busiest = max(rack.hns, key=lambda h: sum(r["hn"] == h for r in rack.status().values()))
+    moving = sorted(r["ctid"] for r in rack.status().values() if r["hn"] == busiest)
+    log_before = len(rack.manager_log())
     rack.cli("hn", "drain", busiest)
     try:
         wait_for(f"no CT on {busiest}", lambda: all(r["hn"] != busiest and r["opst"] == "UP"
@@ -141,6 +143,12 @@ def test_drain_moves_every_ct_off_the_hn(rack: Rack) -> None:
         assert hn_list[busiest]["drained"] is True
         wait_for(f"nothing running on {busiest}", lambda: hn_list and not rack.on_hn(
             busiest, "lxc-ls", "-P", rack.hns[busiest]["lxcpath"], "--running").stdout.split())
+        wait_for(f"every moved CT destroyed on {busiest}", lambda: not rack.on_hn(
+            busiest, "lxc-ls", "-P", rack.hns[busiest]["lxcpath"]).stdout.split())
+        log = rack.manager_log()[log_before:]
+        # each move is one stop and one destroy on the drained HN, never re-issued
+        assert [log.count(f"destroy {c} on {busiest}: left over") for c in moving] == [1] * len(moving), log
+        assert [log.count(f"stop {c} on {busiest}: runs on") for c in moving] == [1] * len(moving), log
     finally:
         rack.cli("hn", "undrain", busiest)
     wait_for("all UP", all_up(rack))

@@ -148,6 +148,30 @@ def test_agent_config_errors_name_the_field(tmp_path: Path) -> None:
             agent_config.load(write_config(tmp_path, extra))
 
 
+# captured from a failed lxc-start (lxc 5.0.2): the cause is the first ERROR line
+LXC_START_LOG = """\
+lxc 7 20261122190021.123 ERROR    conf - ../src/lxc/conf.c:mount_entry:2459 - No such file or directory - Failed to mount "/x/ctconf/7/resolv.conf" on "/usr/lib/x86_64-linux-gnu/lxc/rootfs/etc/resolv.conf"
+lxc 7 20261122190021.124 ERROR    start - ../src/lxc/start.c:lxc_spawn:1840 - Failed to setup container "7"
+lxc 7 20261122190021.131 ERROR    lxc_start - ../src/lxc/tools/lxc_start.c:main:306 - The container failed to start
+lxc 7 20261122190021.131 ERROR    lxc_start - ../src/lxc/tools/lxc_start.c:main:311 - Additional information can be obtained by setting the --logfile and --logpriority options
+"""
+
+
+def test_a_failed_lxc_start_reports_the_cause_from_its_log(tmp_path: Path) -> None:
+    class FailingStart(Recorder):
+        def __call__(self, argv: list[str], timeout: float) -> Completed:
+            if argv[0] == "lxc-start":
+                Path(argv[argv.index("-o") + 1]).write_text(LXC_START_LOG)
+                self.argvs.append(argv)
+                return Completed(tuple(argv), 1, "", "")
+            return super().__call__(argv, timeout)
+
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "config").write_text("x")
+    with pytest.raises(DriverError, match=r'^cannot start CT 7: No such file .*Failed to mount "/x/ctconf/7/resolv.conf"'):
+        LxcDriver(str(tmp_path), agent_config.DEFAULT_PATHS, FailingStart()).start(7)
+
+
 class FakeRuntime:
     name = "fake"
 

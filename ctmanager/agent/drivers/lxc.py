@@ -95,7 +95,7 @@ class LxcDriver:
         log.unlink(missing_ok=True)
         c = self.run(["lxc-start", *self._ct(ctid), "-o", str(log), "-l", "ERROR"], START_TIMEOUT)
         if c.rc != 0:
-            raise DriverError(f"cannot start CT {ctid}: {_last_error(log) or 'lxc-start exited %d' % c.rc}", refused=True)
+            raise DriverError(f"cannot start CT {ctid}: {_first_error(log) or 'lxc-start exited %d' % c.rc}", refused=True)
         c = self.run(["lxc-wait", *self._ct(ctid), "-s", "RUNNING", "-t", str(int(START_TIMEOUT))], START_TIMEOUT + 2)
         if c.rc != 0:
             raise failed(c, f"CT {ctid} did not reach RUNNING", refused=True)
@@ -125,10 +125,13 @@ class LxcDriver:
         return self.observe().get(ctid)
 
 
-def _last_error(log: Path) -> str:
-    """lxc-start's own message is only "see the log": the log's last ERROR line says why."""
+def _first_error(log: Path) -> str:
+    """lxc-start's own message is only "see the log". The log's first ERROR line is
+    the cause; the later ones are its consequences and the tool's "see the log"."""
     try:
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if " ERROR " in ln]
+        lines = [ln for ln in log.read_text(errors="replace").splitlines()
+                 if " ERROR " in ln and "tools/lxc_start.c" not in ln]
     except OSError:
         return ""
-    return lines[-1].split(" - ", 1)[-1].strip()[:300] if lines else ""
+    # "lxc NAME TIME ERROR    module - src/file.c:func:line - message"
+    return lines[0].split(" - ", 2)[-1].strip()[:300] if lines else ""
