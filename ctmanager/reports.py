@@ -1,7 +1,11 @@
 """State reports: what an agent says about its HN, one signed UDP datagram.
 
     datagram = HMAC-SHA256(rack key, body) (32 bytes) || body
-    body     = JSON {v, rack, hn, boot_id, seq, sent_at, drained, metrics{...}, cts[{ctid, opst, since}]}
+    body     = JSON {v, rack, hn, boot_id, seq, sent_at, drained, metrics{...}, cts[{ctid, opst, since}],
+                     fenced, hears{voter: seconds since heard}}
+
+`fenced` and `hears` (for quorum, see ctmanager/fencing) are optional on the wire;
+the manager's heartbeats are reports too, from the voter `manager`, with no CTs.
 
 The receiver checks, cheapest first: size, MAC, JSON, schema, rack, freshness.
 A report is fresh if it is newer than the last one accepted from that HN: a
@@ -17,7 +21,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,7 @@ VERSION = 1
 MAC_SIZE = 32
 MAX_DATAGRAM = 60_000  # UDP payload we accept; 100 CTs take about 5 KB
 MAX_CTS = 1000
+MAX_VOTERS = 256
 MAX_SKEW = 300.0  # seconds a report's clock may be off from ours
 OPST = ("UP", "DOWN")  # a CT the HN does not list is not there on that HN
 METRICS = ("cpu_load", "mem_total", "mem_free", "disk_total", "disk_free", "ct_count")
@@ -69,12 +74,15 @@ class Report:
     drained: bool
     metrics: Metrics
     cts: tuple[CtState, ...]
+    fenced: bool = False  # the agent lost quorum and stopped its CTs; it admits none
+    hears: Mapping[str, float] = field(default_factory=dict)  # voter -> seconds since the sender heard it
 
     def body(self) -> bytes:
         return json.dumps({
             "v": VERSION, "rack": self.rack, "hn": self.hn, "boot_id": self.boot_id, "seq": self.seq,
             "sent_at": self.sent_at, "drained": self.drained, "metrics": self.metrics.__dict__,
             "cts": [{"ctid": c.ctid, "opst": c.opst, "since": c.since} for c in self.cts],
+            "fenced": self.fenced, "hears": dict(self.hears),
         }, separators=(",", ":")).encode()
 
 
@@ -136,8 +144,18 @@ def _parse(d: dict[str, Any]) -> Report:
         raise ValueError("a CTID appears twice")
     if type(d["drained"]) is not bool:
         raise ValueError("drained must be true or false")
+    fenced = d.get("fenced", False)
+    if type(fenced) is not bool:
+        raise ValueError("fenced must be true or false")
+    hears = d.get("hears", {})
+    if not isinstance(hears, dict) or len(hears) > MAX_VOTERS:
+        raise ValueError(f"hears must be an object of at most {MAX_VOTERS} voters")
+    for voter, age in hears.items():
+        if not _HOST.fullmatch(voter):
+            raise ValueError("hears: a voter is not a host name")
+        _num(age)
     return Report(_count(d["rack"]), hn, boot_id, _count(d["seq"]), _num(d["sent_at"]), d["drained"], metrics,
-                  tuple(states))
+                  tuple(states), fenced, {v: float(a) for v, a in hears.items()})
 
 
 def _count(x: Any) -> int:

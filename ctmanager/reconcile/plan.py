@@ -14,7 +14,10 @@ Per configured CT (ADMST UP):
 ADMST DOWN: stop it wherever it runs. Removed CTs: destroy them wherever they are
 (/data kept unless purge). CTs nobody configured (strays) are reported, never touched.
 An HN whose state is unknown (no fresh report) is never acted on, and a CT that
-might be running there is left alone: moving it is the fencing logic's decision.
+might be running there is left alone, until the failover logic declares that HN
+dead (`observed.dead`: it has fenced itself or been reset by now). A dead HN's
+CTs count as stopped and are placed elsewhere; nothing is sent to a dead HN.
+A CT seen UP on two HNs at once is an alarm: fencing failed somewhere.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def plan(configured: Configured, observed: Observed, placements: Placements, now
     actions: list[Action] = []
     place: dict[int, str] = {}
     notes: list[str] = []
+    alarms: list[str] = []
     sched = Scheduler(configured, observed, placements, now, settings)
     if only is None:
         ctids: Iterable[int] = sorted(configured.cts.keys() | configured.removed.keys() | observed.where.keys())
@@ -41,7 +45,10 @@ def plan(configured: Configured, observed: Observed, placements: Placements, now
         ct = configured.cts.get(ctid)
         here = observed.where.get(ctid, {})
         known = {hn: opst for hn, opst in here.items() if observed.known(hn, now, settings)}
-        unknown = sorted(hn for hn in here if hn not in known)
+        unknown = sorted(hn for hn in here if hn not in known and hn not in observed.dead)
+        up = sorted(hn for hn, opst in known.items() if opst == "UP")
+        if len(up) > 1:
+            alarms.append(f"CT {ctid} is UP on {' and '.join(up)} at once: fencing failed; stopping all but one")
         if ct is None:
             if ctid in configured.removed:
                 purge = configured.removed[ctid]
@@ -53,7 +60,7 @@ def plan(configured: Configured, observed: Observed, placements: Placements, now
             actions += [Action("stop", ctid, hn, "ADMST DOWN") for hn, opst in sorted(known.items()) if opst == "UP"]
             continue
         _plan_up(ct, known, unknown, observed, placements, now, settings, sched, actions, place, notes)
-    return Plan(tuple(actions), place, tuple(notes))
+    return Plan(tuple(actions), place, tuple(notes), tuple(alarms))
 
 
 def _plan_up(ct: Ct, known: dict[str, str], unknown: list[str], observed: Observed, placements: Placements,
@@ -62,6 +69,7 @@ def _plan_up(ct: Ct, known: dict[str, str], unknown: list[str], observed: Observ
     ctid = ct.ctid
     target = placements.where.get(ctid)
     if target is not None and target not in known and not observed.known(target, now, settings) \
+            and target not in observed.dead \
             and target in sched.configured.hns and not sched.configured.hns[target].drained:
         notes.append(f"CT {ctid} waits: its HN {target} is in an unknown state")
         return
@@ -110,7 +118,11 @@ def _unusable(ctid: int, hn: str, sched: Scheduler, placements: Placements, now:
         return "no longer a compute node of this rack"
     if cfg.drained:
         return "drained"
+    if hn in sched.observed.dead:
+        return "dead"
     report = sched.observed.reports.get(hn)
+    if report is not None and report.fenced and sched.observed.known(hn, now, sched.settings):
+        return "fenced (no quorum)"
     if report is not None and report.drained and sched.observed.known(hn, now, sched.settings):
         return "drained by its agent"
     if placements.rejected.get((ctid, hn), -1.0) > now:

@@ -1,6 +1,6 @@
 """Choose an HN for a CT: filter, then score, then a deterministic tie-break.
 
-Filter: the HN's state is known, it is not drained (by ops or by its agent), the
+Filter: the HN's state is known (and it is not dead or fenced), it is not drained (by ops or by its agent), the
 CT was not rejected there recently, it has the memory and disk the CT asks for
 (reported free space minus what is already placed there but not yet reported,
 minus a reserve), and no other CT of the same rack service is placed there
@@ -55,11 +55,15 @@ class Scheduler:
 
     def _unfit(self, ct: Ct, hn: str, drained: bool, pending: dict[str, tuple[int, int]],
                services: dict[str, set[str]]) -> str | None:
+        if hn in self.observed.dead:
+            return "dead"
         if not self.observed.known(hn, self.now, self.settings):
             return "state unknown"
         report = self.observed.reports[hn]
         if drained or report.drained:
             return "drained"
+        if report.fenced:
+            return "fenced (no quorum)"
         if self.placements.rejected.get((ct.ctid, hn), -1.0) > self.now:
             return "rejected it recently"
         mem, disk = pending.get(hn, (0, 0))

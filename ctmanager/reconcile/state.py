@@ -49,6 +49,7 @@ class Observed:
         self.reports: dict[str, Report] = {}
         self.received_at: dict[str, float] = {}
         self.where: dict[int, dict[str, str]] = {}  # CTID -> {HN: OPST}
+        self.dead: frozenset[str] = frozenset()  # HNs the failover logic declared dead (set by the manager)
         for hn, report in reports.items():
             self.update(report, received_at.get(hn, report.sent_at))
 
@@ -94,7 +95,8 @@ class Plan:
     actions: tuple[Action, ...] = ()
     place: Mapping[int, str] = field(default_factory=dict)  # new placements to record
     notes: tuple[str, ...] = ()  # strays, waits, unschedulable CTs: reported, not acted on
+    alarms: tuple[str, ...] = ()  # must not happen (a CT UP on two HNs): logged as errors
 
     def lines(self) -> list[str]:
-        return ([str(a) for a in self.actions] + [f"place {c} on {hn}" for c, hn in sorted(self.place.items())]
-                + [f"note {n}" for n in self.notes])
+        return ([f"ALARM {a}" for a in self.alarms] + [str(a) for a in self.actions]
+                + [f"place {c} on {hn}" for c, hn in sorted(self.place.items())] + [f"note {n}" for n in self.notes])

@@ -38,7 +38,9 @@ def load(data: dict[str, Any]) -> tuple[Configured, Observed, Placements, float]
         metrics = Metrics(r.get("cpu_load", 0.1), size(r.get("mem_total", "64G")), size(r.get("mem_free", "60G")),
                           size(r.get("disk_total", "1T")), size(r.get("disk_free", "900G")), len(r.get("cts", [])))
         states = tuple(CtState(ctid, opst, at - 100) for ctid, opst in r.get("cts", []))
-        observed.update(Report(101, r["hn"], "0123456789abcdef", 1, at, r.get("drained", False), metrics, states), at)
+        observed.update(Report(101, r["hn"], "0123456789abcdef", 1, at, r.get("drained", False), metrics, states,
+                               r.get("fenced", False)), at)
+    observed.dead = frozenset(data.get("dead", []))
     placements = Placements({int(k): hn for k, hn in data.get("placements", {}).items()},
                             {(r["ctid"], r["hn"]): float(r["until"]) for r in data.get("rejected", [])})
     return Configured(cts, hns, removed), observed, placements, now

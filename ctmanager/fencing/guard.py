@@ -1,0 +1,52 @@
+"""The agent's fence: stop every CT when this HN has lost quorum, and pet the
+watchdog only while that is safe. Pure: the daemon (and the simulator) call
+`step()` with the time and what runs, and carry out what it returns.
+
+- quorum lost (fewer than a majority of voters in mutual contact within
+  `fence_after`) -> fenced: stop all CTs, admit none;
+- while fenced and a CT still runs, the watchdog is not petted: if stopping
+  hangs or fails, the watchdog resets the node `watchdog_timeout` later;
+- quorum back -> unfenced; CTs are not started again here, that is the
+  manager's decision (it may have placed them elsewhere meanwhile);
+- after the agent starts it has heard nobody yet: it waits one `fence_after`
+  before judging (the watchdog covers a restart that took longer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .quorum import Membership
+
+
+@dataclass(frozen=True)
+class FenceStep:
+    fenced: bool
+    stop: tuple[int, ...]  # CTs to stop now
+    pet: bool  # pet the watchdog this round
+    news: str = ""  # one line for the log when the fence state changed
+
+
+@dataclass
+class FenceGuard:
+    membership: Membership
+    started: float
+    fenced: bool = False
+
+    def step(self, now: float, running: set[int]) -> FenceStep:
+        m = self.membership
+        if now - self.started < m.window or m.quorum(now):
+            news = ""
+            if self.fenced:
+                self.fenced = False
+                news = (f"quorum regained ({len(m.connected(now)) + 1} of {len(m.voters)} voters): "
+                        "admitting CTs again")
+            return FenceStep(False, (), True, news)
+        news = ""
+        if not self.fenced:
+            self.fenced = True
+            heard = sorted(m.connected(now))
+            news = (f"FENCED: in contact with {len(heard) + 1} of {len(m.voters)} voters "
+                    f"({', '.join(heard) or 'none'} besides me) for {m.window:g}s, {m.needed} needed; "
+                    f"stopping {len(running)} CT(s)")
+        return FenceStep(True, tuple(sorted(running)), not running, news)

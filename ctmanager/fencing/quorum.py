@@ -1,0 +1,84 @@
+"""Who hears whom: the quorum both the agents and the manager decide on.
+
+Voters are the rack's HNs and the manager. Every voter sends a report (the
+manager a heartbeat) every `report_interval` to all the others, saying which
+voters it heard and how long ago (`hears`). Pure: times are arguments.
+
+Quorum needs *mutual* contact. A voter counts another as connected only if it
+heard that voter within `window` AND that voter's message said it heard us back
+within the same window. One-way loss (our reports are dropped, theirs arrive)
+therefore costs us quorum, as it should: the others cannot see us, so the
+manager may soon declare us dead and start our CTs elsewhere.
+
+Evidence: every message is also evidence that its sender is alive, and its
+`hears` list is evidence about the voters the sender heard. The manager only
+declares an HN dead when nobody it hears has heard that HN for `dead_after`;
+two majorities always share a voter, so an HN that still has quorum is seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+MANAGER = "manager"  # the manager's voter name (HN names are rack hostnames like hn-101-1)
+
+
+def majority(voters: int) -> int:
+    return voters // 2 + 1
+
+
+@dataclass
+class Membership:
+    me: str
+    voters: frozenset[str]  # every voter, `me` included
+    window: float  # fence_after: how recent a mutual contact must be to count
+    started: float  # no evidence about anyone predates this
+    heard_at: dict[str, float] = field(default_factory=dict)  # voter -> when we last heard it
+    mutual_at: dict[str, float] = field(default_factory=dict)  # voter -> newest time both sides heard each other
+    seen_at: dict[str, float] = field(default_factory=dict)  # voter -> newest evidence it was alive
+
+    def __post_init__(self) -> None:
+        if self.me not in self.voters:
+            raise ValueError(f"{self.me} is not one of the voters")
+
+    @property
+    def needed(self) -> int:
+        return majority(len(self.voters))
+
+    def hear(self, sender: str, sent_at: float, received: float, hears: Mapping[str, float]) -> None:
+        """Take one verified message. Times in the sender's clock are trusted only
+        where that is the cautious choice: contact ages err early, evidence late."""
+        if sender == self.me or sender not in self.voters:
+            return
+        heard = min(received, sent_at)
+        if heard > self.heard_at.get(sender, -1.0):
+            self.heard_at[sender] = heard
+        if received > self.seen_at.get(sender, -1.0):
+            self.seen_at[sender] = received
+        age = hears.get(self.me)
+        if age is not None:
+            mutual = min(heard, sent_at - age)
+            if mutual > self.mutual_at.get(sender, -1.0):
+                self.mutual_at[sender] = mutual
+        for voter, age in hears.items():
+            if voter != self.me and voter in self.voters:
+                at = received - age
+                if at > self.seen_at.get(voter, -1.0):
+                    self.seen_at[voter] = at
+
+    def hears(self, now: float) -> dict[str, float]:
+        """What our next message says: each voter heard within 2 windows, and how long ago.
+        Twice the window: the manager needs to learn of contact the quorum still counts."""
+        horizon = 2 * self.window
+        return {v: round(max(now - at, 0.0), 3) for v, at in sorted(self.heard_at.items()) if now - at <= horizon}
+
+    def connected(self, now: float) -> set[str]:
+        return {v for v, at in self.mutual_at.items() if now - at <= self.window}
+
+    def quorum(self, now: float) -> bool:
+        return len(self.connected(now)) + 1 >= self.needed
+
+    def evidence(self, voter: str) -> float:
+        """When `voter` was last known alive (by us or a voter we heard); at least `started`."""
+        return max(self.seen_at.get(voter, self.started), self.started)
