@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import shutil
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,8 @@ def _run(config: AgentConfig, driver: Driver, action: str, ctid: int, spec: spec
         if action == "start" and before == OPST_UP:
             out.opst = before
             return  # already running: nothing to admit, nothing to do
+        if action == "start":
+            check_fence(config, time.time())
         admit(config, store, states, spec)
         out.changed = driver.create(spec)
         store.put(ctid, raw)
@@ -148,6 +151,31 @@ def _run(config: AgentConfig, driver: Driver, action: str, ctid: int, spec: spec
                 out.message += f"; deleted {data}"
             out.extra["purged"] = str(data)
     out.opst = driver.observe().get(ctid)
+
+
+def check_fence(config: AgentConfig, now: float) -> None:
+    """No CT starts on an HN that is fenced, or whose daemon is not running: nothing
+    there would stop the CT when the HN loses quorum."""
+    try:
+        state = json.loads(config.fence_file.read_text())
+        fenced, at = bool(state["fenced"]), float(state["at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        fenced, at = None, None
+    why = fence_verdict(config.hn, fenced, at, now, config.timers.fence_after)
+    if why:
+        raise Rejected(why)
+
+
+def fence_verdict(hn: str, fenced: bool | None, at: float | None, now: float, fence_after: float) -> str:
+    """Why a CT may not start here ('' if it may): `fenced` and `at` are what the
+    daemon last wrote (None: it never ran). Shared with the simulator."""
+    if fenced is None or at is None:
+        return f"{hn}: the agent daemon has not run here (no fence.json); it must run to fence CTs"
+    if now - at > fence_after:
+        return f"{hn}: the agent daemon stopped {now - at:.0f}s ago; it must run to fence CTs"
+    if fenced:
+        return f"{hn} is fenced: it hears fewer than a majority of the rack's voters"
+    return ""
 
 
 def admit(config: AgentConfig, store: SpecStore, states: dict[int, str], spec: specs.Spec) -> None:

@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not cmd:
             return _fail(args, "give a command after --", applying.EXIT_BAD_INPUT)
         os.execvp(driver.exec_argv(args.ctid, cmd)[0], driver.exec_argv(args.ctid, cmd))
-    signal.signal(signal.SIGTERM, lambda *_: (agent.stopping.set(), agent.wake.set()))
+    signal.signal(signal.SIGTERM, lambda *_: (agent.stopping.set(), agent.wake()))
     agent.run()
     return 0
 

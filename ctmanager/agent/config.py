@@ -4,8 +4,9 @@
     hn = "hn-101-1"
     key_file = "/etc/ctagent/rack.key"      # the rack's HMAC key (hex), mode 0600
     runtime = "lxc"                          # lxc | openvz
-    report_to = ["10.101.0.1:7070"]          # managers (and, later, peer agents)
+    report_to = ["10.101.0.1:7070", "10.101.1.2:7071"]  # the manager and every peer agent
     report_interval = 1.0
+    listen = "10.101.1.1:7071"               # where peers' reports and the manager's heartbeats arrive
     state_dir = "/var/lib/ctagent"           # specs of the CTs it runs, drain flag
     [capacity]                               # what admission and the reports count against
     memory = "512G"                          # default: MemTotal of /proc/meminfo
@@ -16,6 +17,12 @@
     [paths]                                  # this HN's view of the storage (defaults: the DC template's)
     prototype = "/vz/proto/debian-12"
     ...
+    [fencing]                                # see "When a node fails" in README.md
+    voters = ["hn-101-1", "hn-101-2", "hn-101-3"]  # the rack's HNs (this one too); the manager always votes
+    watchdog = "/dev/watchdog"               # petted every report_interval; "none" only for tests
+    fence_after = 5.0
+    watchdog_timeout = 10.0
+    dead_after = 16.0                        # the manager's; checked here so both agree
 
 `capacity` is read by every `ctagent apply` (it is a fresh process), so lowering
 it takes effect for admission at once.
@@ -30,6 +37,7 @@ from pathlib import Path
 from .. import tomlread
 from .. import validate as v
 from ..errors import InputError
+from ..fencing.timers import FenceTimers, from_table
 from ..model import Paths
 
 RUNTIMES = ("lxc", "openvz")
@@ -53,6 +61,16 @@ class AgentConfig:
     reserve_memory: int
     lxcpath: str
     paths: Paths
+    listen: tuple[str, int] = ("0.0.0.0", 7071)
+    voters: frozenset[str] = frozenset()  # the rack's HNs; empty = this HN alone (then only the manager counts)
+    watchdog: str = "/dev/watchdog"
+    timers: FenceTimers = FenceTimers()
+
+    @property
+    def fence_file(self) -> Path:
+        """Written by the daemon each round: whether it is fenced. `apply` admits no
+        CT when the HN is fenced or the daemon stopped writing it (nothing would fence)."""
+        return Path(self.state_dir) / "fence.json"
 
     @property
     def drain_flag(self) -> Path:
@@ -86,6 +104,16 @@ def load(path: Path) -> AgentConfig:
     lxc = top.table("lxc", required=False)
     lxcpath = lxc.check("lxcpath", v.path, lxc.str("lxcpath", f"{state_dir}/lxc"))
     lxc.done()
+    listen = top.check("listen", hostport, top.str("listen", "0.0.0.0:7071"))
+    fencing = top.table("fencing", required=False)
+    voters = frozenset(fencing.check(f"voters[{i}]", v.label, x) for i, x in enumerate(fencing.strs("voters", [hn])))
+    if hn not in voters:
+        raise fencing.error("voters", f"must include this HN ({hn})")
+    watchdog = fencing.str("watchdog", "/dev/watchdog")
+    if watchdog != "none":
+        fencing.check("watchdog", v.path, watchdog)
+    timers = from_table(fencing)
+    fencing.done()
     top.done()
     return AgentConfig(
         file=file, rack=rack, hn=hn, key=read_key(Path(key_file), file), runtime=runtime, report_to=report_to,
@@ -93,7 +121,7 @@ def load(path: Path) -> AgentConfig:
         memory=v.size(memory, f"{file}: capacity.memory") if memory is not None else _mem_total(),
         disk=v.size(disk, f"{file}: capacity.disk") if disk is not None else _disk_total(paths.data),
         reserve_memory=v.size(reserve, f"{file}: capacity.reserve_memory", minimum=0) if reserve is not None else 256 << 20,
-        lxcpath=lxcpath, paths=paths,
+        lxcpath=lxcpath, paths=paths, listen=listen, voters=voters, watchdog=watchdog, timers=timers,
     )
 
 

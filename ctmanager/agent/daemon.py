@@ -1,16 +1,24 @@
-"""`ctagent run`: observe the runtime, send signed state reports.
+"""`ctagent run`: observe the runtime, send signed state reports, fence.
 
 A full snapshot goes out every `report_interval` and at once when a CT changes
 state. Changes are noticed from the runtime's event stream when it has one
 (`lxc-monitor`): a line there only wakes the loop, which then observes the whole
 HN again (level-based; a lost or garbled event costs nothing but latency).
 Without an event stream the loop polls every POLL seconds.
+
+Reports go to the manager and to every peer agent; the agent hears theirs and
+the manager's heartbeats on `listen`. Each round the fence guard
+(ctmanager/fencing/guard.py) says whether this HN still has quorum: if not,
+every CT is stopped and no new one admitted; the watchdog is petted only while
+that is safe, so a hung agent or a stop that fails resets the node.
 """
 
 from __future__ import annotations
 
 import logging
+import json
 import os
+import select
 import socket
 import subprocess
 import threading
@@ -19,7 +27,11 @@ import uuid
 from typing import Callable
 
 from .. import reports
-from .apply import SpecStore, committed
+from ..fencing.guard import FenceGuard, FenceStep
+from ..fencing.quorum import MANAGER, Membership
+from ..fencing.watchdog import Watchdog
+from ..render.files import write_atomic
+from .apply import SpecStore, _ct_lock, committed
 from .config import AgentConfig
 from .drivers import Driver, DriverError
 
@@ -37,7 +49,16 @@ class Agent:
         self.since: dict[int, tuple[str, float]] = {}  # CTID -> (OPST, since when)
         self.specs = SpecStore(config.state_dir)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.wake = threading.Event()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(config.listen)
+        self.sock.setblocking(False)
+        self.receiver = reports.Receiver(config.key, config.rack)
+        now = clock()
+        self.membership = Membership(config.hn, config.voters | {config.hn, MANAGER}, config.timers.fence_after, now)
+        self.guard = FenceGuard(self.membership, started=now, lookahead=config.report_interval)
+        self.watchdog = Watchdog(config.watchdog, config.timers.watchdog_timeout)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
         self.stopping = threading.Event()
         self._send_errors: set[str] = set()
 
@@ -55,7 +76,7 @@ class Agent:
         self.seq += 1
         return reports.Report(
             rack=cfg.rack, hn=cfg.hn, boot_id=self.boot_id, seq=self.seq, sent_at=now,
-            drained=cfg.drain_flag.exists(),
+            drained=cfg.drain_flag.exists(), fenced=self.guard.fenced, hears=self.membership.hears(now),
             metrics=reports.Metrics(
                 cpu_load=round(os.getloadavg()[0] / (os.cpu_count() or 1), 3),
                 mem_total=cfg.memory, mem_free=max(cfg.memory - mem_used, 0),
@@ -76,21 +97,73 @@ class Agent:
                     self._send_errors.add(key)
                     log.warning("cannot send reports to %s:%d: %s", addr[0], addr[1], exc.strerror)
 
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except OSError:
+            pass  # the pipe is full: a wake-up is pending anyway
+
+    def listen(self, now: float) -> None:
+        """Take in the peers' reports and the manager's heartbeats (verified)."""
+        for _ in range(256):
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except BlockingIOError:
+                return
+            report = self.receiver.receive(data, addr[0], now)
+            if report is not None:
+                self.membership.hear(report.hn, report.sent_at, now, report.hears)
+
+    def fence(self, now: float, states: dict[int, str] | None) -> FenceStep:
+        """One round of the fence: stop what must stop, pet the watchdog if safe,
+        and tell `ctagent apply` (a separate process) whether it may start CTs."""
+        running = {c for c, o in (states or {}).items() if o == "UP"}
+        step = self.guard.step(now, running)
+        if step.news:
+            (log.error if step.fenced else log.warning)("%s", step.news)
+        for ctid in step.stop:
+            try:
+                with _ct_lock(self.config, ctid):
+                    self.driver.stop(ctid)
+                log.warning("fenced: stopped CT %d", ctid)
+            except DriverError as exc:
+                log.error("fenced: cannot stop CT %d: %s; the watchdog is not petted", ctid, exc)
+        if states is None:
+            pass  # the runtime cannot be observed: nobody knows what runs, so no pet
+        elif step.pet or (step.stop and not self._still_running(step.stop)):
+            self.watchdog.pet()
+        write_atomic(self.config.fence_file, json.dumps({"fenced": step.fenced, "at": now}).encode(), 0o644)
+        return step
+
+    def _still_running(self, ctids: tuple[int, ...]) -> bool:
+        try:
+            states = self.driver.observe()
+        except DriverError:
+            return True
+        return any(states.get(c) == "UP" for c in ctids)
+
     def run(self) -> None:
         watcher = self._watch()
         interval = self.config.report_interval
         last: dict[int, str] | None = None
         last_sent = 0.0
-        log.info("ctagent %s (rack %d, %s runtime) reporting to %s every %gs", self.config.hn, self.config.rack,
-                 self.driver.name, ", ".join(f"{h}:{p}" for h, p in self.config.report_to), interval)
+        log.info("ctagent %s (rack %d, %s runtime) reporting to %s every %gs; %d voters, fence_after %gs, watchdog %s",
+                 self.config.hn, self.config.rack, self.driver.name,
+                 ", ".join(f"{h}:{p}" for h, p in self.config.report_to), interval, len(self.membership.voters),
+                 self.config.timers.fence_after, self.config.watchdog)
         while not self.stopping.is_set():
             now = self.clock()
+            self.listen(now)
             try:
                 states = self.observe()
             except DriverError as exc:
                 log.warning("cannot observe the runtime: %s; no report sent (the manager will see this HN go stale)", exc)
                 states = None
-            if states is not None and (states != last or now - last_sent >= interval):
+            step_due = now - last_sent >= interval
+            if step_due or (self.guard.fenced and states and "UP" in states.values()):
+                if self.fence(now, states).stop:
+                    states = self._observe_or(states)
+            if states is not None and (states != last or step_due):
                 if last is not None and states != last:
                     log.info("state changed: %s", _diff(last, states))
                 self.send(self.report(states, now))
@@ -98,10 +171,34 @@ class Agent:
             wait = interval - (self.clock() - last_sent)
             if watcher is None:
                 wait = min(wait, POLL)
-            self.wake.wait(max(wait, 0.01))
-            self.wake.clear()
+            ready, _, _ = select.select([self.sock, self._wake_r], [], [], max(wait, 0.01))
+            if self._wake_r in ready:
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
         if watcher is not None and watcher.poll() is None:
             watcher.terminate()
+        self._shutdown()
+
+    def _observe_or(self, states: dict[int, str] | None) -> dict[int, str] | None:
+        try:
+            return self.observe()
+        except DriverError:
+            return states
+
+    def _shutdown(self) -> None:
+        try:
+            running = [c for c, o in self.observe().items() if o == "UP"]
+        except DriverError:
+            running = [-1]
+        if running:
+            log.warning("stopping with %d CT(s) running: the watchdog stays armed and resets this node in %gs "
+                        "unless ctagent runs again (drain the HN first to stop cleanly)",
+                        len(running), self.config.timers.watchdog_timeout)
+            self.watchdog.release()
+        else:
+            self.watchdog.disarm()
 
     def _watch(self) -> subprocess.Popen[bytes] | None:
         argv = self.driver.watch_argv()
@@ -116,7 +213,7 @@ class Agent:
         def pump() -> None:
             assert proc.stdout is not None
             for _ in iter(proc.stdout.readline, b""):
-                self.wake.set()
+                self.wake()
             log.warning("%s ended; observing every %gs", argv[0], self.config.report_interval)
 
         threading.Thread(target=pump, name="watch", daemon=True).start()

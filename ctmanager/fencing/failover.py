@@ -41,11 +41,10 @@ class Failover:
         has = m.quorum(now)
         if has and self.quorum_since is None:
             self.quorum_since = now
-            news.append(f"quorum: in contact with {len(m.connected(now)) + 1} of {len(m.voters)} voters")
+            news.append(f"quorum: {m.describe(now)}")
         elif not has and self.quorum_since is not None:
             self.quorum_since = None
-            news.append(f"NO QUORUM: in contact with {len(m.connected(now)) + 1} of {len(m.voters)} voters, "
-                        f"{m.needed} needed; no HN is declared dead and no CT is moved off a silent HN")
+            news.append(f"NO QUORUM: {m.describe(now)}; nothing is done until it is back")
         dead: set[str] = set()
         if self.quorum_since is not None:
             steady = now - self.quorum_since >= self.dead_after

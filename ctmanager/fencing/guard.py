@@ -3,7 +3,10 @@ watchdog only while that is safe. Pure: the daemon (and the simulator) call
 `step()` with the time and what runs, and carry out what it returns.
 
 - quorum lost (fewer than a majority of voters in mutual contact within
-  `fence_after`) -> fenced: stop all CTs, admit none;
+  `fence_after`) -> fenced: stop all CTs, admit none. The guard looks one
+  round (`lookahead`) ahead: it fences in the last round before quorum would
+  lapse, not the first round after, so neither the stop nor the last pet is
+  late by up to a round (the manager's `dead_after` counts on that);
 - while fenced and a CT still runs, the watchdog is not petted: if stopping
   hangs or fails, the watchdog resets the node `watchdog_timeout` later;
 - quorum back -> unfenced; CTs are not started again here, that is the
@@ -31,22 +34,19 @@ class FenceStep:
 class FenceGuard:
     membership: Membership
     started: float
+    lookahead: float  # the time between two steps (the agent's report_interval)
     fenced: bool = False
 
     def step(self, now: float, running: set[int]) -> FenceStep:
         m = self.membership
-        if now - self.started < m.window or m.quorum(now):
+        if now + self.lookahead - self.started < m.window or m.quorum(now + self.lookahead):
             news = ""
             if self.fenced:
                 self.fenced = False
-                news = (f"quorum regained ({len(m.connected(now)) + 1} of {len(m.voters)} voters): "
-                        "admitting CTs again")
+                news = f"quorum regained: {m.describe(now)}; admitting CTs again"
             return FenceStep(False, (), True, news)
         news = ""
         if not self.fenced:
             self.fenced = True
-            heard = sorted(m.connected(now))
-            news = (f"FENCED: in contact with {len(heard) + 1} of {len(m.voters)} voters "
-                    f"({', '.join(heard) or 'none'} besides me) for {m.window:g}s, {m.needed} needed; "
-                    f"stopping {len(running)} CT(s)")
+            news = f"FENCED: {m.describe(now + self.lookahead)}; stopping {len(running)} CT(s)"
         return FenceStep(True, tuple(sorted(running)), not running, news)

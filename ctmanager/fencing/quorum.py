@@ -10,6 +10,11 @@ within the same window. One-way loss (our reports are dropped, theirs arrive)
 therefore costs us quorum, as it should: the others cannot see us, so the
 manager may soon declare us dead and start our CTs elsewhere.
 
+Even splits: with an even number of voters (3 HNs + the manager), a side with
+exactly half of them has quorum if the manager is on it. Two halves cannot both
+hold the manager, so at most one side keeps running; without this rule a 2|2
+split would fence every HN of a 3-HN rack.
+
 Evidence: every message is also evidence that its sender is alive, and its
 `hears` list is evidence about the voters the sender heard. The manager only
 declares an HN dead when nobody it hears has heard that HN for `dead_after`;
@@ -26,6 +31,12 @@ MANAGER = "manager"  # the manager's voter name (HN names are rack hostnames lik
 
 def majority(voters: int) -> int:
     return voters // 2 + 1
+
+
+def is_quorum(side: set[str] | frozenset[str], voters: frozenset[str]) -> bool:
+    """A strict majority, or exactly half with the manager on that side."""
+    n = len(side & voters)
+    return 2 * n > len(voters) or (2 * n == len(voters) and MANAGER in side)
 
 
 @dataclass
@@ -77,7 +88,15 @@ class Membership:
         return {v for v, at in self.mutual_at.items() if now - at <= self.window}
 
     def quorum(self, now: float) -> bool:
-        return len(self.connected(now)) + 1 >= self.needed
+        return is_quorum(self.connected(now) | {self.me}, self.voters)
+
+    def describe(self, now: float) -> str:
+        side = sorted(self.connected(now))
+        return (f"in contact with {len(side) + 1} of {len(self.voters)} voters "
+                f"({', '.join(side) or 'none'} besides {self.me}); {self.needed} needed, "
+                f"or {len(self.voters) // 2} with the manager" if len(self.voters) % 2 == 0 else
+                f"in contact with {len(side) + 1} of {len(self.voters)} voters "
+                f"({', '.join(side) or 'none'} besides {self.me}); {self.needed} needed")
 
     def evidence(self, voter: str) -> float:
         """When `voter` was last known alive (by us or a voter we heard); at least `started`."""

@@ -12,10 +12,16 @@
     connect_timeout = 5.0
     action_timeout = 30.0
     concurrency = 8
+    agent_port = 7071                        # where each HN's agent hears the manager's heartbeats (UDP)
+    report_interval = 1.0                    # s between heartbeats
     [timers]
     stale_after = 3.0       # s without a report: the HN's state is unknown, nothing is done there
     reject_memory = 300.0   # s a rejection keeps a CT away from that HN
     full_plan_every = 1.0   # s between full plans (changed CTs are planned at once)
+    [fencing]               # must match the agents'; see "When a node fails" in README.md
+    fence_after = 5.0       # s an agent without quorum waits before stopping its CTs
+    watchdog_timeout = 10.0 # s an unpetted watchdog waits before resetting its node
+    dead_after = 16.0       # s nobody heard an HN before its CTs start elsewhere (> the two above)
 
 `ctmanager run`, `reconcile`, `plan`, `ct exec` read it from --config or
 $CTMANAGER_CONFIG.
@@ -32,6 +38,7 @@ from .. import validate as v
 from ..agent.config import hostport, read_key
 from ..errors import InputError
 from ..executor.ssh import SshSettings
+from ..fencing.timers import FenceTimers, from_table
 from ..reconcile.state import Settings
 
 ENV_VAR = "CTMANAGER_CONFIG"
@@ -49,6 +56,9 @@ class ManagerConfig:
     concurrency: int
     settings: Settings
     full_plan_every: float
+    agent_port: int = 7071
+    report_interval: float = 1.0
+    timers: FenceTimers = FenceTimers()
 
 
 def find(explicit: str | None) -> Path:
@@ -87,9 +97,15 @@ def load(path: Path) -> ManagerConfig:
                          reject_memory=_seconds(timers, "reject_memory", 300.0))
     full_every = _seconds(timers, "full_plan_every", 1.0)
     timers.done()
+    agent_port = top.check("agent_port", lambda x, f: v.integer(x, f, minimum=1, maximum=65535),
+                           top.int("agent_port", 7071))
+    interval = _seconds(top, "report_interval", 1.0)
+    fencing = top.table("fencing", required=False)
+    fence = from_table(fencing)
+    fencing.done()
     top.done()
     return ManagerConfig(file, int(rack[5:]), listen, key, tuple(agent_command), settings, action_timeout,
-                         concurrency, reconcile, full_every)
+                         concurrency, reconcile, full_every, agent_port, interval, fence)
 
 
 def _seconds(t: tomlread.Table, key: str, default: float) -> float:

@@ -1,16 +1,15 @@
 """`ctmanager run`: the per-rack manager daemon.
 
-One thread owns the store and the plan; SSH actions run in the executor's pool
-and their results come back through a queue. Each tick:
+One thread owns the store and the decisions (manager/core.py, shared with the
+fault simulator); SSH actions run in the executor's pool and their results come
+back through a queue. Each tick:
   1. take in datagrams (verified, stale/forged/malformed ones dropped and counted);
   2. take in finished actions (journal, rejections);
-  3. plan the CTs whose observed state changed at once, and every CT every
+  3. every `report_interval`, send the signed heartbeat the agents count the
+     manager's vote by;
+  4. plan the CTs whose observed state changed at once, and every CT every
      `full_plan_every` or when another process changed the store (a CLI edit);
-  4. record placements and intents, then hand the actions to the executor.
-A CT with an action in flight on any HN is not acted on again until every such
-action finished and each of those HNs reported after it did (or SETTLE seconds
-passed): a move is a destroy on one HN and a start on another, and the first to
-finish must not get the other re-issued.
+  5. record placements and intents, then hand the actions to the executor.
 """
 
 from __future__ import annotations
@@ -20,21 +19,23 @@ import queue
 import select
 import socket
 import time
+import uuid
 from typing import Callable
 
+from .. import queries
 from ..agent.spec import spec_for
 from ..executor.runner import Executor, Result
+from ..fencing.quorum import MANAGER
 from ..model import DcTemplate
 from ..reconcile import persist
-from ..reconcile.plan import plan
-from ..reconcile.state import Observed, Placements
-from ..reports import Receiver, Report
+from ..reports import Metrics, Receiver, Report, sign
 from ..store import Store
 from .config import ManagerConfig
+from .core import Core
 
 log = logging.getLogger(__name__)
-SETTLE = 3.0  # s after an action before its CT is planned without a fresh report
 MAX_BATCH = 512  # datagrams taken per tick before planning
+NO_METRICS = Metrics(0.0, 0, 0, 0, 0, 0)
 
 
 class Manager:
@@ -42,9 +43,7 @@ class Manager:
                  clock: Callable[[], float] = time.time) -> None:
         self.store, self.dc, self.config, self.executor, self.clock = store, dc, config, executor, clock
         self.receiver = Receiver(config.key, config.slot)
-        self.observed = Observed()
         self.results: queue.Queue[tuple[int, Result]] = queue.Queue()
-        self.busy: dict[tuple[int, str], float] = {}  # (CTID, HN) -> settle deadline; inf while running
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(config.listen)
@@ -52,37 +51,57 @@ class Manager:
         self.stopping = False
         self.pending_reports: dict[str, tuple[Report, float]] = {}
         self._data_version = -1
-        self.started_at = clock()
+        self.boot_id = str(uuid.uuid4())
+        self.seq = 0
+        self.agents: list[tuple[str, int]] = []  # where heartbeats go: each HN's agent
+        self._send_errors: set[str] = set()
+        self.core: Core | None = None
         self.issued = 0  # actions handed to the executor (for benchmarks and logs)
+
+    @property
+    def busy(self) -> dict[tuple[int, str], float]:
+        return self.core.busy if self.core else {}
 
     def _reload_if_changed(self, now: float) -> bool:
         version = self.store.one("PRAGMA data_version")[0]
         if version == self._data_version:
             return False
         self._data_version = version
-        self.configured = persist.configured(self.store, self.dc, self.config.slot)
-        self.placements = persist.placements(self.store, now)
+        configured = persist.configured(self.store, self.dc, self.config.slot)
+        placements = persist.placements(self.store, now)
+        if self.core is None:
+            self.core = Core(configured, placements, self.config.settings, self.config.timers, now)
+        else:
+            self.core.reconfigure(configured, placements)
+        self.agents = [(n.ip, self.config.agent_port) for n in queries.nodes(self.store, rack=self.config.slot)
+                       if n.role == "compute"]
         return True
 
     def start(self) -> None:
-        now = self.started_at = self.clock()
+        now = self.clock()
         with self.store.transaction():
             lost = persist.interrupted(self.store, now)
         if lost:
             log.warning("resuming: %d action(s) were in flight when the manager stopped (%s); replanning them",
                         len(lost), "; ".join(lost[:5]))
         self._reload_if_changed(now)
-        log.info("manager of rack-%d listening on %s:%d; %d CTs, %d HNs", self.config.slot, *self.config.listen,
-                 len(self.configured.cts), len(self.configured.hns))
+        assert self.core is not None
+        t = self.config.timers
+        log.info("manager of rack-%d listening on %s:%d; %d CTs, %d HNs; fence_after %gs, dead_after %gs",
+                 self.config.slot, *self.config.listen, len(self.core.configured.cts), len(self.core.configured.hns),
+                 t.fence_after, t.dead_after)
 
     def run(self) -> None:
         self.start()
-        next_full = 0.0
+        next_full = next_beat = 0.0
         while not self.stopping:
             now = self.clock()
-            wait = max(min(next_full - now, 0.05 if self.busy else 0.5), 0.0)
+            wait = max(min(next_full - now, next_beat - now, 0.05 if self.busy else 0.5), 0.0)
             select.select([self.sock], [], [], wait)
             now = self.clock()
+            if now >= next_beat:
+                self.heartbeat(now)
+                next_beat = now + self.config.report_interval
             changed = self._take_reports(now) | self._take_results(now)
             full = self._reload_if_changed(now) or now >= next_full
             if full:
@@ -90,7 +109,23 @@ class Manager:
             if full or changed:
                 self.tick(now, None if full else changed)
 
+    def heartbeat(self, now: float) -> None:
+        assert self.core is not None
+        self.seq += 1
+        beat = Report(self.config.slot, MANAGER, self.boot_id, self.seq, now, False, NO_METRICS, (),
+                      False, self.core.hears(now))
+        datagram = sign(beat, self.config.key)
+        for addr in self.agents:
+            try:
+                self.sock.sendto(datagram, addr)
+            except OSError as exc:
+                key = f"{addr[0]}: {exc.strerror}"
+                if key not in self._send_errors:
+                    self._send_errors.add(key)
+                    log.warning("cannot send heartbeats to %s:%d: %s", addr[0], addr[1], exc.strerror)
+
     def _take_reports(self, now: float) -> set[int]:
+        assert self.core is not None
         changed: set[int] = set()
         for _ in range(MAX_BATCH):
             try:
@@ -100,17 +135,13 @@ class Manager:
             report = self.receiver.receive(data, addr[0], now)
             if report is None:
                 continue
-            if not self.observed.known(report.hn, now, self.config.settings):
-                changed |= set(self.configured.cts)  # an HN came (back): everything may be placeable now
-            changed |= self.observed.update(report, now)
-            self.pending_reports[report.hn] = (report, now)
-            for (ctid, hn), until in list(self.busy.items()):
-                if hn == report.hn and until != float("inf") and report.sent_at >= until - SETTLE:
-                    del self.busy[ctid, hn]  # the HN has reported since the action finished
-                    changed.add(ctid)
+            changed |= self.core.heard(report, now)
+            if report.hn in self.core.configured.hns:
+                self.pending_reports[report.hn] = (report, now)
         return changed
 
     def _take_results(self, now: float) -> set[int]:
+        assert self.core is not None
         changed: set[int] = set()
         finished = []
         while True:
@@ -119,46 +150,40 @@ class Manager:
             except queue.Empty:
                 break
             finished.append((jid, r))
-            self.busy[r.action.ctid, r.action.hn] = now + SETTLE
+            self.core.finished(r.action, r.result, now)
             changed.add(r.action.ctid)
         if finished:
             with self.store.transaction():
                 for jid, r in finished:
                     persist.finish(self.store, jid, r, now, self.config.settings)
-            self.placements = persist.placements(self.store, now)
-        for (ctid, hn), until in list(self.busy.items()):
-            if until <= now:
-                del self.busy[ctid, hn]
-                changed.add(ctid)
-        return changed
+        return changed | self.core.expire(now)
 
     def tick(self, now: float, only: set[int] | None) -> None:
-        cfg = self.configured
-        if now - self.started_at < self.config.settings.stale_after and \
-                not all(self.observed.known(hn, now, self.config.settings) for hn in cfg.hns):
-            return  # just started: let every HN report once before placing, or all CTs land on the first to speak
-        p = plan(cfg, self.observed, self.placements, now, only=only, settings=self.config.settings)
-        busy = {ctid for ctid, _ in self.busy}
-        actions = [a for a in p.actions if a.ctid not in busy]
+        core = self.core
+        assert core is not None
+        d = core.decide(now, only)
+        for line in d.view.news:
+            (log.warning if "DEAD" in line or "NO QUORUM" in line else log.info)("%s", line)
+        for alarm in d.plan.alarms:
+            log.error("%s", alarm)
+        cfg = core.configured
         with self.store.transaction():
-            if p.place:
-                persist.save_placements(self.store, dict(p.place), now)
-                self.placements = Placements({**self.placements.where, **p.place}, self.placements.rejected)
-            ids = persist.journal(self.store, actions, now)
+            if d.plan.place:
+                persist.save_placements(self.store, dict(d.plan.place), now)
+            ids = persist.journal(self.store, d.actions, now)
             if self.pending_reports:
                 persist.save_reports(self.store, self.pending_reports.values())
                 self.pending_reports.clear()
-            persist.save_observed(self.store, cfg, self.observed, self.placements, now, self.config.settings, only)
+            persist.save_observed(self.store, cfg, core.observed, core.placements, now, self.config.settings, only)
             if only is None and cfg.removed:
-                for ctid in persist.forget_removed(self.store, cfg, self.observed, now, self.config.settings):
+                for ctid in persist.forget_removed(self.store, cfg, core.observed, now, self.config.settings):
                     log.info("CT %d is gone from every HN; forgetting it", ctid)
         self._data_version = self.store.one("PRAGMA data_version")[0]
         if only is None:
-            for note in p.notes:
+            for note in d.plan.notes:
                 log.debug("%s", note)
-        for jid, a in zip(ids, actions):
+        for jid, a in zip(ids, d.actions):
             log.info("%s", a)
-            self.busy[a.ctid, a.hn] = float("inf")
             self.issued += 1
             self.executor.submit([a], lambda c: spec_for(cfg.cts[c], self.dc) if c in cfg.cts else None,
                                  lambda r, jid=jid: self.results.put((jid, r)))

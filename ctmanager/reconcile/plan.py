@@ -6,7 +6,8 @@ the same inputs give the same plan, and a plan that worked gives an empty next o
 Per configured CT (ADMST UP):
 - it should run on its placement; a CT with no placement that runs on a usable
   HN is adopted there; no placement, or one that became unusable
-  (drained, removed, rejected the CT) gets a new one from the scheduler;
+  (drained, removed, rejected the CT, dead, fenced) gets a new one from the
+  scheduler; when no HN can take it, it is left as it is (noted);
 - a copy on another known HN is stopped (if UP) or its config destroyed (if DOWN);
 - it is started on its placement only when it runs nowhere else: a CT never
   runs on two HNs at once (its /data is shared);
@@ -84,10 +85,11 @@ def _plan_up(ct: Ct, known: dict[str, str], unknown: list[str], observed: Observ
         why_old = "" if target is None else f" (was {target}: {problem})"
         chosen, why = sched.choose(ct)
         if chosen is None:
+            # Nowhere better: leave it as it is (running or not); stopping or
+            # destroying it here would gain nothing and lose a running CT.
             notes.append(f"CT {ctid} cannot be placed: {why}")
-        else:
-            place[ctid] = chosen
-        target = chosen
+            return
+        place[ctid] = target = chosen
         reason_new = f"{why}{why_old}"
     else:
         reason_new = ""
@@ -97,10 +99,10 @@ def _plan_up(ct: Ct, known: dict[str, str], unknown: list[str], observed: Observ
             continue
         if opst == "UP":
             elsewhere_up = True
-            actions.append(Action("stop", ctid, hn, f"runs on {hn}, belongs on {target or 'no HN'}"))
+            actions.append(Action("stop", ctid, hn, f"runs on {hn}, belongs on {target}"))
         else:
-            actions.append(Action("destroy", ctid, hn, f"left over on {hn}, belongs on {target or 'no HN'}"))
-    if target is None or elsewhere_up:
+            actions.append(Action("destroy", ctid, hn, f"left over on {hn}, belongs on {target}"))
+    if elsewhere_up:
         return  # start only once it runs nowhere else
     opst = known.get(target)
     if opst == "UP":

@@ -75,7 +75,7 @@ class Observed:
 
     def known(self, hn: str, now: float, settings: Settings) -> bool:
         at = self.received_at.get(hn)
-        return at is not None and now - at <= settings.stale_after
+        return at is not None and now - at <= settings.stale_after and hn not in self.dead
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ exit codes as text, spec and config validation, admission with a fake runtime.""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -208,9 +209,30 @@ class FakeRuntime:
         return argv
 
 
-def run_apply(tmp_path: Path, runtime: FakeRuntime, action: str, c: Ct, capacity: str = "8G") -> applying.Outcome:
+def run_apply(tmp_path: Path, runtime: FakeRuntime, action: str, c: Ct, capacity: str = "8G",
+              fence: dict[str, object] | None = None) -> applying.Outcome:
+    """`ctagent apply` with the daemon running and not fenced, unless `fence` says otherwise."""
     cfg = agent_config.load(write_config(tmp_path, f'[capacity]\nmemory = "{capacity}"\ndisk = "1T"\nreserve_memory = 0\n'))
+    cfg.fence_file.parent.mkdir(parents=True, exist_ok=True)
+    cfg.fence_file.write_text(json.dumps(fence if fence is not None else {"fenced": False, "at": time.time()}))
     return applying.apply(cfg, runtime, action, c.ctid, json.dumps(spec_json(c)).encode())
+
+
+@pytest.mark.parametrize("fence, why", [
+    ({"fenced": True, "at": "now"}, "hn-101-1 is fenced: it hears fewer than a majority"),
+    ({"fenced": False, "at": "long ago"}, "the agent daemon stopped 60s ago"),
+    ({}, "the agent daemon has not run here"),
+])
+def test_no_ct_starts_on_a_fenced_hn_or_without_the_daemon(tmp_path: Path, fence: dict[str, object], why: str) -> None:
+    at = {"now": time.time(), "long ago": time.time() - 60}
+    fence = {k: at.get(str(x), x) for k, x in fence.items()}
+    rt = FakeRuntime({1006: "UP"})
+    out = run_apply(tmp_path, rt, "start", ct(), fence=fence)
+    assert (out.result, out.exit_code) == ("rejected", applying.EXIT_REJECTED)
+    assert why in out.message
+    assert rt.calls == []
+    stopped = run_apply(tmp_path, rt, "stop", ct(1006, hostname="acme"), fence=fence)
+    assert (stopped.result, stopped.changed) == ("done", True)  # stopping is always allowed
 
 
 def test_admission_counts_the_running_cts(tmp_path: Path) -> None:

@@ -1,0 +1,113 @@
+"""The manager's decisions, without I/O: what it heard, what is in flight, who is
+dead, and what to do next. `ctmanager run` wraps it with a socket, the store and
+the SSH executor; the fault simulator (ctmanager/sim) wraps it with a simulated
+network and clock. Both therefore run exactly this logic.
+
+- Reports feed the observed state (HNs) and the quorum membership (every voter).
+- A CT with an action in flight on any HN is left alone until every such action
+  finished and each of those HNs reported after it did (or SETTLE s passed): a
+  move is a destroy on one HN and a start on another, and the first to finish
+  must not get the other re-issued.
+- The first plan waits until every HN has reported once (or `stale_after`
+  passed): otherwise every CT lands on the first HN to speak.
+- Failover decides which silent HNs are dead; plan() re-places their CTs.
+- Without quorum (mutual contact with a majority of voters) nothing is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from ..fencing.failover import Failover, FailoverView
+from ..fencing.quorum import MANAGER, Membership
+from ..fencing.timers import FenceTimers
+from ..reconcile.plan import plan
+from ..reconcile.state import Action, Configured, Observed, Placements, Plan, Settings
+from ..reports import Report
+
+SETTLE = 3.0  # s after an action before its CT is planned without a fresh report
+RUNNING = float("inf")
+
+
+@dataclass(frozen=True)
+class Decision:
+    plan: Plan
+    actions: tuple[Action, ...]  # to execute now (plan actions minus CTs with work in flight)
+    view: FailoverView
+
+
+class Core:
+    def __init__(self, configured: Configured, placements: Placements, settings: Settings, timers: FenceTimers,
+                 now: float) -> None:
+        self.settings, self.timers = settings, timers
+        self.started_at = now
+        self.observed = Observed()
+        self.busy: dict[tuple[int, str], float] = {}  # (CTID, HN) -> settle deadline; RUNNING while in flight
+        self.configured = configured
+        self.placements = placements
+        self.membership = Membership(MANAGER, frozenset(configured.hns) | {MANAGER}, timers.fence_after, now)
+        self.failover = Failover(self.membership, timers.dead_after)
+
+    def reconfigure(self, configured: Configured, placements: Placements) -> None:
+        """New configured state or placements from the store (a CLI edit)."""
+        self.configured, self.placements = configured, placements
+        voters = frozenset(configured.hns) | {MANAGER}
+        if voters != self.membership.voters:
+            self.membership.voters = voters
+
+    def heard(self, report: Report, now: float) -> set[int]:
+        """A verified report (or a peer's heartbeat). Returns the CTIDs to plan again."""
+        self.membership.hear(report.hn, report.sent_at, now, report.hears)
+        if report.hn not in self.configured.hns:
+            return set()
+        changed: set[int] = set()
+        if not self.observed.known(report.hn, now, self.settings):
+            changed |= set(self.configured.cts)  # an HN came (back): everything may be placeable now
+        changed |= self.observed.update(report, now)
+        for (ctid, hn), until in list(self.busy.items()):
+            if hn == report.hn and until != RUNNING and report.sent_at >= until - SETTLE:
+                del self.busy[ctid, hn]  # the HN has reported since the action finished
+                changed.add(ctid)
+        return changed
+
+    def finished(self, action: Action, result: str, now: float) -> None:
+        self.busy[action.ctid, action.hn] = now + SETTLE
+        if result == "rejected":
+            rejected = {**self.placements.rejected, (action.ctid, action.hn): now + self.settings.reject_memory}
+            self.placements = Placements(self.placements.where, rejected)
+
+    def expire(self, now: float) -> set[int]:
+        changed = set()
+        for (ctid, hn), until in list(self.busy.items()):
+            if until <= now:
+                del self.busy[ctid, hn]
+                changed.add(ctid)
+        return changed
+
+    def hears(self, now: float) -> dict[str, float]:
+        """For the heartbeat the manager sends its voters."""
+        return self.membership.hears(now)
+
+    def warming_up(self, now: float) -> bool:
+        return now - self.started_at < self.settings.stale_after and \
+            not all(self.observed.known(hn, now, self.settings) for hn in self.configured.hns)
+
+    def decide(self, now: float, only: Iterable[int] | None) -> Decision:
+        """The next actions: none while warming up or without quorum (a minority
+        side never acts). Marks them in flight and records new placements in
+        memory (the caller persists both before executing)."""
+        view = self.failover.step(now, self.configured.hns)
+        if view.dead != self.observed.dead:
+            only = None  # who is dead changed: every CT may move
+            self.observed.dead = view.dead
+        if not view.quorum or self.warming_up(now):
+            return Decision(Plan(), (), view)
+        p = plan(self.configured, self.observed, self.placements, now, only=only, settings=self.settings)
+        busy = {ctid for ctid, _ in self.busy}
+        actions = tuple(a for a in p.actions if a.ctid not in busy)
+        if p.place:
+            self.placements = Placements({**self.placements.where, **p.place}, self.placements.rejected)
+        for a in actions:
+            self.busy[a.ctid, a.hn] = RUNNING
+        return Decision(p, actions, view)

@@ -1,0 +1,132 @@
+"""A simulated manager: `ctmanager run`'s Core (manager/core.py) with a simulated
+network and SSH. What the daemon keeps in the store (placements, rejections)
+survives a restart here too; everything else is rebuilt, as in the daemon."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..fencing.quorum import MANAGER
+from ..manager.core import Core
+from ..reconcile.state import Action, Placements
+from ..reports import Report
+from .agent import METRICS
+
+if TYPE_CHECKING:
+    from .rack import SimRack
+
+SSH_LATENCY = 0.05  # s each way
+CONNECT_TIMEOUT = 5.0
+ACTION_TIMEOUT = 30.0
+FULL_PLAN_EVERY = 1.0
+
+
+class SimManager:
+    def __init__(self, rack: "SimRack") -> None:
+        self.rack = rack
+        self.where: dict[int, str] = {}  # the store's placements
+        self.rejected: dict[tuple[int, str], float] = {}  # and rejections
+        self.life = 0
+        self.alive = False
+        self.issued: list[tuple[float, Action]] = []
+        self.start()
+
+    def start(self) -> None:
+        r = self.rack
+        now = r.clock.now
+        self.life += 1
+        self.alive = True
+        self.seq = 0
+        live = {k: t for k, t in self.rejected.items() if t > now}
+        self.core = Core(r.configured, Placements(dict(self.where), live), r.settings, r.timers, now)
+        self._changed: set[int] = set()
+        life = self.life
+        r.clock.after(0.0, lambda: self._beat(life))
+        r.clock.after(FULL_PLAN_EVERY, lambda: self._full(life))
+
+    def kill(self) -> None:
+        self.alive = False
+        self.life += 1  # in-flight SSH results and timers of this life are dropped
+
+    def _beat(self, life: int) -> None:
+        if life != self.life:
+            return
+        now = self.rack.clock.now
+        self.seq += 1
+        self.rack.broadcast(MANAGER, Report(self.rack.slot, MANAGER, f"{life:08x}", self.seq, now, False, METRICS,
+                                            (), False, self.core.hears(now)))
+        self.rack.clock.after(self.rack.interval, lambda: self._beat(life))
+
+    def hear(self, report: Report) -> None:
+        if not self.alive:
+            return
+        changed = self.core.heard(report, self.rack.clock.now)
+        if changed:
+            if not self._changed:
+                life = self.life
+                self.rack.clock.after(0.001, lambda: self._decide(life, self._changed))
+            self._changed |= changed
+
+    def _full(self, life: int) -> None:
+        if life != self.life:
+            return
+        self._decide(life, None)
+        self.rack.clock.after(FULL_PLAN_EVERY, lambda: self._full(life))
+
+    def _decide(self, life: int, only: set[int] | None) -> None:
+        if life != self.life:
+            return
+        r = self.rack
+        now = r.clock.now
+        if only is self._changed:
+            self._changed = set()
+        expired = self.core.expire(now)
+        only = None if only is None else only | expired
+        d = self.core.decide(now, only)
+        for line in d.view.news:
+            r.log(MANAGER, line.split(":")[0] if "DEAD" in line or "QUORUM" in line else line)
+        for alarm in d.plan.alarms:
+            r.alarm(alarm)
+        self.where.update(d.plan.place)  # saved before acting, like the daemon
+        for a in d.actions:
+            r.check_majority(a)
+            self.issued.append((now, a))
+            r.log(MANAGER, str(a))
+            self._ssh(a, life)
+
+    def _ssh(self, a: Action, life: int) -> None:
+        r = self.rack
+        agent = r.agents[a.hn]
+
+        def result(kind: str, message: str) -> None:
+            if life != self.life:
+                return
+            done = r.clock.now
+            self.core.finished(a, kind, done)
+            if kind == "rejected":
+                self.rejected[a.ctid, a.hn] = done + r.settings.reject_memory
+            if kind != "done":
+                r.log(MANAGER, f"{a.kind} {a.ctid} on {a.hn}: {kind}: {message}")
+            self._decide(life, {a.ctid})
+
+        if not (r.net.up(MANAGER, a.hn) and r.net.up(a.hn, MANAGER)) or not agent.powered:
+            r.clock.after(CONNECT_TIMEOUT, lambda: result("failed", "cannot connect"))
+            return
+        answered = [False]
+
+        def reply(kind: str, message: str) -> None:
+            if answered[0]:
+                return
+            answered[0] = True
+            if r.net.up(a.hn, MANAGER):
+                r.clock.after(SSH_LATENCY, lambda: result(kind, message))
+            else:
+                r.clock.after(ACTION_TIMEOUT, lambda: result("failed", "connection lost"))
+
+        r.clock.after(SSH_LATENCY, lambda: agent.apply(a.kind, a.ctid, reply))
+
+        def timeout() -> None:
+            if not answered[0]:
+                answered[0] = True
+                result("failed", f"no result within {ACTION_TIMEOUT:g}s")
+        r.clock.after(ACTION_TIMEOUT, timeout)

@@ -1,0 +1,44 @@
+"""Scenario directories, like Proxmox HA's regression tests: a rack, a timed
+list of faults, and the event log it must produce.
+
+    tests/scenarios/fencing/NAME/
+      setup.toml    hns, cts, end (s), reboot_after, [timers], [weather]
+      cmdlist       "SECONDS COMMAND" lines (ctmanager/sim/commands.py)
+      expected.log  the log, diffed (CTMANAGER_UPDATE_GOLDEN=1 rewrites it)
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from ..fencing.timers import FenceTimers
+from .commands import SimError, parse_cmdlist, run
+from .rack import SimRack, Setup
+from .world import Weather
+
+KEYS = {"hns", "cts", "end", "seed", "reboot_after", "timers", "weather", "description"}
+
+
+def load(folder: Path) -> tuple[Setup, list[tuple[float, str]], float]:
+    try:
+        data = tomllib.loads((folder / "setup.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SimError(f"{folder}/setup.toml: {exc}") from None
+    unknown = set(data) - KEYS
+    if unknown:
+        raise SimError(f"{folder}/setup.toml: unknown key(s) {', '.join(sorted(unknown))}")
+    reboot = data.get("reboot_after", "never")
+    setup = Setup(hns=int(data.get("hns", 3)), cts=int(data.get("cts", 6)), seed=int(data.get("seed", 0)),
+                  timers=FenceTimers(**data.get("timers", {})), weather=Weather(**data.get("weather", {})),
+                  reboot_after=None if reboot == "never" else float(reboot))
+    schedule = parse_cmdlist((folder / "cmdlist").read_text(), f"{folder}/cmdlist")
+    return setup, schedule, float(data.get("end", 120))
+
+
+def play(folder: Path) -> SimRack:
+    setup, schedule, end = load(folder)
+    rack = SimRack(setup)
+    run(rack, schedule, end)
+    rack.log("end", "; ".join(rack.converged()) or "every ADMST UP CT runs on exactly one HN")
+    return rack

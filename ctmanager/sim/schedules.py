@@ -1,0 +1,107 @@
+"""Randomized fault schedules, reproducible from one seed.
+
+A schedule is a rack (3-5 HNs, 4-10 CTs, random report weather) and a list of
+timed faults over `minutes` simulated minutes. The last stretch is calm: every
+link healed, every node on, the manager running; by its end every ADMST UP CT
+must run on exactly one HN. The invariants of ctmanager/sim/rack.py are checked
+throughout.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ..fencing.quorum import MANAGER
+from .commands import run
+from .rack import SimRack, Setup
+from .world import Weather
+
+CALM = 60.0  # s at the end with no fault: long enough to converge after nodes boot
+
+
+@dataclass(frozen=True)
+class Outcome:
+    seed: int
+    violations: tuple[str, ...]
+    not_converged: tuple[str, ...]
+    commands: tuple[tuple[float, str], ...]
+    delivered: int
+    actions: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations and not self.not_converged
+
+    def describe(self) -> str:
+        lines = [f"seed {self.seed}: {len(self.violations)} violation(s), not converged: "
+                 f"{'; '.join(self.not_converged) or 'no'}"]
+        lines += [f"  violation at {v}" for v in self.violations[:5]]
+        lines += [f"  @{t:.1f} {c}" for t, c in self.commands]
+        return "\n".join(lines)
+
+
+def generate(seed: int, minutes: float = 10.0) -> tuple[Setup, list[tuple[float, str]], float]:
+    rng = random.Random(seed)
+    hns = rng.randint(3, 5)
+    names = [f"hn-101-{i}" for i in range(1, hns + 1)]
+    weather = Weather(loss=rng.choice((0.0, 0.0, 0.05, 0.2)), duplicate=rng.choice((0.0, 0.05)),
+                      delay=0.002, jitter=rng.choice((0.0, 0.05, 0.5)))
+    setup = Setup(hns=hns, cts=rng.randint(4, 10), seed=seed, weather=weather,
+                  reboot_after=rng.choice((30.0, 60.0, None)))
+    end = minutes * 60
+    t, out = 5.0, []
+    while True:
+        t += rng.expovariate(1 / 25)  # a fault every 25 s on average
+        if t >= end - CALM:
+            break
+        out.append((round(t, 2), _fault(rng, names)))
+    calm = end - CALM
+    out.append((calm, "heal"))
+    out.append((calm, "weather clear"))
+    for n in names:
+        out += [(calm, f"unhang runtime {n}"), (calm, f"power on {n}"), (calm, f"start agent {n}")]
+    out.append((calm, "restart manager"))
+    return setup, out, end
+
+
+def _fault(rng: random.Random, names: list[str]) -> str:
+    hn = rng.choice(names)
+    kind = rng.choices(
+        ["off", "on", "oneway", "partition", "heal", "kill", "start", "hang", "unhang", "manager", "weather", "power"],
+        weights=[4, 4, 2, 3, 3, 2, 2, 1, 1, 2, 2, 1])[0]
+    if kind == "off":
+        return f"network {hn} off"
+    if kind == "on":
+        return f"network {hn} on"
+    if kind == "oneway":
+        return f"network {hn} {rng.choice(('in-off', 'out-off'))}"
+    if kind == "partition":
+        nodes = names + [MANAGER]
+        rng.shuffle(nodes)
+        cut = rng.randint(1, len(nodes) - 1)
+        return f"partition {','.join(nodes[:cut])} | {','.join(nodes[cut:])}"
+    if kind == "heal":
+        return "heal"
+    if kind == "kill":
+        return f"kill agent {hn}"
+    if kind == "start":
+        return f"start agent {hn}"
+    if kind == "hang":
+        return f"hang runtime {hn}"
+    if kind == "unhang":
+        return f"unhang runtime {hn}"
+    if kind == "manager":
+        return rng.choice(("kill manager", "restart manager", "restart manager"))
+    if kind == "power":
+        return f"power {rng.choice(('off', 'on'))} {hn}"
+    return (f"weather loss={rng.choice((0.0, 0.1, 0.3))} duplicate={rng.choice((0.0, 0.1))} "
+            f"jitter={rng.choice((0.0, 0.2, 1.0))}")
+
+
+def run_seed(seed: int, minutes: float = 10.0) -> Outcome:
+    setup, schedule, end = generate(seed, minutes)
+    rack = SimRack(setup)
+    run(rack, schedule, end)
+    return Outcome(seed, tuple(rack.violations), tuple(rack.converged()), tuple(schedule), rack.net.delivered,
+                   len(rack.manager.issued))

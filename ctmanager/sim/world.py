@@ -1,0 +1,97 @@
+"""The simulator's clock and network: deterministic, seeded, no real time.
+
+Events run in (time, order of scheduling) order. The network delivers each
+datagram from one node to another after a delay; per directed link it can be
+cut, and globally it can lose, duplicate and delay (which reorders) datagrams.
+SSH is modelled as a link check at both ends of a command: TCP retransmits, so
+loss does not matter to it, a cut does.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = 0
+
+    def at(self, when: float, fn: Callable[[], None]) -> None:
+        self._order += 1
+        heapq.heappush(self._queue, (max(when, self.now), self._order, fn))
+
+    def after(self, delay: float, fn: Callable[[], None]) -> None:
+        self.at(self.now + delay, fn)
+
+    def run_until(self, end: float) -> None:
+        q = self._queue
+        while q and q[0][0] <= end:
+            when, _, fn = heapq.heappop(q)
+            self.now = when
+            fn()
+        self.now = max(self.now, end)
+
+
+@dataclass
+class Weather:
+    """What the network does to datagrams now."""
+
+    loss: float = 0.0  # probability a datagram is lost
+    duplicate: float = 0.0  # probability it arrives twice
+    delay: float = 0.002  # s, base
+    jitter: float = 0.0  # s, uniform extra delay: datagrams overtake each other
+
+
+@dataclass
+class Network:
+    clock: Clock
+    rng: random.Random
+    weather: Weather = field(default_factory=Weather)
+    cut: set[tuple[str, str]] = field(default_factory=set)  # directed links that deliver nothing
+    delivered: int = 0
+
+    def up(self, a: str, b: str) -> bool:
+        return (a, b) not in self.cut
+
+    def send(self, src: str, dst: str, deliver: Callable[[], None]) -> None:
+        if (src, dst) in self.cut:
+            return
+        w = self.weather
+        copies = 1
+        if w.loss and self.rng.random() < w.loss:
+            copies = 0
+        elif w.duplicate and self.rng.random() < w.duplicate:
+            copies = 2
+        for _ in range(copies):
+            delay = w.delay + (self.rng.random() * w.jitter if w.jitter else 0.0)
+            self.clock.after(delay, self._arrive(src, dst, deliver))
+
+    def _arrive(self, src: str, dst: str, deliver: Callable[[], None]) -> Callable[[], None]:
+        def arrive() -> None:
+            if (src, dst) in self.cut:
+                return  # the link was cut while the datagram was on its way
+            self.delivered += 1
+            deliver()
+        return arrive
+
+    def partition(self, groups: list[set[str]], everyone: set[str]) -> None:
+        """Only nodes in the same group hear each other; nodes in no group are alone."""
+        side = {n: i for i, g in enumerate(groups) for n in g}
+        for i, n in enumerate(sorted(everyone - side.keys())):
+            side[n] = -1 - i
+        self.cut = {(a, b) for a in everyone for b in everyone if a != b and side[a] != side[b]}
+
+    def isolate(self, node: str, everyone: set[str], inbound: bool = True, outbound: bool = True) -> None:
+        for other in everyone - {node}:
+            if outbound:
+                self.cut.add((node, other))
+            if inbound:
+                self.cut.add((other, node))
+
+    def heal(self, node: str | None = None) -> None:
+        self.cut = set() if node is None else {(a, b) for a, b in self.cut if node not in (a, b)}
