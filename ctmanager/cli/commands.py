@@ -28,9 +28,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         p.set_defaults(func=func)
         return p
 
-    def group(name: str, help: str) -> Any:
-        p = sub.add_parser(name, help=help, description=help)
-        g = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
+    def group(name: str, help: str, parent: Any = None) -> Any:
+        """A command with sub-commands; nested under `parent` (a group) if given."""
+        p = (parent or sub).add_parser(name, help=help, description=help)
+        dest = "action" if parent is None else f"{name}_command"
+        g = p.add_subparsers(dest=dest, metavar="ACTION", parser_class=type(p))
         g.required = True
         return g
 

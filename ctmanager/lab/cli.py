@@ -33,6 +33,19 @@ def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
     p.add_argument("--timeout", type=float, default=CONVERGE_TIMEOUT, help="seconds to wait for convergence")
     with_dir(cmd(labs, "status", cmd_lab_status, "the lab's HNs, processes and running CTs", "ctmanager lab status"))
     with_dir(cmd(labs, "down", cmd_lab_down, "remove everything `lab up` made (safe to run twice)", "ctmanager lab down"))
+    faults = group("fault", "rehearse failures on the lab rack (see README: When a node fails)", parent=labs)
+    p = with_dir(cmd(faults, "partition", cmd_fault, "cut HNs off the rack network (their links go down)",
+                     "ctmanager lab fault partition hn-101-2"))
+    p.add_argument("hn", nargs="+", metavar="HN")
+    p = with_dir(cmd(faults, "heal", cmd_fault, "links up, killed agents back, a killed manager restarted",
+                     "ctmanager lab fault heal"))
+    p.add_argument("hn", nargs="*", metavar="HN", help="only these HNs (default: everything)")
+    p = with_dir(cmd(faults, "kill-agent", cmd_fault, "kill -9 an HN's ctagent and keep it down (its watchdog fires)",
+                     "ctmanager lab fault kill-agent hn-101-2"))
+    p.add_argument("hn", nargs=1, metavar="HN")
+    p = with_dir(cmd(faults, "kill-manager", cmd_fault, "kill -9 the manager, then start a new one",
+                     "ctmanager lab fault kill-manager"))
+    p.add_argument("--no-restart", action="store_true", help="leave it dead (until `lab fault heal`)")
 
 
 def _say(args: argparse.Namespace) -> Any:
@@ -59,7 +72,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
         say(f"inventory: {lab.inventory}")
         if args.no_wait:
             return 0
-        ok = _wait(store, slot, args.timeout, say)
+        ok = _wait(store, slot, args.timeout, say, lab)
     seconds = time.monotonic() - started
     if _json(args):
         emit_json({"rack": f"rack-{slot}", "converged": ok, "seconds": round(seconds, 2),
@@ -70,10 +83,16 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _wait(store: Any, slot: int, timeout: float, say: Any) -> bool:
+def _wait(store: Any, slot: int, timeout: float, say: Any, lab: layout.Lab) -> bool:
+    from .faults import alive
+
     deadline = time.monotonic() + timeout
     last = ""
     while True:
+        if not alive(lab.read_state().get("pids", {}).get("manager")):
+            log = lab.logs / "manager.log"
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+            raise InputError(f"the lab's manager exited: {tail[0] if tail else 'no log'} (log: {log})")
         mine = {c.ctid for c in queries.cts(store, rack=slot)}
         rows = [r for r in queries.status(store, time.time()) if r[0] in mine]
         want = [r for r in rows if r[5] == "UP"]
@@ -121,4 +140,31 @@ def cmd_lab_down(args: argparse.Namespace) -> int:
     down(lab, _say(args))
     if _json(args):
         emit_json({"removed": str(lab.root)})
+    return 0
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    from . import faults
+    from .rack import check_host
+
+    check_host()
+    lab = layout.Lab(args.dir)
+    lines: list[str] = []
+
+    def say(msg: str) -> None:
+        lines.append(msg)
+        if not _json(args):
+            print(msg)
+
+    kind = args.fault_command
+    if kind == "partition":
+        faults.partition(lab, args.hn, say)
+    elif kind == "heal":
+        faults.heal(lab, args.hn, say)
+    elif kind == "kill-agent":
+        faults.kill_agent(lab, args.hn[0], say)
+    else:
+        faults.kill_manager(lab, not args.no_restart, say)
+    if _json(args):
+        emit_json({"fault": kind, "done": lines})
     return 0

@@ -6,15 +6,26 @@ mount a tmpfs on /sys/fs/cgroup and every v1 controller again (FIELD-NOTES),
 then run sshd and ctagent as children in that mount namespace. SIGTERM stops
 both. CTs are not our children (lxc-start daemonizes), so they outlive an
 agent restart, as on a real HN.
+
+It is also the HN's watchdog: the agent pets a FIFO (its `fencing.watchdog`);
+when no pet came for `watchdog_timeout`, this does what a node reset does to
+the CTs and the agent: kills them (the node then stays "off": the agent is not
+restarted until `ctmanager lab fault heal HN` removes the `agent.down` flag,
+which `lab fault kill-agent` sets too).
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
+from typing import Callable
 
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids")
 
@@ -31,13 +42,65 @@ def mount_cgroups() -> None:
     mount("-t", "cgroup", "-o", "none,name=systemd", "cgroup", "/sys/fs/cgroup/systemd")
 
 
+class LabWatchdog(threading.Thread):
+    def __init__(self, fifo: Path, timeout: float, fire: Callable[[float], None]) -> None:
+        super().__init__(name="watchdog", daemon=True)
+        self.fifo, self.timeout, self.fire = fifo, timeout, fire
+
+    def run(self) -> None:
+        if self.fifo.exists() and not stat.S_ISFIFO(self.fifo.stat().st_mode):
+            self.fifo.unlink()
+        if not self.fifo.exists():
+            os.mkfifo(self.fifo, 0o600)
+        fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
+        keep = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)  # so the FIFO never reads as EOF
+        armed, last = False, 0.0
+        try:
+            while True:
+                ready, _, _ = select.select([fd], [], [], 0.1)
+                now = time.monotonic()
+                if ready:
+                    data = os.read(fd, 4096)
+                    if data.endswith(b"V"):
+                        armed = False  # magic close: the agent stopped with nothing running
+                    elif data:
+                        armed, last = True, now
+                if armed and now - last > self.timeout:
+                    armed = False
+                    self.fire(now - last)
+        finally:
+            os.close(fd)
+            os.close(keep)
+
+
 def main(argv: list[str]) -> int:
     sshd_config, ctagent, agent_config = argv
+    from ..agent.config import load
+
+    config = load(Path(agent_config))
+    hdir = Path(agent_config).parent
+    down_flag, pid_file = hdir / "agent.down", hdir / "ctagent.pid"
     mount_cgroups()
-    children = [
-        subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", sshd_config]),
-        subprocess.Popen([ctagent, "-c", agent_config, "run"]),
-    ]
+    agent_argv = [ctagent, "-c", agent_config, "run"]
+    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", sshd_config])
+    agent: subprocess.Popen[bytes] | None = None
+    lock = threading.Lock()
+
+    def reset(silent: float) -> None:
+        """What a node reset does to the agent and the CTs."""
+        sys.stderr.write(f"hn_init: WATCHDOG: not petted for {silent:.1f}s: resetting this HN "
+                         "(its agent and CTs are killed; `ctmanager lab fault heal` powers it on)\n")
+        down_flag.touch()
+        with lock:
+            if agent is not None and agent.poll() is None:
+                agent.kill()
+        lxcpath = Path(config.lxcpath)
+        for ct in sorted(p.name for p in lxcpath.iterdir() if p.name.isdigit()) if lxcpath.is_dir() else ():
+            subprocess.run(["lxc-stop", "-P", str(lxcpath), "-n", ct, "-k"], capture_output=True, timeout=30)
+        sys.stderr.write("hn_init: WATCHDOG: reset done\n")
+
+    if config.watchdog != "none":
+        LabWatchdog(Path(config.watchdog), config.timers.watchdog_timeout, reset).start()
     stopping = False
 
     def stop(*_: object) -> None:
@@ -47,17 +110,24 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     while not stopping:
-        for i, child in enumerate(children):
-            if child.poll() is not None:
-                sys.stderr.write(f"hn_init: {child.args[0]} exited {child.returncode}; restarting it\n")
-                time.sleep(0.5)
-                children[i] = subprocess.Popen(child.args)
+        if sshd.poll() is not None:
+            sys.stderr.write(f"hn_init: sshd exited {sshd.returncode}; restarting it\n")
+            time.sleep(0.5)
+            sshd = subprocess.Popen(sshd.args)
+        with lock:
+            if (agent is None or agent.poll() is not None) and not down_flag.exists():
+                if agent is not None:
+                    sys.stderr.write(f"hn_init: ctagent exited {agent.returncode}; restarting it\n")
+                agent = subprocess.Popen(agent_argv)
+                pid_file.write_text(f"{agent.pid}\n")
         time.sleep(0.2)
-    for child in children:
-        child.terminate()
-    for child in children:
+    for child in (sshd, agent):
+        if child is not None:
+            child.terminate()
+    for child in (sshd, agent):
         try:
-            child.wait(5)
+            if child is not None:
+                child.wait(5)
         except subprocess.TimeoutExpired:
             child.kill()
     return 0

@@ -85,6 +85,9 @@ class Lab:
         return [p for p in points if p.startswith(root)]
 
 
+AGENT_PORT = 7071
+
+
 def ctagent_path() -> str:
     """The ctagent of this installation (the venv's, next to this Python)."""
     here = Path(sys.executable).parent / "ctagent"
@@ -97,6 +100,7 @@ rack = "rack-{slot}"
 listen = "{gateway}:{port}"
 key_file = "{lab.rack_key}"
 agent_command = ["{ctagent_path()}"]   # its config comes from CTAGENT_CONFIG, set by each HN's sshd
+agent_port = {AGENT_PORT}                 # heartbeats go to every HN's agent here
 
 [ssh]
 user = "root"
@@ -110,10 +114,18 @@ concurrency = 8
 stale_after = 3.0
 reject_memory = 300.0
 full_plan_every = 1.0
+
+
+[fencing]
+fence_after = 5.0
+watchdog_timeout = 10.0
+dead_after = 16.0
 """
 
 
-def agent_toml(lab: Lab, dc: Any, slot: int, node: Node, gateway: str, port: int) -> str:
+def agent_toml(lab: Lab, dc: Any, slot: int, node: Node, gateway: str, port: int, rack_hns: list[Node]) -> str:
+    """`rack_hns`: every compute node of the rack (the voters, as the manager counts
+    them), whether or not the lab runs it."""
     p = lab.paths()
     sku = dc.skus[node.sku]
     # paths.config is local to each real HN; shared here, one HN's destroy would
@@ -125,7 +137,8 @@ rack = {slot}
 hn = "{node.hostname}"
 key_file = "{lab.rack_key}"
 runtime = "lxc"
-report_to = ["{gateway}:{port}"]
+report_to = [{", ".join(f'"{a}"' for a in [f"{gateway}:{port}"] + [f"{n.ip}:{AGENT_PORT}" for n in rack_hns if n.hostname != node.hostname])}]
+listen = "{node.ip}:{AGENT_PORT}"
 report_interval = 1.0
 state_dir = "{state}"
 
@@ -141,6 +154,13 @@ prototype = "{p.prototype}"
 software = "{p.software}"
 data = "{p.data}"
 config = "{ctconf}"
+
+[fencing]
+voters = [{", ".join(f'"{n.hostname}"' for n in rack_hns)}]
+watchdog = "{lab.hn_dir(node.hostname) / 'watchdog'}"   # a FIFO read by the lab's watchdog (hn_init)
+fence_after = 5.0
+watchdog_timeout = 10.0
+dead_after = 16.0
 """
 
 

@@ -6,7 +6,9 @@
       └─ LXC CTs, their veths in the HN's bridge, their own IPs on the rack network
     storage: <dir>/proto (RO prototype, host /usr bound read-only into it),
              <dir>/sw/<env> (RO), <dir>/data/<storage>/<ctid> (RW)
-    the manager daemon on the host, reports to <gateway>:7070
+    the manager daemon on the host, reports to <gateway>:7070; agents hear each
+    other and the manager's heartbeats on <HN>:7071; each HN's hn_init runs a
+    watchdog on <dir>/hn/<HN>/watchdog that kills the HN's CTs when not petted
 
 `up` writes <dir>/inventory.toml (store, manager config, HN addresses, keys),
 which the integration tests read, so they can run against other racks too.
@@ -82,16 +84,24 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ctmanager-lab", "-f", str(lab.ssh_key))
     lab.authorized_keys.write_text(Path(f"{lab.ssh_key}.pub").read_text())
     known = []
+    rack_hns = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
     for node in nodes:
-        progress(f"{node.hostname}: namespace {lab.netns(node.hostname)}, {node.ip}, sshd, ctagent")
-        known.append(_hn(lab, dc, slot, node, net))
+        progress(f"{node.hostname}: namespace {lab.netns(node.hostname)}, {node.ip}, sshd, ctagent, watchdog")
+        known.append(_hn(lab, dc, slot, node, net, rack_hns))
     lab.known_hosts.write_text("".join(known))
     lab.manager_config.write_text(layout.manager_toml(lab, slot, net.gateway, REPORT_PORT))
     lab.inventory.write_text(layout.inventory_toml(lab, store.path, slot, nodes, net.gateway))
+    lab.write_state({**lab.read_state(), "store": str(store.path)})
     progress("manager: ctmanager run")
-    pid = _spawn([sys.executable, "-m", "ctmanager", "--store", str(store.path), "run", "--config",
-                  str(lab.manager_config)], lab.logs / "manager.log")
+    start_manager(lab)
+
+
+def start_manager(lab: layout.Lab) -> int:
+    store = lab.read_state()["store"]
+    pid = _spawn([sys.executable, "-m", "ctmanager", "--store", store, "run", "--config", str(lab.manager_config)],
+                 lab.logs / "manager.log")
     lab.set_pid("manager", pid)
+    return pid
 
 
 def _bridge(lab: layout.Lab, slot: int, address: str) -> None:
@@ -137,7 +147,7 @@ def _seed_data(lab: layout.Lab, ct: Ct) -> None:
     run.chmod(0o755)
 
 
-def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: View) -> str:
+def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: View, rack_hns: list[Node]) -> str:
     name, ns = node.hostname, lab.netns(node.hostname)
     hdir = lab.hn_dir(name)
     (hdir / "state").mkdir(parents=True, exist_ok=True)
@@ -145,6 +155,7 @@ def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: View) -> st
     if sh("ip", "netns", "list", check=False).stdout.find(ns) < 0:
         sh("ip", "netns", "add", ns)
     host_end = lab.veth(slot, node.position)
+    lab.write_state({**lab.read_state(), "links": {**lab.read_state().get("links", {}), name: host_end}})
     if sh("ip", "link", "show", host_end, check=False).returncode != 0:
         sh("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns)
     sh("ip", "link", "set", host_end, "master", lab.bridge(slot), "up")
@@ -158,7 +169,7 @@ def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: View) -> st
     host_key = hdir / "ssh_host_ed25519_key"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(host_key))
     (hdir / "sshd_config").write_text(layout.sshd_config(lab, node, host_key))
-    (hdir / "ctagent.toml").write_text(layout.agent_toml(lab, dc, slot, node, net.gateway, REPORT_PORT))
+    (hdir / "ctagent.toml").write_text(layout.agent_toml(lab, dc, slot, node, net.gateway, REPORT_PORT, rack_hns))
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
     pid = _spawn(["ip", "netns", "exec", ns, sys.executable, "-m", "ctmanager.lab.hn_init",
                   str(hdir / "sshd_config"), layout.ctagent_path(), str(hdir / "ctagent.toml")],
