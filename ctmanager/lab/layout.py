@@ -189,6 +189,7 @@ address = "{n.ip}"
 netns = "{lab.netns(n.hostname)}"
 lxcpath = "{lab.hn_dir(n.hostname) / 'lxc'}"
 agent_config = "{lab.hn_dir(n.hostname) / 'ctagent.toml'}"
+log = "{lab.logs / f'{n.hostname}.log'}"
 """ for n in nodes)
     return f"""# Written by `ctmanager lab up`. The integration tests reach the rack through
 # this file only, so they can run against VMs or real hardware with another one.
@@ -200,4 +201,5 @@ ssh_key = "{lab.ssh_key}"
 known_hosts = "{lab.known_hosts}"
 data = "{lab.paths().data}"
 manager_log = "{lab.logs / 'manager.log'}"
+lab_dir = "{lab.root}"   # lab only: `ctmanager lab fault --dir` rehearses failures here
 {hns}"""

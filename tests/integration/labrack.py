@@ -53,6 +53,23 @@ class Rack:
     def manager_log(self) -> str:
         return Path(self.inv["manager_log"]).read_text()
 
+    def hn_log(self, hn: str) -> str:
+        return Path(self.hns[hn]["log"]).read_text()
+
+    def running(self) -> dict[int, set[str]]:
+        """The truth, from every HN's runtime: CTID -> the HNs where it runs."""
+        where: dict[int, set[str]] = {}
+        for hn, h in self.hns.items():
+            p = self.on_hn(hn, "lxc-ls", "-P", h["lxcpath"], "--running")
+            for name in p.stdout.split():
+                if name.isdigit():
+                    where.setdefault(int(name), set()).add(hn)
+        return where
+
+    def fault(self, *args: str) -> str:
+        """`ctmanager lab fault ...` (lab only: a real rack has no such switch)."""
+        return self.cli("lab", "fault", *args, "--dir", self.inv["lab_dir"]).stdout
+
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, every: float = 0.1,
              describe: Callable[[], str] | None = None) -> Any:

@@ -16,34 +16,6 @@ import pytest
 
 from labrack import ROOT, Rack, all_up, wait_for
 
-NEEDED = ("lxc-start", "sshd", "svscan", "ip")
-
-
-@pytest.fixture(scope="module")
-def rack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rack]:
-    missing = [t for t in NEEDED if not shutil.which(t) and not Path("/usr/sbin", t).exists()]
-    if os.geteuid() != 0 or missing:
-        pytest.skip(f"the lab needs root and {', '.join(missing) or 'root'} (bash scripts/setup.sh)")
-    base = tmp_path_factory.mktemp("lab")
-    env = {**os.environ, "CTMANAGER_STORE": str(base / "ctm.db"), "CTMANAGER_LAB_DIR": str(base / "rack")}
-
-    def ctm(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "ctmanager", *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=300)
-
-    assert ctm("init", "example").returncode == 0
-    up = ctm("lab", "up", "--hns", "3", "--timeout", "90")
-    try:
-        assert up.returncode == 0, up.stderr
-        yield Rack(base / "rack" / "inventory.toml")
-    finally:
-        down = ctm("lab", "down")
-        assert down.returncode == 0, down.stderr
-        assert ctm("lab", "down").returncode == 0  # twice is fine
-        assert not (base / "rack").exists()
-        assert "ctlab-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-
-
 def test_lab_up_runs_every_ct_with_its_process_tree(rack: Rack) -> None:
     status = rack.status()
     assert len(status) == 8 and all(r["admst"] == "UP" and r["opst"] == "UP" for r in status.values()), status

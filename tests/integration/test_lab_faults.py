@@ -1,0 +1,124 @@
+"""Fencing and failover on the real lab rack: links cut, agents and the manager
+killed with SIGKILL, partitions healed. Timers are the defaults (fence_after 5 s,
+watchdog_timeout 10 s, dead_after 16 s). Throughout, a watcher samples every HN's
+runtime and fails the test if any CT ever runs on two HNs at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterator
+
+import pytest
+
+from labrack import Rack, all_up, wait_for
+
+FENCE_AFTER, WATCHDOG, DEAD_AFTER = 5.0, 10.0, 16.0
+
+
+class TwiceWatcher(threading.Thread):
+    """Samples where CTs run, as fast as lxc-ls allows, and remembers any CT seen
+    on two HNs in one sample."""
+
+    def __init__(self, rack: Rack) -> None:
+        super().__init__(daemon=True)
+        self.rack, self.stop, self.twice, self.samples = rack, threading.Event(), [], 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for ctid, hns in self.rack.running().items():
+                if len(hns) > 1:
+                    self.twice.append((time.time(), ctid, sorted(hns)))
+            self.samples += 1
+
+
+@pytest.fixture
+def watch(rack: Rack) -> Iterator[TwiceWatcher]:
+    wait_for("all UP", all_up(rack), timeout=60)
+    w = TwiceWatcher(rack)
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop.set()
+        w.join(30)
+        rack.fault("heal")
+        wait_for("all UP after healing", all_up(rack), timeout=60)
+    assert w.samples > 10
+    assert w.twice == [], f"CTs ran on two HNs at once: {w.twice[:5]}"
+
+
+def on(rack: Rack, hn: str) -> list[int]:
+    return sorted(c for c, hns in rack.running().items() if hn in hns)
+
+
+def busiest(rack: Rack) -> str:
+    counts = {h: 0 for h in rack.hns}
+    for hns in rack.running().values():
+        for h in hns:
+            counts[h] += 1
+    return max(sorted(counts), key=lambda h: counts[h])
+
+
+def test_an_hn_that_loses_its_link_fences_and_its_cts_start_elsewhere(rack: Rack, watch: TwiceWatcher) -> None:
+    hn = busiest(rack)
+    moved = on(rack, hn)
+    cut = time.monotonic()
+    rack.fault("partition", hn)
+    # the HN hears nobody: it stops its CTs itself within fence_after (+ a round, + the stops)
+    wait_for(f"{hn} fenced, its CTs stopped", lambda: not on(rack, hn), timeout=FENCE_AFTER + 5)
+    fenced_in = time.monotonic() - cut
+    assert "FENCED: in contact with 1 of 4 voters" in rack.hn_log(hn)
+    # the manager waits dead_after, then starts them on the others
+    status = wait_for("moved CTs UP elsewhere", lambda: (s := rack.status()) and all(
+        r["hn"] != hn and r["opst"] == "UP" for r in s.values() if r["ctid"] in moved) and s,
+        timeout=DEAD_AFTER + 15)
+    failover = time.monotonic() - cut
+    assert failover >= DEAD_AFTER - 1, f"CTs moved after {failover:.1f}s, before dead_after"
+    assert f"{hn} is DEAD" in rack.manager_log()
+    assert fenced_in < FENCE_AFTER + 3
+    assert all(status[n]["hn"] != hn for n in status if status[n]["ctid"] in moved)
+
+
+def test_a_killed_agent_is_reset_by_its_watchdog_and_its_cts_move(rack: Rack, watch: TwiceWatcher) -> None:
+    hn = busiest(rack)
+    moved = on(rack, hn)
+    rack.fault("kill-agent", hn)
+    # nothing fences a dead agent's CTs but the watchdog: they run until it fires
+    time.sleep(WATCHDOG / 2)
+    assert on(rack, hn) == moved
+    wait_for(f"the watchdog of {hn} killing its CTs", lambda: not on(rack, hn), timeout=WATCHDOG + 3)
+    wait_for("its CTs UP elsewhere", lambda: all(
+        r["hn"] != hn and r["opst"] == "UP" for r in rack.status().values() if r["ctid"] in moved), timeout=DEAD_AFTER)
+
+
+def test_a_manager_killed_mid_apply_is_restarted_and_converges_without_duplicates(rack: Rack,
+                                                                                  watch: TwiceWatcher) -> None:
+    status = rack.status()
+    ct = status["acme"]
+    target = sorted(h for h in rack.hns if h != ct["hn"])[0]
+    before = len(rack.manager_log())
+    rack.cli("ct", "move", "acme", "--to", target)
+    wait_for("the move under way", lambda: f"stop {ct['ctid']} on {ct['hn']}" in rack.manager_log()[before:],
+             timeout=10, every=0.01)
+    rack.fault("kill-manager")
+    wait_for("acme UP on its new HN", lambda: (r := rack.status()["acme"])["hn"] == target and r["opst"] == "UP",
+             timeout=30)
+    assert rack.running()[ct["ctid"]] == {target}
+    assert rack.cli("plan").stdout.strip() == "nothing to do"
+    log = rack.manager_log()[before:]
+    assert log.count(f"start {ct['ctid']} on {target}: done") == 1, log
+
+
+def test_healing_a_partition_never_runs_a_ct_twice(rack: Rack, watch: TwiceWatcher) -> None:
+    hn = busiest(rack)
+    moved = on(rack, hn)
+    rack.fault("partition", hn)
+    wait_for("its CTs UP elsewhere", lambda: all(
+        r["hn"] != hn and r["opst"] == "UP" for r in rack.status().values() if r["ctid"] in moved),
+        timeout=DEAD_AFTER + 15)
+    rack.fault("heal", hn)
+    wait_for(f"{hn} back", lambda: f"{hn} is back" in rack.manager_log(), timeout=10)
+    wait_for(f"leftovers on {hn} destroyed", lambda: not rack.on_hn(
+        hn, "lxc-ls", "-P", rack.hns[hn]["lxcpath"]).stdout.split(), timeout=15)
+    assert all(len(hns) == 1 for hns in rack.running().values())
