@@ -29,9 +29,14 @@ def load(folder: Path) -> tuple[Setup, list[tuple[float, str]], float]:
     if unknown:
         raise SimError(f"{folder}/setup.toml: unknown key(s) {', '.join(sorted(unknown))}")
     reboot = data.get("reboot_after", "never")
-    setup = Setup(hns=int(data.get("hns", 3)), cts=int(data.get("cts", 6)), seed=int(data.get("seed", 0)),
-                  timers=FenceTimers(**data.get("timers", {})), weather=Weather(**data.get("weather", {})),
-                  reboot_after=None if reboot == "never" else float(reboot))
+    try:
+        setup = Setup(hns=int(data.get("hns", 3)), cts=int(data.get("cts", 6)), seed=int(data.get("seed", 0)),
+                      timers=FenceTimers(**data.get("timers", {})), weather=Weather(**data.get("weather", {})),
+                      reboot_after=None if reboot == "never" else float(reboot))
+    except (TypeError, ValueError) as exc:
+        raise SimError(f"{folder}/setup.toml: {exc}") from None
+    if not 1 <= setup.hns <= 50 or not 0 <= setup.cts <= 1000:
+        raise SimError(f"{folder}/setup.toml: hns must be 1-50 and cts 0-1000")
     schedule = parse_cmdlist((folder / "cmdlist").read_text(), f"{folder}/cmdlist")
     return setup, schedule, float(data.get("end", 120))
 
