@@ -60,23 +60,24 @@ class Membership:
     def hear(self, sender: str, sent_at: float, received: float, hears: Mapping[str, float]) -> None:
         """Take one verified message. Times in the sender's clock are trusted only
         where that is the cautious choice: contact ages err early, evidence late."""
-        if sender == self.me or sender not in self.voters:
+        me, voters = self.me, self.voters
+        if sender == me or sender not in voters:
             return
-        heard = min(received, sent_at)
+        heard = received if received < sent_at else sent_at
         if heard > self.heard_at.get(sender, -1.0):
             self.heard_at[sender] = heard
-        if received > self.seen_at.get(sender, -1.0):
-            self.seen_at[sender] = received
-        age = hears.get(self.me)
+        seen = self.seen_at
+        if received > seen.get(sender, -1.0):
+            seen[sender] = received
+        age = hears.get(me)
         if age is not None:
             mutual = min(heard, sent_at - age)
             if mutual > self.mutual_at.get(sender, -1.0):
                 self.mutual_at[sender] = mutual
-        for voter, age in hears.items():
-            if voter != self.me and voter in self.voters:
-                at = received - age
-                if at > self.seen_at.get(voter, -1.0):
-                    self.seen_at[voter] = at
+        for voter, age in hears.items():  # runs for every datagram: kept lean
+            at = received - age
+            if at > seen.get(voter, -1.0) and voter != me and voter in voters:
+                seen[voter] = at
 
     def hears(self, now: float) -> dict[str, float]:
         """What our next message says: each voter heard within 2 windows, and how long ago.

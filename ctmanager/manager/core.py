@@ -39,10 +39,13 @@ class Decision:
 
 class Core:
     def __init__(self, configured: Configured, placements: Placements, settings: Settings, timers: FenceTimers,
-                 now: float) -> None:
+                 now: float, last_seen: Observed | None = None) -> None:
+        """`last_seen`: the HNs' newest reports as the store kept them. A restarted
+        manager must know what a now-silent HN last ran: those CTs are left alone
+        (that HN is unknown) until it reports or is declared dead."""
         self.settings, self.timers = settings, timers
         self.started_at = now
-        self.observed = Observed()
+        self.observed = last_seen or Observed()
         self.busy: dict[tuple[int, str], float] = {}  # (CTID, HN) -> settle deadline; RUNNING while in flight
         self.configured = configured
         self.placements = placements

@@ -70,7 +70,8 @@ class Manager:
         configured = persist.configured(self.store, self.dc, self.config.slot)
         placements = persist.placements(self.store, now)
         if self.core is None:
-            self.core = Core(configured, placements, self.config.settings, self.config.timers, now)
+            self.core = Core(configured, placements, self.config.settings, self.config.timers, now,
+                             persist.observed(self.store))
         else:
             self.core.reconfigure(configured, placements)
         self.agents = [(n.ip, self.config.agent_port) for n in queries.nodes(self.store, rack=self.config.slot)

@@ -15,7 +15,7 @@ from ..agent.apply import fence_verdict
 from ..fencing.guard import FenceGuard
 from ..fencing.quorum import MANAGER, Membership
 from ..fencing.timers import FenceTimers
-from ..reports import CtState, Metrics, Report
+from ..reports import CtState, Metrics, Receiver, Report
 
 if TYPE_CHECKING:
     from .rack import SimRack
@@ -49,6 +49,7 @@ class SimAgent:
         self.boot_id = f"{self.boots:08x}"
         self.membership = Membership(self.hn, self.voters | {MANAGER}, self.timers.fence_after, now)
         self.guard = FenceGuard(self.membership, started=now, lookahead=self.interval)
+        self.receiver = Receiver(b"", self.rack.slot, quiet=True)
         self.pet(now)
         self._tick_scheduled(self.boots)
 
@@ -96,7 +97,7 @@ class SimAgent:
         self.rack.broadcast(self.hn, report)
 
     def hear(self, report: Report) -> None:
-        if self.alive and self.powered:
+        if self.alive and self.powered and self.receiver.accept(report, report.hn, self.rack.clock.now):
             self.membership.hear(report.hn, report.sent_at, self.rack.clock.now, report.hears)
 
     def reset(self, why: str) -> None:

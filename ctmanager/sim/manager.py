@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from ..fencing.quorum import MANAGER
 from ..manager.core import Core
-from ..reconcile.state import Action, Placements
-from ..reports import Report
+from ..reconcile.state import Action, Observed, Placements
+from ..reports import Receiver, Report
 from .agent import METRICS
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ class SimManager:
         self.rack = rack
         self.where: dict[int, str] = {}  # the store's placements
         self.rejected: dict[tuple[int, str], float] = {}  # and rejections
+        self.reports: dict[str, tuple[Report, float]] = {}  # and each HN's newest report
         self.life = 0
         self.alive = False
         self.issued: list[tuple[float, Action]] = []
@@ -38,7 +39,11 @@ class SimManager:
         self.alive = True
         self.seq = 0
         live = {k: t for k, t in self.rejected.items() if t > now}
-        self.core = Core(r.configured, Placements(dict(self.where), live), r.settings, r.timers, now)
+        last_seen = Observed()
+        for report, at in self.reports.values():
+            last_seen.update(report, at)
+        self.core = Core(r.configured, Placements(dict(self.where), live), r.settings, r.timers, now, last_seen)
+        self.receiver = Receiver(b"", r.slot, quiet=True)
         self._changed: set[int] = set()
         life = self.life
         r.clock.after(0.0, lambda: self._beat(life))
@@ -60,7 +65,12 @@ class SimManager:
     def hear(self, report: Report) -> None:
         if not self.alive:
             return
-        changed = self.core.heard(report, self.rack.clock.now)
+        now = self.rack.clock.now
+        if self.receiver.accept(report, report.hn, now) is None:
+            return  # duplicated or overtaken: dropped, as the daemon's Receiver does
+        changed = self.core.heard(report, now)
+        if report.hn in self.rack.agents:
+            self.reports[report.hn] = (report, now)  # what the daemon saves in the store
         if changed:
             if not self._changed:
                 life = self.life

@@ -62,14 +62,13 @@ class SimRack:
         self.agents = {n: SimAgent(self, n, frozenset(names), setup.timers, setup.interval, setup.reboot_after)
                        for n in names}
         self.manager = SimManager(self)
+        self._hearers = {**{n: a.hear for n, a in sorted(self.agents.items())}, MANAGER: self.manager.hear}
 
     # ---- the network ------------------------------------------------------
     def broadcast(self, src: str, report: Report) -> None:
-        for dst in self.voters:
-            if dst == src:
-                continue
-            target = self.manager if dst == MANAGER else self.agents[dst]
-            self.net.send(src, dst, lambda t=target: t.hear(report))
+        for dst, hear in self._hearers.items():
+            if dst != src:
+                self.net.send(src, dst, hear, report)
 
     # ---- the truth and the log ---------------------------------------------
     def log(self, who: str, what: str) -> None:

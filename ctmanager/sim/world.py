@@ -12,28 +12,28 @@ from __future__ import annotations
 import heapq
 import random
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
-        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._queue: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._order = 0
 
-    def at(self, when: float, fn: Callable[[], None]) -> None:
+    def at(self, when: float, fn: Callable[..., None], *args: Any) -> None:
         self._order += 1
-        heapq.heappush(self._queue, (max(when, self.now), self._order, fn))
+        heapq.heappush(self._queue, (when if when > self.now else self.now, self._order, fn, args))
 
-    def after(self, delay: float, fn: Callable[[], None]) -> None:
-        self.at(self.now + delay, fn)
+    def after(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        self.at(self.now + delay, fn, *args)
 
     def run_until(self, end: float) -> None:
-        q = self._queue
+        q, pop = self._queue, heapq.heappop
         while q and q[0][0] <= end:
-            when, _, fn = heapq.heappop(q)
+            when, _, fn, args = pop(q)
             self.now = when
-            fn()
+            fn(*args)
         self.now = max(self.now, end)
 
 
@@ -58,7 +58,8 @@ class Network:
     def up(self, a: str, b: str) -> bool:
         return (a, b) not in self.cut
 
-    def send(self, src: str, dst: str, deliver: Callable[[], None]) -> None:
+    def send(self, src: str, dst: str, deliver: Callable[[Any], None], message: Any) -> None:
+        """`deliver(message)` at `dst` later, unless lost or the link is cut."""
         if (src, dst) in self.cut:
             return
         w = self.weather
@@ -69,15 +70,13 @@ class Network:
             copies = 2
         for _ in range(copies):
             delay = w.delay + (self.rng.random() * w.jitter if w.jitter else 0.0)
-            self.clock.after(delay, self._arrive(src, dst, deliver))
+            self.clock.after(delay, self._arrive, src, dst, deliver, message)
 
-    def _arrive(self, src: str, dst: str, deliver: Callable[[], None]) -> Callable[[], None]:
-        def arrive() -> None:
-            if (src, dst) in self.cut:
-                return  # the link was cut while the datagram was on its way
-            self.delivered += 1
-            deliver()
-        return arrive
+    def _arrive(self, src: str, dst: str, deliver: Callable[[Any], None], message: Any) -> None:
+        if (src, dst) in self.cut:
+            return  # the link was cut while the datagram was on its way
+        self.delivered += 1
+        deliver(message)
 
     def partition(self, groups: list[set[str]], everyone: set[str]) -> None:
         """Only nodes in the same group hear each other; nodes in no group are alone."""

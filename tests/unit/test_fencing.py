@@ -1,0 +1,117 @@
+"""The fencing decisions, rule by rule (the simulator tests them in combination)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ctmanager.errors import InputError
+from ctmanager.fencing.failover import Failover
+from ctmanager.fencing.guard import FenceGuard
+from ctmanager.fencing.quorum import MANAGER, Membership, is_quorum
+from ctmanager.fencing.timers import FenceTimers
+from ctmanager.manager import config as mconfig
+
+HNS = frozenset({"hn-1", "hn-2", "hn-3"})
+VOTERS = HNS | {MANAGER}
+
+
+def member(me: str, now: float = 0.0, window: float = 5.0) -> Membership:
+    return Membership(me, VOTERS, window, now)
+
+
+def mutual(m: Membership, other: str, at: float) -> None:
+    """`other` sends at `at`, saying it heard m.me just now."""
+    m.hear(other, at, at, {m.me: 0.0})
+
+
+@pytest.mark.parametrize("side, quorum", [
+    ({"hn-1", "hn-2", "hn-3"}, True),          # 3 of 4
+    ({"hn-1", MANAGER}, True),                 # half, with the manager
+    ({"hn-1", "hn-2"}, False),                 # half, without it
+    ({MANAGER}, False),
+    ({"hn-1", "stranger", "other"}, False),    # only voters count
+])
+def test_quorum_is_a_majority_or_half_with_the_manager(side: set[str], quorum: bool) -> None:
+    assert is_quorum(side, VOTERS) is quorum
+
+
+def test_contact_counts_only_when_both_sides_hear_each_other() -> None:
+    m = member("hn-1")
+    m.hear("hn-2", 1.0, 1.0, {})  # hn-2 does not hear us: our reports are lost on the way
+    m.hear("hn-3", 1.0, 1.0, {"hn-2": 0.1})
+    assert m.connected(1.5) == set() and not m.quorum(1.5)
+    mutual(m, "hn-2", 2.0)
+    mutual(m, MANAGER, 2.0)
+    assert m.connected(2.5) == {"hn-2", MANAGER} and m.quorum(2.5)
+    assert not m.quorum(7.5)  # fence_after (5 s) after the last mutual contact
+
+
+def test_a_stale_report_of_contact_does_not_extend_it() -> None:
+    """hn-2 says, at 10, that it heard us 4 s ago: the contact dates from 6, not 10."""
+    m = member("hn-1")
+    m.hear("hn-2", 10.0, 10.0, {"hn-1": 4.0})
+    assert m.mutual_at["hn-2"] == 6.0
+
+
+def test_gossip_is_evidence_that_an_hn_lives() -> None:
+    m = member(MANAGER, now=0.0)
+    assert m.evidence("hn-3") == 0.0  # nothing heard: the manager's start counts
+    m.hear("hn-1", 30.0, 30.0, {"hn-3": 0.5, MANAGER: 0.2})
+    assert m.evidence("hn-3") == 29.5 and m.evidence("hn-1") == 30.0
+    assert m.hears(31.0) == {"hn-1": 1.0}
+
+
+def test_the_guard_fences_one_round_early_and_pets_only_when_safe() -> None:
+    m = member("hn-1")
+    guard = FenceGuard(m, started=0.0, lookahead=1.0)
+    assert guard.step(2.0, {7}).pet  # just started: one fence_after of grace
+    for other in ("hn-2", MANAGER):
+        mutual(m, other, 5.0)
+    ok = guard.step(8.9, {7})
+    assert (ok.fenced, ok.stop, ok.pet) == (False, (), True)
+    late = guard.step(9.1, {7, 8})  # contact at 5 expires at 10: 9.1 + 1 s lookahead is past it
+    assert (late.fenced, late.stop, late.pet) == (True, (7, 8), False)
+    assert late.news.startswith("FENCED: in contact with 1 of 4 voters")
+    assert guard.step(10.0, set()).pet  # all stopped: safe to pet again
+    mutual(m, "hn-2", 11.0)
+    mutual(m, "hn-3", 11.0)
+    back = guard.step(11.5, set())
+    assert not back.fenced and back.news.startswith("quorum regained")
+
+
+def test_an_hn_is_dead_only_after_dead_after_of_silence_with_steady_quorum() -> None:
+    m = member(MANAGER, now=0.0)
+    f = Failover(m, dead_after=16.0)
+    for t in range(0, 40):
+        for hn in ("hn-1", "hn-2"):
+            mutual(m, hn, float(t))
+        view = f.step(t + 0.5, HNS)
+        if t + 0.5 < 16:
+            assert view.dead == frozenset(), t  # the manager's own start is the evidence
+    assert view.dead == {"hn-3"} and view.quorum
+    assert not f.step(60.0, HNS).quorum  # nobody heard since 39: no quorum ...
+    assert f.dead == frozenset()  # ... and then nobody is declared dead
+
+
+def test_a_fence_command_confirms_a_node_off_sooner() -> None:
+    m = member(MANAGER)
+    f = Failover(m, dead_after=16.0)
+    for hn in ("hn-1", "hn-2"):
+        mutual(m, hn, 2.0)
+    m.hear("hn-3", 1.0, 1.0, {})
+    f.confirm_off("hn-3", 2.5)
+    view = f.step(3.0, HNS)
+    assert view.dead == {"hn-3"} and "a fence command confirmed it off" in view.news[-1]
+
+
+def test_unsafe_timers_are_refused_in_the_config(tmp_path: Path) -> None:
+    key = tmp_path / "rack.key"
+    key.write_text("00" * 32)
+    conf = tmp_path / "manager.toml"
+    conf.write_text(f'rack = "rack-101"\nlisten = "10.0.0.1:7070"\nkey_file = "{key}"\n[ssh]\nkey_file = "/k"\n'
+                    f'known_hosts = "/kh"\n[fencing]\nfence_after = 5\nwatchdog_timeout = 10\ndead_after = 12\n')
+    with pytest.raises(InputError, match=r"fencing.dead_after: dead_after \(12s\) must exceed"):
+        mconfig.load(conf)
+    assert FenceTimers().problem() == ""
