@@ -30,10 +30,26 @@ class Failover:
     dead_after: float
     quorum_since: float | None = None
     confirmed: dict[str, float] = field(default_factory=dict)  # HN -> when a fence command confirmed it off
+    asked: dict[str, float] = field(default_factory=dict)  # HN -> when its fence command was started
     dead: frozenset[str] = frozenset()
 
     def confirm_off(self, hn: str, now: float) -> None:
         self.confirmed[hn] = now
+
+    def to_fence(self, now: float, hns: Iterable[str], after: float) -> list[str]:
+        """HNs whose fence command (if one is configured) should run now: silent for
+        `after` while the manager has quorum, not dead yet, not asked since they were
+        last heard. A minority-side manager never powers anything off."""
+        if self.quorum_since is None:
+            return []
+        m = self.membership
+        due = []
+        for hn in sorted(hns):
+            last = m.evidence(hn)
+            if hn not in self.dead and now - last >= after and self.asked.get(hn, -1.0) < last:
+                self.asked[hn] = now
+                due.append(hn)
+        return due
 
     def step(self, now: float, hns: Iterable[str]) -> FailoverView:
         m = self.membership

@@ -22,6 +22,9 @@
     fence_after = 5.0       # s an agent without quorum waits before stopping its CTs
     watchdog_timeout = 10.0 # s an unpetted watchdog waits before resetting its node
     dead_after = 16.0       # s nobody heard an HN before its CTs start elsewhere (> the two above)
+    fence_command = ["fence_ipmilan", "-a", "{ip}", "-l", "admin", "-p", "secret", "-o", "off"]  # optional:
+                            # run when an HN is silent for fence_after; exit 0 = it is off, so it is
+                            # dead at once. {hn} and {ip} are replaced (whole arguments, no shell)
 
 `ctmanager run`, `reconcile`, `plan`, `ct exec` read it from --config or
 $CTMANAGER_CONFIG.
@@ -59,6 +62,7 @@ class ManagerConfig:
     agent_port: int = 7071
     report_interval: float = 1.0
     timers: FenceTimers = FenceTimers()
+    fence_command: tuple[str, ...] = ()
 
 
 def find(explicit: str | None) -> Path:
@@ -101,11 +105,12 @@ def load(path: Path) -> ManagerConfig:
                            top.int("agent_port", 7071))
     interval = _seconds(top, "report_interval", 1.0)
     fencing = top.table("fencing", required=False)
+    fence_command = tuple(fencing.strs("fence_command", []))
     fence = from_table(fencing)
     fencing.done()
     top.done()
     return ManagerConfig(file, int(rack[5:]), listen, key, tuple(agent_command), settings, action_timeout,
-                         concurrency, reconcile, full_every, agent_port, interval, fence)
+                         concurrency, reconcile, full_every, agent_port, interval, fence, fence_command)
 
 
 def _seconds(t: tomlread.Table, key: str, default: float) -> float:

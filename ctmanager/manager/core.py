@@ -88,6 +88,14 @@ class Core:
                 changed.add(ctid)
         return changed
 
+    def to_fence(self, now: float) -> list[str]:
+        """Silent HNs a fence command should power off now (see Failover.to_fence)."""
+        return self.failover.to_fence(now, self.configured.hns, self.timers.fence_after)
+
+    def fenced_off(self, hn: str, now: float) -> None:
+        """A fence command confirmed `hn` off: it is dead from the next decision on."""
+        self.failover.confirm_off(hn, now)
+
     def hears(self, now: float) -> dict[str, float]:
         """For the heartbeat the manager sends its voters."""
         return self.membership.hears(now)

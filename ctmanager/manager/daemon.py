@@ -18,6 +18,8 @@ import logging
 import queue
 import select
 import socket
+import subprocess
+import threading
 import time
 import uuid
 from typing import Callable
@@ -35,6 +37,7 @@ from .core import Core
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 512  # datagrams taken per tick before planning
+FENCE_TIMEOUT = 60.0  # s a fence command may take
 NO_METRICS = Metrics(0.0, 0, 0, 0, 0, 0)
 
 
@@ -54,6 +57,8 @@ class Manager:
         self.boot_id = str(uuid.uuid4())
         self.seq = 0
         self.agents: list[tuple[str, int]] = []  # where heartbeats go: each HN's agent
+        self.hn_ips: dict[str, str] = {}
+        self.fence_results: queue.Queue[tuple[str, int, str]] = queue.Queue()
         self._send_errors: set[str] = set()
         self.core: Core | None = None
         self.issued = 0  # actions handed to the executor (for benchmarks and logs)
@@ -74,8 +79,9 @@ class Manager:
                              persist.observed(self.store))
         else:
             self.core.reconfigure(configured, placements)
-        self.agents = [(n.ip, self.config.agent_port) for n in queries.nodes(self.store, rack=self.config.slot)
-                       if n.role == "compute"]
+        nodes = [n for n in queries.nodes(self.store, rack=self.config.slot) if n.role == "compute"]
+        self.agents = [(n.ip, self.config.agent_port) for n in nodes]
+        self.hn_ips = {n.hostname: n.ip for n in nodes}
         return True
 
     def start(self) -> None:
@@ -157,6 +163,17 @@ class Manager:
             with self.store.transaction():
                 for jid, r in finished:
                     persist.finish(self.store, jid, r, now, self.config.settings)
+        while True:
+            try:
+                hn, rc, detail = self.fence_results.get_nowait()
+            except queue.Empty:
+                break
+            if rc == 0:
+                log.warning("fence command: %s is off; it is dead now", hn)
+                self.core.fenced_off(hn, now)
+                changed |= set(self.core.configured.cts)
+            else:
+                log.error("fence command for %s failed (%s); waiting dead_after instead", hn, detail)
         return changed | self.core.expire(now)
 
     def tick(self, now: float, only: set[int] | None) -> None:
@@ -183,11 +200,30 @@ class Manager:
         if only is None:
             for note in d.plan.notes:
                 log.debug("%s", note)
+        if self.config.fence_command and d.view.quorum:
+            for hn in core.to_fence(now):
+                self._fence(hn)
         for jid, a in zip(ids, d.actions):
             log.info("%s", a)
             self.issued += 1
             self.executor.submit([a], lambda c: spec_for(cfg.cts[c], self.dc) if c in cfg.cts else None,
                                  lambda r, jid=jid: self.results.put((jid, r)))
+
+    def _fence(self, hn: str) -> None:
+        """Run the fence command for a silent HN in the background. Its arguments may
+        hold a BMC password: they are never logged."""
+        argv = [a.replace("{hn}", hn).replace("{ip}", self.hn_ips.get(hn, "")) for a in self.config.fence_command]
+        log.warning("%s silent for %gs: running the fence command (%s)", hn, self.config.timers.fence_after, argv[0])
+
+        def run() -> None:
+            try:
+                p = subprocess.run(argv, capture_output=True, text=True, timeout=FENCE_TIMEOUT, stdin=subprocess.DEVNULL)
+                tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or [""]
+                self.fence_results.put((hn, p.returncode, f"exit {p.returncode}: {tail[0][:200]}"))
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                self.fence_results.put((hn, -1, type(exc).__name__))
+
+        threading.Thread(target=run, name=f"fence-{hn}", daemon=True).start()
 
     def stop(self) -> None:
         self.stopping = True

@@ -19,6 +19,7 @@ SSH_LATENCY = 0.05  # s each way
 CONNECT_TIMEOUT = 5.0
 ACTION_TIMEOUT = 30.0
 FULL_PLAN_EVERY = 1.0
+BMC_LATENCY = 2.0  # s a fence command takes to power a node off
 
 
 class SimManager:
@@ -98,11 +99,24 @@ class SimManager:
         for alarm in d.plan.alarms:
             r.alarm(alarm)
         self.where.update(d.plan.place)  # saved before acting, like the daemon
+        if r.setup.fence_command and d.view.quorum:
+            for hn in self.core.to_fence(now):
+                r.log(MANAGER, f"{hn} silent: running the fence command")
+                r.clock.after(BMC_LATENCY, self._fenced, life, hn)
         for a in d.actions:
             r.check_majority(a)
             self.issued.append((now, a))
             r.log(MANAGER, str(a))
             self._ssh(a, life)
+
+    def _fenced(self, life: int, hn: str) -> None:
+        """The BMC powered the node off (it answers on its own network)."""
+        agent = self.rack.agents[hn]
+        if agent.powered:
+            agent.reset("powered off by the fence command")
+            agent.boots += 1  # it stays off
+        if life == self.life:
+            self.core.fenced_off(hn, self.rack.clock.now)
 
     def _ssh(self, a: Action, life: int) -> None:
         r = self.rack

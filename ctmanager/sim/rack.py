@@ -36,6 +36,7 @@ class Setup:
     timers: FenceTimers = FenceTimers()
     stale_after: float = 3.0
     reboot_after: float | None = 60.0  # s a reset node takes to boot; None: stays off until `power on`
+    fence_command: bool = False  # the manager has a fence command (a BMC on its own network)
     weather: Weather = field(default_factory=Weather)
 
 

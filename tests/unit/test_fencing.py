@@ -115,3 +115,43 @@ def test_unsafe_timers_are_refused_in_the_config(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"fencing.dead_after: dead_after \(12s\) must exceed"):
         mconfig.load(conf)
     assert FenceTimers().problem() == ""
+
+
+def test_the_fence_command_runs_with_the_hn_filled_in_and_its_secrets_unlogged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import queue
+    import sys
+    import time
+    from types import SimpleNamespace
+
+    from ctmanager.manager.daemon import Manager
+
+    out = tmp_path / "fenced"
+    argv = (sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write(' '.join(sys.argv[2:]))",
+            str(out), "{hn}", "{ip}", "--password=hunter2")
+    stub = SimpleNamespace(config=SimpleNamespace(fence_command=argv, timers=FenceTimers()),
+                           hn_ips={"hn-2": "10.101.1.2"}, fence_results=queue.Queue())
+    with caplog.at_level("INFO"):
+        Manager._fence(stub, "hn-2")  # type: ignore[arg-type]
+        hn, rc, _ = stub.fence_results.get(timeout=30)
+    assert (hn, rc) == ("hn-2", 0)
+    assert out.read_text() == "hn-2 10.101.1.2 --password=hunter2"
+    assert "hn-2 silent for 5s: running the fence command" in caplog.text
+    assert "hunter2" not in caplog.text
+
+
+def test_a_fence_command_is_asked_once_per_silence_and_never_without_quorum() -> None:
+    m = member(MANAGER)
+    f = Failover(m, dead_after=16.0)
+    for hn in ("hn-1", "hn-2"):
+        mutual(m, hn, 6.0)
+    f.step(6.0, HNS)
+    assert f.to_fence(6.0, HNS, after=5.0) == ["hn-3"]  # silent since the start (0)
+    assert f.to_fence(6.5, HNS, after=5.0) == []  # asked already
+    m.hear("hn-3", 7.0, 7.0, {})
+    for hn in ("hn-1", "hn-2"):
+        mutual(m, hn, 12.0)
+    assert f.to_fence(12.5, HNS, after=5.0) == ["hn-3"]  # heard at 7, silent again for 5 s
+    lonely = Failover(member(MANAGER), dead_after=16.0)
+    lonely.step(30.0, HNS)
+    assert lonely.to_fence(30.0, HNS, after=5.0) == []
