@@ -97,7 +97,7 @@ def apply(config: AgentConfig, driver: Driver, action: str, ctid: int, stdin: by
             raise InputError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
         raw = stdin.strip()
         spec = specs.parse(raw, ctid) if raw or action in NEEDS_SPEC else None
-        with _ct_lock(config, ctid):
+        with ct_lock(config, ctid):
             _run(config, driver, action, ctid, spec, raw, purge, out)
     except InputError as exc:
         out.result, out.message = "bad_input", str(exc)
@@ -205,7 +205,7 @@ def committed(store: SpecStore, states: dict[int, str], besides: int | None = No
 
 
 @contextmanager
-def _ct_lock(config: AgentConfig, ctid: int) -> Iterator[None]:
+def ct_lock(config: AgentConfig, ctid: int) -> Iterator[None]:
     """One action per CT at a time on this HN (the daemon and a CLI may both act)."""
     locks = Path(config.state_dir) / "locks"
     locks.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from ..fencing.guard import FenceGuard, FenceStep
 from ..fencing.quorum import MANAGER, Membership
 from ..fencing.watchdog import Watchdog
 from ..render.files import write_atomic
-from .apply import SpecStore, _ct_lock, committed
+from .apply import SpecStore, ct_lock, committed
 from .config import AgentConfig
 from .drivers import Driver, DriverError
 
@@ -123,7 +123,7 @@ class Agent:
             (log.error if step.fenced else log.warning)("%s", step.news)
         for ctid in step.stop:
             try:
-                with _ct_lock(self.config, ctid):
+                with ct_lock(self.config, ctid):
                     self.driver.stop(ctid)
                 log.warning("fenced: stopped CT %d", ctid)
             except DriverError as exc:

@@ -73,10 +73,15 @@ class SimManager:
         if report.hn in self.rack.agents:
             self.reports[report.hn] = (report, now)  # what the daemon saves in the store
         if changed:
-            if not self._changed:
-                life = self.life
-                self.rack.clock.after(0.001, lambda: self._decide(life, self._changed))
+            if not self._changed:  # the first change since the last plan: plan in 1 ms
+                self.rack.clock.after(0.001, self._plan_changed, self.life)
             self._changed |= changed
+
+    def _plan_changed(self, life: int) -> None:
+        if life != self.life:
+            return
+        changed, self._changed = self._changed, set()
+        self._decide(life, changed)
 
     def _full(self, life: int) -> None:
         if life != self.life:
@@ -89,8 +94,6 @@ class SimManager:
             return
         r = self.rack
         now = r.clock.now
-        if only is self._changed:
-            self._changed = set()
         expired = self.core.expire(now)
         only = None if only is None else only | expired
         d = self.core.decide(now, only)
