@@ -27,7 +27,7 @@ START_TIME = 0.5  # s a CT takes to start
 
 class SimAgent:
     def __init__(self, rack: "SimRack", hn: str, voters: frozenset[str], timers: FenceTimers,
-                 interval: float, reboot_after: float | None) -> None:
+                 interval: float, reboot_after: float | None, offset: float = 0.0) -> None:
         self.rack, self.hn, self.voters, self.timers = rack, hn, voters, timers
         self.interval, self.reboot_after = interval, reboot_after
         self.running: dict[int, float] = {}  # CTID -> since (the runtime's truth: UP)
@@ -38,11 +38,15 @@ class SimAgent:
         self.boots = 0
         self.last_pet = 0.0
         self.fence_written: tuple[bool, float] | None = None  # what `ctagent apply` reads
+        self.offset = offset  # this node's clock minus true time (NTP keeps it small, not zero)
         self.boot()
+
+    def local(self) -> float:
+        return self.rack.clock.now + self.offset
 
     # ---- life cycle ------------------------------------------------------
     def boot(self) -> None:
-        now = self.rack.clock.now
+        now = self.local()
         self.boots += 1
         self.alive, self.powered = True, True
         self.seq = 0
@@ -50,11 +54,13 @@ class SimAgent:
         self.membership = Membership(self.hn, self.voters | {MANAGER}, self.timers.fence_after, now)
         self.guard = FenceGuard(self.membership, started=now, lookahead=self.interval)
         self.receiver = Receiver(b"", self.rack.slot, quiet=True)
-        self.pet(now)
+        self.pet()
         self._tick_scheduled(self.boots)
 
-    def pet(self, now: float) -> None:
-        """The watchdog resets the node if this was the last pet `watchdog_timeout` later."""
+    def pet(self) -> None:
+        """The watchdog (hardware: true time) resets the node if this was the last pet
+        `watchdog_timeout` later."""
+        now = self.rack.clock.now
         self.last_pet = now
         boots = self.boots
 
@@ -77,7 +83,7 @@ class SimAgent:
     def tick(self, boot: int) -> None:
         if boot != self.boots or not self.powered:
             return  # a round of an earlier life
-        now = self.rack.clock.now
+        now = self.local()
         self._tick_scheduled(boot)
         if not self.alive:
             return
@@ -87,7 +93,7 @@ class SimAgent:
         for ctid in step.stop:
             self.stop_ct(ctid, "fenced")
         if step.pet:
-            self.pet(now)
+            self.pet()
         self.fence_written = (step.fenced, now)
         self.seq += 1
         report = Report(self.rack.slot, self.hn, self.boot_id, self.seq, now, False, METRICS,
@@ -97,8 +103,9 @@ class SimAgent:
         self.rack.broadcast(self.hn, report)
 
     def hear(self, report: Report) -> None:
-        if self.alive and self.powered and self.receiver.accept(report, report.hn, self.rack.clock.now):
-            self.membership.hear(report.hn, report.sent_at, self.rack.clock.now, report.hears)
+        now = self.local()
+        if self.alive and self.powered and self.receiver.accept(report, report.hn, now):
+            self.membership.hear(report.hn, report.sent_at, now, report.hears)
 
     def reset(self, why: str) -> None:
         """Node reset: every CT dies at once, the agent with them."""
@@ -134,7 +141,7 @@ class SimAgent:
     def apply(self, kind: str, ctid: int, reply: Callable[[str, str], None]) -> None:
         if not self.powered:
             return reply("failed", "no route to host")
-        now = self.rack.clock.now
+        now = self.local()
         if kind == "start":
             if ctid in self.running:
                 return reply("done", "already running")
@@ -149,7 +156,7 @@ class SimAgent:
 
             def started() -> None:
                 if self.boots == boots and self.powered:
-                    self.running[ctid] = self.rack.clock.now
+                    self.running[ctid] = self.local()
                     self.rack.ct_up(self.hn, ctid)
                     reply("done", f"started CT {ctid}")
                 else:

@@ -23,7 +23,7 @@ BMC_LATENCY = 2.0  # s a fence command takes to power a node off
 
 
 class SimManager:
-    def __init__(self, rack: "SimRack") -> None:
+    def __init__(self, rack: "SimRack", offset: float = 0.0) -> None:
         self.rack = rack
         self.where: dict[int, str] = {}  # the store's placements
         self.rejected: dict[tuple[int, str], float] = {}  # and rejections
@@ -31,11 +31,15 @@ class SimManager:
         self.life = 0
         self.alive = False
         self.issued: list[tuple[float, Action]] = []
+        self.offset = offset  # the manager host's clock minus true time
         self.start()
+
+    def local(self) -> float:
+        return self.rack.clock.now + self.offset
 
     def start(self) -> None:
         r = self.rack
-        now = r.clock.now
+        now = self.local()
         self.life += 1
         self.alive = True
         self.seq = 0
@@ -57,7 +61,7 @@ class SimManager:
     def _beat(self, life: int) -> None:
         if life != self.life:
             return
-        now = self.rack.clock.now
+        now = self.local()
         self.seq += 1
         self.rack.broadcast(MANAGER, Report(self.rack.slot, MANAGER, f"{life:08x}", self.seq, now, False, METRICS,
                                             (), False, self.core.hears(now)))
@@ -66,7 +70,7 @@ class SimManager:
     def hear(self, report: Report) -> None:
         if not self.alive:
             return
-        now = self.rack.clock.now
+        now = self.local()
         if self.receiver.accept(report, report.hn, now) is None:
             return  # duplicated or overtaken: dropped, as the daemon's Receiver does
         changed = self.core.heard(report, now)
@@ -93,7 +97,7 @@ class SimManager:
         if life != self.life:
             return
         r = self.rack
-        now = r.clock.now
+        now = self.local()
         expired = self.core.expire(now)
         only = None if only is None else only | expired
         d = self.core.decide(now, only)
@@ -119,7 +123,7 @@ class SimManager:
             agent.reset("powered off by the fence command")
             agent.boots += 1  # it stays off
         if life == self.life:
-            self.core.fenced_off(hn, self.rack.clock.now)
+            self.core.fenced_off(hn, self.local())
 
     def _ssh(self, a: Action, life: int) -> None:
         r = self.rack
@@ -128,7 +132,7 @@ class SimManager:
         def result(kind: str, message: str) -> None:
             if life != self.life:
                 return
-            done = r.clock.now
+            done = self.local()
             self.core.finished(a, kind, done)
             if kind == "rejected":
                 self.rejected[a.ctid, a.hn] = done + r.settings.reject_memory

@@ -37,6 +37,7 @@ class Setup:
     stale_after: float = 3.0
     reboot_after: float | None = 60.0  # s a reset node takes to boot; None: stays off until `power on`
     fence_command: bool = False  # the manager has a fence command (a BMC on its own network)
+    skew: float = 0.0  # s: every node's clock is off by up to this much, either way (seeded)
     weather: Weather = field(default_factory=Weather)
 
 
@@ -60,9 +61,10 @@ class SimRack:
         self.violations: list[str] = []
         self.up: dict[int, set[str]] = {}  # the truth: CTID -> HNs where it runs
         self.last_link: dict[str, float] = {}  # voter -> last time it was reachable from the manager, both ways
-        self.agents = {n: SimAgent(self, n, frozenset(names), setup.timers, setup.interval, setup.reboot_after)
-                       for n in names}
-        self.manager = SimManager(self)
+        offsets = {n: self.rng.uniform(-setup.skew, setup.skew) if setup.skew else 0.0 for n in [*names, MANAGER]}
+        self.agents = {n: SimAgent(self, n, frozenset(names), setup.timers, setup.interval, setup.reboot_after,
+                                   offsets[n]) for n in names}
+        self.manager = SimManager(self, offsets[MANAGER])
         self._hearers = {**{n: a.hear for n, a in sorted(self.agents.items())}, MANAGER: self.manager.hear}
 
     # ---- the network ------------------------------------------------------

@@ -48,7 +48,8 @@ def generate(seed: int, minutes: float = 10.0) -> tuple[Setup, list[tuple[float,
     weather = Weather(loss=rng.choice((0.0, 0.0, 0.05, 0.2)), duplicate=rng.choice((0.0, 0.05)),
                       delay=0.002, jitter=rng.choice((0.0, 0.05, 0.5)))
     setup = Setup(hns=hns, cts=rng.randint(4, 10), seed=seed, weather=weather,
-                  reboot_after=rng.choice((30.0, 60.0, None)), fence_command=rng.random() < 0.25)
+                  reboot_after=rng.choice((30.0, 60.0, None)), fence_command=rng.random() < 0.25,
+                  skew=rng.choice((0.0, 0.05, 0.3)))
     end = minutes * 60
     t, out = 5.0, []
     while True:
