@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .. import queries
-from ..errors import StoreError
+from ..errors import CtmError, StoreError
 from ..model import rack_name
 from ..store import Store, default_path, open_store
 from .output import age, emit_json, table, when
@@ -161,6 +161,29 @@ def _editing(args: argparse.Namespace) -> Iterator[tuple[Store, Any]]:
         dc = queries.dc_template(store)
         with store.transaction():
             yield store, Inventory(store, dc)
+        _publish_dns(store)
+
+
+def _publish_dns(store: Store) -> None:
+    """Every edit publishes its DNS changes at once, if a DNS server is configured;
+    if it cannot be reached they stay queued in the store (nothing is lost)."""
+    from ..dnsroutes import sync
+
+    try:
+        server = sync.server_of(store, timeout=2.0)
+    except CtmError as exc:
+        sys.stderr.write(f"dns: not published: {exc}\n")
+        return
+    if server is None:
+        return
+    report = sync.sync(store, server)
+    if report.applied:
+        sys.stderr.write(f"dns: published {len(report.applied)} change(s) to {server.host}:{server.port}\n")
+    for change, why in report.conflicts:
+        sys.stderr.write(f"dns: CONFLICT {why}\n")
+    if report.error:
+        sys.stderr.write(f"dns: {len(report.pending)} change(s) PENDING ({report.error}); "
+                         "sent when the server answers (ctmanager dns sync)\n")
 
 
 def _parse_rack(text: str, field: str = "rack") -> int:

@@ -54,10 +54,12 @@ def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
     p.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 
     from ..lab.cli import register as register_lab
+    from ..dnsroutes.cli import register as register_dns
     from ..sim.cli import register as register_sim
 
     register_lab(sub, helpers)
     register_sim(sub, helpers)
+    register_dns(sub, helpers)
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:

@@ -126,6 +126,30 @@ MIGRATIONS: list[str] = [
         body        TEXT NOT NULL
     );
     """,
+    # v4: DNS. `dns_published` is the ownership registry: the record sets ctmanager
+    # created and the server confirmed. Only these names are ever changed or
+    # deleted; what the store wants but is not here yet is pending (queued).
+    # `dns_conflicts` lists names someone else holds, left alone and reported.
+    """
+    CREATE TABLE dns_published (
+        name   TEXT NOT NULL,
+        rdtype TEXT NOT NULL CHECK (rdtype IN ('A', 'CNAME')),
+        ttl    INTEGER NOT NULL,
+        vals   TEXT NOT NULL,
+        at     REAL NOT NULL,
+        PRIMARY KEY (name, rdtype)
+    );
+    CREATE TABLE dns_conflicts (
+        name   TEXT PRIMARY KEY,
+        rdtype TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        at     REAL NOT NULL
+    );
+    CREATE TABLE dns_state (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

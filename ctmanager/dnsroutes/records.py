@@ -1,0 +1,138 @@
+"""The DNS records the store implies. Pure: values in, records out.
+
+Two zones per DC:
+  infra zone  (dc.infra_zone, e.g. uc-inf.net.internal)
+    <ct>.rack-<slot>.<infra>.        A  the CT's address
+    <node>.rack-<slot>.<infra>.      A  the HN's (or storage node's) address
+    <service>-<slot>.rack-<slot>.<infra>.  A  one per pool member (pooled rack services)
+  tenant zone (<dc.tenant_zone>.internal, e.g. example.net.internal)
+    <tenant>.<tzone>.                CNAME  its core CT's infra name
+    <route>.<tenant>.<tzone>.        CNAME  the route's target CT or pool, in the infra zone
+
+CNAMEs, not addresses, in the tenant zone: moving a CT or a route changes one
+record, and a lookup of `smtp` from inside myhost's CT (search path
+myhost.example.net.internal) follows the chain to the relay's address.
+All names are absolute (trailing dot) and lower case; every label was validated
+when it entered the store, and is checked again here before it reaches a zone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from ..errors import InputError
+from ..model import Ct, DcTemplate, Node, Route, rack_name
+
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+RdType = str  # "A" | "CNAME"
+
+
+@dataclass(frozen=True, order=True)
+class RRset:
+    """One name's records of one type, as the zone should hold them."""
+
+    name: str  # absolute, lower case
+    rdtype: RdType
+    values: tuple[str, ...]  # sorted; A: addresses, CNAME: one absolute name
+    ttl: int
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.ttl} {self.rdtype} {' '.join(self.values)}"
+
+
+@dataclass(frozen=True)
+class Zones:
+    infra: str  # absolute
+    tenant: str
+
+    def of(self, name: str) -> str:
+        for zone in sorted((self.infra, self.tenant), key=len, reverse=True):
+            if name == zone or name.endswith("." + zone):
+                return zone
+        raise InputError(f"{name} is in none of the zones {self.infra}, {self.tenant}")
+
+
+def zones(dc: DcTemplate) -> Zones:
+    return Zones(infra=absolute(dc.infra_zone), tenant=absolute(f"{dc.tenant_zone}.internal"))
+
+
+def absolute(name: str) -> str:
+    name = name.lower().rstrip(".")
+    labels = name.split(".")
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise InputError(f"{name!r} is not a valid DNS name (labels of a-z, 0-9 and '-', at most 63 each)")
+    return name + "."
+
+
+def desired(dc: DcTemplate, cts: Iterable[Ct], nodes: Iterable[Node], routes: Iterable[Route],
+            pools: Mapping[str, list[str]]) -> dict[tuple[str, RdType], RRset]:
+    """Every record the DC should publish, keyed by (name, type)."""
+    z = zones(dc)
+    ttl = dc.ttl
+    out: dict[tuple[str, RdType], RRset] = {}
+    infra_name: dict[str, str] = {}  # CT hostname or pool name -> its absolute infra name
+
+    def add(name: str, rdtype: RdType, values: Iterable[str]) -> None:
+        rr = RRset(name, rdtype, tuple(sorted(set(values))), ttl)
+        if (name, rdtype) in out or (name, "CNAME" if rdtype == "A" else "A") in out:
+            raise InputError(f"two records claim the name {name}")
+        out[name, rdtype] = rr
+
+    ct_by_name = {}
+    for ct in cts:
+        name = absolute(f"{ct.hostname}.{rack_name(ct.rack)}.{z.infra}")
+        infra_name[ct.hostname] = name
+        ct_by_name[ct.hostname] = ct
+        add(name, "A", [ct.ip])
+    for node in nodes:
+        add(absolute(f"{node.hostname}.{rack_name(node.rack)}.{z.infra}"), "A", [node.ip])
+    for pool, members in sorted(pools.items()):
+        ips = [ct_by_name[m].ip for m in members if m in ct_by_name]
+        if not ips:
+            continue  # an empty pool publishes nothing: NXDOMAIN beats a stale address
+        rack = ct_by_name[members[0]].rack
+        name = absolute(f"{pool}.{rack_name(rack)}.{z.infra}")
+        infra_name[pool] = name
+        add(name, "A", ips)
+    for ct in ct_by_name.values():
+        if ct.tenant and ct.hostname == ct.tenant:  # the tenant's core CT
+            add(absolute(f"{ct.tenant}.{z.tenant}"), "CNAME", [infra_name[ct.hostname]])
+    for r in routes:
+        target = infra_name.get(r.target)
+        if target is None:
+            continue  # a route to a CT or pool that is gone publishes nothing
+        add(absolute(f"{r.service}.{r.tenant}.{z.tenant}"), "CNAME", [target])
+    return out
+
+
+@dataclass(frozen=True)
+class Change:
+    """What to do to one (name, type): old None = create, new None = delete."""
+
+    name: str
+    rdtype: RdType
+    old: RRset | None
+    new: RRset | None
+
+    @property
+    def kind(self) -> str:
+        return "add" if self.old is None else ("delete" if self.new is None else "change")
+
+    def __str__(self) -> str:
+        if self.new is None:
+            return f"- {self.old}"
+        if self.old is None:
+            return f"+ {self.new}"
+        return f"~ {self.new} (was {' '.join(self.old.values)})"
+
+
+def diff(want: Mapping[tuple[str, RdType], RRset], have: Mapping[tuple[str, RdType], RRset]) -> list[Change]:
+    """The changes that turn `have` (what we published) into `want`, sorted by name."""
+    changes = []
+    for key in sorted(want.keys() | have.keys()):
+        new, old = want.get(key), have.get(key)
+        if new != old:
+            changes.append(Change(key[0], key[1], old, new))
+    return changes
