@@ -47,7 +47,12 @@ def render(dc: DcTemplate, out: Path, listen: str, port: int) -> dict[str, Path]
             "    listen-on-v6 { none; };",
             f'    pid-file "{out / "named.pid"}";',
             f'    session-keyfile "{out / "session.key"}";',
-            "    recursion no;",
+            # Recursion for the DC's own networks only: a CT's stub resolver (glibc)
+            # does not chase CNAMEs, so the server must follow smtp.<tenant> ->
+            # relay-101.rack-101.<infra> across the two zones for it.
+            "    recursion yes;",
+            f"    allow-recursion {{ 127.0.0.0/8; {dc.network.supernet}; }};",
+            f"    allow-query {{ 127.0.0.0/8; {dc.network.supernet}; }};",
             "    notify no;",
             "    dnssec-validation no;",
             "};"]
