@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.query
@@ -124,7 +125,13 @@ def _send(server: Server, zone: str, batch: list[Change], out: Outcome,
         _send(server, zone, batch[half:], out, on_applied)
         return
     if rcode in PREREQ_FAILED:
-        out.conflicts.append((batch[0], _why(batch[0], rcode)))
+        c = batch[0]
+        if c.new is not None and current(server, c.name, c.rdtype) == c.new.values:
+            out.applied.append(c)  # already there as wanted (another publisher, or a lost answer): adopt it
+            if on_applied:
+                on_applied([c])
+        else:
+            out.conflicts.append((c, _why(c, rcode)))
         return
     if rcode is None:
         raise DnsError(f"one change does not fit in a DNS message: {batch[0]}")
@@ -166,6 +173,19 @@ def _exchange(server: Server, msg: dns.message.Message, out: Outcome) -> int:
         raise Unreachable(f"{server.host}:{server.port}: {exc.strerror or exc}") from None
     out.messages += 1
     return int(response.rcode())
+
+
+def current(server: Server, name: str, rdtype: str) -> tuple[str, ...]:
+    """The record set the server holds now (TCP, no recursion)."""
+    q = dns.message.make_query(name, rdtype)
+    q.flags &= ~dns.flags.RD
+    try:
+        r = dns.query.tcp(q, server.host, port=server.port, timeout=server.timeout)
+    except (dns.exception.DNSException, OSError):
+        return ()
+    want = dns.rdatatype.from_text(rdtype)
+    return tuple(sorted(rr.to_text().lower() for rrset in r.answer if rrset.name == dns.name.from_text(name)
+                        and rrset.rdtype == want for rr in rrset))
 
 
 def _why(c: Change, rcode: int) -> str:

@@ -33,6 +33,7 @@ from ..reconcile import persist
 from ..reports import Metrics, Receiver, Report, sign
 from ..store import Store
 from .config import ManagerConfig
+from ..dnsroutes.worker import DnsWorker
 from .core import Core
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Manager:
         self.fence_results: queue.Queue[tuple[str, int, str]] = queue.Queue()
         self._send_errors: set[str] = set()
         self.core: Core | None = None
+        self.dns = DnsWorker(store.path)
         self.issued = 0  # actions handed to the executor (for benchmarks and logs)
 
     @property
@@ -74,6 +76,7 @@ class Manager:
         self._data_version = version
         configured = persist.configured(self.store, self.dc, self.config.slot)
         placements = persist.placements(self.store, now)
+        self.dns.poke()  # the store changed: records may have too (the worker finds out cheaply)
         if self.core is None:
             self.core = Core(configured, placements, self.config.settings, self.config.timers, now,
                              persist.observed(self.store))
@@ -93,6 +96,7 @@ class Manager:
                         len(lost), "; ".join(lost[:5]))
         self._reload_if_changed(now)
         assert self.core is not None
+        self.dns.start()
         t = self.config.timers
         log.info("manager of rack-%d listening on %s:%d; %d CTs, %d HNs; fence_after %gs, dead_after %gs",
                  self.config.slot, *self.config.listen, len(self.core.configured.cts), len(self.core.configured.hns),
@@ -227,3 +231,5 @@ class Manager:
 
     def stop(self) -> None:
         self.stopping = True
+        self.dns.stopping.set()
+        self.dns.poke()

@@ -137,3 +137,50 @@ def test_bad_dns_input_is_refused_and_changes_nothing(example_store: Cli, tmp_pa
         p = example_store(*args, check=False)
         assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, (args, p.stderr)
     assert dump(example_store.store) == before
+
+
+def test_records_already_there_as_wanted_are_adopted_not_conflicts(bind: tuple[Cli, Bind]) -> None:
+    """A lost answer, or a second manager publishing the same DC: the records are
+    there already, exactly as wanted, so they count as published."""
+    import sqlite3
+
+    cli, server = bind
+    cli("dns", "sync")
+    con = sqlite3.connect(str(cli.store))
+    with con:
+        con.execute("DELETE FROM dns_published")
+    con.close()
+    out = json.loads(cli("dns", "sync", "--json").stdout)
+    assert out["conflicts"] == [] and out["error"] == "" and len(out["applied"]) > 20
+    assert cli("dns", "diff").stdout.strip() == "nothing pending"
+
+
+def test_the_manager_s_dns_worker_retries_pending_changes_until_the_server_is_back(bind: tuple[Cli, Bind]) -> None:
+    import time
+
+    from ctmanager.dnsroutes.worker import DnsWorker
+
+    cli, server = bind
+    cli("dns", "sync")
+    server.stop()
+    cli("route", "set", "myhost", "smtp", "relay-101-2")  # cannot publish: queued
+    worker = DnsWorker(cli.store, verify_every=3600)
+    worker.start()
+    try:
+        worker.poke()
+        deadline = time.monotonic() + 10
+        while not worker._last_error:  # it tried, failed, and is backing off
+            assert time.monotonic() < deadline, "the worker never tried"
+            time.sleep(0.02)
+        assert "Connection refused" in worker._last_error
+        server.start()
+        deadline = time.monotonic() + 10
+        want = ["relay-101-2.rack-101.uc-inf.net.internal."]
+        while server.query("smtp.myhost.example.net.internal.", "CNAME") != want:
+            assert time.monotonic() < deadline, "the worker did not publish the queued change"
+            time.sleep(0.05)
+    finally:
+        worker.stopping.set()
+        worker.poke()
+        worker.join(10)
+    assert cli("dns", "diff").stdout.strip() == "nothing pending"

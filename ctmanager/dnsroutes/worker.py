@@ -1,0 +1,67 @@
+"""The manager daemon's DNS publisher: a thread, so a slow or dead DNS server never
+stalls the reconcile loop. It syncs when the store changed (an edit whose CLI could
+not publish, or one made elsewhere), retries pending changes with backoff (1 s,
+doubling to 60 s) while the server is away, and verifies the zones (AXFR) every
+`verify_every` seconds, putting drifted records back. In the steady state it does
+nothing: no zone transfer per cycle, no queries."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from ..errors import CtmError
+from ..store import open_store
+from . import sync
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF = 60.0
+
+
+class DnsWorker(threading.Thread):
+    def __init__(self, store_path: Path, verify_every: float = 3600.0) -> None:
+        super().__init__(name="dns", daemon=True)
+        self.store_path, self.verify_every = store_path, verify_every
+        self.wake, self.stopping = threading.Event(), threading.Event()
+        self._last_error = ""
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    def run(self) -> None:
+        backoff: float | None = None  # set while changes are pending behind an error
+        next_verify = time.monotonic() + self.verify_every
+        while not self.stopping.is_set():
+            timeout = min(backoff or self.verify_every, max(next_verify - time.monotonic(), 0.0))
+            self.wake.wait(timeout)
+            self.wake.clear()
+            if self.stopping.is_set():
+                return
+            try:
+                with open_store(self.store_path) as store:
+                    server = sync.server_of(store)
+                    if server is None:
+                        continue
+                    if time.monotonic() >= next_verify:
+                        next_verify = time.monotonic() + self.verify_every
+                        report = sync.verify(store, server)
+                        for line in report.drift:
+                            log.warning("dns drift repaired: %s", line)
+                    report = sync.sync(store, server)
+            except CtmError as exc:  # a DNS error in verify, a bad key file
+                report = sync.SyncReport(error=str(exc))
+            if report.applied:
+                log.info("dns: published %d change(s)", len(report.applied))
+            for _, why in report.conflicts:
+                log.warning("dns conflict: %s", why)
+            if report.error:
+                backoff = min((backoff or 0.5) * 2, MAX_BACKOFF)
+                if report.error != self._last_error:
+                    log.error("dns: %d change(s) pending: %s; retrying with backoff", len(report.pending), report.error)
+                self._last_error = report.error
+            else:
+                if self._last_error:
+                    log.info("dns: the server answers again; nothing pending")
+                backoff, self._last_error = None, ""
