@@ -24,10 +24,12 @@ KEY_NAME = "ctmanager"
 
 
 def render(dc: DcTemplate, out: Path, listen: str, port: int) -> dict[str, Path]:
+    """`listen`: one address, or several separated by commas."""
     try:
-        addr = str(ipaddress.ip_address(listen))
+        addrs = [str(ipaddress.ip_address(a.strip())) for a in listen.split(",")]
     except ValueError:
-        raise InputError(f"--listen must be an IP address (got {listen!r})") from None
+        raise InputError(f"--listen must be IP addresses, separated by commas (got {listen!r})") from None
+    addr = addrs[0]
     if not 1 <= port <= 65535:
         raise InputError(f"--port must be 1-65535 (got {port})")
     out = out.resolve()
@@ -43,7 +45,7 @@ def render(dc: DcTemplate, out: Path, listen: str, port: int) -> dict[str, Path]
     conf = [f'include "{key}";',
             "options {",
             f'    directory "{out}";',
-            f"    listen-on port {port} {{ {addr}; }};",
+            f"    listen-on port {port} {{ {' '.join(a + ';' for a in addrs)} }};",
             "    listen-on-v6 { none; };",
             f'    pid-file "{out / "named.pid"}";',
             f'    session-keyfile "{out / "session.key"}";',

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
     p = cmd(dns, "bind-config", cmd_dns_bind_config, "write a BIND 9 config for the DC's zones (and a TSIG key)",
             "ctmanager dns bind-config /etc/ctmanager/bind --listen 10.100.0.53")
     p.add_argument("out")
-    p.add_argument("--listen", default="127.0.0.1", help="address named listens on (default 127.0.0.1)")
+    p.add_argument("--listen", default="127.0.0.1",
+                   help="address(es) named listens on, comma-separated (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=53)
 
 

@@ -33,10 +33,10 @@ from ..errors import CtmError, InputError
 from ..model import Ct, DcTemplate, Node
 from ..render import ctfiles
 from ..store import Store
-from . import layout
+from . import dnsserver, layout
 
 REPORT_PORT = 7070
-TOOLS = ("lxc-start", "sshd", "svscan", "ip", "ssh-keygen", "mount")
+TOOLS = ("lxc-start", "sshd", "svscan", "ip", "ssh-keygen", "mount", "named", "dig", "tsig-keygen")
 
 
 class LabError(CtmError):
@@ -92,6 +92,7 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     lab.manager_config.write_text(layout.manager_toml(lab, slot, net.gateway, REPORT_PORT))
     lab.inventory.write_text(layout.inventory_toml(lab, store.path, slot, nodes, net.gateway))
     lab.write_state({**lab.read_state(), "store": str(store.path)})
+    dnsserver.up(lab, store, dc, lab.bridge(slot), _spawn, progress)
     progress("manager: ctmanager run")
     start_manager(lab)
 
@@ -192,6 +193,7 @@ def down(lab: layout.Lab, progress: Callable[[str], None]) -> None:
     mount, the lab folder. Works from the naming scheme, not only the state
     file, so a half-made or half-removed lab goes too; safe to run twice."""
     state = lab.read_state()
+    dnsserver.forget(lab)
     namespaces = [ns for ns in sh("ip", "netns", "list", check=False).stdout.split() if ns.startswith(layout.NETNS_PREFIX)]
     hn_root = lab.root / "hn"
     for hdir in sorted(hn_root.iterdir()) if hn_root.is_dir() else ():

@@ -132,7 +132,7 @@ def test_bad_dns_input_is_refused_and_changes_nothing(example_store: Cli, tmp_pa
         (("dns", "configure", "--server", "nowhere", "--key-file", str(bad_key)), "HOST:PORT"),
         (("dns", "configure", "--server", "127.0.0.1:53", "--key-file", str(bad_key)), "not a TSIG key file"),
         (("dns", "verify"), "no DNS server configured"),
-        (("dns", "bind-config", str(tmp_path / "b"), "--listen", "localhost;evil"), "--listen must be an IP address"),
+        (("dns", "bind-config", str(tmp_path / "b"), "--listen", "localhost;evil"), "--listen must be IP addresses"),
     ]:
         p = example_store(*args, check=False)
         assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, (args, p.stderr)

@@ -170,3 +170,21 @@ def test_forged_and_malformed_reports_are_dropped(rack: Rack) -> None:
         s.sendto(b"tiny", (host, int(port)))
     wait_for("the drops logged", lambda: "forged" in rack.manager_log() and "malformed" in rack.manager_log())
     assert all_up(rack)()
+
+
+def test_a_tenant_ct_resolves_smtp_by_its_search_path_and_follows_a_route_move(rack: Rack) -> None:
+    """The CT's own resolver (glibc, its resolv.conf: search path and the DC's
+    resolvers) against the lab's BIND, which ctmanager published to."""
+    def smtp() -> list[str]:
+        p = rack.cli("ct", "exec", "myhost", "--", "getent", "hosts", "smtp", check=False)
+        return sorted(line.split()[0] + " " + line.split()[1] for line in p.stdout.splitlines())
+
+    relays = {r["hostname"]: r["ip"] for r in rack.status().values() if r["hostname"].startswith("relay-101-")}
+    pool = "relay-101.rack-101.uc-inf.net.internal"
+    assert smtp() == sorted(f"{ip} {pool}" for ip in relays.values())  # smtp -> the relay pool, by CNAME
+    try:
+        p = rack.cli("route", "set", "myhost", "smtp", "relay-101-2")
+        assert "dns: published 1 change(s)" in p.stderr
+        assert smtp() == [f"{relays['relay-101-2']} relay-101-2.rack-101.uc-inf.net.internal"]
+    finally:
+        rack.cli("route", "set", "myhost", "smtp", "relay-101")

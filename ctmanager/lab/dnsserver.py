@@ -1,0 +1,55 @@
+"""The lab's DNS server: a real BIND 9 on the host, answering on the DC's resolver
+addresses (added to the rack bridge, so CTs reach them through their gateway),
+serving the zones ctmanager publishes. `up` configures the store to publish
+there and syncs; `down` forgets that configuration again."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..dnsroutes import bind, sync
+from ..model import DcTemplate
+from ..store import Store, open_store
+from . import layout
+
+
+def up(lab: layout.Lab, store: Store, dc: DcTemplate, bridge: str, spawn: Callable[[list[str], Path], int],
+       progress: Callable[[str], None]) -> None:
+    from .rack import LabError, sh
+
+    resolvers = list(dc.resolvers)
+    for ip in resolvers:
+        sh("ip", "addr", "replace", f"{ip}/32", "dev", bridge)
+    files = bind.render(dc, lab.root / "bind", ",".join(resolvers), 53)
+    pid = spawn(["named", "-g", "-c", str(files["named.conf"])], lab.logs / "named.log")
+    lab.set_pid("named", pid)
+    deadline = time.monotonic() + 20
+    while subprocess.run(["dig", f"@{resolvers[0]}", "+short", "+time=1", "+tries=1", "SOA",
+                          dc.infra_zone], capture_output=True, timeout=10).returncode != 0:
+        if time.monotonic() > deadline:
+            raise LabError(f"named did not answer on {resolvers[0]}:53 (see {lab.logs / 'named.log'})")
+        time.sleep(0.1)
+    sync.configure(store, f"{resolvers[0]}:53", str(files["key"]))
+    report = sync.sync(store, sync.require_server(store))
+    if report.error:
+        raise LabError(f"publishing to the lab's DNS server: {report.error}")
+    progress(f"dns: named on {', '.join(resolvers)}:53, {len(report.applied)} record sets published")
+
+
+def forget(lab: layout.Lab) -> None:
+    """Drop the store's DNS configuration if it points at this lab's server."""
+    store_path = lab.read_state().get("store")
+    if not store_path or not Path(store_path).exists():
+        return
+    try:
+        with open_store(Path(store_path)) as store:
+            key = store.one("SELECT value FROM dns_state WHERE key = 'key_file'")
+            if key and str(key[0]).startswith(str(lab.root)):
+                with store.transaction():
+                    store.db.execute("DELETE FROM dns_state")
+    except Exception as exc:  # noqa: BLE001 - a broken store must not stop `lab down`
+        sys.stderr.write(f"lab: could not reset the store's DNS settings: {exc}\n")
