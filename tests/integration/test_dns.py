@@ -184,3 +184,25 @@ def test_the_manager_s_dns_worker_retries_pending_changes_until_the_server_is_ba
         worker.poke()
         worker.join(10)
     assert cli("dns", "diff").stdout.strip() == "nothing pending"
+
+
+def test_an_update_too_big_for_one_message_is_split(bind: tuple[Cli, Bind]) -> None:
+    """1,000 changes with long unique names are about 190 KB: more than one DNS message
+    (64 KB) can hold. The publisher halves the batch until each part fits."""
+    from ctmanager import queries
+    from ctmanager.dnsroutes import publisher, records, sync
+    from ctmanager.dnsroutes.records import Change, RRset
+    from ctmanager.store import open_store
+
+    cli, server = bind
+    with open_store(cli.store) as store:
+        srv = sync.require_server(store)
+        zones = records.zones(queries.dc_template(store))
+    import hashlib
+
+    # unique long labels: DNS name compression cannot shrink them
+    names = [f"{hashlib.sha256(str(i).encode()).hexdigest()[:60]}.{hashlib.md5(str(i).encode()).hexdigest()}x"
+             f".{zones.infra}" for i in range(1000)]
+    out = publisher.publish(srv, zones, [Change(n, "A", None, RRset(n, "A", ("192.0.2.1",), 60)) for n in names])
+    assert len(out.applied) == 1000 and out.conflicts == [] and out.messages >= 4
+    assert server.query(names[0]) == ["192.0.2.1"] and server.query(names[-1]) == ["192.0.2.1"]
