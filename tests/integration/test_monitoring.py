@@ -1,0 +1,146 @@
+"""collectd and ctautolink for real: every shipped config through `collectd -T`,
+and the autolinker end to end under a real svscan, restarting a real collectd
+whose metrics arrive at a graphite plaintext listener."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from labrack import ROOT, wait_for
+
+from ctmanager.monitoring.collectd import check
+
+MON = ROOT / "monitoring" / "collectd"
+REPO = MON / "plugins" / "repo"
+
+
+@pytest.fixture(autouse=True)
+def needs_collectd() -> None:
+    missing = [t for t in ("collectd", "svscan", "svc") if not shutil.which(t) and not Path("/usr/sbin", t).exists()]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (bash scripts/setup.sh)")
+
+
+def base_config(tmp: Path, port: int) -> Path:
+    """The shipped cloud.conf, pointed at a temporary /data and a local carbon."""
+    data = tmp / "data" / "sys_collectd"
+    (data / "conf").mkdir(parents=True, exist_ok=True)
+    (data / "identity.conf").write_text('Hostname "dc1.rack-101.myhost"\n')
+    text = (MON / "cloud.conf").read_text().replace("/data/sys_collectd", str(data))
+    text = text.replace('Host "metrics"', 'Host "127.0.0.1"').replace('Port "2003"', f'Port "{port}"')
+    text = text.replace("Interval 10", "Interval 1")
+    conf = tmp / "cloud.conf"
+    conf.write_text(text)
+    return conf
+
+
+class Graphite(threading.Thread):
+    """A graphite plaintext receiver: collects every metric line."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.lines: list[str] = []
+
+    def run(self) -> None:
+        while True:
+            conn, _ = self.sock.accept()
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        buf = b""
+        while chunk := conn.recv(65536):
+            buf += chunk
+            *done, buf = buf.split(b"\n")
+            self.lines += [d.decode() for d in done]
+
+    def names(self) -> set[str]:
+        return {line.split()[0] for line in list(self.lines) if line}
+
+
+def test_every_shipped_plugin_and_the_base_config_pass_collectd(tmp_path: Path) -> None:
+    assert check(base_config(tmp_path, 1)) == []
+    for plugin in sorted(REPO.glob("*.conf")):
+        conf = tmp_path / f"check-{plugin.name}"
+        conf.write_text(f'FQDNLookup false\nInclude "{plugin}"\n')
+        assert check(conf) == [], plugin.name
+
+
+def test_a_broken_plugin_is_caught(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.conf"
+    bad.write_text('#service_tag: httpd\nLoadPlugin processes\n<Plugin processes>\n  ProcessMatch "x"\n</Plugin>\n')
+    conf = tmp_path / "c.conf"
+    conf.write_text(f'Include "{bad}"\n')
+    assert any("needs exactly two" in e for e in check(conf))
+
+
+@pytest.fixture
+def ct(tmp_path: Path) -> Iterator[tuple[Path, Graphite, Path]]:
+    """A CT's process tree, outside a CT: svscan on a service dir with sys_collectd
+    and sys_autolink (ctautolink) as services."""
+    graphite = Graphite()
+    graphite.start()
+    conf = base_config(tmp_path, graphite.port)
+    services = tmp_path / "data" / "service"
+    services.mkdir(parents=True)
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    (repo / "broken_httpd.conf").write_text('#service_tag: httpd\nLoadPlugin processes\n<Plugin processes>\n'
+                                            '  ProcessMatch "x"\n</Plugin>\n')
+    links = tmp_path / "data" / "sys_collectd" / "conf"
+    log = tmp_path / "autolink.log"
+    for name, run in (
+        ("sys_collectd", f"exec collectd -f -C {conf}"),
+        ("sys_autolink", f"exec {sys.executable} -m ctmanager.monitoring.ctautolink --services {services} "
+                         f"--repo {repo} --conf {links} --restart-cmd 'svc -t {services}/sys_collectd' "
+                         f">>{log} 2>&1"),
+    ):
+        d = services / name
+        d.mkdir()
+        (d / "run").write_text(f"#!/bin/sh\ncd {ROOT}\n{run}\n")
+        (d / "run").chmod(0o755)
+    svscan = subprocess.Popen(["svscan", str(services)], start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for("collectd sending", lambda: any(".load." in n for n in graphite.names()), timeout=30)
+        yield services, graphite, log
+    finally:
+        for d in services.iterdir():
+            if (d / "supervise").exists():
+                subprocess.run(["svc", "-dx", str(d)], capture_output=True)
+        os.killpg(svscan.pid, signal.SIGTERM)
+        svscan.wait(10)
+
+
+def test_a_new_service_gets_its_plugins_and_its_metrics_arrive(ct: tuple[Path, Graphite, Path]) -> None:
+    services, graphite, log = ct
+    links = services.parent / "sys_collectd" / "conf"
+    httpd = services / ".httpd"  # made under a dot-name, then renamed into place, like a real deployment
+    httpd.mkdir()
+    (httpd / "run").write_text(f"#!/bin/sh\nexec {sys.executable} -m http.server 0 --bind 127.0.0.1\n")
+    (httpd / "run").chmod(0o755)
+    httpd.rename(services / "httpd")
+    wait_for("the httpd plugins linked", lambda: (links / "process_httpd.conf").is_symlink(), timeout=30)
+    assert (links / "tail_apache.conf").is_symlink()
+    assert not (links / "broken_httpd.conf").exists()  # collectd rejects it: never linked
+    wait_for("the httpd process metrics in graphite",
+             lambda: any(n.startswith("dc1.rack-101.myhost.processes-httpd.") for n in graphite.names()), timeout=30)
+    assert "broken_httpd.conf: collectd rejects it" in log.read_text()
+    subprocess.run(["svc", "-dx", str(services / "httpd")], check=True)
+    shutil.rmtree(services / "httpd")
+    wait_for("the httpd links removed", lambda: not (links / "process_httpd.conf").exists(), timeout=30)
+    assert sorted(os.listdir(links)) == []
