@@ -114,7 +114,12 @@ def plan(repo: Repo, services: set[str], links: dict[str, str], conf_files: set[
 def apply(conf: Path, p: LinkPlan) -> None:
     conf.mkdir(parents=True, exist_ok=True)
     for name, target in sorted(p.link.items()):
-        tmp = conf / f".{name}.ctautolink"
+        try:
+            os.symlink(target, conf / name)  # a new name: creating a symlink is atomic already
+            continue
+        except FileExistsError:
+            pass
+        tmp = conf / f".{name}.ctautolink"  # replacing one of ours: new link aside, rename over
         try:
             tmp.unlink()
         except FileNotFoundError:
