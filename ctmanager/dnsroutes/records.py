@@ -5,6 +5,8 @@ Two zones per DC:
     <ct>.rack-<slot>.<infra>.        A  the CT's address
     <node>.rack-<slot>.<infra>.      A  the HN's (or storage node's) address
     <service>-<slot>.rack-<slot>.<infra>.  A  one per pool member (pooled rack services)
+    <route>.rack-<slot>.<infra>.     CNAME  the rack service's pool or first CT (e.g. `metrics`,
+                                     which service CTs' collectd resolves through their search path)
   tenant zone (<dc.tenant_zone>.internal, e.g. example.net.internal)
     <tenant>.<tzone>.                CNAME  its core CT's infra name
     <route>.<tenant>.<tzone>.        CNAME  the route's target CT or pool, in the infra zone
@@ -96,6 +98,14 @@ def desired(dc: DcTemplate, cts: Iterable[Ct], nodes: Iterable[Node], routes: It
         name = absolute(f"{pool}.{rack_name(rack)}.{z.infra}")
         infra_name[pool] = name
         add(name, "A", ips)
+    # the rack's own routing names (metrics, smtp, …) for CTs without a tenant route:
+    # <route>.rack-<slot>.<infra> -> the service's pool, or its first CT
+    for slot in sorted({ct.rack for ct in ct_by_name.values()}):
+        for svc in dc.rack_services:
+            target = infra_name.get(f"{svc.name}-{slot}" if svc.pool else f"{svc.name}-{slot}-1")
+            name = absolute(f"{svc.route}.{rack_name(slot)}.{z.infra}")
+            if target and (name, "A") not in out:
+                add(name, "CNAME", [target])
     for ct in ct_by_name.values():
         if ct.tenant and ct.hostname == ct.tenant:  # the tenant's core CT
             add(absolute(f"{ct.tenant}.{z.tenant}"), "CNAME", [infra_name[ct.hostname]])

@@ -33,10 +33,11 @@ from ..errors import CtmError, InputError
 from ..model import Ct, DcTemplate, Node
 from ..render import ctfiles
 from ..store import Store
+from ..monitoring.provision import log_run
 from . import dnsserver, layout
 
 REPORT_PORT = 7070
-TOOLS = ("lxc-start", "sshd", "svscan", "ip", "ssh-keygen", "mount", "named", "dig", "tsig-keygen")
+TOOLS = ("lxc-start", "sshd", "svscan", "ip", "ssh-keygen", "mount", "named", "dig", "tsig-keygen", "collectd")
 
 
 class LabError(CtmError):
@@ -123,6 +124,8 @@ def _storage(lab: layout.Lab, envs: tuple[str, ...], cts: list[Ct]) -> None:
     for f in ("passwd", "group", "nsswitch.conf"):
         shutil.copy(f"/etc/{f}", proto / "etc" / f)
     (proto / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    if not (proto / "etc" / "mtab").is_symlink():
+        (proto / "etc" / "mtab").symlink_to("/proc/self/mounts")  # collectd's df plugin reads it
     (proto / "etc" / "resolv.conf").touch()  # mount point of the per-CT file
     if str(proto / "usr") not in lab.mounts_under():  # not os.path.ismount: blind to same-device binds
         sh("mount", "--bind", "/usr", str(proto / "usr"))
@@ -130,9 +133,28 @@ def _storage(lab: layout.Lab, envs: tuple[str, ...], cts: list[Ct]) -> None:
     for env in envs:
         (lab.root / "sw" / env).mkdir(parents=True, exist_ok=True)
         (lab.root / "sw" / env / "VERSION").write_text(f"{env} software tree (lab)\n")
+        monitoring_sw(lab.root / "sw" / env)
     for ct in cts:
         _seed_data(lab, ct)
     lab.logs.mkdir(exist_ok=True)
+
+
+def monitoring_sw(sw: Path) -> None:
+    """What a software tree holds for monitoring: collectd's base config and the
+    tagged plugin repo, and ctautolink with the Python it needs (the CTs run the
+    host's Debian python3, through the prototype's /usr)."""
+    import pyinotify
+
+    src = Path(__file__).resolve().parents[2]
+    shutil.copytree(src / "monitoring" / "collectd", sw / "collectd", dirs_exist_ok=True)
+    lib = sw / "lib" / "python"
+    shutil.copytree(Path(__file__).resolve().parents[1], lib / "ctmanager", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(pyinotify.__file__, lib / "pyinotify.py")
+    (sw / "bin").mkdir(exist_ok=True)
+    tool = sw / "bin" / "ctautolink"
+    tool.write_text("#!/bin/sh\nPYTHONPATH=/sw/lib/python exec /usr/bin/python3 -m ctmanager.monitoring.ctautolink \"$@\"\n")
+    tool.chmod(0o755)
 
 
 def _seed_data(lab: layout.Lab, ct: Ct) -> None:
@@ -144,8 +166,11 @@ def _seed_data(lab: layout.Lab, ct: Ct) -> None:
     (data / "www").mkdir(exist_ok=True)
     (data / "www" / "index.html").write_text(f"{ct.hostname} ({ct.tenant or ct.service or 'ct'}) CT {ct.ctid}\n")
     run = svc / "run"
-    run.write_text("#!/bin/sh\nexec /usr/bin/python3 -m http.server 80 --bind 0.0.0.0 --directory /data/www\n")
+    run.write_text("#!/bin/sh\nexec /usr/bin/python3 -m http.server 80 --bind 0.0.0.0 --directory /data/www 2>&1\n")
     run.chmod(0o755)
+    (svc / "log").mkdir(exist_ok=True)
+    (svc / "log" / "run").write_text(log_run("httpd"))
+    (svc / "log" / "run").chmod(0o755)
 
 
 def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: View, rack_hns: list[Node]) -> str:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from . import autolink
-from .collectd import Checker
+from .collectd import MISSING, Checker
 
 log = logging.getLogger("ctautolink")
 
@@ -27,7 +27,7 @@ log = logging.getLogger("ctautolink")
 class Linker:
     def __init__(self, services: Path, repo: Path, conf: Path, restart: list[str] | None, check: bool = True) -> None:
         self.services, self.repo, self.conf, self.restart = services, repo, conf, restart
-        self.checker = Checker() if check else None
+        self.checker = Checker(conf.parent) if check else None  # next to the conf dir: writable in a CT
         self._reported: set[str] = set()
         self.restarts = 0
 
@@ -50,7 +50,9 @@ class Linker:
             for p in repo.plugins.values():
                 if p.tags & services:
                     errors = self.checker.errors(p.path)
-                    if errors:
+                    if errors == [MISSING]:
+                        self._once("collectd is not installed here: plugins are linked unchecked")
+                    elif errors:
                         broken.add(p.name)
                         self._once(f"{p.name}: collectd rejects it ({errors[0]}); not linked")
         p = autolink.plan(repo, services, links, autolink.conf_files(self.conf, links), broken)

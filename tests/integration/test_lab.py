@@ -188,3 +188,25 @@ def test_a_tenant_ct_resolves_smtp_by_its_search_path_and_follows_a_route_move(r
         assert smtp() == [f"{relays['relay-101-2']} relay-101-2.rack-101.uc-inf.net.internal"]
     finally:
         rack.cli("route", "set", "myhost", "smtp", "relay-101")
+
+
+def test_every_ct_runs_collectd_with_the_plugins_of_its_services(rack: Rack) -> None:
+    for name in rack.status():
+        ps = rack.cli("ct", "exec", name, "--", "ps", "-eo", "args").stdout
+        assert "collectd -f -C /sw/collectd/cloud.conf" in ps and "ctmanager.monitoring.ctautolink" in ps, name
+        links = wait_for(f"{name}'s plugin links", lambda: rack.cli(
+            "ct", "exec", name, "--", "ls", "/data/sys_collectd/conf").stdout.split(), timeout=30)
+        assert links == ["process_httpd.conf", "tail_apache.conf"], name  # every lab CT runs an httpd
+    # a service appears (made under a dot-name, then renamed): its plugins follow
+    make = ("mkdir -p /data/service/.postgresql && printf '#!/bin/sh\\nexec sleep 100000\\n' > "
+            "/data/service/.postgresql/run && chmod +x /data/service/.postgresql/run && "
+            "mv /data/service/.postgresql /data/service/postgresql")
+    rack.cli("ct", "exec", "acme", "--", "sh", "-c", make)
+    try:
+        wait_for("the postgresql plugins in acme", lambda: "process_postgresql.conf" in rack.cli(
+            "ct", "exec", "acme", "--", "ls", "/data/sys_collectd/conf").stdout, timeout=30)
+    finally:
+        rack.cli("ct", "exec", "acme", "--", "sh", "-c",
+                 "svc -dx /data/service/postgresql; rm -rf /data/service/postgresql", check=False)
+    wait_for("the postgresql plugins gone", lambda: "process_postgresql.conf" not in rack.cli(
+        "ct", "exec", "acme", "--", "ls", "/data/sys_collectd/conf").stdout, timeout=30)

@@ -144,3 +144,59 @@ def test_a_new_service_gets_its_plugins_and_its_metrics_arrive(ct: tuple[Path, G
     shutil.rmtree(services / "httpd")
     wait_for("the httpd links removed", lambda: not (links / "process_httpd.conf").exists(), timeout=30)
     assert sorted(os.listdir(links)) == []
+
+
+def test_the_rack_relay_splits_to_high_res_disk_and_to_summaries_in_the_top_store(tmp_path: Path) -> None:
+    from bindserver import free_port
+
+    from ctmanager.monitoring import carbon
+    from ctmanager.template import load
+
+    if not shutil.which("carbon-relay") or not shutil.which("whisper-fetch"):
+        pytest.skip("needs graphite-carbon (bash scripts/setup.sh)")
+    dc = load(ROOT / "templates" / "dc" / "example.toml")
+    ports: set[int] = set()
+    while len(ports) < 14:  # distinct: two daemons must never be handed the same port
+        ports.add(free_port())
+    picked = sorted(ports)
+    rp, tp = carbon.Ports(*picked[:7]), carbon.Ports(*picked[7:])
+    carbon.render(dc, 101, tmp_path / "rack", f"127.0.0.1:{tp.cache_line}", listen="127.0.0.1", ports=rp,
+                  summary_every=2)
+    carbon.render(dc, 101, tmp_path / "top", "127.0.0.1:1", listen="127.0.0.1", ports=tp)
+    procs = []
+    try:
+        for daemon, where in (("cache", "top"), ("cache", "rack"), ("aggregator", "rack"), ("relay", "rack")):
+            procs.append(subprocess.Popen(
+                [f"carbon-{daemon}", f"--config={tmp_path / where / 'carbon.conf'}", "--debug",
+                 f"--pidfile={tmp_path / where / daemon}.pid", "start"], stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT, start_new_session=True))
+        sock = wait_for("the relay", lambda: _connect(rp.relay_line), timeout=30)
+        now = int(time.time())
+        sock.sendall(f"dc1.rack-101.a.load.load.shortterm 2 {now}\ndc1.rack-101.b.load.load.shortterm 4 {now}\n".encode())
+        sock.close()
+        rack_wsp = tmp_path / "rack" / "storage" / "whisper" / "dc1" / "rack-101"
+        top_wsp = tmp_path / "top" / "storage" / "whisper" / "dc1" / "rack-101" / "summary" / "load" / "load"
+        wait_for("the high-res files", lambda: all((rack_wsp / h / "load" / "load" / "shortterm.wsp").exists()
+                                                   for h in "ab"), timeout=30)
+        assert _values(rack_wsp / "a" / "load" / "load" / "shortterm.wsp", now) == [2.0]
+        assert not (tmp_path / "top" / "storage" / "whisper" / "dc1" / "rack-101" / "a").exists()  # only summaries go north
+        wait_for("the summary in the top store", lambda: _values(top_wsp / "shortterm.wsp", now) == [3.0], timeout=30)
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.wait(20)
+
+
+def _connect(port: int) -> socket.socket | None:
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=2)
+    except OSError:
+        return None
+
+
+def _values(wsp: Path, since: int) -> list[float]:
+    if not wsp.exists():
+        return []
+    out = subprocess.run(["whisper-fetch", f"--from={since - 120}", str(wsp)], capture_output=True, text=True).stdout
+    return [float(v) for _, v in (line.split() for line in out.splitlines()) if v != "None"]

@@ -33,6 +33,7 @@ def test_addresses_pools_and_routing_cnames(dc) -> None:  # type: ignore[no-unty
         f"relay-101-1.{i} 60 A 10.101.2.2", f"relay-101-2.{i} 60 A 10.101.2.3", f"myhost.{i} 60 A 10.101.4.1",
         f"hn-101-1.{i} 60 A 10.101.1.1",
         f"relay-101.{i} 60 A 10.101.2.2 10.101.2.3",  # a pool: one name, several addresses
+        f"smtp.{i} 60 CNAME relay-101.{i}",  # the rack's own routing name, for CTs without a tenant
         f"myhost.{t} 60 CNAME myhost.{i}",  # the tenant's own name -> its core CT
         f"smtp.myhost.{t} 60 CNAME relay-101.{i}",  # the route; socks points at nothing and publishes nothing
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
 from ...model import Paths
+from ...monitoring.provision import provision
 from ...render import ctfiles, files
 from ...render.engine import Engine
 from ..spec import Spec
@@ -83,7 +84,8 @@ class Driver(Protocol):
 
 def render_ct_files(spec: Spec, paths: Paths, targets: Mapping[str, tuple[Path, int]]) -> bool:
     """Render the CT's templates (template name -> (destination, mode)) and its
-    resolv.conf, and make sure its /data has a `service` folder for svscan.
+    resolv.conf, and make sure its /data has a `service` folder for svscan and
+    the monitoring services (ctmanager/monitoring/provision.py).
     Writes atomically and only what changed."""
     engine = Engine()
     ctx = engine.context(spec.context(paths))
@@ -96,5 +98,6 @@ def render_ct_files(spec: Spec, paths: Paths, targets: Mapping[str, tuple[Path, 
             dest.parent.mkdir(parents=True, exist_ok=True)
             files.write_atomic(dest, data, mode)
             changed = True
-    (Path(ctfiles.data_dir(paths, spec.ct)) / "service").mkdir(parents=True, exist_ok=True)
-    return changed
+    data = Path(ctfiles.data_dir(paths, spec.ct))
+    (data / "service").mkdir(parents=True, exist_ok=True)
+    return provision(data, spec.dc, spec.ct.rack, spec.ct.hostname) or changed
