@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -45,31 +44,32 @@ def base_config(tmp: Path, port: int) -> Path:
     return conf
 
 
-class Graphite(threading.Thread):
-    """A graphite plaintext receiver: collects every metric line."""
+def distinct_ports(n: int) -> list[int]:
+    from bindserver import free_port
 
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.lines: list[str] = []
+    ports: set[int] = set()
+    while len(ports) < n:  # two daemons must never be handed the same port
+        ports.add(free_port())
+    return sorted(ports)
 
-    def run(self) -> None:
-        while True:
-            conn, _ = self.sock.accept()
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
 
-    def _read(self, conn: socket.socket) -> None:
-        buf = b""
-        while chunk := conn.recv(65536):
-            buf += chunk
-            *done, buf = buf.split(b"\n")
-            self.lines += [d.decode() for d in done]
+def carbon_daemon(kind: str, conf_dir: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([f"carbon-{kind}", f"--config={conf_dir / 'carbon.conf'}", "--debug",
+                             f"--pidfile={conf_dir / kind}.pid", "start"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
-    def names(self) -> set[str]:
-        return {line.split()[0] for line in list(self.lines) if line}
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        p.wait(20)
+
+
+def needs_carbon() -> None:
+    if not shutil.which("carbon-cache") or not shutil.which("whisper-fetch"):
+        pytest.skip("needs graphite-carbon (bash scripts/setup.sh)")
 
 
 def test_every_shipped_plugin_and_the_base_config_pass_collectd(tmp_path: Path) -> None:
@@ -89,12 +89,19 @@ def test_a_broken_plugin_is_caught(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def ct(tmp_path: Path) -> Iterator[tuple[Path, Graphite, Path]]:
+def ct(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
     """A CT's process tree, outside a CT: svscan on a service dir with sys_collectd
-    and sys_autolink (ctautolink) as services."""
-    graphite = Graphite()
-    graphite.start()
-    conf = base_config(tmp_path, graphite.port)
+    and sys_autolink (ctautolink) as services; collectd writes to a real carbon-cache."""
+    from ctmanager.monitoring import carbon
+    from ctmanager.template import load
+
+    needs_carbon()
+    ports = carbon.Ports(*distinct_ports(7))
+    carbon.render(load(ROOT / "templates" / "dc" / "example.toml"), 101, tmp_path / "carbon", "127.0.0.1:1",
+                  listen="127.0.0.1", ports=ports)
+    cache = carbon_daemon("cache", tmp_path / "carbon")
+    whisper = tmp_path / "carbon" / "storage" / "whisper" / "dc1" / "rack-101" / "myhost"
+    conf = base_config(tmp_path, ports.cache_line)
     services = tmp_path / "data" / "service"
     services.mkdir(parents=True)
     repo = tmp_path / "repo"
@@ -116,9 +123,10 @@ def ct(tmp_path: Path) -> Iterator[tuple[Path, Graphite, Path]]:
     svscan = subprocess.Popen(["svscan", str(services)], start_new_session=True, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        wait_for("collectd sending", lambda: any(".load." in n for n in graphite.names()), timeout=30)
-        yield services, graphite, log
+        wait_for("collectd's metrics in carbon", lambda: (whisper / "load").is_dir(), timeout=60)
+        yield services, whisper, log
     finally:
+        stop([cache])
         for d in services.iterdir():
             if (d / "supervise").exists():
                 subprocess.run(["svc", "-dx", str(d)], capture_output=True)
@@ -126,8 +134,8 @@ def ct(tmp_path: Path) -> Iterator[tuple[Path, Graphite, Path]]:
         svscan.wait(10)
 
 
-def test_a_new_service_gets_its_plugins_and_its_metrics_arrive(ct: tuple[Path, Graphite, Path]) -> None:
-    services, graphite, log = ct
+def test_a_new_service_gets_its_plugins_and_its_metrics_arrive(ct: tuple[Path, Path, Path]) -> None:
+    services, whisper, log = ct
     links = services.parent / "sys_collectd" / "conf"
     httpd = services / ".httpd"  # made under a dot-name, then renamed into place, like a real deployment
     httpd.mkdir()
@@ -137,8 +145,9 @@ def test_a_new_service_gets_its_plugins_and_its_metrics_arrive(ct: tuple[Path, G
     wait_for("the httpd plugins linked", lambda: (links / "process_httpd.conf").is_symlink(), timeout=30)
     assert (links / "tail_apache.conf").is_symlink()
     assert not (links / "broken_httpd.conf").exists()  # collectd rejects it: never linked
-    wait_for("the httpd process metrics in graphite",
-             lambda: any(n.startswith("dc1.rack-101.myhost.processes-httpd.") for n in graphite.names()), timeout=30)
+    since = int(time.time())
+    wait_for("the httpd process memory in carbon's whisper file",  # collectd -> carbon-cache -> whisper
+             lambda: any(v > 0 for v in _values(whisper / "processes-httpd" / "ps_rss.wsp", since)), timeout=60)
     assert "broken_httpd.conf: collectd rejects it" in log.read_text()
     subprocess.run(["svc", "-dx", str(services / "httpd")], check=True)
     shutil.rmtree(services / "httpd")
@@ -147,18 +156,12 @@ def test_a_new_service_gets_its_plugins_and_its_metrics_arrive(ct: tuple[Path, G
 
 
 def test_the_rack_relay_splits_to_high_res_disk_and_to_summaries_in_the_top_store(tmp_path: Path) -> None:
-    from bindserver import free_port
-
     from ctmanager.monitoring import carbon
     from ctmanager.template import load
 
-    if not shutil.which("carbon-relay") or not shutil.which("whisper-fetch"):
-        pytest.skip("needs graphite-carbon (bash scripts/setup.sh)")
+    needs_carbon()
     dc = load(ROOT / "templates" / "dc" / "example.toml")
-    ports: set[int] = set()
-    while len(ports) < 14:  # distinct: two daemons must never be handed the same port
-        ports.add(free_port())
-    picked = sorted(ports)
+    picked = distinct_ports(14)
     rp, tp = carbon.Ports(*picked[:7]), carbon.Ports(*picked[7:])
     carbon.render(dc, 101, tmp_path / "rack", f"127.0.0.1:{tp.cache_line}", listen="127.0.0.1", ports=rp,
                   summary_every=2)
@@ -166,10 +169,7 @@ def test_the_rack_relay_splits_to_high_res_disk_and_to_summaries_in_the_top_stor
     procs = []
     try:
         for daemon, where in (("cache", "top"), ("cache", "rack"), ("aggregator", "rack"), ("relay", "rack")):
-            procs.append(subprocess.Popen(
-                [f"carbon-{daemon}", f"--config={tmp_path / where / 'carbon.conf'}", "--debug",
-                 f"--pidfile={tmp_path / where / daemon}.pid", "start"], stdout=subprocess.DEVNULL,
-                stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(carbon_daemon(daemon, tmp_path / where))
         sock = wait_for("the relay", lambda: _connect(rp.relay_line), timeout=30)
         now = int(time.time())
         sock.sendall(f"dc1.rack-101.a.load.load.shortterm 2 {now}\ndc1.rack-101.b.load.load.shortterm 4 {now}\n".encode())
@@ -182,10 +182,7 @@ def test_the_rack_relay_splits_to_high_res_disk_and_to_summaries_in_the_top_stor
         assert not (tmp_path / "top" / "storage" / "whisper" / "dc1" / "rack-101" / "a").exists()  # only summaries go north
         wait_for("the summary in the top store", lambda: _values(top_wsp / "shortterm.wsp", now) == [3.0], timeout=30)
     finally:
-        for p in procs:
-            os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            p.wait(20)
+        stop(procs)
 
 
 def _connect(port: int) -> socket.socket | None:
