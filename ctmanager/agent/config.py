@@ -23,6 +23,9 @@
     fence_after = 5.0
     watchdog_timeout = 10.0
     dead_after = 16.0                        # the manager's; checked here so both agree
+    [metrics]                                # optional: the agent's own metrics (graphyte)
+    graphite = "10.101.2.5:2003"             # the rack's carbon relay
+    prefix = "ctmanager.rack-101.hn-101-1"   # the default
 
 `capacity` is read by every `ctagent apply` (it is a fresh process), so lowering
 it takes effect for admission at once.
@@ -31,6 +34,7 @@ it takes effect for admission at once.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +69,8 @@ class AgentConfig:
     voters: frozenset[str] = frozenset()  # the rack's HNs; empty = this HN alone (then only the manager counts)
     watchdog: str = "/dev/watchdog"
     timers: FenceTimers = FenceTimers()
+    graphite: str = ""  # HOST:PORT for the agent's own metrics; "" = none
+    metrics_prefix: str = ""
 
     @property
     def fence_file(self) -> Path:
@@ -114,6 +120,12 @@ def load(path: Path) -> AgentConfig:
         fencing.check("watchdog", v.path, watchdog)
     timers = from_table(fencing)
     fencing.done()
+    metrics = top.table("metrics", required=False)
+    graphite = metrics.str("graphite", "")
+    if graphite:
+        metrics.check("graphite", hostport, graphite)
+    prefix = metrics.check("prefix", metric_name, metrics.str("prefix", f"ctmanager.rack-{rack}.{hn}"))
+    metrics.done()
     top.done()
     return AgentConfig(
         file=file, rack=rack, hn=hn, key=read_key(Path(key_file), file), runtime=runtime, report_to=report_to,
@@ -122,7 +134,14 @@ def load(path: Path) -> AgentConfig:
         disk=v.size(disk, f"{file}: capacity.disk") if disk is not None else _disk_total(paths.data),
         reserve_memory=v.size(reserve, f"{file}: capacity.reserve_memory", minimum=0) if reserve is not None else 256 << 20,
         lxcpath=lxcpath, paths=paths, listen=listen, voters=voters, watchdog=watchdog, timers=timers,
+        graphite=graphite, metrics_prefix=prefix,
     )
+
+
+def metric_name(value: object, field: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", value):
+        raise InputError(f"must be a dotted metric name (got {value!r})", where=field)
+    return value
 
 
 def hostport(value: object, field: str) -> tuple[str, int]:

@@ -24,12 +24,14 @@ import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Callable
 
 from .. import reports
 from ..fencing.guard import FenceGuard, FenceStep
 from ..fencing.quorum import MANAGER, Membership
 from ..fencing.watchdog import Watchdog
+from ..monitoring.metrics import Metrics, cgroup_stats
 from ..render.files import write_atomic
 from .apply import SpecStore, ct_lock, committed
 from .config import AgentConfig
@@ -37,6 +39,7 @@ from .drivers import Driver, DriverError
 
 log = logging.getLogger(__name__)
 POLL = 0.25  # s between observations when the runtime has no event stream
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 class Agent:
@@ -61,6 +64,7 @@ class Agent:
         os.set_blocking(self._wake_r, False)
         self.stopping = threading.Event()
         self._send_errors: set[str] = set()
+        self.metrics = Metrics(config.graphite, config.metrics_prefix)
 
     def observe(self) -> dict[int, str]:
         return self.driver.observe()
@@ -96,6 +100,18 @@ class Agent:
                 if key not in self._send_errors:  # once per destination and error
                     self._send_errors.add(key)
                     log.warning("cannot send reports to %s:%d: %s", addr[0], addr[1], exc.strerror)
+
+    def send_metrics(self, report: reports.Report, now: float) -> None:
+        """The HN's figures and each running CT's cgroup CPU and memory (queued; never blocks)."""
+        if self.metrics.sender is None:
+            return
+        m = report.metrics
+        self.metrics.send_many({"mem_free": m.mem_free, "disk_free": m.disk_free, "cts_up": m.ct_count,
+                                "load": m.cpu_load, "fenced": int(report.fenced),
+                                "voters_in_contact": len(self.membership.connected(now)) + 1}, now)
+        up = [c.ctid for c in report.cts if c.opst == "UP"]
+        for ctid, stats in cgroup_stats(CGROUP_ROOT, up).items():
+            self.metrics.send_many({f"ct.{ctid}.{k}": v for k, v in stats.items()}, now)
 
     def wake(self) -> None:
         try:
@@ -166,7 +182,10 @@ class Agent:
             if states is not None and (states != last or step_due):
                 if last is not None and states != last:
                     log.info("state changed: %s", _diff(last, states))
-                self.send(self.report(states, now))
+                report = self.report(states, now)
+                self.send(report)
+                if step_due:
+                    self.send_metrics(report, now)
                 last, last_sent = states, now
             wait = interval - (self.clock() - last_sent)
             if watcher is None:

@@ -18,6 +18,9 @@
     stale_after = 3.0       # s without a report: the HN's state is unknown, nothing is done there
     reject_memory = 300.0   # s a rejection keeps a CT away from that HN
     full_plan_every = 1.0   # s between full plans (changed CTs are planned at once)
+    [metrics]               # optional: the manager's own metrics (graphyte)
+    graphite = "10.101.2.5:2003"
+    prefix = "ctmanager.rack-101.manager"   # the default
     [fencing]               # must match the agents'; see "When a node fails" in README.md
     fence_after = 5.0       # s an agent without quorum waits before stopping its CTs
     watchdog_timeout = 10.0 # s an unpetted watchdog waits before resetting its node
@@ -38,7 +41,7 @@ from pathlib import Path
 
 from .. import tomlread
 from .. import validate as v
-from ..agent.config import hostport, read_key
+from ..agent.config import metric_name, hostport, read_key
 from ..errors import InputError
 from ..executor.ssh import SshSettings
 from ..fencing.timers import FenceTimers, from_table
@@ -63,6 +66,8 @@ class ManagerConfig:
     report_interval: float = 1.0
     timers: FenceTimers = FenceTimers()
     fence_command: tuple[str, ...] = ()
+    graphite: str = ""  # HOST:PORT for the manager's own metrics; "" = none
+    metrics_prefix: str = ""
 
 
 def find(explicit: str | None) -> Path:
@@ -108,9 +113,17 @@ def load(path: Path) -> ManagerConfig:
     fence_command = tuple(fencing.strs("fence_command", []))
     fence = from_table(fencing)
     fencing.done()
+    metrics = top.table("metrics", required=False)
+    graphite = metrics.str("graphite", "")
+    if graphite:
+        metrics.check("graphite", hostport, graphite)
+    prefix = metrics.check("prefix", metric_name,
+                           metrics.str("prefix", f"ctmanager.{rack}.manager"))
+    metrics.done()
     top.done()
     return ManagerConfig(file, int(rack[5:]), listen, key, tuple(agent_command), settings, action_timeout,
-                         concurrency, reconcile, full_every, agent_port, interval, fence, fence_command)
+                         concurrency, reconcile, full_every, agent_port, interval, fence, fence_command, graphite,
+                         prefix)
 
 
 def _seconds(t: tomlread.Table, key: str, default: float) -> float:

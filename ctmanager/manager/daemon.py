@@ -34,6 +34,7 @@ from ..reports import Metrics, Receiver, Report, sign
 from ..store import Store
 from .config import ManagerConfig
 from ..dnsroutes.worker import DnsWorker
+from ..monitoring.metrics import Metrics as MetricsSender
 from .core import Core
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Manager:
         self._send_errors: set[str] = set()
         self.core: Core | None = None
         self.dns = DnsWorker(store.path)
+        self.metrics = MetricsSender(config.graphite, config.metrics_prefix)
         self.issued = 0  # actions handed to the executor (for benchmarks and logs)
 
     @property
@@ -163,6 +165,8 @@ class Manager:
             finished.append((jid, r))
             self.core.finished(r.action, r.result, now)
             changed.add(r.action.ctid)
+            self.metrics.send(f"results.{r.result}", 1, now)
+            self.metrics.send("action_seconds", r.seconds, now)
         if finished:
             with self.store.transaction():
                 for jid, r in finished:
@@ -183,6 +187,7 @@ class Manager:
     def tick(self, now: float, only: set[int] | None) -> None:
         core = self.core
         assert core is not None
+        started = time.perf_counter()
         d = core.decide(now, only)
         for line in d.view.news:
             (log.warning if "DEAD" in line or "NO QUORUM" in line else log.info)("%s", line)
@@ -207,6 +212,10 @@ class Manager:
         if self.config.fence_command and d.view.quorum:
             for hn in core.to_fence(now):
                 self._fence(hn)
+        if only is None:  # one figure per full plan (every full_plan_every): the loop's pulse
+            self.metrics.send_many({"plan_ms": (time.perf_counter() - started) * 1000, "actions": len(d.actions),
+                                    "quorum": int(d.view.quorum), "dead_hns": len(d.view.dead),
+                                    "alarms": len(d.plan.alarms), "in_flight": len(core.busy)}, now)
         for jid, a in zip(ids, d.actions):
             log.info("%s", a)
             self.issued += 1
