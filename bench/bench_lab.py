@@ -77,7 +77,7 @@ def main() -> int:
             hn, ctid = ct["hn"], ct["ctid"]
             wait_for("the CT UP", lambda: rack.status()[ct["hostname"]]["opst"] == "UP", timeout=30)
             before = len(crash_lines(rack.manager_log(), ctid, hn))
-            pid = rack.init_pid(hn, ctid)
+            pid = wait_for("the CT's init", lambda: rack.init_pid(hn, ctid), timeout=30)
             killed = time.time()
             os.kill(pid, 9)
             stamps = wait_for("the restart decision",

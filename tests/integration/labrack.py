@@ -46,9 +46,11 @@ class Rack:
                 return state
         return None
 
-    def init_pid(self, hn: str, ctid: int) -> int:
+    def init_pid(self, hn: str, ctid: int) -> int | None:
+        """The CT's init PID; None while LXC has none to tell (just starting or stopping)."""
         p = self.on_hn(hn, "lxc-info", "-P", self.hns[hn]["lxcpath"], "-n", str(ctid), "-p", "-H")
-        return int(p.stdout.strip())
+        out = p.stdout.strip()
+        return int(out) if out.isdigit() else None
 
     def manager_log(self) -> str:
         return Path(self.inv["manager_log"]).read_text()

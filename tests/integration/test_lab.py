@@ -55,8 +55,10 @@ def test_a_killed_ct_is_restarted(rack: Rack) -> None:
     ct = rack.status()["acme"]
     hn, ctid = ct["hn"], ct["ctid"]
     old = rack.init_pid(hn, ctid)
+    assert old is not None
     os.kill(old, 9)
-    wait_for("a new init", lambda: rack.lxc_state(hn, ctid) == "RUNNING" and rack.init_pid(hn, ctid) != old)
+    wait_for("a new init",
+             lambda: rack.lxc_state(hn, ctid) == "RUNNING" and rack.init_pid(hn, ctid) not in (None, old))
     assert f"start {ctid} on {hn}: crashed: OPST DOWN while ADMST UP" in rack.manager_log()
     wait_for("acme UP again", lambda: rack.status()["acme"]["opst"] == "UP")
 
@@ -206,7 +208,12 @@ def test_every_ct_runs_collectd_with_the_plugins_of_its_services(rack: Rack) -> 
         wait_for("the postgresql plugins in acme", lambda: "process_postgresql.conf" in rack.cli(
             "ct", "exec", "acme", "--", "ls", "/data/sys_collectd/conf").stdout, timeout=30)
     finally:
+        # daemontools' way to remove a service: hide it (a dot-name), stop it, then delete it
         rack.cli("ct", "exec", "acme", "--", "sh", "-c",
-                 "svc -dx /data/service/postgresql; rm -rf /data/service/postgresql", check=False)
+                 "mv /data/service/postgresql /data/service/.postgresql && svc -dx /data/service/.postgresql",
+                 check=False)
     wait_for("the postgresql plugins gone", lambda: "process_postgresql.conf" not in rack.cli(
         "ct", "exec", "acme", "--", "ls", "/data/sys_collectd/conf").stdout, timeout=30)
+    wait_for("the postgresql service gone", lambda: rack.cli(
+        "ct", "exec", "acme", "--", "sh", "-c", "svok /data/service/.postgresql || rm -rf /data/service/.postgresql; "
+        "test ! -e /data/service/.postgresql", check=False).returncode == 0, timeout=30)

@@ -149,10 +149,13 @@ def test_a_new_service_gets_its_plugins_and_its_metrics_arrive(ct: tuple[Path, P
     wait_for("the httpd process memory in carbon's whisper file",  # collectd -> carbon-cache -> whisper
              lambda: any(v > 0 for v in _values(whisper / "processes-httpd" / "ps_rss.wsp", since)), timeout=60)
     assert "broken_httpd.conf: collectd rejects it" in log.read_text()
-    subprocess.run(["svc", "-dx", str(services / "httpd")], check=True)
-    shutil.rmtree(services / "httpd")
+    # daemontools' way to remove a service: hide it (a dot-name), stop it, then delete it
+    (services / "httpd").rename(services / ".httpd")
     wait_for("the httpd links removed", lambda: not (links / "process_httpd.conf").exists(), timeout=30)
     assert sorted(os.listdir(links)) == []
+    subprocess.run(["svc", "-dx", str(services / ".httpd")], check=True)
+    wait_for("its supervise gone", lambda: subprocess.run(["svok", str(services / ".httpd")]).returncode != 0,
+             timeout=30)
 
 
 def test_the_rack_relay_splits_to_high_res_disk_and_to_summaries_in_the_top_store(tmp_path: Path) -> None:
