@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # Debian's python3 (the CTs' HTTP service runs on the host /usr bound into them).
 # BIND 9 (named, tsig-keygen) and dig serve and check the DNS routing records.
 # collectd (every CT runs it) and graphite-carbon (the per-rack metrics store).
+# Postfix (its postmap queries ctmailmap the way the mail routers do).
 APT_PACKAGES=(python3 python3-venv python3-pip lxc openssh-server openssh-client daemontools iproute2 procps
-              bind9 bind9-dnsutils collectd-core graphite-carbon)
+              bind9 bind9-dnsutils collectd-core graphite-carbon postfix)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -17,6 +18,8 @@ for pkg in "${APT_PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
+    # Postfix asks what kind of mail server this is: none; ctmanager renders its config
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

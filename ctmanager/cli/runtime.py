@@ -56,12 +56,14 @@ def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
     from ..lab.cli import register as register_lab
     from ..dnsroutes.cli import register as register_dns
     from ..monitoring.cli import register as register_metrics
+    from ..proxies.postfix import register as register_mail
     from ..sim.cli import register as register_sim
 
     register_lab(sub, helpers)
     register_sim(sub, helpers)
     register_dns(sub, helpers)
     register_metrics(sub, helpers)
+    register_mail(sub, helpers)
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:

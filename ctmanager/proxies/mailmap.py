@@ -1,0 +1,186 @@
+"""`ctmailmap`: the edge mail routers' Postfix lookup daemon (tcp_table protocol).
+
+Postfix asks `get KEY\\n` (KEY %XX-encoded) on a persistent connection and reads
+`200 VALUE` (found), `500 REASON` (not found) or `400 REASON` (try again later).
+One table answers all the rendered main.cf points at:
+
+  jira@myhost.example.net   200 lmtp:inet:mailstore.myhost.example.net.internal:24
+                            (a mailbox: one of the tenant's apps)
+  bob@myhost.example.net    200 discard:          (a known tenant, no such mailbox)
+  myhost.example.net        200 lmtp:inet:…:24    (relay_domains: the tenant's domain
+                                                   is ours; transport's domain step)
+  anything else             500 not found
+
+Answers come from an in-memory index of the store, rebuilt when the store
+changes (checked every 0.25 s with one cheap query, never per lookup). A store
+that cannot be read gives 400 until it can. Lines are limited to 2,048 bytes;
+garbage gets a 500 and the connection carries on; nothing a client sends can
+stop the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+log = logging.getLogger("ctmailmap")
+MAX_LINE = 2048
+CHECK_EVERY = 0.25
+_KEY = re.compile(r"[a-z0-9._+=-]{1,128}(@[a-z0-9.-]{1,253})?|[a-z0-9.-]{1,253}")
+
+
+@dataclass(frozen=True)
+class Index:
+    zone: str  # the tenant zone, e.g. example.net
+    tenants: dict[str, frozenset[str]]  # tenant -> its mailboxes (its apps)
+
+    def lookup(self, key: str) -> tuple[int, str]:
+        key = key.strip().lower()
+        if not _KEY.fullmatch(key):
+            return 500, "not found"
+        local, at, domain = key.rpartition("@")
+        tenant = self._tenant(domain)
+        if tenant is None:
+            return 500, "not found"
+        if at and local not in self.tenants[tenant]:
+            return 200, "discard:"  # the talk's rule: a known tenant's unknown mailbox is dropped quietly
+        return 200, f"lmtp:inet:mailstore.{tenant}.{self.zone}.internal:24"
+
+    def _tenant(self, domain: str) -> str | None:
+        suffix = "." + self.zone
+        if not domain.endswith(suffix):
+            return None
+        name = domain[: -len(suffix)]
+        return name if name in self.tenants else None
+
+
+def build_index(store_path: Path) -> Index:
+    from .. import queries
+    from ..store import open_store
+
+    with open_store(store_path) as store:
+        dc = queries.dc_template(store)
+        tenants = {t["name"]: frozenset(t["apps"]) for t in queries.tenants(store)}
+    return Index(dc.tenant_zone, tenants)
+
+
+def encode(value: str) -> str:
+    """tcp_table's %XX encoding of a reply: spaces, controls, '%' and non-ASCII."""
+    return "".join(c if 32 < ord(c) < 127 and c != "%" else "".join(f"%{b:02X}" for b in c.encode()) for c in value)
+
+
+class MailMap:
+    def __init__(self, store_path: Path) -> None:
+        self.store_path = store_path
+        self.index: Index | None = None
+        self.version: int | None = None
+        self.lookups = 0
+        self.error = ""
+
+    def refresh(self) -> None:
+        try:
+            index = build_index(self.store_path)
+        except Exception as exc:  # noqa: BLE001 - any store trouble is a temporary failure to clients
+            if not self.error:
+                log.error("cannot read the store %s: %s; answering 400", self.store_path, exc)
+            self.error = str(exc) or type(exc).__name__
+            self.index = None
+            return
+        if self.error:
+            log.info("the store is readable again")
+        self.index, self.error = index, ""
+        log.info("index rebuilt: %d tenants", len(index.tenants))
+
+    def answer(self, line: bytes) -> bytes:
+        try:
+            text = line.decode("ascii").rstrip("\r\n")
+        except UnicodeDecodeError:
+            return b"500 bad request\n"
+        verb, _, key = text.partition(" ")
+        if verb != "get" or not key:
+            return b"500 bad request: expected 'get KEY'\n"
+        if self.index is None:
+            return f"400 store unavailable: {encode(self.error)[:200]}\n".encode()
+        self.lookups += 1
+        code, value = self.index.lookup(unquote(key))
+        return f"{code} {encode(value) if code == 200 else value}\n".encode()
+
+    async def watch(self) -> None:
+        """Rebuild the index when the store changed: PRAGMA data_version on one open connection."""
+        import sqlite3
+
+        con: sqlite3.Connection | None = None
+        seen = None
+        while True:
+            try:
+                if con is None:
+                    con = sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True, timeout=2)
+                version = con.execute("PRAGMA data_version").fetchone()[0]
+                if version != seen or self.index is None:
+                    seen = version
+                    self.refresh()
+            except sqlite3.Error as exc:
+                con = None
+                self.index, self.error = None, str(exc)
+            await asyncio.sleep(CHECK_EVERY)
+
+    async def client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    line = await reader.readuntil(b"\n")
+                except asyncio.LimitOverrunError:
+                    writer.write(b"500 request too long\n")
+                    await writer.drain()
+                    break  # the rest of that line cannot be told from the next request
+                except asyncio.IncompleteReadError:
+                    break
+                writer.write(self.answer(line))
+                if writer.transport.get_write_buffer_size() > 65536:
+                    await writer.drain()  # a client that does not read its answers gets backpressure
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+
+async def serve(store_path: Path, host: str, port: int) -> None:
+    mm = MailMap(store_path)
+    mm.refresh()
+    server = await asyncio.start_server(mm.client, host, port, limit=MAX_LINE, backlog=4096)
+    log.info("ctmailmap on %s:%d, store %s", host, port, store_path)
+    async with server:
+        await asyncio.gather(server.serve_forever(), mm.watch())
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="ctmailmap", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", required=True, help="the ctmanager store (SQLite file)")
+    ap.add_argument("--listen", default="127.0.0.1:10027", help="HOST:PORT (default 127.0.0.1:10027)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s ctmailmap %(levelname)s %(message)s")
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        ap.error(f"--listen must be HOST:PORT (got {args.listen!r})")
+    if not Path(args.store).is_file():
+        ap.error(f"--store: no store at {args.store}")
+    try:
+        asyncio.run(serve(Path(args.store), host, int(port)))
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        sys.stderr.write(f"ctmailmap: cannot listen on {args.listen}: {exc.strerror}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
