@@ -150,6 +150,20 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # v5: the edge proxies' path routes: a URL prefix (for every tenant, or one)
+    # sent to a tenant routing name (e.g. /experimental/ -> experiments), with
+    # per-location ACLs.
+    """
+    CREATE TABLE path_routes (
+        tenant  TEXT NOT NULL DEFAULT '',
+        path    TEXT NOT NULL,
+        service TEXT NOT NULL,
+        strip   INTEGER NOT NULL DEFAULT 0,
+        allow   TEXT NOT NULL DEFAULT '[]',
+        deny    TEXT NOT NULL DEFAULT '[]',
+        PRIMARY KEY (tenant, path)
+    );
+    """,
 ]
 
 VERSION = len(MIGRATIONS)
