@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 # Debian's python3 (the CTs' HTTP service runs on the host /usr bound into them).
 # BIND 9 (named, tsig-keygen) and dig serve and check the DNS routing records.
 # collectd (every CT runs it) and graphite-carbon (the per-rack metrics store).
-# Postfix (its postmap queries ctmailmap the way the mail routers do), nginx (the edge).
+# Postfix (its postmap queries ctmailmap the way the mail routers do), nginx (the edge),
+# Dante (the outbound SOCKS proxy).
 APT_PACKAGES=(python3 python3-venv python3-pip lxc openssh-server openssh-client daemontools iproute2 procps
-              bind9 bind9-dnsutils collectd-core graphite-carbon postfix nginx-light openssl)
+              bind9 bind9-dnsutils collectd-core graphite-carbon postfix nginx-light openssl
+              dante-server)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

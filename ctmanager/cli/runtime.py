@@ -56,6 +56,7 @@ def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
     from ..lab.cli import register as register_lab
     from ..dnsroutes.cli import register as register_dns
     from ..monitoring.cli import register as register_metrics
+    from ..proxies.dante import register as register_socks
     from ..proxies.edgecli import register as register_edge
     from ..proxies.postfix import register as register_mail
     from ..sim.cli import register as register_sim
@@ -66,6 +67,7 @@ def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
     register_metrics(sub, helpers)
     register_mail(sub, helpers)
     register_edge(sub, helpers)
+    register_socks(sub, helpers)
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:

@@ -164,6 +164,16 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (tenant, path)
     );
     """,
+    # v6: outbound SOCKS ACLs: which application may reach which destinations
+    # (every CT running that app, by its address). port 0 = any port.
+    """
+    CREATE TABLE socks_acls (
+        app  TEXT NOT NULL,
+        dest TEXT NOT NULL,
+        port INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (app, dest, port)
+    );
+    """,
 ]
 
 VERSION = len(MIGRATIONS)
