@@ -157,6 +157,15 @@ async def serve(store_path: Path, host: str, port: int) -> None:
         await asyncio.gather(server.serve_forever(), mm.watch())
 
 
+def _raise_fd_limit() -> None:
+    """Every Postfix process may hold a connection: allow as many as the system lets us."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
@@ -172,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--listen must be HOST:PORT (got {args.listen!r})")
     if not Path(args.store).is_file():
         ap.error(f"--store: no store at {args.store}")
+    _raise_fd_limit()
     try:
         asyncio.run(serve(Path(args.store), host, int(port)))
     except KeyboardInterrupt:

@@ -40,7 +40,7 @@ class PathRoute:
 def path_route(path: str, service: str, tenant: str = "", strip: bool = False,
                allow: Sequence[str] = (), deny: Sequence[str] = ()) -> PathRoute:
     """A validated path route (the one door into the config file)."""
-    if not _PATH.fullmatch(path):
+    if not _PATH.fullmatch(path) or any(seg in (".", "..") for seg in path.split("/")):
         raise InputError(f"a path must look like /name/ or /a/b/ (letters, digits, . _ ~ -) (got {path!r})")
     for what, value in (("service", service), ("tenant", tenant)):
         if value and not _LABEL.fullmatch(value):
