@@ -5,6 +5,7 @@ runtime and fails the test if any CT ever runs on two HNs at once."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Iterator
@@ -68,7 +69,8 @@ def test_an_hn_that_loses_its_link_fences_and_its_cts_start_elsewhere(rack: Rack
     # the HN hears nobody: it stops its CTs itself within fence_after (+ a round, + the stops)
     wait_for(f"{hn} fenced, its CTs stopped", lambda: not on(rack, hn), timeout=FENCE_AFTER + 5)
     fenced_in = time.monotonic() - cut
-    assert "FENCED: in contact with 1 of 4 voters" in rack.hn_log(hn)
+    # it fences one report round early, so a peer may still count as in contact at that moment
+    assert re.search(r"FENCED: in contact with [12] of 4 voters", rack.hn_log(hn)), rack.hn_log(hn)[-2000:]
     # the manager waits dead_after, then starts them on the others
     status = wait_for("moved CTs UP elsewhere", lambda: (s := rack.status()) and all(
         r["hn"] != hn and r["opst"] == "UP" for r in s.values() if r["ctid"] in moved) and s,
