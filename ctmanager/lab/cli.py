@@ -33,6 +33,17 @@ def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
     p.add_argument("--timeout", type=float, default=CONVERGE_TIMEOUT, help="seconds to wait for convergence")
     with_dir(cmd(labs, "status", cmd_lab_status, "the lab's HNs, processes and running CTs", "ctmanager lab status"))
     with_dir(cmd(labs, "down", cmd_lab_down, "remove everything `lab up` made (safe to run twice)", "ctmanager lab down"))
+    p = cmd(labs, "machine", cmd_lab_machine,
+            "set this machine up as one part of a lab rack on real machines (the Vagrant rack)",
+            "ctmanager lab machine hn hn-101-1 --manager 10.101.0.2 --dns 10.101.0.53")
+    p.add_argument("role", choices=("storage", "dns", "hn", "manager"),
+                   help="storage (keys, /data; first), dns (BIND), hn (agent), manager (daemon, inventory; last)")
+    p.add_argument("name", help="this machine's name (an HN's hostname, e.g. hn-101-1)")
+    p.add_argument("--rack", help="rack (default: the first installed)")
+    p.add_argument("--manager", required=True, metavar="IP", help="the manager's rack address")
+    p.add_argument("--dns", required=True, metavar="IP", help="the dns machine's rack address")
+    p.add_argument("--root", default="/srv/ctmanager", help="where it keeps things; shared/ below it must be "
+                   "the rack's shared folder (default /srv/ctmanager)")
     faults = group("fault", "rehearse failures on the lab rack (see README: When a node fails)", parent=labs)
     p = with_dir(cmd(faults, "partition", cmd_fault, "cut HNs off the rack network (their links go down)",
                      "ctmanager lab fault partition hn-101-2"))
@@ -61,13 +72,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     say = _say(args)
     started = time.monotonic()
     with _store(args) as store:
-        if args.rack:
-            slot = _parse_rack(args.rack, "--rack")
-        else:
-            racks = queries.racks(store)
-            if not racks:
-                raise InputError("no rack installed in the store: ctmanager init example")
-            slot = racks[0]["slot"]
+        slot = _parse_rack(args.rack, "--rack") if args.rack else _first_rack(store)
         rack.up(store, lab, slot, args.hns, say)
         say(f"inventory: {lab.inventory}")
         if args.no_wait:
@@ -168,3 +173,23 @@ def cmd_fault(args: argparse.Namespace) -> int:
     if _json(args):
         emit_json({"fault": kind, "done": lines})
     return 0
+
+
+def cmd_lab_machine(args: argparse.Namespace) -> int:
+    from . import machines
+
+    machines.check_root()
+    lab = layout.Lab(args.root)
+    with _store(args) as store:
+        slot = _parse_rack(args.rack, "--rack") if args.rack else _first_rack(store)
+        machines.setup(args.role, args.name, store, lab, slot, args.manager, args.dns, _say(args))
+    if _json(args):
+        emit_json({"role": args.role, "name": args.name, "root": str(lab.root)})
+    return 0
+
+
+def _first_rack(store: Any) -> int:
+    racks = queries.racks(store)
+    if not racks:
+        raise InputError("no rack installed in the store: ctmanager init example")
+    return int(racks[0]["slot"])

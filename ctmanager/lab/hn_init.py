@@ -74,15 +74,20 @@ class LabWatchdog(threading.Thread):
 
 
 def main(argv: list[str]) -> int:
-    sshd_config, ctagent, agent_config = argv
+    """`hn_init SSHD_CONFIG CTAGENT AGENT_CONFIG` in a lab namespace, or
+    `hn_init --machine CTAGENT AGENT_CONFIG` on a machine of its own (its sshd and
+    cgroups are the system's: see lab/machines.py)."""
     from ..agent.config import load
 
+    machine = argv[:1] == ["--machine"]
+    sshd_config, ctagent, agent_config = (None, *argv[1:]) if machine else argv
     config = load(Path(agent_config))
     hdir = Path(agent_config).parent
     down_flag, pid_file = hdir / "agent.down", hdir / "ctagent.pid"
-    mount_cgroups()
+    if not machine:
+        mount_cgroups()
     agent_argv = [ctagent, "-c", agent_config, "run"]
-    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", sshd_config])
+    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", sshd_config]) if sshd_config else None
     agent: subprocess.Popen[bytes] | None = None
     lock = threading.Lock()
 
@@ -110,7 +115,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     while not stopping:
-        if sshd.poll() is not None:
+        if sshd is not None and sshd.poll() is not None:
             sys.stderr.write(f"hn_init: sshd exited {sshd.returncode}; restarting it\n")
             time.sleep(0.5)
             sshd = subprocess.Popen(sshd.args)

@@ -181,25 +181,64 @@ SetEnv CTAGENT_CONFIG={hdir / 'ctagent.toml'}
 """
 
 
-def inventory_toml(lab: Lab, store: Path, slot: int, nodes: list[Node], gateway: str) -> str:
-    hns = "".join(f"""
+def python() -> str:
+    """This installation's Python (the venv's)."""
+    return sys.executable
+
+
+def _strings(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"  # JSON strings are TOML basic strings
+
+
+def _inventory_hn(n: Node, console: list[str], hdir: Path, log: Path) -> str:
+    return f"""
 [[hns]]
 name = "{n.hostname}"
 address = "{n.ip}"
-netns = "{lab.netns(n.hostname)}"
-lxcpath = "{lab.hn_dir(n.hostname) / 'lxc'}"
-agent_config = "{lab.hn_dir(n.hostname) / 'ctagent.toml'}"
-log = "{lab.logs / f'{n.hostname}.log'}"
-""" for n in nodes)
-    return f"""# Written by `ctmanager lab up`. The integration tests reach the rack through
-# this file only, so they can run against VMs or real hardware with another one.
+console = {_strings(console)}   # a shell on the HN (tests look and rehearse faults through it)
+ctagent = "{ctagent_path()}"
+lxcpath = "{hdir / 'lxc'}"
+agent_config = "{hdir / 'ctagent.toml'}"
+log = "{log}"
+"""
+
+
+def _inventory_head(lab: Lab, store: Path, slot: int) -> str:
+    return f"""# The integration tests reach the rack through this file only, so the same
+# suite runs against the lab, the Vagrant rack, or real hardware.
 store = "{store}"
 manager_config = "{lab.manager_config}"
 rack = "rack-{slot}"
-gateway = "{gateway}"
 ssh_key = "{lab.ssh_key}"
 known_hosts = "{lab.known_hosts}"
 data = "{lab.paths().data}"
 manager_log = "{lab.logs / 'manager.log'}"
+"""
+
+
+def inventory_toml(lab: Lab, store: Path, slot: int, nodes: list[Node], gateway: str) -> str:
+    hns = "".join(_inventory_hn(n, ["ip", "netns", "exec", lab.netns(n.hostname)], lab.hn_dir(n.hostname),
+                                lab.logs / f"{n.hostname}.log") for n in nodes)
+    return f"""# Written by `ctmanager lab up`.
+{_inventory_head(lab, store, slot)}gateway = "{gateway}"
 lab_dir = "{lab.root}"   # lab only: `ctmanager lab fault --dir` rehearses failures here
+{hns}"""
+
+
+def machines_inventory_toml(lab: Lab, store: Path, slot: int, nodes: list[Node], consoles: dict[str, str],
+                            console_known: Path) -> str:
+    """`consoles`: each HN's address on the console network."""
+    ssh = ["ssh", "-i", str(lab.ssh_key), "-o", f"UserKnownHostsFile={console_known}", "-o",
+           "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+           # one connection per HN, reused: a console command then takes milliseconds
+           "-o", "ControlMaster=auto", "-o", "ControlPath=/run/ctm-console-%C", "-o", "ControlPersist=300"]
+    hns = "".join(_inventory_hn(n, [*ssh, f"root@{consoles[n.hostname]}"], lab.hn_dir(n.hostname),
+                                lab.logs / f"{n.hostname}.log") for n in nodes)
+    return f"""# Written by `ctmanager lab machine manager`.
+{_inventory_head(lab, store, slot)}
+[faults]   # how to rehearse failures here: shell commands on the HN's console ({{hn_dir}}: its folder)
+partition = "ip link set eth1 down"
+heal = "ip link set eth1 up; rm -f {{hn_dir}}/agent.down"
+kill_agent = "touch {{hn_dir}}/agent.down; kill -9 $(cat {{hn_dir}}/ctagent.pid)"
+kill_manager = "systemctl kill -s KILL ctm-manager.service"   # on the manager; systemd starts it again
 {hns}"""

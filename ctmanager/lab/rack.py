@@ -115,6 +115,23 @@ def _bridge(lab: layout.Lab, slot: int, address: str) -> None:
 
 
 def _storage(lab: layout.Lab, envs: tuple[str, ...], cts: list[Ct]) -> None:
+    prototype(lab)
+    software(lab, envs)
+    for ct in cts:
+        seed_data(lab, ct)
+    lab.logs.mkdir(exist_ok=True)
+
+
+def software(lab: layout.Lab, envs: tuple[str, ...]) -> None:
+    """One RO software tree per environment."""
+    for env in envs:
+        (lab.root / "sw" / env).mkdir(parents=True, exist_ok=True)
+        (lab.root / "sw" / env / "VERSION").write_text(f"{env} software tree (lab)\n")
+        monitoring_sw(lab.root / "sw" / env)
+
+
+def prototype(lab: layout.Lab) -> None:
+    """The RO prototype root: this machine's /usr bound read-only, the mount points."""
     proto = lab.proto
     for d in ("usr", "sw", "data", "proc", "sys", "dev", "tmp", "run", "etc", "root", "var/tmp"):
         (proto / d).mkdir(parents=True, exist_ok=True)
@@ -130,13 +147,6 @@ def _storage(lab: layout.Lab, envs: tuple[str, ...], cts: list[Ct]) -> None:
     if str(proto / "usr") not in lab.mounts_under():  # not os.path.ismount: blind to same-device binds
         sh("mount", "--bind", "/usr", str(proto / "usr"))
         sh("mount", "-o", "remount,ro,bind", str(proto / "usr"))
-    for env in envs:
-        (lab.root / "sw" / env).mkdir(parents=True, exist_ok=True)
-        (lab.root / "sw" / env / "VERSION").write_text(f"{env} software tree (lab)\n")
-        monitoring_sw(lab.root / "sw" / env)
-    for ct in cts:
-        _seed_data(lab, ct)
-    lab.logs.mkdir(exist_ok=True)
 
 
 def monitoring_sw(sw: Path) -> None:
@@ -157,7 +167,7 @@ def monitoring_sw(sw: Path) -> None:
     tool.chmod(0o755)
 
 
-def _seed_data(lab: layout.Lab, ct: Ct) -> None:
+def seed_data(lab: layout.Lab, ct: Ct) -> None:
     """What provisioning puts on a new CT's /data: its services for svscan. Every
     lab CT runs a small HTTP service (its hostname at /), under supervise."""
     data = Path(ctfiles.data_dir(lab.paths(), ct))

@@ -1,10 +1,13 @@
-"""Reach a running rack through its inventory (written by `ctmanager lab up`, or
-by hand for VMs and real hardware): the store, the manager config, the HNs."""
+"""Reach a running rack through its inventory (written by `ctmanager lab up`, by
+`ctmanager lab machine manager` on the Vagrant rack, or by hand for real hardware):
+the store, the manager config, the HNs and a console on each. The suite runs where
+the manager's CLI runs (the lab host, or the Vagrant rack's manager machine)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -33,10 +36,23 @@ class Rack:
     def status(self) -> dict[str, dict[str, Any]]:
         return {r["hostname"]: r for r in json.loads(self.cli("status", "--json").stdout)}
 
-    def on_hn(self, hn: str, *argv: str) -> subprocess.CompletedProcess[str]:
-        """A command in an HN's network namespace (lab only: like a console on the HN)."""
-        return subprocess.run(["ip", "netns", "exec", self.hns[hn]["netns"], *argv], capture_output=True, text=True,
-                              timeout=30)
+    def on_hn(self, hn: str, *argv: str, input: str | None = None, timeout: float = 30
+              ) -> subprocess.CompletedProcess[str]:
+        """A command on an HN, through its console (a namespace in the lab, SSH elsewhere)."""
+        console = list(self.hns[hn]["console"])
+        full = console + ([shlex.join(argv)] if console[0] == "ssh" else list(argv))
+        return subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=input)
+
+    def hn_read(self, hn: str, path: str) -> str:
+        p = self.on_hn(hn, "cat", path)
+        if p.returncode != 0:
+            raise AssertionError(f"{hn}: cat {path}: {p.stderr.strip()}")
+        return p.stdout
+
+    def hn_write(self, hn: str, path: str, text: str) -> None:
+        p = self.on_hn(hn, "sh", "-c", 'cat > "$1"', "-", path, input=text)
+        if p.returncode != 0:
+            raise AssertionError(f"{hn}: writing {path}: {p.stderr.strip()}")
 
     def lxc_state(self, hn: str, ctid: int) -> str | None:
         p = self.on_hn(hn, "lxc-ls", "-P", self.hns[hn]["lxcpath"], "-f", "-F", "NAME,STATE")
@@ -56,7 +72,7 @@ class Rack:
         return Path(self.inv["manager_log"]).read_text()
 
     def hn_log(self, hn: str) -> str:
-        return Path(self.hns[hn]["log"]).read_text()
+        return self.hn_read(hn, self.hns[hn]["log"])
 
     def running(self) -> dict[int, set[str]]:
         """The truth, from every HN's runtime: CTID -> the HNs where it runs."""
@@ -68,9 +84,29 @@ class Rack:
                     where.setdefault(int(name), set()).add(hn)
         return where
 
-    def fault(self, *args: str) -> str:
-        """`ctmanager lab fault ...` (lab only: a real rack has no such switch)."""
-        return self.cli("lab", "fault", *args, "--dir", self.inv["lab_dir"]).stdout
+    def fault(self, kind: str, *hns: str) -> str:
+        """Rehearse a failure: `ctmanager lab fault ...` in the lab; elsewhere the
+        inventory's [faults] commands, on the HNs' consoles (kill-manager: here)."""
+        if "lab_dir" in self.inv:
+            return self.cli("lab", "fault", kind, *hns, "--dir", self.inv["lab_dir"]).stdout
+        commands = self.inv["faults"]
+        if kind == "kill-manager":
+            return self._local(commands["kill_manager"])
+        out = []
+        for hn in hns or (self.hns if kind == "heal" else ()):
+            cmd = commands[kind.replace("-", "_")].replace("{hn_dir}", str(Path(self.hns[hn]["agent_config"]).parent))
+            p = self.on_hn(hn, "sh", "-c", cmd)
+            if p.returncode != 0:
+                raise AssertionError(f"fault {kind} on {hn}: {cmd}: exit {p.returncode}: {p.stderr.strip()}")
+            out.append(f"{hn}: {kind}")
+        return "\n".join(out)
+
+    @staticmethod
+    def _local(cmd: str) -> str:
+        p = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise AssertionError(f"{cmd}: exit {p.returncode}: {p.stderr.strip()}")
+        return p.stdout
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, every: float = 0.1,

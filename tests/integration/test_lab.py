@@ -4,17 +4,10 @@ ctagent, the manager daemon. Everything goes through the inventory."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
-from typing import Iterator
 
-import pytest
-
-from labrack import ROOT, Rack, all_up, wait_for
+from labrack import Rack, all_up, wait_for
 
 def test_lab_up_runs_every_ct_with_its_process_tree(rack: Rack) -> None:
     status = rack.status()
@@ -56,7 +49,7 @@ def test_a_killed_ct_is_restarted(rack: Rack) -> None:
     hn, ctid = ct["hn"], ct["ctid"]
     old = rack.init_pid(hn, ctid)
     assert old is not None
-    os.kill(old, 9)
+    assert rack.on_hn(hn, "kill", "-9", str(old)).returncode == 0
     wait_for("a new init",
              lambda: rack.lxc_state(hn, ctid) == "RUNNING" and rack.init_pid(hn, ctid) not in (None, old))
     assert f"start {ctid} on {hn}: crashed: OPST DOWN while ADMST UP" in rack.manager_log()
@@ -88,10 +81,10 @@ def test_a_rejecting_hn_sends_the_ct_elsewhere(rack: Rack) -> None:
     status = rack.status()
     ct, source = status["socks-101-1"], status["socks-101-1"]["hn"]
     target = sorted(h for h in rack.hns if h != source)[0]
-    conf = Path(rack.hns[target]["agent_config"])
-    saved = conf.read_text()
+    conf = rack.hns[target]["agent_config"]
+    saved = rack.hn_read(target, conf)
     # admission on `target` now sees 1G of memory (its reports still advertise more)
-    conf.write_text(saved.replace("[capacity]", "[capacity]\nreserve_memory = 0", 1).replace(
+    rack.hn_write(target, conf, saved.replace("[capacity]", "[capacity]\nreserve_memory = 0", 1).replace(
         f"memory = {512 << 30}", "memory = \"1G\""))
     try:
         rack.cli("ct", "move", "socks-101-1", "--to", target)
@@ -101,7 +94,7 @@ def test_a_rejecting_hn_sends_the_ct_elsewhere(rack: Rack) -> None:
                  lambda: (r := rack.status()["socks-101-1"])["hn"] != target and r["opst"] == "UP")
         assert rack.lxc_state(target, ct["ctid"]) in (None, "STOPPED")
     finally:
-        conf.write_text(saved)
+        rack.hn_write(target, conf, saved)
 
 
 def test_drain_moves_every_ct_off_the_hn(rack: Rack) -> None:
@@ -154,9 +147,7 @@ def test_a_malformed_spec_is_refused_and_changes_nothing(rack: Rack) -> None:
     agent = rack.hns[hn]["agent_config"]
     before = rack.on_hn(hn, "lxc-ls", "-P", rack.hns[hn]["lxcpath"]).stdout
     for stdin in ('{"ctid": 4242', '{"ctid": 4242, "hostname": "x;rm -rf /"}', "[]"):
-        p = subprocess.run(["ip", "netns", "exec", rack.hns[hn]["netns"], str(Path(sys.executable).parent / "ctagent"),
-                            "-c", agent, "apply", "start", "4242"], input=stdin, capture_output=True, text=True,
-                           timeout=30)
+        p = rack.on_hn(hn, rack.hns[hn]["ctagent"], "-c", agent, "apply", "start", "4242", input=stdin)
         assert p.returncode == 2, p
         result = json.loads(p.stdout)
         assert result["result"] == "bad_input" and result["changed"] is False

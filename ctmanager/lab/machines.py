@@ -1,0 +1,237 @@
+"""The lab rack on real machines (the Vagrant rack, or hosts of your own): the same
+pieces as `lab up` — prototype and software trees, per-CT /data, the HN's agent
+under hn_init's watchdog, BIND on the DC's resolver addresses, the manager daemon,
+the inventory — but each set up in place on its own machine by
+`ctmanager lab machine ROLE NAME`.
+
+Every machine has <root> (/srv/ctmanager) with `shared/` mounted from one place
+(the Vagrant host's vagrant/.rack): the store, the keys, every CT's /data, the
+BIND key and the HNs' published host keys. Provisioning order: storage (creates
+the store and the keys, seeds /data), then dns and the HNs, then the manager
+(it pins the HNs' host keys and writes the inventory the test suite reads).
+
+Daemons run as systemd services (/etc/systemd/system/ctm-*.service), restarted
+when they die, logging to <root>/logs. HNs are reached from the manager over two networks: the rack
+network (the manager's SSH, as in production) and a console network (the
+machines' first NIC: Vagrant's, or a real rack's out-of-band one), which the test
+suite uses to look at an HN and to rehearse faults, and which a cut rack link
+leaves alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+from .. import queries
+from ..errors import InputError
+from ..model import DcTemplate, Node
+from ..render import ctfiles
+from ..store import Store
+from . import dnsserver, layout
+from .rack import LabError, REPORT_PORT, prototype, seed_data, sh, software
+
+ROOT = "/srv/ctmanager"
+ROLES = ("storage", "dns", "hn", "manager")
+UNIT_PREFIX = "ctm-"
+# Debian starts these on install where systemd runs; ctmanager runs its own
+# (named on the resolver addresses, a lab CT's collectd...) or none of them.
+DISTRO_SERVICES = ("named", "nginx", "postfix", "danted", "collectd", "carbon-cache", "lxc-net")
+CONSOLE_IF = "eth0"    # the machines' first NIC: the console network
+RACK_IF = "eth1"       # the rack network
+
+
+def setup(role: str, name: str, store: Store, lab: layout.Lab, slot: int, manager_ip: str, dns_ip: str,
+          say: Callable[[str], None]) -> None:
+    if role not in ROLES:
+        raise InputError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
+    for ip, what in ((manager_ip, "--manager"), (dns_ip, "--dns")):
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise InputError(f"{what} must be an IP address (got {ip!r})") from None
+    dc = queries.dc_template(store)
+    _common(lab)
+    if role != "dns":
+        for resolver in dc.resolvers:  # the DC's resolvers live on the dns machine
+            sh("ip", "route", "replace", f"{resolver}/32", "via", dns_ip)
+    if role == "storage":
+        _storage(lab, store, slot, say)
+    elif role == "dns":
+        dnsserver.up(lab, store, dc, RACK_IF, _service_spawner("named"), say)
+    elif role == "hn":
+        _hn(lab, dc, store, slot, _node(store, slot, name), manager_ip, say)
+    else:
+        _manager(lab, store, slot, manager_ip, say)
+
+
+def _common(lab: layout.Lab) -> None:
+    shared = lab.root / "shared"
+    if not shared.is_dir():
+        raise LabError(f"{shared} is missing: every machine needs the rack's shared folder mounted there")
+    for d in ("keys", "data", "bind", "hosts"):
+        (shared / d).mkdir(exist_ok=True)
+        link = lab.root / d
+        if not link.is_symlink():
+            link.symlink_to(shared / d)
+    lab.logs.mkdir(parents=True, exist_ok=True)
+    for unit in DISTRO_SERVICES:
+        subprocess.run(["systemctl", "disable", "--now", f"{unit}.service"], capture_output=True, timeout=60)
+
+
+def _node(store: Store, slot: int, name: str) -> Node:
+    nodes = {n.hostname: n for n in queries.nodes(store, rack=slot) if n.role == "compute"}
+    if name not in nodes:
+        raise InputError(f"no HN {name!r} in rack-{slot} (HNs: {', '.join(sorted(nodes))})", where="NAME")
+    return nodes[name]
+
+
+def _storage(lab: layout.Lab, store: Store, slot: int, say: Callable[[str], None]) -> None:
+    """The storage node holds what is shared: keys (made once) and every CT's /data."""
+    lab.keys.chmod(0o700)
+    if not lab.rack_key.exists():
+        lab.rack_key.write_text(secrets.token_hex(32) + "\n")
+        lab.rack_key.chmod(0o600)
+    if not lab.ssh_key.exists():
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ctmanager-manager", "-f", str(lab.ssh_key))
+    for ct in queries.cts(store, rack=slot):
+        seed_data(lab, ct)
+    say(f"storage: keys and /data of {len(queries.cts(store, rack=slot))} CTs in {lab.root / 'data'}")
+
+
+def mount_missing_cgroups() -> list[str]:
+    """Mount every v1 controller this machine's processes are in but that has no
+    mount (a container's /sys/fs/cgroup may lack some; LXC then fails with
+    "Failed to initialize cgroups"). Returns what it mounted."""
+    base = Path("/sys/fs/cgroup")
+    wanted = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, _ = line.split(":", 2)
+        if controllers and not controllers.startswith("name="):
+            wanted.append(controllers)
+    mounted = {Path(line.split()[1]).name for line in Path("/proc/self/mounts").read_text().splitlines()
+               if line.split()[2] == "cgroup"}
+    done = []
+    for c in wanted:
+        if c in mounted:
+            continue
+        if not done:
+            sh("mount", "-o", "remount,rw", str(base))
+        point = base / c
+        if point.is_symlink():  # systemd links cpu -> cpu,cpuacct, expecting them joined
+            point.unlink()
+        point.mkdir(exist_ok=True)
+        sh("mount", "-t", "cgroup", "-o", c, "cgroup", str(point))
+        done.append(c)
+    return done
+
+
+def _hn(lab: layout.Lab, dc: DcTemplate, store: Store, slot: int, node: Node, manager_ip: str,
+        say: Callable[[str], None]) -> None:
+    fixed = mount_missing_cgroups()
+    if fixed:
+        say(f"{node.hostname}: mounted cgroup controllers {', '.join(fixed)}")
+    prototype(lab)
+    software(lab, dc.environments)
+    net = ctfiles.rack_context(dc, slot).net
+    _bridge(net.bridge, f"{node.ip}/{net.prefixlen}")
+    hdir = lab.hn_dir(node.hostname)
+    for d in ("state", "lxc", "ctconf"):
+        (hdir / d).mkdir(parents=True, exist_ok=True)
+    rack_hns = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
+    conf = hdir / "ctagent.toml"
+    conf.write_text(layout.agent_toml(lab, dc, slot, node, manager_ip, REPORT_PORT, rack_hns))
+    Path("/etc/ctagent").mkdir(exist_ok=True)
+    default = Path("/etc/ctagent/ctagent.toml")  # where `ctagent apply` over SSH looks
+    if default.is_symlink() or default.exists():
+        default.unlink()
+    default.symlink_to(conf)
+    ssh_dir = Path("/root/.ssh")
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(Path(f"{lab.ssh_key}.pub").read_text())
+    # publish this HN's host key, for the manager to pin (rack and console addresses)
+    key = Path("/etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+    console = _address(CONSOLE_IF)
+    (lab.root / "hosts" / f"{node.hostname}.known").write_text(f"{node.ip} {key[0]} {key[1]}\n")
+    (lab.root / "hosts" / f"{node.hostname}.console").write_text(f"{console} {key[0]} {key[1]}\n")
+    _service("hn", [layout.python(), "-m", "ctmanager.lab.hn_init", "--machine", layout.ctagent_path(), str(conf)],
+             lab.logs / f"{node.hostname}.log")
+    say(f"{node.hostname}: {node.ip} on {net.bridge} ({RACK_IF}), console {console}, ctagent under hn_init")
+
+
+def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, say: Callable[[str], None]) -> None:
+    nodes = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
+    missing = [n.hostname for n in nodes if not (lab.root / "hosts" / f"{n.hostname}.known").exists()]
+    if missing:
+        raise LabError(f"set the HNs up before the manager: no host key from {', '.join(missing)}")
+    console_known = lab.root / "console_known_hosts"
+    lab.known_hosts.write_text("".join((lab.root / "hosts" / f"{n.hostname}.known").read_text() for n in nodes))
+    console_known.write_text("".join((lab.root / "hosts" / f"{n.hostname}.console").read_text() for n in nodes))
+    lab.manager_config.write_text(layout.manager_toml(lab, slot, manager_ip, REPORT_PORT))
+    consoles = {n.hostname: (lab.root / "hosts" / f"{n.hostname}.console").read_text().split()[0] for n in nodes}
+    lab.inventory.write_text(layout.machines_inventory_toml(lab, store.path, slot, nodes, consoles, console_known))
+    _service("manager", [layout.python(), "-m", "ctmanager", "--store", str(store.path), "run", "--config",
+                         str(lab.manager_config)], lab.logs / "manager.log")
+    say(f"manager: listening on {manager_ip}:{REPORT_PORT}; inventory {lab.inventory}")
+
+
+def _bridge(bridge: str, address: str) -> None:
+    """The HN's rack NIC goes into the DC's bridge, which takes over its address."""
+    if sh("ip", "link", "show", bridge, check=False).returncode != 0:
+        sh("ip", "link", "add", bridge, "type", "bridge")
+    sh("ip", "link", "set", bridge, "up")
+    sh("ip", "addr", "flush", "dev", RACK_IF)
+    sh("ip", "link", "set", RACK_IF, "master", bridge, "up")
+    sh("ip", "addr", "replace", address, "dev", bridge)
+
+
+def _address(interface: str) -> str:
+    out = sh("ip", "-4", "-o", "addr", "show", "dev", interface).stdout
+    m = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", out)
+    if not m:
+        raise LabError(f"{interface} has no IPv4 address")
+    return m.group(1)
+
+
+def _service(name: str, argv: list[str], log: Path) -> int:
+    """Run `argv` as the systemd service ctm-NAME (enabled, restarted when it dies);
+    returns its PID. KillMode=process: stopping an HN's service leaves its CTs."""
+    unit = f"{UNIT_PREFIX}{name}.service"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    Path("/etc/systemd/system", unit).write_text(f"""# Written by `ctmanager lab machine`.
+[Unit]
+Description=ctmanager lab machine: {name}
+After=network-online.target
+
+[Service]
+ExecStart={shlex.join(argv)}
+Environment=PYTHONUNBUFFERED=1
+Restart=always
+RestartSec=1
+KillMode=process
+StandardOutput=append:{log}
+StandardError=append:{log}
+
+[Install]
+WantedBy=multi-user.target
+""")
+    sh("systemctl", "daemon-reload")
+    sh("systemctl", "enable", unit)
+    sh("systemctl", "restart", unit)
+    pid = sh("systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
+    return int(pid) if pid.isdigit() else 0
+
+
+def _service_spawner(name: str) -> Callable[[list[str], Path], int]:
+    return lambda argv, log: _service(name, argv, log)
+
+
+def check_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("setting a machine up needs root")
