@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash vagrant/host-setup --packages-only   # vagrant, vagrant-lxc, debootstrap: test_vagrant.py
 export CTMANAGER_REQUIRE_INTEGRATION="${CTMANAGER_REQUIRE_INTEGRATION:-1}"
 exec .venv/bin/python -m pytest -ra "$@" tests

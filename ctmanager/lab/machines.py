@@ -105,31 +105,30 @@ def _storage(lab: layout.Lab, store: Store, slot: int, say: Callable[[str], None
     say(f"storage: keys and /data of {len(queries.cts(store, rack=slot))} CTs in {lab.root / 'data'}")
 
 
+def missing_controllers(proc_cgroup: str, proc_mounts: str) -> list[str]:
+    """The v1 controllers (as /proc/self/cgroup names them, e.g. "cpu,cpuacct") this
+    process is in but that have no cgroup mount (by mount point name)."""
+    wanted = [line.split(":", 2)[1] for line in proc_cgroup.splitlines() if line.count(":") >= 2]
+    mounted = {Path(f[1]).name for f in (line.split() for line in proc_mounts.splitlines())
+               if len(f) > 2 and f[2] == "cgroup"}
+    return [c for c in wanted if c and not c.startswith("name=") and c not in mounted]
+
+
 def mount_missing_cgroups() -> list[str]:
-    """Mount every v1 controller this machine's processes are in but that has no
-    mount (a container's /sys/fs/cgroup may lack some; LXC then fails with
-    "Failed to initialize cgroups"). Returns what it mounted."""
+    """Mount every v1 controller that `missing_controllers` finds (a container's
+    /sys/fs/cgroup may lack some; LXC then fails with "Failed to initialize
+    cgroups"). Returns what it mounted."""
     base = Path("/sys/fs/cgroup")
-    wanted = []
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, _ = line.split(":", 2)
-        if controllers and not controllers.startswith("name="):
-            wanted.append(controllers)
-    mounted = {Path(line.split()[1]).name for line in Path("/proc/self/mounts").read_text().splitlines()
-               if line.split()[2] == "cgroup"}
-    done = []
-    for c in wanted:
-        if c in mounted:
-            continue
-        if not done:
-            sh("mount", "-o", "remount,rw", str(base))
+    missing = missing_controllers(Path("/proc/self/cgroup").read_text(), Path("/proc/self/mounts").read_text())
+    if missing:
+        sh("mount", "-o", "remount,rw", str(base))
+    for c in missing:
         point = base / c
         if point.is_symlink():  # systemd links cpu -> cpu,cpuacct, expecting them joined
             point.unlink()
         point.mkdir(exist_ok=True)
         sh("mount", "-t", "cgroup", "-o", c, "cgroup", str(point))
-        done.append(c)
-    return done
+    return missing
 
 
 def _hn(lab: layout.Lab, dc: DcTemplate, store: Store, slot: int, node: Node, manager_ip: str,
