@@ -9,10 +9,11 @@ cd "$(dirname "$0")/.."
 # BIND 9 (named, tsig-keygen) and dig serve and check the DNS routing records.
 # collectd (every CT runs it) and graphite-carbon (the per-rack metrics store).
 # Postfix (its postmap queries ctmailmap the way the mail routers do), nginx (the edge),
-# Dante (the outbound SOCKS proxy).
+# Dante (the outbound SOCKS proxy). libpq5: collectd's postgresql plugin (a shipped
+# plugin) needs it, and collectd-core only suggests it (found on a fresh Vagrant machine).
 APT_PACKAGES=(python3 python3-venv python3-pip lxc openssh-server openssh-client daemontools iproute2 procps
               bind9 bind9-dnsutils collectd-core graphite-carbon postfix nginx-light openssl
-              dante-server)
+              dante-server libpq5)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

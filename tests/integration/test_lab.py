@@ -122,15 +122,15 @@ def test_drain_moves_every_ct_off_the_hn(rack: Rack) -> None:
 
 
 def test_a_changed_host_key_is_refused(rack: Rack, tmp_path: Path) -> None:
+    ct = next(iter(rack.status().values()))  # whichever HN runs it (earlier tests move CTs)
+    address = rack.hns[ct["hn"]]["address"]
     known = Path(rack.inv["known_hosts"]).read_text().splitlines()
-    other = known[1].split()[1:]  # another HN's key, pinned for the first HN's address
+    other = next(line for line in known if line.split()[0] != address).split()[1:]  # another HN's key
     bad = tmp_path / "known_hosts"
-    bad.write_text("\n".join([" ".join([known[0].split()[0], *other])] + known[1:]) + "\n")
+    bad.write_text("".join(f"{address} {' '.join(other)}\n" if line.split()[0] == address else f"{line}\n"
+                           for line in known))
     conf = tmp_path / "manager.toml"
     conf.write_text(Path(rack.config).read_text().replace(rack.inv["known_hosts"], str(bad)))
-    first = known[0].split()[0]
-    hn = next(h for h, v in rack.hns.items() if v["address"] == first)
-    ct = next(r for r in rack.status().values() if r["hn"] == hn)
     p = rack.cli("ct", "exec", ct["hostname"], "--", "true", check=False, CTMANAGER_CONFIG=str(conf))
     assert p.returncode != 0 and "host key CHANGED" in p.stderr and "refusing to connect" in p.stderr
 
