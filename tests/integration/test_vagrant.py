@@ -81,6 +81,6 @@ def test_the_box_builds_in_the_shape_vagrant_lxc_unpacks(tmp_path: Path) -> None
             Path("/usr/share/rubygems-integration/all/gems").glob("vagrant-*/keys/vagrant.pub")).read_text()
         assert "NOPASSWD:ALL" in read("etc/sudoers.d/vagrant")
         assert "iface eth0 inet dhcp" in read("etc/network/interfaces")
-        for needed in ("./rootfs/usr/sbin/sshd", "./rootfs/usr/bin/sudo", "./rootfs/sbin/init"):
+        for needed in ("./rootfs/usr/sbin/sshd", "./rootfs/usr/bin/sudo", "./rootfs/usr/sbin/init"):  # usr-merged
             assert needed in members, needed
         assert not [n for n in names if n.startswith("./rootfs/etc/ssh/ssh_host_")]  # each machine makes its own
