@@ -14,10 +14,8 @@ Usage: python bench/bench_dns.py [--records 10000] [--no-record]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from bindserver import Bind, free_port  # noqa: E402
-from harness import emit  # noqa: E402
+from harness import ctm, emit  # noqa: E402
 
 from ctmanager import queries  # noqa: E402
 from ctmanager.dnsroutes import publisher, records, sync  # noqa: E402
@@ -36,12 +34,6 @@ from ctmanager.dnsroutes.records import Change, RRset  # noqa: E402
 from ctmanager.store import Store  # noqa: E402
 
 
-def ctm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([sys.executable, "-m", "ctmanager", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=300)
-    if p.returncode != 0:
-        raise SystemExit(f"ctmanager {' '.join(args)}: {p.stderr.strip()}")
-    return p
 
 
 def main() -> int:

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,16 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from harness import emit  # noqa: E402
+from harness import ctm, emit, fresh_lab  # noqa: E402
 from labrack import Rack, all_up, wait_for  # noqa: E402
 
 
-def ctm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([sys.executable, "-m", "ctmanager", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=300)
-    if p.returncode != 0:
-        raise SystemExit(f"ctmanager {' '.join(args)}: {p.stderr.strip()}")
-    return p
 
 
 def done_at(log: str, ctid: int, hn: str) -> float | None:
@@ -51,13 +42,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("bench_failover needs root")
-    base = Path(tempfile.mkdtemp(prefix="ctm-bench-failover-"))
-    env = {**os.environ, "CTMANAGER_STORE": str(base / "ctm.db"), "CTMANAGER_LAB_DIR": str(base / "rack")}
-    subprocess.run([sys.executable, "-m", "ctmanager", "lab", "down", "--dir", "/var/lib/ctmanager-lab"], cwd=ROOT,
-                   env=env, capture_output=True)
-    ctm(env, "init", "example")
+    base, env = fresh_lab("bench_failover")
     ctm(env, "lab", "up", "--hns", "3")
     rack = Rack(base / "rack" / "inventory.toml")
     times: list[float] = []

@@ -18,9 +18,7 @@ import argparse
 import datetime
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,16 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from harness import emit  # noqa: E402
+from harness import ctm, emit, fresh_lab  # noqa: E402
 from labrack import Rack, wait_for  # noqa: E402
 
 
-def ctm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([sys.executable, "-m", "ctmanager", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=300)
-    if p.returncode != 0:
-        raise SystemExit(f"ctmanager {' '.join(args)}: {p.stderr.strip()}")
-    return p
 
 
 def crash_lines(log: str, ctid: int, hn: str) -> list[float]:
@@ -55,13 +47,7 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("bench_lab needs root")
-    base = Path(tempfile.mkdtemp(prefix="ctm-bench-lab-"))
-    env = {**os.environ, "CTMANAGER_STORE": str(base / "ctm.db"), "CTMANAGER_LAB_DIR": str(base / "rack")}
-    subprocess.run([sys.executable, "-m", "ctmanager", "lab", "down", "--dir", "/var/lib/ctmanager-lab"], cwd=ROOT,
-                   env=env, capture_output=True)
-    ctm(env, "init", "example")
+    base, env = fresh_lab("bench_lab")
     for n in (1, 2):  # the example rack has 8 CTs; the issue times 3 HNs x 10
         ctm(env, "ct", "add", f"build-101-{n}", "--rack", "rack-101", "--memory", "1G")
     started = time.monotonic()

@@ -4,12 +4,37 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 Row = tuple[str, str, str, str, str]  # name, best, median, target, met
+
+
+def ctm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`ctmanager ARGS` with `env`; a failure ends the benchmark with its message."""
+    p = subprocess.run([sys.executable, "-m", "ctmanager", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+    if p.returncode != 0:
+        raise SystemExit(f"ctmanager {' '.join(args)}: {p.stderr.strip()}")
+    return p
+
+
+def fresh_lab(name: str) -> tuple[Path, dict[str, str]]:
+    """A new store and lab folder for one benchmark, with the example DC in the
+    store; any lab already up in the default folder is taken down first."""
+    if os.geteuid() != 0:
+        raise SystemExit(f"{name} needs root")
+    base = Path(tempfile.mkdtemp(prefix=f"ctm-{name.replace('_', '-')}-"))
+    env = {**os.environ, "CTMANAGER_STORE": str(base / "ctm.db"), "CTMANAGER_LAB_DIR": str(base / "rack")}
+    subprocess.run([sys.executable, "-m", "ctmanager", "lab", "down", "--dir", "/var/lib/ctmanager-lab"], cwd=ROOT,
+                   env=env, capture_output=True)
+    ctm(env, "init", "example")
+    return base, env
 
 
 def machine() -> str:
