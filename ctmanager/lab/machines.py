@@ -35,7 +35,7 @@ from ..model import DcTemplate, Node
 from ..render import ctfiles
 from ..store import Store
 from . import dnsserver, layout
-from .rack import LabError, REPORT_PORT, prototype, seed_data, sh, software
+from .rack import LabError, REPORT_PORT, pin_mac, prototype, seed_data, sh, software
 
 ROOT = "/srv/ctmanager"
 ROLES = ("storage", "dns", "hn", "manager")
@@ -187,11 +187,7 @@ def _bridge(bridge: str, address: str) -> None:
     sh("ip", "link", "set", bridge, "up")
     sh("ip", "addr", "flush", "dev", RACK_IF)
     sh("ip", "link", "set", RACK_IF, "master", bridge, "up")
-    # pin the bridge's MAC to the NIC's: else it takes the lowest port MAC, which
-    # changes as CT veths come and go, and peers' ARP entries go stale (the HN
-    # then drops off the rack for ~20 s and fences: seen on the Vagrant rack)
-    mac = Path(f"/sys/class/net/{RACK_IF}/address").read_text().strip()
-    sh("ip", "link", "set", bridge, "address", mac)
+    pin_mac(bridge, RACK_IF)
     sh("ip", "addr", "replace", address, "dev", bridge)
 
 

@@ -18,6 +18,7 @@ which the integration tests read, so they can run against other racks too.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -50,6 +51,18 @@ def sh(*argv: str, check: bool = True, ns: str | None = None) -> subprocess.Comp
     if check and p.returncode != 0:
         raise LabError(f"{' '.join(full)}: exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}")
     return p
+
+
+def pin_mac(bridge: str, port: str | None = None, ns: str | None = None) -> None:
+    """Fix a bridge's MAC (to `port`'s, or to the one it has). Left alone, a bridge
+    takes the lowest MAC of its ports and changes it as CT veths come and go; a
+    peer's ARP entry for the old one then goes nowhere until it expires, the HN
+    drops off the rack for ~20 s and fences (seen on the Vagrant rack)."""
+    out = sh("ip", "-o", "link", "show", "dev", port or bridge, ns=ns).stdout
+    m = re.search(r"link/ether ([0-9a-f:]{17})", out)
+    if m is None:
+        raise LabError(f"{port or bridge} has no MAC address: {out.strip()[:200]}")
+    sh("ip", "link", "set", bridge, "address", m.group(1), ns=ns)
 
 
 def check_host() -> None:
@@ -110,6 +123,7 @@ def _bridge(lab: layout.Lab, slot: int, address: str) -> None:
     br = lab.bridge(slot)
     if sh("ip", "link", "show", br, check=False).returncode != 0:
         sh("ip", "link", "add", br, "type", "bridge")
+        pin_mac(br)
     sh("ip", "addr", "replace", address, "dev", br)
     sh("ip", "link", "set", br, "up")
 
@@ -202,6 +216,7 @@ def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: View, rack_
                 ["ip", "addr", "replace", f"{node.ip}/{net.prefixlen}", "dev", bridge],
                 ["ip", "route", "replace", "default", "via", net.gateway]):
         sh(*cmd, ns=ns, check=cmd[2] != "add")
+    pin_mac(bridge, "eth0", ns=ns)
     host_key = hdir / "ssh_host_ed25519_key"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(host_key))
     (hdir / "sshd_config").write_text(layout.sshd_config(lab, node, host_key))

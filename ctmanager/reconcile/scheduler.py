@@ -5,8 +5,18 @@ CT was not rejected there recently, it has the memory and disk the CT asks for
 (reported free space minus what is already placed there but not yet reported,
 minus a reserve), and no other CT of the same rack service is placed there
 (anti-affinity: losing one HN never takes out a whole service).
-Score: free memory and disk left after placing, as fractions, minus CPU load.
-Ties: by host name.
+
+Score: free memory and disk left after placing, as fractions of the HN, minus
+how far its CPU load (per CPU) is above `Settings.idle_load`. Below that an HN
+is idle, and an idler one is not better: load averages are sampled at
+different moments and would otherwise decide every placement by noise.
+
+Choice: HNs scoring within `Settings.score_slack` of the best count as equal;
+of those, the one with the fewest CTs wins (reported UP, plus placed but not yet
+reported), then the host name. Room and count both include this plan's earlier
+choices, so a burst (a dead HN's CTs, a new rack) spreads over the HNs instead
+of piling onto the one that looked emptiest in its last report — the herd
+effect of schedulers that trust lagging live figures.
 """
 
 from __future__ import annotations
@@ -18,6 +28,20 @@ from .state import Configured, Observed, Placements, Settings
 
 
 @dataclass
+class _Load:
+    """What is on an HN beyond its last report, plus its CT count."""
+
+    memory: int = 0  # placed, not reported yet: not in the HN's free figures
+    disk: int = 0
+    cts: int = 0  # reported UP + placed and not reported yet
+
+    def add(self, ct: Ct) -> None:
+        self.memory += ct.resources.memory
+        self.disk += ct.resources.disk
+        self.cts += 1
+
+
+@dataclass
 class Scheduler:
     configured: Configured
     observed: Observed
@@ -25,35 +49,35 @@ class Scheduler:
     now: float
     settings: Settings
     # Built on first use: a plan with nothing to place never pays for these.
-    _pending: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
+    _load: dict[str, _Load] | None = field(default=None, repr=False)
     _services: dict[str, set[str]] | None = field(default=None, repr=False)
 
     def choose(self, ct: Ct) -> tuple[str | None, str]:
         """(HN, why) — HN is None when no HN fits, and `why` says what ruled them out."""
-        pending, services = self._tables()
+        load, services = self._tables()
         ruled: dict[str, int] = {}
-        best: tuple[tuple[float, str], str] | None = None
+        scored: list[tuple[float, str]] = []
         for hn in self.configured.hns.values():
-            why = self._unfit(ct, hn.hostname, hn.drained, pending, services)
+            why = self._unfit(ct, hn.hostname, hn.drained, load, services)
             if why:
                 ruled[why] = ruled.get(why, 0) + 1
                 continue
-            report = self.observed.reports[hn.hostname]
-            m = report.metrics
-            mem_after = m.mem_free - pending[hn.hostname][0] - ct.resources.memory
-            disk_after = m.disk_free - pending[hn.hostname][1] - ct.resources.disk
-            score = round(mem_after / max(m.mem_total, 1) + disk_after / max(m.disk_total, 1) - m.cpu_load, 6)
-            key = (-score, hn.hostname)
-            if best is None or key < best[0]:
-                best = (key, hn.hostname)
-        if best is None:
+            m = self.observed.reports[hn.hostname].metrics
+            extra = load[hn.hostname]
+            mem_after = m.mem_free - extra.memory - ct.resources.memory
+            disk_after = m.disk_free - extra.disk - ct.resources.disk
+            busy = max(m.cpu_load - self.settings.idle_load, 0.0)
+            scored.append((round(mem_after / max(m.mem_total, 1) + disk_after / max(m.disk_total, 1) - busy, 6),
+                           hn.hostname))
+        if not scored:
             detail = ", ".join(f"{n} {why}" for why, n in sorted(ruled.items())) or "no HNs configured"
             return None, f"no HN fits ({detail})"
-        chosen = best[1]
+        best = max(score for score, _ in scored)
+        chosen = min((load[hn].cts, hn) for score, hn in scored if score >= best - self.settings.score_slack)[1]
         self._reserve(ct, chosen)
         return chosen, f"scheduled on {chosen}"
 
-    def _unfit(self, ct: Ct, hn: str, drained: bool, pending: dict[str, tuple[int, int]],
+    def _unfit(self, ct: Ct, hn: str, drained: bool, load: dict[str, _Load],
                services: dict[str, set[str]]) -> str | None:
         if hn in self.observed.dead:
             return "dead"
@@ -66,18 +90,21 @@ class Scheduler:
             return "fenced (no quorum)"
         if self.placements.rejected.get((ct.ctid, hn), -1.0) > self.now:
             return "rejected it recently"
-        mem, disk = pending.get(hn, (0, 0))
-        if report.metrics.mem_free - mem - self.settings.reserve_memory < ct.resources.memory:
+        extra = load.get(hn, _Load())
+        if report.metrics.mem_free - extra.memory - self.settings.reserve_memory < ct.resources.memory:
             return "short of memory"
-        if report.metrics.disk_free - disk < ct.resources.disk:
+        if report.metrics.disk_free - extra.disk < ct.resources.disk:
             return "short of disk"
         if ct.service and ct.service in services.get(hn, ()):
             return f"already run a {ct.service} CT"
         return None
 
-    def _tables(self) -> tuple[dict[str, tuple[int, int]], dict[str, set[str]]]:
-        if self._pending is None or self._services is None:
-            pending: dict[str, tuple[int, int]] = {hn: (0, 0) for hn in self.configured.hns}
+    def _tables(self) -> tuple[dict[str, _Load], dict[str, set[str]]]:
+        if self._load is None or self._services is None:
+            load: dict[str, _Load] = {}
+            for hn in self.configured.hns:
+                report = self.observed.reports.get(hn)
+                load[hn] = _Load(cts=report.metrics.ct_count if report is not None else 0)
             services: dict[str, set[str]] = {}
             for ctid, hn in self.placements.where.items():
                 ct = self.configured.cts.get(ctid)
@@ -85,15 +112,15 @@ class Scheduler:
                     continue
                 if ct.service:
                     services.setdefault(hn, set()).add(ct.service)
-                if hn in pending and hn not in self.observed.where.get(ctid, {}):
-                    mem, disk = pending[hn]  # placed, not reported yet: not in the HN's free figures
-                    pending[hn] = (mem + ct.resources.memory, disk + ct.resources.disk)
-            self._pending, self._services = pending, services
-        return self._pending, self._services
+                # Agents subtract only UP CTs from their free figures; one placed but
+                # not UP there yet (starting, or crashed and about to restart) will need its room.
+                if hn in load and self.observed.where.get(ctid, {}).get(hn) != "UP":
+                    load[hn].add(ct)
+            self._load, self._services = load, services
+        return self._load, self._services
 
     def _reserve(self, ct: Ct, hn: str) -> None:
-        assert self._pending is not None and self._services is not None
-        mem, disk = self._pending.get(hn, (0, 0))
-        self._pending[hn] = (mem + ct.resources.memory, disk + ct.resources.disk)
+        assert self._load is not None and self._services is not None
+        self._load[hn].add(ct)
         if ct.service:
             self._services.setdefault(hn, set()).add(ct.service)

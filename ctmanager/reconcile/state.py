@@ -16,6 +16,8 @@ class Settings:
     stale_after: float = 3.0  # s without a report: the HN's state is unknown, nothing is done there
     reject_memory: float = 300.0  # s a rejection keeps the scheduler away from that HN for that CT
     reserve_memory: int = 256 << 20  # headroom the scheduler leaves on every HN
+    idle_load: float = 0.5  # 1-min load per CPU below which an HN counts as idle (not scored)
+    score_slack: float = 0.02  # HN scores this close count as equal: the one with fewer CTs wins
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ ctagent, the manager daemon. Everything goes through the inventory."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -14,6 +15,8 @@ def test_lab_up_runs_every_ct_with_its_process_tree(rack: Rack) -> None:
     assert len(status) == 8 and all(r["admst"] == "UP" and r["opst"] == "UP" for r in status.values()), status
     # anti-affinity: the two relays of rack-101 are on different HNs
     assert status["relay-101-1"]["hn"] != status["relay-101-2"]["hn"]
+    # placed in one burst, the CTs still spread: every HN runs some
+    assert {r["hn"] for r in status.values()} == set(rack.hns), status
     # the tenant core CT answers HTTP on its own IP, from a service under supervise
     page = wait_for("myhost's HTTP service", lambda: http_get(status["myhost"]["ip"]))
     assert b"myhost (myhost) CT" in page
@@ -119,6 +122,23 @@ def test_drain_moves_every_ct_off_the_hn(rack: Rack) -> None:
     finally:
         rack.cli("hn", "undrain", busiest)
     wait_for("all UP", all_up(rack))
+
+
+def test_hn_bridges_keep_the_mac_of_their_rack_nic(rack: Rack) -> None:
+    """A bridge left alone takes its ports' lowest MAC, which changes as CT veths come
+    and go; peers then ARP into the void and the HN falls off the rack."""
+    for hn, h in rack.hns.items():
+        bridge = rack.on_hn(hn, "ip", "-o", "-4", "addr", "show", "to", h["address"]).stdout.split()[1]
+        macs = {}
+        for line in rack.on_hn(hn, "ip", "-o", "link", "show", "master", bridge).stdout.splitlines():
+            m = re.match(r"\d+: ([^:@]+).* link/ether ([0-9a-f:]{17})", line)
+            assert m, line
+            macs[m[1]] = m[2]
+        nic = [(name, mac) for name, mac in macs.items() if not name.startswith("veth")]  # the rest: CTs
+        assert len(nic) == 1, f"{hn}: ports of {bridge}: {macs}"
+        assert rack.hn_read(hn, f"/sys/class/net/{bridge}/address").strip() == nic[0][1], (hn, bridge, nic)
+        # fixed by us (NET_ADDR_SET), not the lowest port's by chance
+        assert rack.hn_read(hn, f"/sys/class/net/{bridge}/addr_assign_type").strip() == "3", (hn, bridge)
 
 
 def test_a_changed_host_key_is_refused(rack: Rack, tmp_path: Path) -> None:

@@ -121,7 +121,6 @@ def test_the_fence_command_runs_with_the_hn_filled_in_and_its_secrets_unlogged(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import queue
     import sys
-    import time
     from types import SimpleNamespace
 
     from ctmanager.manager.daemon import Manager
