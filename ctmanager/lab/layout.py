@@ -94,7 +94,12 @@ def ctagent_path() -> str:
     return str(here) if here.exists() else (shutil.which("ctagent") or "ctagent")
 
 
-def manager_toml(lab: Lab, slot: int, gateway: str, port: int) -> str:
+def _metrics(graphite: str) -> str:
+    """The [metrics] section: the daemon's own figures to the rack's carbon relay."""
+    return f'\n[metrics]\ngraphite = "{graphite}"   # the metrics CT\'s carbon relay\n' if graphite else ""
+
+
+def manager_toml(lab: Lab, slot: int, gateway: str, port: int, graphite: str = "") -> str:
     return f"""# Written by `ctmanager lab up`: the lab rack's manager.
 rack = "rack-{slot}"
 listen = "{gateway}:{port}"
@@ -114,7 +119,7 @@ concurrency = 8
 stale_after = 3.0
 reject_memory = 300.0
 full_plan_every = 1.0
-
+{_metrics(graphite)}
 
 [fencing]
 fence_after = 5.0
@@ -123,7 +128,8 @@ dead_after = 16.0
 """
 
 
-def agent_toml(lab: Lab, dc: Any, slot: int, node: Node, gateway: str, port: int, rack_hns: list[Node]) -> str:
+def agent_toml(lab: Lab, dc: Any, slot: int, node: Node, gateway: str, port: int, rack_hns: list[Node],
+               graphite: str = "") -> str:
     """`rack_hns`: every compute node of the rack (the voters, as the manager counts
     them), whether or not the lab runs it."""
     p = lab.paths()
@@ -161,7 +167,7 @@ watchdog = "{lab.hn_dir(node.hostname) / 'watchdog'}"   # a FIFO read by the lab
 fence_after = 5.0
 watchdog_timeout = 10.0
 dead_after = 16.0
-"""
+{_metrics(graphite)}"""
 
 
 def sshd_config(lab: Lab, node: Node, host_key: Path) -> str:

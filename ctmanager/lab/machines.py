@@ -34,7 +34,7 @@ from ..errors import InputError
 from ..model import DcTemplate, Node
 from ..render import ctfiles
 from ..store import Store
-from . import dnsserver, layout
+from . import dnsserver, layout, metricsct
 from .rack import LabError, REPORT_PORT, pin_mac, prototype, seed_data, sh, software
 
 ROOT = "/srv/ctmanager"
@@ -100,8 +100,9 @@ def _storage(lab: layout.Lab, store: Store, slot: int, say: Callable[[str], None
         lab.rack_key.chmod(0o600)
     if not lab.ssh_key.exists():
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ctmanager-manager", "-f", str(lab.ssh_key))
+    dc = queries.dc_template(store)
     for ct in queries.cts(store, rack=slot):
-        seed_data(lab, ct)
+        seed_data(lab, dc, ct)
     say(f"storage: keys and /data of {len(queries.cts(store, rack=slot))} CTs in {lab.root / 'data'}")
 
 
@@ -145,7 +146,8 @@ def _hn(lab: layout.Lab, dc: DcTemplate, store: Store, slot: int, node: Node, ma
         (hdir / d).mkdir(parents=True, exist_ok=True)
     rack_hns = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
     conf = hdir / "ctagent.toml"
-    conf.write_text(layout.agent_toml(lab, dc, slot, node, manager_ip, REPORT_PORT, rack_hns))
+    conf.write_text(layout.agent_toml(lab, dc, slot, node, manager_ip, REPORT_PORT, rack_hns,
+                                      metricsct.relay(queries.cts(store, rack=slot))))
     Path("/etc/ctagent").mkdir(exist_ok=True)
     default = Path("/etc/ctagent/ctagent.toml")  # where `ctagent apply` over SSH looks
     if default.is_symlink() or default.exists():
@@ -172,7 +174,8 @@ def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, say: Cal
     console_known = lab.root / "console_known_hosts"
     lab.known_hosts.write_text("".join((lab.root / "hosts" / f"{n.hostname}.known").read_text() for n in nodes))
     console_known.write_text("".join((lab.root / "hosts" / f"{n.hostname}.console").read_text() for n in nodes))
-    lab.manager_config.write_text(layout.manager_toml(lab, slot, manager_ip, REPORT_PORT))
+    lab.manager_config.write_text(layout.manager_toml(lab, slot, manager_ip, REPORT_PORT,
+                                                      metricsct.relay(queries.cts(store, rack=slot))))
     consoles = {n.hostname: (lab.root / "hosts" / f"{n.hostname}.console").read_text().split()[0] for n in nodes}
     lab.inventory.write_text(layout.machines_inventory_toml(lab, store.path, slot, nodes, consoles, console_known))
     _service("manager", [layout.python(), "-m", "ctmanager", "--store", str(store.path), "run", "--config",

@@ -35,7 +35,7 @@ from ..model import Ct, DcTemplate, Node
 from ..render import ctfiles
 from ..store import Store
 from ..monitoring.provision import log_run
-from . import dnsserver, layout
+from . import dnsserver, layout, metricsct
 
 REPORT_PORT = 7070
 TOOLS = ("lxc-start", "sshd", "svscan", "ip", "ssh-keygen", "mount", "named", "dig", "tsig-keygen", "collectd")
@@ -90,7 +90,8 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     progress(f"network: bridge {lab.bridge(slot)} {net.gateway}/{net.prefixlen}")
     _bridge(lab, slot, f"{net.gateway}/{net.prefixlen}")
     progress("storage: prototype (host /usr bound read-only), software trees, per-CT /data")
-    _storage(lab, dc.environments, queries.cts(store, rack=slot))
+    cts = queries.cts(store, rack=slot)
+    _storage(lab, dc, cts)
     progress("keys: rack HMAC key, manager SSH key")
     lab.keys.mkdir(mode=0o700, exist_ok=True)
     lab.rack_key.write_text(secrets.token_hex(32) + "\n")
@@ -101,9 +102,9 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     rack_hns = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
     for node in nodes:
         progress(f"{node.hostname}: namespace {lab.netns(node.hostname)}, {node.ip}, sshd, ctagent, watchdog")
-        known.append(_hn(lab, dc, slot, node, net, rack_hns))
+        known.append(_hn(lab, dc, slot, node, net, rack_hns, metricsct.relay(cts)))
     lab.known_hosts.write_text("".join(known))
-    lab.manager_config.write_text(layout.manager_toml(lab, slot, net.gateway, REPORT_PORT))
+    lab.manager_config.write_text(layout.manager_toml(lab, slot, net.gateway, REPORT_PORT, metricsct.relay(cts)))
     lab.inventory.write_text(layout.inventory_toml(lab, store.path, slot, nodes, net.gateway))
     lab.write_state({**lab.read_state(), "store": str(store.path)})
     dnsserver.up(lab, store, dc, lab.bridge(slot), _spawn, progress)
@@ -128,11 +129,11 @@ def _bridge(lab: layout.Lab, slot: int, address: str) -> None:
     sh("ip", "link", "set", br, "up")
 
 
-def _storage(lab: layout.Lab, envs: tuple[str, ...], cts: list[Ct]) -> None:
+def _storage(lab: layout.Lab, dc: DcTemplate, cts: list[Ct]) -> None:
     prototype(lab)
-    software(lab, envs)
+    software(lab, dc.environments)
     for ct in cts:
-        seed_data(lab, ct)
+        seed_data(lab, dc, ct)
     lab.logs.mkdir(exist_ok=True)
 
 
@@ -181,10 +182,13 @@ def monitoring_sw(sw: Path) -> None:
     tool.chmod(0o755)
 
 
-def seed_data(lab: layout.Lab, ct: Ct) -> None:
+def seed_data(lab: layout.Lab, dc: DcTemplate, ct: Ct) -> None:
     """What provisioning puts on a new CT's /data: its services for svscan. Every
-    lab CT runs a small HTTP service (its hostname at /), under supervise."""
+    lab CT runs a small HTTP service (its hostname at /), under supervise; the
+    rack's metrics CT also runs carbon."""
     data = Path(ctfiles.data_dir(lab.paths(), ct))
+    if ct.service == metricsct.SERVICE:
+        metricsct.seed(data, dc, ct)
     svc = data / "service" / "httpd"
     svc.mkdir(parents=True, exist_ok=True)
     (data / "www").mkdir(exist_ok=True)
@@ -197,7 +201,8 @@ def seed_data(lab: layout.Lab, ct: Ct) -> None:
     (svc / "log" / "run").chmod(0o755)
 
 
-def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: View, rack_hns: list[Node]) -> str:
+def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: View, rack_hns: list[Node],
+        graphite: str) -> str:
     name, ns = node.hostname, lab.netns(node.hostname)
     hdir = lab.hn_dir(name)
     (hdir / "state").mkdir(parents=True, exist_ok=True)
@@ -220,7 +225,8 @@ def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: View, rack_
     host_key = hdir / "ssh_host_ed25519_key"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(host_key))
     (hdir / "sshd_config").write_text(layout.sshd_config(lab, node, host_key))
-    (hdir / "ctagent.toml").write_text(layout.agent_toml(lab, dc, slot, node, net.gateway, REPORT_PORT, rack_hns))
+    (hdir / "ctagent.toml").write_text(layout.agent_toml(lab, dc, slot, node, net.gateway, REPORT_PORT, rack_hns,
+                                                                    graphite))
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
     pid = _spawn(["ip", "netns", "exec", ns, sys.executable, "-m", "ctmanager.lab.hn_init",
                   str(hdir / "sshd_config"), layout.ctagent_path(), str(hdir / "ctagent.toml")],

@@ -21,6 +21,7 @@ from ..model import DcTemplate, rack_name
 from ..render.files import write_atomic
 
 _ADDR = re.compile(r"[A-Za-z0-9.-]{1,253}")
+_PATH = re.compile(r"/[A-Za-z0-9_.,+@/-]{0,1000}")  # goes into carbon.conf as is: nothing else
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,10 @@ class Ports:
 
 
 def render(dc: DcTemplate, slot: int, out: Path, top: str, *, listen: str = "0.0.0.0", ports: Ports = Ports(),
-           summary_every: int = 60) -> dict[str, Path]:
+           summary_every: int = 60, at: Path | None = None) -> dict[str, Path]:
     """Write carbon.conf and its rule files into `out`; data and logs go under out/storage.
-    `top`: HOST:PORT of the DC's top-level store (line protocol)."""
+    `top`: HOST:PORT of the DC's top-level store (line protocol). `at`: where the
+    daemons will see `out` (a CT's /data/carbon, written from its HN); default `out`."""
     host, _, port = top.rpartition(":")
     if not _ADDR.fullmatch(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise InputError(f"the top-level store must be HOST:PORT (got {top!r})")
@@ -46,14 +48,22 @@ def render(dc: DcTemplate, slot: int, out: Path, top: str, *, listen: str = "0.0
     if not 1 <= summary_every <= 3600:
         raise InputError("summary_every must be 1-3600 seconds")
     out = out.resolve()
-    storage = out / "storage"
-    for d in (storage / "whisper", storage / "log", storage / "lists"):
-        d.mkdir(parents=True, exist_ok=True)
+    seen = at or out
+    if not _PATH.fullmatch(str(seen)):
+        raise InputError(f"the carbon directory must be a plain absolute path (got {str(seen)!r})")
+    for d in ("whisper", "log", "lists"):
+        (out / "storage" / d).mkdir(parents=True, exist_ok=True)
+    storage = seen / "storage"
     prefix = f"{dc.name}.{rack_name(slot)}"
     p = ports
     common = (f"STORAGE_DIR = {storage}/\nLOCAL_DATA_DIR = {storage}/whisper/\nWHITELISTS_DIR = {storage}/lists/\n"
-              f"CONF_DIR = {out}/\nLOG_DIR = {storage}/log/\nPID_DIR = {storage}/\n"
-              "ENABLE_LOGROTATION = False\nUSER =\nLOG_UPDATES = False\nLOG_CACHE_HITS = False\n")
+              f"CONF_DIR = {seen}/\nLOG_DIR = {storage}/log/\nPID_DIR = {storage}/\n"
+              "ENABLE_LOGROTATION = False\nUSER =\nLOG_UPDATES = False\nLOG_CACHE_HITS = False\n"
+              # every sender connects once a flush: log failures only
+              "LOG_LISTENER_CONN_SUCCESS = False\n"
+              # no graphite-web tag database here: left on, the cache POSTs every new
+              # metric's tags to http://127.0.0.1:80 (seen in the lab: the CT's own httpd)
+              "ENABLE_TAGS = False\n")
     conf = f"""# carbon for {rack_name(slot)} of {dc.name}, written by ctmanager
 [cache]
 {common}LINE_RECEIVER_INTERFACE = {listen}

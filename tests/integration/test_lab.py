@@ -207,9 +207,12 @@ def test_every_ct_runs_collectd_with_the_plugins_of_its_services(rack: Rack) -> 
     for name in rack.status():
         ps = rack.cli("ct", "exec", name, "--", "ps", "-eo", "args").stdout
         assert "collectd -f -C /sw/collectd/cloud.conf" in ps and "ctmanager.monitoring.ctautolink" in ps, name
-        links = wait_for(f"{name}'s plugin links", lambda: rack.cli(
-            "ct", "exec", name, "--", "ls", "/data/sys_collectd/conf").stdout.split(), timeout=30)
-        assert links == ["process_httpd.conf", "tail_apache.conf"], name  # every lab CT runs an httpd
+        # every lab CT runs an httpd; the metrics CT also carbon
+        want = ["process_httpd.conf", "tail_apache.conf"] + (["process_carbon.conf"] if name.startswith("metrics-")
+                                                             else [])
+        wait_for(f"{name}'s plugin links", lambda: sorted(rack.cli(
+            "ct", "exec", name, "--", "ls", "/data/sys_collectd/conf").stdout.split()) == sorted(want), timeout=30,
+            describe=lambda: rack.cli("ct", "exec", name, "--", "ls", "/data/sys_collectd/conf").stdout)
     # a service appears (made under a dot-name, then renamed): its plugins follow
     make = ("mkdir -p /data/service/.postgresql && printf '#!/bin/sh\\nexec sleep 100000\\n' > "
             "/data/service/.postgresql/run && chmod +x /data/service/.postgresql/run && "
@@ -228,3 +231,30 @@ def test_every_ct_runs_collectd_with_the_plugins_of_its_services(rack: Rack) -> 
     wait_for("the postgresql service gone", lambda: rack.cli(
         "ct", "exec", "acme", "--", "sh", "-c", "svok /data/service/.postgresql || rm -rf /data/service/.postgresql; "
         "test ! -e /data/service/.postgresql", check=False).returncode == 0, timeout=30)
+
+
+def test_the_rack_s_metrics_land_in_the_metrics_ct_s_carbon(rack: Rack) -> None:
+    """collectd in every CT -> `metrics` (DNS) -> the metrics CT's carbon relay -> cache
+    and aggregator; the agents and the manager send their own figures there too."""
+    metrics_ct = next(name for name in rack.status() if name.startswith("metrics-"))
+    whisper = "/data/carbon/storage/whisper"
+
+    def stored(folder: str) -> set[str]:
+        p = rack.cli("ct", "exec", metrics_ct, "--", "ls", f"{whisper}/{folder}", check=False)
+        return set(p.stdout.split())
+
+    hosts = set(rack.status()) | {"summary"}
+    wait_for("every CT's collectd and the rack summary in carbon", lambda: hosts <= stored("dc1/rack-101"),
+             timeout=90, every=1, describe=lambda: f"{sorted(stored('dc1/rack-101'))}, want {sorted(hosts)}")
+    daemons = set(rack.hns) | {"manager"}
+    wait_for("the agents' and the manager's figures in carbon", lambda: daemons <= stored("ctmanager/rack-101"),
+             timeout=60, every=1, describe=lambda: f"{sorted(stored('ctmanager/rack-101'))}, want {sorted(daemons)}")
+    # a real value: the rack-wide average of the CTs' 1-minute load
+    def summary_load() -> list[float]:
+        out = rack.cli("ct", "exec", metrics_ct, "--", "sh", "-c", "whisper-fetch --from=$(($(date +%s) - 600)) "
+                       f"{whisper}/dc1/rack-101/summary/load/load/shortterm.wsp", check=False).stdout
+        return [float(v) for _, v in (line.split() for line in out.splitlines()) if v != "None"]
+
+    assert all(v >= 0 for v in wait_for("the summary of the CTs' load", summary_load, timeout=60, every=1))
+    logs = rack.cli("ct", "exec", metrics_ct, "--", "sh", "-c", "cat /data/log/carbon-*/current").stdout
+    assert "Error tagging" not in logs and "MetricLineReceiver connection with" not in logs, logs[-2000:]

@@ -58,3 +58,29 @@ def test_no_graphite_configured_sends_nothing() -> None:
     assert m.sender is None
     with pytest.raises(ValueError, match="prefix"):
         Metrics("", "bad prefix;")
+
+
+def _dc():  # type: ignore[no-untyped-def]
+    from ctmanager.template import load
+
+    return load(Path(__file__).resolve().parents[2] / "templates" / "dc" / "example.toml")
+
+
+def test_carbon_config_names_the_paths_the_daemons_see(tmp_path: Path) -> None:
+    from ctmanager.monitoring import carbon
+
+    files = carbon.render(_dc(), 101, tmp_path / "carbon", "10.100.0.20:2003", at=Path("/data/carbon"))
+    conf = files["carbon.conf"].read_text()
+    assert "LOCAL_DATA_DIR = /data/carbon/storage/whisper/" in conf and str(tmp_path) not in conf
+    assert (tmp_path / "carbon" / "storage" / "whisper").is_dir()  # made where it is written
+    assert conf.count("ENABLE_TAGS = False") == 3  # no tag POSTs to a graphite-web that is not there
+
+
+@pytest.mark.parametrize("bad", ["/tmp/x\nENABLE_TAGS = True", "relative/dir", "/tmp/a b"])
+def test_a_carbon_directory_that_would_inject_into_carbon_conf_is_refused(tmp_path: Path, bad: str) -> None:
+    from ctmanager.errors import InputError
+    from ctmanager.monitoring import carbon
+
+    with pytest.raises(InputError, match="plain absolute path"):
+        carbon.render(_dc(), 101, tmp_path / "carbon", "10.100.0.20:2003", at=Path(bad))
+    assert not (tmp_path / "carbon").exists()  # nothing written
