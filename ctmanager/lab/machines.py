@@ -100,10 +100,10 @@ def _storage(lab: layout.Lab, store: Store, slot: int, say: Callable[[str], None
         lab.rack_key.chmod(0o600)
     if not lab.ssh_key.exists():
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ctmanager-manager", "-f", str(lab.ssh_key))
-    dc = queries.dc_template(store)
-    for ct in queries.cts(store, rack=slot):
+    dc, cts = queries.dc_template(store), queries.cts(store, rack=slot)
+    for ct in cts:
         seed_data(lab, dc, ct)
-    say(f"storage: keys and /data of {len(queries.cts(store, rack=slot))} CTs in {lab.root / 'data'}")
+    say(f"storage: keys and /data of {len(cts)} CTs in {lab.root / 'data'}")
 
 
 def missing_controllers(proc_cgroup: str, proc_mounts: str) -> list[str]:

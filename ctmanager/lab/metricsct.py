@@ -18,8 +18,7 @@ from typing import Iterable
 
 from ..model import Ct, DcTemplate
 from ..monitoring import carbon
-from ..monitoring.provision import PATH, log_run
-from ..render.files import write_atomic
+from ..monitoring.provision import PATH, write_service
 
 SERVICE = "metrics"  # the rack service whose CT runs carbon
 DAEMONS = ("cache", "aggregator", "relay")
@@ -33,15 +32,12 @@ def seed(data: Path, dc: DcTemplate, ct: Ct) -> None:
     carbon.render(dc, ct.rack, data / "carbon", f"127.0.0.1:{ports.cache_line}", summary_every=SUMMARY_EVERY,
                   at=CT_DIR)
     for kind in DAEMONS:
-        svc = data / "service" / f"carbon-{kind}"
         pid = CT_DIR / "storage" / f"carbon-{kind}.pid"
         # supervise runs one at a time: a pid file left by a killed CT is stale, and
         # twistd refuses to start if that PID happens to be taken in the new CT
         run = (f"#!/bin/sh\n# carbon-{kind} of the rack (ctmanager lab)\n{PATH}rm -f {pid}\n"
                f"exec carbon-{kind} --config={CT_DIR}/carbon.conf --debug --pidfile={pid} start 2>&1\n")
-        for script, text in ((svc / "run", run), (svc / "log" / "run", log_run(f"carbon-{kind}"))):
-            script.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(script, text.encode(), 0o755)
+        write_service(data, f"carbon-{kind}", run)
 
 
 def relay(cts: Iterable[Ct]) -> str:

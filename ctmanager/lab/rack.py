@@ -34,7 +34,7 @@ from ..errors import CtmError, InputError
 from ..model import Ct, DcTemplate, Node
 from ..render import ctfiles
 from ..store import Store
-from ..monitoring.provision import log_run
+from ..monitoring.provision import write_service
 from . import dnsserver, layout, metricsct
 
 REPORT_PORT = 7070
@@ -91,6 +91,7 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     _bridge(lab, slot, f"{net.gateway}/{net.prefixlen}")
     progress("storage: prototype (host /usr bound read-only), software trees, per-CT /data")
     cts = queries.cts(store, rack=slot)
+    graphite = metricsct.relay(cts)  # the agents' and the manager's own metrics go there
     _storage(lab, dc, cts)
     progress("keys: rack HMAC key, manager SSH key")
     lab.keys.mkdir(mode=0o700, exist_ok=True)
@@ -102,9 +103,9 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     rack_hns = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
     for node in nodes:
         progress(f"{node.hostname}: namespace {lab.netns(node.hostname)}, {node.ip}, sshd, ctagent, watchdog")
-        known.append(_hn(lab, dc, slot, node, net, rack_hns, metricsct.relay(cts)))
+        known.append(_hn(lab, dc, slot, node, net, rack_hns, graphite))
     lab.known_hosts.write_text("".join(known))
-    lab.manager_config.write_text(layout.manager_toml(lab, slot, net.gateway, REPORT_PORT, metricsct.relay(cts)))
+    lab.manager_config.write_text(layout.manager_toml(lab, slot, net.gateway, REPORT_PORT, graphite))
     lab.inventory.write_text(layout.inventory_toml(lab, store.path, slot, nodes, net.gateway))
     lab.write_state({**lab.read_state(), "store": str(store.path)})
     dnsserver.up(lab, store, dc, lab.bridge(slot), _spawn, progress)
@@ -189,16 +190,10 @@ def seed_data(lab: layout.Lab, dc: DcTemplate, ct: Ct) -> None:
     data = Path(ctfiles.data_dir(lab.paths(), ct))
     if ct.service == metricsct.SERVICE:
         metricsct.seed(data, dc, ct)
-    svc = data / "service" / "httpd"
-    svc.mkdir(parents=True, exist_ok=True)
-    (data / "www").mkdir(exist_ok=True)
+    (data / "www").mkdir(parents=True, exist_ok=True)
     (data / "www" / "index.html").write_text(f"{ct.hostname} ({ct.tenant or ct.service or 'ct'}) CT {ct.ctid}\n")
-    run = svc / "run"
-    run.write_text("#!/bin/sh\nexec /usr/bin/python3 -m http.server 80 --bind 0.0.0.0 --directory /data/www 2>&1\n")
-    run.chmod(0o755)
-    (svc / "log").mkdir(exist_ok=True)
-    (svc / "log" / "run").write_text(log_run("httpd"))
-    (svc / "log" / "run").chmod(0o755)
+    write_service(data, "httpd",
+                  "#!/bin/sh\nexec /usr/bin/python3 -m http.server 80 --bind 0.0.0.0 --directory /data/www 2>&1\n")
 
 
 def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: View, rack_hns: list[Node],
@@ -225,8 +220,8 @@ def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: View, rack_
     host_key = hdir / "ssh_host_ed25519_key"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(host_key))
     (hdir / "sshd_config").write_text(layout.sshd_config(lab, node, host_key))
-    (hdir / "ctagent.toml").write_text(layout.agent_toml(lab, dc, slot, node, net.gateway, REPORT_PORT, rack_hns,
-                                                                    graphite))
+    agent = layout.agent_toml(lab, dc, slot, node, net.gateway, REPORT_PORT, rack_hns, graphite)
+    (hdir / "ctagent.toml").write_text(agent)
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
     pid = _spawn(["ip", "netns", "exec", ns, sys.executable, "-m", "ctmanager.lab.hn_init",
                   str(hdir / "sshd_config"), layout.ctagent_path(), str(hdir / "ctagent.toml")],

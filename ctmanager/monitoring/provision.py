@@ -37,12 +37,20 @@ def provision(data: Path, dc: str, rack: int, hostname: str) -> bool:
         write_atomic(identity, text, 0o644)
         changed = True
     for name, run in SERVICES.items():
-        for script, text in ((data / "service" / name / "run", run), (data / "service" / name / "log" / "run", log_run(name))):
-            if not script.exists():
-                script.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(script, text.encode(), 0o755)
-                changed = True
+        changed |= write_service(data, name, run, keep=True)
     return changed
+
+
+def write_service(data: Path, name: str, run: str, *, keep: bool = False) -> bool:
+    """/data/service/<name>/run and its log/run (multilog into /data/log/<name>).
+    `keep`: leave scripts that exist alone. Returns whether anything was written."""
+    wrote = False
+    for script, text in ((data / "service" / name / "run", run), (data / "service" / name / "log" / "run", log_run(name))):
+        if not (keep and script.exists()):
+            script.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(script, text.encode(), 0o755)
+            wrote = True
+    return wrote
 
 
 def log_run(name: str) -> str:

@@ -90,7 +90,7 @@ class Scheduler:
             return "fenced (no quorum)"
         if self.placements.rejected.get((ct.ctid, hn), -1.0) > self.now:
             return "rejected it recently"
-        extra = load.get(hn, _Load())
+        extra = load[hn]
         if report.metrics.mem_free - extra.memory - self.settings.reserve_memory < ct.resources.memory:
             return "short of memory"
         if report.metrics.disk_free - extra.disk < ct.resources.disk:
