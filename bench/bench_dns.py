@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from bindserver import Bind, free_port  # noqa: E402
 from harness import ctm, emit  # noqa: E402
 
-from ctmanager import queries  # noqa: E402
+from ctmanager.store import queries  # noqa: E402
 from ctmanager.dnsroutes import publisher, records, sync  # noqa: E402
 from ctmanager.dnsroutes.records import Change, RRset  # noqa: E402
 from ctmanager.store import Store  # noqa: E402

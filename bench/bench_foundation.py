@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness import emit  # noqa: E402
-from ctmanager import inventory  # noqa: E402
-from ctmanager.model import NodeSpec  # noqa: E402
+from ctmanager.store import inventory  # noqa: E402
+from ctmanager.dc.model import NodeSpec  # noqa: E402
 from ctmanager.render import render_tree  # noqa: E402
 from ctmanager.store import open_store  # noqa: E402
 

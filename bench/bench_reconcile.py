@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness import emit  # noqa: E402
-from ctmanager.model import Ct, Resources  # noqa: E402
+from ctmanager.dc.model import Ct, Resources  # noqa: E402
 from ctmanager.reconcile import Configured, Hn, Observed, Placements, plan  # noqa: E402
-from ctmanager.reports import CtState, Metrics, Receiver, Report, sign  # noqa: E402
+from ctmanager.wire.reports import CtState, Metrics, Receiver, Report, sign  # noqa: E402
 
 CTS, HNS, PER_REPORT = 10_000, 200, 100
 NOW = 1_800_000_000.0

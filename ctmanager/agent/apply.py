@@ -24,8 +24,8 @@ from typing import Any, Iterator
 from ..errors import InputError
 from ..render import ctfiles
 from ..render.files import write_atomic
-from ..validate import format_size
-from . import spec as specs
+from ..wire.validate import format_size
+from ..wire import spec as specs
 from .config import AgentConfig
 from .drivers import Driver, DriverError
 from .drivers.base import OPST_UP

@@ -34,15 +34,16 @@ it takes effect for admission at once.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import tomlread
-from .. import validate as v
+from ..dc import tomlread
+from ..wire import validate as v
 from ..errors import InputError
 from ..fencing.timers import FenceTimers, from_table
-from ..model import Paths
+from ..dc.model import Paths
+from ..wire.reports import read_key
+from ..wire.validate import hostport, metric_name
 
 RUNTIMES = ("lxc", "openvz")
 DEFAULT_PATHS = Paths(prototype="/vz/proto/debian-12", software="/vz/sw", data="/vz/data", config="/vz/ctconf",
@@ -136,33 +137,6 @@ def load(path: Path) -> AgentConfig:
         lxcpath=lxcpath, paths=paths, listen=listen, voters=voters, watchdog=watchdog, timers=timers,
         graphite=graphite, metrics_prefix=prefix,
     )
-
-
-def metric_name(value: object, field: str) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", value):
-        raise InputError(f"must be a dotted metric name (got {value!r})", where=field)
-    return value
-
-
-def hostport(value: object, field: str) -> tuple[str, int]:
-    if not isinstance(value, str) or ":" not in value:
-        raise InputError(f"must be HOST:PORT (got {value!r})", where=field)
-    host, _, port = value.rpartition(":")
-    return str(v.ipv4(host, field)), v.integer(port, field, minimum=1, maximum=65535)
-
-
-def read_key(path: Path, file: str) -> bytes:
-    try:
-        text = path.read_text().strip()
-    except OSError as exc:
-        raise InputError(f"cannot read the rack key: {exc.strerror}", where=f"{file}: key_file") from None
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise InputError("the rack key must be hex", where=f"{file}: key_file") from None
-    if len(key) < 16:
-        raise InputError("the rack key must be at least 16 bytes", where=f"{file}: key_file")
-    return key
 
 
 def _mem_total() -> int:

@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from .. import reports
+from ..wire import reports
 from ..fencing.guard import FenceGuard, FenceStep
 from ..fencing.quorum import MANAGER, Membership
 from ..fencing.watchdog import Watchdog

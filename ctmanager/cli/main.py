@@ -1,8 +1,10 @@
 """Entry point: argument parsing, store location, one-line errors, exit codes.
 
-Exit codes: 0 ok, 2 bad input (nothing changed), 1 environment/store problem.
-Heavy modules (jinja2, the renderer) are imported by the commands that use them,
-so `status` on 10,000 CTs stays fast.
+Every command lives in one module per object or area (dc, rack, tenant, ct,
+route, hn, loop, dns, metrics, mail, edge, socks, lab, sim), each with a
+`register(reg)`. Exit codes: 0 ok, 2 bad input (nothing changed), 1
+environment/store problem. Heavy modules (jinja2, the renderer) are imported by
+the commands that use them, so `status` on 10,000 CTs stays fast.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import sys
 from typing import Sequence
 
 from ..errors import CtmError
-from . import commands, runtime
+from . import ct, dc, dns, edge, hn, lab, loop, mail, metrics, rack, route, sim, socks, tenant
+from .common import Registry
 
 PROG = "ctmanager"
+STORE_HELP = "store file (default: $CTMANAGER_STORE, else /var/lib/ctmanager/ctmanager.db)"
 
 
 class Parser(argparse.ArgumentParser):
@@ -27,8 +31,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> Parser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", default=argparse.SUPPRESS, metavar="PATH",
-                        help="store file (default: $CTMANAGER_STORE, else /var/lib/ctmanager/ctmanager.db)")
+    common.add_argument("--store", default=argparse.SUPPRESS, metavar="PATH", help=STORE_HELP)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
     top = Parser(
         prog=PROG,
@@ -36,14 +39,18 @@ def build_parser() -> Parser:
         epilog="example: ctmanager --store /tmp/dc1.db init example && ctmanager --store /tmp/dc1.db status",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    top.add_argument("--store", default=None, metavar="PATH",
-                     help="store file (default: $CTMANAGER_STORE, else /var/lib/ctmanager/ctmanager.db)")
+    top.add_argument("--store", default=None, metavar="PATH", help=STORE_HELP)
     top.add_argument("--json", action="store_true", default=False, help="print JSON for scripts")
     top.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    helpers = commands.register(sub, common)
-    runtime.register(sub, helpers)
+    reg = Registry(sub, common)
+    dc.register(reg)
+    for module in (rack, tenant, ct, route):
+        module.register(reg)
+    dc.register_views(reg)
+    for module in (loop, hn, lab, sim, dns, metrics, mail, edge, socks):  # type: ignore[assignment]
+        module.register(reg)
     return top
 
 

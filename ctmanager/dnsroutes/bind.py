@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import CtmError, InputError
-from ..model import DcTemplate
+from ..dc.model import DcTemplate
 from ..render.files import write_atomic
 from .records import absolute, zones
 

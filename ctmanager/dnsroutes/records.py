@@ -20,14 +20,13 @@ when it entered the store, and is checked again here before it reaches a zone.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from ..errors import InputError
-from ..model import Ct, DcTemplate, Node, Route, rack_name
+from ..wire import validate as v
+from ..dc.model import Ct, DcTemplate, Node, Route, rack_name
 
-_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 RdType = str  # "A" | "CNAME"
 
 
@@ -63,7 +62,7 @@ def zones(dc: DcTemplate) -> Zones:
 def absolute(name: str) -> str:
     name = name.lower().rstrip(".")
     labels = name.split(".")
-    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+    if len(name) > 253 or not all(v.is_label(label) for label in labels):
         raise InputError(f"{name!r} is not a valid DNS name (labels of a-z, 0-9 and '-', at most 63 each)")
     return name + "."
 

@@ -11,15 +11,16 @@ the same transaction as the server's acceptance is noted, message by message.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import queries
+from ..store import queries
 from ..errors import InputError
-from ..inventory import Inventory
+from ..store.inventory import Inventory
 from ..store import Store
+from ..store import dns as dnsrows
+from ..wire.validate import hostport
 from . import publisher, records
 from .records import Change, RRset
 
@@ -43,49 +44,30 @@ def desired(store: Store) -> dict[tuple[str, str], RRset]:
 
 
 def published(store: Store) -> dict[tuple[str, str], RRset]:
-    return {(r[0], r[1]): RRset(r[0], r[1], tuple(json.loads(r[3])), r[2])
-            for r in store.query("SELECT name, rdtype, ttl, vals FROM dns_published")}
+    return {(name, rdtype): RRset(name, rdtype, vals, ttl) for name, rdtype, ttl, vals in dnsrows.published(store)}
 
 
 def record_applied(store: Store, changes: list[Change], now: float) -> None:
-    with store.transaction():
-        for c in changes:
-            if c.new is None:
-                store.db.execute("DELETE FROM dns_published WHERE name = ? AND rdtype = ?", (c.name, c.rdtype))
-            else:
-                store.db.execute(
-                    "INSERT INTO dns_published (name, rdtype, ttl, vals, at) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT(name, rdtype) DO UPDATE SET ttl = excluded.ttl, vals = excluded.vals, at = excluded.at",
-                    (c.name, c.rdtype, c.new.ttl, json.dumps(list(c.new.values)), now))
-            store.db.execute("DELETE FROM dns_conflicts WHERE name = ?", (c.name,))
+    dnsrows.record_applied(store, [(c.name, c.rdtype, None if c.new is None else (c.new.ttl, c.new.values))
+                                   for c in changes], now)
 
 
 def record_conflicts(store: Store, conflicts: list[tuple[Change, str]], now: float) -> None:
-    with store.transaction():
-        for c, why in conflicts:
-            store.db.execute("INSERT INTO dns_conflicts (name, rdtype, detail, at) VALUES (?, ?, ?, ?) "
-                             "ON CONFLICT(name) DO UPDATE SET detail = excluded.detail, at = excluded.at",
-                             (c.name, c.rdtype, why, now))
+    dnsrows.record_conflicts(store, [(c.name, c.rdtype, why) for c, why in conflicts], now)
 
 
 def configure(store: Store, server: str, key_file: str) -> None:
-    from ..agent.config import hostport
-
     hostport(server, "--server")
     publisher.read_key(Path(key_file))  # refuse a bad key file now, not at the first publish
-    with store.transaction():
-        for k, value in (("server", server), ("key_file", str(Path(key_file).resolve()))):
-            store.db.execute("INSERT INTO dns_state (key, value) VALUES (?, ?) "
-                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (k, value))
-        store.event("dns.configure", server)
+    dnsrows.configure(store, {"server": server, "key_file": str(Path(key_file).resolve())})
 
 
 def server_of(store: Store, timeout: float = 5.0) -> publisher.Server | None:
     """The configured DNS server, or None if `dns configure` was never run."""
-    state = {r[0]: r[1] for r in store.query("SELECT key, value FROM dns_state")}
+    state = dnsrows.settings(store)
     if "server" not in state:
         return None
-    host, _, port = state["server"].rpartition(":")
+    host, port = hostport(state["server"], "dns server in the store")
     return publisher.Server(host, int(port), publisher.read_key(Path(state["key_file"])), timeout)
 
 

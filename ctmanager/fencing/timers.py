@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..tomlread import Table
+from ..dc.tomlread import Table
 
 
 @dataclass(frozen=True)

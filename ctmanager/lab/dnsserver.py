@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Callable
 
 from ..dnsroutes import bind, sync
-from ..model import DcTemplate
+from ..dc.model import DcTemplate
 from ..store import Store, open_store
+from ..store import dns as dnsrows
 from . import layout
 
 
@@ -47,9 +48,6 @@ def forget(lab: layout.Lab) -> None:
         return
     try:
         with open_store(Path(store_path)) as store:
-            key = store.one("SELECT value FROM dns_state WHERE key = 'key_file'")
-            if key and str(key[0]).startswith(str(lab.root)):
-                with store.transaction():
-                    store.db.execute("DELETE FROM dns_state")
+            dnsrows.forget_if(store, str(lab.root))
     except Exception as exc:  # noqa: BLE001 - a broken store must not stop `lab down`
         sys.stderr.write(f"lab: could not reset the store's DNS settings: {exc}\n")

@@ -29,9 +29,9 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from .. import queries
+from ..store import queries
 from ..errors import InputError
-from ..model import DcTemplate, Node
+from ..dc.model import DcTemplate, Node
 from ..render import ctfiles
 from ..store import Store
 from . import dnsserver, layout, metricsct

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from ..model import Ct, DcTemplate
+from ..dc.model import Ct, DcTemplate
 from ..monitoring import carbon
 from ..monitoring.provision import PATH, write_service
 

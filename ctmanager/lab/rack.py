@@ -29,9 +29,9 @@ from pathlib import Path
 from types import SimpleNamespace as View
 from typing import Callable
 
-from .. import queries
+from ..store import queries
 from ..errors import CtmError, InputError
-from ..model import Ct, DcTemplate, Node
+from ..dc.model import Ct, DcTemplate, Node
 from ..render import ctfiles
 from ..store import Store
 from ..monitoring.provision import write_service
@@ -75,6 +75,9 @@ def check_host() -> None:
 
 def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callable[[str], None]) -> None:
     check_host()
+    from ..paths import data_dir
+
+    data_dir("collectd")  # a broken install fails here, before any bridge or namespace exists
     if lab.state_file.exists():
         progress("a lab is up already: taking it down first")
         down(lab, progress)
@@ -171,8 +174,9 @@ def monitoring_sw(sw: Path) -> None:
     host's Debian python3, through the prototype's /usr)."""
     import pyinotify
 
-    src = Path(__file__).resolve().parents[2]
-    shutil.copytree(src / "monitoring" / "collectd", sw / "collectd", dirs_exist_ok=True)
+    from ..paths import data_dir
+
+    shutil.copytree(data_dir("collectd"), sw / "collectd", dirs_exist_ok=True)
     lib = sw / "lib" / "python"
     shutil.copytree(Path(__file__).resolve().parents[1], lib / "ctmanager", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__"))

@@ -39,9 +39,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import tomlread
-from .. import validate as v
-from ..agent.config import metric_name, hostport, read_key
+from ..dc import tomlread
+from ..wire import validate as v
+from ..wire.reports import read_key
+from ..wire.validate import hostport, metric_name
 from ..errors import InputError
 from ..executor.ssh import SshSettings
 from ..fencing.timers import FenceTimers, from_table

@@ -24,7 +24,7 @@ from ..fencing.quorum import MANAGER, Membership
 from ..fencing.timers import FenceTimers
 from ..reconcile.plan import plan
 from ..reconcile.state import Action, Configured, Observed, Placements, Plan, Settings
-from ..reports import Report
+from ..wire.reports import Report
 
 SETTLE = 3.0  # s after an action before its CT is planned without a fresh report
 RUNNING = float("inf")

@@ -24,13 +24,13 @@ import time
 import uuid
 from typing import Callable
 
-from .. import queries
-from ..agent.spec import spec_for
+from ..store import queries
+from ..wire.spec import spec_for
 from ..executor.runner import Executor, Result
 from ..fencing.quorum import MANAGER
-from ..model import DcTemplate
-from ..reconcile import persist
-from ..reports import Metrics, Receiver, Report, sign
+from ..dc.model import DcTemplate
+from ..store import loop as persist
+from ..wire.reports import Metrics, Receiver, Report, sign
 from ..store import Store
 from .config import ManagerConfig
 from ..dnsroutes.worker import DnsWorker

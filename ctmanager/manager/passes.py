@@ -11,15 +11,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import queries
-from ..agent.spec import spec_for
+from ..store import queries
+from ..wire.spec import spec_for
 from ..executor.runner import Executor, Result
 from ..executor.ssh import SshError
-from ..model import DcTemplate
-from ..reconcile import persist
+from ..dc.model import DcTemplate
+from ..store import loop as persist
 from ..reconcile.plan import plan
 from ..reconcile.state import Configured, Observed, Placements, Plan
-from ..reports import ReportError, parse_body
+from ..wire.reports import ReportError, parse_body
 from ..store import Store
 from .config import ManagerConfig
 

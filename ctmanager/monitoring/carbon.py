@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..model import DcTemplate, rack_name
+from ..wire.validate import hostport
+from ..dc.model import DcTemplate, rack_name
 from ..render.files import write_atomic
 
 _ADDR = re.compile(r"[A-Za-z0-9.-]{1,253}")
@@ -40,9 +41,7 @@ def render(dc: DcTemplate, slot: int, out: Path, top: str, *, listen: str = "0.0
     """Write carbon.conf and its rule files into `out`; data and logs go under out/storage.
     `top`: HOST:PORT of the DC's top-level store (line protocol). `at`: where the
     daemons will see `out` (a CT's /data/carbon, written from its HN); default `out`."""
-    host, _, port = top.rpartition(":")
-    if not _ADDR.fullmatch(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise InputError(f"the top-level store must be HOST:PORT (got {top!r})")
+    host, port = hostport(top, "the top-level store", names=True)
     if not _ADDR.fullmatch(listen):
         raise InputError(f"the listen address must be an address (got {listen!r})")
     if not 1 <= summary_every <= 3600:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import re
+
+from ..wire.validate import hostport
 from pathlib import Path
 from typing import Mapping
 
@@ -27,7 +29,7 @@ class Metrics:
         if address:
             import graphyte
 
-            host, _, port = address.rpartition(":")
+            host, port = hostport(address, "graphite", names=True)
             # graphyte's own logger reports each failed flush; quiet it to one line a flush at most
             logging.getLogger("graphyte").setLevel(logging.CRITICAL)
             self.sender = graphyte.Sender(host, int(port), prefix=prefix, timeout=2, interval=INTERVAL,

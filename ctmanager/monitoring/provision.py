@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..model import rack_name
+from ..dc.model import rack_name
 from ..render.files import same_content, write_atomic
 
 # svscan as a CT's init has no PATH at all: every run script sets its own

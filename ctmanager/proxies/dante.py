@@ -9,19 +9,13 @@ checks a config)."""
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
-from .. import queries
-from ..agent.config import hostport
-from ..cli.commands import _json, _store
-from ..cli.output import emit_json, table
-from ..errors import CtmError, InputError, NotFoundError
-from ..render.files import write_atomic
+from ..wire.validate import hostport
+from ..errors import InputError
 
 _APP = re.compile(r"[a-z0-9]([a-z0-9_-]{0,30}[a-z0-9])?")
 
@@ -67,70 +61,3 @@ def render(acls: Iterable[Acl], cts: Iterable[tuple[str, str, tuple[str, ...]]],
                           "    log: connect error", "}"]
     lines += ["", "# everything else", "socks block { from: 0.0.0.0/0 to: 0.0.0.0/0", "    log: connect error", "}"]
     return "\n".join(lines) + "\n"
-
-
-def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
-    cmd, group = helpers["cmd"], helpers["group"]
-    socks = group("socks", "outbound SOCKS 5 (Dante): which application may reach which destinations")
-    for name, func, what in (("allow", cmd_allow, "let an app reach a destination"),
-                             ("deny", cmd_deny, "take that back")):
-        p = cmd(socks, name, func, what, f"ctmanager socks {name} jira 203.0.113.0/24 --port 443")
-        p.add_argument("app")
-        p.add_argument("dest", metavar="CIDR")
-        p.add_argument("--port", type=int, default=0, help="one port (default: any)")
-    cmd(socks, "list", cmd_list, "list the ACLs", "ctmanager socks list")
-    p = cmd(socks, "config", cmd_config, "write the proxy's sockd.conf", "ctmanager socks config /etc/danted.conf "
-            "--listen 10.101.2.4:1080 --external 10.101.2.4")
-    p.add_argument("out")
-    p.add_argument("--listen", default="0.0.0.0:1080", metavar="IP:PORT")
-    p.add_argument("--external", required=True, metavar="IP", help="the address outbound connections leave from")
-
-
-def cmd_allow(args: argparse.Namespace) -> int:
-    a = acl(args.app, args.dest, args.port)
-    with _store(args) as store, store.transaction():
-        store.db.execute("INSERT OR IGNORE INTO socks_acls (app, dest, port) VALUES (?, ?, ?)", (a.app, a.dest, a.port))
-        store.event("socks.allow", a.app, f"{a.dest}:{a.port or '*'}")
-    if not _json(args):
-        print(f"{a.app} may reach {a.dest} port {a.port or 'any'}")
-    return 0
-
-
-def cmd_deny(args: argparse.Namespace) -> int:
-    a = acl(args.app, args.dest, args.port)
-    with _store(args) as store, store.transaction():
-        cur = store.db.execute("DELETE FROM socks_acls WHERE app = ? AND dest = ? AND port = ?", (a.app, a.dest, a.port))
-        if cur.rowcount == 0:
-            raise NotFoundError(f"{a.app} has no ACL for {a.dest} port {a.port or 'any'} (see: ctmanager socks list)")
-    if not _json(args):
-        print(f"{a.app} may no longer reach {a.dest} port {a.port or 'any'}")
-    return 0
-
-
-def _acls(store: Any) -> list[Acl]:
-    return [Acl(r[0], r[1], r[2]) for r in store.query("SELECT app, dest, port FROM socks_acls ORDER BY app, dest")]
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    with _store(args) as store:
-        acls = _acls(store)
-    if _json(args):
-        emit_json([a.__dict__ for a in acls])
-    else:
-        table(("APP", "DEST", "PORT"), [(a.app, a.dest, a.port or "any") for a in acls])
-    return 0
-
-
-def cmd_config(args: argparse.Namespace) -> int:
-    with _store(args) as store:
-        cts = [(c.hostname, c.ip, c.apps) for c in queries.cts(store)]
-        text = render(_acls(store), cts, args.listen, args.external)
-    try:
-        write_atomic(Path(args.out), text.encode(), 0o644)
-    except OSError as exc:
-        raise CtmError(f"{args.out}: {exc.strerror}") from None
-    if _json(args):
-        emit_json({"file": args.out})
-    else:
-        print(f"wrote {args.out}; check: danted -V -f {args.out}")
-    return 0

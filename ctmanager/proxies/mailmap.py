@@ -27,6 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
+from ..errors import InputError, StoreError
+from ..store.watch import ConfigWatch
+from ..wire.validate import hostport
+
 log = logging.getLogger("ctmailmap")
 MAX_LINE = 2048
 CHECK_EVERY = 0.25
@@ -59,7 +63,7 @@ class Index:
 
 
 def build_index(store_path: Path) -> Index:
-    from .. import queries
+    from ..store import queries
     from ..store import open_store
 
     with open_store(store_path) as store:
@@ -110,21 +114,16 @@ class MailMap:
         return f"{code} {encode(value) if code == 200 else value}\n".encode()
 
     async def watch(self) -> None:
-        """Rebuild the index when the store changed: PRAGMA data_version on one open connection."""
-        import sqlite3
-
-        con: sqlite3.Connection | None = None
+        """Rebuild the index when the configuration changed (or the store file was replaced)."""
+        watch = ConfigWatch(self.store_path)
         seen = None
         while True:
             try:
-                if con is None:
-                    con = sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True, timeout=2)
-                version = con.execute("PRAGMA data_version").fetchone()[0]
-                if version != seen or self.index is None:
-                    seen = version
+                token = watch.token()
+                if token != seen or self.index is None:
+                    seen = token
                     self.refresh()
-            except sqlite3.Error as exc:
-                con = None
+            except StoreError as exc:
                 self.index, self.error = None, str(exc)
             await asyncio.sleep(CHECK_EVERY)
 
@@ -176,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listen", default="127.0.0.1:10027", help="HOST:PORT (default 127.0.0.1:10027)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s ctmailmap %(levelname)s %(message)s")
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        ap.error(f"--listen must be HOST:PORT (got {args.listen!r})")
+    try:
+        host, port = hostport(args.listen, "--listen", names=True)
+    except InputError as exc:
+        ap.error(str(exc))
     if not Path(args.store).is_file():
         ap.error(f"--store: no store at {args.store}")
     _raise_fd_limit()

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from ..errors import InputError
+from ..wire import validate as v
 
 _PATH = re.compile(r"/(?:[A-Za-z0-9._~-]+/)*")
-_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def path_route(path: str, service: str, tenant: str = "", strip: bool = False,
     if not _PATH.fullmatch(path) or any(seg in (".", "..") for seg in path.split("/")):
         raise InputError(f"a path must look like /name/ or /a/b/ (letters, digits, . _ ~ -) (got {path!r})")
     for what, value in (("service", service), ("tenant", tenant)):
-        if value and not _LABEL.fullmatch(value):
+        if value and not v.is_label(value):
             raise InputError(f"{what} must be a DNS label (got {value!r})")
     nets = []
     for cidr in (*allow, *deny):
@@ -72,7 +72,7 @@ class Edge:
 def render(e: Edge) -> str:
     zone = e.tenant_zone
     for t in e.tenants:
-        if not _LABEL.fullmatch(t):
+        if not v.is_label(t):
             raise InputError(f"tenant {t!r} is not a DNS label")
     for r in e.resolvers:
         ipaddress.ip_address(r)

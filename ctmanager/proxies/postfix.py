@@ -3,12 +3,7 @@ answered by ctmailmap (tcp_table), so the router keeps no per-tenant state."""
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
-
-from ..agent.config import hostport
-from ..cli.commands import _json
-from ..cli.output import emit_json
+from ..wire.validate import hostport
 
 
 def main_cf(mailmap: str) -> str:
@@ -23,20 +18,3 @@ transport_maps = {table}
 parent_domain_matches_subdomains =
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 """
-
-
-def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
-    cmd, group = helpers["cmd"], helpers["group"]
-    mail = group("mail", "the edge mail routers: Postfix answered by ctmailmap")
-    p = cmd(mail, "postfix-config", cmd_postfix_config, "print the main.cf lines that point Postfix at ctmailmap",
-            "ctmanager mail postfix-config --mailmap 127.0.0.1:10027 >> /etc/postfix/main.cf")
-    p.add_argument("--mailmap", default="127.0.0.1:10027", metavar="IP:PORT", help="where ctmailmap listens")
-
-
-def cmd_postfix_config(args: argparse.Namespace) -> int:
-    text = main_cf(args.mailmap)
-    if _json(args):
-        emit_json({"main.cf": text})
-    else:
-        print(text, end="")
-    return 0

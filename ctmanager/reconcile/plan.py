@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..model import Ct
+from ..dc.model import Ct
 from .scheduler import Scheduler
 from .state import Action, Configured, Observed, Placements, Plan, Settings
 

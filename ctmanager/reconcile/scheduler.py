@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..model import Ct
+from ..dc.model import Ct
 from .state import Configured, Observed, Placements, Settings
 
 

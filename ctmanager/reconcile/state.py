@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
-from ..model import Ct
-from ..reports import Report
+from ..dc.model import Ct
+from ..wire.reports import Report
 
 ActionKind = Literal["start", "stop", "destroy"]
 

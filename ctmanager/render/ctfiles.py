@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace as View
 from typing import Any, Sequence
 
-from .. import template as dctemplate
-from ..model import Ct, DcTemplate, Node, Paths, rack_name
+from ..dc import template as dctemplate
+from ..dc.model import Ct, DcTemplate, Node, Paths, rack_name
 
 # (output path pattern inside the rack folder, template, mode)
 CT_FILES: tuple[tuple[str, str, int], ...] = (
@@ -66,7 +66,7 @@ def search_domains(ct: Ct, dc: DcTemplate, rack: RackContext) -> tuple[str, ...]
 def ct_view(ct: Ct, *, dc_name: str, rack: str, net: View, nameservers: Sequence[str], search: Sequence[str],
             paths: Paths) -> dict[str, Any]:
     """The context of one CT's templates. The manager renders with the DC's paths,
-    an agent with its own HN's (the same CT spec, see agent.spec)."""
+    an agent with its own HN's (the same CT spec, see wire.spec)."""
     r = ct.resources
     gb = max(1, r.disk >> 30)
     role = f"tenant {ct.tenant}" if ct.tenant else (f"service {ct.service}" if ct.service else "ct")

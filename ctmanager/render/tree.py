@@ -21,15 +21,15 @@ import functools
 import hashlib
 import json
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import queries
+from ..store import queries
 from ..errors import InputError
-from ..model import rack_name
+from ..dc.model import rack_name
 from ..store import Store
+from ..store.db import Row
 from . import files, output, parallel
 from .ctfiles import CT_FILES, EXPORTS_FILE, TEMPLATES, RackContext, ct_context, exports_context, rack_context
 from .engine import Engine
@@ -110,7 +110,7 @@ def _units(store: Store, engine: Engine) -> dict[str, Unit]:
     salt = hashlib.blake2b(digest_size=16)
     salt.update(engine.fingerprint(TEMPLATES).encode())
     salt.update(repr((CT_FILES, EXPORTS_FILE)).encode())  # same key => same file names
-    salt.update((store.get_meta("template") or "").encode())
+    salt.update(queries.template_text(store).encode())
     racks: dict[int, RackContext] = {}
 
     def rack(slot: int) -> RackContext:
@@ -119,18 +119,18 @@ def _units(store: Store, engine: Engine) -> dict[str, Unit]:
     def ct_outputs(folder: str, ctid: int) -> tuple[tuple[str, str, int], ...]:
         return tuple((f"{folder}/{pat.format(ctid=ctid)}", tpl, mode) for pat, tpl, mode in CT_FILES)
 
-    def ct_unit_context(row: sqlite3.Row) -> dict[str, Any]:
+    def ct_unit_context(row: Row) -> dict[str, Any]:
         ct = queries.ct_from_row(row)
         return engine.context(ct_context(ct, dc, rack(ct.rack)))
 
     units: dict[str, Unit] = {}
-    for row in store.query(f"SELECT {queries.CT_COLUMNS} FROM cts ORDER BY ctid"):
+    for row in queries.ct_rows(store):
         ctid, folder = row["ctid"], rack_name(row["rack"])
         key = salt.copy()
         key.update(repr(tuple(row)).encode())
         units[f"ct/{ctid}"] = Unit(key.hexdigest(), folder, functools.partial(ct_outputs, folder, ctid),
                                    functools.partial(ct_unit_context, row))
-    counts = {r[0]: r[1] for r in store.query("SELECT storage, count(*) FROM cts GROUP BY storage")}
+    counts = queries.storage_counts(store)
     for slot in [r["slot"] for r in queries.racks(store)]:
         nodes = queries.nodes(store, rack=slot)
         hns = [n for n in nodes if n.role == "compute"]

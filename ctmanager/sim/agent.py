@@ -15,7 +15,7 @@ from ..agent.apply import fence_verdict
 from ..fencing.guard import FenceGuard
 from ..fencing.quorum import MANAGER, Membership
 from ..fencing.timers import FenceTimers
-from ..reports import CtState, Metrics, Receiver, Report
+from ..wire.reports import CtState, Metrics, Receiver, Report
 
 if TYPE_CHECKING:
     from .rack import SimRack

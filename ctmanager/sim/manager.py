@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..fencing.quorum import MANAGER
 from ..manager.core import Core
 from ..reconcile.state import Action, Observed, Placements
-from ..reports import Receiver, Report
+from ..wire.reports import Receiver, Report
 from .agent import METRICS
 
 if TYPE_CHECKING:

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from ..fencing.quorum import MANAGER, is_quorum
 from ..fencing.timers import FenceTimers
-from ..model import Ct, Resources
+from ..dc.model import Ct, Resources
 from ..reconcile.state import Action, Configured, Hn, Settings
-from ..reports import Report
+from ..wire.reports import Report
 from .agent import SimAgent
 from .manager import SimManager
 from .world import Clock, Network, Weather

@@ -1,5 +1,15 @@
-"""SQLite store: WAL mode, one writer at a time (BEGIN IMMEDIATE), readers never
-blocked, a busy timeout so the CLI and a daemon can share one file.
+"""The SQLite backend: WAL mode, one writer at a time (BEGIN IMMEDIATE), readers
+never blocked, a busy timeout so the CLI and the daemons can share one file.
+
+The statements themselves live in the store's query modules (queries, inventory,
+loop, dns, proxies), written in SQL that SQLite and PostgreSQL both read; a
+backend only supplies connections, transactions, the change counter and error
+translation. Every sqlite3 error leaves here as a StoreError (one line).
+
+The change counter: every configuration write bumps meta `config_version` in
+the same transaction (`transaction()`, the default). The reconcile loop's and the
+DNS worker's own writes use `transaction(config=False)` and never wake readers,
+so a daemon can tell "someone edited the configuration" from its own commits.
 """
 
 from __future__ import annotations
@@ -9,7 +19,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from ..errors import StoreError
 from .schema import MIGRATIONS, VERSION
@@ -17,6 +27,10 @@ from .schema import MIGRATIONS, VERSION
 DEFAULT_PATH = "/var/lib/ctmanager/ctmanager.db"
 ENV_VAR = "CTMANAGER_STORE"
 BUSY_TIMEOUT_MS = 10_000
+CONFIG_VERSION = "config_version"
+
+Params = Sequence[Any] | dict[str, Any]
+Row = sqlite3.Row
 
 
 def default_path(explicit: str | None = None) -> Path:
@@ -24,7 +38,7 @@ def default_path(explicit: str | None = None) -> Path:
     return Path(explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH)
 
 
-def open_store(path: Path, *, create: bool = False) -> "Store":
+def open_store(path: Path, *, create: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> "Store":
     if not create and not path.exists():
         raise StoreError(f"no store at {path}; create one with: ctmanager --store {path} init TEMPLATE")
     if create:
@@ -32,23 +46,26 @@ def open_store(path: Path, *, create: bool = False) -> "Store":
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from None
-    return Store(path)
+    return Store(path, busy_timeout_ms=busy_timeout_ms)
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = path
+        self.cache: dict[str, Any] = {}  # values derived from rows that never change (the parsed DC template)
+        self._in_tx = False
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-            self.db = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            self.db = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_ms / 1000,
+                                      check_same_thread=False)
             self.db.row_factory = sqlite3.Row
-            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self.db.execute("PRAGMA foreign_keys = ON")
             if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open store: {exc}") from None
 
     def close(self) -> None:
@@ -72,50 +89,110 @@ class Store:
             )
         if current == VERSION:
             return
-        with self.transaction():
+        with self.transaction(config=False):
             current = self.version  # another process may have migrated meanwhile
             for i in range(current, VERSION):
                 for statement in _statements(MIGRATIONS[i]):
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {i + 1}")
 
+    # ---- transactions ----------------------------------------------------
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: all or nothing. Takes the write lock up front so
-        a read-then-write (e.g. IP allocation) cannot race another writer."""
+    def transaction(self, *, config: bool = True) -> Iterator["Store"]:
+        """A write transaction: all or nothing. Takes the write lock up front so a
+        read-then-write (check-then-act, e.g. IP allocation) cannot race another
+        writer. `config`: this is a configuration change (bumps the counter)."""
+        if self._in_tx:
+            raise StoreError("internal: nested store transaction")
+        self._begin("BEGIN IMMEDIATE")
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"{self.path}: store is busy ({exc}); try again") from None
-        try:
-            yield self.db
+            yield self
+            if config:
+                self.execute("INSERT INTO meta(key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE SET "
+                             "value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)", (CONFIG_VERSION,))
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
-        else:
+        try:
             self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()  # a failed COMMIT leaves the connection inside the transaction
+            raise StoreError(f"{self.path}: cannot commit: {exc}") from None
+        finally:
+            self._in_tx = False
 
-    # ---- small helpers -------------------------------------------------
-    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        return self.db.execute(sql, params).fetchall()
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator["Store"]:
+        """A read transaction: every read inside sees the same committed state (a
+        `ct rm` landing between two reads cannot make a CT look unplaced)."""
+        if self._in_tx:
+            yield self  # already inside a transaction: that is a snapshot too
+            return
+        self._begin("BEGIN")
+        try:
+            yield self
+        finally:
+            self._rollback()
 
-    def one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Row | None:
-        return self.db.execute(sql, params).fetchone()
+    def _begin(self, how: str) -> None:
+        try:
+            self.db.execute(how)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: store is busy or unusable ({exc}); try again") from None
+        self._in_tx = True
+
+    def _rollback(self) -> None:
+        self._in_tx = False
+        try:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the connection is unusable; the next statement says so
+
+    # ---- statements (for the store's query modules only) -----------------
+    def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
+        try:
+            return self.db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise _error(self.path, exc) from None
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        try:
+            self.db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise _error(self.path, exc) from None
+
+    def query(self, sql: str, params: Params = ()) -> list[Row]:
+        return self.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: Params = ()) -> Row | None:
+        return self.execute(sql, params).fetchone()
 
     def get_meta(self, key: str) -> str | None:
         row = self.one("SELECT value FROM meta WHERE key = ?", (key,))
-        return None if row is None else row[0]
+        return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        self.db.execute(
-            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        self.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                     (key, value))
 
     def event(self, kind: str, subject: str, detail: str = "") -> None:
-        self.db.execute(
-            "INSERT INTO events(at, kind, subject, detail) VALUES (?, ?, ?, ?)", (time.time(), kind, subject, detail)
-        )
+        self.execute("INSERT INTO events(at, kind, subject, detail) VALUES (?, ?, ?, ?)",
+                     (time.time(), kind, subject, detail))
+
+    def config_version(self) -> int:
+        """The change counter: it moves on every configuration commit, by anyone."""
+        value = self.get_meta(CONFIG_VERSION)
+        return int(value) if value and value.isdigit() else 0
+
+
+def _error(path: Path, exc: sqlite3.Error) -> StoreError:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return StoreError(f"{path}: the store is read-only here ({text})")
+    if "locked" in text or "busy" in text:
+        return StoreError(f"{path}: store is busy ({text}); try again")
+    return StoreError(f"{path}: store error: {text}")
 
 
 def _statements(script: str) -> list[str]:

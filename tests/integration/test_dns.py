@@ -189,7 +189,7 @@ def test_the_manager_s_dns_worker_retries_pending_changes_until_the_server_is_ba
 def test_an_update_too_big_for_one_message_is_split(bind: tuple[Cli, Bind]) -> None:
     """1,000 changes with long unique names are about 190 KB: more than one DNS message
     (64 KB) can hold. The publisher halves the batch until each part fits."""
-    from ctmanager import queries
+    from ctmanager.store import queries
     from ctmanager.dnsroutes import publisher, records, sync
     from ctmanager.dnsroutes.records import Change, RRset
     from ctmanager.store import open_store

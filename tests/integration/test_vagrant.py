@@ -41,7 +41,7 @@ def test_an_unknown_provider_is_refused() -> None:
 
 
 def test_the_machines_have_the_example_dcs_rack_101_addresses(tmp_path: Path) -> None:
-    from ctmanager import inventory, queries
+    from ctmanager.store import inventory, queries
     from ctmanager.store import open_store
 
     with open_store(tmp_path / "ctm.db", create=True) as store:

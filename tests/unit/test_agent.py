@@ -11,12 +11,12 @@ import pytest
 
 from ctmanager.agent import apply as applying
 from ctmanager.agent import config as agent_config
-from ctmanager.agent import spec as specs
+from ctmanager.wire import spec as specs
 from ctmanager.agent.drivers.base import Completed, DriverError
 from ctmanager.agent.drivers.lxc import LxcDriver, parse_ls
 from ctmanager.agent.drivers.openvz import OpenVzDriver, check, parse_vzlist
 from ctmanager.errors import InputError
-from ctmanager.model import Ct, Resources
+from ctmanager.dc.model import Ct, Resources
 
 G = 1 << 30
 

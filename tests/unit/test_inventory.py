@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctmanager import inventory, queries
+from ctmanager.store import inventory, queries
 from ctmanager.errors import ConflictError, ExhaustedError, InputError, NotFoundError
 from ctmanager.store import open_store
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctmanager import ipam
+from ctmanager.dc import ipam
 from ctmanager.errors import ExhaustedError
-from ctmanager.model import OffsetRange
+from ctmanager.dc.model import OffsetRange
 
 NET = ipaddress.IPv4Network("10.101.0.0/16")
 NODES = OffsetRange(257, 510)

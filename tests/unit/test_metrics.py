@@ -61,7 +61,7 @@ def test_no_graphite_configured_sends_nothing() -> None:
 
 
 def _dc():  # type: ignore[no-untyped-def]
-    from ctmanager.template import load
+    from ctmanager.dc.template import load
 
     return load(Path(__file__).resolve().parents[2] / "templates" / "dc" / "example.toml")
 

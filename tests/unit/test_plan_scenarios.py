@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from ctmanager import validate as v
-from ctmanager.model import Ct, Resources
+from ctmanager.wire import validate as v
+from ctmanager.dc.model import Ct, Resources
 from ctmanager.reconcile import Configured, Hn, Observed, Placements, plan
-from ctmanager.reports import CtState, Metrics, Report
+from ctmanager.wire.reports import CtState, Metrics, Report
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios" / "plan"
 NAMES = sorted(p.name for p in SCENARIOS.iterdir() if (p / "input.toml").exists())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ctmanager import inventory
+from ctmanager.store import inventory
 from ctmanager.errors import RenderError
 from ctmanager.render import Engine, render_tree
 from ctmanager.store import open_store
@@ -144,7 +144,7 @@ def test_error_in_one_ct_leaves_folder_as_it_was(store, tmp_path: Path, monkeypa
     """A failure that only one CT's data triggers, while another worker renders
     another rack fine: no file replaced, no temp file or staged folder left
     behind, whether the folders are new or exist."""
-    from ctmanager import manifest
+    from ctmanager.dc import manifest
     from ctmanager.render import output, tree
 
     inv = inventory.Inventory(store, inventory.queries.dc_template(store))

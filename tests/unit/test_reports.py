@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ctmanager import reports
-from ctmanager.reports import CtState, Metrics, Receiver, Report, ReportError, sign, verify
+from ctmanager.wire import reports
+from ctmanager.wire.reports import CtState, Metrics, Receiver, Report, ReportError, sign, verify
 
 KEY = b"k" * 32
 NOW = 1_800_000_000.0
@@ -83,7 +83,7 @@ def test_receiver_drops_replays_and_old_boots_and_counts_them() -> None:
 def test_drops_are_logged_once_per_source_and_reason_a_minute(caplog: pytest.LogCaptureFixture) -> None:
     rx = Receiver(KEY, 101)
     forged = sign(report(), b"x" * 32)
-    with caplog.at_level(logging.WARNING, logger="ctmanager.reports"):
+    with caplog.at_level(logging.WARNING, logger="ctmanager.wire.reports"):
         for i in range(100):
             rx.receive(forged, "10.9.9.9", NOW + i * 0.5)  # 50 s of flooding
         rx.receive(forged, "10.9.9.8", NOW)

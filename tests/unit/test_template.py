@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ctmanager import manifest, template
+from ctmanager.dc import manifest, template
 from ctmanager.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]

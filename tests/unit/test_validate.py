@@ -1,6 +1,6 @@
 import pytest
 
-from ctmanager import validate as v
+from ctmanager.wire import validate as v
 from ctmanager.errors import InputError
 
 BAD_LABELS = [

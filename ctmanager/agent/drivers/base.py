@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
-from ...model import Paths
+from ...dc.model import Paths
 from ...monitoring.provision import provision
 from ...render import ctfiles, files
 from ...render.engine import Engine
-from ..spec import Spec
+from ...wire.spec import Spec
 
 OPST_UP, OPST_DOWN = "UP", "DOWN"
 COMMAND_TIMEOUT = 30.0

@@ -14,8 +14,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ...model import Paths
-from ..spec import Spec
+from ...dc.model import Paths
+from ...wire.spec import Spec
 from .base import OPST_DOWN, OPST_UP, DriverError, Runner, failed, render_ct_files, run
 
 # LXC states -> OPST. A CT that is starting or frozen holds its /data: UP.

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...model import Paths
-from ..spec import Spec
+from ...dc.model import Paths
+from ...wire.spec import Spec
 from .base import OPST_DOWN, OPST_UP, Completed, DriverError, Runner, failed, render_ct_files, run
 
 CONF_DIR = "/etc/vz/conf"

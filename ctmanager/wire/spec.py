@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from types import SimpleNamespace as View
 from typing import Any, Mapping
 
-from .. import resources as res
-from .. import validate as v
+from ..dc import resources as res
+from . import validate as v
 from ..errors import InputError
-from ..model import Ct, DcTemplate, Paths, rack_name
+from ..dc.model import Ct, DcTemplate, Paths, rack_name
 from ..render import ctfiles
 
 MAX_SPEC = 64 * 1024

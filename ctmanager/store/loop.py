@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .. import queries
+from . import queries
 from ..executor.runner import Result
-from ..model import DcTemplate
-from ..reports import Report, ReportError, parse_body
-from ..store import Store
-from .state import Action, Configured, Hn, Observed, Placements, Settings
+from ..dc.model import DcTemplate
+from ..wire.reports import Report, ReportError, parse_body
+from .db import Store
+from ..reconcile.state import Action, Configured, Hn, Observed, Placements, Settings
 
 
 def configured(store: Store, dc: DcTemplate, slot: int) -> Configured:
@@ -43,14 +43,14 @@ def observed(store: Store) -> Observed:
 
 
 def save_reports(store: Store, reports: Iterable[tuple[Report, float]]) -> None:
-    store.db.executemany(
+    store.executemany(
         "INSERT INTO hn_reports (hn, received_at, body) VALUES (?, ?, ?) "
         "ON CONFLICT(hn) DO UPDATE SET received_at = excluded.received_at, body = excluded.body",
         [(r.hn, at, r.body().decode()) for r, at in reports])
 
 
 def save_placements(store: Store, place: dict[int, str], now: float) -> None:
-    store.db.executemany(
+    store.executemany(
         "INSERT INTO placements (ctid, hn, placed_at) VALUES (?, ?, ?) "
         "ON CONFLICT(ctid) DO UPDATE SET hn = excluded.hn, placed_at = excluded.placed_at",
         [(c, hn, now) for c, hn in place.items()])
@@ -62,7 +62,7 @@ def journal(store: Store, actions: Iterable[Action], now: float) -> list[int]:
     """Write the intent before acting: a manager that dies mid-way finds it on restart."""
     ids = []
     for a in actions:
-        cur = store.db.execute(
+        cur = store.execute(
             "INSERT INTO journal (at, kind, ctid, hn, reason, purge, state) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
             (now, a.kind, a.ctid, a.hn, a.reason, int(a.purge)))
         ids.append(int(cur.lastrowid or 0))
@@ -71,11 +71,11 @@ def journal(store: Store, actions: Iterable[Action], now: float) -> list[int]:
 
 def finish(store: Store, journal_id: int, result: Result, now: float, settings: Settings) -> None:
     state = result.result if result.result in ("done", "rejected") else "failed"
-    store.db.execute("UPDATE journal SET state = ?, detail = ?, finished_at = ? WHERE id = ?",
+    store.execute("UPDATE journal SET state = ?, detail = ?, finished_at = ? WHERE id = ?",
                      (state, result.message, now, journal_id))
     a = result.action
     if result.result == "rejected":
-        store.db.execute(
+        store.execute(
             "INSERT INTO rejections (ctid, hn, until, reason) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(ctid, hn) DO UPDATE SET until = excluded.until, reason = excluded.reason",
             (a.ctid, a.hn, now + settings.reject_memory, result.message))
@@ -87,7 +87,7 @@ def interrupted(store: Store, now: float) -> list[str]:
     and placements were saved before acting, so the next plan redoes exactly what
     is still needed, on the same HN; these are closed and reported."""
     rows = store.query("SELECT id, kind, ctid, hn FROM journal WHERE state = 'pending' ORDER BY id")
-    store.db.execute("UPDATE journal SET state = 'failed', detail = 'interrupted: the manager stopped; replanned', "
+    store.execute("UPDATE journal SET state = 'failed', detail = 'interrupted: the manager stopped; replanned', "
                      "finished_at = ? WHERE state = 'pending'", (now,))
     return [f"{r['kind']} {r['ctid']} on {r['hn']}" for r in rows]
 
@@ -114,8 +114,8 @@ def save_observed(store: Store, cfg: Configured, obs: Observed, place: Placement
             since = since_of[hn].get(ctid)
         rows.append((ctid, hn, opst, since))
     if only is None:
-        store.db.execute("DELETE FROM observed")
-    store.db.executemany("INSERT OR REPLACE INTO observed (ctid, hn, opst, since) VALUES (?, ?, ?, ?)", rows)
+        store.execute("DELETE FROM observed")
+    store.executemany("INSERT OR REPLACE INTO observed (ctid, hn, opst, since) VALUES (?, ?, ?, ?)", rows)
 
 
 def forget_removed(store: Store, cfg: Configured, obs: Observed, now: float, settings: Settings) -> list[int]:
@@ -123,5 +123,5 @@ def forget_removed(store: Store, cfg: Configured, obs: Observed, now: float, set
     if not all(obs.known(hn, now, settings) for hn in cfg.hns):
         return []
     gone = [c for c in cfg.removed if c not in obs.where]
-    store.db.executemany("DELETE FROM removed WHERE ctid = ?", [(c,) for c in gone])
+    store.executemany("DELETE FROM removed WHERE ctid = ?", [(c,) for c in gone])
     return gone

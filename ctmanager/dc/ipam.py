@@ -11,7 +11,7 @@ import ipaddress
 import socket
 from typing import Iterable
 
-from .errors import ExhaustedError, InputError
+from ..errors import ExhaustedError, InputError
 from .model import OffsetRange
 
 Net = ipaddress.IPv4Network

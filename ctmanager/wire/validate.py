@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from .errors import InputError
+from ..errors import InputError
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _PATH = re.compile(r"/(?:[A-Za-z0-9._+-]+/?)*\Z")
@@ -25,6 +25,11 @@ UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 def _fail(field: str, value: object, why: str) -> InputError:
     return InputError(f"{why} (got {value!r})", where=field)
+
+
+def is_label(value: str) -> bool:
+    """The DNS-label rule, for code that builds its own message (one rule everywhere)."""
+    return _LABEL.match(value) is not None
 
 
 def label(value: object, field: str) -> str:
@@ -144,3 +149,25 @@ def format_size(nbytes: int) -> str:
         if nbytes % unit == 0:
             return f"{nbytes // unit}{suffix}"
     return str(nbytes)
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
+_METRIC = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
+
+
+def hostport(value: object, field: str, *, names: bool = False) -> tuple[str, int]:
+    """HOST:PORT. HOST is an IPv4 address, or with `names` also a host name."""
+    if not isinstance(value, str) or ":" not in value:
+        raise _fail(field, value, "must be HOST:PORT")
+    host, _, port = value.rpartition(":")
+    if names and _HOSTNAME.match(host) and not host.replace(".", "").isdigit():
+        pass
+    else:
+        host = str(ipv4(host, field))
+    return host, integer(port, field, minimum=1, maximum=65535)
+
+
+def metric_name(value: object, field: str) -> str:
+    if not isinstance(value, str) or not _METRIC.match(value):
+        raise _fail(field, value, "must be a dotted metric name")
+    return value

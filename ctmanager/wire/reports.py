@@ -20,7 +20,10 @@ import hmac
 import json
 import logging
 import re
+from ..errors import InputError
+from .validate import is_label
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,6 @@ MAX_VOTERS = 256
 MAX_SKEW = 300.0  # seconds a report's clock may be off from ours
 OPST = ("UP", "DOWN")  # a CT the HN does not list is not there on that HN
 METRICS = ("cpu_load", "mem_total", "mem_free", "disk_total", "disk_free", "ct_count")
-_HOST = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _BOOT = re.compile(r"[0-9a-f-]{8,64}")
 
 
@@ -122,7 +124,7 @@ def _parse(d: dict[str, Any]) -> Report:
     if d["v"] != VERSION:
         raise ValueError(f"version {d['v']!r}")
     hn, boot_id = d["hn"], d["boot_id"]
-    if not isinstance(hn, str) or not _HOST.fullmatch(hn):
+    if not isinstance(hn, str) or not is_label(hn):
         raise ValueError("hn is not a host name")
     if not isinstance(boot_id, str) or not _BOOT.fullmatch(boot_id):
         raise ValueError("bad boot_id")
@@ -151,7 +153,7 @@ def _parse(d: dict[str, Any]) -> Report:
     if not isinstance(hears, dict) or len(hears) > MAX_VOTERS:
         raise ValueError(f"hears must be an object of at most {MAX_VOTERS} voters")
     for voter, age in hears.items():
-        if not _HOST.fullmatch(voter):
+        if not is_label(voter):
             raise ValueError("hears: a voter is not a host name")
         _num(age)
     return Report(_count(d["rack"]), hn, boot_id, _count(d["seq"]), _num(d["sent_at"]), d["drained"], metrics,
@@ -224,3 +226,17 @@ class Receiver:
                 raise ReportError("stale", f"{report.hn}: seq {report.seq} after {last.seq}")
         elif report.sent_at <= last.sent_at:
             raise ReportError("stale", f"{report.hn}: boot {report.boot_id} is older than boot {last.boot_id}")
+
+
+def read_key(path: Path, file: str) -> bytes:
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise InputError(f"cannot read the rack key: {exc.strerror}", where=f"{file}: key_file") from None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise InputError("the rack key must be hex", where=f"{file}: key_file") from None
+    if len(key) < 16:
+        raise InputError("the rack key must be at least 16 bytes", where=f"{file}: key_file")
+    return key

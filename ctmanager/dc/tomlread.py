@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from .errors import InputError
+from ..errors import InputError
 
 T = TypeVar("T")
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from .. import queries
-from ..cli.commands import _json, _parse_rack, _store
-from ..cli.output import emit_json
+from ..store import queries
+from .common import Registry, parse_rack, store_of, want_json
+from .output import emit_json
 from ..errors import CtmError, InputError
-from . import carbon
+from ..monitoring import carbon
 
 
-def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
-    cmd, group = helpers["cmd"], helpers["group"]
+def register(reg: Registry) -> None:
+    cmd, group = reg.cmd, reg.group
     metrics = group("metrics", "the per-rack metrics store (carbon) that every CT's collectd writes to")
     p = cmd(metrics, "carbon-config", cmd_carbon_config,
             "write carbon-relay/cache/aggregator configs for a rack: full resolution on disk, summaries north",
@@ -27,8 +26,8 @@ def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
 
 
 def cmd_carbon_config(args: argparse.Namespace) -> int:
-    slot = _parse_rack(args.rack, "--rack")
-    with _store(args) as store:
+    slot = parse_rack(args.rack, "--rack")
+    with store_of(args) as store:
         dc = queries.dc_template(store)
         if slot not in {r["slot"] for r in queries.racks(store)}:
             raise InputError(f"rack-{slot} is not installed (see: ctmanager rack list)", where="--rack")
@@ -37,7 +36,7 @@ def cmd_carbon_config(args: argparse.Namespace) -> int:
                               summary_every=args.summary_every)
     except OSError as exc:
         raise CtmError(f"{args.out}: {exc.strerror}") from None
-    if _json(args):
+    if want_json(args):
         emit_json({k: str(v) for k, v in files.items()})
     else:
         conf = files["carbon.conf"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import tomlread
-from . import validate as v
+from ..wire import validate as v
 from .model import DcTemplate, NodeSpec
 
 

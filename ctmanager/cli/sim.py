@@ -6,16 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-from ..cli.commands import _json
-from ..cli.output import emit_json
+from .common import Registry, want_json
+from .output import emit_json
 from ..errors import InputError
-from .commands import SimError
+from ..sim.commands import SimError
 
 
-def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
-    cmd, group = helpers["cmd"], helpers["group"]
+def register(reg: Registry) -> None:
+    cmd, group = reg.cmd, reg.group
     sims = group("sim", "the fencing simulator: the manager's and agents' own decision code on a simulated rack")
     p = cmd(sims, "run", cmd_sim_run, "play a scenario folder (setup.toml + cmdlist) and print its event log",
             "ctmanager sim run tests/scenarios/fencing/hn-link-down")
@@ -29,7 +28,7 @@ def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
 
 
 def cmd_sim_run(args: argparse.Namespace) -> int:
-    from .scenario import play
+    from ..sim.scenario import play
 
     folder = Path(args.folder)
     if not (folder / "cmdlist").is_file():
@@ -38,7 +37,7 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
         rack = play(folder)
     except SimError as exc:
         raise InputError(str(exc)) from None
-    if _json(args):
+    if want_json(args):
         emit_json({"log": rack.lines, "violations": rack.violations})
     else:
         print("\n".join(rack.lines))
@@ -48,9 +47,9 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_random(args: argparse.Namespace) -> int:
-    from .commands import run
-    from .rack import SimRack
-    from .schedules import generate
+    from ..sim.commands import run
+    from ..sim.rack import SimRack
+    from ..sim.schedules import generate
 
     if args.count < 1 or not 0 < args.minutes <= 600:
         raise InputError("--count must be 1 or more and --minutes in (0, 600]")
@@ -63,11 +62,11 @@ def cmd_sim_random(args: argparse.Namespace) -> int:
         wrong = rack.violations + rack.converged()
         failed += bool(wrong)
         results.append({"seed": seed, "ok": not wrong, "problems": wrong})
-        if not _json(args):
+        if not want_json(args):
             if args.log:
                 print("\n".join(rack.lines))
             print(f"seed {seed}: {'ok' if not wrong else 'FAILED: ' + '; '.join(wrong[:3])} "
                   f"({setup.hns} HNs, {setup.cts} CTs, {len(schedule)} commands)")
-    if _json(args):
+    if want_json(args):
         emit_json(results)
     return 1 if failed else 0

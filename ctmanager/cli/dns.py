@@ -6,17 +6,17 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from .. import queries
-from ..cli.commands import _json, _store
-from ..cli.output import emit_json
+from ..store import dns as dnsrows
+from ..store import queries
+from .common import Registry, store_of, want_json
+from .output import emit_json
 from ..errors import CtmError
-from . import bind, sync
+from ..dnsroutes import bind, sync
 
 
-def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
-    cmd, group = helpers["cmd"], helpers["group"]
+def register(reg: Registry) -> None:
+    cmd, group = reg.cmd, reg.group
     dns = group("dns", "publish CT addresses and tenant routing CNAMEs to the DNS server (RFC 2136 + TSIG)")
     p = cmd(dns, "configure", cmd_dns_configure, "set the DNS server and TSIG key every edit publishes to",
             "ctmanager dns configure --server 10.100.0.53:53 --key-file /etc/ctmanager/tsig.key")
@@ -40,10 +40,10 @@ def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
 
 
 def cmd_dns_configure(args: argparse.Namespace) -> int:
-    with _store(args) as store:
+    with store_of(args) as store:
         sync.configure(store, args.server, args.key_file)
         pending = sync.sync(store, sync.require_server(store), dry_run=True).pending
-    if _json(args):
+    if want_json(args):
         emit_json({"server": args.server, "pending": len(pending)})
     else:
         print(f"DNS server {args.server}; {len(pending)} change(s) pending (ctmanager dns sync sends them)")
@@ -51,10 +51,10 @@ def cmd_dns_configure(args: argparse.Namespace) -> int:
 
 
 def cmd_dns_diff(args: argparse.Namespace) -> int:
-    with _store(args) as store:
+    with store_of(args) as store:
         report = sync.sync(store, None, dry_run=True)
-        conflicts = store.query("SELECT name, detail FROM dns_conflicts ORDER BY name")
-    if _json(args):
+        conflicts = dnsrows.conflicts(store)
+    if want_json(args):
         emit_json({"pending": [str(c) for c in report.pending],
                    "conflicts": [{"name": r[0], "detail": r[1]} for r in conflicts]})
     else:
@@ -70,7 +70,7 @@ def cmd_dns_diff(args: argparse.Namespace) -> int:
 def cmd_dns_sync(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + max(args.retry, 0.0)
     delay = 0.5
-    with _store(args) as store:
+    with store_of(args) as store:
         server = None if args.dry_run else sync.require_server(store)
         while True:
             report = sync.sync(store, server, dry_run=args.dry_run)
@@ -79,7 +79,7 @@ def cmd_dns_sync(args: argparse.Namespace) -> int:
             sys.stderr.write(f"dns: {report.error}; retrying in {delay:g}s\n")
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
-    if _json(args):
+    if want_json(args):
         emit_json({"applied": [str(c) for c in report.applied], "pending": [str(c) for c in report.pending],
                    "conflicts": [why for _, why in report.conflicts], "error": report.error,
                    "messages": report.messages})
@@ -99,9 +99,9 @@ def cmd_dns_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_dns_verify(args: argparse.Namespace) -> int:
-    with _store(args) as store:
+    with store_of(args) as store:
         report = sync.verify(store, sync.require_server(store), repair=not args.no_repair)
-    if _json(args):
+    if want_json(args):
         emit_json({"drift": report.drift, "repaired": [str(c) for c in report.applied],
                    "conflicts": [why for _, why in report.conflicts]})
     else:
@@ -115,13 +115,13 @@ def cmd_dns_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_dns_bind_config(args: argparse.Namespace) -> int:
-    with _store(args) as store:
+    with store_of(args) as store:
         dc = queries.dc_template(store)
     try:
         files = bind.render(dc, Path(args.out), args.listen, args.port)
     except OSError as exc:
         raise CtmError(f"{args.out}: {exc.strerror}") from None
-    if _json(args):
+    if want_json(args):
         emit_json({k: str(v) for k, v in files.items()})
     else:
         print(f"wrote {files['named.conf']} and zone skeletons; TSIG key {files['key']}\n"

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import ipam, manifest, queries, template
-from . import validate as v
-from .errors import ConflictError, InputError, NotFoundError
-from .model import ADMST_VALUES, Ct, DcTemplate, NodeSpec, Resources, rack_name
-from .store import Store
+from ..dc import ipam, manifest, template
+from . import queries
+from ..wire import validate as v
+from ..errors import ConflictError, InputError, NotFoundError
+from ..dc.model import ADMST_VALUES, Ct, DcTemplate, NodeSpec, Resources, rack_name
+from .db import Store
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class Inventory:
             if clash:
                 raise ConflictError(f"node at position {n.position} (serial {n.serial}, mac {n.mac}) is already installed as {clash[0]}")
         net = template.rack_network(dc.network.supernet, slot)
-        self.store.db.execute(
+        self.store.execute(
             "INSERT INTO racks(slot, name, network, manifest, installed_at) VALUES (?, ?, ?, ?, ?)",
             (slot, rack_name(slot), str(net), source, self.now()),
         )
@@ -93,7 +94,7 @@ class Inventory:
             sku = dc.skus[n.sku]
             hostname = f"{sku.hostname_prefix}-{slot}-{n.position}"
             ip = ipam.node_address(net, dc.network.nodes, n.position)
-            self.store.db.execute(
+            self.store.execute(
                 "INSERT INTO nodes(hostname, rack, position, sku, role, serial, mac, ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (hostname, slot, n.position, n.sku, sku.role, n.serial, n.mac, ip),
             )
@@ -120,7 +121,7 @@ class Inventory:
         apps: Iterable[str] = (),
         ctid: int | None = None,
     ) -> Ct:
-        dc, db = self.dc, self.store.db
+        dc, db = self.dc, self.store
         hostname = v.label(hostname, "hostname")
         apps = tuple(v.label(a, "apps") for a in apps)
         env = env or dc.environments[0]
@@ -173,7 +174,7 @@ class Inventory:
         if new_env not in self.dc.environments:
             raise InputError(f"unknown environment {new_env!r} (the DC has: {', '.join(self.dc.environments)})", where="env")
         r = resources or ct.resources
-        self.store.db.execute(
+        self.store.execute(
             """UPDATE cts SET admst = ?, apps = ?, env = ?, memory = ?, swap = ?, disk = ?, cpus = ?,
                               cpuunits = ?, cpulimit = ?, updated_at = ? WHERE ctid = ?""",
             (new_admst, json.dumps(list(new_apps)), new_env, r.memory, r.swap, r.disk, r.cpus, r.cpuunits,
@@ -191,10 +192,10 @@ class Inventory:
         users = self._route_users(ct)
         if users:
             raise ConflictError(f"CT {ct.hostname} is the target of route(s) {', '.join(users)}; move them first: ctmanager route set TENANT SERVICE TARGET")
-        self.store.db.execute("DELETE FROM observed WHERE ctid = ?", (ct.ctid,))
-        self.store.db.execute("DELETE FROM placements WHERE ctid = ?", (ct.ctid,))
-        self.store.db.execute("DELETE FROM cts WHERE ctid = ?", (ct.ctid,))
-        self.store.db.execute("INSERT OR REPLACE INTO removed (ctid, hostname, purge, removed_at) VALUES (?, ?, ?, ?)",
+        self.store.execute("DELETE FROM observed WHERE ctid = ?", (ct.ctid,))
+        self.store.execute("DELETE FROM placements WHERE ctid = ?", (ct.ctid,))
+        self.store.execute("DELETE FROM cts WHERE ctid = ?", (ct.ctid,))
+        self.store.execute("INSERT OR REPLACE INTO removed (ctid, hostname, purge, removed_at) VALUES (?, ?, ?, ?)",
                               (ct.ctid, ct.hostname, int(purge), self.now()))
         self.store.event("ct.rm", str(ct.ctid), ct.hostname + (" (purge /data)" if purge else ""))
         return ct
@@ -207,10 +208,10 @@ class Inventory:
         if not self.store.one("SELECT 1 FROM racks WHERE slot = ?", (rack,)):
             raise NotFoundError(f"{rack_name(rack)} is not installed (see: ctmanager rack list)")
         self._check_hostname_free(name)
-        self.store.db.execute("INSERT INTO tenants(name, rack, created_at) VALUES (?, ?, ?)", (name, rack, self.now()))
+        self.store.execute("INSERT INTO tenants(name, rack, created_at) VALUES (?, ?, ?)", (name, rack, self.now()))
         core = self.add_ct(name, rack, resources=resources, tenant=name, apps=apps)
         for svc in self.dc.rack_services:
-            self.store.db.execute(
+            self.store.execute(
                 "INSERT INTO routes(tenant, service, target) VALUES (?, ?, ?)", (name, svc.route, self._default_target(svc.name, svc.pool, rack))
             )
         self.store.event("tenant.add", name, rack_name(rack))
@@ -219,9 +220,9 @@ class Inventory:
     def rm_tenant(self, name: str, *, purge: bool = False) -> list[Ct]:
         queries.tenant_rack(self.store, name)  # raises NotFoundError
         cts = queries.cts(self.store, tenant=name)
-        self.store.db.execute("DELETE FROM routes WHERE tenant = ?", (name,))
+        self.store.execute("DELETE FROM routes WHERE tenant = ?", (name,))
         removed = [self.rm_ct(str(ct.ctid), as_tenant=True, purge=purge) for ct in cts]
-        self.store.db.execute("DELETE FROM tenants WHERE name = ?", (name,))
+        self.store.execute("DELETE FROM tenants WHERE name = ?", (name,))
         self.store.event("tenant.rm", name, f"{len(removed)} CTs")
         return removed
 
@@ -233,7 +234,7 @@ class Inventory:
         if not self._target_exists(target):
             raise NotFoundError(f"route target {target!r} is neither a CT nor a pool (see: ctmanager ct list)")
         old = self.store.one("SELECT target FROM routes WHERE tenant = ? AND service = ?", (tenant, service))
-        self.store.db.execute(
+        self.store.execute(
             "INSERT INTO routes(tenant, service, target) VALUES (?, ?, ?) "
             "ON CONFLICT(tenant, service) DO UPDATE SET target = excluded.target",
             (tenant, service, target),
@@ -242,10 +243,32 @@ class Inventory:
         return None if old is None else old[0]
 
     def rm_route(self, tenant: str, service: str) -> None:
-        cur = self.store.db.execute("DELETE FROM routes WHERE tenant = ? AND service = ?", (tenant, service))
+        cur = self.store.execute("DELETE FROM routes WHERE tenant = ? AND service = ?", (tenant, service))
         if cur.rowcount == 0:
             raise NotFoundError(f"tenant {tenant!r} has no route {service!r} (see: ctmanager route list)")
         self.store.event("route.rm", f"{tenant}/{service}")
+
+    # ---- HNs and placements --------------------------------------------
+    def set_drained(self, hn: str, drained: bool) -> None:
+        queries.compute_node(self.store, hn)
+        self.store.execute("UPDATE nodes SET drained = ? WHERE hostname = ?", (int(drained), hn))
+        self.store.event("hn.drain" if drained else "hn.undrain", hn)
+
+    def move_ct(self, ref: str, to: str) -> tuple[Ct, str | None]:
+        """Place a CT on another HN of its rack (the reconcile loop stops it on the
+        old one first). Returns the CT and where it was placed before."""
+        ct = queries.find_ct(self.store, ref)
+        node = queries.compute_node(self.store, to)
+        if node.rack != ct.rack:
+            raise InputError(f"{to} is in rack-{node.rack}; CT {ct.ctid} lives in rack-{ct.rack}")
+        if node.drained:
+            raise InputError(f"{to} is drained; undrain it first: ctmanager hn undrain {to}")
+        old = queries.placement(self.store, ct.ctid)
+        self.store.execute("INSERT INTO placements (ctid, hn, placed_at) VALUES (?, ?, ?) ON CONFLICT(ctid) "
+                           "DO UPDATE SET hn = excluded.hn, placed_at = excluded.placed_at", (ct.ctid, to, self.now()))
+        self.store.execute("DELETE FROM rejections WHERE ctid = ? AND hn = ?", (ct.ctid, to))
+        self.store.event("ct.move", str(ct.ctid), f"{old or '-'} -> {to}")
+        return ct, old
 
     # ---- helpers -------------------------------------------------------
     def pools(self) -> dict[str, list[str]]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from . import validate as v
-from .errors import InputError
+from ..wire import validate as v
+from ..errors import InputError
 from .model import Resources, Sku
 
 KEYS = ("memory", "swap", "disk", "cpus", "cpuunits", "cpulimit")

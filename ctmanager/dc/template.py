@@ -12,8 +12,8 @@ from pathlib import Path
 
 from . import resources as res
 from . import tomlread
-from . import validate as v
-from .errors import InputError
+from ..wire import validate as v
+from ..errors import InputError
 from .model import (
     DcTemplate,
     Network,

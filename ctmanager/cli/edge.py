@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from .. import queries
-from ..cli.commands import _json, _store
-from ..cli.output import emit_json, table
-from ..errors import CtmError, InputError, NotFoundError
+from ..store import Store, queries
+from ..store import proxies as proxyrows
+from .common import Registry, store_of, want_json
+from .output import emit_json, table
+from ..errors import CtmError, InputError
 from ..render.files import write_atomic
-from . import nginx
+from ..proxies import nginx
 
 
-def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
-    cmd, group = helpers["cmd"], helpers["group"]
+def register(reg: Registry) -> None:
+    cmd, group = reg.cmd, reg.group
     edge = group("edge", "the nginx edge proxies: tenants by Host, backends by DNS, path routes with ACLs")
     paths = group("path", "path routes: a URL prefix sent to a tenant routing name", parent=edge)
     p = cmd(paths, "set", cmd_path_set, "route a URL prefix to a tenant routing name (for all tenants, or one)",
@@ -44,17 +44,9 @@ def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
 
 def cmd_path_set(args: argparse.Namespace) -> int:
     r = nginx.path_route(args.path, args.service, args.tenant, args.strip, args.allow, args.deny)
-    with _store(args) as store:
-        if r.tenant:
-            queries.tenant_rack(store, r.tenant)  # must exist
-        with store.transaction():
-            store.db.execute(
-                "INSERT INTO path_routes (tenant, path, service, strip, allow, deny) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(tenant, path) DO UPDATE SET service = excluded.service, strip = excluded.strip, "
-                "allow = excluded.allow, deny = excluded.deny",
-                (r.tenant, r.path, r.service, int(r.strip), json.dumps(r.allow), json.dumps(r.deny)))
-            store.event("edge.path", f"{r.tenant or '*'}{r.path}", r.service)
-    if _json(args):
+    with store_of(args) as store:
+        proxyrows.set_path_route(store, r.tenant, r.path, r.service, r.strip, r.allow, r.deny)
+    if want_json(args):
         emit_json({"tenant": r.tenant, "path": r.path, "service": r.service, "strip": r.strip,
                    "allow": r.allow, "deny": r.deny})
     else:
@@ -63,25 +55,21 @@ def cmd_path_set(args: argparse.Namespace) -> int:
 
 
 def cmd_path_rm(args: argparse.Namespace) -> int:
-    with _store(args) as store:
-        with store.transaction():
-            cur = store.db.execute("DELETE FROM path_routes WHERE tenant = ? AND path = ?", (args.tenant, args.path))
-            if cur.rowcount == 0:
-                raise NotFoundError(f"no path route {args.path!r}{' for ' + args.tenant if args.tenant else ''}")
-    if not _json(args):
+    with store_of(args) as store:
+        proxyrows.rm_path_route(store, args.tenant, args.path)
+    if not want_json(args):
         print(f"removed {args.path}")
     return 0
 
 
-def _routes(store: Any) -> tuple[nginx.PathRoute, ...]:
-    return nginx.routes_from_rows(store.query(
-        "SELECT tenant, path, service, strip, allow, deny FROM path_routes ORDER BY tenant, path"))
+def _routes(store: Store) -> tuple[nginx.PathRoute, ...]:
+    return nginx.routes_from_rows(proxyrows.path_routes(store))
 
 
 def cmd_path_list(args: argparse.Namespace) -> int:
-    with _store(args) as store:
+    with store_of(args) as store:
         routes = _routes(store)
-    if _json(args):
+    if want_json(args):
         emit_json([r.__dict__ for r in routes])
     else:
         table(("TENANT", "PATH", "SERVICE", "STRIP", "ALLOW", "DENY"),
@@ -102,7 +90,7 @@ def cmd_edge_config(args: argparse.Namespace) -> int:
     for name in ("http_port", "https_port", "resolver_port", "backend_port"):
         if not 1 <= getattr(args, name) <= 65535:
             raise InputError(f"must be 1-65535 (got {getattr(args, name)})", where=f"--{name.replace('_', '-')}")
-    with _store(args) as store:
+    with store_of(args) as store:
         edge = edge_for(store, cert=args.cert, key=args.key, prefix=args.prefix, listen_http=args.http_port,
                         listen_https=args.https_port, resolver_port=args.resolver_port,
                         backend_port=args.backend_port)
@@ -112,7 +100,7 @@ def cmd_edge_config(args: argparse.Namespace) -> int:
         write_atomic(out, text.encode(), 0o644)
     except OSError as exc:
         raise CtmError(f"{out}: {exc.strerror}") from None
-    if _json(args):
+    if want_json(args):
         emit_json({"file": str(out), "tenants": len(edge.tenants), "path_routes": len(edge.routes)})
     else:
         print(f"wrote {out}: {len(edge.tenants)} tenants, {len(edge.routes)} path routes; check: nginx -t -c {out}")

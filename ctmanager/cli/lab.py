@@ -8,17 +8,17 @@ import sys
 import time
 from typing import Any
 
-from .. import queries
-from ..cli.commands import _json, _parse_rack, _store
-from ..cli.output import emit_json, table
+from ..store import queries
+from .common import Registry, parse_rack, store_of, want_json
+from .output import emit_json, table
 from ..errors import InputError
-from . import layout
+from ..lab import layout
 
 CONVERGE_TIMEOUT = 120.0
 
 
-def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
-    cmd, group = helpers["cmd"], helpers["group"]
+def register(reg: Registry) -> None:
+    cmd, group = reg.cmd, reg.group
     labs = group("lab", "a real rack on this machine: namespaces as HNs, sshd, ctagent, LXC CTs, the manager")
 
     def with_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -60,26 +60,26 @@ def register(sub: argparse._SubParsersAction, helpers: dict[str, Any]) -> None:
 
 
 def _say(args: argparse.Namespace) -> Any:
-    return (lambda msg: sys.stderr.write(f"lab: {msg}\n")) if not _json(args) else (lambda msg: None)
+    return (lambda msg: sys.stderr.write(f"lab: {msg}\n")) if not want_json(args) else (lambda msg: None)
 
 
 def cmd_lab_up(args: argparse.Namespace) -> int:
-    from . import rack
+    from ..lab import rack
 
     if args.hns < 1:
         raise InputError(f"--hns must be 1 or more (got {args.hns})")
     lab = layout.Lab(args.dir)
     say = _say(args)
     started = time.monotonic()
-    with _store(args) as store:
-        slot = _parse_rack(args.rack, "--rack") if args.rack else _first_rack(store)
+    with store_of(args) as store:
+        slot = parse_rack(args.rack, "--rack") if args.rack else _first_rack(store)
         rack.up(store, lab, slot, args.hns, say)
         say(f"inventory: {lab.inventory}")
         if args.no_wait:
             return 0
         ok = _wait(store, slot, args.timeout, say, lab)
     seconds = time.monotonic() - started
-    if _json(args):
+    if want_json(args):
         emit_json({"rack": f"rack-{slot}", "converged": ok, "seconds": round(seconds, 2),
                    "inventory": str(lab.inventory), "manager_config": str(lab.manager_config)})
     else:
@@ -89,7 +89,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
 
 
 def _wait(store: Any, slot: int, timeout: float, say: Any, lab: layout.Lab) -> bool:
-    from .faults import alive
+    from ..lab.faults import alive
 
     deadline = time.monotonic() + timeout
     last = ""
@@ -114,7 +114,7 @@ def _wait(store: Any, slot: int, timeout: float, say: Any, lab: layout.Lab) -> b
 
 
 def cmd_lab_status(args: argparse.Namespace) -> int:
-    from .rack import sh
+    from ..lab.rack import sh
 
     lab = layout.Lab(args.dir)
     state = lab.read_state()
@@ -128,7 +128,7 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
             p = sh("lxc-ls", "-P", str(lab.hn_dir(name) / "lxc"), "--running", ns=lab.netns(name), check=False)
             cts = (" ".join(sorted(p.stdout.split(), key=lambda s: (len(s), s))) or "-") if p.returncode == 0 else "?"
         rows.append({"name": name, "pid": pid, "alive": alive, "running_cts": cts})
-    if _json(args):
+    if want_json(args):
         emit_json({"dir": str(lab.root), "rack": f"rack-{state.get('slot')}", "processes": rows})
     else:
         print(f"lab {lab.root} (rack-{state.get('slot')}); inventory {lab.inventory}")
@@ -138,19 +138,19 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
 
 
 def cmd_lab_down(args: argparse.Namespace) -> int:
-    from .rack import check_host, down
+    from ..lab.rack import check_host, down
 
     check_host()
     lab = layout.Lab(args.dir)
     down(lab, _say(args))
-    if _json(args):
+    if want_json(args):
         emit_json({"removed": str(lab.root)})
     return 0
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
-    from . import faults
-    from .rack import check_host
+    from ..lab import faults
+    from ..lab.rack import check_host
 
     check_host()
     lab = layout.Lab(args.dir)
@@ -158,7 +158,7 @@ def cmd_fault(args: argparse.Namespace) -> int:
 
     def say(msg: str) -> None:
         lines.append(msg)
-        if not _json(args):
+        if not want_json(args):
             print(msg)
 
     kind = args.fault_command
@@ -170,20 +170,20 @@ def cmd_fault(args: argparse.Namespace) -> int:
         faults.kill_agent(lab, args.hn[0], say)
     else:
         faults.kill_manager(lab, not args.no_restart, say)
-    if _json(args):
+    if want_json(args):
         emit_json({"fault": kind, "done": lines})
     return 0
 
 
 def cmd_lab_machine(args: argparse.Namespace) -> int:
-    from . import machines
+    from ..lab import machines
 
     machines.check_root()
     lab = layout.Lab(args.root)
-    with _store(args) as store:
-        slot = _parse_rack(args.rack, "--rack") if args.rack else _first_rack(store)
+    with store_of(args) as store:
+        slot = parse_rack(args.rack, "--rack") if args.rack else _first_rack(store)
         machines.setup(args.role, args.name, store, lab, slot, args.manager, args.dns, _say(args))
-    if _json(args):
+    if want_json(args):
         emit_json({"role": args.role, "name": args.name, "root": str(lab.root)})
     return 0
 

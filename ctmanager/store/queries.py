@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-from . import resources as res
-from . import template
-from .errors import NotFoundError, StoreError
-from .model import Ct, DcTemplate, Node, Route, rack_name
-from .store import Store
+from ..dc import resources as res
+from ..dc import template
+from ..errors import InputError, NotFoundError, StoreError
+from ..dc.model import Ct, DcTemplate, Node, Route, rack_name
+from .db import Row, Store
 
 CT_COLUMNS = "ctid, hostname, rack, tenant, service, env, ip, storage, admst, memory, swap, disk, cpus, cpuunits, cpulimit, apps"
 
 
 def dc_template(store: Store) -> DcTemplate:
+    """The DC template the store was initialised with, parsed once per store
+    handle (it never changes after init; a DNS edit used to parse it four times)."""
     text = store.get_meta("template")
     if text is None:
         raise StoreError(f"{store.path}: store is not initialised; run: ctmanager init TEMPLATE")
-    file = store.get_meta("template_file") or "template"
-    return template.loads(text.encode(), file, Path(file).parent)
+    key = "dc_template:" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    dc = store.cache.get(key)
+    if dc is None:
+        file = store.get_meta("template_file") or "template"
+        dc = store.cache[key] = template.loads(text.encode(), file, Path(file).parent)
+    return dc  # type: ignore[no-any-return]
 
 
-def ct_from_row(row: sqlite3.Row) -> Ct:
+def ct_from_row(row: Row) -> Ct:
     return Ct(
         ctid=row["ctid"],
         hostname=row["hostname"],
@@ -40,7 +46,7 @@ def ct_from_row(row: sqlite3.Row) -> Ct:
     )
 
 
-def node_from_row(row: sqlite3.Row) -> Node:
+def node_from_row(row: Row) -> Node:
     return Node(
         hostname=row["hostname"],
         rack=row["rack"],
@@ -142,3 +148,41 @@ def status(store: Store, now: float, stale_after: float = 3.0) -> list[tuple[Any
            FROM cts c LEFT JOIN observed o ON o.ctid = c.ctid LEFT JOIN hn_reports r ON r.hn = o.hn
            ORDER BY c.ctid""", (now, stale_after, now)
     )
+
+
+def initialised(store: Store) -> bool:
+    return store.get_meta("template") is not None
+
+
+def template_text(store: Store) -> str:
+    return store.get_meta("template") or ""
+
+
+def ct_rows(store: Store) -> list[Row]:
+    """Every CT as a raw row (the renderer keys its cache on the row)."""
+    return store.query(f"SELECT {CT_COLUMNS} FROM cts ORDER BY ctid")
+
+
+def storage_counts(store: Store) -> dict[str, int]:
+    """Storage node -> how many CTs' /data it holds."""
+    return {r[0]: int(r[1]) for r in store.query("SELECT storage, count(*) FROM cts GROUP BY storage")}
+
+
+def hn_reports(store: Store) -> dict[str, tuple[float, str]]:
+    """HN -> (when received, report body) of its newest report the manager kept."""
+    return {r[0]: (float(r[1]), r[2]) for r in store.query("SELECT hn, received_at, body FROM hn_reports")}
+
+
+def compute_node(store: Store, name: str) -> Node:
+    row = store.one("SELECT * FROM nodes WHERE hostname = ?", (name,))
+    if row is None:
+        raise NotFoundError(f"no HN {name!r} (see: ctmanager hn list)")
+    node = node_from_row(row)
+    if node.role != "compute":
+        raise InputError(f"{name} is a {node.role} node, not an HN")
+    return node
+
+
+def placement(store: Store, ctid: int) -> str | None:
+    row = store.one("SELECT hn FROM placements WHERE ctid = ?", (ctid,))
+    return None if row is None else str(row[0])

@@ -1,0 +1,136 @@
+"""What every CLI module shares: the command registry (help with an example on
+every command), the store of a command, one edit transaction with its DNS
+publish, and the argument parsers used by several objects."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from typing import Any, Callable, Iterator
+
+from ..errors import CtmError
+from ..store import Store, default_path, open_store, queries
+from ..store.inventory import Inventory
+
+RES_OPTS = ("memory", "swap", "disk", "cpus", "cpuunits", "cpulimit")
+Handler = Callable[[argparse.Namespace], int]
+
+
+class Registry:
+    """Adds commands and groups to the top parser. Groups are kept by name, so a
+    second module may add actions to one (`ct move` lives beside `ct add`)."""
+
+    def __init__(self, sub: Any, common: argparse.ArgumentParser) -> None:
+        self.sub, self.common = sub, common
+        self.groups: dict[str, Any] = {}
+
+    def cmd(self, parent: Any, name: str, func: Handler, help: str, example: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(
+            name, parents=[self.common], help=help, description=help, epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    def group(self, name: str, help: str, parent: Any = None) -> Any:
+        """A command with sub-commands; nested under `parent` (a group) if given."""
+        p = (parent or self.sub).add_parser(name, help=help, description=help)
+        dest = "action" if parent is None else f"{name}_command"
+        g = p.add_subparsers(dest=dest, metavar="ACTION", parser_class=type(p))
+        g.required = True
+        if parent is None:
+            self.groups[name] = g
+        return g
+
+
+def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--config", metavar="FILE", help="manager config (default: $CTMANAGER_CONFIG)")
+    return p
+
+
+def want_json(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "json", False))
+
+
+def store_of(args: argparse.Namespace) -> Store:
+    return open_store(default_path(getattr(args, "store", None)))
+
+
+@contextlib.contextmanager
+def editing(args: argparse.Namespace) -> Iterator[tuple[Store, Inventory]]:
+    """Store + Inventory inside one write transaction, then the DNS publish."""
+    with store_of(args) as store:
+        dc = queries.dc_template(store)
+        with store.transaction():
+            yield store, Inventory(store, dc)
+        publish_dns(store)
+
+
+def publish_dns(store: Store) -> None:
+    """Every edit publishes its DNS changes at once, if a DNS server is configured;
+    if it cannot be reached they stay queued in the store (nothing is lost)."""
+    from ..dnsroutes import sync
+
+    try:
+        server = sync.server_of(store, timeout=2.0)
+    except CtmError as exc:
+        sys.stderr.write(f"dns: not published: {exc}\n")
+        return
+    if server is None:
+        return
+    report = sync.sync(store, server)
+    if report.applied:
+        sys.stderr.write(f"dns: published {len(report.applied)} change(s) to {server.host}:{server.port}\n")
+    for _change, why in report.conflicts:
+        sys.stderr.write(f"dns: CONFLICT {why}\n")
+    if report.error:
+        sys.stderr.write(f"dns: {len(report.pending)} change(s) PENDING ({report.error}); "
+                         "sent when the server answers (ctmanager dns sync)\n")
+
+
+def manager_setup(args: argparse.Namespace) -> tuple[Any, Store, Any]:
+    """The manager config (--config / $CTMANAGER_CONFIG), the store and the DC."""
+    from ..manager import config as mconfig
+
+    config = mconfig.load(mconfig.find(getattr(args, "config", None)))
+    store = store_of(args)
+    return config, store, queries.dc_template(store)
+
+
+def parse_rack(text: str, field: str = "rack") -> int:
+    from ..dc.template import parse_rack as parse
+
+    return parse(text, field)
+
+
+def integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def positive(text: str) -> int:
+    n = integer(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return n
+
+
+def resource_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--memory", help="RAM, e.g. 4G")
+    p.add_argument("--swap", help="swap, e.g. 1G")
+    p.add_argument("--disk", help="/data quota, e.g. 50G")
+    p.add_argument("--cpus", help="CPU count")
+    p.add_argument("--cpuunits", help="CPU weight (OpenVZ CPUUNITS / cgroup shares)")
+    p.add_argument("--cpulimit", help="CPU limit in percent of one CPU (default: cpus x 100)")
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in RES_OPTS if getattr(args, k, None) is not None}
+
+
+def app_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [a.strip() for a in text.split(",") if a.strip()]

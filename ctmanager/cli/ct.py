@@ -1,0 +1,156 @@
+"""`ctmanager ct add|set|rm|list|show|move|exec`: containers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..dc.model import rack_name
+from ..errors import InputError
+from ..store import queries
+from ..store.inventory import Inventory
+from .common import (Registry, app_list, editing, integer, manager_setup, overrides, parse_rack, resource_args,
+                     store_of, want_json, with_config)
+from .output import emit_json, table
+
+
+def register(reg: Registry) -> None:
+    cts = reg.group("ct", "containers (CTs)")
+    p = reg.cmd(cts, "add", cmd_ct_add, "add a CT (IP and CTID are allocated)",
+                "ctmanager ct add build-101-1 --rack rack-101 --memory 4G --apps bamboo")
+    p.add_argument("hostname", help="hostname (a DNS label, unique in the DC)")
+    p.add_argument("--rack", required=True, help="rack (rack-101 or 101)")
+    p.add_argument("--tenant", help="tenant the CT belongs to (must live in the same rack)")
+    p.add_argument("--env", help="software environment for /sw (default: the DC's first)")
+    p.add_argument("--admst", default="up", choices=("up", "down"), help="administrative state (default: up)")
+    p.add_argument("--ctid", type=integer, help="explicit CTID (default: next free, never reused)")
+    p.add_argument("--apps", default="", help="comma-separated apps")
+    resource_args(p)
+    p = reg.cmd(cts, "set", cmd_ct_set, "change a CT's ADMST, resources, apps or environment",
+                "ctmanager ct set myhost --admst down")
+    p.add_argument("ct", help="CTID or hostname")
+    p.add_argument("--admst", choices=("up", "down"))
+    p.add_argument("--env")
+    p.add_argument("--apps", help="comma-separated apps (replaces the list)")
+    resource_args(p)
+    p = reg.cmd(cts, "rm", cmd_ct_rm,
+                "remove a CT (refused while a route points at it); the reconcile loop destroys it, keeping /data",
+                "ctmanager ct rm build-101-1")
+    p.add_argument("ct", help="CTID or hostname")
+    p.add_argument("--purge-data", action="store_true", help="also delete its /data when it is destroyed")
+    p = reg.cmd(cts, "list", cmd_ct_list, "list CTs with their configuration", "ctmanager ct list --rack rack-101")
+    p.add_argument("--rack")
+    p.add_argument("--tenant")
+    p = reg.cmd(cts, "show", cmd_ct_show, "show one CT", "ctmanager ct show 1005 --json")
+    p.add_argument("ct", help="CTID or hostname")
+    p = reg.cmd(cts, "move", cmd_ct_move, "move a CT to another HN (stopped there first: a CT never runs twice)",
+                "ctmanager ct move 1005 --to hn-101-2")
+    p.add_argument("ct", help="CTID or hostname")
+    p.add_argument("--to", required=True, metavar="HN")
+    p = with_config(reg.cmd(cts, "exec", cmd_ct_exec,
+                            "run a command inside a CT through its HN's agent; exit code passed through",
+                            "ctmanager ct exec myhost -- svstat /data/service/httpd"))
+    p.add_argument("ct", help="CTID or hostname")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+
+
+def ct_json(ct: Any) -> dict[str, Any]:
+    from ..dc import resources
+
+    return {"ctid": ct.ctid, "hostname": ct.hostname, "rack": rack_name(ct.rack), "tenant": ct.tenant,
+            "service": ct.service, "env": ct.env, "ip": ct.ip, "storage": ct.storage, "admst": ct.admst,
+            **resources.as_dict(ct.resources), "apps": list(ct.apps)}
+
+def cmd_ct_add(args: argparse.Namespace) -> int:
+    from ..dc import resources
+
+    slot = parse_rack(args.rack)
+    with editing(args) as (store, inv):
+        res = resources.with_overrides(inv.dc.defaults, inv.dc.max_compute, overrides(args), "ct")
+        ct = inv.add_ct(args.hostname, slot, resources=res, tenant=args.tenant, env=args.env,
+                        admst=args.admst, apps=app_list(args.apps) or [], ctid=args.ctid)
+    if want_json(args):
+        emit_json(ct_json(ct))
+    else:
+        print(f"added CT {ct.ctid} {ct.hostname} {ct.ip} in {rack_name(ct.rack)} (ADMST {ct.admst})")
+    return 0
+
+def cmd_ct_set(args: argparse.Namespace) -> int:
+    from ..dc import resources
+
+    with editing(args) as (store, inv):
+        current = queries.find_ct(store, args.ct)
+        res = resources.with_overrides(current.resources, inv.dc.max_compute, overrides(args), "ct")
+        ct = inv.set_ct(args.ct, resources=res, admst=args.admst, apps=app_list(args.apps), env=args.env)
+    if want_json(args):
+        emit_json(ct_json(ct))
+    else:
+        print(f"updated CT {ct.ctid} {ct.hostname} (ADMST {ct.admst})")
+    return 0
+
+def cmd_ct_rm(args: argparse.Namespace) -> int:
+    with editing(args) as (store, inv):
+        ct = inv.rm_ct(args.ct, purge=args.purge_data)
+    if want_json(args):
+        emit_json({"removed": ct.ctid, "hostname": ct.hostname})
+    else:
+        print(f"removed CT {ct.ctid} {ct.hostname}")
+    return 0
+
+def cmd_ct_list(args: argparse.Namespace) -> int:
+    from ..wire.validate import format_size
+
+    with store_of(args) as store:
+        cts = queries.cts(store, rack=parse_rack(args.rack) if args.rack else None, tenant=args.tenant)
+    if want_json(args):
+        emit_json([ct_json(c) for c in cts])
+    else:
+        table(("CTID", "HOSTNAME", "RACK", "TENANT", "SERVICE", "IP", "ADMST", "MEM", "DISK", "CPUS", "APPS"),
+              [(c.ctid, c.hostname, rack_name(c.rack), c.tenant, c.service, c.ip, c.admst,
+                format_size(c.resources.memory), format_size(c.resources.disk), c.resources.cpus, c.apps) for c in cts])
+    return 0
+
+def cmd_ct_show(args: argparse.Namespace) -> int:
+    with store_of(args) as store:
+        data = ct_json(queries.find_ct(store, args.ct))
+    if want_json(args):
+        emit_json(data)
+    else:
+        width = max(map(len, data))
+        for k, v in data.items():
+            print(f"{k:<{width}}  {', '.join(v) if isinstance(v, list) else ('-' if v is None else v)}")
+    return 0
+
+def cmd_ct_move(args: argparse.Namespace) -> int:
+    with store_of(args) as store:
+        with store.transaction():
+            ct, old = Inventory(store, queries.dc_template(store)).move_ct(args.ct, args.to)
+    if want_json(args):
+        emit_json({"ctid": ct.ctid, "from": old, "to": args.to})
+    else:
+        print(f"CT {ct.ctid} {ct.hostname}: {old or 'unplaced'} -> {args.to} (stopped there first, then started here)")
+    return 0
+
+def cmd_ct_exec(args: argparse.Namespace) -> int:
+    from ..manager import passes
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise InputError("give the command after --, e.g. ctmanager ct exec myhost -- uptime")
+    config, store, dc = manager_setup(args)
+    executor = passes.executor_for(store, config)
+    try:
+        ct = queries.find_ct(store, args.ct)
+        view = passes.gather(store, dc, config, executor)
+        up = [hn for hn, s in view.observed.where.get(ct.ctid, {}).items() if s == "UP"]
+        if not up:
+            raise InputError(f"CT {ct.ctid} {ct.hostname} is not running on any reachable HN (see: ctmanager status)")
+        out = executor.hn(up[0]).run([*config.agent_command, "exec", str(ct.ctid), "--", *argv], b"",
+                                     config.action_timeout)
+    finally:
+        executor.close()
+        store.close()
+    sys.stdout.buffer.write(out.out)
+    sys.stderr.buffer.write(out.err)
+    return out.rc

@@ -1,0 +1,92 @@
+"""`ctmanager init`, `render`, `status`: the DC as a whole."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..errors import StoreError
+from ..store import default_path, open_store, queries
+from .common import Registry, positive, store_of, want_json
+from .output import age, emit_json, table, when
+
+
+def register(reg: Registry) -> None:
+    p = reg.cmd(reg.sub, "init", cmd_init, "create the store from a DC template (and install the racks and tenants it lists)",
+                "ctmanager init example            # the example DC shipped with ctmanager")
+    p.add_argument("template", help="a DC template file, or the name of one on the template search path (e.g. example)")
+
+
+def register_views(reg: Registry) -> None:
+    p = reg.cmd(reg.sub, "render", cmd_render,
+                "render every CT's OpenVZ/LXC/resolv.conf files and storage exports into OUTDIR",
+                "ctmanager render /srv/ctconf --diff     # show what would change, write nothing")
+    p.add_argument("outdir")
+    p.add_argument("--diff", action="store_true", help="print a unified diff of what would change; write nothing")
+    p.add_argument("--workers", type=positive, help="render processes (default: the CPUs this process may use)")
+
+    reg.cmd(reg.sub, "status", cmd_status, "CTID | HOSTNAME | TENANT | IP | HN | ADMST | OPST | SINCE | REPORT for every CT "
+            "(OPST is UNKNOWN when its HN's last report is older than the manager's stale_after)",
+            "ctmanager status --json | jq '.[] | select(.opst != \"UP\")'")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ..store import inventory
+    from ..paths import find_dc_template
+
+    path = find_dc_template(args.template)
+    store_path = default_path(getattr(args, "store", None))
+    plan = inventory.prepare_init(path)  # validates template + manifests before the store exists
+    created = not store_path.exists()
+    try:
+        with open_store(store_path, create=True) as store, store.transaction():
+            dc = inventory.apply_init(store, plan)
+            summary = {"store": str(store_path), "dc": dc.name, "template": str(path),
+                       "racks": [r["name"] for r in queries.racks(store)], "cts": len(queries.cts(store))}
+    except BaseException:
+        if created:  # leave no half-made store behind
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{store_path}{suffix}")
+        raise
+    if want_json(args):
+        emit_json(summary)
+    else:
+        print(f"initialised DC {summary['dc']} in {store_path} from {path}: racks {', '.join(summary['racks']) or '(none)'}, {summary['cts']} CTs")
+    return 0
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from ..render import render_tree
+
+    outdir = Path(args.outdir)
+    with store_of(args) as store:
+        report = render_tree(store, outdir, diff=args.diff, workers=args.workers)
+    if want_json(args):
+        emit_json({"outdir": str(outdir), "dry_run": args.diff, **report.as_dict(),
+                   **({"diff": report.diff} if args.diff else {})})
+        return 0
+    if args.diff:
+        sys.stdout.write(report.diff)
+        print(f"{len(report.written)} file(s) would change, {len(report.removed)} would be removed, {report.unchanged} unchanged")
+    else:
+        print(f"rendered into {outdir}: {len(report.written)} written, {len(report.removed)} removed, {report.unchanged} unchanged")
+    return 0
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with store_of(args) as store:
+        if not queries.initialised(store):
+            raise StoreError(f"{store.path}: store is not initialised; run: ctmanager init TEMPLATE")
+        rows = queries.status(store, time.time())
+    if want_json(args):
+        keys = queries.STATUS_FIELDS
+        out = [dict(zip(keys, r)) for r in rows]
+        for d in out:
+            d["since"] = when(d["since"])
+        emit_json(out)
+    else:
+        table(tuple(k.upper() for k in queries.STATUS_FIELDS), [(*r[:7], when(r[7]), age(r[8])) for r in rows])
+    return 0

@@ -1,0 +1,79 @@
+"""`ctmanager hn list|drain|undrain`: hypervisor nodes."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..store import queries
+from ..store.inventory import Inventory
+from ..wire.validate import format_size
+from .common import Registry, parse_rack, store_of, want_json
+from .output import age, emit_json, table
+
+
+def register(reg: Registry) -> None:
+    hns = reg.group("hn", "hypervisor nodes: reports, drain")
+    p = reg.cmd(hns, "list", cmd_hn_list, "HNs with last report age, CT count, metrics and drain flag",
+                "ctmanager hn list")
+    p.add_argument("--rack", help="only this rack (rack-101 or 101)")
+    p = reg.cmd(hns, "drain", cmd_hn_drain, "move every CT off an HN and place nothing new there",
+                "ctmanager hn drain hn-101-1")
+    p.add_argument("hn")
+    p = reg.cmd(hns, "undrain", cmd_hn_undrain, "let the scheduler use a drained HN again",
+                "ctmanager hn undrain hn-101-1")
+    p.add_argument("hn")
+
+
+def cmd_hn_list(args: argparse.Namespace) -> int:
+    from ..wire.reports import ReportError, parse_body
+
+    now = time.time()
+    with store_of(args) as store:
+        rack = None
+        if args.rack:
+            rack = parse_rack(args.rack, "--rack")
+        reports = queries.hn_reports(store)
+        rows = []
+        for n in queries.nodes(store, rack=rack):
+            if n.role != "compute":
+                continue
+            r = reports.get(n.hostname)
+            rep = None
+            if r is not None:
+                try:
+                    rep = parse_body(r[1])
+                except ReportError:
+                    rep = None
+            m = rep.metrics if rep else None
+            rows.append({
+                "hn": n.hostname, "ip": n.ip, "drained": n.drained or bool(rep and rep.drained),
+                "report_age": None if r is None else round(now - r[0], 1),
+                "cts": None if rep is None else sum(1 for c in rep.cts if c.opst == "UP"),
+                "mem_free": m and m.mem_free, "disk_free": m and m.disk_free, "cpu_load": m and m.cpu_load,
+            })
+    if want_json(args):
+        emit_json(rows)
+    else:
+        table(("HN", "IP", "REPORT_AGE", "CTS_UP", "MEM_FREE", "DISK_FREE", "LOAD", "DRAINED"), [
+            (r["hn"], r["ip"], age(r["report_age"]) if r["report_age"] is not None else "never", r["cts"],
+             format_size(r["mem_free"]) if r["mem_free"] is not None else None,
+             format_size(r["disk_free"]) if r["disk_free"] is not None else None, r["cpu_load"],
+             "yes" if r["drained"] else "no") for r in rows])
+    return 0
+
+def _set_drain(args: argparse.Namespace, drained: bool) -> int:
+    with store_of(args) as store:
+        with store.transaction():
+            Inventory(store, queries.dc_template(store)).set_drained(args.hn, drained)
+    if want_json(args):
+        emit_json({"hn": args.hn, "drained": drained})
+    else:
+        print(f"{args.hn} {'drained: its CTs move away' if drained else 'undrained: the scheduler may use it again'}")
+    return 0
+
+def cmd_hn_drain(args: argparse.Namespace) -> int:
+    return _set_drain(args, True)
+
+def cmd_hn_undrain(args: argparse.Namespace) -> int:
+    return _set_drain(args, False)

@@ -1,0 +1,82 @@
+"""`ctmanager plan|reconcile|run`: the reconcile loop, once or as the rack's daemon.
+
+These reach the HNs, so they need the manager config (--config or
+$CTMANAGER_CONFIG) besides the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+
+from ..errors import InputError
+from .common import Registry, manager_setup, want_json, with_config
+from .output import emit_json
+
+
+def register(reg: Registry) -> None:
+    with_config(reg.cmd(reg.sub, "plan", cmd_plan, "dry run: print each action a reconcile pass would take, and why",
+                        "ctmanager plan --config lab/manager.toml"))
+    with_config(reg.cmd(reg.sub, "reconcile", cmd_reconcile, "one reconcile pass: plan, act over SSH, print each result",
+                        "ctmanager reconcile --json"))
+    p = with_config(reg.cmd(reg.sub, "run", cmd_run,
+                            "the per-rack manager daemon: take reports, plan, act (logs one line per decision)",
+                            "ctmanager run --config /etc/ctmanager/rack-101.toml"))
+    p.add_argument("-v", "--verbose", action="store_true", help="also log notes (waits, strays) every full plan")
+
+
+def cmd_plan(args: argparse.Namespace, execute: bool = False) -> int:
+    from ..manager import passes
+
+    config, store, dc = manager_setup(args)
+    executor = passes.executor_for(store, config)
+    try:
+        view = passes.gather(store, dc, config, executor)
+        p = passes.make_plan(view, config)
+        results = passes.execute(store, dc, config, executor, view, p) if execute else []
+    finally:
+        executor.close()
+        store.close()
+    failed = [r for r in results if not r.ok]
+    if want_json(args):
+        emit_json({"actions": [r.as_json() for r in results] if execute else
+                   [{"kind": a.kind, "ctid": a.ctid, "hn": a.hn, "reason": a.reason} for a in p.actions],
+                   "place": {str(c): hn for c, hn in p.place.items()}, "notes": list(p.notes),
+                   "unreachable": view.unreachable})
+    else:
+        for hn, why in sorted(view.unreachable.items()):
+            print(f"unreachable {hn}: {why}")
+        if execute:
+            for r in results:
+                print(f"{r.action}: {r.result}" + ("" if r.ok else f": {r.message}"))
+        else:
+            print("\n".join(p.lines()) if p.lines() else "nothing to do")
+        if execute and not results:
+            print("nothing to do")
+    return 1 if failed else 0
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    return cmd_plan(args, execute=True)
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..manager.daemon import Manager
+    from ..manager.passes import executor_for
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s ctmanager %(levelname)s %(message)s")
+    for noisy in ("paramiko", "invoke", "fabric"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    config, store, dc = manager_setup(args)
+    try:
+        manager = Manager(store, dc, config, executor_for(store, config))
+    except OSError as exc:
+        raise InputError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from None
+    signal.signal(signal.SIGTERM, lambda *_: manager.stop())
+    signal.signal(signal.SIGINT, lambda *_: manager.stop())
+    try:
+        manager.run()
+    finally:
+        manager.executor.close()
+        store.close()
+    return 0

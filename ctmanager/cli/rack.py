@@ -1,0 +1,48 @@
+"""`ctmanager rack install|list`: racks installed into slots of the DC template."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..store import queries
+from .common import Registry, editing, parse_rack, store_of, want_json
+from .output import emit_json, table
+
+
+def register(reg: Registry) -> None:
+    racks = reg.group("rack", "racks installed into slots of the DC template")
+    p = reg.cmd(racks, "install", cmd_rack_install, "install a delivered rack into a free slot",
+                "ctmanager rack install 102 rack-102.toml")
+    p.add_argument("slot", help="slot number or rack name (102 or rack-102)")
+    p.add_argument("manifest", help="delivery manifest (TOML): [[nodes]] position, sku, serial, mac")
+    reg.cmd(racks, "list", cmd_rack_list, "list installed racks", "ctmanager rack list --json")
+
+
+def cmd_rack_install(args: argparse.Namespace) -> int:
+    from ..dc import manifest
+
+    slot = parse_rack(args.slot, "slot")
+    with store_of(args) as store:
+        dc = queries.dc_template(store)
+        nodes = manifest.load(args.manifest, dc)
+    with editing(args) as (store, inv):
+        done = inv.install_rack(slot, nodes, str(args.manifest))
+    if want_json(args):
+        emit_json({"slot": done.slot, "rack": done.name, "network": done.network,
+                   "nodes": [{"hostname": h, "role": r, "ip": ip} for h, r, ip in done.nodes],
+                   "service_cts": [{"ctid": c.ctid, "hostname": c.hostname, "ip": c.ip} for c in done.service_cts]})
+    else:
+        print(f"installed {done.name} in slot {done.slot}: network {done.network}")
+        table(("HOSTNAME", "ROLE", "IP"), done.nodes)
+        table(("CTID", "HOSTNAME", "IP"), [(c.ctid, c.hostname, c.ip) for c in done.service_cts])
+    return 0
+
+def cmd_rack_list(args: argparse.Namespace) -> int:
+    with store_of(args) as store:
+        rows = queries.racks(store)
+    if want_json(args):
+        emit_json(rows)
+    else:
+        table(("SLOT", "RACK", "NETWORK", "HNS", "STORAGE", "TENANTS", "CTS"),
+              [(r["slot"], r["name"], r["network"], r["hns"], r["storage"], r["tenants"], r["cts"]) for r in rows])
+    return 0

@@ -1,0 +1,61 @@
+"""`ctmanager tenant add|list|rm`: tenants (customer instances) and their core CTs."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..dc.model import rack_name
+from ..store import queries
+from .common import Registry, app_list, editing, overrides, parse_rack, resource_args, store_of, want_json
+from .ct import ct_json
+from .output import emit_json, table
+
+
+def register(reg: Registry) -> None:
+    tenants = reg.group("tenant", "tenants (customer instances) and their core CTs")
+    p = reg.cmd(tenants, "add", cmd_tenant_add, "add a tenant: its core CT and default routes to the rack's services",
+                "ctmanager tenant add myhost --rack rack-101 --apps jira,confluence,postgresql --memory 8G")
+    p.add_argument("name", help="tenant name (a DNS label): myhost -> myhost.<tenant_zone>")
+    p.add_argument("--rack", required=True, help="rack the tenant lives in (rack-101 or 101)")
+    p.add_argument("--apps", default="", help="comma-separated apps run in the core CT")
+    resource_args(p)
+    reg.cmd(tenants, "list", cmd_tenant_list, "list tenants", "ctmanager tenant list")
+    p = reg.cmd(tenants, "rm", cmd_tenant_rm, "remove a tenant, its CTs and its routes", "ctmanager tenant rm myhost")
+    p.add_argument("name")
+    p.add_argument("--purge-data", action="store_true", help="also delete the CTs' /data when they are destroyed")
+
+
+def cmd_tenant_add(args: argparse.Namespace) -> int:
+    from ..dc import resources
+
+    slot = parse_rack(args.rack)
+    with editing(args) as (store, inv):
+        res = resources.with_overrides(inv.dc.defaults, inv.dc.max_compute, overrides(args), "tenant")
+        core = inv.add_tenant(args.name, slot, app_list(args.apps) or [], res)
+        routes = queries.routes(store, tenant=core.hostname)
+    if want_json(args):
+        emit_json({"tenant": core.hostname, "rack": rack_name(slot), "core": ct_json(core),
+                   "routes": {r.service: r.target for r in routes}})
+    else:
+        print(f"added tenant {core.hostname} in {rack_name(slot)}: core CT {core.ctid} {core.hostname} {core.ip}")
+        print("routes: " + ", ".join(f"{r.service} -> {r.target}" for r in routes))
+    return 0
+
+def cmd_tenant_list(args: argparse.Namespace) -> int:
+    with store_of(args) as store:
+        rows = queries.tenants(store)
+    if want_json(args):
+        emit_json(rows)
+    else:
+        table(("TENANT", "RACK", "CORE CTID", "CORE IP", "APPS", "ROUTES"),
+              [(r["name"], r["rack"], r["core_ctid"], r["core_ip"], r["apps"], r["routes"]) for r in rows])
+    return 0
+
+def cmd_tenant_rm(args: argparse.Namespace) -> int:
+    with editing(args) as (store, inv):
+        removed = inv.rm_tenant(args.name, purge=args.purge_data)
+    if want_json(args):
+        emit_json({"tenant": args.name, "removed_cts": [c.ctid for c in removed]})
+    else:
+        print(f"removed tenant {args.name} and CT(s) {', '.join(str(c.ctid) for c in removed)}")
+    return 0

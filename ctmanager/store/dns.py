@@ -1,0 +1,75 @@
+"""The DNS publisher's rows: the ownership registry (`dns_published`: record sets
+ctmanager created and the server confirmed), names someone else holds
+(`dns_conflicts`) and the server settings (`dns_state`).
+
+Publishing is not a configuration change: these writes never wake the manager
+or ctmailmap (`transaction(config=False)`); `dns configure` is one."""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+from .db import Store
+
+# (name, rdtype, ttl, values) as published
+Published = tuple[str, str, int, tuple[str, ...]]
+
+
+def published(store: Store) -> list[Published]:
+    return [(r[0], r[1], int(r[2]), tuple(json.loads(r[3])))
+            for r in store.query("SELECT name, rdtype, ttl, vals FROM dns_published")]
+
+
+def record_applied(store: Store, changes: Iterable[tuple[str, str, tuple[int, tuple[str, ...]] | None]],
+                   now: float) -> None:
+    """`changes`: (name, rdtype, (ttl, values) or None for a deletion), confirmed by the server."""
+    with store.transaction(config=False):
+        for name, rdtype, new in changes:
+            if new is None:
+                store.execute("DELETE FROM dns_published WHERE name = ? AND rdtype = ?", (name, rdtype))
+            else:
+                store.execute(
+                    "INSERT INTO dns_published (name, rdtype, ttl, vals, at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(name, rdtype) DO UPDATE SET ttl = excluded.ttl, vals = excluded.vals, at = excluded.at",
+                    (name, rdtype, new[0], json.dumps(list(new[1])), now))
+            store.execute("DELETE FROM dns_conflicts WHERE name = ?", (name,))
+
+
+def record_conflicts(store: Store, conflicts: Iterable[tuple[str, str, str]], now: float) -> None:
+    """`conflicts`: (name, rdtype, why) for names someone else holds."""
+    rows = list(conflicts)
+    if not rows:
+        return
+    with store.transaction(config=False):
+        for name, rdtype, why in rows:
+            store.execute("INSERT INTO dns_conflicts (name, rdtype, detail, at) VALUES (?, ?, ?, ?) "
+                          "ON CONFLICT(name) DO UPDATE SET detail = excluded.detail, at = excluded.at",
+                          (name, rdtype, why, now))
+
+
+def conflicts(store: Store) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in store.query("SELECT name, detail FROM dns_conflicts ORDER BY name")]
+
+
+def configure(store: Store, settings: dict[str, str]) -> None:
+    with store.transaction():
+        for k, value in settings.items():
+            store.execute("INSERT INTO dns_state (key, value) VALUES (?, ?) "
+                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (k, value))
+        store.event("dns.configure", settings.get("server", ""))
+
+
+def settings(store: Store) -> dict[str, str]:
+    return {r[0]: r[1] for r in store.query("SELECT key, value FROM dns_state")}
+
+
+def forget_if(store: Store, key_file_prefix: str) -> bool:
+    """Drop the DNS settings if their key file lies under `key_file_prefix` (a lab
+    being taken down). True if they were dropped."""
+    with store.transaction():
+        row = store.one("SELECT value FROM dns_state WHERE key = 'key_file'")
+        if row is None or not str(row[0]).startswith(key_file_prefix):
+            return False
+        store.execute("DELETE FROM dns_state")
+        return True
