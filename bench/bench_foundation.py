@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from harness import emit  # noqa: E402
 from ctmanager.store import inventory  # noqa: E402
 from ctmanager.dc.model import NodeSpec  # noqa: E402
-from ctmanager.render import render_tree  # noqa: E402
+from ctmanager.render.tree import render_tree  # noqa: E402
 from ctmanager.store import open_store  # noqa: E402
 
 RACKS, HNS, CTS = 16, 40, 10_000

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from ..errors import InputError
 from ..render import ctfiles
-from ..render.files import write_atomic
+from ..files import write_atomic
 from ..wire.validate import format_size
 from ..wire import spec as specs
 from .config import AgentConfig

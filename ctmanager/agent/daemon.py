@@ -32,7 +32,7 @@ from ..fencing.guard import FenceGuard, FenceStep
 from ..fencing.quorum import MANAGER, Membership
 from ..fencing.watchdog import Watchdog
 from ..monitoring.metrics import Metrics, cgroup_stats
-from ..render.files import write_atomic
+from ..files import write_atomic
 from .apply import SpecStore, ct_lock, committed
 from .config import AgentConfig
 from .drivers import Driver, DriverError

@@ -10,8 +10,19 @@ from ..dc.model import rack_name
 from ..errors import InputError
 from ..store import queries
 from ..store.inventory import Inventory
-from .common import (Registry, app_list, editing, integer, manager_setup, overrides, parse_rack, resource_args,
-                     store_of, want_json, with_config)
+from .common import (
+    Registry,
+    app_list,
+    editing,
+    integer,
+    manager_setup,
+    overrides,
+    parse_rack,
+    resource_args,
+    store_of,
+    want_json,
+    with_config,
+)
 from .output import emit_json, table
 
 

@@ -60,7 +60,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from ..render import render_tree
+    from ..render.tree import render_tree
 
     outdir = Path(args.outdir)
     with store_of(args) as store:

@@ -11,7 +11,7 @@ from ..store import proxies as proxyrows
 from .common import Registry, store_of, want_json
 from .output import emit_json, table
 from ..errors import CtmError, InputError
-from ..render.files import write_atomic
+from ..files import write_atomic
 from ..proxies import nginx
 
 

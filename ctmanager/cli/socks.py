@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import CtmError
 from ..proxies import dante
-from ..render.files import write_atomic
+from ..files import write_atomic
 from ..store import Store, queries
 from ..store import proxies as proxyrows
 from .common import Registry, store_of, want_json

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import resources as res
 from . import tomlread
+from .network import RACK_PREFIX, rack_network  # noqa: F401 - rack_network: part of this module's API
 from ..wire import validate as v
 from ..errors import InputError
 from .model import (
@@ -27,7 +28,6 @@ from .model import (
     TenantEntry,
 )
 
-RACK_PREFIX = 16  # every rack gets one /16 of the supernet
 SKU_ROLES = ("compute", "storage")
 
 
@@ -147,12 +147,6 @@ def _slots(tables: list[tomlread.Table], supernet: ipaddress.IPv4Network, top: t
                 raise t.error("first", f"slots {rng.first}–{rng.last} overlap slots {other.first}–{other.last}")
         out.append(rng)
     return tuple(out)
-
-
-def rack_network(supernet: ipaddress.IPv4Network, slot: int) -> ipaddress.IPv4Network:
-    """Slot N gets the N-th /16 of the supernet (10.0.0.0/8: slot 101 -> 10.101.0.0/16)."""
-    base = int(supernet.network_address) + (slot << (32 - RACK_PREFIX))
-    return ipaddress.IPv4Network((base, RACK_PREFIX))
 
 
 def _skus(t: tomlread.Table) -> dict[str, Sku]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import CtmError, InputError
 from ..dc.model import DcTemplate
-from ..render.files import write_atomic
+from ..files import write_atomic
 from .records import absolute, zones
 
 KEY_NAME = "ctmanager"

@@ -32,7 +32,7 @@ from typing import Callable
 from ..store import queries
 from ..errors import InputError
 from ..dc.model import DcTemplate, Node
-from ..render import ctfiles
+from ..dc.network import rack_context
 from ..store import Store
 from . import dnsserver, layout, metricsct
 from .rack import LabError, REPORT_PORT, pin_mac, prototype, seed_data, sh, software
@@ -139,7 +139,7 @@ def _hn(lab: layout.Lab, dc: DcTemplate, store: Store, slot: int, node: Node, ma
         say(f"{node.hostname}: mounted cgroup controllers {', '.join(fixed)}")
     prototype(lab)
     software(lab, dc.environments)
-    net = ctfiles.rack_context(dc, slot).net
+    net = rack_context(dc, slot).net
     _bridge(net.bridge, f"{node.ip}/{net.prefixlen}")
     hdir = lab.hn_dir(node.hostname)
     for d in ("state", "lxc", "ctconf"):

@@ -32,6 +32,7 @@ from typing import Callable
 from ..store import queries
 from ..errors import CtmError, InputError
 from ..dc.model import Ct, DcTemplate, Node
+from ..dc.network import rack_context
 from ..render import ctfiles
 from ..store import Store
 from ..monitoring.provision import write_service
@@ -89,7 +90,7 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
         raise InputError(f"rack-{slot} has no HNs: install it first (ctmanager rack install)")
     lab.root.mkdir(parents=True, exist_ok=True)
     lab.write_state({"slot": slot, "hns": [n.hostname for n in nodes], "pids": {}})
-    net = ctfiles.rack_context(dc, slot).net
+    net = rack_context(dc, slot).net
     progress(f"network: bridge {lab.bridge(slot)} {net.gateway}/{net.prefixlen}")
     _bridge(lab, slot, f"{net.gateway}/{net.prefixlen}")
     progress("storage: prototype (host /usr bound read-only), software trees, per-CT /data")

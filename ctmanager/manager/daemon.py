@@ -170,7 +170,7 @@ class Manager:
         if finished:
             with self.store.transaction():
                 for jid, r in finished:
-                    persist.finish(self.store, jid, r, now, self.config.settings)
+                    persist.finish(self.store, jid, r.action, r.result, r.message, now, self.config.settings)
         while True:
             try:
                 hn, rc, detail = self.fence_results.get_nowait()

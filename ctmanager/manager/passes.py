@@ -85,5 +85,6 @@ def execute(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Execu
     by_action = {(r.action.kind, r.action.ctid, r.action.hn): r for r in results}
     with store.transaction():
         for jid, a in zip(ids, p.actions):
-            persist.finish(store, jid, by_action[(a.kind, a.ctid, a.hn)], time.time(), config.settings)
+            r = by_action[(a.kind, a.ctid, a.hn)]
+            persist.finish(store, jid, a, r.result, r.message, time.time(), config.settings)
     return [by_action[(a.kind, a.ctid, a.hn)] for a in p.actions]

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..wire.validate import hostport
 from ..dc.model import DcTemplate, rack_name
-from ..render.files import write_atomic
+from ..files import write_atomic
 
 _ADDR = re.compile(r"[A-Za-z0-9.-]{1,253}")
 _PATH = re.compile(r"/[A-Za-z0-9_.,+@/-]{0,1000}")  # goes into carbon.conf as is: nothing else

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..dc.model import rack_name
-from ..render.files import same_content, write_atomic
+from ..files import same_content, write_atomic
 
 # svscan as a CT's init has no PATH at all: every run script sets its own
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n"

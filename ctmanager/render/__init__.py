@@ -1,6 +1,4 @@
-"""Config rendering: CT files (OpenVZ, LXC, resolv.conf) and storage exports."""
+"""Config rendering: CT files (OpenVZ, LXC, resolv.conf) and storage exports.
 
-from .engine import Engine
-from .tree import RenderReport, render_tree
-
-__all__ = ["Engine", "RenderReport", "render_tree"]
+Nothing is imported here on purpose: an agent renders with `ctfiles` and
+`engine` and must not load `tree`, which reads the store."""

@@ -7,11 +7,11 @@ dict that getattr() fails and raises before the item lookup, about 1 us a time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import SimpleNamespace as View
 from typing import Any, Sequence
 
-from ..dc import template as dctemplate
+from ..dc.network import RackContext, RackNet, search_domains
+from ..wire.spec import Spec
 from ..dc.model import Ct, DcTemplate, Node, Paths, rack_name
 
 # (output path pattern inside the rack folder, template, mode)
@@ -29,41 +29,12 @@ INODES_PER_GB = 65536  # simfs inode barrier: generous for small-file apps
 DISK_HARD = 1.1  # OpenVZ limit = barrier + 10 %
 
 
-@dataclass(frozen=True)
-class RackContext:
-    """What every CT of one rack shares: computed once per rack."""
-
-    name: str
-    net: View
-    infra_search: tuple[str, ...]
-
-
-def rack_context(dc: DcTemplate, slot: int) -> RackContext:
-    net = dctemplate.rack_network(dc.network.supernet, slot)
-    name = rack_name(slot)
-    return RackContext(
-        name=name,
-        net=View(
-            bridge=dc.network.bridge,
-            prefixlen=net.prefixlen,
-            gateway=str(net.network_address + dc.network.gateway),
-            network=str(net),
-        ),
-        infra_search=(f"{name}.{dc.infra_zone}", dc.infra_zone),
-    )
-
-
 def ct_context(ct: Ct, dc: DcTemplate, rack: RackContext) -> dict[str, Any]:
     return ct_view(ct, dc_name=dc.name, rack=rack.name, net=rack.net, nameservers=dc.resolvers,
                    search=search_domains(ct, dc, rack), paths=dc.paths)
 
 
-def search_domains(ct: Ct, dc: DcTemplate, rack: RackContext) -> tuple[str, ...]:
-    """A tenant's CTs resolve its internal zone first, then the rack's and the DC's."""
-    return ((f"{ct.tenant}.{dc.tenant_zone}.internal",) if ct.tenant else ()) + rack.infra_search
-
-
-def ct_view(ct: Ct, *, dc_name: str, rack: str, net: View, nameservers: Sequence[str], search: Sequence[str],
+def ct_view(ct: Ct, *, dc_name: str, rack: str, net: RackNet, nameservers: Sequence[str], search: Sequence[str],
             paths: Paths) -> dict[str, Any]:
     """The context of one CT's templates. The manager renders with the DC's paths,
     an agent with its own HN's (the same CT spec, see wire.spec)."""
@@ -106,6 +77,13 @@ def ct_view(ct: Ct, *, dc_name: str, rack: str, net: View, nameservers: Sequence
             ve_private=p.ve_private,
         ),
     }
+
+
+def spec_context(spec: Spec, paths: Paths) -> dict[str, Any]:
+    """The template context of a CT spec (what an agent renders), with this HN's paths."""
+    net = RackNet(bridge=spec.bridge, prefixlen=spec.prefixlen, gateway=spec.gateway, network="")
+    return ct_view(spec.ct, dc_name=spec.dc, rack=rack_name(spec.ct.rack), net=net,
+                   nameservers=spec.nameservers, search=spec.search, paths=paths)
 
 
 def data_dir(paths: Paths, ct: Ct) -> str:

@@ -22,7 +22,8 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from . import files, parallel
+from .. import files
+from . import parallel
 from .engine import Engine
 
 PARALLEL_MIN = 2000  # files; below this, forking costs more than it saves

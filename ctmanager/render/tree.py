@@ -30,8 +30,10 @@ from ..errors import InputError
 from ..dc.model import rack_name
 from ..store import Store
 from ..store.db import Row
-from . import files, output, parallel
-from .ctfiles import CT_FILES, EXPORTS_FILE, TEMPLATES, RackContext, ct_context, exports_context, rack_context
+from .. import files
+from . import output, parallel
+from ..dc.network import RackContext, rack_context
+from .ctfiles import CT_FILES, EXPORTS_FILE, TEMPLATES, ct_context, exports_context
 from .engine import Engine
 from .output import Rendered, Unit
 

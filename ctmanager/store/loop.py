@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Iterable
 
 from . import queries
-from ..executor.runner import Result
 from ..dc.model import DcTemplate
 from ..wire.reports import Report, ReportError, parse_body
 from .db import Store
@@ -69,17 +68,18 @@ def journal(store: Store, actions: Iterable[Action], now: float) -> list[int]:
     return ids
 
 
-def finish(store: Store, journal_id: int, result: Result, now: float, settings: Settings) -> None:
-    state = result.result if result.result in ("done", "rejected") else "failed"
+def finish(store: Store, journal_id: int, a: Action, result: str, message: str, now: float,
+           settings: Settings) -> None:
+    """Close an intent with the outcome of its action (done, rejected, failed, ...)."""
+    state = result if result in ("done", "rejected") else "failed"
     store.execute("UPDATE journal SET state = ?, detail = ?, finished_at = ? WHERE id = ?",
-                     (state, result.message, now, journal_id))
-    a = result.action
-    if result.result == "rejected":
+                  (state, message, now, journal_id))
+    if result == "rejected":
         store.execute(
             "INSERT INTO rejections (ctid, hn, until, reason) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(ctid, hn) DO UPDATE SET until = excluded.until, reason = excluded.reason",
-            (a.ctid, a.hn, now + settings.reject_memory, result.message))
-        store.event("ct.rejected", str(a.ctid), f"{a.hn}: {result.message}")
+            (a.ctid, a.hn, now + settings.reject_memory, message))
+        store.event("ct.rejected", str(a.ctid), f"{a.hn}: {message}")
 
 
 def interrupted(store: Store, now: float) -> list[str]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from types import SimpleNamespace as View
 from typing import Any, Mapping
 
 from ..dc import resources as res
 from . import validate as v
 from ..errors import InputError
-from ..dc.model import Ct, DcTemplate, Paths, rack_name
-from ..render import ctfiles
+from ..dc.model import Ct, DcTemplate
+from ..dc.network import rack_context, search_domains
 
 MAX_SPEC = 64 * 1024
 FIELDS = ("ctid", "hostname", "rack", "tenant", "service", "env", "ip", "storage", "admst", "resources", "apps",
@@ -33,22 +32,16 @@ class Spec:
     nameservers: tuple[str, ...]
     search: tuple[str, ...]
 
-    def context(self, paths: Paths) -> dict[str, Any]:
-        """Template context with this HN's paths."""
-        net = View(bridge=self.bridge, prefixlen=self.prefixlen, gateway=self.gateway)
-        return ctfiles.ct_view(self.ct, dc_name=self.dc, rack=rack_name(self.ct.rack), net=net,
-                               nameservers=self.nameservers, search=self.search, paths=paths)
-
 
 def spec_for(ct: Ct, dc: DcTemplate) -> dict[str, Any]:
     """The JSON-able spec of a configured CT."""
-    rack = ctfiles.rack_context(dc, ct.rack)
+    rack = rack_context(dc, ct.rack)
     return {
         "ctid": ct.ctid, "hostname": ct.hostname, "rack": ct.rack, "tenant": ct.tenant, "service": ct.service,
         "env": ct.env, "ip": ct.ip, "storage": ct.storage, "admst": ct.admst,
         "resources": res.as_dict(ct.resources), "apps": list(ct.apps), "dc": dc.name,
         "net": {"bridge": rack.net.bridge, "prefixlen": rack.net.prefixlen, "gateway": rack.net.gateway},
-        "dns": {"nameservers": list(dc.resolvers), "search": list(ctfiles.search_domains(ct, dc, rack))},
+        "dns": {"nameservers": list(dc.resolvers), "search": list(search_domains(ct, dc, rack))},
     }
 
 

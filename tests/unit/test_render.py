@@ -11,7 +11,8 @@ import pytest
 
 from ctmanager.store import inventory
 from ctmanager.errors import RenderError
-from ctmanager.render import Engine, render_tree
+from ctmanager.render.engine import Engine
+from ctmanager.render.tree import render_tree
 from ctmanager.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]

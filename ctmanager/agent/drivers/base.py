@@ -14,7 +14,8 @@ from typing import Callable, Mapping, Protocol
 
 from ...dc.model import Paths
 from ...monitoring.provision import provision
-from ...render import ctfiles, files
+from ...render import ctfiles
+from ... import files
 from ...render.engine import Engine
 from ...wire.spec import Spec
 
@@ -88,7 +89,7 @@ def render_ct_files(spec: Spec, paths: Paths, targets: Mapping[str, tuple[Path, 
     the monitoring services (ctmanager/monitoring/provision.py).
     Writes atomically and only what changed."""
     engine = Engine()
-    ctx = engine.context(spec.context(paths))
+    ctx = engine.context(ctfiles.spec_context(spec, paths))
     all_targets = dict(targets)
     all_targets["ct/common/resolv.conf.j2"] = (Path(paths.config) / str(spec.ct.ctid) / "resolv.conf", 0o644)
     changed = False
