@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import time
 
 from ..errors import InputError
 from .common import Registry, manager_setup, want_json, with_config
@@ -32,9 +33,12 @@ def cmd_plan(args: argparse.Namespace, execute: bool = False) -> int:
     config, store, dc = manager_setup(args)
     executor = passes.executor_for(store, config)
     try:
+        if execute:
+            passes.refuse_if_held(store, config, time.time())
         view = passes.gather(store, dc, config, executor)
-        p = passes.make_plan(view, config)
-        results = passes.execute(store, dc, config, executor, view, p) if execute else []
+        p = passes.make_plan(view)
+        no_quorum = passes.quorum_problem(view)
+        results = passes.execute(store, dc, config, executor, view, p) if execute and not no_quorum else []
     finally:
         executor.close()
         store.close()
@@ -43,10 +47,13 @@ def cmd_plan(args: argparse.Namespace, execute: bool = False) -> int:
         emit_json({"actions": [r.as_json() for r in results] if execute else
                    [{"kind": a.kind, "ctid": a.ctid, "hn": a.hn, "reason": a.reason} for a in p.actions],
                    "place": {str(c): hn for c, hn in p.place.items()}, "notes": list(p.notes),
-                   "unreachable": view.unreachable})
+                   "alarms": list(p.alarms), "unreachable": view.unreachable, "quorum": not no_quorum,
+                   **({"no_quorum": no_quorum} if no_quorum else {})})
     else:
         for hn, why in sorted(view.unreachable.items()):
             print(f"unreachable {hn}: {why}")
+        if no_quorum:
+            print(f"{no_quorum}")
         if execute:
             for r in results:
                 print(f"{r.action}: {r.result}" + ("" if r.ok else f": {r.message}"))
@@ -54,12 +61,13 @@ def cmd_plan(args: argparse.Namespace, execute: bool = False) -> int:
             print("\n".join(p.lines()) if p.lines() else "nothing to do")
         if execute and not results:
             print("nothing to do")
-    return 1 if failed else 0
+    return 1 if failed or (execute and no_quorum) else 0
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     return cmd_plan(args, execute=True)
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ..dnsroutes.worker import DnsWorker
     from ..manager.daemon import Manager
     from ..manager.passes import executor_for
 
@@ -69,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config, store, dc = manager_setup(args)
     try:
-        manager = Manager(store, dc, config, executor_for(store, config))
+        manager = Manager(store, dc, config, executor_for(store, config), dns=DnsWorker(store.path))
     except OSError as exc:
         raise InputError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from None
     signal.signal(signal.SIGTERM, lambda *_: manager.stop())

@@ -81,10 +81,7 @@ class Executor:
 
         def run_hn(batch: list[Action]) -> None:
             for a in batch:
-                r = self.apply(a, spec_of(a.ctid))
-                log.info("%s %s on %s: %s%s (%.2fs)", a.kind, a.ctid, a.hn, r.result,
-                         "" if r.ok else f": {r.message}", r.seconds)
-                done(r)
+                done(self.apply(a, spec_of(a.ctid)))  # the caller logs the result
 
         return [self.pool.submit(run_hn, batch) for batch in by_hn.values()]
 

@@ -28,6 +28,12 @@
     fence_command = ["fence_ipmilan", "-a", "{ip}", "-l", "admin", "-p", "secret", "-o", "off"]  # optional:
                             # run when an HN is silent for fence_after; exit 0 = it is off, so it is
                             # dead at once. {hn} and {ip} are replaced (whole arguments, no shell)
+    [crash_loop]            # optional: a CT that crashes this often is left down (ERROR) until `ct reset`
+    crashes = 5             # crashes ...; 0 = restart it forever
+    within = 600.0          # ... within this many seconds
+    [retention]             # optional: how long the store keeps history
+    journal_days = 7        # finished intents (the journal of actions)
+    events_days = 90        # audit events (every configuration change)
 
 `ctmanager run`, `reconcile`, `plan`, `ct exec` read it from --config or
 $CTMANAGER_CONFIG.
@@ -52,6 +58,14 @@ ENV_VAR = "CTMANAGER_CONFIG"
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long the store keeps finished intents and audit events (seconds)."""
+
+    journal: float = 7 * 86400.0
+    events: float = 90 * 86400.0
+
+
+@dataclass(frozen=True)
 class ManagerConfig:
     file: str
     slot: int
@@ -69,6 +83,7 @@ class ManagerConfig:
     fence_command: tuple[str, ...] = ()
     graphite: str = ""  # HOST:PORT for the manager's own metrics; "" = none
     metrics_prefix: str = ""
+    retention: Retention = Retention()
 
 
 def find(explicit: str | None) -> Path:
@@ -103,8 +118,13 @@ def load(path: Path) -> ManagerConfig:
     concurrency = ssh.check("concurrency", lambda x, f: v.integer(x, f, minimum=1, maximum=256), ssh.int("concurrency", 8))
     ssh.done()
     timers = top.table("timers", required=False)
+    crash = top.table("crash_loop", required=False)
     reconcile = Settings(stale_after=_seconds(timers, "stale_after", 3.0),
-                         reject_memory=_seconds(timers, "reject_memory", 300.0))
+                         reject_memory=_seconds(timers, "reject_memory", 300.0),
+                         crash_limit=crash.check("crashes", lambda x, f: v.integer(x, f, minimum=0, maximum=1000),
+                                                 crash.int("crashes", 5)),
+                         crash_window=_seconds(crash, "within", 600.0))
+    crash.done()
     full_every = _seconds(timers, "full_plan_every", 1.0)
     timers.done()
     agent_port = top.check("agent_port", lambda x, f: v.integer(x, f, minimum=1, maximum=65535),
@@ -121,10 +141,20 @@ def load(path: Path) -> ManagerConfig:
     prefix = metrics.check("prefix", metric_name,
                            metrics.str("prefix", f"ctmanager.{rack}.manager"))
     metrics.done()
+    keep = top.table("retention", required=False)
+    retention = Retention(journal=_days(keep, "journal_days", 7), events=_days(keep, "events_days", 90))
+    keep.done()
     top.done()
     return ManagerConfig(file, int(rack[5:]), listen, key, tuple(agent_command), settings, action_timeout,
                          concurrency, reconcile, full_every, agent_port, interval, fence, fence_command, graphite,
-                         prefix)
+                         prefix, retention)
+
+
+def _days(t: tomlread.Table, key: str, default: float) -> float:
+    value = t.number(key, default)
+    if not 1 <= float(value) <= 36500:
+        raise t.error(key, f"must be between 1 and 36500 days (got {value!r})")
+    return float(value) * 86400
 
 
 def _seconds(t: tomlread.Table, key: str, default: float) -> float:

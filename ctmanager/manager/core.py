@@ -12,16 +12,21 @@ network and clock. Both therefore run exactly this logic.
   passed): otherwise every CT lands on the first HN to speak.
 - Failover decides which silent HNs are dead; plan() re-places their CTs.
 - Without quorum (mutual contact with a majority of voters) nothing is done.
+- Crash loops: every crash restart issued is counted (reconcile/crashes.py); the
+  one that reaches `crash_limit` within `crash_window` is not issued, the CT is
+  left down (`configured.crash_looped`) and queued in `new_crash_loops` for the
+  caller to persist and log, until ops clear it in the store.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Mapping
 
 from ..fencing.failover import Failover, FailoverView
 from ..fencing.quorum import MANAGER, Membership
 from ..fencing.timers import FenceTimers
+from ..reconcile.crashes import CrashCounter
 from ..reconcile.plan import plan
 from ..reconcile.state import Action, Configured, Observed, Placements, Plan, Settings
 from ..wire.reports import Report
@@ -35,6 +40,7 @@ class Decision:
     plan: Plan
     actions: tuple[Action, ...]  # to execute now (plan actions minus CTs with work in flight)
     view: FailoverView
+    was: Mapping[int, str | None] = field(default_factory=dict)  # each new placement's previous value
 
 
 class Core:
@@ -51,9 +57,13 @@ class Core:
         self.placements = placements
         self.membership = Membership(MANAGER, frozenset(configured.hns) | {MANAGER}, timers.fence_after, now)
         self.failover = Failover(self.membership, timers.dead_after)
+        self.crashes = CrashCounter(settings.crash_limit, settings.crash_window)
+        self.new_crash_loops: list[tuple[int, int]] = []  # (CTID, crashes): the caller persists and drains it
 
     def reconfigure(self, configured: Configured, placements: Placements) -> None:
         """New configured state or placements from the store (a CLI edit)."""
+        for ctid in self.configured.crash_looped.keys() - configured.crash_looped.keys():
+            self.crashes.forget(ctid)  # cleared by ops: its next crash counts from one again
         self.configured, self.placements = configured, placements
         voters = frozenset(configured.hns) | {MANAGER}
         if voters != self.membership.voters:
@@ -116,9 +126,33 @@ class Core:
             return Decision(Plan(), (), view)
         p = plan(self.configured, self.observed, self.placements, now, only=only, settings=self.settings)
         busy = {ctid for ctid, _ in self.busy}
-        actions = tuple(a for a in p.actions if a.ctid not in busy)
+        actions = self._crash_loops(tuple(a for a in p.actions if a.ctid not in busy), now, only is None)
+        was = {c: self.placements.where.get(c) for c in p.place}
         if p.place:
             self.placements = Placements({**self.placements.where, **p.place}, self.placements.rejected)
         for a in actions:
             self.busy[a.ctid, a.hn] = RUNNING
-        return Decision(p, actions, view)
+        return Decision(p, actions, view, was)
+
+    def _crash_loops(self, actions: tuple[Action, ...], now: float, full: bool) -> tuple[Action, ...]:
+        """Count the crash restarts among `actions`; drop the one that makes a crash loop."""
+        if full:
+            self.crashes.prune(now)
+        kept = []
+        for a in actions:
+            if a.kind == "start" and a.reason.startswith("crashed"):
+                count = self.crashes.record(a.ctid, now)
+                if self.crashes.reached(a.ctid, now):
+                    looped = {**self.configured.crash_looped, a.ctid: count}
+                    self.configured = replace(self.configured, crash_looped=looped)
+                    self.new_crash_loops.append((a.ctid, count))
+                    continue
+            kept.append(a)
+        return tuple(kept)
+
+    def abandon(self, actions: Iterable[Action]) -> None:
+        """Actions decided but never handed to the executor (their intent could not
+        be recorded, or the placement they were planned for changed meanwhile)."""
+        for a in actions:
+            if self.busy.get((a.ctid, a.hn)) == RUNNING:
+                del self.busy[a.ctid, a.hn]

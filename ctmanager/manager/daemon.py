@@ -1,244 +1,337 @@
-"""`ctmanager run`: the per-rack manager daemon.
+"""`ctmanager run`: the per-rack manager daemon, one loop over its ports.
 
-One thread owns the store and the decisions (manager/core.py, shared with the
-fault simulator); SSH actions run in the executor's pool and their results come
-back through a queue. Each tick:
-  1. take in datagrams (verified, stale/forged/malformed ones dropped and counted);
-  2. take in finished actions (journal, rejections);
-  3. every `report_interval`, send the signed heartbeat the agents count the
+`Manager` is the whole daemon; its surroundings are ports (manager/ports.py):
+the clock, the transport (signed UDP reports in, heartbeats out), the store,
+the executor (SSH), the fencer and the decision log. `ctmanager run` plugs in
+the real ones; the simulator (ctmanager/sim) plugs in simulated ones and runs
+this same class, store reads and writes included. The decisions themselves are
+in manager/core.py and plan().
+
+One `step(now)`:
+  1. every `report_interval`, send the signed heartbeat the agents count the
      manager's vote by;
+  2. take in verified, fresh reports and finished actions (journaled);
+  3. reload the configuration when its change counter moved (a CLI edit: the
+     daemon's own writes never move it, so none is missed or mistaken);
   4. plan the CTs whose observed state changed at once, and every CT every
-     `full_plan_every` or when another process changed the store (a CLI edit);
-  5. record placements and intents, then hand the actions to the executor.
+     `full_plan_every` or after a reload;
+  5. record placements (check-then-act against concurrent `ct move`), intents
+     and observed state in one transaction, then hand the actions out.
+A store that is busy or broken costs a step, never the daemon: nothing decided
+in a failed step is executed, and the step is retried.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import select
+import os
 import socket
-import subprocess
-import threading
 import time
 import uuid
-from typing import Callable
+from collections import deque
+from typing import Any, Callable
 
-from ..store import queries
-from ..wire.spec import spec_for
-from ..executor.runner import Executor, Result
-from ..fencing.quorum import MANAGER
 from ..dc.model import DcTemplate
-from ..store import loop as persist
-from ..wire.reports import Metrics, Receiver, Report, sign
-from ..store import Store
-from .config import ManagerConfig
-from ..dnsroutes.worker import DnsWorker
+from ..errors import StoreError
+from ..fencing.quorum import MANAGER
 from ..monitoring.metrics import Metrics as MetricsSender
+from ..reconcile.state import Action
+from ..store import Store, queries
+from ..store import daemon as held
+from ..store import loop as persist
+from ..wire.reports import Metrics, Receiver, Report
+from ..wire.spec import spec_for
+from .config import ManagerConfig
 from .core import Core
+from .ports import CommandFencer, Events, Executor, Fencer, LogEvents, Transport, UdpTransport
 
 log = logging.getLogger(__name__)
-MAX_BATCH = 512  # datagrams taken per tick before planning
-FENCE_TIMEOUT = 60.0  # s a fence command may take
 NO_METRICS = Metrics(0.0, 0, 0, 0, 0, 0)
+PRUNE_EVERY = 600.0  # s between retention passes over the journal and events
+TROUBLE_EVERY = 30.0  # s between two log lines about the same store trouble
+HOLD_EVERY = 3.0  # s between refreshes of the holder row (store/daemon.py: stale after 15 s)
+BODY_EVERY = 5.0  # s: an HN's saved report body is refreshed this often when nothing in it changed
+CONFIG_CHECK_EVERY = 0.5  # s: a CLI edit is taken in at most this late (and at every full plan)
 
 
 class Manager:
-    def __init__(self, store: Store, dc: DcTemplate, config: ManagerConfig, executor: Executor,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, dc: DcTemplate, config: ManagerConfig, executor: Executor, *,
+                 transport: Transport | None = None, clock: Callable[[], float] = time.time,
+                 events: Events | None = None, fencer: Fencer | None = None, dns: Any = None,
+                 metrics: MetricsSender | None = None, receiver: Receiver | None = None,
+                 holder: str | None = None, poll: bool = True) -> None:
+        """`poll`: wake at least every 0.5 s (0.05 s with actions in flight, whose
+        results come from executor threads); the simulator wakes the loop itself."""
         self.store, self.dc, self.config, self.executor, self.clock = store, dc, config, executor, clock
-        self.receiver = Receiver(config.key, config.slot)
-        self.results: queue.Queue[tuple[int, Result]] = queue.Queue()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(config.listen)
-        self.sock.setblocking(False)
+        self.transport: Transport = transport if transport is not None else UdpTransport(config.listen, config.key)
+        self.events: Events = events or LogEvents()
+        self.fencer: Fencer | None = fencer if fencer is not None else (
+            CommandFencer(config.fence_command) if config.fence_command else None)
+        self.dns = dns
+        self.metrics = metrics or MetricsSender(config.graphite, config.metrics_prefix)
+        self.receiver = receiver or Receiver(config.key, config.slot)
+        self.holder = holder or f"ctmanager run pid {os.getpid()} on {socket.gethostname()}"
+        # Filled by executor and fence threads: deque appends and pops are atomic.
+        self.results: deque[tuple[int, Any]] = deque()  # (journal id, executor Result)
+        self.fence_results: deque[tuple[str, int, str]] = deque()
         self.stopping = False
         self.pending_reports: dict[str, tuple[Report, float]] = {}
-        self._data_version = -1
+        self.unjournaled: list[tuple[int, Any]] = []  # finished actions whose outcome is not in the store yet
         self.boot_id = str(uuid.uuid4())
         self.seq = 0
         self.agents: list[tuple[str, int]] = []  # where heartbeats go: each HN's agent
         self.hn_ips: dict[str, str] = {}
-        self.fence_results: queue.Queue[tuple[str, int, str]] = queue.Queue()
-        self._send_errors: set[str] = set()
         self.core: Core | None = None
-        self.dns = DnsWorker(store.path)
-        self.metrics = MetricsSender(config.graphite, config.metrics_prefix)
         self.issued = 0  # actions handed to the executor (for benchmarks and logs)
+        self.started_at = 0.0
+        self._config_token: int | None = None
+        self.next_beat = self.next_full = 0.0
+        self.next_prune = 0.0
+        self._trouble: dict[str, float] = {}
+        self.poll = poll
+        self._observed_rows: dict[int, persist.ObservedRow] = {}  # what the store's status view holds
+        self._saved_reports: dict[str, tuple[Any, float]] = {}  # HN -> (what its saved body says, when)
+        self._held_at = -1e18  # when the holder row was last refreshed
+        self.next_config_check = 0.0
 
     @property
     def busy(self) -> dict[tuple[int, str], float]:
         return self.core.busy if self.core else {}
 
-    def _reload_if_changed(self, now: float) -> bool:
-        version = self.store.one("PRAGMA data_version")[0]
-        if version == self._data_version:
-            return False
-        self._data_version = version
-        configured = persist.configured(self.store, self.dc, self.config.slot)
-        placements = persist.placements(self.store, now)
-        self.dns.poke()  # the store changed: records may have too (the worker finds out cheaply)
-        if self.core is None:
-            self.core = Core(configured, placements, self.config.settings, self.config.timers, now,
-                             persist.observed(self.store))
-        else:
-            self.core.reconfigure(configured, placements)
-        nodes = [n for n in queries.nodes(self.store, rack=self.config.slot) if n.role == "compute"]
-        self.agents = [(n.ip, self.config.agent_port) for n in nodes]
-        self.hn_ips = {n.hostname: n.ip for n in nodes}
-        return True
-
+    # ---- life cycle --------------------------------------------------------
     def start(self) -> None:
         now = self.clock()
-        with self.store.transaction():
+        self.started_at = now
+        with self.store.transaction(config=False):
             lost = persist.interrupted(self.store, now)
+            held.hold(self.store, self.config.slot, self.holder, now, now)
         if lost:
             log.warning("resuming: %d action(s) were in flight when the manager stopped (%s); replanning them",
                         len(lost), "; ".join(lost[:5]))
         self._reload_if_changed(now)
         assert self.core is not None
-        self.dns.start()
+        if self.dns is not None:
+            self.dns.start()
+        self.next_prune = now + PRUNE_EVERY
         t = self.config.timers
-        log.info("manager of rack-%d listening on %s:%d; %d CTs, %d HNs; fence_after %gs, dead_after %gs",
-                 self.config.slot, *self.config.listen, len(self.core.configured.cts), len(self.core.configured.hns),
+        log.info("manager of rack-%d (%s); %d CTs, %d HNs; fence_after %gs, dead_after %gs",
+                 self.config.slot, self.holder, len(self.core.configured.cts), len(self.core.configured.hns),
                  t.fence_after, t.dead_after)
 
     def run(self) -> None:
         self.start()
-        next_full = next_beat = 0.0
-        while not self.stopping:
-            now = self.clock()
-            wait = max(min(next_full - now, next_beat - now, 0.05 if self.busy else 0.5), 0.0)
-            select.select([self.sock], [], [], wait)
-            now = self.clock()
-            if now >= next_beat:
-                self.heartbeat(now)
-                next_beat = now + self.config.report_interval
-            changed = self._take_reports(now) | self._take_results(now)
-            full = self._reload_if_changed(now) or now >= next_full
-            if full:
-                next_full = now + self.config.full_plan_every
-            if full or changed:
-                self.tick(now, None if full else changed)
+        try:
+            while not self.stopping:
+                wake = self.step(self.clock())
+                self.transport.wait(wake - self.clock())
+        finally:
+            try:
+                held.release(self.store, self.config.slot, self.holder)
+            except StoreError as exc:
+                log.warning("could not release rack-%d in the store: %s", self.config.slot, exc)
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.dns is not None:
+            self.dns.stopping.set()
+            self.dns.poke()
+
+    def step(self, now: float) -> float:
+        """One round; returns when the next round is due at the latest."""
+        if now >= self.next_beat:
+            self.heartbeat(now)
+            self.next_beat = now + self.config.report_interval
+        changed = self._take_reports(now) | self._take_results(now)
+        full = now >= self.next_full
+        if full or now >= self.next_config_check or self._config_token is None:
+            self.next_config_check = now + CONFIG_CHECK_EVERY
+            full = self._store_step("reload", lambda: self._reload_if_changed(now), now) or full
+        if full:
+            self.next_full = now + self.config.full_plan_every
+        if full or changed:
+            self.tick(now, None if full else changed)
+        if now >= self.next_prune:
+            self.next_prune = now + PRUNE_EVERY
+            self._store_step("prune", lambda: self._prune(now), now)
+        wake = min(self.next_full, self.next_beat)
+        return min(wake, now + (0.05 if self.busy else 0.5)) if self.poll else wake
+
+    # ---- inputs --------------------------------------------------------------
+    def _reload_if_changed(self, now: float) -> bool:
+        token = self.store.config_version()
+        if token == self._config_token and self.core is not None:
+            return False
+        slot = self.config.slot
+        with self.store.snapshot():  # one consistent view: a `ct rm` cannot land between the reads
+            token = self.store.config_version()
+            configured = persist.configured(self.store, self.dc, slot)
+            placements = persist.placements(self.store, now)
+            nodes = [n for n in queries.nodes(self.store, rack=slot) if n.role == "compute"]
+            last_seen = persist.observed(self.store) if self.core is None else None
+        self._config_token = token
+        if self.dns is not None:
+            self.dns.poke()  # the configuration changed: records may have too (the worker finds out cheaply)
+        if self.core is None:
+            self.core = Core(configured, placements, self.config.settings, self.config.timers, now, last_seen)
+        else:
+            self.core.reconfigure(configured, placements)
+        self.agents = [(n.ip, self.config.agent_port) for n in nodes]
+        self.hn_ips = {n.hostname: n.ip for n in nodes}
+        return True
 
     def heartbeat(self, now: float) -> None:
-        assert self.core is not None
+        if self.core is None:
+            return
         self.seq += 1
         beat = Report(self.config.slot, MANAGER, self.boot_id, self.seq, now, False, NO_METRICS, (),
                       False, self.core.hears(now))
-        datagram = sign(beat, self.config.key)
-        for addr in self.agents:
-            try:
-                self.sock.sendto(datagram, addr)
-            except OSError as exc:
-                key = f"{addr[0]}: {exc.strerror}"
-                if key not in self._send_errors:
-                    self._send_errors.add(key)
-                    log.warning("cannot send heartbeats to %s:%d: %s", addr[0], addr[1], exc.strerror)
+        self.transport.send(beat, self.agents)
 
     def _take_reports(self, now: float) -> set[int]:
         assert self.core is not None
         changed: set[int] = set()
-        for _ in range(MAX_BATCH):
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except BlockingIOError:
-                break
-            report = self.receiver.receive(data, addr[0], now)
-            if report is None:
-                continue
+        hns = self.core.configured.hns
+        for report in self.transport.receive(self.receiver, now):
             changed |= self.core.heard(report, now)
-            if report.hn in self.core.configured.hns:
+            if report.hn in hns:
                 self.pending_reports[report.hn] = (report, now)
         return changed
 
     def _take_results(self, now: float) -> set[int]:
         assert self.core is not None
         changed: set[int] = set()
-        finished = []
-        while True:
-            try:
-                jid, r = self.results.get_nowait()
-            except queue.Empty:
-                break
-            finished.append((jid, r))
+        while self.results:
+            jid, r = self.results.popleft()
+            self.unjournaled.append((jid, r))
             self.core.finished(r.action, r.result, now)
             changed.add(r.action.ctid)
+            self.events.result(r.action, r.result, r.message, r.seconds)
             self.metrics.send(f"results.{r.result}", 1, now)
             self.metrics.send("action_seconds", r.seconds, now)
-        if finished:
-            with self.store.transaction():
-                for jid, r in finished:
-                    persist.finish(self.store, jid, r.action, r.result, r.message, now, self.config.settings)
-        while True:
-            try:
-                hn, rc, detail = self.fence_results.get_nowait()
-            except queue.Empty:
-                break
+        if self.unjournaled:
+            self._store_step("journal", lambda: self._journal_results(now), now)
+        while self.fence_results:
+            hn, rc, detail = self.fence_results.popleft()
+            self.events.fenced(hn, rc == 0, detail)
             if rc == 0:
-                log.warning("fence command: %s is off; it is dead now", hn)
                 self.core.fenced_off(hn, now)
                 changed |= set(self.core.configured.cts)
-            else:
-                log.error("fence command for %s failed (%s); waiting dead_after instead", hn, detail)
         return changed | self.core.expire(now)
 
+    def _journal_results(self, now: float) -> None:
+        with self.store.transaction(config=False):
+            for jid, r in self.unjournaled:
+                persist.finish(self.store, jid, r.action, r.result, r.message, now, self.config.settings)
+        self.unjournaled.clear()
+
+    # ---- deciding and acting -------------------------------------------------
     def tick(self, now: float, only: set[int] | None) -> None:
         core = self.core
         assert core is not None
         started = time.perf_counter()
         d = core.decide(now, only)
         for line in d.view.news:
-            (log.warning if "DEAD" in line or "NO QUORUM" in line else log.info)("%s", line)
+            self.events.news(line)
         for alarm in d.plan.alarms:
-            log.error("%s", alarm)
+            self.events.alarm(alarm)
         cfg = core.configured
-        with self.store.transaction():
-            if d.plan.place:
-                persist.save_placements(self.store, dict(d.plan.place), now)
-            ids = persist.journal(self.store, d.actions, now)
-            if self.pending_reports:
-                persist.save_reports(self.store, self.pending_reports.values())
-                self.pending_reports.clear()
-            persist.save_observed(self.store, cfg, core.observed, core.placements, now, self.config.settings, only)
-            if only is None and cfg.removed:
-                for ctid in persist.forget_removed(self.store, cfg, core.observed, now, self.config.settings):
-                    log.info("CT %d is gone from every HN; forgetting it", ctid)
-        self._data_version = self.store.one("PRAGMA data_version")[0]
+        written: list[int] = []
+        lost: set[int] = set()
+        full = only is None
+        fresh = not self._observed_rows  # the store's status rows are unknown: rewrite them all
+        rows, gone = persist.observed_changes(cfg, core.observed, core.placements, now, self.config.settings,
+                                              only, self._observed_rows)
+        bodies, times, saved = self._reports_to_save(full)
+        hold = full and now - self._held_at >= HOLD_EVERY
+
+        def record() -> None:
+            nonlocal written, lost
+            with self.store.transaction(config=False):
+                if d.plan.place:
+                    lost = persist.save_placements(self.store, d.plan.place, now, d.was)
+                written = persist.journal(self.store, [a for a in d.actions if a.ctid not in lost], now)
+                persist.save_reports(self.store, bodies)
+                persist.touch_reports(self.store, times)
+                persist.save_observed(self.store, rows, gone, self._observed_rows, everything=fresh and full)
+                if hold:
+                    held.hold(self.store, self.config.slot, self.holder, self.started_at, now)
+                if full and cfg.removed:
+                    for ctid in persist.forget_removed(self.store, cfg, core.observed, now, self.config.settings):
+                        log.info("CT %d is gone from every HN; forgetting it", ctid)
+
+        # A steady rack between full plans writes nothing: no transaction at all.
+        if (d.plan.place or d.actions or bodies or times or rows or gone or hold or (full and cfg.removed)
+                or (fresh and full)) and not self._store_step("tick", record, now):
+            core.abandon(d.actions)  # nothing of this plan is recorded: none of it runs
+            self._config_token = None  # and the next step reloads placements from the store
+            self._observed_rows.clear()  # unknown what the store holds: the next full plan rewrites it
+            return
+        self._saved_reports.update(saved)
+        for hn in saved.keys() | {hn for hn, _ in times}:
+            self.pending_reports.pop(hn, None)
+        if hold:
+            self._held_at = now
+        actions = [a for a in d.actions if a.ctid not in lost]
+        if lost:
+            core.abandon(a for a in d.actions if a.ctid in lost)
+            self._config_token = None
+            log.info("placement of CT(s) %s changed while planning (ct move?); replanning",
+                     ", ".join(map(str, sorted(lost))))
         if only is None:
             for note in d.plan.notes:
-                log.debug("%s", note)
-        if self.config.fence_command and d.view.quorum:
+                self.events.note(note)
+        if self.fencer is not None and d.view.quorum:
             for hn in core.to_fence(now):
-                self._fence(hn)
+                self.events.fencing(hn, self.config.timers.fence_after, (self.config.fence_command or ("fence",))[0])
+                self.fencer.fence(hn, self.hn_ips.get(hn, ""), lambda *r: self.fence_results.append(r))
         if only is None:  # one figure per full plan (every full_plan_every): the loop's pulse
-            self.metrics.send_many({"plan_ms": (time.perf_counter() - started) * 1000, "actions": len(d.actions),
+            self.metrics.send_many({"plan_ms": (time.perf_counter() - started) * 1000, "actions": len(actions),
                                     "quorum": int(d.view.quorum), "dead_hns": len(d.view.dead),
                                     "alarms": len(d.plan.alarms), "in_flight": len(core.busy)}, now)
-        for jid, a in zip(ids, d.actions):
-            log.info("%s", a)
-            self.issued += 1
-            self.executor.submit([a], lambda c: spec_for(cfg.cts[c], self.dc) if c in cfg.cts else None,
-                                 lambda r, jid=jid: self.results.put((jid, r)))
+        for jid, a in zip(written, actions):
+            self._hand_out(jid, a, cfg.cts)
 
-    def _fence(self, hn: str) -> None:
-        """Run the fence command for a silent HN in the background. Its arguments may
-        hold a BMC password: they are never logged."""
-        argv = [a.replace("{hn}", hn).replace("{ip}", self.hn_ips.get(hn, "")) for a in self.config.fence_command]
-        log.warning("%s silent for %gs: running the fence command (%s)", hn, self.config.timers.fence_after, argv[0])
+    def _reports_to_save(self, full: bool) -> tuple[list[tuple[Report, float]], list[tuple[str, float]],
+                                                     dict[str, tuple[Any, float]]]:
+        """The HNs' newest reports, for `status`, `hn list` and a restarted manager.
+        A body is written when what it says about CTs changed (at once), or every
+        BODY_EVERY s for the metrics; otherwise, once per full plan, only its time
+        (no JSON to encode)."""
+        bodies, times, saved = [], [], {}
+        for hn, (report, at) in self.pending_reports.items():
+            key = (report.boot_id, report.fenced, report.drained, report.cts)
+            last = self._saved_reports.get(hn)
+            if last is None or last[0] != key or (full and at - last[1] >= BODY_EVERY):
+                bodies.append((report, at))
+                saved[hn] = (key, at)
+            elif full:
+                times.append((hn, at))
+        return bodies, times, saved
 
-        def run() -> None:
-            try:
-                p = subprocess.run(argv, capture_output=True, text=True, timeout=FENCE_TIMEOUT, stdin=subprocess.DEVNULL)
-                tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or [""]
-                self.fence_results.put((hn, p.returncode, f"exit {p.returncode}: {tail[0][:200]}"))
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                self.fence_results.put((hn, -1, type(exc).__name__))
+    def _hand_out(self, jid: int, a: Action, cts: Any) -> None:
+        self.events.action(a)
+        self.issued += 1
+        self.executor.submit([a], lambda c: spec_for(cts[c], self.dc) if c in cts else None,
+                             lambda r, jid=jid: self.results.append((jid, r)))
 
-        threading.Thread(target=run, name=f"fence-{hn}", daemon=True).start()
+    # ---- the store -------------------------------------------------------------
+    def _store_step(self, what: str, fn: Callable[[], Any], now: float) -> Any:
+        """Run a store step; on trouble, say so (at most every TROUBLE_EVERY s per
+        kind) and return False: the daemon goes on and the step is retried."""
+        try:
+            result = fn()
+        except StoreError as exc:
+            if now - self._trouble.get(what, -1e18) >= TROUBLE_EVERY:
+                self._trouble[what] = now
+                self.events.trouble(f"store trouble ({what}): {exc}; retrying")
+            return False
+        if what in self._trouble:
+            del self._trouble[what]
+            log.info("store: %s works again", what)
+        return True if result is None else result
 
-    def stop(self) -> None:
-        self.stopping = True
-        self.dns.stopping.set()
-        self.dns.poke()
+    def _prune(self, now: float) -> None:
+        r = self.config.retention
+        j, e = held.prune(self.store, now, r.journal, r.events)
+        if j or e:
+            log.info("retention: dropped %d journal row(s) and %d event(s)", j, e)

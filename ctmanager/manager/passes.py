@@ -1,39 +1,44 @@
-"""One reconcile pass, as the CLI runs it (`ctmanager plan`, `ctmanager reconcile`):
-read the configured state and placements from the store, the observed state
-from the HNs' newest reports (asking an HN over SSH when its report is stale,
-e.g. when no manager daemon runs), plan, and for `reconcile` execute and record.
+"""One reconcile pass, as the CLI runs it (`ctmanager plan`, `ctmanager reconcile`),
+through the daemon's own core (manager/core.py): quorum, failover and the
+in-flight rules decide here exactly as in `ctmanager run`.
+
+The pass reads the configured state, placements and the HNs' newest reports
+from the store; an HN whose report is stale (no daemon runs) is asked over SSH
+(`ctagent observe`), and an answer counts as mutual contact. `reconcile`
+refuses while a manager daemon holds the rack: two deciders would race.
 """
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..store import queries
-from ..wire.spec import spec_for
+from ..dc.model import DcTemplate
+from ..errors import ConflictError
 from ..executor.runner import Executor, Result
 from ..executor.ssh import SshError
-from ..dc.model import DcTemplate
-from ..store import loop as persist
-from ..reconcile.plan import plan
+from ..fencing.quorum import MANAGER
 from ..reconcile.state import Configured, Observed, Placements, Plan
+from ..store import Store, queries
+from ..store import daemon as held
+from ..store import loop as persist
 from ..wire.reports import ReportError, parse_body
-from ..store import Store
+from ..wire.spec import spec_for
 from .config import ManagerConfig
-
-log = logging.getLogger(__name__)
+from .core import Core, Decision
 
 
 @dataclass
-class View:
-    """Everything plan() reads, plus what was learnt on the way."""
+class PassInputs:
+    """Everything the pass decided from, plus what was learnt on the way."""
 
     configured: Configured
     observed: Observed
     placements: Placements
     now: float
+    decision: Decision
     unreachable: dict[str, str] = field(default_factory=dict)  # HN -> why it could not be asked
 
 
@@ -43,18 +48,41 @@ def executor_for(store: Store, config: ManagerConfig) -> Executor:
                     concurrency=config.concurrency)
 
 
-def gather(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Executor, now: float | None = None) -> View:
+def refuse_if_held(store: Store, config: ManagerConfig, now: float) -> None:
+    h = held.holder(store, config.slot)
+    if h is not None and h.live(now):
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(h.since))
+        raise ConflictError(f"rack-{config.slot} is managed by {h.holder} since {since} (last heard "
+                            f"{max(now - h.at, 0):.1f}s ago); reconcile would act beside it. "
+                            "See what it will do with: ctmanager plan")
+
+
+def gather(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Executor,
+           now: float | None = None) -> PassInputs:
     now = time.time() if now is None else now
-    cfg = persist.configured(store, dc, config.slot)
-    obs = persist.observed(store)
-    view = View(cfg, obs, persist.placements(store, now), now)
-    stale = [hn for hn in cfg.hns if not obs.known(hn, now, config.settings)]
+    with store.snapshot():
+        cfg = persist.configured(store, dc, config.slot)
+        stored = persist.observed(store)
+        placements = persist.placements(store, now)
+    settings, timers = config.settings, config.timers
+    # Started long ago: no warm-up wait; and quorum has not been held for dead_after
+    # yet, so a pass never declares an HN dead (only the daemon, which watched, does).
+    core = Core(cfg, placements, settings, timers, now - timers.dead_after - settings.stale_after)
+    unreachable: dict[str, str] = {}
+    stale = []
+    for hn in sorted(cfg.hns):
+        report = stored.reports.get(hn)
+        if report is not None and stored.known(hn, now, settings):
+            core.heard(report, stored.received_at[hn])  # fresh: a daemon hears this HN
+        else:
+            stale.append(hn)
     for hn, got in zip(stale, executor.pool.map(lambda h: _ask(executor, config, h), stale)):
         if isinstance(got, str):
-            view.unreachable[hn] = got
-        else:
-            obs.update(got, now)
-    return view
+            unreachable[hn] = got
+        else:  # it answered over SSH just now: contact both ways
+            core.heard(dataclasses.replace(got, sent_at=now, hears={**got.hears, MANAGER: 0.0}), now)
+    decision = core.decide(now, None)
+    return PassInputs(core.configured, core.observed, core.placements, now, decision, unreachable)
 
 
 def _ask(executor: Executor, config: ManagerConfig, hn: str) -> Any:
@@ -70,21 +98,32 @@ def _ask(executor: Executor, config: ManagerConfig, hn: str) -> Any:
         return f"ctagent observe: {exc}"
 
 
-def make_plan(view: View, config: ManagerConfig) -> Plan:
-    return plan(view.configured, view.observed, view.placements, view.now, settings=config.settings)
+def make_plan(inputs: PassInputs) -> Plan:
+    """What this pass does: the plan, less what the core holds back."""
+    d = inputs.decision
+    return dataclasses.replace(d.plan, actions=d.actions)
 
 
-def execute(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Executor, view: View,
+def quorum_problem(inputs: PassInputs) -> str:
+    """Why nothing may be done ('' when the pass has quorum)."""
+    if inputs.decision.view.quorum:
+        return ""
+    return next((n for n in inputs.decision.view.news if n.startswith("NO QUORUM")), "NO QUORUM")
+
+
+def execute(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Executor, inputs: PassInputs,
             p: Plan) -> list[Result]:
     """Record placements and intents, run the actions, record the outcomes."""
-    with store.transaction():
-        persist.save_placements(store, dict(p.place), view.now)
-        ids = persist.journal(store, p.actions, view.now)
-    cts = view.configured.cts
-    results = executor.run_all(p.actions, lambda c: spec_for(cts[c], dc) if c in cts else None)
+    with store.transaction(config=False):
+        refuse_if_held(store, config, inputs.now)  # checked again under the write lock
+        lost = persist.save_placements(store, p.place, inputs.now, inputs.decision.was)
+        actions = [a for a in p.actions if a.ctid not in lost]
+        ids = persist.journal(store, actions, inputs.now)
+    cts = inputs.configured.cts
+    results = executor.run_all(actions, lambda c: spec_for(cts[c], dc) if c in cts else None)
     by_action = {(r.action.kind, r.action.ctid, r.action.hn): r for r in results}
-    with store.transaction():
-        for jid, a in zip(ids, p.actions):
+    with store.transaction(config=False):
+        for jid, a in zip(ids, actions):
             r = by_action[(a.kind, a.ctid, a.hn)]
             persist.finish(store, jid, a, r.result, r.message, time.time(), config.settings)
-    return [by_action[(a.kind, a.ctid, a.hn)] for a in p.actions]
+    return [by_action[(a.kind, a.ctid, a.hn)] for a in actions]

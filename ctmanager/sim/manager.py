@@ -1,16 +1,29 @@
-"""A simulated manager: `ctmanager run`'s Core (manager/core.py) with a simulated
-network and SSH. What the daemon keeps in the store (placements, rejections)
-survives a restart here too; everything else is rebuilt, as in the daemon."""
+"""The simulated manager: the daemon's own `Manager` (manager/daemon.py) with
+simulated ports, as pve-ha-simulator runs the real CRM. Its store is a real
+SQLite store (in memory, one per schedule), so a restarted manager starts from
+exactly what the daemon keeps there (placements, rejections, the HNs' newest
+reports, the journal of unfinished intents); everything else is rebuilt.
+
+Ports: the clock is the simulated one (with this host's skew); the transport
+delivers Report objects over the simulated network (verification is the real
+transport's job, freshness the shared Receiver's); SSH is a link check at both
+ends of a command with latencies and timeouts; the fencer is a BMC that powers
+the node off after BMC_LATENCY; the decision log goes into the rack's log.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
+from ..executor.runner import Result
+from ..executor.ssh import SshSettings
 from ..fencing.quorum import MANAGER
-from ..manager.core import Core
-from ..reconcile.state import Action, Observed, Placements
+from ..manager.config import ManagerConfig
+from ..manager.daemon import Manager
+from ..manager.ports import FenceDone, SpecOf
+from ..reconcile.state import Action
 from ..wire.reports import Receiver, Report
-from .agent import METRICS
+from . import dcstore
 
 if TYPE_CHECKING:
     from .rack import SimRack
@@ -20,125 +33,146 @@ CONNECT_TIMEOUT = 5.0
 ACTION_TIMEOUT = 30.0
 FULL_PLAN_EVERY = 1.0
 BMC_LATENCY = 2.0  # s a fence command takes to power a node off
+REACT = 0.001  # s from a report's arrival to the step that takes it in
+
+
+def manager_config(rack: "SimRack") -> ManagerConfig:
+    s = rack.setup
+    return ManagerConfig(
+        file="sim", slot=rack.slot, listen=("127.0.0.1", 0), key=b"", agent_command=("ctagent",),
+        ssh=SshSettings("root", "/dev/null", "/dev/null", 22, CONNECT_TIMEOUT), action_timeout=ACTION_TIMEOUT,
+        concurrency=8, settings=rack.settings, full_plan_every=FULL_PLAN_EVERY, report_interval=s.interval,
+        timers=s.timers, fence_command=("sim-bmc",) if s.fence_command else (), metrics_prefix="sim.manager")
 
 
 class SimManager:
     def __init__(self, rack: "SimRack", offset: float = 0.0) -> None:
         self.rack = rack
-        self.where: dict[int, str] = {}  # the store's placements
-        self.rejected: dict[tuple[int, str], float] = {}  # and rejections
-        self.reports: dict[str, tuple[Report, float]] = {}  # and each HN's newest report
+        self.offset = offset  # the manager host's clock minus true time
+        self.config = manager_config(rack)
         self.life = 0
         self.alive = False
         self.issued: list[tuple[float, Action]] = []
-        self.offset = offset  # the manager host's clock minus true time
+        self._next: float | None = None
         self.start()
 
     def local(self) -> float:
         return self.rack.clock.now + self.offset
 
     def start(self) -> None:
-        r = self.rack
-        now = self.local()
         self.life += 1
         self.alive = True
-        self.seq = 0
-        live = {k: t for k, t in self.rejected.items() if t > now}
-        last_seen = Observed()
-        for report, at in self.reports.values():
-            last_seen.update(report, at)
-        self.core = Core(r.configured, Placements(dict(self.where), live), r.settings, r.timers, now, last_seen)
-        self.receiver = Receiver(b"", r.slot, quiet=True)
-        self._changed: set[int] = set()
         life = self.life
-        r.clock.after(0.0, lambda: self._beat(life))
-        r.clock.after(FULL_PLAN_EVERY, lambda: self._full(life))
+        self.inbox: list[Report] = []
+        self.daemon = Manager(
+            self.rack.store, dcstore.dc(), self.config, SimSsh(self, life), transport=SimTransport(self),
+            clock=self.local, events=SimEvents(self.rack), fencer=SimBmc(self, life) if self.config.fence_command
+            else None, receiver=Receiver(b"", self.rack.slot, quiet=True), holder=f"sim manager (life {life})",
+            poll=False)
+        self.daemon.start()
+        self._next = None
+        self.wake(0.0)
 
     def kill(self) -> None:
         self.alive = False
         self.life += 1  # in-flight SSH results and timers of this life are dropped
 
-    def _beat(self, life: int) -> None:
-        if life != self.life:
-            return
-        now = self.local()
-        self.seq += 1
-        self.rack.broadcast(MANAGER, Report(self.rack.slot, MANAGER, f"{life:08x}", self.seq, now, False, METRICS,
-                                            (), False, self.core.hears(now)))
-        self.rack.clock.after(self.rack.interval, lambda: self._beat(life))
-
-    def hear(self, report: Report) -> None:
+    # ---- stepping the real loop ------------------------------------------
+    def wake(self, delay: float) -> None:
+        """Make sure the daemon steps within `delay` s (one timer pending at a time)."""
         if not self.alive:
             return
-        now = self.local()
-        if self.receiver.accept(report, report.hn, now) is None:
-            return  # duplicated or overtaken: dropped, as the daemon's Receiver does
-        changed = self.core.heard(report, now)
-        if report.hn in self.rack.agents:
-            self.reports[report.hn] = (report, now)  # what the daemon saves in the store
-        if changed:
-            if not self._changed:  # the first change since the last plan: plan in 1 ms
-                self.rack.clock.after(0.001, self._plan_changed, self.life)
-            self._changed |= changed
-
-    def _plan_changed(self, life: int) -> None:
-        if life != self.life:
+        when = self.rack.clock.now + max(delay, 0.0)
+        if self._next is not None and self._next <= when:
             return
-        changed, self._changed = self._changed, set()
-        self._decide(life, changed)
+        self._next = when
+        self.rack.clock.at(when, self._step, self.life, when)
 
-    def _full(self, life: int) -> None:
-        if life != self.life:
-            return
-        self._decide(life, None)
-        self.rack.clock.after(FULL_PLAN_EVERY, lambda: self._full(life))
+    def _step(self, life: int, when: float) -> None:
+        if life != self.life or when != self._next:
+            return  # a step of an earlier life, or one an earlier wake-up replaced
+        self._next = None
+        wake = self.daemon.step(self.local())
+        self.wake(max(wake - self.local(), 1e-6))  # never 0: float rounding of the skewed clock could spin
 
-    def _decide(self, life: int, only: set[int] | None) -> None:
-        if life != self.life:
-            return
-        r = self.rack
-        now = self.local()
-        expired = self.core.expire(now)
-        only = None if only is None else only | expired
-        d = self.core.decide(now, only)
-        for line in d.view.news:
-            r.log(MANAGER, line.split(":")[0] if "DEAD" in line or "QUORUM" in line else line)
-        for alarm in d.plan.alarms:
-            r.alarm(alarm)
-        self.where.update(d.plan.place)  # saved before acting, like the daemon
-        if r.setup.fence_command and d.view.quorum:
-            for hn in self.core.to_fence(now):
-                r.log(MANAGER, f"{hn} silent: running the fence command")
-                r.clock.after(BMC_LATENCY, self._fenced, life, hn)
-        for a in d.actions:
-            r.check_majority(a)
-            self.issued.append((now, a))
-            r.log(MANAGER, str(a))
-            self._ssh(a, life)
+    def hear(self, report: Report) -> None:
+        if self.alive:
+            self.inbox.append(report)
+            self.wake(REACT)
 
-    def _fenced(self, life: int, hn: str) -> None:
-        """The BMC powered the node off (it answers on its own network)."""
-        agent = self.rack.agents[hn]
-        if agent.powered:
-            agent.reset("powered off by the fence command")
-            agent.boots += 1  # it stays off
-        if life == self.life:
-            self.core.fenced_off(hn, self.local())
 
-    def _ssh(self, a: Action, life: int) -> None:
-        r = self.rack
+class SimTransport:
+    def __init__(self, owner: SimManager) -> None:
+        self.owner = owner
+
+    def receive(self, receiver: Receiver, now: float) -> list[Report]:
+        got, self.owner.inbox = self.owner.inbox, []
+        return [r for r in got if receiver.accept(r, r.hn, now) is not None]
+
+    def send(self, report: Report, to: Sequence[tuple[str, int]]) -> None:
+        self.owner.rack.broadcast(MANAGER, report)
+
+    def wait(self, timeout: float) -> None:  # the simulator steps the loop itself
+        pass
+
+
+class SimEvents:
+    """The decision log, in the simulator's event-log format."""
+
+    def __init__(self, rack: "SimRack") -> None:
+        self.rack = rack
+
+    def news(self, line: str) -> None:
+        self.rack.log(MANAGER, line.split(":")[0] if "DEAD" in line or "QUORUM" in line else line)
+
+    def alarm(self, text: str) -> None:
+        self.rack.alarm(text)
+
+    def action(self, a: Action) -> None:
+        self.rack.log(MANAGER, str(a))
+
+    def result(self, a: Action, result: str, message: str, seconds: float) -> None:
+        if result != "done":
+            self.rack.log(MANAGER, f"{a.kind} {a.ctid} on {a.hn}: {result}: {message}")
+
+    def fencing(self, hn: str, silent_for: float, argv0: str) -> None:
+        self.rack.log(MANAGER, f"{hn} silent: running the fence command")
+
+    def fenced(self, hn: str, ok: bool, detail: str) -> None:
+        pass
+
+    def note(self, line: str) -> None:
+        pass
+
+    def trouble(self, line: str) -> None:
+        self.rack.violation(f"the manager's store failed: {line}")
+
+
+class SimSsh:
+    """`ctagent apply` over SSH: a link check at both ends, latencies, timeouts."""
+
+    def __init__(self, owner: SimManager, life: int) -> None:
+        self.owner, self.life = owner, life
+
+    def close(self) -> None:
+        pass
+
+    def submit(self, actions: Iterable[Action], spec_of: SpecOf, done: Callable[[Any], None]) -> None:
+        for a in actions:
+            self.owner.rack.check_majority(a)
+            self.owner.issued.append((self.owner.rack.clock.now, a))
+            self._ssh(a, done)
+
+    def _ssh(self, a: Action, done: Callable[[Any], None]) -> None:
+        owner, r = self.owner, self.owner.rack
         agent = r.agents[a.hn]
+        sent = owner.local()
 
         def result(kind: str, message: str) -> None:
-            if life != self.life:
+            if self.life != owner.life:
                 return
-            done = self.local()
-            self.core.finished(a, kind, done)
-            if kind == "rejected":
-                self.rejected[a.ctid, a.hn] = done + r.settings.reject_memory
-            if kind != "done":
-                r.log(MANAGER, f"{a.kind} {a.ctid} on {a.hn}: {kind}: {message}")
-            self._decide(life, {a.ctid})
+            done(Result(a, kind, message, owner.local() - sent))
+            owner.wake(0.0)
 
         if not (r.net.up(MANAGER, a.hn) and r.net.up(a.hn, MANAGER)) or not agent.powered:
             r.clock.after(CONNECT_TIMEOUT, lambda: result("failed", "cannot connect"))
@@ -161,3 +195,21 @@ class SimManager:
                 answered[0] = True
                 result("failed", f"no result within {ACTION_TIMEOUT:g}s")
         r.clock.after(ACTION_TIMEOUT, timeout)
+
+
+class SimBmc:
+    """A fence command: the BMC powers the node off (it answers on its own network)."""
+
+    def __init__(self, owner: SimManager, life: int) -> None:
+        self.owner, self.life = owner, life
+
+    def fence(self, hn: str, ip: str, done: FenceDone) -> None:
+        def off() -> None:
+            agent = self.owner.rack.agents[hn]
+            if agent.powered:
+                agent.reset("powered off by the fence command")
+                agent.boots += 1  # it stays off
+            if self.life == self.owner.life:
+                done(hn, 0, "off")
+                self.owner.wake(0.0)
+        self.owner.rack.clock.after(BMC_LATENCY, off)

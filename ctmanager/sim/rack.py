@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 
 from ..fencing.quorum import MANAGER, is_quorum
 from ..fencing.timers import FenceTimers
-from ..dc.model import Ct, Resources
-from ..reconcile.state import Action, Configured, Hn, Settings
+from ..store import loop as persist
+from ..reconcile.state import Action, Settings
 from ..wire.reports import Report
 from .agent import SimAgent
+from . import dcstore
 from .manager import SimManager
 from .world import Clock, Network, Weather
 
-G = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,8 @@ class SimRack:
         self.settings = Settings(stale_after=setup.stale_after)
         names = [f"hn-{self.slot}-{i}" for i in range(1, setup.hns + 1)]
         self.voters = frozenset(names) | {MANAGER}
-        res = Resources(1 * G, 0, 10 * G, 1, 1000, 100)
-        cts = {1000 + i: Ct(1000 + i, f"ct{i}", self.slot, None, None, "prod", f"10.101.4.{i + 1}", "storage-101-9",
-                            "UP", res, ()) for i in range(setup.cts)}
-        self.configured = Configured(cts, {n: Hn(n, 64 * G, 1 << 40) for n in names})
+        self.store = dcstore.rack_store(setup.hns, setup.cts)  # the manager's real store
+        self.configured = persist.configured(self.store, dcstore.dc(), self.slot)
         self.lines: list[str] = []
         self.violations: list[str] = []
         self.up: dict[int, set[str]] = {}  # the truth: CTID -> HNs where it runs

@@ -18,8 +18,9 @@ import contextlib
 import os
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from ..errors import StoreError
 from .schema import MIGRATIONS, VERSION
@@ -38,7 +39,7 @@ def default_path(explicit: str | None = None) -> Path:
     return Path(explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH)
 
 
-def open_store(path: Path, *, create: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> "Store":
+def open_store(path: Path, *, create: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Store:
     if not create and not path.exists():
         raise StoreError(f"no store at {path}; create one with: ctmanager --store {path} init TEMPLATE")
     if create:
@@ -50,7 +51,7 @@ def open_store(path: Path, *, create: bool = False, busy_timeout_ms: int = BUSY_
 
 
 class Store:
-    def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+    def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, image: bytes | None = None) -> None:
         self.path = path
         self.cache: dict[str, Any] = {}  # values derived from rows that never change (the parsed DC template)
         self._in_tx = False
@@ -59,6 +60,8 @@ class Store:
             self.db = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_ms / 1000,
                                       check_same_thread=False)
             self.db.row_factory = sqlite3.Row
+            if image is not None:
+                self.db.deserialize(image)
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self.db.execute("PRAGMA foreign_keys = ON")
             if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -68,10 +71,19 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open store: {exc}") from None
 
+    @classmethod
+    def memory(cls, image: bytes | None = None) -> Store:
+        """A private in-memory store (the simulator runs one per schedule), from an
+        `image()` of another store if given."""
+        return cls(Path(":memory:"), image=image)
+
+    def image(self) -> bytes:
+        return self.db.serialize()
+
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -98,7 +110,7 @@ class Store:
 
     # ---- transactions ----------------------------------------------------
     @contextlib.contextmanager
-    def transaction(self, *, config: bool = True) -> Iterator["Store"]:
+    def transaction(self, *, config: bool = True) -> Iterator[Store]:
         """A write transaction: all or nothing. Takes the write lock up front so a
         read-then-write (check-then-act, e.g. IP allocation) cannot race another
         writer. `config`: this is a configuration change (bumps the counter)."""
@@ -122,7 +134,7 @@ class Store:
             self._in_tx = False
 
     @contextlib.contextmanager
-    def snapshot(self) -> Iterator["Store"]:
+    def snapshot(self) -> Iterator[Store]:
         """A read transaction: every read inside sees the same committed state (a
         `ct rm` landing between two reads cannot make a CT look unplaced)."""
         if self._in_tx:
@@ -166,7 +178,8 @@ class Store:
         return self.execute(sql, params).fetchall()
 
     def one(self, sql: str, params: Params = ()) -> Row | None:
-        return self.execute(sql, params).fetchone()
+        row: Row | None = self.execute(sql, params).fetchone()
+        return row
 
     def get_meta(self, key: str) -> str | None:
         row = self.one("SELECT value FROM meta WHERE key = ?", (key,))

@@ -121,18 +121,17 @@ def test_the_fence_command_runs_with_the_hn_filled_in_and_its_secrets_unlogged(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import queue
     import sys
-    from types import SimpleNamespace
 
-    from ctmanager.manager.daemon import Manager
+    from ctmanager.manager.ports import CommandFencer, LogEvents
 
     out = tmp_path / "fenced"
     argv = (sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write(' '.join(sys.argv[2:]))",
             str(out), "{hn}", "{ip}", "--password=hunter2")
-    stub = SimpleNamespace(config=SimpleNamespace(fence_command=argv, timers=FenceTimers()),
-                           hn_ips={"hn-2": "10.101.1.2"}, fence_results=queue.Queue())
+    done: queue.Queue[tuple[str, int, str]] = queue.Queue()
     with caplog.at_level("INFO"):
-        Manager._fence(stub, "hn-2")  # type: ignore[arg-type]
-        hn, rc, _ = stub.fence_results.get(timeout=30)
+        LogEvents().fencing("hn-2", 5.0, argv[0])
+        CommandFencer(argv).fence("hn-2", "10.101.1.2", lambda *r: done.put(r))
+        hn, rc, _ = done.get(timeout=30)
     assert (hn, rc) == ("hn-2", 0)
     assert out.read_text() == "hn-2 10.101.1.2 --password=hunter2"
     assert "hn-2 silent for 5s: running the fence command" in caplog.text

@@ -1,0 +1,161 @@
+"""The manager daemon's surroundings, as ports (Proxmox's pve-ha-manager keeps
+its CRM behind one environment interface the same way): the daemon (daemon.py)
+and the fault simulator (ctmanager/sim) run the same `Manager` with different
+ports. Here: the port interfaces and their real implementations (UDP, logging,
+a fence command); the store and the SSH executor are ports too (store/,
+executor/), and the clock is a plain callable.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import subprocess
+import threading
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+from ..reconcile.state import Action
+from ..wire.reports import Receiver, Report, ReportError, sign
+
+log = logging.getLogger("ctmanager.manager")
+FENCE_TIMEOUT = 60.0  # s a fence command may take
+MAX_BATCH = 512  # datagrams taken per step before planning
+
+FenceDone = Callable[[str, int, str], None]  # (HN, exit code, detail)
+SpecOf = Callable[[int], Mapping[str, Any] | None]
+
+
+class Transport(Protocol):
+    def receive(self, receiver: Receiver, now: float) -> list[Report]:
+        """Reports that arrived since the last call, verified and fresh (through `receiver`)."""
+
+    def send(self, report: Report, to: Sequence[tuple[str, int]]) -> None:
+        """The manager's signed heartbeat to every agent."""
+
+    def wait(self, timeout: float) -> None:
+        """Block until a report may have arrived or `timeout` s passed."""
+
+
+class Executor(Protocol):
+    def submit(self, actions: Iterable[Action], spec_of: SpecOf, done: Callable[[Any], None]) -> Any:
+        """Run actions in the background; `done(result)` with each result (executor.runner.Result)."""
+
+    def close(self) -> None: ...
+
+
+class Fencer(Protocol):
+    def fence(self, hn: str, ip: str, done: FenceDone) -> None:
+        """Power a silent HN off (in the background); `done` when the command ended."""
+
+
+class Events(Protocol):
+    """The daemon's decision log: one line per decision (what, why)."""
+
+    def news(self, line: str) -> None: ...
+    def alarm(self, text: str) -> None: ...
+    def action(self, a: Action) -> None: ...
+    def result(self, a: Action, result: str, message: str, seconds: float) -> None: ...
+    def fencing(self, hn: str, silent_for: float, argv0: str) -> None: ...
+    def fenced(self, hn: str, ok: bool, detail: str) -> None: ...
+    def note(self, line: str) -> None: ...
+    def trouble(self, line: str) -> None: ...
+
+
+class UdpTransport:
+    """Signed state reports over UDP: one socket, non-blocking."""
+
+    def __init__(self, listen: tuple[str, int], key: bytes) -> None:
+        self.key = key
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(listen)
+        self.sock.setblocking(False)
+        self._send_errors: set[str] = set()
+
+    def receive(self, receiver: Receiver, now: float) -> list[Report]:
+        out = []
+        for _ in range(MAX_BATCH):
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            report = receiver.receive(data, addr[0], now)
+            if report is not None:
+                out.append(report)
+        return out
+
+    def send(self, report: Report, to: Sequence[tuple[str, int]]) -> None:
+        try:
+            datagram = sign(report, self.key)
+        except ReportError as exc:
+            log.error("cannot send heartbeats: %s", exc)
+            return
+        for addr in to:
+            try:
+                self.sock.sendto(datagram, addr)
+            except OSError as exc:
+                key = f"{addr[0]}: {exc.strerror}"
+                if key not in self._send_errors:  # once per destination and error
+                    self._send_errors.add(key)
+                    log.warning("cannot send heartbeats to %s:%d: %s", addr[0], addr[1], exc.strerror)
+
+    def wait(self, timeout: float) -> None:
+        select.select([self.sock], [], [], max(timeout, 0.0))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class CommandFencer:
+    """Runs the configured fence command (e.g. an IPMI fence agent) with {hn} and
+    {ip} filled in. Its arguments may hold a BMC password: they are never logged."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = tuple(argv)
+
+    def fence(self, hn: str, ip: str, done: FenceDone) -> None:
+        argv = [a.replace("{hn}", hn).replace("{ip}", ip) for a in self.argv]
+
+        def run() -> None:
+            try:
+                p = subprocess.run(argv, capture_output=True, text=True, timeout=FENCE_TIMEOUT,
+                                   stdin=subprocess.DEVNULL)
+                tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or [""]
+                done(hn, p.returncode, f"exit {p.returncode}: {tail[0][:200]}")
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                done(hn, -1, type(exc).__name__)
+
+        threading.Thread(target=run, name=f"fence-{hn}", daemon=True).start()
+
+
+class LogEvents:
+    """The decision log through `logging` (what `ctmanager run` prints)."""
+
+    def news(self, line: str) -> None:
+        (log.warning if "DEAD" in line or "NO QUORUM" in line else log.info)("%s", line)
+
+    def alarm(self, text: str) -> None:
+        log.error("%s", text)
+
+    def action(self, a: Action) -> None:
+        log.info("%s", a)
+
+    def result(self, a: Action, result: str, message: str, seconds: float) -> None:
+        log.info("%s %s on %s: %s%s (%.2fs)", a.kind, a.ctid, a.hn, result,
+                 "" if result == "done" else f": {message}", seconds)
+
+    def fencing(self, hn: str, silent_for: float, argv0: str) -> None:
+        log.warning("%s silent for %gs: running the fence command (%s)", hn, silent_for, argv0)
+
+    def fenced(self, hn: str, ok: bool, detail: str) -> None:
+        if ok:
+            log.warning("fence command: %s is off; it is dead now", hn)
+        else:
+            log.error("fence command for %s failed (%s); waiting dead_after instead", hn, detail)
+
+    def note(self, line: str) -> None:
+        log.debug("%s", line)
+
+    def trouble(self, line: str) -> None:
+        log.error("%s", line)
