@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import emit  # noqa: E402
+from harness import emit
 
-from ctmanager.monitoring.ctautolink import Linker  # noqa: E402
+from ctmanager.monitoring.ctautolink import Linker
 
 
 class Timed(Linker):

@@ -25,15 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from bindserver import Bind, free_port  # noqa: E402
-from harness import ctm, emit  # noqa: E402
+from bindserver import Bind, free_port
+from harness import ctm, emit
 
-from ctmanager.store import queries  # noqa: E402
-from ctmanager.dnsroutes import publisher, records, sync  # noqa: E402
-from ctmanager.dnsroutes.records import Change, RRset  # noqa: E402
-from ctmanager.store import Store  # noqa: E402
-
-
+from ctmanager.dnsroutes import publisher, records, sync
+from ctmanager.dnsroutes.records import Change, RRset
+from ctmanager.store import Store, queries
 
 
 def main() -> int:

@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import emit  # noqa: E402
+from harness import emit
 
-from ctmanager.proxies import nginx  # noqa: E402
+from ctmanager.proxies import nginx
 
 
 def main() -> int:

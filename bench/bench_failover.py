@@ -24,10 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from harness import ctm, emit, fresh_lab  # noqa: E402
-from labrack import Rack, all_up, wait_for  # noqa: E402
-
-
+from harness import ctm, emit, fresh_lab
+from labrack import Rack, all_up, wait_for
 
 
 def done_at(log: str, ctid: int, hn: str) -> float | None:

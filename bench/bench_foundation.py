@@ -24,11 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import emit  # noqa: E402
-from ctmanager.store import inventory  # noqa: E402
-from ctmanager.dc.model import NodeSpec  # noqa: E402
-from ctmanager.render.tree import render_tree  # noqa: E402
-from ctmanager.store import open_store  # noqa: E402
+from harness import emit
+
+from ctmanager.dc.model import NodeSpec
+from ctmanager.render.tree import render_tree
+from ctmanager.store import inventory, open_store
 
 RACKS, HNS, CTS = 16, 40, 10_000
 

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import emit  # noqa: E402
+from harness import emit
 
 KEYS = [b"get jira@myhost.example.net\n", b"get bob@myhost.example.net\n", b"get myhost.example.net\n",
         b"get x@nowhere.example.org\n", b"get confluence@acme.example.net\n"]
@@ -76,7 +76,7 @@ def main() -> int:
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise SystemExit("ctmailmap did not start")
+                    raise SystemExit("ctmailmap did not start") from None
                 time.sleep(0.05)
         asyncio.run(load(port, 1.0, args.conns))  # warm up
         total, lat = asyncio.run(load(port, args.seconds, args.conns))

@@ -5,7 +5,8 @@ and appends them to bench/RESULTS.md with the machine noted.
   - plan() for 10,000 CTs on 200 HNs, converged (everything where it belongs): <= 100 ms;
   - plan() for the one CT whose report changed (it crashed): <= 5 ms;
   - plan() when 500 of the CTs are new and must be scheduled (no target; shown for scale);
-  - report ingestion: signed reports of 100 CTs each, verified and indexed, on one core: >= 5,000/s.
+  - report ingestion: signed reports of 100 CTs each, verified and indexed, on one core: >= 5,000/s,
+    and >= 70 % of a bare HMAC-verify + json.loads loop over the same datagrams (same process).
 
 Usage: python bench/bench_reconcile.py [--repeat N] [--no-record]
 """
@@ -13,6 +14,9 @@ Usage: python bench/bench_reconcile.py [--repeat N] [--no-record]
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
+import json
 import statistics
 import sys
 import time
@@ -21,10 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import emit  # noqa: E402
-from ctmanager.dc.model import Ct, Resources  # noqa: E402
-from ctmanager.reconcile import Configured, Hn, Observed, Placements, plan  # noqa: E402
-from ctmanager.wire.reports import CtState, Metrics, Receiver, Report, sign  # noqa: E402
+from harness import emit
+
+from ctmanager.dc.model import Ct, Resources
+from ctmanager.reconcile import Configured, Hn, Observed, Placements, plan
+from ctmanager.wire.reports import CtState, Metrics, Receiver, Report, sign
 
 CTS, HNS, PER_REPORT = 10_000, 200, 100
 NOW = 1_800_000_000.0
@@ -87,24 +92,39 @@ def bench_plan(repeat: int) -> list[tuple[str, float, float, float | None, str]]
     return rows
 
 
-def bench_ingest(repeat: int) -> tuple[str, float, float, float | None, str]:
+def bench_ingest(repeat: int) -> list[tuple[str, float, float, float | None, str]]:
+    """Reports taken in the way the manager takes them (verify, parse, freshness,
+    index), against a bare loop over the same datagrams in the same process: HMAC
+    verify + json.loads, nothing checked, nothing kept. Target: >= 70 % of bare."""
     n = 5000
     states = tuple(CtState(1001 + i, "UP", NOW - 600) for i in range(PER_REPORT))
     metrics = Metrics(0.3, 256 * G, 100 * G, 4096 * G, 3000 * G, PER_REPORT)
     datagrams = [sign(Report(101, f"hn-101-{i % HNS + 1}", "0123456789abcdef", i + 1, NOW, False, metrics, states), KEY)
                  for i in range(n)]
-    rates = []
+    rates, bare, ratios = [], [], []
     for _ in range(repeat):
+        t0 = time.perf_counter()
+        for d in datagrams:  # the floor: what any receiver must do
+            mac, body = d[:32], d[32:]
+            hmac.compare_digest(mac, hmac.new(KEY, body, hashlib.sha256).digest())
+            json.loads(body)
+        b = n / (time.perf_counter() - t0)
         rx, observed = Receiver(KEY, 101), Observed()
         t0 = time.perf_counter()
         for d in datagrams:
             report = rx.receive(d, "10.1.1.1", NOW)
             if report is not None:
                 observed.update(report, NOW)
-        rates.append(n / (time.perf_counter() - t0))
+        r = n / (time.perf_counter() - t0)
         assert rx.accepted == n
-    return (f"report ingestion ({PER_REPORT} CTs each, verify + index), reports/s", max(rates),
-            statistics.median(rates), 5000.0, "/s")
+        rates.append(r)
+        bare.append(b)
+        ratios.append(100 * r / b)
+    return [(f"report ingestion ({PER_REPORT} CTs each, verify + index), reports/s", max(rates),
+             statistics.median(rates), 5000.0, "/s"),
+            ("bare HMAC verify + json.loads over the same datagrams, reports/s", max(bare), statistics.median(bare),
+             None, "/s"),
+            ("ingestion as % of bare (same process, same run)", max(ratios), statistics.median(ratios), 70.0, "%")]
 
 
 def main() -> int:
@@ -112,10 +132,10 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = ap.parse_args()
-    rows = bench_plan(args.repeat) + [bench_ingest(args.repeat)]
+    rows = bench_plan(args.repeat) + bench_ingest(args.repeat)
     out = []
     for name, best, med, target, unit in rows:
-        higher = unit == "/s"
+        higher = unit in ("/s", "%")
         met = "" if target is None else ("yes" if (med >= target if higher else med <= target) else "NO")
         tgt = "" if target is None else (f">= {target:.0f}{unit}" if higher else f"<= {target:g} {unit}")
         out.append((name, f"{best:.2f} {unit}", f"{med:.2f} {unit}", tgt, met))

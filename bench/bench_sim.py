@@ -23,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import emit  # noqa: E402
+from harness import emit
 
-from ctmanager.sim.schedules import Outcome, run_seed  # noqa: E402
+from ctmanager.sim.schedules import SeedOutcome, run_seed
 
 
-def one(seed: int) -> Outcome:
+def one(seed: int) -> SeedOutcome:
     return run_seed(seed, MINUTES)
 
 

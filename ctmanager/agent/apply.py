@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from ..dc import resources as res
 from ..errors import InputError
+from ..files import same_content, write_atomic
 from ..render import ctfiles
-from ..files import write_atomic
-from ..wire.validate import format_size
 from ..wire import spec as specs
+from ..wire.validate import format_size
 from .config import AgentConfig
 from .drivers import Driver, DriverError
 from .drivers.base import OPST_UP
@@ -61,10 +64,12 @@ class Rejected(Exception):
 
 
 class SpecStore:
-    """The specs of the CTs this HN has a config for (state_dir/specs/CTID.json)."""
+    """The specs of the CTs this HN has a config for (state_dir/specs/CTID.json),
+    as the manager sent them."""
 
     def __init__(self, state_dir: str) -> None:
         self.dir = Path(state_dir) / "specs"
+        self._hashes: dict[int, tuple[tuple[int, int, int], str]] = {}  # CTID -> ((ino, mtime, size), hash)
 
     def get(self, ctid: int) -> specs.Spec | None:
         try:
@@ -76,7 +81,50 @@ class SpecStore:
 
     def put(self, ctid: int, raw: bytes) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.dir / f"{ctid}.json", raw, 0o600)
+        if same_content(self.dir / f"{ctid}.json", raw, 0o600) is None:
+            write_atomic(self.dir / f"{ctid}.json", raw, 0o600)
+
+    def hashes(self) -> dict[int, str]:
+        """CTID -> wire.spec.spec_hash of each stored spec, for the reports (the
+        manager compares it with the configured spec: drift). Called every report
+        (each second): a file is read and hashed again only when its inode, mtime
+        or size changed (specs are replaced by rename: a new inode); an unreadable
+        spec is left out, i.e. unknown."""
+        out: dict[int, str] = {}
+        seen: dict[int, tuple[tuple[int, int, int], str]] = {}
+        try:
+            entries = list(os.scandir(self.dir))
+        except FileNotFoundError:
+            entries = []
+        for e in entries:
+            stem = e.name[:-5]
+            if not e.name.endswith(".json") or not stem.isdigit():
+                continue
+            ctid = int(stem)
+            try:
+                st = e.stat()
+            except FileNotFoundError:
+                continue  # destroyed meanwhile
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = self._hashes.get(ctid)
+            if cached is not None and cached[0] == key:
+                digest = cached[1]
+            else:
+                digest = self._hash_file(Path(e.path), ctid)
+            if digest:
+                out[ctid] = digest
+                seen[ctid] = (key, digest)
+        self._hashes = seen
+        return out
+
+    @staticmethod
+    def _hash_file(path: Path, ctid: int) -> str:
+        try:
+            raw = path.read_bytes()
+            specs.parse(raw, ctid)  # only a spec that `get` would return counts
+            return specs.spec_hash(json.loads(raw))
+        except (OSError, InputError):
+            return ""
 
     def drop(self, ctid: int) -> None:
         (self.dir / f"{ctid}.json").unlink(missing_ok=True)
@@ -123,13 +171,21 @@ def _run(config: AgentConfig, driver: Driver, action: str, ctid: int, spec: spec
             return  # already running: nothing to admit, nothing to do
         if action == "start":
             check_fence(config, time.time())
-        admit(config, store, states, spec)
-        out.changed = driver.create(spec)
-        store.put(ctid, raw)
+        admit(config, store, states, spec, changing=action == "set")
+        old = store.get(ctid)
+        live: tuple[str, ...] = ()
+        if action == "set" and before == OPST_UP and (old is None or old.ct.resources != spec.ct.resources):
+            # Before `create`: vzctl set --save rewrites the limits in the CT's config,
+            # and `create` then puts back the file the template renders.
+            live = driver.set_limits(spec)
+        out.changed = driver.create(spec) or bool(live)
+        store.put(ctid, raw)  # last: a set that failed half-way is still drift, and retried
         if action == "start":
             driver.start(ctid)
             out.changed = True
             out.message = f"started CT {ctid}"
+        elif action == "set" and out.changed:
+            out.message = set_message(ctid, old, spec, live, before == OPST_UP)
         else:
             out.message = f"config of CT {ctid} {'written' if out.changed else 'unchanged'}"
     elif action == "stop":
@@ -178,9 +234,36 @@ def fence_verdict(hn: str, fenced: bool | None, at: float | None, now: float, fe
     return ""
 
 
-def admit(config: AgentConfig, store: SpecStore, states: dict[int, str], spec: specs.Spec) -> None:
+def set_message(ctid: int, old: specs.Spec | None, new: specs.Spec, live: tuple[str, ...], running: bool) -> str:
+    """What a `set` did: the resources applied live, and what waits for the next start."""
+    if not running:
+        return f"config of CT {ctid} written; it applies at the next start"
+    changed = [k for k in res.KEYS if old is None or getattr(old.ct.resources, k) != getattr(new.ct.resources, k)]
+    shown = [f"{k} {_value(k, old)} -> {_value(k, new)}" for k in changed if k in live]
+    later = [k for k in changed if k not in live]
+    if old is not None:
+        later += [f for f in ("hostname", "tenant", "service", "env", "ip", "storage", "apps")
+                  if getattr(old.ct, f) != getattr(new.ct, f)]
+        later += [f for f in ("dc", "bridge", "prefixlen", "gateway", "nameservers", "search")
+                  if getattr(old, f) != getattr(new, f)]
+    parts = [f"{', '.join(shown)} applied live"] if shown else []
+    parts += [f"{', '.join(later)} from the next start"] if later else []
+    return f"CT {ctid}: {'; '.join(parts) or 'config written'}"
+
+
+def _value(key: str, spec: specs.Spec | None) -> str:
+    if spec is None:
+        return "?"
+    value: int = getattr(spec.ct.resources, key)
+    return format_size(value) if key in ("memory", "swap", "disk") else str(value)
+
+
+def admit(config: AgentConfig, store: SpecStore, states: dict[int, str], spec: specs.Spec, *,
+          changing: bool = False) -> None:
+    """`changing`: a `set` of a CT's spec. A drained HN still takes new limits for
+    the CTs it runs (they are leaving anyway); the capacity check holds as ever."""
     ctid = spec.ct.ctid
-    if config.drain_flag.exists():
+    if config.drain_flag.exists() and not changing:
         raise Rejected(f"{config.hn} is drained")
     mine = store.get(ctid)
     if mine is not None and mine.ct.hostname != spec.ct.hostname:

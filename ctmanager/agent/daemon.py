@@ -31,7 +31,7 @@ from ..wire import reports
 from ..fencing.guard import FenceGuard, FenceStep
 from ..fencing.quorum import MANAGER, Membership
 from ..fencing.watchdog import Watchdog
-from ..monitoring.metrics import Metrics, cgroup_stats
+from ..monitoring.metrics import MetricsSender, cgroup_stats
 from ..files import write_atomic
 from .apply import SpecStore, ct_lock, committed
 from .config import AgentConfig
@@ -64,7 +64,7 @@ class Agent:
         os.set_blocking(self._wake_r, False)
         self.stopping = threading.Event()
         self._send_errors: set[str] = set()
-        self.metrics = Metrics(config.graphite, config.metrics_prefix)
+        self.metrics = MetricsSender(config.graphite, config.metrics_prefix)
 
     def observe(self) -> dict[int, str]:
         return self.driver.observe()

@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ..errors import CtmError
 from ..store import Store, default_path, open_store, queries

@@ -45,6 +45,10 @@ def register(reg: Registry) -> None:
     p.add_argument("--env")
     p.add_argument("--apps", help="comma-separated apps (replaces the list)")
     resource_args(p)
+    p = reg.cmd(cts, "reset", cmd_ct_reset,
+                "clear a CT's crash loop: the manager starts it again and counts its crashes from zero",
+                "ctmanager ct reset acme     # after fixing what made it crash (see: ctmanager status)")
+    p.add_argument("ct", help="CTID or hostname")
     p = reg.cmd(cts, "rm", cmd_ct_rm,
                 "remove a CT (refused while a route points at it); the reconcile loop destroys it, keeping /data",
                 "ctmanager ct rm build-101-1")
@@ -98,6 +102,23 @@ def cmd_ct_set(args: argparse.Namespace) -> int:
         emit_json(ct_json(ct))
     else:
         print(f"updated CT {ct.ctid} {ct.hostname} (ADMST {ct.admst})")
+    return 0
+
+def cmd_ct_reset(args: argparse.Namespace) -> int:
+    from .output import when
+
+    with editing(args) as (_store, inv):
+        ct, cleared = inv.reset_ct(args.ct)
+    if want_json(args):
+        emit_json({"ctid": ct.ctid, "hostname": ct.hostname, "cleared": cleared is not None,
+                   "crashes": None if cleared is None else cleared[0],
+                   "since": None if cleared is None else when(cleared[1])})
+    elif cleared is None:
+        print(f"CT {ct.ctid} {ct.hostname}: not in a crash loop; nothing to clear")
+    else:
+        then = "the manager starts it again" if ct.admst == "UP" else "it stays down: its ADMST is DOWN"
+        print(f"CT {ct.ctid} {ct.hostname}: crash loop cleared ({cleared[0]} crashes, left down since "
+              f"{when(cleared[1])}); {then}")
     return 0
 
 def cmd_ct_rm(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import StoreError
 from ..store import default_path, open_store, queries
@@ -29,14 +30,15 @@ def register_views(reg: Registry) -> None:
     p.add_argument("--diff", action="store_true", help="print a unified diff of what would change; write nothing")
     p.add_argument("--workers", type=positive, help="render processes (default: the CPUs this process may use)")
 
-    reg.cmd(reg.sub, "status", cmd_status, "CTID | HOSTNAME | TENANT | IP | HN | ADMST | OPST | SINCE | REPORT for every CT "
-            "(OPST is UNKNOWN when its HN's last report is older than the manager's stale_after)",
+    reg.cmd(reg.sub, "status", cmd_status, "CTID | HOSTNAME | TENANT | IP | HN | ADMST | OPST | SINCE | REPORT_AGE | "
+            "CRASH_LOOP for every CT (OPST is UNKNOWN when its HN's last report is older than the manager's "
+            "stale_after; CRASH_LOOP: the manager leaves it down until: ctmanager ct reset CT)",
             "ctmanager status --json | jq '.[] | select(.opst != \"UP\")'")
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ..store import inventory
     from ..paths import find_dc_template
+    from ..store import inventory
 
     path = find_dc_template(args.template)
     store_path = default_path(getattr(args, "store", None))
@@ -45,7 +47,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     try:
         with open_store(store_path, create=True) as store, store.transaction():
             dc = inventory.apply_init(store, plan)
-            summary = {"store": str(store_path), "dc": dc.name, "template": str(path),
+            summary: dict[str, Any] = {"store": str(store_path), "dc": dc.name, "template": str(path),
                        "racks": [r["name"] for r in queries.racks(store)], "cts": len(queries.cts(store))}
     except BaseException:
         if created:  # leave no half-made store behind
@@ -86,7 +88,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         out = [dict(zip(keys, r)) for r in rows]
         for d in out:
             d["since"] = when(d["since"])
+            if d["crash_loop"] is not None:
+                d["crash_loop"] = {"crashes": d["crash_loop"][0], "since": when(d["crash_loop"][1])}
         emit_json(out)
     else:
-        table(tuple(k.upper() for k in queries.STATUS_FIELDS), [(*r[:7], when(r[7]), age(r[8])) for r in rows])
+        # CRASH_LOOP: the manager leaves that CT down (OPST DOWN) until `ctmanager ct reset CT`.
+        table(tuple(k.upper() for k in queries.STATUS_FIELDS),
+              [(*r[:7], when(r[7]), age(r[8]), None if r[9] is None else f"{r[9][0]} crashes") for r in rows])
     return 0

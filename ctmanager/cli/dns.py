@@ -7,12 +7,12 @@ import sys
 import time
 from pathlib import Path
 
+from ..dnsroutes import bind, sync
+from ..errors import CtmError
 from ..store import dns as dnsrows
 from ..store import queries
 from .common import Registry, store_of, want_json
 from .output import emit_json
-from ..errors import CtmError
-from ..dnsroutes import bind, sync
 
 
 def register(reg: Registry) -> None:

@@ -6,13 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..errors import CtmError, InputError
+from ..files import write_atomic
+from ..proxies import nginx
 from ..store import Store, queries
 from ..store import proxies as proxyrows
 from .common import Registry, store_of, want_json
 from .output import emit_json, table
-from ..errors import CtmError, InputError
-from ..files import write_atomic
-from ..proxies import nginx
 
 
 def register(reg: Registry) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from ..store import queries
 from ..store.inventory import Inventory
@@ -34,7 +35,7 @@ def cmd_hn_list(args: argparse.Namespace) -> int:
         if args.rack:
             rack = parse_rack(args.rack, "--rack")
         reports = queries.hn_reports(store)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for n in queries.nodes(store, rack=rack):
             if n.role != "compute":
                 continue

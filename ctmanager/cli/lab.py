@@ -8,11 +8,11 @@ import sys
 import time
 from typing import Any
 
+from ..errors import InputError
+from ..lab import layout
 from ..store import queries
 from .common import Registry, parse_rack, store_of, want_json
 from .output import emit_json, table
-from ..errors import InputError
-from ..lab import layout
 
 CONVERGE_TIMEOUT = 120.0
 

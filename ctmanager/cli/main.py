@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import CtmError
 from . import ct, dc, dns, edge, hn, lab, loop, mail, metrics, rack, route, sim, socks, tenant
@@ -49,7 +49,7 @@ def build_parser() -> Parser:
     for module in (rack, tenant, ct, route):
         module.register(reg)
     dc.register_views(reg)
-    for module in (loop, hn, lab, sim, dns, metrics, mail, edge, socks):  # type: ignore[assignment]
+    for module in (loop, hn, lab, sim, dns, metrics, mail, edge, socks):
         module.register(reg)
     return top
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import CtmError, InputError
+from ..monitoring import carbon
 from ..store import queries
 from .common import Registry, parse_rack, store_of, want_json
 from .output import emit_json
-from ..errors import CtmError, InputError
-from ..monitoring import carbon
 
 
 def register(reg: Registry) -> None:

@@ -7,10 +7,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import Registry, want_json
-from .output import emit_json
 from ..errors import InputError
 from ..sim.commands import SimError
+from .common import Registry, want_json
+from .output import emit_json
 
 
 def register(reg: Registry) -> None:

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..errors import CtmError
-from ..proxies import dante
 from ..files import write_atomic
+from ..proxies import dante
 from ..store import Store, queries
 from ..store import proxies as proxyrows
 from .common import Registry, store_of, want_json

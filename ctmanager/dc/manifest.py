@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import tomlread
 from ..wire import validate as v
+from . import tomlread
 from .model import DcTemplate, NodeSpec
 
 

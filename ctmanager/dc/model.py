@@ -42,7 +42,7 @@ class OffsetRange:
     def __contains__(self, offset: object) -> bool:
         return isinstance(offset, int) and self.first <= offset <= self.last
 
-    def overlaps(self, other: "OffsetRange") -> bool:
+    def overlaps(self, other: OffsetRange) -> bool:
         return self.first <= other.last and other.first <= self.last
 
     @property

@@ -6,10 +6,11 @@ more than one compute server has, so such a request is refused at the boundary.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any, Protocol
 
-from ..wire import validate as v
 from ..errors import InputError
+from ..wire import validate as v
 from .model import Resources, Sku
 
 KEYS = ("memory", "swap", "disk", "cpus", "cpuunits", "cpulimit")
@@ -62,6 +63,12 @@ def as_dict(res: Resources) -> dict[str, int]:
     return {k: getattr(res, k) for k in KEYS}
 
 
-def from_row(row: Mapping[str, Any]) -> Resources:
+class Fields(Protocol):
+    """Values by column name: a mapping, or a store row (sqlite3.Row is no Mapping)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def from_row(row: Fields) -> Resources:
     return Resources(**{k: row[k] for k in KEYS})
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+from ..errors import InputError
+from ..wire import validate as v
 from . import resources as res
 from . import tomlread
-from .network import RACK_PREFIX, rack_network  # noqa: F401 - rack_network: part of this module's API
-from ..wire import validate as v
-from ..errors import InputError
 from .model import (
     DcTemplate,
     Network,
@@ -27,6 +26,8 @@ from .model import (
     SlotRange,
     TenantEntry,
 )
+from .network import RACK_PREFIX
+from .network import rack_network as rack_network  # re-exported: part of this module's API
 
 SKU_ROLES = ("compute", "storage")
 

@@ -7,17 +7,19 @@ errors: a typo must never silently fall back to a default.
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import InputError
 
 T = TypeVar("T")
 
 
-def load(path: Path) -> "Table":
+def load(path: Path) -> Table:
     """Parse a TOML file. Syntax errors keep tomllib's `(at line L, column C)`."""
     try:
         raw = path.read_bytes()
@@ -26,7 +28,7 @@ def load(path: Path) -> "Table":
     return parse(raw, str(path))
 
 
-def parse(raw: bytes, file: str) -> "Table":
+def parse(raw: bytes, file: str) -> Table:
     path = file
     try:
         data = tomllib.loads(raw.decode("utf-8"))
@@ -81,31 +83,31 @@ class Table:
     def str(self, key: str, default: Any = ...) -> Any:
         return self._get(key, _REQUIRED if default is ... else default, (str,), "a string")
 
-    def int(self, key: str, default: Any = ...) -> Any:
+    def int(self, key: builtins.str, default: Any = ...) -> Any:
         return self._get(key, _REQUIRED if default is ... else default, (int,), "an integer")
 
-    def bool(self, key: str, default: Any = ...) -> Any:
+    def bool(self, key: builtins.str, default: Any = ...) -> Any:
         return self._get(key, _REQUIRED if default is ... else default, (bool,), "true or false")
 
-    def number(self, key: str, default: Any = ...) -> Any:
+    def number(self, key: builtins.str, default: Any = ...) -> Any:
         return self._get(key, _REQUIRED if default is ... else default, (int, float), "a number")
 
-    def scalar(self, key: str, default: Any = ...) -> Any:
+    def scalar(self, key: builtins.str, default: Any = ...) -> Any:
         """A string or integer (sizes may be written either way)."""
         return self._get(key, _REQUIRED if default is ... else default, (str, int), "a string or integer")
 
-    def strs(self, key: str, default: Any = ...) -> list[str]:
+    def strs(self, key: builtins.str, default: Any = ...) -> list[builtins.str]:
         value = self._get(key, _REQUIRED if default is ... else default, (list,), "a list of strings")
         for i, item in enumerate(value):
             if not isinstance(item, str):
                 raise self.error(f"{key}[{i}]", f"must be a string (got {item!r})")
         return list(value)
 
-    def table(self, key: str, *, required: bool = True) -> "Table":
+    def table(self, key: builtins.str, *, required: builtins.bool = True) -> Table:
         value = self._get(key, _REQUIRED if required else {}, (dict,), "a table")
         return Table(value, file=self.file, path=self.field(key))
 
-    def tables(self, key: str, *, required: bool = False) -> list["Table"]:
+    def tables(self, key: builtins.str, *, required: builtins.bool = False) -> list[Table]:
         """An array of tables (`[[key]]`)."""
         value = self._get(key, _REQUIRED if required else [], (list,), "an array of tables")
         out = []
@@ -115,23 +117,23 @@ class Table:
             out.append(Table(item, file=self.file, path=f"{self.field(key)}[{i}]"))
         return out
 
-    def subtables(self) -> Iterator[tuple[str, "Table"]]:
+    def subtables(self) -> Iterator[tuple[builtins.str, Table]]:
         """Every key of this table as a named sub-table (`[parent.NAME]`)."""
         for key in list(self._data):
             yield key, self.table(key)
 
-    def any(self, key: str) -> Any:
+    def any(self, key: builtins.str) -> Any:
         """A present value of any scalar type (sizes: `512M` or bytes)."""
         return self._get(key, None, (str, int), "a size or integer")
 
-    def take(self, keys: tuple[str, ...]) -> "Table":
+    def take(self, keys: tuple[builtins.str, ...]) -> Table:
         """The subset of this table's keys named in `keys`, as its own Table
         (same path); those keys count as read here."""
         sub = {k: self._data[k] for k in self._data if k in keys}
         self._seen.update(sub)
         return Table(sub, file=self.file, path=self.path)
 
-    def check(self, key: str, fn: Callable[[Any, str], T], value: Any) -> T:
+    def check(self, key: builtins.str, fn: Callable[[Any, builtins.str], T], value: Any) -> T:
         """Run a validate.* function, reporting errors against this file."""
         try:
             return fn(value, self.field(key))

@@ -15,8 +15,8 @@ import ipaddress
 import subprocess
 from pathlib import Path
 
-from ..errors import CtmError, InputError
 from ..dc.model import DcTemplate
+from ..errors import CtmError, InputError
 from ..files import write_atomic
 from .records import absolute, zones
 

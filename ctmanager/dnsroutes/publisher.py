@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import base64
 import re
-import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import dns.exception
 import dns.flags
@@ -87,17 +86,17 @@ class Server:
 
 
 @dataclass
-class Outcome:
+class Published:
     applied: list[Change] = field(default_factory=list)
     conflicts: list[tuple[Change, str]] = field(default_factory=list)
     messages: int = 0
 
 
 def publish(server: Server, zones: Zones, changes: Sequence[Change],
-            on_applied: Callable[[list[Change]], None] | None = None) -> Outcome:
+            on_applied: Callable[[list[Change]], None] | None = None) -> Published:
     """Apply `changes`; `on_applied` is called after each accepted message (so the
     caller can record progress: a later failure then loses nothing)."""
-    out = Outcome()
+    out = Published()
     by_zone: dict[str, list[Change]] = {}
     for c in changes:
         by_zone.setdefault(zones.of(c.name), []).append(c)
@@ -107,7 +106,7 @@ def publish(server: Server, zones: Zones, changes: Sequence[Change],
     return out
 
 
-def _send(server: Server, zone: str, batch: list[Change], out: Outcome,
+def _send(server: Server, zone: str, batch: list[Change], out: Published,
           on_applied: Callable[[list[Change]], None] | None) -> None:
     msg = _message(server, zone, batch)
     try:
@@ -141,9 +140,14 @@ def _send(server: Server, zone: str, batch: list[Change], out: Outcome,
     raise DnsError(f"{server.host}:{server.port} answered {dns.rcode.to_text(rcode)} for an update of {zone}")
 
 
+def _keyring(key: TsigKey) -> dict[dns.name.Name, dns.tsig.Key]:
+    name = dns.name.from_text(key.name)
+    return {name: dns.tsig.Key(name, key.secret, key.algorithm)}
+
+
 def _message(server: Server, zone: str, batch: list[Change]) -> dns.update.UpdateMessage:
-    keyring = {dns.name.from_text(server.key.name): server.key.secret}
-    u = dns.update.UpdateMessage(zone, keyring=keyring, keyname=server.key.name, keyalgorithm=server.key.algorithm)
+    u = dns.update.UpdateMessage(zone, keyring=_keyring(server.key), keyname=dns.name.from_text(server.key.name),
+                                 keyalgorithm=server.key.algorithm)
     for c in batch:
         if c.old is None:
             u.absent(c.name)
@@ -161,18 +165,18 @@ def _rdataset(rr: RRset) -> dns.rdataset.Rdataset:
     return dns.rdataset.from_text("IN", rr.rdtype, 0, *rr.values)
 
 
-def _exchange(server: Server, msg: dns.message.Message, out: Outcome) -> int:
+def _exchange(server: Server, msg: dns.message.Message, out: Published) -> dns.rcode.Rcode:
     try:
         response = dns.query.tcp(msg, server.host, port=server.port, timeout=server.timeout)
     except (dns.tsig.BadSignature, dns.tsig.BadTime, dns.tsig.PeerError) as exc:
         raise AuthError(f"{server.host}:{server.port}: TSIG failed ({type(exc).__name__}): "
                         f"the server does not know key {server.key.name!r} with this secret") from None
-    except (dns.exception.Timeout, socket.timeout) as exc:
+    except (TimeoutError, dns.exception.Timeout) as exc:
         raise Unreachable(f"{server.host}:{server.port}: no answer within {server.timeout:g}s") from exc
     except OSError as exc:
         raise Unreachable(f"{server.host}:{server.port}: {exc.strerror or exc}") from None
     out.messages += 1
-    return int(response.rcode())
+    return response.rcode()
 
 
 def current(server: Server, name: str, rdtype: str) -> tuple[str, ...]:
@@ -188,7 +192,7 @@ def current(server: Server, name: str, rdtype: str) -> tuple[str, ...]:
                         and rrset.rdtype == want for rr in rrset))
 
 
-def _why(c: Change, rcode: int) -> str:
+def _why(c: Change, rcode: dns.rcode.Rcode) -> str:
     if c.old is None:
         return f"{c.name} is already in use by records ctmanager did not create; left alone"
     return (f"{c.name} {c.rdtype} is not what ctmanager published ({' '.join(c.old.values)}): "
@@ -199,9 +203,8 @@ def axfr(server: Server, zone: str) -> dict[tuple[str, str], RRset]:
     """The zone's A and CNAME record sets, by zone transfer (TSIG-signed)."""
     import dns.zone
 
-    keyring = {dns.name.from_text(server.key.name): server.key.secret}
     try:
-        xfr = dns.query.xfr(server.host, zone, port=server.port, timeout=server.timeout, keyring=keyring,
+        xfr = dns.query.xfr(server.host, zone, port=server.port, timeout=server.timeout, keyring=_keyring(server.key),
                             keyname=server.key.name, keyalgorithm=server.key.algorithm, lifetime=60,
                             relativize=False)
         z = dns.zone.from_xfr(xfr, relativize=False)
@@ -209,7 +212,7 @@ def axfr(server: Server, zone: str) -> dict[tuple[str, str], RRset]:
         raise AuthError(f"{server.host}:{server.port}: zone transfer of {zone} refused ({type(exc).__name__})") from None
     except dns.xfr.TransferError as exc:
         raise AuthError(f"{server.host}:{server.port}: zone transfer of {zone} refused ({exc})") from None
-    except (dns.exception.Timeout, socket.timeout):
+    except (TimeoutError, dns.exception.Timeout):
         raise Unreachable(f"{server.host}:{server.port}: no answer within {server.timeout:g}s") from None
     except OSError as exc:
         raise Unreachable(f"{server.host}:{server.port}: {exc.strerror or exc}") from None

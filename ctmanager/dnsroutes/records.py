@@ -20,12 +20,12 @@ when it entered the store, and is checked again here before it reaches a zone.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
+from ..dc.model import Ct, DcTemplate, Node, Route, rack_name
 from ..errors import InputError
 from ..wire import validate as v
-from ..dc.model import Ct, DcTemplate, Node, Route, rack_name
 
 RdType = str  # "A" | "CNAME"
 

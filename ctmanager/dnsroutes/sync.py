@@ -15,11 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..store import queries
 from ..errors import InputError
-from ..store.inventory import Inventory
-from ..store import Store
+from ..store import Store, queries
 from ..store import dns as dnsrows
+from ..store.inventory import Inventory
 from ..wire.validate import hostport
 from . import publisher, records
 from .records import Change, RRset

@@ -50,8 +50,10 @@ class DnsWorker(threading.Thread):
                         for line in report.drift:
                             log.warning("dns drift repaired: %s", line)
                     report = sync.sync(store, server)
-            except CtmError as exc:  # a DNS error in verify, a bad key file
+            except CtmError as exc:  # a DNS error in verify, a bad key file, store trouble
                 report = sync.SyncReport(error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - a bug must not end the thread: say it, retry later
+                report = sync.SyncReport(error=f"unexpected {type(exc).__name__}: {exc}")
             if report.applied:
                 log.info("dns: published %d change(s)", len(report.applied))
             for _, why in report.conflicts:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from ..reconcile.state import Action
-from .ssh import Hn, SshError, SshSettings
+from .ssh import Remote, SshError, SshSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,12 @@ class Result:
 class Executor:
     def __init__(self, addresses: Mapping[str, str], ssh: SshSettings, agent_command: list[str], *,
                  timeout: float = 30.0, concurrency: int = 8) -> None:
-        self.hns = {name: Hn(name, addr, ssh) for name, addr in addresses.items()}
+        self.hns = {name: Remote(name, addr, ssh) for name, addr in addresses.items()}
         self.agent_command = agent_command
         self.timeout = timeout
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ssh")
 
-    def hn(self, name: str) -> Hn:
+    def hn(self, name: str) -> Remote:
         hn = self.hns.get(name)
         if hn is None:
             raise SshError(f"{name} is not a compute node of this rack (no address)")

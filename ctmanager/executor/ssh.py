@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import shlex
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ class Output:
     err: bytes
 
 
-class Hn:
+class Remote:
     """One HN's connection, opened on first use and reused (an SSH handshake
     costs more than most actions); dropped on any error and reopened next time."""
 
@@ -71,7 +70,7 @@ class Hn:
 
     def _connect(self) -> paramiko.Transport:
         if self._conn is not None:
-            transport = self._conn.client.get_transport()
+            transport: paramiko.Transport | None = self._conn.client.get_transport()
             if transport is not None and transport.is_active():
                 return transport
             self.close()
@@ -99,14 +98,14 @@ class Hn:
                 raise HostKeyError(f"{self.name} ({self.address}): host key is not pinned in {s.known_hosts}; "
                                    "refusing to connect") from None
             raise SshError(f"{self.name} ({self.address}): ssh: {exc}") from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise SshTimeout(f"{self.name} ({self.address}): ssh connect timed out after {s.connect_timeout:g} s") from None
         except OSError as exc:
             raise SshError(f"{self.name} ({self.address}): ssh: {exc.strerror or exc}") from None
         self._conn = conn
-        transport = conn.client.get_transport()
-        assert transport is not None
-        return transport
+        fresh: paramiko.Transport | None = conn.client.get_transport()
+        assert fresh is not None
+        return fresh
 
     def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 30.0) -> Output:
         """Run a command (an argument list, quoted here) with one overall deadline."""

@@ -11,8 +11,8 @@ Without quorum nothing is declared dead and nothing is re-placed. Pure.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from .quorum import Membership
 

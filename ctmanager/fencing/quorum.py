@@ -23,8 +23,8 @@ two majorities always share a voter, so an HN that still has quorum is seen.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 MANAGER = "manager"  # the manager's voter name (HN names are rack hostnames like hn-101-1)
 

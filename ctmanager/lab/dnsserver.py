@@ -8,11 +8,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from ..dnsroutes import bind, sync
 from ..dc.model import DcTemplate
+from ..dnsroutes import bind, sync
 from ..store import Store, open_store
 from ..store import dns as dnsrows
 from . import layout

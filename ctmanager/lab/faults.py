@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from ..errors import InputError
 from . import layout
 from .rack import LabError, sh, start_manager
 
 
-def _state(lab: layout.Lab) -> dict:
+def _state(lab: layout.Lab) -> dict[str, Any]:
     state = lab.read_state()
     if not state.get("pids"):
         raise InputError(f"no lab in {lab.root} (start one: ctmanager lab up)")

@@ -24,8 +24,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids")
 
@@ -80,7 +80,12 @@ def main(argv: list[str]) -> int:
     from ..agent.config import load
 
     machine = argv[:1] == ["--machine"]
-    sshd_config, ctagent, agent_config = (None, *argv[1:]) if machine else argv
+    sshd_config: str | None
+    if machine:
+        sshd_config = None
+        ctagent, agent_config = argv[1:]
+    else:
+        sshd_config, ctagent, agent_config = argv
     config = load(Path(agent_config))
     hdir = Path(agent_config).parent
     down_flag, pid_file = hdir / "agent.down", hdir / "ctagent.pid"
@@ -130,9 +135,10 @@ def main(argv: list[str]) -> int:
         if child is not None:
             child.terminate()
     for child in (sshd, agent):
+        if child is None:
+            continue
         try:
-            if child is not None:
-                child.wait(5)
+            child.wait(5)
         except subprocess.TimeoutExpired:
             child.kill()
     return 0

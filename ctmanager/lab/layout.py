@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..wire import validate as v
 from ..dc.model import Node, Paths
+from ..wire import validate as v
 
 DEFAULT_DIR = "/var/lib/ctmanager-lab"
 ENV_VAR = "CTMANAGER_LAB_DIR"

@@ -26,16 +26,15 @@ import re
 import secrets
 import shlex
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from ..store import queries
-from ..errors import InputError
 from ..dc.model import DcTemplate, Node
 from ..dc.network import rack_context
-from ..store import Store
+from ..errors import InputError
+from ..store import Store, queries
 from . import dnsserver, layout, metricsct
-from .rack import LabError, REPORT_PORT, pin_mac, prototype, seed_data, sh, software
+from .rack import REPORT_PORT, LabError, pin_mac, prototype, seed_data, sh, software
 
 ROOT = "/srv/ctmanager"
 ROLES = ("storage", "dns", "hn", "manager")

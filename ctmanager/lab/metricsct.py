@@ -13,8 +13,8 @@ so a test sees one within a minute.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..dc.model import Ct, DcTemplate
 from ..monitoring import carbon

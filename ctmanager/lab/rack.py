@@ -25,17 +25,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace as View
-from typing import Callable
 
-from ..store import queries
-from ..errors import CtmError, InputError
 from ..dc.model import Ct, DcTemplate, Node
-from ..dc.network import rack_context
-from ..render import ctfiles
-from ..store import Store
+from ..dc.network import RackNet, rack_context
+from ..errors import CtmError, InputError
 from ..monitoring.provision import write_service
+from ..render import ctfiles
+from ..store import Store, queries
 from . import dnsserver, layout, metricsct
 
 REPORT_PORT = 7070
@@ -201,7 +199,7 @@ def seed_data(lab: layout.Lab, dc: DcTemplate, ct: Ct) -> None:
                   "#!/bin/sh\nexec /usr/bin/python3 -m http.server 80 --bind 0.0.0.0 --directory /data/www 2>&1\n")
 
 
-def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: View, rack_hns: list[Node],
+def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: RackNet, rack_hns: list[Node],
         graphite: str) -> str:
     name, ns = node.hostname, lab.netns(node.hostname)
     hdir = lab.hn_dir(name)

@@ -46,13 +46,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..dc import tomlread
-from ..wire import validate as v
-from ..wire.reports import read_key
-from ..wire.validate import hostport, metric_name
 from ..errors import InputError
 from ..executor.ssh import SshSettings
 from ..fencing.timers import FenceTimers, from_table
 from ..reconcile.state import Settings
+from ..wire import validate as v
+from ..wire.reports import read_key
+from ..wire.validate import hostport, metric_name
 
 ENV_VAR = "CTMANAGER_CONFIG"
 

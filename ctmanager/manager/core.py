@@ -20,8 +20,8 @@ network and clock. Both therefore run exactly this logic.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping
 
 from ..fencing.failover import Failover, FailoverView
 from ..fencing.quorum import MANAGER, Membership
@@ -58,12 +58,19 @@ class Core:
         self.membership = Membership(MANAGER, frozenset(configured.hns) | {MANAGER}, timers.fence_after, now)
         self.failover = Failover(self.membership, timers.dead_after)
         self.crashes = CrashCounter(settings.crash_limit, settings.crash_window)
-        self.new_crash_loops: list[tuple[int, int]] = []  # (CTID, crashes): the caller persists and drains it
+        # (CTID, crashes) found in a crash loop: the caller logs them, writes them to the
+        # store (store.loop.mark_crash_loops) and only then removes them from here.
+        self.new_crash_loops: list[tuple[int, int]] = []
+        self._cleared: set[int] = set()
 
     def reconfigure(self, configured: Configured, placements: Placements) -> None:
         """New configured state or placements from the store (a CLI edit)."""
+        if self.new_crash_loops:  # found but not in the store yet: still looping
+            looped = {**configured.crash_looped, **dict(self.new_crash_loops)}
+            configured = replace(configured, crash_looped=looped)
         for ctid in self.configured.crash_looped.keys() - configured.crash_looped.keys():
-            self.crashes.forget(ctid)  # cleared by ops: its next crash counts from one again
+            self.crashes.forget(ctid)  # cleared by ops: counted from zero again,
+            self._cleared.add(ctid)  # and the start that follows is no new crash
         self.configured, self.placements = configured, placements
         voters = frozenset(configured.hns) | {MANAGER}
         if voters != self.membership.voters:
@@ -140,7 +147,9 @@ class Core:
             self.crashes.prune(now)
         kept = []
         for a in actions:
-            if a.kind == "start" and a.reason.startswith("crashed"):
+            if a.kind == "start" and a.ctid in self._cleared:
+                self._cleared.discard(a.ctid)
+            elif a.kind == "start" and a.reason.startswith("crashed"):
                 count = self.crashes.record(a.ctid, now)
                 if self.crashes.reached(a.ctid, now):
                     looped = {**self.configured.crash_looped, a.ctid: count}

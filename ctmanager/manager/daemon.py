@@ -29,21 +29,23 @@ import socket
 import time
 import uuid
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..dc.model import DcTemplate
 from ..errors import StoreError
 from ..fencing.quorum import MANAGER
-from ..monitoring.metrics import Metrics as MetricsSender
+from ..monitoring.metrics import MetricsSender
 from ..reconcile.state import Action
 from ..store import Store, queries
 from ..store import daemon as held
 from ..store import loop as persist
 from ..wire.reports import Metrics, Receiver, Report
 from ..wire.spec import spec_for
+from ..wire.udp import UdpTransport
 from .config import ManagerConfig
 from .core import Core
-from .ports import CommandFencer, Events, Executor, Fencer, LogEvents, Transport, UdpTransport
+from .ports import CommandFencer, Events, Executor, Fencer, LogEvents, Transport
 
 log = logging.getLogger(__name__)
 NO_METRICS = Metrics(0.0, 0, 0, 0, 0, 0)
@@ -63,7 +65,7 @@ class Manager:
         """`poll`: wake at least every 0.5 s (0.05 s with actions in flight, whose
         results come from executor threads); the simulator wakes the loop itself."""
         self.store, self.dc, self.config, self.executor, self.clock = store, dc, config, executor, clock
-        self.transport: Transport = transport if transport is not None else UdpTransport(config.listen, config.key)
+        self.transport: Transport = UdpTransport(config.listen, config.key) if transport is None else transport
         self.events: Events = events or LogEvents()
         self.fencer: Fencer | None = fencer if fencer is not None else (
             CommandFencer(config.fence_command) if config.fence_command else None)
@@ -311,8 +313,10 @@ class Manager:
     def _hand_out(self, jid: int, a: Action, cts: Any) -> None:
         self.events.action(a)
         self.issued += 1
-        self.executor.submit([a], lambda c: spec_for(cts[c], self.dc) if c in cts else None,
-                             lambda r, jid=jid: self.results.append((jid, r)))
+        def done(result: Any) -> None:
+            self.results.append((jid, result))
+
+        self.executor.submit([a], lambda c: spec_for(cts[c], self.dc) if c in cts else None, done)
 
     # ---- the store -------------------------------------------------------------
     def _store_step(self, what: str, fn: Callable[[], Any], now: float) -> Any:

@@ -9,18 +9,16 @@ executor/), and the clock is a plain callable.
 from __future__ import annotations
 
 import logging
-import select
-import socket
 import subprocess
 import threading
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from ..reconcile.state import Action
-from ..wire.reports import Receiver, Report, ReportError, sign
+from ..wire.reports import Receiver, Report
 
 log = logging.getLogger("ctmanager.manager")
 FENCE_TIMEOUT = 60.0  # s a fence command may take
-MAX_BATCH = 512  # datagrams taken per step before planning
 
 FenceDone = Callable[[str, int, str], None]  # (HN, exit code, detail)
 SpecOf = Callable[[int], Mapping[str, Any] | None]
@@ -60,51 +58,6 @@ class Events(Protocol):
     def fenced(self, hn: str, ok: bool, detail: str) -> None: ...
     def note(self, line: str) -> None: ...
     def trouble(self, line: str) -> None: ...
-
-
-class UdpTransport:
-    """Signed state reports over UDP: one socket, non-blocking."""
-
-    def __init__(self, listen: tuple[str, int], key: bytes) -> None:
-        self.key = key
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(listen)
-        self.sock.setblocking(False)
-        self._send_errors: set[str] = set()
-
-    def receive(self, receiver: Receiver, now: float) -> list[Report]:
-        out = []
-        for _ in range(MAX_BATCH):
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                break
-            report = receiver.receive(data, addr[0], now)
-            if report is not None:
-                out.append(report)
-        return out
-
-    def send(self, report: Report, to: Sequence[tuple[str, int]]) -> None:
-        try:
-            datagram = sign(report, self.key)
-        except ReportError as exc:
-            log.error("cannot send heartbeats: %s", exc)
-            return
-        for addr in to:
-            try:
-                self.sock.sendto(datagram, addr)
-            except OSError as exc:
-                key = f"{addr[0]}: {exc.strerror}"
-                if key not in self._send_errors:  # once per destination and error
-                    self._send_errors.add(key)
-                    log.warning("cannot send heartbeats to %s:%d: %s", addr[0], addr[1], exc.strerror)
-
-    def wait(self, timeout: float) -> None:
-        select.select([self.sock], [], [], max(timeout, 0.0))
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class CommandFencer:

@@ -59,7 +59,8 @@ def read_repo(repo: Path) -> Repo:
 
 def read_services(services: Path) -> tuple[set[str], list[str]]:
     """Present services, and names that were ignored (odd characters, being created)."""
-    present, odd = set(), []
+    present: set[str] = set()
+    odd: list[str] = []
     try:
         entries = list(os.scandir(services))
     except FileNotFoundError:

@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
-from ..wire.validate import hostport
 from ..dc.model import DcTemplate, rack_name
+from ..errors import InputError
 from ..files import write_atomic
+from ..wire.validate import hostport
 
 _ADDR = re.compile(r"[A-Za-z0-9.-]{1,253}")
 _PATH = re.compile(r"/[A-Za-z0-9_.,+@/-]{0,1000}")  # goes into carbon.conf as is: nothing else

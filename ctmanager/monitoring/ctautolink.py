@@ -47,14 +47,14 @@ class Linker:
         links = autolink.read_links(self.conf, self.repo)
         broken: set[str] = set()
         if self.checker:
-            for p in repo.plugins.values():
-                if p.tags & services:
-                    errors = self.checker.errors(p.path)
+            for plugin in repo.plugins.values():
+                if plugin.tags & services:
+                    errors = self.checker.errors(plugin.path)
                     if errors == [MISSING]:
                         self._once("collectd is not installed here: plugins are linked unchecked")
                     elif errors:
-                        broken.add(p.name)
-                        self._once(f"{p.name}: collectd rejects it ({errors[0]}); not linked")
+                        broken.add(plugin.name)
+                        self._once(f"{plugin.name}: collectd rejects it ({errors[0]}); not linked")
         p = autolink.plan(repo, services, links, autolink.conf_files(self.conf, links), broken)
         if p.empty:
             return p

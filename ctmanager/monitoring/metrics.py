@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from pathlib import Path
 
 from ..wire.validate import hostport
-from pathlib import Path
-from typing import Mapping
 
 log = logging.getLogger(__name__)
 QUEUE = 10_000
@@ -18,7 +18,7 @@ INTERVAL = 1.0  # s between background flushes
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-class Metrics:
+class MetricsSender:
     """A graphite sender, or a no-op when `address` is empty (not configured)."""
 
     def __init__(self, address: str, prefix: str) -> None:

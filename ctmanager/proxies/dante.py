@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
-from ..wire.validate import hostport
 from ..errors import InputError
+from ..wire.validate import hostport
 
 _APP = re.compile(r"[a-z0-9]([a-z0-9_-]{0,30}[a-z0-9])?")
 

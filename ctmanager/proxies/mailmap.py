@@ -63,8 +63,7 @@ class Index:
 
 
 def build_index(store_path: Path) -> Index:
-    from ..store import queries
-    from ..store import open_store
+    from ..store import open_store, queries
 
     with open_store(store_path) as store:
         dc = queries.dc_template(store)

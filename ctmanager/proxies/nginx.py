@@ -18,8 +18,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from ..errors import InputError
 from ..wire import validate as v
@@ -74,12 +74,12 @@ def render(e: Edge) -> str:
     for t in e.tenants:
         if not v.is_label(t):
             raise InputError(f"tenant {t!r} is not a DNS label")
-    for r in e.resolvers:
-        ipaddress.ip_address(r)
+    for resolver in e.resolvers:
+        ipaddress.ip_address(resolver)
     for path in (e.cert, e.key, e.prefix):
         if path and not re.fullmatch(r"/[A-Za-z0-9._/-]*", path):
             raise InputError(f"{path!r}: absolute paths of letters, digits, . _ - / only")
-    resolvers = " ".join(f"{r}:{e.resolver_port}" for r in e.resolvers)
+    resolvers = " ".join(f"{resolver}:{e.resolver_port}" for resolver in e.resolvers)
     out = [f"# nginx edge for *.{zone}, written by ctmanager: do not edit",
            "worker_processes auto;", f"pid {e.prefix}/nginx.pid;", f"error_log {e.prefix}/error.log warn;",
            "events { worker_connections 4096; }", "http {",

@@ -11,7 +11,13 @@ Per configured CT (ADMST UP):
 - a copy on another known HN is stopped (if UP) or its config destroyed (if DOWN);
 - it is started on its placement only when it runs nowhere else: a CT never
   runs on two HNs at once (its /data is shared);
-- OPST DOWN on its placement is a crash: start it again.
+- OPST DOWN on its placement is a crash: start it again, unless the manager
+  found it in a crash loop (`configured.crash_looped`, see manager/core.py):
+  then it is left down (noted) until ops clear it (`ct reset`, `ct set --admst up`);
+- UP on its placement with another spec than the configured one (the hashes
+  differ, see wire.spec.spec_hash) is drift: `set` writes the new spec there and
+  applies its limits live. An agent that reports no hash is left alone; a CT
+  that is not running gets the new spec with its start anyway.
 ADMST DOWN: stop it wherever it runs. Removed CTs: destroy them wherever they are
 (/data kept unless purge). CTs nobody configured (strays) are reported, never touched.
 An HN whose state is unknown (no fresh report) is never acted on, and a CT that
@@ -23,7 +29,7 @@ A CT seen UP on two HNs at once is an alarm: fencing failed somewhere.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..dc.model import Ct
 from .scheduler import Scheduler
@@ -104,10 +110,20 @@ def _plan_up(ct: Ct, known: dict[str, str], unknown: list[str], observed: Observ
             actions.append(Action("destroy", ctid, hn, f"left over on {hn}, belongs on {target}"))
     if elsewhere_up:
         return  # start only once it runs nowhere else
-    opst = known.get(target)
-    if opst == "UP":
+    there = known.get(target)
+    cfg = sched.configured
+    if there == "UP":
+        want, got = cfg.spec_hashes.get(ctid, ""), observed.spec_on(ctid, target)
+        if want and got and want != got:
+            # A hash says that, not what, changed; the agent's result message names the fields.
+            actions.append(Action("set", ctid, target, f"drift: spec changed (runs {got[:8]}, configured {want[:8]})"))
         return
-    if opst == "DOWN":
+    crashes = cfg.crash_looped.get(ctid)
+    if crashes is not None:
+        notes.append(f"CT {ctid} left down: crash loop ({crashes} crashes in {settings.crash_window / 60:g} min); "
+                     f"clear with: ctmanager ct reset {ctid}")
+        return
+    if there == "DOWN":
         actions.append(Action("start", ctid, target, "crashed: OPST DOWN while ADMST UP"))
     else:
         actions.append(Action("start", ctid, target, reason_new or "not running"))

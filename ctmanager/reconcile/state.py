@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Literal
 
 from ..dc.model import Ct
 from ..wire.reports import Report
 
-ActionKind = Literal["start", "stop", "destroy"]
+ActionKind = Literal["start", "stop", "destroy", "set"]  # set: write a running CT's new spec, limits live
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class Settings:
     reserve_memory: int = 256 << 20  # headroom the scheduler leaves on every HN
     idle_load: float = 0.5  # 1-min load per CPU below which an HN counts as idle (not scored)
     score_slack: float = 0.02  # HN scores this close count as equal: the one with fewer CTs wins
+    crash_limit: int = 5  # crashes within crash_window that leave a CT down (crash loop); 0 = never
+    crash_window: float = 600.0  # s
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class Configured:
     cts: Mapping[int, Ct]
     hns: Mapping[str, Hn]
     removed: Mapping[int, bool] = field(default_factory=dict)  # CTID -> purge /data
+    spec_hashes: Mapping[int, str] = field(default_factory=dict)  # CTID -> wire.spec.spec_hash of its configured spec
+    crash_looped: Mapping[int, int] = field(default_factory=dict)  # CTID -> crashes counted: left down until reset
 
 
 @dataclass(frozen=True)
@@ -51,29 +56,46 @@ class Observed:
         self.reports: dict[str, Report] = {}
         self.received_at: dict[str, float] = {}
         self.where: dict[int, dict[str, str]] = {}  # CTID -> {HN: OPST}
+        self.specs: dict[int, dict[str, str]] = {}  # CTID -> {HN: reported spec hash}, known hashes only
         self.dead: frozenset[str] = frozenset()  # HNs the failover logic declared dead (set by the manager)
         for hn, report in reports.items():
             self.update(report, received_at.get(hn, report.sent_at))
 
     def update(self, report: Report, now: float) -> set[int]:
-        """Take a newer report of one HN. Returns the CTIDs whose state there changed."""
-        old = self.reports.get(report.hn)
-        before = {c.ctid: c.opst for c in old.cts} if old else {}
-        after = {c.ctid: c.opst for c in report.cts}
-        self.reports[report.hn] = report
-        self.received_at[report.hn] = now
-        if before == after:  # the usual case: one dict comparison, in C
+        """Take a newer report of one HN. Returns the CTIDs whose state (OPST or
+        spec hash) there changed."""
+        hn = report.hn
+        old = self.reports.get(hn)
+        self.reports[hn] = report
+        self.received_at[hn] = now
+        if old is not None and old.cts == report.cts:  # the usual case: one tuple comparison, in C
+            return set()
+        before = {c.ctid: (c.opst, c.spec) for c in old.cts} if old else {}
+        after = {c.ctid: (c.opst, c.spec) for c in report.cts}
+        if before == after:
             return set()
         changed = {ctid for ctid in before.keys() | after.keys() if before.get(ctid) != after.get(ctid)}
         for ctid in changed:
             places = self.where.setdefault(ctid, {})
-            if ctid in after:
-                places[report.hn] = after[ctid]
+            state = after.get(ctid)
+            if state is not None:
+                places[hn] = state[0]
             else:
-                places.pop(report.hn, None)
+                places.pop(hn, None)
                 if not places:
                     del self.where[ctid]
+            hashes = self.specs.setdefault(ctid, {})
+            if state is not None and state[1]:
+                hashes[hn] = state[1]
+            else:
+                hashes.pop(hn, None)
+                if not hashes:
+                    del self.specs[ctid]
         return changed
+
+    def spec_on(self, ctid: int, hn: str) -> str:
+        """The spec hash `hn` reported for the CT; "" when unknown (an older agent)."""
+        return self.specs.get(ctid, {}).get(hn, "")
 
     def known(self, hn: str, now: float, settings: Settings) -> bool:
         at = self.received_at.get(hn)

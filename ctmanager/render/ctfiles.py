@@ -7,12 +7,13 @@ dict that getattr() fails and raises before the item lookup, about 1 us a time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import SimpleNamespace as View
-from typing import Any, Sequence
+from typing import Any
 
+from ..dc.model import Ct, DcTemplate, Node, Paths, rack_name
 from ..dc.network import RackContext, RackNet, search_domains
 from ..wire.spec import Spec
-from ..dc.model import Ct, DcTemplate, Node, Paths, rack_name
 
 # (output path pattern inside the rack folder, template, mode)
 CT_FILES: tuple[tuple[str, str, int], ...] = (
@@ -39,7 +40,7 @@ def ct_view(ct: Ct, *, dc_name: str, rack: str, net: RackNet, nameservers: Seque
     """The context of one CT's templates. The manager renders with the DC's paths,
     an agent with its own HN's (the same CT spec, see wire.spec)."""
     r = ct.resources
-    gb = max(1, r.disk >> 30)
+    disk_hard, inodes, inodes_hard = disk_limits(r.disk)
     role = f"tenant {ct.tenant}" if ct.tenant else (f"service {ct.service}" if ct.service else "ct")
     p = paths
     return {
@@ -60,9 +61,9 @@ def ct_view(ct: Ct, *, dc_name: str, rack: str, net: RackNet, nameservers: Seque
             memory=r.memory,
             swap=r.swap,
             disk=r.disk,
-            disk_hard=_round_k(int(r.disk * DISK_HARD)),
-            inodes=gb * INODES_PER_GB,
-            inodes_hard=int(gb * INODES_PER_GB * DISK_HARD),
+            disk_hard=disk_hard,
+            inodes=inodes,
+            inodes_hard=inodes_hard,
             cpus=r.cpus,
             cpuunits=r.cpuunits,
             cpulimit=r.cpulimit,
@@ -84,6 +85,13 @@ def spec_context(spec: Spec, paths: Paths) -> dict[str, Any]:
     net = RackNet(bridge=spec.bridge, prefixlen=spec.prefixlen, gateway=spec.gateway, network="")
     return ct_view(spec.ct, dc_name=spec.dc, rack=rack_name(spec.ct.rack), net=net,
                    nameservers=spec.nameservers, search=spec.search, paths=paths)
+
+
+def disk_limits(disk: int) -> tuple[int, int, int]:
+    """OpenVZ's disk limits beside the barrier `disk`: (hard limit, inode barrier,
+    inode limit), for the config file and for `vzctl set` alike."""
+    gb = max(1, disk >> 30)
+    return _round_k(int(disk * DISK_HARD)), gb * INODES_PER_GB, int(gb * INODES_PER_GB * DISK_HARD)
 
 
 def data_dir(paths: Paths, ct: Ct) -> str:

@@ -12,9 +12,9 @@ from typing import Any
 import jinja2
 
 from .. import __version__
-from ..wire import validate as v
 from ..errors import RenderError
 from ..paths import template_dirs
+from ..wire import validate as v
 
 
 class Engine:
@@ -58,7 +58,7 @@ class Engine:
         tpl = self.template(name)
         try:
             try:
-                return self.env.concat(tpl.root_render_func(tpl.new_context(context, shared=True)))  # type: ignore[attr-defined]
+                return self.env.concat(tpl.root_render_func(tpl.new_context(context, shared=True)))
             except Exception:
                 self.env.handle_exception()  # re-raises with template line numbers, as Template.render does
         except jinja2.UndefinedError as exc:

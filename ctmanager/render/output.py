@@ -19,8 +19,9 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .. import files
 from . import parallel

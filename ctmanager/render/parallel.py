@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-_JOB: tuple[Callable, Sequence] | None = None
+_JOB: tuple[Callable[[Any], list[Any]], Sequence[Any]] | None = None
 
 
-def _run(index: int) -> object:
+def _run(index: int) -> list[Any]:
     assert _JOB is not None
     fn, parts = _JOB
     return fn(parts[index])
@@ -41,7 +42,7 @@ def fork_map(fn: Callable[[T], list[R]], parts: Sequence[T], workers: int) -> li
             results = pool.map(_run, range(len(parts)), chunksize=1)
     finally:
         _JOB = None
-    return [item for part in results for item in part]  # type: ignore[attr-defined]
+    return [item for part in results for item in part]
 
 
 def default_workers() -> int:

@@ -21,18 +21,18 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ..store import queries
-from ..errors import InputError
-from ..dc.model import rack_name
-from ..store import Store
-from ..store.db import Row
 from .. import files
-from . import output, parallel
+from ..dc.model import rack_name
 from ..dc.network import RackContext, rack_context
+from ..errors import InputError
+from ..store import Store, queries
+from ..store.db import Row
+from . import output, parallel
 from .ctfiles import CT_FILES, EXPORTS_FILE, TEMPLATES, ct_context, exports_context
 from .engine import Engine
 from .output import Rendered, Unit

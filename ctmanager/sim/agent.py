@@ -9,7 +9,8 @@ resets the node `watchdog_timeout` after the last pet), the runtime can hang
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..agent.apply import fence_verdict
 from ..fencing.guard import FenceGuard
@@ -26,7 +27,7 @@ START_TIME = 0.5  # s a CT takes to start
 
 
 class SimAgent:
-    def __init__(self, rack: "SimRack", hn: str, voters: frozenset[str], timers: FenceTimers,
+    def __init__(self, rack: SimRack, hn: str, voters: frozenset[str], timers: FenceTimers,
                  interval: float, reboot_after: float | None, offset: float = 0.0) -> None:
         self.rack, self.hn, self.voters, self.timers = rack, hn, voters, timers
         self.interval, self.reboot_after = interval, reboot_after

@@ -89,14 +89,14 @@ def apply(rack: SimRack, cmd: str) -> None:
         case ["unhang", "runtime", name]:
             rack.agents[hn(name)].hung_runtime = False
         case ["power", "off", name]:
-            a = rack.agents[hn(name)]
-            if a.powered:
-                a.reset("powered off")
-                a.boots += 1  # no automatic reboot
+            agent = rack.agents[hn(name)]
+            if agent.powered:
+                agent.reset("powered off")
+                agent.boots += 1  # no automatic reboot
         case ["power", "on", name]:
-            a = rack.agents[hn(name)]
-            if not a.powered:
-                a.boot()
+            agent = rack.agents[hn(name)]
+            if not agent.powered:
+                agent.boot()
         case ["kill", "manager"]:
             rack.manager.kill()
         case ["restart", "manager"]:

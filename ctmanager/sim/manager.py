@@ -13,7 +13,8 @@ the node off after BMC_LATENCY; the decision log goes into the rack's log.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..executor.runner import Result
 from ..executor.ssh import SshSettings
@@ -36,7 +37,7 @@ BMC_LATENCY = 2.0  # s a fence command takes to power a node off
 REACT = 0.001  # s from a report's arrival to the step that takes it in
 
 
-def manager_config(rack: "SimRack") -> ManagerConfig:
+def manager_config(rack: SimRack) -> ManagerConfig:
     s = rack.setup
     return ManagerConfig(
         file="sim", slot=rack.slot, listen=("127.0.0.1", 0), key=b"", agent_command=("ctagent",),
@@ -46,7 +47,7 @@ def manager_config(rack: "SimRack") -> ManagerConfig:
 
 
 class SimManager:
-    def __init__(self, rack: "SimRack", offset: float = 0.0) -> None:
+    def __init__(self, rack: SimRack, offset: float = 0.0) -> None:
         self.rack = rack
         self.offset = offset  # the manager host's clock minus true time
         self.config = manager_config(rack)
@@ -119,7 +120,7 @@ class SimTransport:
 class SimEvents:
     """The decision log, in the simulator's event-log format."""
 
-    def __init__(self, rack: "SimRack") -> None:
+    def __init__(self, rack: SimRack) -> None:
         self.rack = rack
 
     def news(self, line: str) -> None:

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 
 from ..fencing.quorum import MANAGER, is_quorum
 from ..fencing.timers import FenceTimers
-from ..store import loop as persist
 from ..reconcile.state import Action, Settings
+from ..store import loop as persist
 from ..wire.reports import Report
-from .agent import SimAgent
 from . import dcstore
+from .agent import SimAgent
 from .manager import SimManager
 from .world import Clock, Network, Weather
-
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..fencing.timers import FenceTimers
 from .commands import SimError, parse_cmdlist, run
-from .rack import SimRack, Setup
+from .rack import Setup, SimRack
 from .world import Weather
 
 KEYS = {"hns", "cts", "end", "seed", "reboot_after", "timers", "weather", "description", "fence_command"}

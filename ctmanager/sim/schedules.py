@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 from ..fencing.quorum import MANAGER
 from .commands import run
-from .rack import SimRack, Setup
+from .rack import Setup, SimRack
 from .world import Weather
 
 CALM = 60.0  # s at the end with no fault: long enough to converge after nodes boot
 
 
 @dataclass(frozen=True)
-class Outcome:
+class SeedOutcome:
     seed: int
     violations: tuple[str, ...]
     not_converged: tuple[str, ...]
@@ -100,9 +100,9 @@ def _fault(rng: random.Random, names: list[str]) -> str:
             f"jitter={rng.choice((0.0, 0.2, 1.0))}")
 
 
-def run_seed(seed: int, minutes: float = 10.0) -> Outcome:
+def run_seed(seed: int, minutes: float = 10.0) -> SeedOutcome:
     setup, schedule, end = generate(seed, minutes)
     rack = SimRack(setup)
     run(rack, schedule, end)
-    return Outcome(seed, tuple(rack.violations), tuple(rack.converged()), tuple(schedule), rack.net.delivered,
+    return SeedOutcome(seed, tuple(rack.violations), tuple(rack.converged()), tuple(schedule), rack.net.delivered,
                    len(rack.manager.issued))

@@ -8,7 +8,7 @@ or ctmailmap (`transaction(config=False)`); `dns configure` is one."""
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from collections.abc import Iterable
 
 from .db import Store
 

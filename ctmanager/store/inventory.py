@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 from ..dc import ipam, manifest, template
-from . import queries
-from ..wire import validate as v
-from ..errors import ConflictError, InputError, NotFoundError
 from ..dc.model import ADMST_VALUES, Ct, DcTemplate, NodeSpec, Resources, rack_name
+from ..errors import ConflictError, InputError, NotFoundError
+from ..wire import validate as v
+from . import queries
 from .db import Store
 
 
@@ -41,18 +41,23 @@ def init(store: Store, template_path: Path) -> DcTemplate:
 def apply_init(store: Store, plan: InitPlan) -> DcTemplate:
     """Initialise an empty store: the DC, the racks and tenants the template lists."""
     dc, template_path = plan.dc, plan.path
-    if store.get_meta("template") is not None:
-        raise ConflictError(f"store {store.path} is already initialised (DC {queries.dc_template(store).name})")
-    store.set_meta("template", template_path.read_text(encoding="utf-8"))
-    store.set_meta("template_file", str(template_path.resolve()))
-    store.set_meta("next_ctid", str(dc.first_ctid))
-    store.event("init", dc.name, str(template_path))
+    set_dc(store, dc, template_path.read_text(encoding="utf-8"), str(template_path.resolve()))
     inv = Inventory(store, dc)
     for source, slot, nodes in plan.manifests:
         inv.install_rack(slot, nodes, source)
     for t in dc.tenants:
         inv.add_tenant(t.name, t.rack, t.apps, t.resources)
     return dc
+
+
+def set_dc(store: Store, dc: DcTemplate, text: str, file: str) -> None:
+    """Make an empty store the store of DC `dc` (parsed from `text`, read from `file`)."""
+    if store.get_meta("template") is not None:
+        raise ConflictError(f"store {store.path} is already initialised (DC {queries.dc_template(store).name})")
+    store.set_meta("template", text)
+    store.set_meta("template_file", file)
+    store.set_meta("next_ctid", str(dc.first_ctid))
+    store.event("init", dc.name, file)
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class Inventory:
             "INSERT INTO racks(slot, name, network, manifest, installed_at) VALUES (?, ?, ?, ?, ?)",
             (slot, rack_name(slot), str(net), source, self.now()),
         )
-        placed = []
+        placed: list[tuple[str, str, str]] = []
         for n in nodes:
             sku = dc.skus[n.sku]
             hostname = f"{sku.hostname_prefix}-{slot}-{n.position}"
@@ -181,7 +186,23 @@ class Inventory:
              r.cpulimit, self.now(), ct.ctid),
         )
         self.store.event("ct.set", str(ct.ctid), f"admst={new_admst}")
+        if admst is not None and new_admst == "UP":
+            self._clear_crash_loop(ct)  # `--admst up`, even when already up: "start it again"
         return queries.find_ct(self.store, str(ct.ctid))
+
+    def reset_ct(self, ref: str) -> tuple[Ct, tuple[int, float] | None]:
+        """Clear a CT's crash loop: the manager starts it again, and counts its
+        crashes from zero. Returns the CT and what was cleared (crashes, since), if any."""
+        ct = queries.find_ct(self.store, ref)
+        return ct, self._clear_crash_loop(ct)
+
+    def _clear_crash_loop(self, ct: Ct) -> tuple[int, float] | None:
+        row = self.store.one("SELECT count, since FROM crash_loops WHERE ctid = ?", (ct.ctid,))
+        if row is None:
+            return None
+        self.store.execute("DELETE FROM crash_loops WHERE ctid = ?", (ct.ctid,))
+        self.store.event("ct.reset", str(ct.ctid), f"crash loop cleared ({row[0]} crashes)")
+        return int(row[0]), float(row[1])
 
     def rm_ct(self, ref: str, *, as_tenant: bool = False, purge: bool = False) -> Ct:
         """Remove a CT from the configuration. A tombstone tells the reconcile loop
@@ -194,6 +215,7 @@ class Inventory:
             raise ConflictError(f"CT {ct.hostname} is the target of route(s) {', '.join(users)}; move them first: ctmanager route set TENANT SERVICE TARGET")
         self.store.execute("DELETE FROM observed WHERE ctid = ?", (ct.ctid,))
         self.store.execute("DELETE FROM placements WHERE ctid = ?", (ct.ctid,))
+        self.store.execute("DELETE FROM crash_loops WHERE ctid = ?", (ct.ctid,))
         self.store.execute("DELETE FROM cts WHERE ctid = ?", (ct.ctid,))
         self.store.execute("INSERT OR REPLACE INTO removed (ctid, hostname, purge, removed_at) VALUES (?, ?, ?, ?)",
                               (ct.ctid, ct.hostname, int(purge), self.now()))
@@ -309,7 +331,7 @@ class Inventory:
         )
         if row is None:
             raise NotFoundError(f"{rack_name(rack)} has no {service} CT to route to")
-        return row[0]
+        return str(row[0])
 
     def _check_hostname_free(self, hostname: str) -> None:
         row = self.store.one("SELECT ctid FROM cts WHERE hostname = ?", (hostname,))
@@ -329,7 +351,7 @@ class Inventory:
         )
         if row is None:
             raise NotFoundError(f"{rack_name(rack)} has no storage node")
-        return row[0]
+        return str(row[0])
 
 
 def _admst(value: str) -> str:

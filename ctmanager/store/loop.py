@@ -5,13 +5,14 @@ package; plan() itself stays pure."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable, Mapping
 
-from . import queries
-from ..dc.model import DcTemplate
-from ..wire.reports import Report, ReportError, parse_body
-from .db import Store
+from ..dc.model import Ct, DcTemplate
 from ..reconcile.state import Action, Configured, Hn, Observed, Placements, Settings
+from ..wire.reports import Report, ReportError, parse_body
+from ..wire.spec import spec_for, spec_hash
+from . import queries
+from .db import Store
 
 
 def configured(store: Store, dc: DcTemplate, slot: int) -> Configured:
@@ -22,7 +23,30 @@ def configured(store: Store, dc: DcTemplate, slot: int) -> Configured:
             sku = dc.skus[n.sku]
             hns[n.hostname] = Hn(n.hostname, sku.memory, sku.disk, n.drained)
     removed = {r["ctid"]: bool(r["purge"]) for r in store.query("SELECT ctid, purge FROM removed")}
-    return Configured(cts, hns, removed)
+    looped = {r[0]: int(r[1]) for r in store.query("SELECT ctid, count FROM crash_loops") if r[0] in cts}
+    return Configured(cts, hns, removed, spec_hashes(store, dc, cts.values()), looped)
+
+
+def spec_hashes(store: Store, dc: DcTemplate, cts: Iterable[Ct]) -> dict[int, str]:
+    """CTID -> hash of the spec the manager sends for it (wire.spec). Building and
+    hashing a spec costs ~30 us, 0.3 s for a 10,000-CT rack on every reload of the
+    configuration; so each CT's hash is kept on the store handle, keyed by the CT's
+    whole (frozen) value: any change to its row is a new key."""
+    cached = store.cache.get("spec_hashes")
+    old: dict[Ct, str] = cached[1] if cached is not None and cached[0] is dc else {}
+    new = {ct: old.get(ct) or spec_hash(spec_for(ct, dc)) for ct in cts}
+    store.cache["spec_hashes"] = (dc, new)  # only the current CTs: the cache never outgrows the rack
+    return {ct.ctid: h for ct, h in new.items()}
+
+
+def mark_crash_loops(store: Store, loops: Iterable[tuple[int, int]], now: float) -> None:
+    """Record CTs the manager found in a crash loop (CTID, crashes): they stay
+    down until `ct reset` or `ct set --admst up` deletes the row (store.inventory).
+    The caller holds a `transaction(config=False)`: this is the loop's own state."""
+    for ctid, count in loops:
+        store.execute("INSERT INTO crash_loops (ctid, since, count) VALUES (?, ?, ?) "
+                      "ON CONFLICT(ctid) DO UPDATE SET count = excluded.count", (ctid, now, count))
+        store.event("ct.crash_loop", str(ctid), f"{count} crashes; left down")
 
 
 def placements(store: Store, now: float) -> Placements:
@@ -48,13 +72,31 @@ def save_reports(store: Store, reports: Iterable[tuple[Report, float]]) -> None:
         [(r.hn, at, r.body().decode()) for r, at in reports])
 
 
-def save_placements(store: Store, place: dict[int, str], now: float) -> None:
-    store.executemany(
-        "INSERT INTO placements (ctid, hn, placed_at) VALUES (?, ?, ?) "
-        "ON CONFLICT(ctid) DO UPDATE SET hn = excluded.hn, placed_at = excluded.placed_at",
-        [(c, hn, now) for c, hn in place.items()])
+def touch_reports(store: Store, received: Iterable[tuple[str, float]]) -> None:
+    """Only the time of each HN's newest report: its body says nothing new."""
+    store.executemany("UPDATE hn_reports SET received_at = ? WHERE hn = ?", [(at, hn) for hn, at in received])
+
+
+def save_placements(store: Store, place: Mapping[int, str], now: float,
+                    was: Mapping[int, str | None] | None = None) -> set[int]:
+    """Record new placements. With `was` (the placement each CT had when the plan
+    was made), check-then-act: a placement someone else changed meanwhile (a
+    `ct move` committed during the tick) is left as it is, and its CTID returned
+    so the caller drops the actions it planned from the old view."""
+    lost: set[int] = set()
     for ctid, hn in place.items():
+        if was is None:
+            store.execute("INSERT INTO placements (ctid, hn, placed_at) VALUES (?, ?, ?) ON CONFLICT(ctid) "
+                          "DO UPDATE SET hn = excluded.hn, placed_at = excluded.placed_at", (ctid, hn, now))
+        else:
+            row = store.one("SELECT hn FROM placements WHERE ctid = ?", (ctid,))
+            if (None if row is None else row[0]) != was.get(ctid):
+                lost.add(ctid)
+                continue
+            store.execute("INSERT INTO placements (ctid, hn, placed_at) VALUES (?, ?, ?) ON CONFLICT(ctid) "
+                          "DO UPDATE SET hn = excluded.hn, placed_at = excluded.placed_at", (ctid, hn, now))
         store.event("ct.place", str(ctid), hn)
+    return lost
 
 
 def journal(store: Store, actions: Iterable[Action], now: float) -> list[int]:
@@ -92,11 +134,16 @@ def interrupted(store: Store, now: float) -> list[str]:
     return [f"{r['kind']} {r['ctid']} on {r['hn']}" for r in rows]
 
 
-def save_observed(store: Store, cfg: Configured, obs: Observed, place: Placements, now: float,
-                  settings: Settings, only: Iterable[int] | None = None) -> None:
+ObservedRow = tuple[int, str | None, str, float | None]  # (CTID, HN, OPST, since)
+
+
+def observed_changes(cfg: Configured, obs: Observed, place: Placements, now: float, settings: Settings,
+                     only: Iterable[int] | None, written: Mapping[int, ObservedRow]) -> tuple[list[ObservedRow], list[int]]:
     """The status view: for each configured CT (or those in `only`), where it runs
-    (or should) and its OPST there; UNKNOWN when that HN's reports are stale."""
-    rows = []
+    (or should) and its OPST there; UNKNOWN when that HN's reports are stale.
+    Returns the rows that differ from `written` (what the store holds) and, on a
+    full pass, the CTIDs whose rows must go. Pure: a steady rack writes nothing."""
+    rows: list[ObservedRow] = []
     ctids = list(cfg.cts) if only is None else [c for c in only if c in cfg.cts]
     since_of: dict[str, dict[int, float]] = {}  # per HN, built on first use
     for ctid in ctids:
@@ -112,10 +159,25 @@ def save_observed(store: Store, cfg: Configured, obs: Observed, place: Placement
             if hn not in since_of:
                 since_of[hn] = {c.ctid: c.since for c in obs.reports[hn].cts}
             since = since_of[hn].get(ctid)
-        rows.append((ctid, hn, opst, since))
-    if only is None:
+        row = (ctid, hn, opst, since)
+        if written.get(ctid) != row:
+            rows.append(row)
+    gone = [c for c in written if c not in cfg.cts] if only is None else []
+    return rows, gone
+
+
+def save_observed(store: Store, rows: list[ObservedRow], gone: list[int], written: dict[int, ObservedRow],
+                  *, everything: bool = False) -> None:
+    """Write the status view's changes; `everything`: the store's rows are unknown
+    (first pass of this process), so all others go."""
+    if everything:
         store.execute("DELETE FROM observed")
-    store.executemany("INSERT OR REPLACE INTO observed (ctid, hn, opst, since) VALUES (?, ?, ?, ?)", rows)
+    store.executemany("DELETE FROM observed WHERE ctid = ?", [(c,) for c in gone])
+    store.executemany("INSERT INTO observed (ctid, hn, opst, since) VALUES (?, ?, ?, ?) ON CONFLICT(ctid) DO UPDATE "
+                      "SET hn = excluded.hn, opst = excluded.opst, since = excluded.since", rows)
+    for c in gone:
+        written.pop(c, None)
+    written.update((r[0], r) for r in rows)
 
 
 def forget_removed(store: Store, cfg: Configured, obs: Observed, now: float, settings: Settings) -> list[int]:

@@ -13,7 +13,7 @@ PathRouteRow = tuple[str, str, str, int, str, str]
 
 
 def path_routes(store: Store) -> list[PathRouteRow]:
-    return [tuple(r) for r in store.query(  # type: ignore[misc]
+    return [tuple(r) for r in store.query(
         "SELECT tenant, path, service, strip, allow, deny FROM path_routes ORDER BY tenant, path")]
 
 

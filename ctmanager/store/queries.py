@@ -9,8 +9,8 @@ from typing import Any
 
 from ..dc import resources as res
 from ..dc import template
-from ..errors import InputError, NotFoundError, StoreError
 from ..dc.model import Ct, DcTemplate, Node, Route, rack_name
+from ..errors import InputError, NotFoundError, StoreError
 from .db import Row, Store
 
 CT_COLUMNS = "ctid, hostname, rack, tenant, service, env, ip, storage, admst, memory, swap, disk, cpus, cpuunits, cpulimit, apps"
@@ -23,11 +23,11 @@ def dc_template(store: Store) -> DcTemplate:
     if text is None:
         raise StoreError(f"{store.path}: store is not initialised; run: ctmanager init TEMPLATE")
     key = "dc_template:" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-    dc = store.cache.get(key)
+    dc: DcTemplate | None = store.cache.get(key)
     if dc is None:
         file = store.get_meta("template_file") or "template"
         dc = store.cache[key] = template.loads(text.encode(), file, Path(file).parent)
-    return dc  # type: ignore[no-any-return]
+    return dc
 
 
 def ct_from_row(row: Row) -> Ct:
@@ -62,7 +62,8 @@ def node_from_row(row: Row) -> Node:
 
 def cts(store: Store, *, rack: int | None = None, tenant: str | None = None) -> list[Ct]:
     sql = f"SELECT {CT_COLUMNS} FROM cts"
-    where, params = [], []
+    where: list[str] = []
+    params: list[int | str] = []
     if rack is not None:
         where.append("rack = ?")
         params.append(rack)
@@ -133,21 +134,24 @@ def routes(store: Store, *, tenant: str | None = None) -> list[Route]:
     return [Route(r[0], r[1], r[2]) for r in rows]
 
 
-STATUS_FIELDS = ("ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since", "report_age")
+STATUS_FIELDS = ("ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since", "report_age", "crash_loop")
 
 
 def status(store: Store, now: float, stale_after: float = 3.0) -> list[tuple[Any, ...]]:
     """One tuple per CT in STATUS_FIELDS order. OPST is what the manager daemon
     last saw, and UNKNOWN until observed or when that HN's newest report is older
-    than `stale_after` (a stopped manager or a silent HN is not "UP")."""
-    return store.query(
+    than `stale_after` (a stopped manager or a silent HN is not "UP").
+    `crash_loop` is (crashes, since) for a CT the manager leaves down, else None."""
+    rows = store.query(
         """SELECT c.ctid, c.hostname, c.tenant, c.ip, o.hn, c.admst,
                   CASE WHEN r.received_at IS NULL OR ? - r.received_at > ? THEN 'UNKNOWN'
                        ELSE coalesce(o.opst, 'UNKNOWN') END,
-                  o.since, round(? - r.received_at, 1)
+                  o.since, round(? - r.received_at, 1), l.count, l.since
            FROM cts c LEFT JOIN observed o ON o.ctid = c.ctid LEFT JOIN hn_reports r ON r.hn = o.hn
+                LEFT JOIN crash_loops l ON l.ctid = c.ctid
            ORDER BY c.ctid""", (now, stale_after, now)
     )
+    return [(*r[:9], None if r[9] is None else (int(r[9]), float(r[10]))) for r in rows]
 
 
 def initialised(store: Store) -> bool:

@@ -174,6 +174,37 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (app, dest, port)
     );
     """,
+    # v7: the journal also records `set` (a running CT's new spec, its limits
+    # applied live). SQLite cannot alter a CHECK: the table is rebuilt, rows
+    # (ids included) and the index kept.
+    """
+    CREATE TABLE journal_v7 (
+        id          INTEGER PRIMARY KEY,
+        at          REAL NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('start', 'stop', 'destroy', 'set')),
+        ctid        INTEGER NOT NULL,
+        hn          TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        purge       INTEGER NOT NULL DEFAULT 0,
+        state       TEXT NOT NULL CHECK (state IN ('pending', 'done', 'rejected', 'failed')),
+        detail      TEXT NOT NULL DEFAULT '',
+        finished_at REAL
+    );
+    INSERT INTO journal_v7 (id, at, kind, ctid, hn, reason, purge, state, detail, finished_at)
+        SELECT id, at, kind, ctid, hn, reason, purge, state, detail, finished_at FROM journal;
+    DROP TABLE journal;
+    ALTER TABLE journal_v7 RENAME TO journal;
+    CREATE INDEX journal_pending ON journal(state) WHERE state = 'pending';
+    """,
+    # v8: CTs the manager found in a crash loop (`count` crashes within the
+    # crash window): left down until ops clear the row (ct reset, ct set --admst up).
+    """
+    CREATE TABLE crash_loops (
+        ctid  INTEGER PRIMARY KEY,
+        since REAL NOT NULL,
+        count INTEGER NOT NULL
+    );
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

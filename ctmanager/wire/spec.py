@@ -7,17 +7,20 @@ config files, so it trusts nothing it did not validate itself.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..dc import resources as res
-from . import validate as v
-from ..errors import InputError
 from ..dc.model import Ct, DcTemplate
 from ..dc.network import rack_context, search_domains
+from ..errors import InputError
+from . import validate as v
 
 MAX_SPEC = 64 * 1024
+HASH_LEN = 16  # hex chars of a spec hash: 64 bits, plenty to tell one CT's configs apart
 FIELDS = ("ctid", "hostname", "rack", "tenant", "service", "env", "ip", "storage", "admst", "resources", "apps",
           "dc", "net", "dns")
 
@@ -43,6 +46,15 @@ def spec_for(ct: Ct, dc: DcTemplate) -> dict[str, Any]:
         "net": {"bridge": rack.net.bridge, "prefixlen": rack.net.prefixlen, "gateway": rack.net.gateway},
         "dns": {"nameservers": list(dc.resolvers), "search": list(search_domains(ct, dc, rack))},
     }
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """A short, stable name for a spec dict (what `spec_for` builds, or the JSON an
+    agent stored): sha256 of its canonical JSON (sorted keys, no spaces), first
+    HASH_LEN hex chars. The manager hashes the configured spec, the agent the one it
+    applied; a difference in a report is configuration drift."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
 
 
 def parse(text: bytes | str, ctid: int) -> Spec:

@@ -8,11 +8,10 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from labrack import ROOT, Rack, all_up, wait_for
 
 NEEDED = ("lxc-start", "sshd", "svscan", "ip")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -26,12 +27,12 @@ def test_main_flow(example_store, tmp_path: Path) -> None:
     cli("tenant", "add", "bigco", "--rack", "102", "--apps", "jira,bamboo", "--memory", "16G")
     assert "(was relay-101)" in cli("route", "set", "myhost", "smtp", "relay-101-2").stdout
     status = cli("status").stdout.splitlines()
-    assert [c.strip() for c in status[0].split(" | ")] == ["CTID", "HOSTNAME", "TENANT", "IP", "HN", "ADMST", "OPST", "SINCE", "REPORT_AGE"]
+    assert [c.strip() for c in status[0].split(" | ")] == ["CTID", "HOSTNAME", "TENANT", "IP", "HN", "ADMST", "OPST", "SINCE", "REPORT_AGE", "CRASH_LOOP"]
     rows = json.loads(cli("status", "--json").stdout)
-    assert set(rows[0]) == {"ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since", "report_age"}
+    assert set(rows[0]) == {"ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since", "report_age", "crash_loop"}
     bigco = next(r for r in rows if r["hostname"] == "bigco")
     assert bigco == {"ctid": bigco["ctid"], "hostname": "bigco", "tenant": "bigco", "ip": "10.102.4.1", "hn": None,
-                     "admst": "UP", "opst": "UNKNOWN", "since": None, "report_age": None}
+                     "admst": "UP", "opst": "UNKNOWN", "since": None, "report_age": None, "crash_loop": None}
     assert len(rows) == 14 and len(status) == 15
     cli("ct", "set", "bigco", "--admst", "down")
     assert json.loads(cli("ct", "show", "bigco", "--json").stdout)["admst"] == "DOWN"
@@ -47,7 +48,7 @@ def test_main_flow(example_store, tmp_path: Path) -> None:
 
 def test_every_command_has_help_with_an_example(cli) -> None:
     commands = [["init"], ["rack", "install"], ["rack", "list"], ["tenant", "add"], ["tenant", "list"], ["tenant", "rm"],
-                ["ct", "add"], ["ct", "set"], ["ct", "rm"], ["ct", "list"], ["ct", "show"], ["route", "set"],
+                ["ct", "add"], ["ct", "set"], ["ct", "reset"], ["ct", "rm"], ["ct", "list"], ["ct", "show"], ["route", "set"],
                 ["route", "rm"], ["route", "list"], ["render"], ["status"]]
     for words in commands:
         out = cli(*words, "--help").stdout
@@ -57,8 +58,11 @@ def test_every_command_has_help_with_an_example(cli) -> None:
 def test_store_location_order(tmp_path: Path) -> None:
     env_store = tmp_path / "env.db"
     flag_store = tmp_path / "flag.db"
-    run = lambda *a, **env: subprocess.run([sys.executable, "-m", "ctmanager", *a], cwd=ROOT, capture_output=True,
-                                           text=True, env={**__import__("os").environ, **env})
+
+    def run(*a: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ctmanager", *a], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, **env})
+
     assert run("--store", str(flag_store), "init", "example", CTMANAGER_STORE=str(env_store)).returncode == 0
     assert flag_store.exists() and not env_store.exists()
     proc = run("status", CTMANAGER_STORE=str(tmp_path / "missing.db"))
@@ -92,6 +96,8 @@ BAD_CLI = [
     ("slot-not-a-number", ["rack", "install", "rack-x", RACK102], "not a rack like rack-101"),
     ("rack-not-installed", ["ct", "add", "new", "--rack", "105"], "rack-105 is not installed"),
     ("unknown-ct", ["ct", "show", "nope"], "no CT 'nope'"),
+    ("reset-unknown-ct", ["ct", "reset", "nope"], "no CT 'nope'"),
+    ("reset-no-ct", ["ct", "reset"], "the following arguments are required: ct"),
     ("bad-admst", ["ct", "set", "myhost", "--admst", "sideways"], "invalid choice"),
     ("bad-ctid", ["ct", "add", "new", "--rack", "101", "--ctid", "12ab"], "not an integer"),
     ("bad-manifest", ["rack", "install", "102", str(EXAMPLE)], "nodes: is required"),
@@ -116,6 +122,28 @@ def test_bad_cli_input_changes_nothing(example_store, tmp_path: Path, args: list
     assert dump(cli.store) == before_store
     cli("render", str(outdir))
     assert tree(outdir) == before_out
+
+
+def test_a_crash_loop_shows_in_status_and_ct_reset_clears_it(example_store) -> None:
+    from ctmanager.store import loop, open_store, queries
+
+    cli = example_store
+    with open_store(cli.store) as store, store.transaction(config=False):  # as the manager daemon records it
+        loop.mark_crash_loops(store, [(queries.find_ct(store, "acme").ctid, 5)], 1_800_000_000.0)
+    acme = next(line for line in cli("status").stdout.splitlines() if " acme " in line)
+    assert acme.rstrip().endswith("| 5 crashes"), acme
+    rows = {r["hostname"]: r for r in json.loads(cli("status", "--json").stdout)}
+    assert rows["acme"]["crash_loop"] == {"crashes": 5, "since": "2027-01-15T08:00:00Z"}
+    assert rows["myhost"]["crash_loop"] is None
+    out = json.loads(cli("ct", "reset", "acme", "--json").stdout)
+    assert out == {"ctid": 1006, "hostname": "acme", "cleared": True, "crashes": 5, "since": "2027-01-15T08:00:00Z"}
+    assert json.loads(cli("status", "--json").stdout)[6]["crash_loop"] is None
+    assert cli("ct", "reset", "1006").stdout == "CT 1006 acme: not in a crash loop; nothing to clear\n"
+    with open_store(cli.store) as store, store.transaction(config=False):
+        loop.mark_crash_loops(store, [(1006, 6)], 1_800_000_000.0)
+    assert cli("ct", "reset", "acme").stdout == (
+        "CT 1006 acme: crash loop cleared (6 crashes, left down since 2027-01-15T08:00:00Z); "
+        "the manager starts it again\n")
 
 
 BAD_TEMPLATES = [

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from bindserver import Bind, free_port
+
 from tests.conftest import Cli, dump
 
 NEEDED = ("named", "tsig-keygen", "dig", "nsupdate")
@@ -189,10 +189,9 @@ def test_the_manager_s_dns_worker_retries_pending_changes_until_the_server_is_ba
 def test_an_update_too_big_for_one_message_is_split(bind: tuple[Cli, Bind]) -> None:
     """1,000 changes with long unique names are about 190 KB: more than one DNS message
     (64 KB) can hold. The publisher halves the batch until each part fits."""
-    from ctmanager.store import queries
     from ctmanager.dnsroutes import publisher, records, sync
     from ctmanager.dnsroutes.records import Change, RRset
-    from ctmanager.store import open_store
+    from ctmanager.store import open_store, queries
 
     cli, server = bind
     with open_store(cli.store) as store:

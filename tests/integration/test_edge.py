@@ -9,16 +9,15 @@ import http.server
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from bindserver import Bind, free_port
 from labrack import wait_for
-from tests.conftest import Cli
 
 from ctmanager.proxies import nginx
+from tests.conftest import Cli
 
 
 @pytest.fixture(autouse=True)

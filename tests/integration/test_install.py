@@ -12,9 +12,9 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace as View
-from typing import Callable
 
 import pytest
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from labrack import Rack, all_up, wait_for
 
+
 def test_lab_up_runs_every_ct_with_its_process_tree(rack: Rack) -> None:
     status = rack.status()
     assert len(status) == 8 and all(r["admst"] == "UP" and r["opst"] == "UP" for r in status.values()), status
@@ -42,9 +43,14 @@ def http_get(ip: str) -> bytes | None:
         return None  # the CT is UP; its service may still be starting
 
 
-def test_a_second_reconcile_after_convergence_plans_nothing(rack: Rack) -> None:
-    out = json.loads(rack.cli("reconcile", "--json").stdout)
-    assert out["actions"] == [] and out["place"] == {} and out["unreachable"] == {}
+def test_a_plan_after_convergence_is_empty_and_reconcile_refuses_beside_the_daemon(rack: Rack) -> None:
+    out = json.loads(rack.cli("plan", "--json").stdout)
+    assert out["actions"] == [] and out["place"] == {} and out["unreachable"] == {} and out["quorum"] is True
+    p = rack.cli("reconcile", check=False)
+    assert p.returncode == 2 and p.stdout == ""
+    assert re.fullmatch(r"ctmanager: error: rack-101 is managed by ctmanager run pid \d+ on \S+ since "
+                        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(last heard \d+\.\ds ago\); reconcile would act beside "
+                        r"it\. See what it will do with: ctmanager plan\n", p.stderr), p.stderr
 
 
 def test_a_killed_ct_is_restarted(rack: Rack) -> None:
@@ -57,6 +63,39 @@ def test_a_killed_ct_is_restarted(rack: Rack) -> None:
              lambda: rack.lxc_state(hn, ctid) == "RUNNING" and rack.init_pid(hn, ctid) not in (None, old))
     assert f"start {ctid} on {hn}: crashed: OPST DOWN while ADMST UP" in rack.manager_log()
     wait_for("acme UP again", lambda: rack.status()["acme"]["opst"] == "UP")
+
+
+def cgroup_memory_limit(rack: Rack, hn: str, ctid: int) -> int | None:
+    """The memory limit in a running CT's cgroup (v1 or v2), read on its HN. Through
+    lxc-cgroup, which asks the CT's monitor: in the lab the console (`ip netns
+    exec`) sees no cgroup mounts, and LXC may name the cgroup lxc.payload.CTID-1."""
+    for key in ("memory.limit_in_bytes", "memory.max"):
+        p = rack.on_hn(hn, "lxc-cgroup", "-P", rack.hns[hn]["lxcpath"], "-n", str(ctid), key)
+        if p.returncode == 0 and p.stdout.strip().isdigit():
+            return int(p.stdout.strip())
+    return None
+
+
+def test_a_memory_change_reaches_the_running_ct_without_a_restart(rack: Rack) -> None:
+    ct = rack.status()["acme"]
+    hn, ctid = ct["hn"], ct["ctid"]
+    memory = json.loads(rack.cli("ct", "show", "acme", "--json").stdout)["memory"]
+    assert cgroup_memory_limit(rack, hn, ctid) == memory  # what its config set at start
+    pid = rack.init_pid(hn, ctid)
+    try:
+        rack.cli("ct", "set", "acme", "--memory", "2G")
+        wait_for("acme's cgroup memory limit at 2 GiB", lambda: cgroup_memory_limit(rack, hn, ctid) == 2 << 30,
+                 timeout=5, describe=lambda: f"limit {cgroup_memory_limit(rack, hn, ctid)}; plan: "
+                                             f"{rack.cli('plan').stdout.strip()}")
+        assert rack.init_pid(hn, ctid) == pid  # applied live: the same init runs
+        assert re.search(rf"set {ctid} on {hn}: drift: spec changed \(runs [0-9a-f]{{8}}, configured [0-9a-f]{{8}}\)",
+                         rack.manager_log())
+        # once the HN reports the new spec, there is nothing left to do
+        wait_for("an empty plan", lambda: json.loads(rack.cli("plan", "--json").stdout)["actions"] == [], timeout=10)
+        assert rack.status()["acme"]["opst"] == "UP"
+    finally:
+        rack.cli("ct", "set", "acme", "--memory", str(memory))
+    wait_for("acme's old limit back", lambda: cgroup_memory_limit(rack, hn, ctid) == memory, timeout=10)
 
 
 def test_admst_down_stops_and_up_starts_again(rack: Rack) -> None:

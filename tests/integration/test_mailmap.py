@@ -7,18 +7,18 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from bindserver import free_port
 from labrack import ROOT, wait_for
+
 from tests.conftest import Cli
 
 
 @pytest.fixture
-def mailmap(example_store: Cli, tmp_path: Path) -> Iterator[tuple[Cli, "Postmap"]]:
+def mailmap(example_store: Cli, tmp_path: Path) -> Iterator[tuple[Cli, Postmap]]:
     if not shutil.which("postmap") and not Path("/usr/sbin/postmap").exists():
         pytest.skip("needs Postfix's postmap (bash scripts/setup.sh)")
     port = free_port()

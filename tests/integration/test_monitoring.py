@@ -11,11 +11,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from labrack import ROOT, wait_for
 
 from ctmanager.monitoring.collectd import check
@@ -92,8 +91,8 @@ def test_a_broken_plugin_is_caught(tmp_path: Path) -> None:
 def ct(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
     """A CT's process tree, outside a CT: svscan on a service dir with sys_collectd
     and sys_autolink (ctautolink) as services; collectd writes to a real carbon-cache."""
-    from ctmanager.monitoring import carbon
     from ctmanager.dc.template import load
+    from ctmanager.monitoring import carbon
 
     needs_carbon()
     ports = carbon.Ports(*distinct_ports(7))
@@ -159,8 +158,8 @@ def test_a_new_service_gets_its_plugins_and_its_metrics_arrive(ct: tuple[Path, P
 
 
 def test_the_rack_relay_splits_to_high_res_disk_and_to_summaries_in_the_top_store(tmp_path: Path) -> None:
-    from ctmanager.monitoring import carbon
     from ctmanager.dc.template import load
+    from ctmanager.monitoring import carbon
 
     needs_carbon()
     dc = load(ROOT / "templates" / "dc" / "example.toml")

@@ -8,13 +8,13 @@ import socket
 import struct
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from bindserver import free_port
 from labrack import wait_for
+
 from tests.conftest import Cli, dump
 
 DANTED = shutil.which("danted") or "/usr/sbin/danted"

@@ -14,7 +14,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from labrack import ROOT
 
 VAGRANT = ROOT / "vagrant"
@@ -41,8 +40,7 @@ def test_an_unknown_provider_is_refused() -> None:
 
 
 def test_the_machines_have_the_example_dcs_rack_101_addresses(tmp_path: Path) -> None:
-    from ctmanager.store import inventory, queries
-    from ctmanager.store import open_store
+    from ctmanager.store import inventory, open_store, queries
 
     with open_store(tmp_path / "ctm.db", create=True) as store:
         with store.transaction():

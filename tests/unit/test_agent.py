@@ -11,12 +11,12 @@ import pytest
 
 from ctmanager.agent import apply as applying
 from ctmanager.agent import config as agent_config
-from ctmanager.wire import spec as specs
 from ctmanager.agent.drivers.base import Completed, DriverError
 from ctmanager.agent.drivers.lxc import LxcDriver, parse_ls
 from ctmanager.agent.drivers.openvz import OpenVzDriver, check, parse_vzlist
-from ctmanager.errors import InputError
 from ctmanager.dc.model import Ct, Resources
+from ctmanager.errors import InputError
+from ctmanager.wire import spec as specs
 
 G = 1 << 30
 
@@ -26,7 +26,7 @@ LXC_LS = """NAME STATE
 1002 STOPPED 
 1003 STOPPING
 web  RUNNING 
-"""
+"""  # noqa: W291 - the captured output keeps lxc-ls's column padding
 # Captured from vzlist -a -j (OpenVZ 7 legacy tools), trimmed to the fields we read
 VZLIST = json.dumps([
     {"ctid": 101, "status": "running", "hostname": "myhost", "ip": ["10.101.4.1"],

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ctmanager.dnsroutes.records import RRset, absolute, desired, diff, zones
-from ctmanager.errors import InputError
 from ctmanager.dc.model import Ct, Node, Resources, Route
 from ctmanager.dc.template import load as load_dc_template
+from ctmanager.dnsroutes.records import RRset, absolute, desired, diff, zones
+from ctmanager.errors import InputError
 from tests.conftest import EXAMPLE
 
 RES = Resources(1 << 30, 0, 10 << 30, 1, 1000, 100)

@@ -13,7 +13,7 @@ import pytest
 from ctmanager.fencing.timers import FenceTimers
 from ctmanager.sim import schedules
 from ctmanager.sim.commands import SimError, apply, parse_cmdlist, run
-from ctmanager.sim.rack import SimRack, Setup
+from ctmanager.sim.rack import Setup, SimRack
 from ctmanager.sim.scenario import play
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios" / "fencing"

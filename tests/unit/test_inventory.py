@@ -9,9 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctmanager.store import inventory, queries
 from ctmanager.errors import ConflictError, ExhaustedError, InputError, NotFoundError
-from ctmanager.store import open_store
+from ctmanager.store import inventory, open_store, queries
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "templates" / "dc" / "example.toml"

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctmanager.dc import ipam
-from ctmanager.errors import ExhaustedError
 from ctmanager.dc.model import OffsetRange
+from ctmanager.errors import ExhaustedError
 
 NET = ipaddress.IPv4Network("10.101.0.0/16")
 NODES = OffsetRange(257, 510)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ctmanager.monitoring.metrics import Metrics, cgroup_stats
+from ctmanager.monitoring.metrics import MetricsSender, cgroup_stats
 
 
 def test_cgroup_figures_of_running_cts(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_metrics_reach_graphite_in_the_background() -> None:
             got.append(chunk)
 
     threading.Thread(target=accept, daemon=True).start()
-    m = Metrics(f"127.0.0.1:{srv.getsockname()[1]}", "ctmanager.rack-101.manager")
+    m = MetricsSender(f"127.0.0.1:{srv.getsockname()[1]}", "ctmanager.rack-101.manager")
     m.send_many({"plan_ms": 1.5, "actions": 3}, 1795000000)
     deadline = time.monotonic() + 10
     while b"actions" not in b"".join(got):
@@ -46,18 +46,18 @@ def test_metrics_reach_graphite_in_the_background() -> None:
 
 
 def test_a_dead_carbon_does_not_block_sending() -> None:
-    m = Metrics("127.0.0.1:9", "x")  # nothing listens on the discard port
+    m = MetricsSender("127.0.0.1:9", "x")  # nothing listens on the discard port
     for i in range(20_000):  # more than the queue holds: the rest are dropped, not waited for
         m.send("n", i)
     assert m.sender is not None and m.sender._queue.qsize() <= 10_000
 
 
 def test_no_graphite_configured_sends_nothing() -> None:
-    m = Metrics("", "x")
+    m = MetricsSender("", "x")
     m.send("n", 1)
     assert m.sender is None
     with pytest.raises(ValueError, match="prefix"):
-        Metrics("", "bad prefix;")
+        MetricsSender("", "bad prefix;")
 
 
 def _dc():  # type: ignore[no-untyped-def]

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from ctmanager.wire import validate as v
 from ctmanager.dc.model import Ct, Resources
 from ctmanager.reconcile import Configured, Hn, Observed, Placements, plan
+from ctmanager.wire import validate as v
 from ctmanager.wire.reports import CtState, Metrics, Report
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios" / "plan"
@@ -27,6 +27,7 @@ def load(data: dict[str, Any]) -> tuple[Configured, Observed, Placements, float]
     hns = {h["hostname"]: Hn(h["hostname"], size(h.get("memory", "64G")), size(h.get("disk", "1T")),
                               h.get("drained", False)) for h in data.get("hns", [])}
     cts = {}
+    hashes = {c["ctid"]: c["spec"] for c in data.get("cts", []) if "spec" in c}
     for c in data.get("cts", []):
         res = Resources(size(c.get("memory", "1G")), 0, size(c.get("disk", "10G")), 1, 1000, 100)
         cts[c["ctid"]] = Ct(c["ctid"], c["hostname"], 101, None, c.get("service") or None, "prod", "10.1.2.3",
@@ -37,13 +38,14 @@ def load(data: dict[str, Any]) -> tuple[Configured, Observed, Placements, float]
         at = now - r.get("age", 0.5)
         metrics = Metrics(r.get("cpu_load", 0.1), size(r.get("mem_total", "64G")), size(r.get("mem_free", "60G")),
                           size(r.get("disk_total", "1T")), size(r.get("disk_free", "900G")), len(r.get("cts", [])))
-        states = tuple(CtState(ctid, opst, at - 100) for ctid, opst in r.get("cts", []))
+        states = tuple(CtState(ctid, opst, at - 100, *spec) for ctid, opst, *spec in r.get("cts", []))
         observed.update(Report(101, r["hn"], "0123456789abcdef", 1, at, r.get("drained", False), metrics, states,
                                r.get("fenced", False)), at)
     observed.dead = frozenset(data.get("dead", []))
     placements = Placements({int(k): hn for k, hn in data.get("placements", {}).items()},
                             {(r["ctid"], r["hn"]): float(r["until"]) for r in data.get("rejected", [])})
-    return Configured(cts, hns, removed), observed, placements, now
+    looped = {int(k): n for k, n in data.get("crash_looped", {}).items()}
+    return Configured(cts, hns, removed, hashes, looped), observed, placements, now
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ctmanager.store import inventory
 from ctmanager.errors import RenderError
 from ctmanager.render.engine import Engine
 from ctmanager.render.tree import render_tree
-from ctmanager.store import open_store
+from ctmanager.store import inventory, open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "templates" / "dc" / "example.toml"

@@ -49,6 +49,11 @@ def test_forged_truncated_oversize_malformed_wrong_rack_are_dropped() -> None:
     {"cts": [{"ctid": 1001, "opst": "RUNNING", "since": 1}]},
     {"cts": [{"ctid": 1001, "opst": "UP", "since": 1}, {"ctid": 1001, "opst": "UP", "since": 1}]},
     {"metrics": {"cpu_load": 0.1}}, {"cts": "all"},
+    {"cts": [{"ctid": 1001, "opst": "UP", "since": 1, "spec": "not hex"}]},
+    {"cts": [{"ctid": 1001, "opst": "UP", "since": 1, "spec": "ABCDEF0123456789"}]},
+    {"cts": [{"ctid": 1001, "opst": "UP", "since": 1, "spec": "0" * 65}]},
+    {"cts": [{"ctid": 1001, "opst": "UP", "since": 1, "spec": 12345}]},
+    {"cts": [{"ctid": 1001, "opst": "UP", "since": 1, "spec": None}]},
 ])
 def test_signed_but_malformed_bodies_are_dropped(patch: dict) -> None:
     body = json.loads(report().body())
@@ -57,6 +62,25 @@ def test_signed_but_malformed_bodies_are_dropped(patch: dict) -> None:
     import hashlib
     import hmac
     assert reason(hmac.new(KEY, raw, hashlib.sha256).digest() + raw) == "malformed"
+
+
+def test_spec_hashes_ride_along_and_an_older_agent_s_report_has_none() -> None:
+    hashed = report(cts=(CtState(1001, "UP", NOW - 5, "0c1f8a2d6e3b4a57"), CtState(1002, "DOWN", NOW - 9)))
+    got = verify(sign(hashed, KEY), KEY, 101)
+    assert got == hashed and [c.spec for c in got.cts] == ["0c1f8a2d6e3b4a57", ""]
+    assert '"spec"' not in json.dumps(json.loads(report().body())["cts"])  # unknown: not sent at all
+    old = json.loads(report().body())  # what an agent before spec hashes sends
+    assert "spec" not in old["cts"][0] and reports.parse_body(json.dumps(old)).cts[0].spec == ""
+    assert reports.parse_body(json.dumps({**old, "cts": [{**old["cts"][0], "spec": ""}]})).cts[0].spec == ""
+
+
+def test_a_realistic_hn_s_report_with_spec_hashes_stays_small() -> None:
+    hundred = tuple(CtState(1000 + i, "UP", NOW - i * 1.37, "0c1f8a2d6e3b4a57") for i in range(100))
+    assert len(sign(report(cts=hundred), KEY)) < 10_000  # ~8.3 KB; a 10,000-CT rack of 100 HNs: 0.8 MB/s
+    # A crowded HN (far beyond realistic) still reports, without its hashes, rather than not at all.
+    crowded = tuple(CtState(1000 + i, "UP", NOW - i * 1.37, "0c1f8a2d6e3b4a57") for i in range(1000))
+    got = verify(sign(report(cts=crowded), KEY), KEY, 101)
+    assert len(got.cts) == 1000 and not any(c.spec for c in got.cts)
 
 
 @given(st.binary(max_size=200))

@@ -8,14 +8,15 @@ Commands are argument lists, never shell strings. Every command has a timeout.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Protocol
+from typing import Protocol
 
+from ... import files
 from ...dc.model import Paths
 from ...monitoring.provision import provision
 from ...render import ctfiles
-from ... import files
 from ...render.engine import Engine
 from ...wire.spec import Spec
 
@@ -79,6 +80,11 @@ class Driver(Protocol):
     def destroy(self, ctid: int) -> None:
         """Remove the CT's runtime config (never its /data)."""
 
+    def set_limits(self, spec: Spec) -> tuple[str, ...]:
+        """Apply the spec's resources to the running CT at once (the config that
+        `create` writes holds them for its next start). Returns the resource keys
+        applied live; the others take effect at the next start."""
+
     def exec_argv(self, ctid: int, argv: list[str]) -> list[str]:
         """The command that runs `argv` inside a running CT."""
 
@@ -99,6 +105,6 @@ def render_ct_files(spec: Spec, paths: Paths, targets: Mapping[str, tuple[Path, 
             dest.parent.mkdir(parents=True, exist_ok=True)
             files.write_atomic(dest, data, mode)
             changed = True
-    data = Path(ctfiles.data_dir(paths, spec.ct))
-    (data / "service").mkdir(parents=True, exist_ok=True)
-    return provision(data, spec.dc, spec.ct.rack, spec.ct.hostname) or changed
+    ct_data = Path(ctfiles.data_dir(paths, spec.ct))
+    (ct_data / "service").mkdir(parents=True, exist_ok=True)
+    return provision(ct_data, spec.dc, spec.ct.rack, spec.ct.hostname) or changed

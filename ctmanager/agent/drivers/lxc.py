@@ -1,7 +1,9 @@
 """LXC driver: CTs named by CTID in the agent's own lxcpath.
 
 Facts: `lxc-ls -P PATH -f -F NAME,STATE` (parsed by `parse_ls`).
-Operations: lxc-create / lxc-start / lxc-stop, each only when the state differs.
+Operations: lxc-create / lxc-start / lxc-stop, each only when the state differs;
+`lxc-cgroup` sets a running CT's new limits (`cgroup_limits`: v1 or v2 keys,
+whichever hierarchy this HN mounts).
 
 Destroy does NOT call lxc-destroy: for a `dir:` rootfs it deletes the rootfs
 directory recursively, and every CT's rootfs is the one shared read-only
@@ -14,7 +16,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ...dc.model import Paths
+from ...dc.model import Paths, Resources
 from ...wire.spec import Spec
 from .base import OPST_DOWN, OPST_UP, DriverError, Runner, failed, render_ct_files, run
 
@@ -24,6 +26,8 @@ STATES = {
     "STOPPED": OPST_DOWN, "STOPPING": OPST_DOWN, "ABORTING": OPST_DOWN,
 }
 START_TIMEOUT = 10.0
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CFS_PERIOD = 100_000  # us; cpulimit is a percentage of one CPU per period, as in config.j2
 
 
 def ls_argv(lxcpath: str) -> list[str]:
@@ -50,13 +54,39 @@ def parse_ls(out: str) -> dict[int, str]:
     return result
 
 
+def cgroup_version(root: Path = CGROUP_ROOT) -> int:
+    """2 when the unified hierarchy is mounted at the root (cgroup.controllers
+    there), else 1 (the v1 controllers, maybe beside an empty unified mount)."""
+    return 2 if (root / "cgroup.controllers").is_file() else 1
+
+
+def cgroup_limits(r: Resources, version: int) -> list[tuple[str, str]]:
+    """The `lxc-cgroup` (key, value) pairs that apply `r` to a running CT.
+
+    v1 sets exactly what the CT's config (templates/ct/lxc/config.j2) sets at start,
+    so a CT changed live and one started afresh get the same limits: no swap limit
+    (memory.memsw needs swap accounting, often off) and no cpuset. v2 also limits
+    swap; cpu.weight follows systemd's mapping of shares (1024 shares = weight 100)."""
+    quota = str(r.cpulimit * CFS_PERIOD // 100)
+    if version == 2:
+        weight = min(max(round(r.cpuunits * 100 / 1024), 1), 10_000)
+        return [("memory.max", str(r.memory)), ("memory.swap.max", str(r.swap)),
+                ("cpu.max", f"{quota} {CFS_PERIOD}"), ("cpu.weight", str(weight))]
+    return [("memory.limit_in_bytes", str(r.memory)), ("cpu.shares", str(r.cpuunits)),
+            ("cpu.cfs_period_us", str(CFS_PERIOD)), ("cpu.cfs_quota_us", quota)]
+
+
+LIVE = {1: ("memory", "cpuunits", "cpulimit"), 2: ("memory", "swap", "cpuunits", "cpulimit")}
+
+
 class LxcDriver:
     name = "lxc"
 
-    def __init__(self, lxcpath: str, paths: Paths, runner: Runner = run) -> None:
+    def __init__(self, lxcpath: str, paths: Paths, runner: Runner = run, cgroup_root: Path = CGROUP_ROOT) -> None:
         self.lxcpath = lxcpath
         self.paths = paths
         self.run = runner
+        self.cgroup_root = cgroup_root
 
     def _ct(self, ctid: int) -> list[str]:
         return ["-P", self.lxcpath, "-n", str(ctid)]
@@ -95,7 +125,8 @@ class LxcDriver:
         log.unlink(missing_ok=True)
         c = self.run(["lxc-start", *self._ct(ctid), "-o", str(log), "-l", "ERROR"], START_TIMEOUT)
         if c.rc != 0:
-            raise DriverError(f"cannot start CT {ctid}: {_first_error(log) or 'lxc-start exited %d' % c.rc}", refused=True)
+            why = _first_error(log) or f"lxc-start exited {c.rc}"
+            raise DriverError(f"cannot start CT {ctid}: {why}", refused=True)
         c = self.run(["lxc-wait", *self._ct(ctid), "-s", "RUNNING", "-t", str(int(START_TIMEOUT))], START_TIMEOUT + 2)
         if c.rc != 0:
             raise failed(c, f"CT {ctid} did not reach RUNNING", refused=True)
@@ -117,6 +148,15 @@ class LxcDriver:
         resolv = Path(self.paths.config) / str(ctid)
         if resolv.is_dir():
             shutil.rmtree(resolv)
+
+    def set_limits(self, spec: Spec) -> tuple[str, ...]:
+        ctid = spec.ct.ctid
+        version = cgroup_version(self.cgroup_root)
+        for key, value in cgroup_limits(spec.ct.resources, version):
+            c = self.run(["lxc-cgroup", *self._ct(ctid), key, value], 10.0)
+            if c.rc != 0:
+                raise failed(c, f"cannot set {key} of CT {ctid} to {value}")
+        return LIVE[version]
 
     def exec_argv(self, ctid: int, argv: list[str]) -> list[str]:
         return ["lxc-attach", *self._ct(ctid), "--clear-env", "--", *argv]

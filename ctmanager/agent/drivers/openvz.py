@@ -3,7 +3,8 @@ parsers are tested as text against captured `vzlist -a -j` output and vzctl
 exit codes; the config files are the same templates `ctmanager render` writes.
 
 Facts: `vzlist -a -j` (JSON array: ctid, status running|stopped|mounted|suspended).
-Operations: `vzctl start|stop|destroy CTID`, exit codes mapped below.
+Operations: `vzctl start|stop|destroy CTID`, exit codes mapped below; `vzctl set
+CTID --ram .. --save` for a running CT's new limits.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import json
 from pathlib import Path
 
 from ...dc.model import Paths
+from ...render import ctfiles
 from ...wire.spec import Spec
+from ...wire.validate import format_size
 from .base import OPST_DOWN, OPST_UP, Completed, DriverError, Runner, failed, render_ct_files, run
 
 CONF_DIR = "/etc/vz/conf"
@@ -41,6 +44,23 @@ def parse_vzlist(out: str) -> dict[int, str]:
             raise DriverError(f"vzlist: CT {row['ctid']} has an unknown status {str(row.get('status'))[:20]!r}")
         result[row["ctid"]] = state
     return result
+
+
+def vz_size(nbytes: int) -> str:
+    """A size as vzctl reads it as meant: whole KiB with a unit suffix (a bare
+    number is pages for some parameters, bytes for others)."""
+    return format_size(nbytes - nbytes % 1024)
+
+
+def set_argv(spec: Spec) -> list[str]:
+    """`vzctl set` with the spec's limits, the same values ctid.conf.j2 writes.
+    --save keeps them in the CT's config too; `create` then rewrites that file
+    from the template (same values, our layout)."""
+    r = spec.ct.resources
+    hard, inodes, inodes_hard = ctfiles.disk_limits(r.disk)
+    return ["vzctl", "set", str(spec.ct.ctid), "--ram", vz_size(r.memory), "--swap", vz_size(r.swap),
+            "--diskspace", f"{vz_size(r.disk)}:{vz_size(hard)}", "--diskinodes", f"{inodes}:{inodes_hard}",
+            "--cpus", str(r.cpus), "--cpuunits", str(r.cpuunits), "--cpulimit", str(r.cpulimit), "--save"]
 
 
 def check(c: Completed, action: str, ctid: int) -> None:
@@ -97,6 +117,10 @@ class OpenVzDriver:
             check(c, "destroy", ctid)
         for suffix in ("mount", "umount"):
             (self.conf_dir / f"{ctid}.{suffix}").unlink(missing_ok=True)
+
+    def set_limits(self, spec: Spec) -> tuple[str, ...]:
+        check(self.run(set_argv(spec), 60.0), "set", spec.ct.ctid)
+        return ("memory", "swap", "disk", "cpus", "cpuunits", "cpulimit")
 
     def exec_argv(self, ctid: int, argv: list[str]) -> list[str]:
         return ["vzctl", "exec2", str(ctid), *argv]  # exec2: passes the command's exit code through

@@ -1,0 +1,272 @@
+"""The manager daemon's loop (manager/daemon.py) with test ports and a real
+SQLite store file that a second connection (the CLI) writes concurrently: the
+races a daemon beside ops' CLI runs into, each with the behaviour ops need."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctmanager.dnsroutes.worker import DnsWorker
+from ctmanager.errors import NotFoundError, StoreError
+from ctmanager.executor.ssh import SshSettings
+from ctmanager.fencing.quorum import MANAGER
+from ctmanager.manager.config import ManagerConfig
+from ctmanager.manager.daemon import CONFIG_CHECK_EVERY, PRUNE_EVERY, Manager
+from ctmanager.reconcile.state import Action, Settings
+from ctmanager.store import daemon as held
+from ctmanager.store import inventory, open_store, queries
+from ctmanager.store import proxies as proxyrows
+from ctmanager.wire.reports import CtState, Metrics, Receiver, Report
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "templates" / "dc" / "example.toml"
+KEY = b"k" * 32
+HNS = ("hn-101-1", "hn-101-2", "hn-101-3")
+METRICS = Metrics(0.1, 512 << 30, 500 << 30, 4 << 40, 3 << 40, 0)
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.inbox: list[Report] = []
+
+    def receive(self, receiver: Receiver, now: float) -> list[Report]:
+        got, self.inbox = self.inbox, []
+        return [r for r in got if receiver.accept(r, r.hn, now) is not None]
+
+    def send(self, report: Report, to: Sequence[tuple[str, int]]) -> None:
+        pass
+
+    def wait(self, timeout: float) -> None:
+        pass
+
+
+class Executor:
+    def __init__(self) -> None:
+        self.submitted: list[Action] = []
+
+    def submit(self, actions: Iterable[Action], spec_of: Any, done: Callable[[Any], None]) -> None:
+        for a in actions:
+            assert spec_of(a.ctid) is not None
+            self.submitted.append(a)
+
+    def close(self) -> None:
+        pass
+
+
+class Events:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.on_news: Callable[[], None] | None = None  # runs after a decision, before it is recorded
+
+    def news(self, line: str) -> None:
+        self.lines.append(line)
+        if self.on_news is not None:
+            hook, self.on_news = self.on_news, None
+            hook()
+
+    def alarm(self, text: str) -> None:
+        self.lines.append(f"ALARM {text}")
+
+    def action(self, a: Action) -> None:
+        self.lines.append(str(a))
+
+    def result(self, a: Action, result: str, message: str, seconds: float) -> None:
+        pass
+
+    def fencing(self, hn: str, silent_for: float, argv0: str) -> None:
+        pass
+
+    def fenced(self, hn: str, ok: bool, detail: str) -> None:
+        pass
+
+    def note(self, line: str) -> None:
+        pass
+
+    def trouble(self, line: str) -> None:
+        self.lines.append(f"TROUBLE {line}")
+
+
+class Loop:
+    """A manager on a store file, and the CLI's own connection to the same file."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
+        self.path = path
+        self.cli = open_store(path)
+        self.store = open_store(path, busy_timeout_ms=busy_timeout_ms)
+        self.transport, self.executor, self.events = Transport(), Executor(), Events()
+        self.now = 1000.0
+        self.seq = 0
+        config = ManagerConfig(file="test", slot=101, listen=("127.0.0.1", 0), key=KEY, agent_command=("ctagent",),
+                               ssh=SshSettings("root", "/k", "/kh"), action_timeout=30.0, concurrency=1,
+                               settings=Settings(), full_plan_every=1.0, metrics_prefix="test")
+        self.m = Manager(self.store, queries.dc_template(self.store), config, self.executor,
+                         transport=self.transport, clock=lambda: self.now, events=self.events,
+                         receiver=Receiver(KEY, 101), holder="test manager", poll=False)
+        self.m.start()
+
+    def reports(self, running: dict[str, set[int]] | None = None) -> None:
+        """Every HN reports (hearing the manager), with the CTs it runs."""
+        running = running or {}
+        for hn in HNS:
+            self.seq += 1
+            cts = tuple(CtState(c, "UP", self.now - 1) for c in sorted(running.get(hn, ())))
+            self.transport.inbox.append(Report(101, hn, "0123456789abcdef", self.seq, self.now, False, METRICS, cts,
+                                               False, {MANAGER: 0.1, **{h: 0.1 for h in HNS if h != hn}}))
+
+    def step(self, dt: float = 0.0) -> None:
+        self.now += dt
+        self.m.step(self.now)
+
+    def edit(self, fn: Callable[[inventory.Inventory], Any]) -> Any:
+        """A CLI edit, committed on the CLI's connection."""
+        with self.cli.transaction():
+            return fn(inventory.Inventory(self.cli, queries.dc_template(self.cli)))
+
+
+@pytest.fixture
+def loop(tmp_path: Path) -> Loop:
+    path = tmp_path / "dc.db"
+    with open_store(path, create=True) as s, s.transaction():
+        inventory.init(s, EXAMPLE)
+    return Loop(path)
+
+
+def converge(loop: Loop) -> dict[int, str]:
+    loop.reports()
+    loop.step(1.0)
+    starts = {a.ctid: a.hn for a in loop.executor.submitted if a.kind == "start"}
+    assert len(starts) == 8, loop.events.lines
+    return starts
+
+
+def test_a_cli_edit_committed_during_a_tick_is_taken_in(loop: Loop) -> None:
+    """The old daemon read the store's data_version after its own commit, so an
+    edit committed while it planned looked like its own write and was missed."""
+    loop.events.on_news = lambda: loop.edit(lambda inv: inv.set_drained("hn-101-1", True))
+    converge(loop)
+    assert loop.m.core is not None and not loop.m.core.configured.hns["hn-101-1"].drained  # planned before it
+    loop.reports()
+    loop.step(CONFIG_CHECK_EVERY)
+    assert loop.m.core.configured.hns["hn-101-1"].drained
+
+
+def test_a_ct_move_committed_during_a_tick_wins_over_the_plan(loop: Loop) -> None:
+    """The old tick upserted its placements over a `ct move` that landed meanwhile."""
+    moved: dict[str, Any] = {}
+
+    def move() -> None:
+        assert loop.m.core is not None
+        planned = loop.m.core.placements.where[1005]
+        moved["to"] = to = next(h for h in HNS if h != planned)
+        loop.edit(lambda inv: inv.move_ct("1005", to))
+
+    loop.events.on_news = move
+    loop.reports()
+    loop.step(1.0)
+    assert queries.placement(loop.cli, 1005) == moved["to"]  # the operator's placement stands
+    assert [a for a in loop.executor.submitted if a.ctid == 1005] == []  # nothing planned on the old view ran
+    assert len({a.ctid for a in loop.executor.submitted}) == 7
+    loop.reports()
+    loop.step(1.0)
+    assert [(a.kind, a.hn) for a in loop.executor.submitted if a.ctid == 1005] == [("start", moved["to"])]
+
+
+def test_a_locked_store_costs_a_step_not_the_daemon(tmp_path: Path) -> None:
+    path = tmp_path / "dc.db"
+    with open_store(path, create=True) as s, s.transaction():
+        inventory.init(s, EXAMPLE)
+    loop = Loop(path, busy_timeout_ms=50)
+    locker = sqlite3.connect(str(path), isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # a writer holding the lock longer than the busy timeout
+    loop.reports()
+    loop.step(1.0)  # did not raise
+    assert loop.executor.submitted == []  # nothing runs whose intent is not recorded
+    assert any(line.startswith("TROUBLE store trouble (tick)") and "busy" in line for line in loop.events.lines)
+    locker.execute("ROLLBACK")
+    loop.reports()
+    loop.step(1.0)
+    assert len({a.ctid for a in loop.executor.submitted}) == 8
+    journal = loop.cli.query("SELECT count(*) FROM journal WHERE state = 'pending'")[0][0]
+    assert journal == 8
+
+
+def test_a_failed_commit_leaves_no_transaction_open(tmp_path: Path) -> None:
+    with open_store(tmp_path / "s.db", create=True) as s:
+        with pytest.raises(StoreError, match="cannot commit"), s.transaction():
+            s.execute("PRAGMA defer_foreign_keys = ON")  # the violation surfaces at COMMIT
+            s.execute("INSERT INTO tenants (name, rack, created_at) VALUES ('x', 999, 0)")
+        assert not s.db.in_transaction
+        with s.transaction():  # the connection is usable again
+            s.set_meta("k", "v")
+        assert s.get_meta("k") == "v"
+
+
+def test_reads_in_a_snapshot_see_one_state(loop: Loop) -> None:
+    with loop.store.snapshot():
+        before = len(queries.cts(loop.store))
+        loop.edit(lambda inv: inv.add_ct("extra", 101, resources=inv.dc.defaults))
+        assert len(queries.cts(loop.store)) == before
+    assert len(queries.cts(loop.store)) == before + 1
+
+
+def test_the_daemon_holds_the_rack_and_lets_it_go(loop: Loop) -> None:
+    h = held.holder(loop.cli, 101)
+    assert h is not None and h.holder == "test manager" and h.live(loop.now)
+    assert not h.live(loop.now + held.HOLD_STALE + 1)
+    held.release(loop.store, 101, "test manager")
+    assert held.holder(loop.cli, 101) is None
+
+
+def test_retention_drops_old_history_only(loop: Loop) -> None:
+    now = time.time()
+    with loop.cli.transaction(config=False):
+        loop.cli.execute("INSERT INTO journal (at, kind, ctid, hn, reason, state, finished_at) "
+                         "VALUES (?, 'start', 1000, 'hn-101-1', 'old', 'done', ?)", (now - 8 * 86400, now - 8 * 86400))
+        loop.cli.execute("INSERT INTO journal (at, kind, ctid, hn, reason, state) "
+                         "VALUES (?, 'start', 1001, 'hn-101-1', 'old but pending', 'pending')", (now - 8 * 86400,))
+        loop.cli.execute("INSERT INTO events (at, kind, subject) VALUES (?, 'x', 'old')", (now - 91 * 86400,))
+    events = loop.cli.query("SELECT count(*) FROM events")[0][0]
+    loop.now = now
+    loop.m.next_prune = 0.0
+    loop.step()
+    reasons = [r[0] for r in loop.cli.query("SELECT reason FROM journal")]
+    assert "old" not in reasons and "old but pending" in reasons
+    assert loop.cli.query("SELECT count(*) FROM events")[0][0] == events - 1
+    assert loop.m.next_prune == now + PRUNE_EVERY
+
+
+def test_an_edge_route_for_a_missing_tenant_is_refused_inside_the_transaction(loop: Loop) -> None:
+    with pytest.raises(NotFoundError, match="no tenant 'nobody'"):
+        proxyrows.set_path_route(loop.cli, "nobody", "/x/", "svc", False, (), ())
+    assert proxyrows.path_routes(loop.cli) == []
+
+
+def test_the_dns_worker_survives_a_broken_store(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A raw sqlite3 error used to end the worker thread without a word."""
+    path = tmp_path / "dc.db"
+    with open_store(path, create=True) as s, s.transaction():
+        inventory.init(s, EXAMPLE)
+    raw = sqlite3.connect(str(path))
+    raw.execute("DROP TABLE dns_state")
+    raw.commit()
+    raw.close()
+    worker = DnsWorker(path)
+    with caplog.at_level(logging.ERROR, logger="ctmanager.dnsroutes.worker"):
+        worker.start()
+        worker.poke()
+        deadline = time.monotonic() + 10
+        while "dns_state" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert worker.is_alive()
+    assert "no such table: dns_state" in caplog.text
+    worker.stopping.set()
+    worker.poke()
+    worker.join(5)
+    assert not worker.is_alive()
