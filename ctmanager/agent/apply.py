@@ -12,141 +12,39 @@ is a *rejection* with its own exit code, so the scheduler tries another HN.
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..dc import resources as res
 from ..errors import InputError
-from ..files import same_content, write_atomic
 from ..render import ctfiles
 from ..wire import spec as specs
+from ..wire.results import ACTIONS, NEEDS_SPEC, ApplyOutcome
 from ..wire.validate import format_size
 from .config import AgentConfig
 from .drivers import Driver, DriverError
 from .drivers.base import OPST_UP
-
-ACTIONS = ("start", "stop", "create", "destroy", "set")
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TEMPORARY = 0, 1, 2, 3, 4
-NEEDS_SPEC = ("start", "create", "set")
-
-
-@dataclass
-class Outcome:
-    action: str
-    ctid: int
-    hn: str
-    result: str = "done"  # done | rejected | failed | temporary
-    changed: bool = False
-    message: str = ""
-    opst: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def exit_code(self) -> int:
-        return {"done": EXIT_OK, "rejected": EXIT_REJECTED, "temporary": EXIT_TEMPORARY,
-                "bad_input": EXIT_BAD_INPUT}.get(self.result, EXIT_FAILED)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"action": self.action, "ctid": self.ctid, "hn": self.hn, "result": self.result,
-                "changed": self.changed, "message": self.message, "opst": self.opst, **self.extra}
+from .node import DiskNode, Node, SpecBook
 
 
 class Rejected(Exception):
     pass
 
 
-class SpecStore:
-    """The specs of the CTs this HN has a config for (state_dir/specs/CTID.json),
-    as the manager sent them."""
-
-    def __init__(self, state_dir: str) -> None:
-        self.dir = Path(state_dir) / "specs"
-        self._hashes: dict[int, tuple[tuple[int, int, int], str]] = {}  # CTID -> ((ino, mtime, size), hash)
-
-    def get(self, ctid: int) -> specs.Spec | None:
-        try:
-            return specs.parse((self.dir / f"{ctid}.json").read_bytes(), ctid)
-        except FileNotFoundError:
-            return None
-        except InputError:
-            return None  # unreadable: treated as absent, rewritten by the next create
-
-    def put(self, ctid: int, raw: bytes) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if same_content(self.dir / f"{ctid}.json", raw, 0o600) is None:
-            write_atomic(self.dir / f"{ctid}.json", raw, 0o600)
-
-    def hashes(self) -> dict[int, str]:
-        """CTID -> wire.spec.spec_hash of each stored spec, for the reports (the
-        manager compares it with the configured spec: drift). Called every report
-        (each second): a file is read and hashed again only when its inode, mtime
-        or size changed (specs are replaced by rename: a new inode); an unreadable
-        spec is left out, i.e. unknown."""
-        out: dict[int, str] = {}
-        seen: dict[int, tuple[tuple[int, int, int], str]] = {}
-        try:
-            entries = list(os.scandir(self.dir))
-        except FileNotFoundError:
-            entries = []
-        for e in entries:
-            stem = e.name[:-5]
-            if not e.name.endswith(".json") or not stem.isdigit():
-                continue
-            ctid = int(stem)
-            try:
-                st = e.stat()
-            except FileNotFoundError:
-                continue  # destroyed meanwhile
-            key = (st.st_ino, st.st_mtime_ns, st.st_size)
-            cached = self._hashes.get(ctid)
-            if cached is not None and cached[0] == key:
-                digest = cached[1]
-            else:
-                digest = self._hash_file(Path(e.path), ctid)
-            if digest:
-                out[ctid] = digest
-                seen[ctid] = (key, digest)
-        self._hashes = seen
-        return out
-
-    @staticmethod
-    def _hash_file(path: Path, ctid: int) -> str:
-        try:
-            raw = path.read_bytes()
-            specs.parse(raw, ctid)  # only a spec that `get` would return counts
-            return specs.spec_hash(json.loads(raw))
-        except (OSError, InputError):
-            return ""
-
-    def drop(self, ctid: int) -> None:
-        (self.dir / f"{ctid}.json").unlink(missing_ok=True)
-
-    def all(self) -> dict[int, specs.Spec]:
-        out = {}
-        for f in self.dir.glob("*.json") if self.dir.is_dir() else ():
-            if f.stem.isdigit() and (s := self.get(int(f.stem))) is not None:
-                out[s.ct.ctid] = s
-        return out
-
-
-def apply(config: AgentConfig, driver: Driver, action: str, ctid: int, stdin: bytes, *, purge: bool = False) -> Outcome:
-    """Run one action; every failure becomes an Outcome, never an exception."""
-    out = Outcome(action, ctid, config.hn)
+def apply(config: AgentConfig, driver: Driver, action: str, ctid: int, stdin: bytes, *, purge: bool = False,
+          node: Node | None = None, now: float | None = None) -> ApplyOutcome:
+    """Run one action; every failure becomes an ApplyOutcome, never an exception.
+    `node`: this HN's shared state (default: the files under state_dir)."""
+    out = ApplyOutcome(action, ctid, config.hn)
+    node = DiskNode(config) if node is None else node
     try:
         if action not in ACTIONS:
             raise InputError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
         raw = stdin.strip()
         spec = specs.parse(raw, ctid) if raw or action in NEEDS_SPEC else None
-        with ct_lock(config, ctid):
-            _run(config, driver, action, ctid, spec, raw, purge, out)
+        with node.lock(ctid):
+            _run(config, driver, node, action, ctid, spec, raw, purge, out, time.time() if now is None else now)
     except InputError as exc:
         out.result, out.message = "bad_input", str(exc)
     except Rejected as exc:
@@ -159,9 +57,9 @@ def apply(config: AgentConfig, driver: Driver, action: str, ctid: int, stdin: by
     return out
 
 
-def _run(config: AgentConfig, driver: Driver, action: str, ctid: int, spec: specs.Spec | None, raw: bytes,
-         purge: bool, out: Outcome) -> None:
-    store = SpecStore(config.state_dir)
+def _run(config: AgentConfig, driver: Driver, node: Node, action: str, ctid: int, spec: specs.Spec | None,
+         raw: bytes, purge: bool, out: ApplyOutcome, now: float) -> None:
+    store = node.specs
     states = driver.observe()
     before = states.get(ctid)
     if action in ("create", "set", "start"):
@@ -170,8 +68,8 @@ def _run(config: AgentConfig, driver: Driver, action: str, ctid: int, spec: spec
             out.opst = before
             return  # already running: nothing to admit, nothing to do
         if action == "start":
-            check_fence(config, time.time())
-        admit(config, store, states, spec, changing=action == "set")
+            check_fence(config, node, now)
+        admit(config, node, states, spec, changing=action == "set")
         old = store.get(ctid)
         live: tuple[str, ...] = ()
         if action == "set" and before == OPST_UP and (old is None or old.ct.resources != spec.ct.resources):
@@ -209,14 +107,10 @@ def _run(config: AgentConfig, driver: Driver, action: str, ctid: int, spec: spec
     out.opst = driver.observe().get(ctid)
 
 
-def check_fence(config: AgentConfig, now: float) -> None:
+def check_fence(config: AgentConfig, node: Node, now: float) -> None:
     """No CT starts on an HN that is fenced, or whose daemon is not running: nothing
     there would stop the CT when the HN loses quorum."""
-    try:
-        state = json.loads(config.fence_file.read_text())
-        fenced, at = bool(state["fenced"]), float(state["at"])
-    except (OSError, ValueError, KeyError, TypeError):
-        fenced, at = None, None
+    fenced, at = node.fence_state()
     why = fence_verdict(config.hn, fenced, at, now, config.timers.fence_after)
     if why:
         raise Rejected(why)
@@ -258,12 +152,13 @@ def _value(key: str, spec: specs.Spec | None) -> str:
     return format_size(value) if key in ("memory", "swap", "disk") else str(value)
 
 
-def admit(config: AgentConfig, store: SpecStore, states: dict[int, str], spec: specs.Spec, *,
+def admit(config: AgentConfig, node: Node, states: dict[int, str], spec: specs.Spec, *,
           changing: bool = False) -> None:
     """`changing`: a `set` of a CT's spec. A drained HN still takes new limits for
     the CTs it runs (they are leaving anyway); the capacity check holds as ever."""
     ctid = spec.ct.ctid
-    if config.drain_flag.exists() and not changing:
+    store = node.specs
+    if node.drained() and not changing:
         raise Rejected(f"{config.hn} is drained")
     mine = store.get(ctid)
     if mine is not None and mine.ct.hostname != spec.ct.hostname:
@@ -280,22 +175,8 @@ def admit(config: AgentConfig, store: SpecStore, states: dict[int, str], spec: s
         raise Rejected(f"not enough disk on {config.hn}: {format_size(disk)} needed, {format_size(config.disk)} available")
 
 
-def committed(store: SpecStore, states: dict[int, str], besides: int | None = None) -> tuple[int, int]:
+def committed(store: SpecBook, states: dict[int, str], besides: int | None = None) -> tuple[int, int]:
     """Memory and disk promised to the CTs running here (what the reports subtract)."""
     specs_here = store.all()
     running = [specs_here[c] for c, s in states.items() if s == OPST_UP and c in specs_here and c != besides]
     return sum(s.ct.resources.memory for s in running), sum(s.ct.resources.disk for s in running)
-
-
-@contextmanager
-def ct_lock(config: AgentConfig, ctid: int) -> Iterator[None]:
-    """One action per CT at a time on this HN (the daemon and a CLI may both act)."""
-    locks = Path(config.state_dir) / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{ctid}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
-def emit(outcome: Outcome) -> str:
-    return json.dumps(outcome.as_json(), sort_keys=True)

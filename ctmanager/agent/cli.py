@@ -18,10 +18,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import CtmError
+from ..wire import results
 from . import apply as applying
 from .config import load
 
@@ -31,7 +32,7 @@ DEFAULT_CONFIG = "/etc/ctagent/ctagent.toml"
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"ctagent: error: {message} (see: ctagent --help)\n")
-        sys.exit(applying.EXIT_BAD_INPUT)
+        sys.exit(results.EXIT_BAD_INPUT)
 
 
 def build_parser() -> Parser:
@@ -46,7 +47,7 @@ def build_parser() -> Parser:
     p.add_argument("-v", "--verbose", action="store_true", help="log every observation")
     p = sub.add_parser("apply", help="apply one action to one CT (spec JSON on stdin)",
                        epilog="example: ctagent apply stop 1005 </dev/null")
-    p.add_argument("action", choices=applying.ACTIONS)
+    p.add_argument("action", choices=results.ACTIONS)
     p.add_argument("ctid", type=_ctid)
     p.add_argument("--purge-data", action="store_true", help="destroy only: also delete the CT's /data")
     sub.add_parser("observe", help="print the CTs on this HN and their OPST as JSON", epilog="example: ctagent observe")
@@ -69,31 +70,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load(Path(args.config))
     except CtmError as exc:
-        return _fail(args, f"bad config: {exc}", applying.EXIT_BAD_INPUT)
+        return _fail(args, f"bad config: {exc}", results.EXIT_BAD_INPUT)
     from .drivers import DriverError, driver_for
 
     driver = driver_for(config)
     if args.command == "apply":
         outcome = applying.apply(config, driver, args.action, args.ctid, sys.stdin.buffer.read(),
                                  purge=args.purge_data)
-        print(applying.emit(outcome))
+        print(outcome.emit())
         return outcome.exit_code
-    from .daemon import Agent
+    from .daemon import Agent, NoTransport
 
-    agent = Agent(config, driver)
     if args.command == "observe":  # a report body, unsigned: SSH authenticated it
         try:
             states = driver.observe()
         except DriverError as exc:
-            return _fail(args, str(exc), applying.EXIT_FAILED)
-        print(agent.report(states, time.time()).body().decode())
+            return _fail(args, str(exc), results.EXIT_FAILED)
+        print(Agent(config, driver, transport=NoTransport()).report(states, time.time()).body().decode())
         return 0
     if args.command == "exec":
         cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         if not cmd:
-            return _fail(args, "give a command after --", applying.EXIT_BAD_INPUT)
+            return _fail(args, "give a command after --", results.EXIT_BAD_INPUT)
         os.execvp(driver.exec_argv(args.ctid, cmd)[0], driver.exec_argv(args.ctid, cmd))
-    signal.signal(signal.SIGTERM, lambda *_: (agent.stopping.set(), agent.wake()))
+    try:
+        agent = Agent(config, driver)
+    except OSError as exc:
+        return _fail(args, f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}",
+                     results.EXIT_FAILED)
+
+    def stop(*_: object) -> None:
+        agent.stopping.set()
+        agent.wake()
+
+    signal.signal(signal.SIGTERM, stop)
     agent.run()
     return 0
 

@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..dc import tomlread
-from ..wire import validate as v
+from ..dc.model import Paths
 from ..errors import InputError
 from ..fencing.timers import FenceTimers, from_table
-from ..dc.model import Paths
+from ..wire import validate as v
 from ..wire.reports import read_key
 from ..wire.validate import hostport, metric_name
 

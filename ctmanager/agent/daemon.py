@@ -1,5 +1,11 @@
 """`ctagent run`: observe the runtime, send signed state reports, fence.
 
+`Agent` is the whole daemon; its surroundings are ports: the clock, the
+transport (signed UDP, wire/udp.py), the runtime driver, the watchdog, the
+node's shared state (agent/node.py: specs, fence file, drain flag, locks), the
+load average, metrics and the decision log. `ctagent run` plugs in the real
+ones; the simulator (ctmanager/sim) runs this same class with simulated ones.
+
 A full snapshot goes out every `report_interval` and at once when a CT changes
 state. Changes are noticed from the runtime's event stream when it has one
 (`lxc-monitor`): a line there only wakes the loop, which then observes the whole
@@ -16,58 +22,138 @@ that is safe, so a hung agent or a stop that fails resets the node.
 from __future__ import annotations
 
 import logging
-import json
 import os
-import select
-import socket
 import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable
+from typing import Protocol
 
-from ..wire import reports
 from ..fencing.guard import FenceGuard, FenceStep
 from ..fencing.quorum import MANAGER, Membership
 from ..fencing.watchdog import Watchdog
 from ..monitoring.metrics import MetricsSender, cgroup_stats
-from ..files import write_atomic
-from .apply import SpecStore, ct_lock, committed
+from ..wire import reports
+from ..wire.udp import UdpTransport
+from .apply import committed
 from .config import AgentConfig
 from .drivers import Driver, DriverError
+from .node import DiskNode, Node
 
 log = logging.getLogger(__name__)
 POLL = 0.25  # s between observations when the runtime has no event stream
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
+class Transport(Protocol):
+    def receive(self, receiver: reports.Receiver, now: float) -> list[reports.Report]: ...
+    def send(self, report: reports.Report, to: Sequence[tuple[str, int]]) -> None: ...
+
+
+class Dog(Protocol):
+    def pet(self) -> bool: ...
+    def disarm(self) -> None: ...
+    def release(self) -> None: ...
+
+
+class AgentEvents(Protocol):
+    def fence_news(self, text: str, fenced: bool) -> None: ...
+    def fence_stop(self, ctid: int, error: str) -> None: ...
+    def state_changed(self, diff: str) -> None: ...
+    def cannot_observe(self, error: str) -> None: ...
+
+
+class LogEvents:
+    def fence_news(self, text: str, fenced: bool) -> None:
+        (log.error if fenced else log.warning)("%s", text)
+
+    def fence_stop(self, ctid: int, error: str) -> None:
+        if error:
+            log.error("fenced: cannot stop CT %d: %s; the watchdog is not petted", ctid, error)
+        else:
+            log.warning("fenced: stopped CT %d", ctid)
+
+    def state_changed(self, diff: str) -> None:
+        log.info("state changed: %s", diff)
+
+    def cannot_observe(self, error: str) -> None:
+        log.warning("cannot observe the runtime: %s; no report sent (the manager will see this HN go stale)", error)
+
+
+class NoTransport:
+    """For `ctagent observe`: a report body is printed, nothing is sent or heard."""
+
+    def receive(self, receiver: reports.Receiver, now: float) -> list[reports.Report]:
+        return []
+
+    def send(self, report: reports.Report, to: Sequence[tuple[str, int]]) -> None:
+        pass
+
+
+def load_per_cpu() -> float:
+    return os.getloadavg()[0] / (os.cpu_count() or 1)
+
+
 class Agent:
-    def __init__(self, config: AgentConfig, driver: Driver, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: AgentConfig, driver: Driver, clock: Callable[[], float] = time.time, *,
+                 transport: Transport | None = None, watchdog: Dog | None = None, node: Node | None = None,
+                 events: AgentEvents | None = None, metrics: MetricsSender | None = None,
+                 receiver: reports.Receiver | None = None, load: Callable[[], float] = load_per_cpu,
+                 boot_id: str | None = None) -> None:
         self.config = config
         self.driver = driver
         self.clock = clock
-        self.boot_id = str(uuid.uuid4())  # per agent start: seq restarts, the manager sees a new boot
+        self.boot_id = boot_id or str(uuid.uuid4())  # per agent start: seq restarts, the manager sees a new boot
         self.seq = 0
         self.since: dict[int, tuple[str, float]] = {}  # CTID -> (OPST, since when)
-        self.specs = SpecStore(config.state_dir)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(config.listen)
-        self.sock.setblocking(False)
-        self.receiver = reports.Receiver(config.key, config.rack)
+        self.node: Node = DiskNode(config) if node is None else node
+        self.transport: Transport = UdpTransport(config.listen, config.key) if transport is None else transport
+        self.receiver = receiver or reports.Receiver(config.key, config.rack)
+        self.watchdog: Dog = Watchdog(config.watchdog, config.timers.watchdog_timeout) if watchdog is None else watchdog
+        self.events: AgentEvents = events or LogEvents()
+        self.metrics = metrics or MetricsSender(config.graphite, config.metrics_prefix)
+        self.load = load
         now = clock()
         self.membership = Membership(config.hn, config.voters | {config.hn, MANAGER}, config.timers.fence_after, now)
         self.guard = FenceGuard(self.membership, started=now, lookahead=config.report_interval)
-        self.watchdog = Watchdog(config.watchdog, config.timers.watchdog_timeout)
+        self.stopping = threading.Event()
+        self.last: dict[int, str] | None = None  # the states of the last report
+        self.last_sent = -1e18
+        self.polling = True  # no event stream: observe every POLL s
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        self.stopping = threading.Event()
-        self._send_errors: set[str] = set()
-        self.metrics = MetricsSender(config.graphite, config.metrics_prefix)
 
-    def observe(self) -> dict[int, str]:
-        return self.driver.observe()
+    # ---- one round -----------------------------------------------------------
+    def step(self, now: float) -> float:
+        """Hear, observe, fence, report. Returns when the next round is due at the latest."""
+        self.listen(now)
+        try:
+            states: dict[int, str] | None = self.driver.observe()
+        except DriverError as exc:
+            self.events.cannot_observe(str(exc))
+            states = None
+        interval = self.config.report_interval
+        due = now - self.last_sent >= interval
+        if due or (self.guard.fenced and states and "UP" in states.values()):
+            if self.fence(now, states).stop:
+                states = self._observe_or(states)
+        if states is not None and (states != self.last or due):
+            if self.last is not None and states != self.last:
+                self.events.state_changed(_diff(self.last, states))
+            report = self.report(states, now)
+            self.transport.send(report, self.config.report_to)
+            if due:
+                self.send_metrics(report, now)
+            self.last, self.last_sent = states, now
+        wake = self.last_sent + interval
+        return min(wake, now + POLL) if self.polling else wake
+
+    def listen(self, now: float) -> None:
+        """Take in the peers' reports and the manager's heartbeats (verified, fresh)."""
+        for report in self.transport.receive(self.receiver, now):
+            self.membership.hear(report.hn, report.sent_at, now, report.hears)
 
     def report(self, states: dict[int, str], now: float) -> reports.Report:
         for ctid, opst in states.items():
@@ -75,31 +161,22 @@ class Agent:
                 self.since[ctid] = (opst, now)
         for ctid in set(self.since) - set(states):
             del self.since[ctid]
-        mem_used, disk_used = committed(self.specs, states)
+        specs = self.node.specs
+        mem_used, disk_used = committed(specs, states)
+        hashes = specs.hashes()  # CTID -> hash of the spec its config was written from (drift)
         cfg = self.config
         self.seq += 1
         return reports.Report(
             rack=cfg.rack, hn=cfg.hn, boot_id=self.boot_id, seq=self.seq, sent_at=now,
-            drained=cfg.drain_flag.exists(), fenced=self.guard.fenced, hears=self.membership.hears(now),
+            drained=self.node.drained(), fenced=self.guard.fenced, hears=self.membership.hears(now),
             metrics=reports.Metrics(
-                cpu_load=round(os.getloadavg()[0] / (os.cpu_count() or 1), 3),
+                cpu_load=round(self.load(), 3),
                 mem_total=cfg.memory, mem_free=max(cfg.memory - mem_used, 0),
                 disk_total=cfg.disk, disk_free=max(cfg.disk - disk_used, 0),
                 ct_count=sum(1 for s in states.values() if s == "UP"),
             ),
-            cts=tuple(reports.CtState(c, o, s) for c, (o, s) in sorted(self.since.items())),
+            cts=tuple(reports.CtState(c, o, s, hashes.get(c, "")) for c, (o, s) in sorted(self.since.items())),
         )
-
-    def send(self, report: reports.Report) -> None:
-        datagram = reports.sign(report, self.config.key)
-        for addr in self.config.report_to:
-            try:
-                self.sock.sendto(datagram, addr)
-            except OSError as exc:
-                key = f"{addr}: {exc.strerror}"
-                if key not in self._send_errors:  # once per destination and error
-                    self._send_errors.add(key)
-                    log.warning("cannot send reports to %s:%d: %s", addr[0], addr[1], exc.strerror)
 
     def send_metrics(self, report: reports.Report, now: float) -> None:
         """The HN's figures and each running CT's cgroup CPU and memory (queued; never blocks)."""
@@ -113,42 +190,25 @@ class Agent:
         for ctid, stats in cgroup_stats(CGROUP_ROOT, up).items():
             self.metrics.send_many({f"ct.{ctid}.{k}": v for k, v in stats.items()}, now)
 
-    def wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"!")
-        except OSError:
-            pass  # the pipe is full: a wake-up is pending anyway
-
-    def listen(self, now: float) -> None:
-        """Take in the peers' reports and the manager's heartbeats (verified)."""
-        for _ in range(256):
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except BlockingIOError:
-                return
-            report = self.receiver.receive(data, addr[0], now)
-            if report is not None:
-                self.membership.hear(report.hn, report.sent_at, now, report.hears)
-
     def fence(self, now: float, states: dict[int, str] | None) -> FenceStep:
         """One round of the fence: stop what must stop, pet the watchdog if safe,
         and tell `ctagent apply` (a separate process) whether it may start CTs."""
         running = {c for c, o in (states or {}).items() if o == "UP"}
         step = self.guard.step(now, running)
         if step.news:
-            (log.error if step.fenced else log.warning)("%s", step.news)
+            self.events.fence_news(step.news, step.fenced)
         for ctid in step.stop:
             try:
-                with ct_lock(self.config, ctid):
+                with self.node.lock(ctid):
                     self.driver.stop(ctid)
-                log.warning("fenced: stopped CT %d", ctid)
+                self.events.fence_stop(ctid, "")
             except DriverError as exc:
-                log.error("fenced: cannot stop CT %d: %s; the watchdog is not petted", ctid, exc)
+                self.events.fence_stop(ctid, str(exc))
         if states is None:
             pass  # the runtime cannot be observed: nobody knows what runs, so no pet
         elif step.pet or (step.stop and not self._still_running(step.stop)):
             self.watchdog.pet()
-        write_atomic(self.config.fence_file, json.dumps({"fenced": step.fenced, "at": now}).encode(), 0o644)
+        self.node.write_fence(step.fenced, now)
         return step
 
     def _still_running(self, ctids: tuple[int, ...]) -> bool:
@@ -158,40 +218,30 @@ class Agent:
             return True
         return any(states.get(c) == "UP" for c in ctids)
 
+    def _observe_or(self, states: dict[int, str] | None) -> dict[int, str] | None:
+        try:
+            return self.driver.observe()
+        except DriverError:
+            return states
+
+    # ---- the real process ------------------------------------------------------
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except OSError:
+            pass  # the pipe is full: a wake-up is pending anyway
+
     def run(self) -> None:
+        assert isinstance(self.transport, UdpTransport), "run() is the real daemon: the simulator steps the loop"
         watcher = self._watch()
-        interval = self.config.report_interval
-        last: dict[int, str] | None = None
-        last_sent = 0.0
+        self.polling = watcher is None
         log.info("ctagent %s (rack %d, %s runtime) reporting to %s every %gs; %d voters, fence_after %gs, watchdog %s",
                  self.config.hn, self.config.rack, self.driver.name,
-                 ", ".join(f"{h}:{p}" for h, p in self.config.report_to), interval, len(self.membership.voters),
-                 self.config.timers.fence_after, self.config.watchdog)
+                 ", ".join(f"{h}:{p}" for h, p in self.config.report_to), self.config.report_interval,
+                 len(self.membership.voters), self.config.timers.fence_after, self.config.watchdog)
         while not self.stopping.is_set():
-            now = self.clock()
-            self.listen(now)
-            try:
-                states = self.observe()
-            except DriverError as exc:
-                log.warning("cannot observe the runtime: %s; no report sent (the manager will see this HN go stale)", exc)
-                states = None
-            step_due = now - last_sent >= interval
-            if step_due or (self.guard.fenced and states and "UP" in states.values()):
-                if self.fence(now, states).stop:
-                    states = self._observe_or(states)
-            if states is not None and (states != last or step_due):
-                if last is not None and states != last:
-                    log.info("state changed: %s", _diff(last, states))
-                report = self.report(states, now)
-                self.send(report)
-                if step_due:
-                    self.send_metrics(report, now)
-                last, last_sent = states, now
-            wait = interval - (self.clock() - last_sent)
-            if watcher is None:
-                wait = min(wait, POLL)
-            ready, _, _ = select.select([self.sock, self._wake_r], [], [], max(wait, 0.01))
-            if self._wake_r in ready:
+            wake = self.step(self.clock())
+            if self.transport.wait_any(max(wake - self.clock(), 0.01), [self._wake_r]):
                 try:
                     os.read(self._wake_r, 4096)
                 except BlockingIOError:
@@ -200,15 +250,9 @@ class Agent:
             watcher.terminate()
         self._shutdown()
 
-    def _observe_or(self, states: dict[int, str] | None) -> dict[int, str] | None:
-        try:
-            return self.observe()
-        except DriverError:
-            return states
-
     def _shutdown(self) -> None:
         try:
-            running = [c for c, o in self.observe().items() if o == "UP"]
+            running = [c for c, o in self.driver.observe().items() if o == "UP"]
         except DriverError:
             running = [-1]
         if running:

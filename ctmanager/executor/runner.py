@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..reconcile.state import Action
+from ..wire.results import message_of, result_of
 from .ssh import Remote, SshError, SshSettings
 
 log = logging.getLogger(__name__)
 
-# ctagent apply exit codes -> result
-RESULTS = {0: "done", 1: "failed", 2: "bad_input", 3: "rejected", 4: "temporary"}
 
 
 @dataclass(frozen=True)
@@ -64,10 +63,9 @@ class Executor:
             out = self.hn(action.hn).run(argv, stdin, self.timeout)
         except SshError as exc:
             return Result(action, "temporary" if exc.temporary else "failed", str(exc), time.monotonic() - started)
-        result = RESULTS.get(out.rc, "failed")
-        try:
-            message = str(json.loads(out.out)["message"])
-        except (ValueError, KeyError, TypeError):
+        result = result_of(out.rc)
+        message = message_of(out.out)
+        if message is None:
             tail = (out.err or out.out).decode(errors="replace").strip().splitlines()
             message = f"ctagent exited {out.rc}: {tail[-1] if tail else 'no output'}"
         return Result(action, result, " ".join(message.split()), time.monotonic() - started)

@@ -62,6 +62,7 @@ class Core:
         # store (store.loop.mark_crash_loops) and only then removes them from here.
         self.new_crash_loops: list[tuple[int, int]] = []
         self._cleared: set[int] = set()
+        self._died: set[int] = set()  # CTs seen going from UP to DOWN: their next restart counts as a crash
 
     def reconfigure(self, configured: Configured, placements: Placements) -> None:
         """New configured state or placements from the store (a CLI edit)."""
@@ -78,13 +79,27 @@ class Core:
 
     def heard(self, report: Report, now: float) -> set[int]:
         """A verified report (or a peer's heartbeat). Returns the CTIDs to plan again."""
-        self.membership.hear(report.hn, report.sent_at, now, report.hears)
+        m = self.membership
+        was = m.mutual_at.get(report.hn, -1e18)
+        m.hear(report.hn, report.sent_at, now, report.hears)
         if report.hn not in self.configured.hns:
             return set()
         changed: set[int] = set()
-        if not self.observed.known(report.hn, now, self.settings):
-            changed |= set(self.configured.cts)  # an HN came (back): everything may be placeable now
-        changed |= self.observed.update(report, now)
+        if not self.observed.known(report.hn, now, self.settings) or (
+                now - was > m.window >= now - m.mutual_at.get(report.hn, -1e18)):
+            # An HN came (back), or is in contact both ways again (quorum may follow):
+            # everything may be placeable now; plan at once, not at the next full plan.
+            changed |= set(self.configured.cts)
+        old = self.observed.reports.get(report.hn)
+        moved = self.observed.update(report, now)
+        if (moved and old is not None and old.boot_id == report.boot_id and report.seq == old.seq + 1
+                and not (old.fenced or report.fenced)):
+            # A CT seen UP in one report and DOWN in the very next has died by itself:
+            # not stopped by the HN's fence (that report says fenced; with one lost in
+            # between nobody can tell), not gone with a reboot of the HN.
+            was_up = {c.ctid for c in old.cts if c.opst == "UP"}
+            self._died |= {c.ctid for c in report.cts if c.opst == "DOWN" and c.ctid in was_up}
+        changed |= moved
         for (ctid, hn), until in list(self.busy.items()):
             if hn == report.hn and until != RUNNING and report.sent_at >= until - SETTLE:
                 del self.busy[ctid, hn]  # the HN has reported since the action finished
@@ -149,7 +164,12 @@ class Core:
         for a in actions:
             if a.kind == "start" and a.ctid in self._cleared:
                 self._cleared.discard(a.ctid)
-            elif a.kind == "start" and a.reason.startswith("crashed"):
+            elif a.kind != "start":
+                self._died.discard(a.ctid)  # stopped or destroyed by the plan: what happened before is moot
+            elif a.reason.startswith("crashed") and a.ctid in self._died:
+                # Only a CT that ran and died counts: retrying a start that failed
+                # (a hung runtime, a timeout) is no crash of the CT.
+                self._died.discard(a.ctid)
                 count = self.crashes.record(a.ctid, now)
                 if self.crashes.reached(a.ctid, now):
                     looped = {**self.configured.crash_looped, a.ctid: count}

@@ -232,6 +232,7 @@ class Manager:
         assert core is not None
         started = time.perf_counter()
         d = core.decide(now, only)
+        loops = list(core.new_crash_loops)  # CTs found crash looping: recorded with this plan
         for line in d.view.news:
             self.events.news(line)
         for alarm in d.plan.alarms:
@@ -255,6 +256,7 @@ class Manager:
                 persist.save_reports(self.store, bodies)
                 persist.touch_reports(self.store, times)
                 persist.save_observed(self.store, rows, gone, self._observed_rows, everything=fresh and full)
+                persist.mark_crash_loops(self.store, loops, now)
                 if hold:
                     held.hold(self.store, self.config.slot, self.holder, self.started_at, now)
                 if full and cfg.removed:
@@ -262,13 +264,16 @@ class Manager:
                         log.info("CT %d is gone from every HN; forgetting it", ctid)
 
         # A steady rack between full plans writes nothing: no transaction at all.
-        if (d.plan.place or d.actions or bodies or times or rows or gone or hold or (full and cfg.removed)
-                or (fresh and full)) and not self._store_step("tick", record, now):
+        if (d.plan.place or d.actions or bodies or times or rows or gone or hold or loops
+                or (full and cfg.removed) or (fresh and full)) and not self._store_step("tick", record, now):
             core.abandon(d.actions)  # nothing of this plan is recorded: none of it runs
             self._config_token = None  # and the next step reloads placements from the store
             self._observed_rows.clear()  # unknown what the store holds: the next full plan rewrites it
             return
         self._saved_reports.update(saved)
+        del core.new_crash_loops[:len(loops)]  # a failed step keeps them queued (and the CTs down)
+        for ctid, count in loops:
+            self.events.crash_loop(ctid, count, self.config.settings.crash_window)
         for hn in saved.keys() | {hn for hn, _ in times}:
             self.pending_reports.pop(hn, None)
         if hold:

@@ -58,6 +58,7 @@ class Events(Protocol):
     def fenced(self, hn: str, ok: bool, detail: str) -> None: ...
     def note(self, line: str) -> None: ...
     def trouble(self, line: str) -> None: ...
+    def crash_loop(self, ctid: int, crashes: int, window: float) -> None: ...
 
 
 class CommandFencer:
@@ -112,3 +113,7 @@ class LogEvents:
 
     def trouble(self, line: str) -> None:
         log.error("%s", line)
+
+    def crash_loop(self, ctid: int, crashes: int, window: float) -> None:
+        log.error("CT %d is in a crash loop (%d crashes in %g min): left down; clear with: ctmanager ct reset %d",
+                  ctid, crashes, window / 60, ctid)

@@ -1,112 +1,215 @@
-"""A simulated HN: its runtime (which CTs run), its watchdog, and its agent,
-which decides with the daemon's own code: Membership and FenceGuard
-(ctmanager/fencing) and the start admission rule (`fence_verdict`).
+"""A simulated HN: its power, its runtime (which CTs run), its watchdog, and
+the real agent daemon (agent/daemon.py `Agent`) and `ctagent apply`
+(agent/apply.py) running on it with simulated ports.
 
-Faults: the agent can be killed or hung (no reports, no pets: the watchdog
-resets the node `watchdog_timeout` after the last pet), the runtime can hang
-(stops never finish), and a reset node boots again after `reboot_after`.
+Ports: the runtime is `SimRuntime` (a Driver: starts and stops take START_TIME
+and STOP_TIME; a hung runtime never returns, which hangs whoever called it);
+the node's shared state (specs, fence file) is kept in memory and survives an
+agent restart and a reset, as files would; the watchdog is hardware: it resets
+the node `watchdog_timeout` after the last pet, in true time.
+
+Faults: the agent can be killed (no reports, no pets), the runtime can hang,
+the node can be powered off or reset (every CT dies), and a reset node boots
+again after `reboot_after`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from ..agent.apply import fence_verdict
-from ..fencing.guard import FenceGuard
-from ..fencing.quorum import MANAGER, Membership
+from ..agent import apply as applying
+from ..agent.config import DEFAULT_PATHS, AgentConfig
+from ..agent.daemon import Agent
 from ..fencing.timers import FenceTimers
-from ..wire.reports import CtState, Metrics, Receiver, Report
+from ..monitoring.metrics import MetricsSender
+from ..wire import spec as specs
+from ..wire.reports import Receiver, Report
 
 if TYPE_CHECKING:
     from .rack import SimRack
 
-METRICS = Metrics(0.1, 64 << 30, 60 << 30, 1 << 40, 900 << 30, 0)
+G = 1 << 30
 STOP_TIME = 0.3  # s a CT takes to stop
 START_TIME = 0.5  # s a CT takes to start
+LOAD = 0.1  # the 1-minute load per CPU every simulated HN reports
+
+
+class SimHang(BaseException):
+    """A runtime command that never returns: not an error anybody could catch."""
+
+
+class SimRuntime:
+    """The Driver of a simulated HN."""
+
+    name = "sim"
+
+    def __init__(self, hn: SimAgent) -> None:
+        self.hn = hn
+        self.running: dict[int, float] = {}  # CTID -> since (the runtime's truth: UP)
+        self.configs: set[int] = set()  # CTs with a config here (DOWN unless running)
+        self.starting: set[int] = set()
+        self.hung = False
+        self.took = 0.0  # s the current command takes (the caller answers that much later)
+        self.why = "fenced"  # who stops a CT: the daemon fences, `ctagent apply` stops or destroys
+
+    def observe(self) -> dict[int, str]:
+        return {c: "UP" if c in self.running else "DOWN" for c in self.configs | self.running.keys()}
+
+    def create(self, spec: specs.Spec) -> bool:
+        new = spec.ct.ctid not in self.configs
+        self.configs.add(spec.ct.ctid)
+        return new
+
+    def set_limits(self, spec: specs.Spec) -> tuple[str, ...]:
+        return ()
+
+    def start(self, ctid: int) -> None:
+        if self.hung:
+            raise SimHang
+        if ctid in self.running or ctid in self.starting:
+            return
+        self.starting.add(ctid)
+        self.took += START_TIME
+        hn, boots = self.hn, self.hn.boots
+
+        def up() -> None:
+            self.starting.discard(ctid)
+            if hn.boots == boots and hn.powered:
+                self.running[ctid] = hn.local()
+                hn.rack.ct_up(hn.hn, ctid)
+                hn.wake(0.0)  # the runtime's event stream (lxc-monitor)
+        hn.rack.clock.after(START_TIME, up)
+
+    def stop(self, ctid: int) -> None:
+        if ctid not in self.running:
+            return
+        if self.hung:
+            raise SimHang
+        self.took += STOP_TIME
+        hn, boots, why = self.hn, self.hn.boots, self.why
+
+        def down() -> None:
+            if hn.boots == boots and ctid in self.running:
+                del self.running[ctid]
+                hn.rack.ct_down(hn.hn, ctid)
+                hn.rack.log(hn.hn, f"CT {ctid} stopped ({why})")
+                hn.wake(0.0)
+        hn.rack.clock.after(STOP_TIME, down)
+
+    def destroy(self, ctid: int) -> None:
+        self.stop(ctid)
+        self.configs.discard(ctid)
+
+    def watch_argv(self) -> list[str] | None:
+        return None
+
+    def exec_argv(self, ctid: int, argv: list[str]) -> list[str]:
+        raise NotImplementedError("no exec in the simulator")
+
+
+class MemoryNode:
+    """The HN's shared state in memory: specs, the fence file, the drain flag."""
+
+    def __init__(self) -> None:
+        self.raw: dict[int, tuple[specs.Spec, str]] = {}
+        self.fence: tuple[bool | None, float | None] = (None, None)
+
+    @property
+    def specs(self) -> MemoryNode:
+        return self
+
+    def get(self, ctid: int) -> specs.Spec | None:
+        got = self.raw.get(ctid)
+        return None if got is None else got[0]
+
+    def put(self, ctid: int, raw: bytes) -> None:
+        self.raw[ctid] = (specs.parse(raw, ctid), specs.spec_hash(json.loads(raw)))
+
+    def drop(self, ctid: int) -> None:
+        self.raw.pop(ctid, None)
+
+    def all(self) -> dict[int, specs.Spec]:
+        return {c: s for c, (s, _) in self.raw.items()}
+
+    def hashes(self) -> dict[int, str]:
+        return {c: h for c, (_, h) in self.raw.items()}
+
+    def fence_state(self) -> tuple[bool | None, float | None]:
+        return self.fence
+
+    def write_fence(self, fenced: bool, at: float) -> None:
+        self.fence = (fenced, at)
+
+    def drained(self) -> bool:
+        return False
+
+    @contextlib.contextmanager
+    def lock(self, ctid: int) -> Iterator[None]:
+        yield  # one simulated process at a time
 
 
 class SimAgent:
     def __init__(self, rack: SimRack, hn: str, voters: frozenset[str], timers: FenceTimers,
                  interval: float, reboot_after: float | None, offset: float = 0.0) -> None:
-        self.rack, self.hn, self.voters, self.timers = rack, hn, voters, timers
-        self.interval, self.reboot_after = interval, reboot_after
-        self.running: dict[int, float] = {}  # CTID -> since (the runtime's truth: UP)
-        self.configs: set[int] = set()  # CTs with a config here (DOWN unless running)
-        self.alive = False  # the agent process runs and is not hung
-        self.hung_runtime = False
+        self.rack, self.hn, self.timers = rack, hn, timers
+        self.reboot_after = reboot_after
+        self.config = AgentConfig(file="sim", rack=rack.slot, hn=hn, key=b"", runtime="sim", report_to=(),
+                                  report_interval=interval, state_dir="/nonexistent", memory=64 * G, disk=1 << 40,
+                                  reserve_memory=0, lxcpath="", paths=DEFAULT_PATHS, voters=voters, watchdog="sim",
+                                  timers=timers, metrics_prefix=f"sim.{hn}")
+        self.runtime = SimRuntime(self)
+        self.node = MemoryNode()
+        self.alive = False  # the agent process runs (and is not stuck in a hung runtime)
+        self.stuck = False
         self.powered = True
         self.boots = 0
         self.last_pet = 0.0
-        self.fence_written: tuple[bool, float] | None = None  # what `ctagent apply` reads
         self.offset = offset  # this node's clock minus true time (NTP keeps it small, not zero)
+        self.inbox: list[Report] = []
+        self._next: float | None = None
         self.boot()
+
+    @property
+    def running(self) -> dict[int, float]:
+        return self.runtime.running
+
+    @property
+    def hung_runtime(self) -> bool:
+        return self.runtime.hung
+
+    @hung_runtime.setter
+    def hung_runtime(self, hung: bool) -> None:
+        self.runtime.hung = hung
+        if not hung and self.stuck:  # the stuck command returns at last
+            self.stuck = False
+            self.wake(0.0)
 
     def local(self) -> float:
         return self.rack.clock.now + self.offset
 
     # ---- life cycle ------------------------------------------------------
     def boot(self) -> None:
-        now = self.local()
+        """Start the agent process (after a boot, or again after it was killed)."""
         self.boots += 1
-        self.alive, self.powered = True, True
-        self.seq = 0
-        self.boot_id = f"{self.boots:08x}"
-        self.membership = Membership(self.hn, self.voters | {MANAGER}, self.timers.fence_after, now)
-        self.guard = FenceGuard(self.membership, started=now, lookahead=self.interval)
-        self.receiver = Receiver(b"", self.rack.slot, quiet=True)
-        self.pet()
-        self._tick_scheduled(self.boots)
-
-    def pet(self) -> None:
-        """The watchdog (hardware: true time) resets the node if this was the last pet
-        `watchdog_timeout` later."""
-        now = self.rack.clock.now
-        self.last_pet = now
-        boots = self.boots
-
-        def check() -> None:
-            if self.last_pet == now and self.boots == boots and self.powered:
-                self.reset(f"watchdog: not petted for {self.timers.watchdog_timeout:g}s")
-        self.rack.clock.at(now + self.timers.watchdog_timeout, check)
+        self.alive, self.powered, self.stuck = True, True, False
+        self.inbox = []
+        self.agent = Agent(self.config, self.runtime, self.local, transport=SimTransport(self), watchdog=SimWatchdog(self),
+                           node=self.node, events=SimEvents(self), metrics=MetricsSender("", self.config.metrics_prefix),
+                           receiver=Receiver(b"", self.rack.slot, quiet=True), load=lambda: LOAD,
+                           boot_id=f"{self.boots:08x}")
+        self.agent.polling = False  # the runtime's events wake it (SimRuntime calls wake)
+        self._next = None
+        self.wake(0.0)
 
     def kill(self) -> None:
-        self.alive = False  # like kill -9 (or a hang): the watchdog is not petted any more
+        self.alive = False  # like kill -9: no reports, and the watchdog is not petted any more
 
     def start_agent(self) -> None:
         if self.powered and not self.alive:
             self.boot()
-
-    def _tick_scheduled(self, boot: int) -> None:
-        self.rack.clock.after(self.interval, lambda: self.tick(boot))
-
-    # ---- the agent's round -----------------------------------------------
-    def tick(self, boot: int) -> None:
-        if boot != self.boots or not self.powered:
-            return  # a round of an earlier life
-        now = self.local()
-        self._tick_scheduled(boot)
-        if not self.alive:
-            return
-        step = self.guard.step(now, set(self.running))
-        if step.news:
-            self.rack.log(self.hn, step.news.split(":")[0] if step.fenced else "quorum regained")
-        for ctid in step.stop:
-            self.stop_ct(ctid, "fenced")
-        if step.pet:
-            self.pet()
-        self.fence_written = (step.fenced, now)
-        self.seq += 1
-        report = Report(self.rack.slot, self.hn, self.boot_id, self.seq, now, False, METRICS,
-                        tuple(CtState(c, "UP" if c in self.running else "DOWN", self.running.get(c, 0.0))
-                              for c in sorted(self.configs | set(self.running))),
-                        step.fenced, self.membership.hears(now))
-        self.rack.broadcast(self.hn, report)
-
-    def hear(self, report: Report) -> None:
-        now = self.local()
-        if self.alive and self.powered and self.receiver.accept(report, report.hn, now):
-            self.membership.hear(report.hn, report.sent_at, now, report.hears)
 
     def reset(self, why: str) -> None:
         """Node reset: every CT dies at once, the agent with them."""
@@ -114,8 +217,9 @@ class SimAgent:
         for ctid in sorted(self.running):
             self.rack.ct_down(self.hn, ctid)
         self.running.clear()
+        self.runtime.starting.clear()
         self.alive = self.powered = False
-        self.boots += 1  # the old life's rounds end
+        self.boots += 1  # the old life's timers end
         if self.reboot_after is not None:
             boots = self.boots
             self.rack.clock.after(self.reboot_after, lambda: self._power_on(boots))
@@ -125,53 +229,105 @@ class SimAgent:
             self.rack.log(self.hn, "booted")
             self.boot()
 
-    # ---- the runtime -----------------------------------------------------
-    def stop_ct(self, ctid: int, why: str) -> None:
-        if self.hung_runtime or ctid not in self.running:
+    # ---- stepping the real loop ------------------------------------------
+    def wake(self, delay: float) -> None:
+        if not (self.alive and self.powered) or self.stuck:
             return
-        boots = self.boots
+        when = self.rack.clock.now + max(delay, 0.0)
+        if self._next is not None and self._next <= when:
+            return
+        self._next = when
+        self.rack.clock.at(when, self._step, self.boots, when)
 
-        def done() -> None:
-            if self.boots == boots and ctid in self.running:
-                del self.running[ctid]
-                self.rack.ct_down(self.hn, ctid)
-                self.rack.log(self.hn, f"CT {ctid} stopped ({why})")
-        self.rack.clock.after(STOP_TIME, done)
+    def _step(self, boots: int, when: float) -> None:
+        if boots != self.boots or when != self._next or not (self.alive and self.powered) or self.stuck:
+            return
+        self._next = None
+        try:
+            wake = self.agent.step(self.local())
+        except SimHang:
+            self.stuck = True  # the daemon waits on the runtime: no reports, no pets
+            return
+        self.wake(max(wake - self.local(), 1e-6))  # never 0: float rounding of the skewed clock could spin
+
+    def hear(self, report: Report) -> None:
+        if self.alive and self.powered and not self.stuck:
+            self.inbox.append(report)
+            self.wake(0.0)
 
     # ---- `ctagent apply`, run by sshd (works while the daemon is hung) ----
-    def apply(self, kind: str, ctid: int, reply: Callable[[str, str], None]) -> None:
+    def apply(self, kind: str, ctid: int, stdin: bytes, purge: bool, reply: Callable[[str, str], None]) -> None:
         if not self.powered:
             return reply("failed", "no route to host")
-        now = self.local()
-        if kind == "start":
-            if ctid in self.running:
-                return reply("done", "already running")
-            fenced, at = self.fence_written if self.fence_written else (None, None)
-            why = fence_verdict(self.hn, fenced, at, now, self.timers.fence_after)
-            if why:
-                return reply("rejected", why)
-            if self.hung_runtime:
-                return  # the command hangs: the manager's action timeout answers
-            self.configs.add(ctid)
-            boots = self.boots
+        rt = self.runtime
+        rt.took, rt.why = 0.0, kind
+        try:
+            out = applying.apply(self.config, rt, kind, ctid, stdin, purge=purge, node=self.node, now=self.local())
+        except SimHang:
+            return  # the command hangs: the manager's action timeout answers
+        finally:
+            rt.why = "fenced"
+        if not rt.took:
+            return reply(out.result, out.message)
+        boots = self.boots
 
-            def started() -> None:
-                if self.boots == boots and self.powered:
-                    self.running[ctid] = self.local()
-                    self.rack.ct_up(self.hn, ctid)
-                    reply("done", f"started CT {ctid}")
-                else:
-                    reply("failed", "the node went down")
-            self.rack.clock.after(START_TIME, started)
-        elif kind == "stop":
-            if ctid not in self.running:
-                return reply("done", "not running")
-            if self.hung_runtime:
-                return
-            self.stop_ct(ctid, "stop")
-            self.rack.clock.after(STOP_TIME + 0.01, lambda: reply("done", f"stopped CT {ctid}"))
-        elif kind == "destroy":
-            if ctid in self.running:
-                self.stop_ct(ctid, "destroy")
-            self.configs.discard(ctid)
-            reply("done", f"destroyed CT {ctid}")
+        def answer() -> None:
+            if self.boots == boots and self.powered:
+                reply(out.result, out.message)
+            else:
+                reply("failed", "the node went down")
+        self.rack.clock.after(rt.took, answer)
+
+
+class SimTransport:
+    def __init__(self, owner: SimAgent) -> None:
+        self.owner = owner
+
+    def receive(self, receiver: Receiver, now: float) -> list[Report]:
+        got, self.owner.inbox = self.owner.inbox, []
+        return [r for r in got if receiver.accept(r, r.hn, now) is not None]
+
+    def send(self, report: Report, to: Sequence[tuple[str, int]]) -> None:
+        self.owner.rack.broadcast(self.owner.hn, report)
+
+
+class SimWatchdog:
+    """The hardware watchdog: true time, not the node's clock."""
+
+    def __init__(self, owner: SimAgent) -> None:
+        self.owner = owner
+
+    def pet(self) -> bool:
+        hn = self.owner
+        now = hn.rack.clock.now
+        hn.last_pet = now
+        boots = hn.boots
+
+        def check() -> None:
+            if hn.last_pet == now and hn.boots == boots and hn.powered:
+                hn.reset(f"watchdog: not petted for {hn.timers.watchdog_timeout:g}s")
+        hn.rack.clock.at(now + hn.timers.watchdog_timeout, check)
+        return True
+
+    def disarm(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+class SimEvents:
+    def __init__(self, owner: SimAgent) -> None:
+        self.owner = owner
+
+    def fence_news(self, text: str, fenced: bool) -> None:
+        self.owner.rack.log(self.owner.hn, text.split(":")[0] if fenced else "quorum regained")
+
+    def fence_stop(self, ctid: int, error: str) -> None:
+        pass
+
+    def state_changed(self, diff: str) -> None:
+        pass
+
+    def cannot_observe(self, error: str) -> None:
+        pass

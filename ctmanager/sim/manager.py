@@ -13,6 +13,7 @@ the node off after BMC_LATENCY; the decision log goes into the rack's log.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +149,9 @@ class SimEvents:
     def trouble(self, line: str) -> None:
         self.rack.violation(f"the manager's store failed: {line}")
 
+    def crash_loop(self, ctid: int, crashes: int, window: float) -> None:
+        self.rack.alarm(f"CT {ctid} is in a crash loop ({crashes} crashes in {window / 60:g} min): left down")
+
 
 class SimSsh:
     """`ctagent apply` over SSH: a link check at both ends, latencies, timeouts."""
@@ -162,9 +166,10 @@ class SimSsh:
         for a in actions:
             self.owner.rack.check_majority(a)
             self.owner.issued.append((self.owner.rack.clock.now, a))
-            self._ssh(a, done)
+            spec = spec_of(a.ctid)
+            self._ssh(a, b"" if spec is None else json.dumps(spec).encode(), done)
 
-    def _ssh(self, a: Action, done: Callable[[Any], None]) -> None:
+    def _ssh(self, a: Action, stdin: bytes, done: Callable[[Any], None]) -> None:
         owner, r = self.owner, self.owner.rack
         agent = r.agents[a.hn]
         sent = owner.local()
@@ -189,7 +194,7 @@ class SimSsh:
             else:
                 r.clock.after(ACTION_TIMEOUT, lambda: result("failed", "connection lost"))
 
-        r.clock.after(SSH_LATENCY, lambda: agent.apply(a.kind, a.ctid, reply))
+        r.clock.after(SSH_LATENCY, lambda: agent.apply(a.kind, a.ctid, stdin, a.purge, reply))
 
         def timeout() -> None:
             if not answered[0]:

@@ -8,10 +8,9 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
-
 from labrack import Rack, all_up, wait_for
 
 FENCE_AFTER, WATCHDOG, DEAD_AFTER = 5.0, 10.0, 16.0

@@ -16,7 +16,9 @@ from ctmanager.agent.drivers.lxc import LxcDriver, parse_ls
 from ctmanager.agent.drivers.openvz import OpenVzDriver, check, parse_vzlist
 from ctmanager.dc.model import Ct, Resources
 from ctmanager.errors import InputError
+from ctmanager.wire import results
 from ctmanager.wire import spec as specs
+from ctmanager.wire.results import ApplyOutcome
 
 G = 1 << 30
 
@@ -210,7 +212,7 @@ class FakeRuntime:
 
 
 def run_apply(tmp_path: Path, runtime: FakeRuntime, action: str, c: Ct, capacity: str = "8G",
-              fence: dict[str, object] | None = None) -> applying.Outcome:
+              fence: dict[str, object] | None = None) -> ApplyOutcome:
     """`ctagent apply` with the daemon running and not fenced, unless `fence` says otherwise."""
     cfg = agent_config.load(write_config(tmp_path, f'[capacity]\nmemory = "{capacity}"\ndisk = "1T"\nreserve_memory = 0\n'))
     cfg.fence_file.parent.mkdir(parents=True, exist_ok=True)
@@ -228,7 +230,7 @@ def test_no_ct_starts_on_a_fenced_hn_or_without_the_daemon(tmp_path: Path, fence
     fence = {k: at.get(str(x), x) for k, x in fence.items()}
     rt = FakeRuntime({1006: "UP"})
     out = run_apply(tmp_path, rt, "start", ct(), fence=fence)
-    assert (out.result, out.exit_code) == ("rejected", applying.EXIT_REJECTED)
+    assert (out.result, out.exit_code) == ("rejected", results.EXIT_REJECTED)
     assert why in out.message
     assert rt.calls == []
     stopped = run_apply(tmp_path, rt, "stop", ct(1006, hostname="acme"), fence=fence)
@@ -239,7 +241,7 @@ def test_admission_counts_the_running_cts(tmp_path: Path) -> None:
     rt = FakeRuntime({})
     assert run_apply(tmp_path, rt, "start", ct(1005, 6 * G)).result == "done"
     out = run_apply(tmp_path, rt, "start", ct(1006, 4 * G, "acme"))
-    assert (out.result, out.exit_code) == ("rejected", applying.EXIT_REJECTED)
+    assert (out.result, out.exit_code) == ("rejected", results.EXIT_REJECTED)
     assert "not enough memory on hn-101-1: 10G needed" in out.message
     assert rt.calls == ["create 1005", "start 1005"]  # nothing done for the rejected CT
 
@@ -266,4 +268,4 @@ def test_stop_and_destroy_are_idempotent(tmp_path: Path) -> None:
     out = applying.apply(cfg, rt, "destroy", 1005, b"")
     assert (out.result, out.changed) == ("done", False)
     bad = applying.apply(cfg, rt, "start", 1005, b"")
-    assert (bad.result, bad.exit_code) == ("bad_input", applying.EXIT_BAD_INPUT)
+    assert (bad.result, bad.exit_code) == ("bad_input", results.EXIT_BAD_INPUT)

@@ -17,10 +17,12 @@ from ctmanager.agent import config as agent_config
 from ctmanager.agent.drivers.base import Completed, DriverError
 from ctmanager.agent.drivers.lxc import LxcDriver, cgroup_limits, cgroup_version
 from ctmanager.agent.drivers.openvz import OpenVzDriver
+from ctmanager.agent.node import SpecStore
 from ctmanager.dc import resources as res
 from ctmanager.dc.model import DcTemplate
 from ctmanager.store import Store, inventory, loop, open_store, queries
 from ctmanager.wire import spec as specs
+from ctmanager.wire.results import ApplyOutcome
 
 G, M = 1 << 30, 1 << 20
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +58,7 @@ def test_the_spec_hash_is_stable_and_the_agent_s_equals_the_manager_s(store_dc: 
     assert specs.spec_hash(dict(reversed(list(spec.items())))) == h  # key order does not matter
     assert specs.spec_hash({**spec, "apps": [*spec["apps"], "bamboo"]}) != h
     # What the executor sends (json.dumps of the dict) and the agent stores hashes the same.
-    store = applying.SpecStore(str(tmp_path / "state"))
+    store = SpecStore(str(tmp_path / "state"))
     store.put(spec["ctid"], json.dumps(spec).encode())
     assert store.hashes() == {spec["ctid"]: h}
     # ... and what the manager's store says is configured, too.
@@ -79,19 +81,19 @@ def test_spec_store_hashes_reread_only_changed_files(tmp_path: Path, monkeypatch
                                                       store_dc: StoreDc) -> None:
     spec = acme_spec(store_dc)
     ctid = spec["ctid"]
-    store = applying.SpecStore(str(tmp_path / "state"))
+    store = SpecStore(str(tmp_path / "state"))
     assert store.hashes() == {}  # no specs folder yet
     store.put(ctid, json.dumps(spec).encode())
     (store.dir / "notes.txt").write_text("x")  # not a spec
     (store.dir / "7.json").write_text("{broken")  # unreadable: unknown, left out
     reads: list[Path] = []
-    real = applying.SpecStore._hash_file
+    real = SpecStore._hash_file
 
     def counted(path: Path, c: int) -> str:
         reads.append(path)
         return real(path, c)
 
-    monkeypatch.setattr(applying.SpecStore, "_hash_file", staticmethod(counted))
+    monkeypatch.setattr(SpecStore, "_hash_file", staticmethod(counted))
     first = store.hashes()
     assert first == {ctid: specs.spec_hash(spec)} and len(reads) == 2
     assert store.hashes() == first and len(reads) == 3  # only the broken one is tried again
@@ -158,7 +160,7 @@ def agent(tmp_path: Path, memory: str = "16G") -> agent_config.AgentConfig:
     return cfg
 
 
-def apply(cfg: agent_config.AgentConfig, rt: Runtime, action: str, spec: dict[str, Any]) -> applying.Outcome:
+def apply(cfg: agent_config.AgentConfig, rt: Runtime, action: str, spec: dict[str, Any]) -> ApplyOutcome:
     return applying.apply(cfg, rt, action, spec["ctid"], json.dumps(spec).encode())
 
 
@@ -171,7 +173,7 @@ def test_set_applies_new_limits_to_a_running_ct_and_is_idempotent(tmp_path: Path
     assert (out.result, out.changed, out.opst) == ("done", True, "UP")
     assert rt.calls[-2:] == [f"set_limits {ctid} 6144M", f"create {ctid}"]  # limits first (vzctl --save)
     assert out.message == f"CT {ctid}: memory 4G -> 6G, cpulimit 200 -> 300 applied live; disk from the next start"
-    assert applying.SpecStore(cfg.state_dir).hashes() == {ctid: specs.spec_hash(new)}  # the next report says so
+    assert SpecStore(cfg.state_dir).hashes() == {ctid: specs.spec_hash(new)}  # the next report says so
     calls = len(rt.calls)
     again = apply(cfg, rt, "set", new)
     assert (again.result, again.changed, again.message) == ("done", False, f"config of CT {ctid} unchanged")
@@ -195,7 +197,7 @@ def test_a_set_that_fails_is_retried_and_one_that_does_not_fit_is_rejected(tmp_p
     failed = apply(cfg, rt, "set", acme_spec(store_dc, memory="2G"))
     assert failed.result == "failed" and "Device or resource busy" in failed.message
     # the old spec is still the one stored: the report still shows drift, so the manager retries
-    assert applying.SpecStore(cfg.state_dir).hashes() == {old["ctid"]: specs.spec_hash(old)}
+    assert SpecStore(cfg.state_dir).hashes() == {old["ctid"]: specs.spec_hash(old)}
     too_big = apply(cfg, rt, "set", acme_spec(store_dc, memory="8G"))
     assert too_big.result == "rejected" and "not enough memory on hn-101-1: 8G needed" in too_big.message
     (Path(cfg.state_dir) / "drained").touch()  # a drained HN still takes new limits for what it runs

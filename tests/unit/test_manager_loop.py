@@ -15,6 +15,7 @@ import pytest
 
 from ctmanager.dnsroutes.worker import DnsWorker
 from ctmanager.errors import NotFoundError, StoreError
+from ctmanager.executor.runner import Result
 from ctmanager.executor.ssh import SshSettings
 from ctmanager.fencing.quorum import MANAGER
 from ctmanager.manager.config import ManagerConfig
@@ -50,11 +51,14 @@ class Transport:
 class Executor:
     def __init__(self) -> None:
         self.submitted: list[Action] = []
+        self.answer = False  # answer every action at once with "done"
 
     def submit(self, actions: Iterable[Action], spec_of: Any, done: Callable[[Any], None]) -> None:
         for a in actions:
             assert spec_of(a.ctid) is not None
             self.submitted.append(a)
+            if self.answer:
+                done(Result(a, "done", "ok", 0.1))
 
     def close(self) -> None:
         pass
@@ -92,6 +96,9 @@ class Events:
     def trouble(self, line: str) -> None:
         self.lines.append(f"TROUBLE {line}")
 
+    def crash_loop(self, ctid: int, crashes: int, window: float) -> None:
+        self.lines.append(f"CRASH LOOP {ctid} {crashes}")
+
 
 class Loop:
     """A manager on a store file, and the CLI's own connection to the same file."""
@@ -111,12 +118,13 @@ class Loop:
                          receiver=Receiver(KEY, 101), holder="test manager", poll=False)
         self.m.start()
 
-    def reports(self, running: dict[str, set[int]] | None = None) -> None:
-        """Every HN reports (hearing the manager), with the CTs it runs."""
-        running = running or {}
+    def reports(self, running: dict[str, set[int]] | None = None, down: dict[str, set[int]] | None = None) -> None:
+        """Every HN reports (hearing the manager), with the CTs it runs (and has, stopped)."""
+        running, down = running or {}, down or {}
+        self.seq += 1  # every HN's next report
         for hn in HNS:
-            self.seq += 1
-            cts = tuple(CtState(c, "UP", self.now - 1) for c in sorted(running.get(hn, ())))
+            cts = tuple(sorted([CtState(c, "UP", self.now - 1) for c in running.get(hn, ())] +
+                               [CtState(c, "DOWN", self.now - 1) for c in down.get(hn, ())]))
             self.transport.inbox.append(Report(101, hn, "0123456789abcdef", self.seq, self.now, False, METRICS, cts,
                                                False, {MANAGER: 0.1, **{h: 0.1 for h in HNS if h != hn}}))
 
@@ -270,3 +278,50 @@ def test_the_dns_worker_survives_a_broken_store(tmp_path: Path, caplog: pytest.L
     worker.poke()
     worker.join(5)
     assert not worker.is_alive()
+
+
+def test_a_crash_loop_is_recorded_and_survives_a_reload(loop: Loop) -> None:
+    loop.executor.answer = True
+    starts = converge(loop)
+    up = {hn: {c for c, h in starts.items() if h == hn} for hn in HNS}
+    acme = starts[1006]
+    crashed = {**up, acme: up[acme] - {1006}}
+
+    def crash_and_restart() -> None:
+        loop.reports(up)  # it runs ...
+        loop.step(1.0)
+        loop.reports(crashed, {acme: {1006}})  # ... and dies by itself
+        loop.step(1.0)
+        loop.step(0.0)  # the restart's result
+    for _ in range(6):
+        crash_and_restart()
+    restarts = [a for a in loop.executor.submitted if a.ctid == 1006 and a.reason.startswith("crashed")]
+    assert len(restarts) == 4  # the 5th crash is not restarted
+    assert "CRASH LOOP 1006 5" in loop.events.lines
+    assert loop.cli.query("SELECT count FROM crash_loops WHERE ctid = 1006")[0][0] == 5
+    loop.edit(lambda inv: inv.set_drained("hn-101-3", False))  # any edit: the manager reloads
+    for _ in range(3):
+        loop.reports(crashed, {acme: {1006}})
+        loop.step(1.0)
+    assert len([a for a in loop.executor.submitted if a.ctid == 1006]) == 5  # still left down
+    loop.edit(lambda inv: inv.reset_ct("acme"))
+    loop.reports(crashed, {acme: {1006}})
+    loop.step(1.0)
+    assert loop.executor.submitted[-1].ctid == 1006 and loop.executor.submitted[-1].kind == "start"
+
+
+def test_a_start_that_keeps_failing_is_no_crash(loop: Loop) -> None:
+    """A hung runtime's start never succeeds: retrying it is no crash loop, the CT
+    never died by itself. (A fence stop and a reboot are not counted either: the
+    simulator's seed 21, an HN fencing five times in a partition, once left every
+    CT of the rack down.)"""
+    loop.executor.answer = True
+    starts = converge(loop)
+    up = {hn: {c for c, h in starts.items() if h == hn} for hn in HNS}
+    acme = starts[1006]
+    for _ in range(8):  # the CT never comes up
+        loop.reports({**up, acme: up[acme] - {1006}}, {acme: {1006}})
+        loop.step(1.0)
+        loop.step(0.0)
+    assert not any(line.startswith("CRASH LOOP") for line in loop.events.lines)
+    assert len([a for a in loop.executor.submitted if a.ctid == 1006]) > 5  # retried past the limit

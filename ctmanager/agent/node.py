@@ -1,0 +1,147 @@
+"""What the agent daemon and `ctagent apply` (a separate process per action)
+share on one HN: the specs of its CTs, the fence state the daemon writes each
+round and `apply` reads before starting anything, the drain flag, and one lock
+per CT. `DiskNode` keeps them under `state_dir`; the simulator has its own
+in memory (the same protocol), so it runs the real `apply` and the real daemon.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import InputError
+from ..files import same_content, write_atomic
+from ..wire import spec as specs
+from .config import AgentConfig
+
+
+class SpecBook(Protocol):
+    def get(self, ctid: int) -> specs.Spec | None: ...
+    def put(self, ctid: int, raw: bytes) -> None: ...
+    def drop(self, ctid: int) -> None: ...
+    def all(self) -> dict[int, specs.Spec]: ...
+    def hashes(self) -> dict[int, str]: ...
+
+
+class Node(Protocol):
+    @property
+    def specs(self) -> SpecBook: ...
+    def fence_state(self) -> tuple[bool | None, float | None]:
+        """What the daemon last wrote: (fenced, when); (None, None) if it never ran."""
+    def write_fence(self, fenced: bool, at: float) -> None: ...
+    def drained(self) -> bool: ...
+    def lock(self, ctid: int) -> AbstractContextManager[None]: ...
+
+
+class SpecStore:
+    """The specs of the CTs this HN has a config for (state_dir/specs/CTID.json),
+    as the manager sent them."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.dir = Path(state_dir) / "specs"
+        self._hashes: dict[int, tuple[tuple[int, int, int], str]] = {}  # CTID -> ((ino, mtime, size), hash)
+
+    def get(self, ctid: int) -> specs.Spec | None:
+        try:
+            return specs.parse((self.dir / f"{ctid}.json").read_bytes(), ctid)
+        except FileNotFoundError:
+            return None
+        except InputError:
+            return None  # unreadable: treated as absent, rewritten by the next create
+
+    def put(self, ctid: int, raw: bytes) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if same_content(self.dir / f"{ctid}.json", raw, 0o600) is None:
+            write_atomic(self.dir / f"{ctid}.json", raw, 0o600)
+
+    def hashes(self) -> dict[int, str]:
+        """CTID -> wire.spec.spec_hash of each stored spec, for the reports (the
+        manager compares it with the configured spec: drift). Called every report
+        (each second): a file is read and hashed again only when its inode, mtime
+        or size changed (specs are replaced by rename: a new inode); an unreadable
+        spec is left out, i.e. unknown."""
+        out: dict[int, str] = {}
+        seen: dict[int, tuple[tuple[int, int, int], str]] = {}
+        try:
+            entries = list(os.scandir(self.dir))
+        except FileNotFoundError:
+            entries = []
+        for e in entries:
+            stem = e.name[:-5]
+            if not e.name.endswith(".json") or not stem.isdigit():
+                continue
+            ctid = int(stem)
+            try:
+                st = e.stat()
+            except FileNotFoundError:
+                continue  # destroyed meanwhile
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = self._hashes.get(ctid)
+            if cached is not None and cached[0] == key:
+                digest = cached[1]
+            else:
+                digest = self._hash_file(Path(e.path), ctid)
+            if digest:
+                out[ctid] = digest
+                seen[ctid] = (key, digest)
+        self._hashes = seen
+        return out
+
+    @staticmethod
+    def _hash_file(path: Path, ctid: int) -> str:
+        try:
+            raw = path.read_bytes()
+            specs.parse(raw, ctid)  # only a spec that `get` would return counts
+            return specs.spec_hash(json.loads(raw))
+        except (OSError, InputError):
+            return ""
+
+    def drop(self, ctid: int) -> None:
+        (self.dir / f"{ctid}.json").unlink(missing_ok=True)
+
+    def all(self) -> dict[int, specs.Spec]:
+        out = {}
+        for f in self.dir.glob("*.json") if self.dir.is_dir() else ():
+            if f.stem.isdigit() and (s := self.get(int(f.stem))) is not None:
+                out[s.ct.ctid] = s
+        return out
+
+
+class DiskNode:
+    """The real HN: files under the agent's state_dir."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self._specs = SpecStore(config.state_dir)
+
+    @property
+    def specs(self) -> SpecStore:
+        return self._specs
+
+    def fence_state(self) -> tuple[bool | None, float | None]:
+        try:
+            state = json.loads(self.config.fence_file.read_text())
+            return bool(state["fenced"]), float(state["at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, None
+
+    def write_fence(self, fenced: bool, at: float) -> None:
+        write_atomic(self.config.fence_file, json.dumps({"fenced": fenced, "at": at}).encode(), 0o644)
+
+    def drained(self) -> bool:
+        return self.config.drain_flag.exists()
+
+    @contextmanager
+    def lock(self, ctid: int) -> Iterator[None]:
+        """One action per CT at a time on this HN (the daemon and a CLI may both act)."""
+        locks = Path(self.config.state_dir) / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{ctid}.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield

@@ -1,0 +1,52 @@
+"""What `ctagent apply ACTION CTID` answers, once for both ends: the actions, the
+JSON result on stdout and its exit code. The manager's executor reads these;
+the agent writes them. A rejection has its own code so the scheduler tries
+another HN; "temporary" means try again later."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+ACTIONS = ("start", "stop", "create", "destroy", "set")
+NEEDS_SPEC = ("start", "create", "set")
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TEMPORARY = 0, 1, 2, 3, 4
+RESULT_OF_EXIT = {EXIT_OK: "done", EXIT_FAILED: "failed", EXIT_BAD_INPUT: "bad_input", EXIT_REJECTED: "rejected",
+                  EXIT_TEMPORARY: "temporary"}
+EXIT_OF_RESULT = {result: code for code, result in RESULT_OF_EXIT.items()}
+
+
+def result_of(exit_code: int) -> str:
+    return RESULT_OF_EXIT.get(exit_code, "failed")
+
+
+@dataclass
+class ApplyOutcome:
+    action: str
+    ctid: int
+    hn: str
+    result: str = "done"  # done | rejected | failed | temporary | bad_input
+    changed: bool = False
+    message: str = ""
+    opst: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OF_RESULT.get(self.result, EXIT_FAILED)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"action": self.action, "ctid": self.ctid, "hn": self.hn, "result": self.result,
+                "changed": self.changed, "message": self.message, "opst": self.opst, **self.extra}
+
+    def emit(self) -> str:
+        return json.dumps(self.as_json(), sort_keys=True)
+
+
+def message_of(stdout: bytes) -> str | None:
+    """The `message` of a result on stdout, or None if it is not one."""
+    try:
+        return str(json.loads(stdout)["message"])
+    except (ValueError, KeyError, TypeError):
+        return None
