@@ -46,6 +46,7 @@ class SpecStore:
     def __init__(self, state_dir: str) -> None:
         self.dir = Path(state_dir) / "specs"
         self._hashes: dict[int, tuple[tuple[int, int, int], str]] = {}  # CTID -> ((ino, mtime, size), hash)
+        self._specs: dict[int, tuple[tuple[int, int, int], specs.Spec]] = {}  # the same, for parsed specs
 
     def get(self, ctid: int) -> specs.Spec | None:
         try:
@@ -106,10 +107,30 @@ class SpecStore:
         (self.dir / f"{ctid}.json").unlink(missing_ok=True)
 
     def all(self) -> dict[int, specs.Spec]:
-        out = {}
-        for f in self.dir.glob("*.json") if self.dir.is_dir() else ():
-            if f.stem.isdigit() and (s := self.get(int(f.stem))) is not None:
-                out[s.ct.ctid] = s
+        """Every readable spec. Read each report (its resources are what the HN has
+        promised): a file is parsed again only when its inode, mtime or size changed."""
+        out: dict[int, specs.Spec] = {}
+        seen: dict[int, tuple[tuple[int, int, int], specs.Spec]] = {}
+        try:
+            entries = list(os.scandir(self.dir))
+        except FileNotFoundError:
+            entries = []
+        for e in entries:
+            stem = e.name[:-5]
+            if not e.name.endswith(".json") or not stem.isdigit():
+                continue
+            ctid = int(stem)
+            try:
+                st = e.stat()
+            except FileNotFoundError:
+                continue
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = self._specs.get(ctid)
+            spec = cached[1] if cached is not None and cached[0] == key else self.get(ctid)
+            if spec is not None:
+                out[ctid] = spec
+                seen[ctid] = (key, spec)
+        self._specs = seen
         return out
 
 

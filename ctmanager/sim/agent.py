@@ -251,9 +251,12 @@ class SimAgent:
         self.wake(max(wake - self.local(), 1e-6))  # never 0: float rounding of the skewed clock could spin
 
     def hear(self, report: Report) -> None:
+        """A datagram wakes the real daemon, which takes it in (`listen`); the rest
+        of that round finds nothing new (a runtime event wakes it by itself), so
+        only that part runs here."""
         if self.alive and self.powered and not self.stuck:
             self.inbox.append(report)
-            self.wake(0.0)
+            self.agent.listen(self.local())
 
     # ---- `ctagent apply`, run by sshd (works while the daemon is hung) ----
     def apply(self, kind: str, ctid: int, stdin: bytes, purge: bool, reply: Callable[[str, str], None]) -> None:

@@ -148,8 +148,8 @@ def observed_changes(cfg: Configured, obs: Observed, place: Placements, now: flo
     since_of: dict[str, dict[int, float]] = {}  # per HN, built on first use
     for ctid in ctids:
         here = obs.where.get(ctid, {})
-        up = sorted(hn for hn, s in here.items() if s == "UP" and obs.known(hn, now, settings))
-        hn = up[0] if up else place.where.get(ctid) or (sorted(here)[0] if here else None)
+        up = [hn for hn, s in here.items() if s == "UP" and obs.known(hn, now, settings)]
+        hn = min(up) if up else place.where.get(ctid) or (min(here) if here else None)
         if hn is None:
             opst, since = "UNKNOWN", None
         elif not obs.known(hn, now, settings):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 from hypothesis import given
@@ -115,3 +116,21 @@ def test_drops_are_logged_once_per_source_and_reason_a_minute(caplog: pytest.Log
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3 and all("bad MAC" in line for line in lines)
     assert rx.drops == {"forged": 102}
+
+
+def test_a_receiver_reuses_an_unchanged_ct_list_and_checks_a_changed_one() -> None:
+    key = b"k" * 32
+    rx = Receiver(key, 101)
+    cts = (CtState(1001, "UP", 5.0), CtState(1002, "DOWN", 6.0))
+
+    def send(seq: int, states: tuple[CtState, ...]) -> Report | None:
+        return rx.receive(sign(Report(101, "hn-101-1", "0123456789abcdef", seq, time.time(), False,
+                                      Metrics(0.1, 1, 1, 1, 1, 1), states), key), "10.0.0.1", time.time())
+
+    first, second = send(1, cts), send(2, cts)
+    assert first is not None and second is not None and second.cts is first.cts  # not checked and built again
+    changed = send(3, (CtState(1001, "DOWN", 7.0), CtState(1002, "DOWN", 6.0)))
+    assert changed is not None and [c.opst for c in changed.cts] == ["DOWN", "DOWN"]
+    bad = sign(Report(101, "hn-101-1", "0123456789abcdef", 4, time.time(), False, Metrics(0.1, 1, 1, 1, 1, 1),
+                      (CtState(1001, "UP", 5.0), CtState(1001, "UP", 5.0))), key)
+    assert rx.receive(bad, "10.0.0.1", time.time()) is None and rx.drops["malformed"] == 1
