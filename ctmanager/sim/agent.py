@@ -25,7 +25,7 @@ from ..agent.config import DEFAULT_PATHS, AgentConfig
 from ..agent.daemon import Agent
 from ..fencing.timers import FenceTimers
 from ..monitoring.metrics import MetricsSender
-from ..wire import spec as specs
+from ..wire import spec as wirespec
 from ..wire.reports import Receiver, Report
 
 if TYPE_CHECKING:
@@ -58,12 +58,12 @@ class SimRuntime:
     def observe(self) -> dict[int, str]:
         return {c: "UP" if c in self.running else "DOWN" for c in self.configs | self.running.keys()}
 
-    def create(self, spec: specs.Spec) -> bool:
+    def create(self, spec: wirespec.Spec) -> bool:
         new = spec.ct.ctid not in self.configs
         self.configs.add(spec.ct.ctid)
         return new
 
-    def set_limits(self, spec: specs.Spec) -> tuple[str, ...]:
+    def set_limits(self, spec: wirespec.Spec) -> tuple[str, ...]:
         return ()
 
     def start(self, ctid: int) -> None:
@@ -114,24 +114,24 @@ class MemoryNode:
     """The HN's shared state in memory: specs, the fence file, the drain flag."""
 
     def __init__(self) -> None:
-        self.raw: dict[int, tuple[specs.Spec, str]] = {}
+        self.raw: dict[int, tuple[wirespec.Spec, str]] = {}
         self.fence: tuple[bool | None, float | None] = (None, None)
 
     @property
     def specs(self) -> MemoryNode:
         return self
 
-    def get(self, ctid: int) -> specs.Spec | None:
+    def get(self, ctid: int) -> wirespec.Spec | None:
         got = self.raw.get(ctid)
         return None if got is None else got[0]
 
     def put(self, ctid: int, raw: bytes) -> None:
-        self.raw[ctid] = (specs.parse(raw, ctid), specs.spec_hash(json.loads(raw)))
+        self.raw[ctid] = (wirespec.parse(raw, ctid), wirespec.spec_hash(json.loads(raw)))
 
     def drop(self, ctid: int) -> None:
         self.raw.pop(ctid, None)
 
-    def all(self) -> dict[int, specs.Spec]:
+    def all(self) -> dict[int, wirespec.Spec]:
         return {c: s for c, (s, _) in self.raw.items()}
 
     def hashes(self) -> dict[int, str]:

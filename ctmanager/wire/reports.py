@@ -18,11 +18,11 @@ later `sent_at`, so an old datagram replayed from an earlier boot is dropped too
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import logging
-import functools
 import operator
 import re
 from collections.abc import Mapping
