@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import subprocess
 import sys
 import time
 from multiprocessing import Pool
@@ -42,7 +44,11 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--against", metavar="CHECKOUT", help="also run the same seeds with another checkout's "
+                    "simulator (e.g. a worktree of the previous commit) in the same run, and report the ratio")
     args = ap.parse_args()
+    if args.against:
+        return against(args)
     MINUTES = args.minutes
     seeds = range(args.first_seed, args.first_seed + args.schedules)
     started = time.perf_counter()
@@ -61,6 +67,36 @@ def main() -> int:
     emit("simulator", [f"Seeds {seeds.start}-{seeds.stop - 1}; {delivered:,} datagrams delivered, "
                        f"{actions:,} manager actions in all."], rows, record=not args.no_record)
     return 0 if not bad and wall <= 60 else 1
+
+
+def timed(checkout: Path, first: int, count: int, minutes: float) -> float:
+    """Wall seconds of `count` schedules with `checkout`'s simulator, in a fresh interpreter."""
+    code = ("import os, sys, time; sys.path.insert(0, sys.argv[1]); import logging; logging.disable(logging.WARNING);"
+            "from multiprocessing import Pool; from ctmanager.sim.schedules import run_seed;"
+            "import ctmanager; assert ctmanager.__file__.startswith(sys.argv[1]), ctmanager.__file__;"
+            "f, n, m = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]); t = time.perf_counter();"
+            "p = Pool(os.cpu_count() or 1); bad = sum(not o.ok for o in p.starmap(run_seed, [(s, m) for s in "
+            "range(f, f + n)], chunksize=8)); print(time.perf_counter() - t, bad)")
+    out = subprocess.run([sys.executable, "-c", code, str(checkout.resolve()), str(first), str(count), str(minutes)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0])
+
+
+def against(args: argparse.Namespace) -> int:
+    """This checkout against another, interleaved (the machine is shared and noisy)."""
+    other = Path(args.against)
+    ours, theirs = [], []
+    for _ in range(3):
+        theirs.append(timed(other, args.first_seed, args.schedules, args.minutes))
+        ours.append(timed(ROOT, args.first_seed, args.schedules, args.minutes))
+    ratio = statistics.median(ours) / statistics.median(theirs)
+    rows = [(f"{args.schedules} schedules x {args.minutes:g} min, this checkout", f"{min(ours):.1f} s",
+             f"{statistics.median(ours):.1f} s", "", ""),
+            (f"the same with {other}", f"{min(theirs):.1f} s", f"{statistics.median(theirs):.1f} s", "", ""),
+            ("ratio this / that (medians)", f"{min(ours) / min(theirs):.2f}", f"{ratio:.2f}", "<= 1.00",
+             "yes" if ratio <= 1.0 else "no")]
+    emit("simulator, same run against another checkout", [], rows, record=not args.no_record)
+    return 0
 
 
 if __name__ == "__main__":
