@@ -69,30 +69,30 @@ class SpecStore:
         spec is left out, i.e. unknown."""
         out: dict[int, str] = {}
         seen: dict[int, tuple[tuple[int, int, int], str]] = {}
-        try:
-            entries = list(os.scandir(self.dir))
-        except FileNotFoundError:
-            entries = []
-        for e in entries:
-            stem = e.name[:-5]
-            if not e.name.endswith(".json") or not stem.isdigit():
-                continue
-            ctid = int(stem)
-            try:
-                st = e.stat()
-            except FileNotFoundError:
-                continue  # destroyed meanwhile
-            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        for ctid, key, path in self._files():
             cached = self._hashes.get(ctid)
-            if cached is not None and cached[0] == key:
-                digest = cached[1]
-            else:
-                digest = self._hash_file(Path(e.path), ctid)
+            digest = cached[1] if cached is not None and cached[0] == key else self._hash_file(path, ctid)
             if digest:
                 out[ctid] = digest
                 seen[ctid] = (key, digest)
         self._hashes = seen
         return out
+
+    def _files(self) -> Iterator[tuple[int, tuple[int, int, int], Path]]:
+        """(CTID, (inode, mtime, size), path) of every spec file: what says a file changed."""
+        try:
+            entries = list(os.scandir(self.dir))
+        except FileNotFoundError:
+            return
+        for e in entries:
+            stem = e.name[:-5]
+            if not e.name.endswith(".json") or not stem.isdigit():
+                continue
+            try:
+                st = e.stat()
+            except FileNotFoundError:
+                continue  # destroyed meanwhile
+            yield int(stem), (st.st_ino, st.st_mtime_ns, st.st_size), Path(e.path)
 
     @staticmethod
     def _hash_file(path: Path, ctid: int) -> str:
@@ -111,20 +111,7 @@ class SpecStore:
         promised): a file is parsed again only when its inode, mtime or size changed."""
         out: dict[int, specs.Spec] = {}
         seen: dict[int, tuple[tuple[int, int, int], specs.Spec]] = {}
-        try:
-            entries = list(os.scandir(self.dir))
-        except FileNotFoundError:
-            entries = []
-        for e in entries:
-            stem = e.name[:-5]
-            if not e.name.endswith(".json") or not stem.isdigit():
-                continue
-            ctid = int(stem)
-            try:
-                st = e.stat()
-            except FileNotFoundError:
-                continue
-            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        for ctid, key, _ in self._files():
             cached = self._specs.get(ctid)
             spec = cached[1] if cached is not None and cached[0] == key else self.get(ctid)
             if spec is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from ..agent import apply as applying
@@ -27,6 +27,7 @@ from ..fencing.timers import FenceTimers
 from ..monitoring.metrics import MetricsSender
 from ..wire import spec as wirespec
 from ..wire.reports import Receiver, Report
+from .world import Inbox
 
 if TYPE_CHECKING:
     from .rack import SimRack
@@ -168,7 +169,7 @@ class SimAgent:
         self.boots = 0
         self.last_pet = 0.0
         self.offset = offset  # this node's clock minus true time (NTP keeps it small, not zero)
-        self.inbox: list[Report] = []
+        self.transport = Inbox(hn, rack.broadcast)
         self._next: float | None = None
         self.boot()
 
@@ -195,8 +196,8 @@ class SimAgent:
         """Start the agent process (after a boot, or again after it was killed)."""
         self.boots += 1
         self.alive, self.powered, self.stuck = True, True, False
-        self.inbox = []
-        self.agent = Agent(self.config, self.runtime, self.local, transport=SimTransport(self), watchdog=SimWatchdog(self),
+        self.transport = Inbox(self.hn, self.rack.broadcast)
+        self.agent = Agent(self.config, self.runtime, self.local, transport=self.transport, watchdog=SimWatchdog(self),
                            node=self.node, events=SimEvents(self), metrics=MetricsSender("", self.config.metrics_prefix),
                            receiver=Receiver(b"", self.rack.slot, quiet=True), load=lambda: LOAD,
                            boot_id=f"{self.boots:08x}")
@@ -255,7 +256,7 @@ class SimAgent:
         of that round finds nothing new (a runtime event wakes it by itself), so
         only that part runs here."""
         if self.alive and self.powered and not self.stuck:
-            self.inbox.append(report)
+            self.transport.inbox.append(report)
             self.agent.listen(self.local())
 
     # ---- `ctagent apply`, run by sshd (works while the daemon is hung) ----
@@ -280,18 +281,6 @@ class SimAgent:
             else:
                 reply("failed", "the node went down")
         self.rack.clock.after(rt.took, answer)
-
-
-class SimTransport:
-    def __init__(self, owner: SimAgent) -> None:
-        self.owner = owner
-
-    def receive(self, receiver: Receiver, now: float) -> list[Report]:
-        got, self.owner.inbox = self.owner.inbox, []
-        return [r for r in got if receiver.accept(r, r.hn, now) is not None]
-
-    def send(self, report: Report, to: Sequence[tuple[str, int]]) -> None:
-        self.owner.rack.broadcast(self.owner.hn, report)
 
 
 class SimWatchdog:

@@ -14,7 +14,7 @@ the node off after BMC_LATENCY; the decision log goes into the rack's log.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..executor.runner import Result
@@ -26,6 +26,7 @@ from ..manager.ports import FenceDone, SpecOf
 from ..reconcile.state import Action
 from ..wire.reports import Receiver, Report
 from . import dcstore
+from .world import Inbox
 
 if TYPE_CHECKING:
     from .rack import SimRack
@@ -65,9 +66,9 @@ class SimManager:
         self.life += 1
         self.alive = True
         life = self.life
-        self.inbox: list[Report] = []
+        self.transport = Inbox(MANAGER, self.rack.broadcast)
         self.daemon = Manager(
-            self.rack.store, dcstore.dc(), self.config, SimSsh(self, life), transport=SimTransport(self),
+            self.rack.store, dcstore.dc(), self.config, SimSsh(self, life), transport=self.transport,
             clock=self.local, events=SimEvents(self.rack), fencer=SimBmc(self, life) if self.config.fence_command
             else None, receiver=Receiver(b"", self.rack.slot, quiet=True), holder=f"sim manager (life {life})",
             poll=False)
@@ -99,23 +100,8 @@ class SimManager:
 
     def hear(self, report: Report) -> None:
         if self.alive:
-            self.inbox.append(report)
+            self.transport.inbox.append(report)
             self.wake(REACT)
-
-
-class SimTransport:
-    def __init__(self, owner: SimManager) -> None:
-        self.owner = owner
-
-    def receive(self, receiver: Receiver, now: float) -> list[Report]:
-        got, self.owner.inbox = self.owner.inbox, []
-        return [r for r in got if receiver.accept(r, r.hn, now) is not None]
-
-    def send(self, report: Report, to: Sequence[tuple[str, int]]) -> None:
-        self.owner.rack.broadcast(MANAGER, report)
-
-    def wait(self, timeout: float) -> None:  # the simulator steps the loop itself
-        pass
 
 
 class SimEvents:

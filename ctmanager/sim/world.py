@@ -95,3 +95,23 @@ class Network:
 
     def heal(self, node: str | None = None) -> None:
         self.cut = set() if node is None else {(a, b) for a, b in self.cut if node not in (a, b)}
+
+
+class Inbox:
+    """A simulated node's transport: datagrams arrive in `inbox` (Report objects:
+    verifying MACs is the real transport's job, freshness the shared Receiver's),
+    and go out through `broadcast(name, report)` over the simulated network."""
+
+    def __init__(self, name: str, broadcast: Callable[[str, Any], None]) -> None:
+        self.name, self.broadcast = name, broadcast
+        self.inbox: list[Any] = []
+
+    def receive(self, receiver: Any, now: float) -> list[Any]:
+        got, self.inbox = self.inbox, []
+        return [r for r in got if receiver.accept(r, r.hn, now) is not None]
+
+    def send(self, report: Any, to: Any) -> None:
+        self.broadcast(self.name, report)
+
+    def wait(self, timeout: float) -> None:  # the simulator steps the loop itself
+        pass
