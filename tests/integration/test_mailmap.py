@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,6 +76,22 @@ def test_a_new_tenant_is_answered_without_a_restart(mailmap: tuple[Cli, Postmap]
     cli("tenant", "add", "globex", "--rack", "rack-101", "--apps", "jira")
     wait_for("the new tenant's mailbox", lambda: postmap("jira@globex.example.net")[1].startswith("lmtp:"),
              timeout=10)
+
+
+def test_a_store_replaced_by_mv_is_read_anew(mailmap: tuple[Cli, Postmap], tmp_path: Path) -> None:
+    """ctmailmap follows the store's path, not the file it opened first (issue 19, 6)."""
+    cli, postmap = mailmap
+    assert postmap("jira@acme.example.net")[0] == 0
+    copy = tmp_path / "copy.db"
+    with sqlite3.connect(cli.store) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+        src.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # nothing of the old store left in its WAL
+    subprocess.run([sys.executable, "-m", "ctmanager", "--store", str(copy), "tenant", "rm", "acme"], cwd=ROOT,
+                   check=True, capture_output=True)
+    with sqlite3.connect(copy) as c:
+        c.execute("PRAGMA journal_mode = DELETE")  # the copy in one file, as an operator's cp would leave it
+    copy.replace(cli.store)
+    wait_for("acme gone after the store was replaced", lambda: postmap("jira@acme.example.net")[0] == 1, timeout=10)
 
 
 def test_garbage_long_lines_and_ten_thousand_idle_clients_do_not_hurt_it(mailmap: tuple[Cli, Postmap]) -> None:
