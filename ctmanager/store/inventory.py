@@ -217,8 +217,9 @@ class Inventory:
         self.store.execute("DELETE FROM placements WHERE ctid = ?", (ct.ctid,))
         self.store.execute("DELETE FROM crash_loops WHERE ctid = ?", (ct.ctid,))
         self.store.execute("DELETE FROM cts WHERE ctid = ?", (ct.ctid,))
-        self.store.execute("INSERT OR REPLACE INTO removed (ctid, hostname, purge, removed_at) VALUES (?, ?, ?, ?)",
-                              (ct.ctid, ct.hostname, int(purge), self.now()))
+        self.store.execute("INSERT INTO removed (ctid, hostname, purge, removed_at) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT(ctid) DO UPDATE SET hostname = excluded.hostname, purge = excluded.purge, "
+                           "removed_at = excluded.removed_at", (ct.ctid, ct.hostname, int(purge), self.now()))
         self.store.event("ct.rm", str(ct.ctid), ct.hostname + (" (purge /data)" if purge else ""))
         return ct
 

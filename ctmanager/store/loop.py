@@ -103,10 +103,10 @@ def journal(store: Store, actions: Iterable[Action], now: float) -> list[int]:
     """Write the intent before acting: a manager that dies mid-way finds it on restart."""
     ids = []
     for a in actions:
-        cur = store.execute(
-            "INSERT INTO journal (at, kind, ctid, hn, reason, purge, state) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
-            (now, a.kind, a.ctid, a.hn, a.reason, int(a.purge)))
-        ids.append(int(cur.lastrowid or 0))
+        row = store.execute(
+            "INSERT INTO journal (at, kind, ctid, hn, reason, purge, state) VALUES (?, ?, ?, ?, ?, ?, 'pending') "
+            "RETURNING id", (now, a.kind, a.ctid, a.hn, a.reason, int(a.purge))).fetchall()[0]
+        ids.append(int(row[0]))
     return ids
 
 
