@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from ctmanager.store import inventory, open_store
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "templates" / "dc" / "example.toml"
 _skipped_integration: list[str] = []
@@ -88,3 +90,12 @@ def require(binary: str) -> str:
     if not found:
         pytest.skip(f"{binary} is not installed")
     return found
+
+
+@pytest.fixture
+def inv(tmp_path: Path) -> inventory.Inventory:
+    """The example DC's inventory on a fresh store."""
+    store = open_store(tmp_path / "s.db", create=True)
+    with store.transaction():
+        dc = inventory.init(store, EXAMPLE)
+    return inventory.Inventory(store, dc)

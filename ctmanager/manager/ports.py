@@ -1,8 +1,8 @@
 """The manager daemon's surroundings, as ports (Proxmox's pve-ha-manager keeps
 its CRM behind one environment interface the same way): the daemon (daemon.py)
 and the fault simulator (ctmanager/sim) run the same `Manager` with different
-ports. Here: the port interfaces and their real implementations (UDP, logging,
-a fence command); the store and the SSH executor are ports too (store/,
+ports. Here: the port interfaces and the real decision log and fencer; the real
+transport is wire/udp.py, the store and the SSH executor are ports too (store/,
 executor/), and the clock is a plain callable.
 """
 

@@ -169,7 +169,6 @@ class SimAgent:
         self.boots = 0
         self.last_pet = 0.0
         self.offset = offset  # this node's clock minus true time (NTP keeps it small, not zero)
-        self.transport = Inbox(hn, rack.broadcast)
         self._next: float | None = None
         self.boot()
 

@@ -160,11 +160,8 @@ def hostport(value: object, field: str, *, names: bool = False) -> tuple[str, in
     if not isinstance(value, str) or ":" not in value:
         raise _fail(field, value, "must be HOST:PORT")
     host, _, port = value.rpartition(":")
-    if names and _HOSTNAME.match(host) and not host.replace(".", "").isdigit():
-        pass
-    else:
-        host = str(ipv4(host, field))
-    return host, integer(port, field, minimum=1, maximum=65535)
+    is_name = names and _HOSTNAME.match(host) is not None and not host.replace(".", "").isdigit()
+    return host if is_name else str(ipv4(host, field)), integer(port, field, minimum=1, maximum=65535)
 
 
 def metric_name(value: object, field: str) -> str:

@@ -124,12 +124,6 @@ def test_a_reset_crash_loop_starts_again_and_counts_from_zero() -> None:
     assert len(rack.crash(T0 + 40)) == 1  # its first crash since the reset: restarted
 
 
-@pytest.fixture
-def inv(tmp_path: Path) -> inventory.Inventory:
-    store = open_store(tmp_path / "s.db", create=True)
-    with store.transaction():
-        dc = inventory.init(store, EXAMPLE)
-    return inventory.Inventory(store, dc)
 
 
 def test_crash_loops_are_stored_shown_and_cleared(inv: inventory.Inventory) -> None:

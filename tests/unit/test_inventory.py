@@ -16,12 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "templates" / "dc" / "example.toml"
 
 
-@pytest.fixture
-def inv(tmp_path: Path) -> inventory.Inventory:
-    store = open_store(tmp_path / "s.db", create=True)
-    with store.transaction():
-        dc = inventory.init(store, EXAMPLE)
-    return inventory.Inventory(store, dc)
 
 
 def change(inv: inventory.Inventory, fn, *args, **kw):
