@@ -8,11 +8,13 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CtmError
 from ..store import Store, default_path, open_store, queries
-from ..store.inventory import Inventory
+
+if TYPE_CHECKING:
+    from ..store.inventory import Inventory
 
 RES_OPTS = ("memory", "swap", "disk", "cpus", "cpuunits", "cpulimit")
 Handler = Callable[[argparse.Namespace], int]
@@ -60,6 +62,7 @@ def store_of(args: argparse.Namespace) -> Store:
 @contextlib.contextmanager
 def editing(args: argparse.Namespace) -> Iterator[tuple[Store, Inventory]]:
     """Store + Inventory inside one write transaction, then the DNS publish."""
+    from ..store.inventory import Inventory
     with store_of(args) as store:
         dc = queries.dc_template(store)
         with store.transaction():

@@ -9,7 +9,6 @@ from typing import Any
 from ..dc.model import rack_name
 from ..errors import InputError
 from ..store import queries
-from ..store.inventory import Inventory
 from .common import (
     Registry,
     app_list,
@@ -155,6 +154,7 @@ def cmd_ct_show(args: argparse.Namespace) -> int:
     return 0
 
 def cmd_ct_move(args: argparse.Namespace) -> int:
+    from ..store.inventory import Inventory
     with store_of(args) as store:
         with store.transaction():
             ct, old = Inventory(store, queries.dc_template(store)).move_ct(args.ct, args.to)

@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-from ..dnsroutes import bind, sync
 from ..errors import CtmError
 from ..store import dns as dnsrows
 from ..store import queries
@@ -40,6 +39,8 @@ def register(reg: Registry) -> None:
 
 
 def cmd_dns_configure(args: argparse.Namespace) -> int:
+    from ..dnsroutes import sync  # dnspython: only for the dns commands
+
     with store_of(args) as store:
         sync.configure(store, args.server, args.key_file)
         pending = sync.sync(store, sync.require_server(store), dry_run=True).pending
@@ -51,6 +52,8 @@ def cmd_dns_configure(args: argparse.Namespace) -> int:
 
 
 def cmd_dns_diff(args: argparse.Namespace) -> int:
+    from ..dnsroutes import sync  # dnspython: only for the dns commands
+
     with store_of(args) as store:
         report = sync.sync(store, None, dry_run=True)
         conflicts = dnsrows.conflicts(store)
@@ -68,6 +71,8 @@ def cmd_dns_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_dns_sync(args: argparse.Namespace) -> int:
+    from ..dnsroutes import sync  # dnspython: only for the dns commands
+
     deadline = time.monotonic() + max(args.retry, 0.0)
     delay = 0.5
     with store_of(args) as store:
@@ -99,6 +104,8 @@ def cmd_dns_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_dns_verify(args: argparse.Namespace) -> int:
+    from ..dnsroutes import sync  # dnspython: only for the dns commands
+
     with store_of(args) as store:
         report = sync.verify(store, sync.require_server(store), repair=not args.no_repair)
     if want_json(args):
@@ -115,6 +122,8 @@ def cmd_dns_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_dns_bind_config(args: argparse.Namespace) -> int:
+    from ..dnsroutes import bind  # dnspython: only for the dns commands
+
     with store_of(args) as store:
         dc = queries.dc_template(store)
     try:

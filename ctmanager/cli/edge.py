@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CtmError, InputError
 from ..files import write_atomic
-from ..proxies import nginx
 from ..store import Store, queries
 from ..store import proxies as proxyrows
 from .common import Registry, store_of, want_json
 from .output import emit_json, table
+
+if TYPE_CHECKING:
+    from ..proxies import nginx
 
 
 def register(reg: Registry) -> None:
@@ -43,6 +45,7 @@ def register(reg: Registry) -> None:
 
 
 def cmd_path_set(args: argparse.Namespace) -> int:
+    from ..proxies import nginx
     r = nginx.path_route(args.path, args.service, args.tenant, args.strip, args.allow, args.deny)
     with store_of(args) as store:
         proxyrows.set_path_route(store, r.tenant, r.path, r.service, r.strip, r.allow, r.deny)
@@ -63,6 +66,7 @@ def cmd_path_rm(args: argparse.Namespace) -> int:
 
 
 def _routes(store: Store) -> tuple[nginx.PathRoute, ...]:
+    from ..proxies import nginx
     return nginx.routes_from_rows(proxyrows.path_routes(store))
 
 
@@ -79,12 +83,14 @@ def cmd_path_list(args: argparse.Namespace) -> int:
 
 
 def edge_for(store: Any, **kw: Any) -> nginx.Edge:
+    from ..proxies import nginx
     dc = queries.dc_template(store)
     tenants = tuple(t["name"] for t in queries.tenants(store))
     return nginx.Edge(dc.tenant_zone, tuple(dc.resolvers), tenants, _routes(store), **kw)
 
 
 def cmd_edge_config(args: argparse.Namespace) -> int:
+    from ..proxies import nginx
     if bool(args.cert) != bool(args.key):
         raise CtmError("--cert and --key go together")
     for name in ("http_port", "https_port", "resolver_port", "backend_port"):

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 from ..store import queries
-from ..store.inventory import Inventory
 from ..wire.validate import format_size
 from .common import Registry, parse_rack, store_of, want_json
 from .output import age, emit_json, table
@@ -64,6 +63,7 @@ def cmd_hn_list(args: argparse.Namespace) -> int:
     return 0
 
 def _set_drain(args: argparse.Namespace, drained: bool) -> int:
+    from ..store.inventory import Inventory
     with store_of(args) as store:
         with store.transaction():
             Inventory(store, queries.dc_template(store)).set_drained(args.hn, drained)

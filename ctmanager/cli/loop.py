@@ -7,7 +7,6 @@ $CTMANAGER_CONFIG) besides the store.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import time
 
@@ -67,6 +66,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return cmd_plan(args, execute=True)
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
     from ..dnsroutes.worker import DnsWorker
     from ..manager.daemon import Manager
     from ..manager.passes import executor_for

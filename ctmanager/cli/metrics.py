@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from ..errors import CtmError, InputError
-from ..monitoring import carbon
 from ..store import queries
 from .common import Registry, parse_rack, store_of, want_json
 from .output import emit_json
@@ -26,6 +25,7 @@ def register(reg: Registry) -> None:
 
 
 def cmd_carbon_config(args: argparse.Namespace) -> int:
+    from ..monitoring import carbon
     slot = parse_rack(args.rack, "--rack")
     with store_of(args) as store:
         dc = queries.dc_template(store)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..sim.commands import SimError
 from .common import Registry, want_json
 from .output import emit_json
 
@@ -28,6 +27,7 @@ def register(reg: Registry) -> None:
 
 
 def cmd_sim_run(args: argparse.Namespace) -> int:
+    from ..sim.commands import SimError  # the simulator loads the daemons: only for sim
     from ..sim.scenario import play
 
     folder = Path(args.folder)

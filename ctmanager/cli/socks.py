@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CtmError
 from ..files import write_atomic
-from ..proxies import dante
 from ..store import Store, queries
 from ..store import proxies as proxyrows
 from .common import Registry, store_of, want_json
 from .output import emit_json, table
+
+if TYPE_CHECKING:
+    from ..proxies import dante
 
 
 def register(reg: Registry) -> None:
@@ -32,6 +35,7 @@ def register(reg: Registry) -> None:
 
 
 def cmd_allow(args: argparse.Namespace) -> int:
+    from ..proxies import dante
     a = dante.acl(args.app, args.dest, args.port)
     with store_of(args) as store:
         proxyrows.socks_allow(store, a.app, a.dest, a.port)
@@ -41,6 +45,7 @@ def cmd_allow(args: argparse.Namespace) -> int:
 
 
 def cmd_deny(args: argparse.Namespace) -> int:
+    from ..proxies import dante
     a = dante.acl(args.app, args.dest, args.port)
     with store_of(args) as store:
         proxyrows.socks_deny(store, a.app, a.dest, a.port)
@@ -50,6 +55,7 @@ def cmd_deny(args: argparse.Namespace) -> int:
 
 
 def _acls(store: Store) -> list[dante.Acl]:
+    from ..proxies import dante
     return [dante.Acl(app, dest, port) for app, dest, port in proxyrows.socks_acls(store)]
 
 
@@ -64,6 +70,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from ..proxies import dante
     with store_of(args) as store:
         cts = [(c.hostname, c.ip, c.apps) for c in queries.cts(store)]
         text = dante.render(_acls(store), cts, args.listen, args.external)

@@ -53,7 +53,7 @@ def open_store(path: Path, *, create: bool = False, busy_timeout_ms: int = BUSY_
 class Store:
     def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, image: bytes | None = None) -> None:
         self.path = path
-        self.cache: dict[str, Any] = {}  # values derived from rows that never change (the parsed DC template)
+        self.cache: dict[Any, Any] = {}  # values derived from rows that never change (the parsed DC template)
         self._in_tx = False
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.

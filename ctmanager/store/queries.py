@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ def dc_template(store: Store) -> DcTemplate:
     text = store.get_meta("template")
     if text is None:
         raise StoreError(f"{store.path}: store is not initialised; run: ctmanager init TEMPLATE")
-    key = "dc_template:" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    key = ("dc_template", text)  # the text itself: one copy kept, a string compare per call
     dc: DcTemplate | None = store.cache.get(key)
     if dc is None:
         file = store.get_meta("template_file") or "template"
