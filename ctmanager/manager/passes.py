@@ -70,17 +70,20 @@ def gather(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Execut
     core = Core(cfg, placements, settings, timers, now - timers.dead_after - settings.stale_after)
     unreachable: dict[str, str] = {}
     stale = []
+    answers = []
     for hn in sorted(cfg.hns):
         report = stored.reports.get(hn)
         if report is not None and stored.known(hn, now, settings):
-            core.heard(report, stored.received_at[hn])  # fresh: a daemon hears this HN
+            answers.append(report)  # fresh: the manager daemon is in contact with this HN
         else:
             stale.append(hn)
     for hn, got in zip(stale, executor.pool.map(lambda h: _ask(executor, config, h), stale)):
         if isinstance(got, str):
             unreachable[hn] = got
-        else:  # it answered over SSH just now: contact both ways
-            core.heard(dataclasses.replace(got, sent_at=now, hears={**got.hears, MANAGER: 0.0}), now)
+        else:  # it answered over SSH just now
+            answers.append(got)
+    for report in answers:  # either way, contact both ways now, as far as this pass can tell
+        core.heard(dataclasses.replace(report, sent_at=now, hears={**report.hears, MANAGER: 0.0}), now)
     decision = core.decide(now, None)
     return PassInputs(core.configured, core.observed, core.placements, now, decision, unreachable)
 
