@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..fencing.guard import FenceGuard, FenceStep
 from ..fencing.quorum import MANAGER, Membership
@@ -108,6 +108,7 @@ class Agent:
         self.boot_id = boot_id or str(uuid.uuid4())  # per agent start: seq restarts, the manager sees a new boot
         self.seq = 0
         self.since: dict[int, tuple[str, float]] = {}  # CTID -> (OPST, since when)
+        self._part: tuple[Any, ...] | None = None  # the report's CT part, reused while nothing in it changed
         self.node: Node = DiskNode(config) if node is None else node
         self.transport: Transport = UdpTransport(config.listen, config.key) if transport is None else transport
         self.receiver = receiver or reports.Receiver(config.key, config.rack)
@@ -156,27 +157,34 @@ class Agent:
             self.membership.hear(report.hn, report.sent_at, now, report.hears)
 
     def report(self, states: dict[int, str], now: float) -> reports.Report:
+        since, moved = self.since, False
         for ctid, opst in states.items():
-            if self.since.get(ctid, ("", 0.0))[0] != opst:
-                self.since[ctid] = (opst, now)
-        for ctid in set(self.since) - set(states):
-            del self.since[ctid]
-        specs = self.node.specs
-        mem_used, disk_used = committed(specs, states)
-        hashes = specs.hashes()  # CTID -> hash of the spec its config was written from (drift)
+            was = since.get(ctid)
+            if was is None or was[0] != opst:
+                since[ctid] = (opst, now)
+                moved = True
+        if len(since) != len(states):
+            for ctid in since.keys() - states.keys():
+                del since[ctid]
+            moved = True
+        book = self.node.specs
+        specs_here, hashes = book.all(), book.hashes()  # the same objects while no spec changed
+        part = self._part
+        if moved or part is None or part[0] is not specs_here or part[1] is not hashes:
+            # The CT list, and what the running CTs are promised, change only with a
+            # state or a spec: a steady HN reuses them (states are `since`'s keys).
+            mem_used, disk_used = committed(book, states)
+            cts = tuple(reports.CtState(c, o, t, hashes.get(c, "")) for c, (o, t) in sorted(since.items()))
+            part = self._part = (specs_here, hashes, cts, mem_used, disk_used,
+                                 sum(1 for s in states.values() if s == "UP"))
+        _, _, cts, mem_used, disk_used, up = part
         cfg = self.config
         self.seq += 1
         return reports.Report(
-            rack=cfg.rack, hn=cfg.hn, boot_id=self.boot_id, seq=self.seq, sent_at=now,
-            drained=self.node.drained(), fenced=self.guard.fenced, hears=self.membership.hears(now),
-            metrics=reports.Metrics(
-                cpu_load=round(self.load(), 3),
-                mem_total=cfg.memory, mem_free=max(cfg.memory - mem_used, 0),
-                disk_total=cfg.disk, disk_free=max(cfg.disk - disk_used, 0),
-                ct_count=sum(1 for s in states.values() if s == "UP"),
-            ),
-            cts=tuple(reports.CtState(c, o, s, hashes.get(c, "")) for c, (o, s) in sorted(self.since.items())),
-        )
+            cfg.rack, cfg.hn, self.boot_id, self.seq, now, self.node.drained(), reports.Metrics(
+                round(self.load(), 3), cfg.memory, max(cfg.memory - mem_used, 0), cfg.disk,
+                max(cfg.disk - disk_used, 0), up),
+            cts, self.guard.fenced, self.membership.hears(now))
 
     def send_metrics(self, report: reports.Report, now: float) -> None:
         """The HN's figures and each running CT's cgroup CPU and memory (queued; never blocks)."""

@@ -22,6 +22,10 @@ from .config import AgentConfig
 
 
 class SpecBook(Protocol):
+    """`all()` and `hashes()` return the very same dict while nothing changed
+    (the agent builds its report's CT list again only when one of them is new).
+    Treat them as read-only."""
+
     def get(self, ctid: int) -> specs.Spec | None: ...
     def put(self, ctid: int, raw: bytes) -> None: ...
     def drop(self, ctid: int) -> None: ...
@@ -47,6 +51,8 @@ class SpecStore:
         self.dir = Path(state_dir) / "specs"
         self._hashes: dict[int, tuple[tuple[int, int, int], str]] = {}  # CTID -> ((ino, mtime, size), hash)
         self._specs: dict[int, tuple[tuple[int, int, int], specs.Spec]] = {}  # the same, for parsed specs
+        self._hashes_out: dict[int, str] = {}
+        self._all_out: dict[int, specs.Spec] = {}
 
     def get(self, ctid: int) -> specs.Spec | None:
         try:
@@ -76,6 +82,9 @@ class SpecStore:
                 out[ctid] = digest
                 seen[ctid] = (key, digest)
         self._hashes = seen
+        if out == self._hashes_out:
+            return self._hashes_out  # the same object while nothing changed: callers may cache on it
+        self._hashes_out = out
         return out
 
     def _files(self) -> Iterator[tuple[int, tuple[int, int, int], Path]]:
@@ -117,7 +126,11 @@ class SpecStore:
             if spec is not None:
                 out[ctid] = spec
                 seen[ctid] = (key, spec)
+        unchanged = seen.keys() == self._specs.keys() and all(seen[c][1] is self._specs[c][1] for c in seen)
         self._specs = seen
+        if unchanged:
+            return self._all_out
+        self._all_out = out
         return out
 
 

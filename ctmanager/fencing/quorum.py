@@ -83,7 +83,8 @@ class Membership:
         """What our next message says: each voter heard within 2 windows, and how long ago.
         Twice the window: the manager needs to learn of contact the quorum still counts."""
         horizon = 2 * self.window
-        return {v: round(max(now - at, 0.0), 3) for v, at in sorted(self.heard_at.items()) if now - at <= horizon}
+        return {v: round(now - at, 3) if now > at else 0.0
+                for v, at in sorted(self.heard_at.items()) if now - at <= horizon}
 
     def connected(self, now: float) -> set[str]:
         return {v for v, at in self.mutual_at.items() if now - at <= self.window}

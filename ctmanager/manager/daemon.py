@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 NO_METRICS = Metrics(0.0, 0, 0, 0, 0, 0)
 PRUNE_EVERY = 600.0  # s between retention passes over the journal and events
 TROUBLE_EVERY = 30.0  # s between two log lines about the same store trouble
-HOLD_EVERY = 3.0  # s between refreshes of the holder row (store/daemon.py: stale after 15 s)
+HOLD_EVERY = 5.0  # s between refreshes of the holder row (store/daemon.py: stale after 15 s)
 BODY_EVERY = 5.0  # s: an HN's saved report body is refreshed this often when nothing in it changed
 CONFIG_CHECK_EVERY = 0.5  # s: a CLI edit is taken in at most this late (and at every full plan)
 
@@ -92,7 +92,7 @@ class Manager:
         self._trouble: dict[str, float] = {}
         self.poll = poll
         self._observed_rows: dict[int, persist.ObservedRow] = {}  # what the store's status view holds
-        self._saved_reports: dict[str, tuple[Any, float]] = {}  # HN -> (what its saved body says, when)
+        self._saved_reports: dict[str, tuple[Any, float, Metrics]] = {}  # HN -> (what its saved body says, when)
         self._held_at = -1e18  # when the holder row was last refreshed
         self.next_config_check = 0.0
 
@@ -299,18 +299,18 @@ class Manager:
             self._hand_out(jid, a, cfg.cts)
 
     def _reports_to_save(self, full: bool) -> tuple[list[tuple[Report, float]], list[tuple[str, float]],
-                                                     dict[str, tuple[Any, float]]]:
+                                                     dict[str, tuple[Any, float, Metrics]]]:
         """The HNs' newest reports, for `status`, `hn list` and a restarted manager.
-        A body is written when what it says about CTs changed (at once), or every
-        BODY_EVERY s for the metrics; otherwise, once per full plan, only its time
-        (no JSON to encode)."""
+        A body is written when what it says about CTs changed (at once), or when
+        only its metrics changed, at most every BODY_EVERY s; otherwise, once per
+        full plan, only its time (no JSON to encode)."""
         bodies, times, saved = [], [], {}
         for hn, (report, at) in self.pending_reports.items():
             key = (report.boot_id, report.fenced, report.drained, report.cts)
             last = self._saved_reports.get(hn)
-            if last is None or last[0] != key or (full and at - last[1] >= BODY_EVERY):
+            if last is None or last[0] != key or (full and at - last[1] >= BODY_EVERY and last[2] != report.metrics):
                 bodies.append((report, at))
-                saved[hn] = (key, at)
+                saved[hn] = (key, at, report.metrics)
             elif full:
                 times.append((hn, at))
         return bodies, times, saved

@@ -83,7 +83,7 @@ def gather(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Execut
         else:  # it answered over SSH just now
             answers.append(got)
     for report in answers:  # either way, contact both ways now, as far as this pass can tell
-        core.heard(dataclasses.replace(report, sent_at=now, hears={**report.hears, MANAGER: 0.0}), now)
+        core.heard(report._replace(sent_at=now, hears={**report.hears, MANAGER: 0.0}), now)
     decision = core.decide(now, None)
     return PassInputs(core.configured, core.observed, core.placements, now, decision, unreachable)
 

@@ -48,10 +48,11 @@ def plan(configured: Configured, observed: Observed, placements: Placements, now
         ctids: Iterable[int] = sorted(configured.cts.keys() | configured.removed.keys() | observed.where.keys())
     else:
         ctids = sorted(set(only))
+    ok = sched.known
     for ctid in ctids:
         ct = configured.cts.get(ctid)
         here = observed.where.get(ctid, {})
-        known = {hn: opst for hn, opst in here.items() if observed.known(hn, now, settings)}
+        known = {hn: opst for hn, opst in here.items() if hn in ok}
         unknown = sorted(hn for hn in here if hn not in known and hn not in observed.dead)
         up = sorted(hn for hn, opst in known.items() if opst == "UP")
         if len(up) > 1:
@@ -75,7 +76,7 @@ def _plan_up(ct: Ct, known: dict[str, str], unknown: list[str], observed: Observ
              notes: list[str]) -> None:
     ctid = ct.ctid
     target = placements.where.get(ctid)
-    if target is not None and target not in known and not observed.known(target, now, settings) \
+    if target is not None and target not in known and target not in sched.known \
             and target not in observed.dead \
             and target in sched.configured.hns and not sched.configured.hns[target].drained:
         notes.append(f"CT {ctid} waits: its HN {target} is in an unknown state")
@@ -139,9 +140,9 @@ def _unusable(ctid: int, hn: str, sched: Scheduler, placements: Placements, now:
     if hn in sched.observed.dead:
         return "dead"
     report = sched.observed.reports.get(hn)
-    if report is not None and report.fenced and sched.observed.known(hn, now, sched.settings):
+    if report is not None and report.fenced and hn in sched.known:
         return "fenced (no quorum)"
-    if report is not None and report.drained and sched.observed.known(hn, now, sched.settings):
+    if report is not None and report.drained and hn in sched.known:
         return "drained by its agent"
     if placements.rejected.get((ctid, hn), -1.0) > now:
         return "rejected it"

@@ -51,6 +51,10 @@ class Scheduler:
     # Built on first use: a plan with nothing to place never pays for these.
     _load: dict[str, _Load] | None = field(default=None, repr=False)
     _services: dict[str, set[str]] | None = field(default=None, repr=False)
+    known: frozenset[str] = field(init=False, repr=False)  # the HNs whose state is known now
+
+    def __post_init__(self) -> None:
+        self.known = self.observed.known_hns(self.now, self.settings)
 
     def choose(self, ct: Ct) -> tuple[str | None, str]:
         """(HN, why) — HN is None when no HN fits, and `why` says what ruled them out."""
@@ -81,7 +85,7 @@ class Scheduler:
                services: dict[str, set[str]]) -> str | None:
         if hn in self.observed.dead:
             return "dead"
-        if not self.observed.known(hn, self.now, self.settings):
+        if hn not in self.known:
             return "state unknown"
         report = self.observed.reports[hn]
         if drained or report.drained:

@@ -101,6 +101,10 @@ class Observed:
         at = self.received_at.get(hn)
         return at is not None and now - at <= settings.stale_after and hn not in self.dead
 
+    def known_hns(self, now: float, settings: Settings) -> frozenset[str]:
+        """Every HN `known` is true of at `now` (a plan asks per CT: one set, once)."""
+        return frozenset(hn for hn in self.received_at if self.known(hn, now, settings))
+
 
 @dataclass(frozen=True)
 class Action:

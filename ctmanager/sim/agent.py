@@ -115,7 +115,9 @@ class MemoryNode:
     """The HN's shared state in memory: specs, the fence file, the drain flag."""
 
     def __init__(self) -> None:
-        self.raw: dict[int, tuple[wirespec.Spec, str]] = {}
+        self.raw: dict[int, tuple[wirespec.Spec, str, bytes]] = {}  # CTID -> (spec, its hash, the file)
+        self._all: dict[int, wirespec.Spec] | None = None
+        self._hashes: dict[int, str] | None = None
         self.fence: tuple[bool | None, float | None] = (None, None)
 
     @property
@@ -127,16 +129,25 @@ class MemoryNode:
         return None if got is None else got[0]
 
     def put(self, ctid: int, raw: bytes) -> None:
-        self.raw[ctid] = (wirespec.parse(raw, ctid), wirespec.spec_hash(json.loads(raw)))
+        old = self.raw.get(ctid)
+        if old is not None and old[2] == raw:
+            return  # the same file again: like SpecStore, nothing changes
+        self.raw[ctid] = (wirespec.parse(raw, ctid), wirespec.spec_hash(json.loads(raw)), raw)
+        self._all = self._hashes = None
 
     def drop(self, ctid: int) -> None:
-        self.raw.pop(ctid, None)
+        if self.raw.pop(ctid, None) is not None:
+            self._all = self._hashes = None
 
     def all(self) -> dict[int, wirespec.Spec]:
-        return {c: s for c, (s, _) in self.raw.items()}
+        if self._all is None:
+            self._all = {c: s for c, (s, _, _) in self.raw.items()}
+        return self._all
 
     def hashes(self) -> dict[int, str]:
-        return {c: h for c, (_, h) in self.raw.items()}
+        if self._hashes is None:
+            self._hashes = {c: h for c, (_, h, _) in self.raw.items()}
+        return self._hashes
 
     def fence_state(self) -> tuple[bool | None, float | None]:
         return self.fence

@@ -62,13 +62,11 @@ class SimRack:
         self.agents = {n: SimAgent(self, n, frozenset(names), setup.timers, setup.interval, setup.reboot_after,
                                    offsets[n]) for n in names}
         self.manager = SimManager(self, offsets[MANAGER])
-        self._hearers = {**{n: a.hear for n, a in sorted(self.agents.items())}, MANAGER: self.manager.hear}
+        self._hearers = [*((n, a.hear) for n, a in sorted(self.agents.items())), (MANAGER, self.manager.hear)]
 
     # ---- the network ------------------------------------------------------
     def broadcast(self, src: str, report: Report) -> None:
-        for dst, hear in self._hearers.items():
-            if dst != src:
-                self.net.send(src, dst, hear, report)
+        self.net.send_all(src, self._hearers, report)
 
     # ---- the truth and the log ---------------------------------------------
     def log(self, who: str, what: str) -> None:

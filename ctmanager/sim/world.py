@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +73,23 @@ class Network:
             delay = w.delay + (self.rng.random() * w.jitter if w.jitter else 0.0)
             self.clock.after(delay, self._arrive, src, dst, deliver, message)
 
+    def send_all(self, src: str, hearers: Sequence[tuple[str, Callable[[Any], None]]], message: Any) -> None:
+        """`send` to each (dst, deliver) but `src`, in order: the same random draws,
+        one loop (every report goes to every voter: this is the simulator's busiest path)."""
+        cut, w, rnd, at, arrive = self.cut, self.weather, self.rng.random, self.clock.at, self._arrive
+        loss, dup, jitter, base = w.loss, w.duplicate, w.jitter, w.delay
+        now = self.clock.now
+        for dst, deliver in hearers:
+            if dst == src or (src, dst) in cut:
+                continue
+            copies = 1
+            if loss and rnd() < loss:
+                continue
+            if dup and rnd() < dup:
+                copies = 2
+            for _ in range(copies):
+                at(now + (base + (rnd() * jitter if jitter else 0.0)), arrive, src, dst, deliver, message)
+
     def _arrive(self, src: str, dst: str, deliver: Callable[[Any], None], message: Any) -> None:
         if (src, dst) in self.cut:
             return  # the link was cut while the datagram was on its way
@@ -107,8 +124,12 @@ class Inbox:
         self.inbox: list[Any] = []
 
     def receive(self, receiver: Any, now: float) -> list[Any]:
-        got, self.inbox = self.inbox, []
-        return [r for r in got if receiver.accept(r, r.hn, now) is not None]
+        got = self.inbox
+        if not got:
+            return got
+        self.inbox = []
+        accept = receiver.accept
+        return [r for r in got if accept(r, r.hn, now) is not None]
 
     def send(self, report: Any, to: Any) -> None:
         self.broadcast(self.name, report)

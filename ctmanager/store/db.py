@@ -55,6 +55,10 @@ class Store:
         self.path = path
         self.cache: dict[Any, Any] = {}  # values derived from rows that never change (the parsed DC template)
         self._in_tx = False
+        # A private in-memory store has no other writer: its change counter is
+        # known here without a query (None: read it from the store).
+        self._private = str(path) == ":memory:"
+        self._config_version: int | None = None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.
             self.db = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_ms / 1000,
@@ -132,6 +136,8 @@ class Store:
             raise StoreError(f"{self.path}: cannot commit: {exc}") from None
         finally:
             self._in_tx = False
+            if config:
+                self._config_version = None
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[Store]:
@@ -169,6 +175,9 @@ class Store:
             raise _error(self.path, exc) from None
 
     def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        rows = rows if isinstance(rows, list) else list(rows)
+        if not rows:
+            return  # the loop's steady state: most batches are empty
         try:
             self.db.executemany(sql, rows)
         except sqlite3.Error as exc:
@@ -195,8 +204,13 @@ class Store:
 
     def config_version(self) -> int:
         """The change counter: it moves on every configuration commit, by anyone."""
+        if self._private and self._config_version is not None:
+            return self._config_version
         value = self.get_meta(CONFIG_VERSION)
-        return int(value) if value and value.isdigit() else 0
+        version = int(value) if value and value.isdigit() else 0
+        if self._private and not self._in_tx:
+            self._config_version = version
+        return version
 
 
 def _error(path: Path, exc: sqlite3.Error) -> StoreError:

@@ -7,6 +7,7 @@ config files, so it trusts nothing it did not validate itself.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -58,7 +59,14 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
 
 
 def parse(text: bytes | str, ctid: int) -> Spec:
-    """Check a spec; `ctid` is the one on the command line and must match."""
+    """Check a spec; `ctid` is the one on the command line and must match.
+    Specs are immutable: one seen before is not checked again (the agent daemon
+    reads its CTs' specs each report; the simulator applies the same ones often)."""
+    return _parse(text, ctid)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(text: bytes | str, ctid: int) -> Spec:
     if len(text) > MAX_SPEC:
         raise InputError(f"spec is larger than {MAX_SPEC} bytes")
     try:
