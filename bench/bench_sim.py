@@ -14,6 +14,7 @@ Usage: python bench/bench_sim.py [--schedules 1000] [--minutes 10] [--no-record]
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import subprocess
@@ -47,6 +48,7 @@ def main() -> int:
     ap.add_argument("--against", metavar="CHECKOUT", help="also run the same seeds with another checkout's "
                     "simulator (e.g. a worktree of the previous commit) in the same run, and report the ratio")
     args = ap.parse_args()
+    logging.disable(logging.WARNING)  # the daemons' own log lines (a restarted manager resuming, ...)
     if args.against:
         return against(args)
     MINUTES = args.minutes

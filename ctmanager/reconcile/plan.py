@@ -52,7 +52,7 @@ def plan(configured: Configured, observed: Observed, placements: Placements, now
     for ctid in ctids:
         ct = configured.cts.get(ctid)
         here = observed.where.get(ctid, {})
-        known = {hn: opst for hn, opst in here.items() if hn in ok}
+        known = {hn: opst for hn, opst in here.items() if ok[hn]}
         unknown = sorted(hn for hn in here if hn not in known and hn not in observed.dead)
         up = sorted(hn for hn, opst in known.items() if opst == "UP")
         if len(up) > 1:
@@ -76,7 +76,7 @@ def _plan_up(ct: Ct, known: dict[str, str], unknown: list[str], observed: Observ
              notes: list[str]) -> None:
     ctid = ct.ctid
     target = placements.where.get(ctid)
-    if target is not None and target not in known and target not in sched.known \
+    if target is not None and target not in known and not sched.known[target] \
             and target not in observed.dead \
             and target in sched.configured.hns and not sched.configured.hns[target].drained:
         notes.append(f"CT {ctid} waits: its HN {target} is in an unknown state")
@@ -140,9 +140,9 @@ def _unusable(ctid: int, hn: str, sched: Scheduler, placements: Placements, now:
     if hn in sched.observed.dead:
         return "dead"
     report = sched.observed.reports.get(hn)
-    if report is not None and report.fenced and hn in sched.known:
+    if report is not None and report.fenced and sched.known[hn]:
         return "fenced (no quorum)"
-    if report is not None and report.drained and hn in sched.known:
+    if report is not None and report.drained and sched.known[hn]:
         return "drained by its agent"
     if placements.rejected.get((ctid, hn), -1.0) > now:
         return "rejected it"

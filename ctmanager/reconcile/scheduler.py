@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..dc.model import Ct
-from .state import Configured, Observed, Placements, Settings
+from .state import Configured, KnownAt, Observed, Placements, Settings
 
 
 @dataclass
@@ -51,10 +51,10 @@ class Scheduler:
     # Built on first use: a plan with nothing to place never pays for these.
     _load: dict[str, _Load] | None = field(default=None, repr=False)
     _services: dict[str, set[str]] | None = field(default=None, repr=False)
-    known: frozenset[str] = field(init=False, repr=False)  # the HNs whose state is known now
+    known: KnownAt = field(init=False, repr=False)  # HN -> its state is known now
 
     def __post_init__(self) -> None:
-        self.known = self.observed.known_hns(self.now, self.settings)
+        self.known = self.observed.known_at(self.now, self.settings)
 
     def choose(self, ct: Ct) -> tuple[str | None, str]:
         """(HN, why) — HN is None when no HN fits, and `why` says what ruled them out."""
@@ -85,7 +85,7 @@ class Scheduler:
                services: dict[str, set[str]]) -> str | None:
         if hn in self.observed.dead:
             return "dead"
-        if hn not in self.known:
+        if not self.known[hn]:
             return "state unknown"
         report = self.observed.reports[hn]
         if drained or report.drained:

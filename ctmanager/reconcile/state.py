@@ -101,9 +101,20 @@ class Observed:
         at = self.received_at.get(hn)
         return at is not None and now - at <= settings.stale_after and hn not in self.dead
 
-    def known_hns(self, now: float, settings: Settings) -> frozenset[str]:
-        """Every HN `known` is true of at `now` (a plan asks per CT: one set, once)."""
-        return frozenset(hn for hn in self.received_at if self.known(hn, now, settings))
+    def known_at(self, now: float, settings: Settings) -> KnownAt:
+        """`known` at `now` as a lazy mapping HN -> bool: a plan asks once per CT and
+        HN, this answers each HN once (a one-CT plan still looks at its HNs only)."""
+        return KnownAt(self, now, settings)
+
+
+class KnownAt(dict[str, bool]):
+    def __init__(self, observed: Observed, now: float, settings: Settings) -> None:
+        super().__init__()
+        self.observed, self.now, self.settings = observed, now, settings
+
+    def __missing__(self, hn: str) -> bool:
+        known = self[hn] = self.observed.known(hn, self.now, self.settings)
+        return known
 
 
 @dataclass(frozen=True)

@@ -146,14 +146,14 @@ def observed_changes(cfg: Configured, obs: Observed, place: Placements, now: flo
     rows: list[ObservedRow] = []
     ctids = list(cfg.cts) if only is None else [c for c in only if c in cfg.cts]
     since_of: dict[str, dict[int, float]] = {}  # per HN, built on first use
-    ok = obs.known_hns(now, settings)
+    ok = obs.known_at(now, settings)
     for ctid in ctids:
         here = obs.where.get(ctid, {})
-        up = [hn for hn, s in here.items() if s == "UP" and hn in ok]
+        up = [hn for hn, s in here.items() if s == "UP" and ok[hn]]
         hn = min(up) if up else place.where.get(ctid) or (min(here) if here else None)
         if hn is None:
             opst, since = "UNKNOWN", None
-        elif hn not in ok:
+        elif not ok[hn]:
             opst, since = "UNKNOWN", None
         else:
             opst = here.get(hn, "DOWN")
