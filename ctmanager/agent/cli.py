@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..errors import CtmError
 from ..wire import results
+from ..wire.validate import MAX_CTID, is_digits
 from . import apply as applying
 from .config import load
 
@@ -59,8 +60,8 @@ def build_parser() -> Parser:
 
 
 def _ctid(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 2**31:
-        raise argparse.ArgumentTypeError(f"CTID must be a positive integer (got {text!r})")
+    if not is_digits(text) or len(text) > 10 or not 0 < int(text) <= MAX_CTID:
+        raise argparse.ArgumentTypeError(f"CTID must be an integer from 1 to {MAX_CTID} (got {text!r})")
     return int(text)
 
 

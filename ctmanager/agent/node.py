@@ -18,6 +18,7 @@ from typing import Protocol
 from ..errors import InputError
 from ..files import same_content, write_atomic
 from ..wire import spec as specs
+from ..wire.validate import is_digits
 from .config import AgentConfig
 
 
@@ -95,7 +96,7 @@ class SpecStore:
             return
         for e in entries:
             stem = e.name[:-5]
-            if not e.name.endswith(".json") or not stem.isdigit():
+            if not e.name.endswith(".json") or not is_digits(stem):
                 continue
             try:
                 st = e.stat()

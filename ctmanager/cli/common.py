@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CtmError
 from ..store import Store, default_path, open_store, queries
+from ..wire import validate as v
 
 if TYPE_CHECKING:
     from ..store.inventory import Inventory
@@ -107,18 +108,10 @@ def parse_rack(text: str, field: str = "rack") -> int:
     return parse(text, field)
 
 
-def integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-
-
-def positive(text: str) -> int:
-    n = integer(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
-    return n
+integer_in, seconds_in = v.int_arg, v.seconds_arg  # bounded argparse types (wire.validate)
+integer = integer_in(-(2**63), 2**63 - 1)
+positive = integer_in(1, 2**31 - 1)
+port = integer_in(1, 65535)
 
 
 def resource_args(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import CtmError
 from ..store import dns as dnsrows
 from ..store import queries
-from .common import Registry, store_of, want_json
+from .common import Registry, port, seconds_in, store_of, want_json
 from .output import emit_json
 
 
@@ -25,7 +25,7 @@ def register(reg: Registry) -> None:
         "ctmanager dns diff")
     p = cmd(dns, "sync", cmd_dns_sync, "publish what is pending", "ctmanager dns sync --dry-run")
     p.add_argument("--dry-run", action="store_true", help="print the changes, send nothing")
-    p.add_argument("--retry", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--retry", type=seconds_in(0, 86400), default=0.0, metavar="SECONDS",
                    help="while the server is unreachable, retry with backoff for up to SECONDS")
     p = cmd(dns, "verify", cmd_dns_verify, "read the zones (AXFR), put drifted records of ours back, report",
             "ctmanager dns verify")
@@ -35,7 +35,7 @@ def register(reg: Registry) -> None:
     p.add_argument("out")
     p.add_argument("--listen", default="127.0.0.1",
                    help="address(es) named listens on, comma-separated (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=53)
+    p.add_argument("--port", type=port, default=53)
 
 
 def cmd_dns_configure(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from ..errors import CtmError, InputError
 from ..files import write_atomic
 from ..store import Store, queries
 from ..store import proxies as proxyrows
-from .common import Registry, store_of, want_json
+from .common import Registry, port, store_of, want_json
 from .output import emit_json, table
 
 if TYPE_CHECKING:
@@ -38,10 +38,10 @@ def register(reg: Registry) -> None:
     p.add_argument("--cert", default="", help="TLS certificate (PEM); with --key, the edge terminates HTTPS")
     p.add_argument("--key", default="")
     p.add_argument("--prefix", default="/var/lib/ctmanager-edge", help="pid, logs and temp files")
-    p.add_argument("--http-port", type=int, default=80)
-    p.add_argument("--https-port", type=int, default=443)
-    p.add_argument("--resolver-port", type=int, default=53)
-    p.add_argument("--backend-port", type=int, default=80, help="where the CTs' web servers listen (default 80)")
+    p.add_argument("--http-port", type=port, default=80)
+    p.add_argument("--https-port", type=port, default=443)
+    p.add_argument("--resolver-port", type=port, default=53)
+    p.add_argument("--backend-port", type=port, default=80, help="where the CTs' web servers listen (default 80)")
 
 
 def cmd_path_set(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import InputError
 from ..lab import layout
 from ..store import queries
-from .common import Registry, parse_rack, store_of, want_json
+from .common import Registry, integer_in, parse_rack, seconds_in, store_of, want_json
 from .output import emit_json, table
 
 CONVERGE_TIMEOUT = 120.0
@@ -28,9 +28,9 @@ def register(reg: Registry) -> None:
     p = with_dir(cmd(labs, "up", cmd_lab_up, "bring a rack of the store up in the lab and wait until every CT is UP",
                      "ctmanager lab up --hns 3"))
     p.add_argument("--rack", help="rack to bring up (default: the first installed)")
-    p.add_argument("--hns", type=int, default=3, help="how many of the rack's HNs to run (default 3)")
+    p.add_argument("--hns", type=integer_in(1, 64), default=3, help="how many of the rack's HNs to run (default 3)")
     p.add_argument("--no-wait", action="store_true", help="return once started, without waiting for UP|UP")
-    p.add_argument("--timeout", type=float, default=CONVERGE_TIMEOUT, help="seconds to wait for convergence")
+    p.add_argument("--timeout", type=seconds_in(1, 86400), default=CONVERGE_TIMEOUT, help="seconds to wait for convergence")
     with_dir(cmd(labs, "status", cmd_lab_status, "the lab's HNs, processes and running CTs", "ctmanager lab status"))
     with_dir(cmd(labs, "down", cmd_lab_down, "remove everything `lab up` made (safe to run twice)", "ctmanager lab down"))
     p = cmd(labs, "machine", cmd_lab_machine,

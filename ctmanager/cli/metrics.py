@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import CtmError, InputError
 from ..store import queries
-from .common import Registry, parse_rack, store_of, want_json
+from .common import Registry, integer_in, parse_rack, store_of, want_json
 from .output import emit_json
 
 
@@ -21,7 +21,7 @@ def register(reg: Registry) -> None:
     p.add_argument("--rack", required=True, help="e.g. rack-101")
     p.add_argument("--top", required=True, metavar="HOST:PORT", help="the DC's top-level store (line protocol)")
     p.add_argument("--listen", default="0.0.0.0", help="address the daemons listen on (default 0.0.0.0)")
-    p.add_argument("--summary-every", type=int, default=60, help="seconds per summary (default 60)")
+    p.add_argument("--summary-every", type=integer_in(1, 86400), default=60, help="seconds per summary (default 60)")
 
 
 def cmd_carbon_config(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from .common import Registry, want_json
+from .common import Registry, integer_in, seconds_in, want_json
 from .output import emit_json
 
 
@@ -20,9 +20,9 @@ def register(reg: Registry) -> None:
     p.add_argument("folder")
     p = cmd(sims, "random", cmd_sim_random, "run randomized fault schedules and check the invariants",
             "ctmanager sim random --seed 17 --log")
-    p.add_argument("--seed", type=int, default=1, help="first seed (default 1)")
-    p.add_argument("--count", type=int, default=1, help="how many seeds from --seed (default 1)")
-    p.add_argument("--minutes", type=float, default=10.0, help="simulated minutes per schedule (default 10)")
+    p.add_argument("--seed", type=integer_in(0, 2**63 - 1), default=1, help="first seed (default 1)")
+    p.add_argument("--count", type=integer_in(1, 10**7), default=1, help="how many seeds from --seed (default 1)")
+    p.add_argument("--minutes", type=seconds_in(0.01, 10**6), default=10.0, help="simulated minutes per schedule (default 10)")
     p.add_argument("--log", action="store_true", help="print the event log of each schedule")
 
 

@@ -10,7 +10,7 @@ from ..errors import CtmError
 from ..files import write_atomic
 from ..store import Store, queries
 from ..store import proxies as proxyrows
-from .common import Registry, store_of, want_json
+from .common import Registry, integer_in, store_of, want_json
 from .output import emit_json, table
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ def register(reg: Registry) -> None:
         p = cmd(socks, name, func, what, f"ctmanager socks {name} jira 203.0.113.0/24 --port 443")
         p.add_argument("app")
         p.add_argument("dest", metavar="CIDR")
-        p.add_argument("--port", type=int, default=0, help="one port (default: any)")
+        p.add_argument("--port", type=integer_in(0, 65535), default=0, help="one port (default: any)")
     cmd(socks, "list", cmd_list, "list the ACLs", "ctmanager socks list")
     p = cmd(socks, "config", cmd_config, "write the proxy's sockd.conf", "ctmanager socks config /etc/danted.conf "
             "--listen 10.101.2.4:1080 --external 10.101.2.4")

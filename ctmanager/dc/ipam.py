@@ -12,6 +12,7 @@ import socket
 from collections.abc import Iterable
 
 from ..errors import ExhaustedError, InputError
+from ..wire.validate import MAX_CTID
 from .model import OffsetRange
 
 Net = ipaddress.IPv4Network
@@ -46,8 +47,6 @@ def allocate(net: Net, pool: OffsetRange, used: Iterable[str], *, what: str) -> 
 def in_pool(net: Net, pool: OffsetRange, ip: str) -> bool:
     return ipaddress.IPv4Address(ip) in net and offset_of(net, ip) in pool
 
-
-MAX_CTID = 2**31 - 1
 
 
 def next_ctid(counter: int, used: Iterable[int]) -> int:

@@ -54,7 +54,7 @@ def _build(top: tomlread.Table, base: Path) -> DcTemplate:
     if not envs or len(set(envs)) != len(envs):
         raise dc.error("environments", "must be a non-empty list of distinct names")
     first_ctid = dc.check(
-        "first_ctid", lambda x, f: v.integer(x, f, minimum=101, maximum=2**31 - 1), dc.int("first_ctid", 1000)
+        "first_ctid", lambda x, f: v.integer(x, f, minimum=101, maximum=v.MAX_CTID), dc.int("first_ctid", 1000)
     )
     dc.done()
 
@@ -91,7 +91,7 @@ def _build(top: tomlread.Table, base: Path) -> DcTemplate:
 def _offset(t: tomlread.Table, key: str, text: str) -> int:
     """`"x.y"` = the last two octets of an address inside a rack's /16."""
     parts = text.split(".")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) < 256 for p in parts):
+    if len(parts) != 2 or not all(v.is_digits(p) and int(p) < 256 for p in parts):
         raise t.error(key, f"must be an offset 'x.y' inside the rack /16 (got {text!r})")
     offset = int(parts[0]) * 256 + int(parts[1])
     if not 1 <= offset <= 65534:
@@ -271,7 +271,7 @@ def parse_rack(text: object, field: str, *, file: str | None = None) -> int:
     """`rack-101` or `101` -> 101."""
     s = str(text)
     digits = s[5:] if s.startswith("rack-") else s
-    if not digits.isdigit() or len(digits) > 5:
+    if not v.is_digits(digits) or len(digits) > 5:
         where = f"{file}: {field}" if file else field
         raise InputError(f"is not a rack like rack-101 (got {s!r})", where=where)
     return int(digits)

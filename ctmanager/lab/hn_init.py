@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..wire.validate import is_digits
+
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids")
 
 
@@ -105,7 +107,7 @@ def main(argv: list[str]) -> int:
             if agent is not None and agent.poll() is None:
                 agent.kill()
         lxcpath = Path(config.lxcpath)
-        for ct in sorted(p.name for p in lxcpath.iterdir() if p.name.isdigit()) if lxcpath.is_dir() else ():
+        for ct in sorted(p.name for p in lxcpath.iterdir() if is_digits(p.name)) if lxcpath.is_dir() else ():
             subprocess.run(["lxc-stop", "-P", str(lxcpath), "-n", ct, "-k"], capture_output=True, timeout=30)
         sys.stderr.write("hn_init: WATCHDOG: reset done\n")
 

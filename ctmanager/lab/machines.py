@@ -33,6 +33,7 @@ from ..dc.model import DcTemplate, Node
 from ..dc.network import rack_context
 from ..errors import InputError
 from ..store import Store, queries
+from ..wire.validate import is_digits
 from . import dnsserver, layout, metricsct
 from .rack import REPORT_PORT, LabError, pin_mac, prototype, seed_data, sh, software
 
@@ -227,7 +228,7 @@ WantedBy=multi-user.target
     sh("systemctl", "enable", unit)
     sh("systemctl", "restart", unit)
     pid = sh("systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
-    return int(pid) if pid.isdigit() else 0
+    return int(pid) if is_digits(pid) else 0
 
 
 def _service_spawner(name: str) -> Callable[[list[str], Path], int]:

@@ -34,6 +34,7 @@ from ..errors import CtmError, InputError
 from ..monitoring.provision import write_service
 from ..render import ctfiles
 from ..store import Store, queries
+from ..wire.validate import is_digits
 from . import dnsserver, layout, metricsct
 
 REPORT_PORT = 7070
@@ -253,7 +254,7 @@ def down(lab: layout.Lab, progress: Callable[[str], None]) -> None:
     for hdir in sorted(hn_root.iterdir()) if hn_root.is_dir() else ():
         ns, lxcpath = lab.netns(hdir.name), hdir / "lxc"
         if ns in namespaces and lxcpath.is_dir():
-            for ct in sorted(p.name for p in lxcpath.iterdir() if p.name.isdigit()):
+            for ct in sorted(p.name for p in lxcpath.iterdir() if is_digits(p.name)):
                 sh("lxc-stop", "-P", str(lxcpath), "-n", ct, "-k", ns=ns, check=False)
     for name, pid in state.get("pids", {}).items():
         _kill_group(pid)

@@ -99,7 +99,7 @@ def load(path: Path) -> ManagerConfig:
     top = tomlread.load(path)
     file = str(path)
     rack = top.str("rack")
-    if not rack.startswith("rack-") or not rack[5:].isdigit():
+    if not rack.startswith("rack-") or not v.is_digits(rack[5:]):
         raise top.error("rack", f"must be rack-SLOT like rack-101 (got {rack!r})")
     listen = top.check("listen", hostport, top.str("listen"))
     key = read_key(Path(top.check("key_file", v.path, top.str("key_file"))), file)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..wire import validate as v
 from . import autolink
 from .collectd import MISSING, Checker
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--restart-cmd", default="svc -t /data/service/sys_collectd",
                     help="run after links changed ('' for none)")
     ap.add_argument("--once", action="store_true", help="resync once and exit")
-    ap.add_argument("--debounce", type=float, default=0.02, help="seconds of quiet that end a burst (default 0.02)")
+    ap.add_argument("--debounce", type=v.seconds_arg(0, 60), default=0.02, help="seconds of quiet that end a burst (default 0.02)")
     ap.add_argument("--no-check", action="store_true", help="link without running plugins through collectd -T")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s ctautolink %(levelname)s %(message)s")

@@ -30,6 +30,7 @@ class Engine:
         )
         self.env.filters["shq"] = lambda s: shlex.quote(str(s))
         self.env.filters["size"] = v.format_size
+        self.env.filters["vzsize"] = v.vz_size
         self._cache: dict[str, jinja2.Template] = {}
 
     def template(self, name: str) -> jinja2.Template:

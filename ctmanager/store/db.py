@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from ..wire.validate import is_digits
 from .schema import MIGRATIONS, VERSION
 
 DEFAULT_PATH = "/var/lib/ctmanager/ctmanager.db"
@@ -207,7 +208,7 @@ class Store:
         if self._private and self._config_version is not None:
             return self._config_version
         value = self.get_meta(CONFIG_VERSION)
-        version = int(value) if value and value.isdigit() else 0
+        version = int(value) if value and is_digits(value) else 0
         if self._private and not self._in_tx:
             self._config_version = version
         return version

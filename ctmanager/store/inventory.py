@@ -127,7 +127,7 @@ class Inventory:
         ctid: int | None = None,
     ) -> Ct:
         dc, db = self.dc, self.store
-        hostname = v.label(hostname, "hostname")
+        hostname = v.hostname(hostname, "hostname")
         apps = tuple(v.label(a, "apps") for a in apps)
         env = env or dc.environments[0]
         if env not in dc.environments:
@@ -138,15 +138,18 @@ class Inventory:
         if tenant is not None and queries.tenant_rack(self.store, tenant) != rack:
             raise InputError(f"tenant {tenant!r} lives in {rack_name(queries.tenant_rack(self.store, tenant))}, not {rack_name(rack)}")
         self._check_hostname_free(hostname)
-        counter = int(self.store.get_meta("next_ctid") or dc.first_ctid)
         if ctid is None:
-            # Only CTIDs at or above the counter can be in the way (explicit --ctid).
-            ctid = ipam.next_ctid(counter, (r[0] for r in db.execute("SELECT ctid FROM cts WHERE ctid >= ?", (counter,))))
+            # The counter only grows; CTIDs at or above it were taken by explicit --ctid.
+            counter = int(self.store.get_meta("next_ctid") or dc.first_ctid)
+            used = (r[0] for r in db.execute("SELECT ctid FROM ctids_used WHERE ctid >= ?", (counter,)))
+            ctid = ipam.next_ctid(counter, used)
+            self.store.set_meta("next_ctid", str(ctid + 1))
         else:
-            ctid = v.integer(ctid, "ctid", minimum=101, maximum=ipam.MAX_CTID)
-            if self.store.one("SELECT 1 FROM cts WHERE ctid = ?", (ctid,)):
-                raise ConflictError(f"CTID {ctid} is already used by {_ct_name(self.store, ctid)}")
-        self.store.set_meta("next_ctid", str(max(counter, ctid + 1)))
+            # An explicit CTID leaves the counter alone: a typo such as 2147483644
+            # must not use up the range for everyone after it.
+            ctid = v.integer(ctid, "ctid", minimum=101, maximum=v.MAX_CTID)
+            self._check_ctid_unused(ctid)
+        db.execute("INSERT INTO ctids_used (ctid, hostname, at) VALUES (?, ?, ?)", (ctid, hostname, self.now()))
         net = template.rack_network(dc.network.supernet, rack)
         pool = dc.network.services if service else dc.network.cts
         used_ips = [r[0] for r in db.execute("SELECT ip FROM cts WHERE rack = ?", (rack,))]
@@ -225,7 +228,7 @@ class Inventory:
 
     # ---- tenants -------------------------------------------------------
     def add_tenant(self, name: str, rack: int, apps: Iterable[str], resources: Resources) -> Ct:
-        name = v.label(name, "tenant")
+        name = v.hostname(name, "tenant")  # it is the tenant's core CT's hostname too
         if self.store.one("SELECT 1 FROM tenants WHERE name = ?", (name,)):
             raise ConflictError(f"tenant {name!r} already exists")
         if not self.store.one("SELECT 1 FROM racks WHERE slot = ?", (rack,)):
@@ -334,6 +337,14 @@ class Inventory:
             raise NotFoundError(f"{rack_name(rack)} has no {service} CT to route to")
         return str(row[0])
 
+    def _check_ctid_unused(self, ctid: int) -> None:
+        if self.store.one("SELECT 1 FROM cts WHERE ctid = ?", (ctid,)):
+            raise ConflictError(f"CTID {ctid} is already used by {_ct_name(self.store, ctid)}")
+        row = self.store.one("SELECT hostname, at FROM ctids_used WHERE ctid = ?", (ctid,))
+        if row is not None:
+            raise ConflictError(f"CTID {ctid} was given to {row[0]} on {_when(row[1])}; a CTID is never reused "
+                                "(its /data may still be kept): leave out --ctid to get a new one")
+
     def _check_hostname_free(self, hostname: str) -> None:
         row = self.store.one("SELECT ctid FROM cts WHERE hostname = ?", (hostname,))
         if row:
@@ -360,6 +371,10 @@ def _admst(value: str) -> str:
     if up not in ADMST_VALUES:
         raise InputError(f"must be up or down (got {value!r})", where="admst")
     return up
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
 def _ct_name(store: Store, ctid: int) -> str:

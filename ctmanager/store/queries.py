@@ -10,6 +10,7 @@ from ..dc import resources as res
 from ..dc import template
 from ..dc.model import Ct, DcTemplate, Node, Route, rack_name
 from ..errors import InputError, NotFoundError, StoreError
+from ..wire.validate import is_digits
 from .db import Row, Store
 
 CT_COLUMNS = "ctid, hostname, rack, tenant, service, env, ip, storage, admst, memory, swap, disk, cpus, cpuunits, cpulimit, apps"
@@ -76,7 +77,7 @@ def cts(store: Store, *, rack: int | None = None, tenant: str | None = None) -> 
 
 def find_ct(store: Store, ref: str) -> Ct:
     """A CT by CTID or hostname."""
-    if ref.isdigit():
+    if is_digits(ref):
         row = store.one(f"SELECT {CT_COLUMNS} FROM cts WHERE ctid = ?", (int(ref),))
     else:
         row = store.one(f"SELECT {CT_COLUMNS} FROM cts WHERE hostname = ?", (ref,))

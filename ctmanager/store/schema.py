@@ -205,6 +205,20 @@ MIGRATIONS: list[str] = [
         count INTEGER NOT NULL
     );
     """,
+    # v9: every CTID ever given to a CT, kept after the CT and its tombstone are
+    # gone: a CTID is never handed out again (its /data may be kept on the storage
+    # node, and render would mount it into the newcomer). Stores from before v9
+    # register what they still know of: their CTs and tombstones.
+    """
+    CREATE TABLE ctids_used (
+        ctid     INTEGER PRIMARY KEY,
+        hostname TEXT NOT NULL,
+        at       REAL NOT NULL
+    );
+    INSERT INTO ctids_used (ctid, hostname, at) SELECT ctid, hostname, created_at FROM cts;
+    INSERT INTO ctids_used (ctid, hostname, at) SELECT ctid, hostname, removed_at FROM removed
+        WHERE true ON CONFLICT(ctid) DO NOTHING;
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

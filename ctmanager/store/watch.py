@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 
 from ..errors import StoreError
+from ..wire.validate import is_digits
 from .db import CONFIG_VERSION
 
 Token = tuple[int, int, int]  # (device, inode, change counter)
@@ -43,7 +44,7 @@ class ConfigWatch:
         except sqlite3.Error as exc:
             self.close()
             raise StoreError(f"{self.path}: cannot read the store: {exc}") from None
-        return (*ident, int(row[0]) if row and str(row[0]).isdigit() else 0)
+        return (*ident, int(row[0]) if row and is_digits(str(row[0])) else 0)
 
     def close(self) -> None:
         if self._con is not None:

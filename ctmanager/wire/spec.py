@@ -81,7 +81,7 @@ def _parse(text: bytes | str, ctid: int) -> Spec:
     missing = [f for f in FIELDS if f not in raw]
     if missing:
         raise InputError("is required", where=f"spec.{missing[0]}")
-    got = v.integer(raw["ctid"], "spec.ctid", minimum=1, maximum=2**31 - 1)
+    got = v.integer(raw["ctid"], "spec.ctid", minimum=1, maximum=v.MAX_CTID)
     if got != ctid:
         raise InputError(f"spec is for CT {got}, not {ctid}", where="spec.ctid")
     net, dns = _table(raw["net"], "spec.net"), _table(raw["dns"], "spec.dns")
@@ -89,7 +89,7 @@ def _parse(text: bytes | str, ctid: int) -> Spec:
         raise InputError(f"must be UP or DOWN (got {raw['admst']!r})", where="spec.admst")
     ct = Ct(
         ctid=got,
-        hostname=v.label(raw["hostname"], "spec.hostname"),
+        hostname=v.hostname(raw["hostname"], "spec.hostname"),
         rack=v.integer(raw["rack"], "spec.rack", minimum=0, maximum=255),
         tenant=None if raw["tenant"] is None else v.label(raw["tenant"], "spec.tenant"),
         service=None if raw["service"] is None else v.label(raw["service"], "spec.service"),

@@ -8,8 +8,10 @@ newlines can pass, so rendered `KEY="value"` lines and shell scripts stay intact
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import re
+from collections.abc import Callable
 
 from ..errors import InputError
 
@@ -25,6 +27,15 @@ UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 def _fail(field: str, value: object, why: str) -> InputError:
     return InputError(f"{why} (got {value!r})", where=field)
+
+
+MAX_CTID = 2147483644  # the largest CTID vzctl accepts (LXC takes any name); the allocator stops below
+
+
+def is_digits(value: str) -> bool:
+    """ASCII digits only: str.isdigit() is true of '²' (int() then fails) and of
+    other scripts' digits (int() then accepts them). The one digit test everywhere."""
+    return value.isascii() and value.isdigit()
 
 
 def is_label(value: str) -> bool:
@@ -45,6 +56,15 @@ def label(value: object, field: str) -> str:
             why = "is not a DNS label: use a-z, 0-9 and inner '-'"
         raise _fail(field, value, why)
     return value
+
+
+def hostname(value: object, field: str) -> str:
+    """A CT's hostname: a DNS label that is not all digits (a CLI reference that is
+    all digits means a CTID, so such a name would name another CT)."""
+    name = label(value, field)
+    if is_digits(name):
+        raise _fail(field, value, "may not be all digits (it would read as a CTID)")
+    return name
 
 
 def zone(value: object, field: str) -> str:
@@ -133,8 +153,9 @@ def size(value: object, field: str, *, minimum: int = 1, maximum: int | None = N
 
 def integer(value: object, field: str, *, minimum: int, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
+        text = value.strip() if isinstance(value, str) else ""
+        if is_digits(text.removeprefix("-")) and len(text) <= 40:  # int() refuses > 4,300 digits
+            value = int(text)
         else:
             raise _fail(field, value, "must be an integer")
     if not minimum <= value <= maximum:
@@ -151,6 +172,13 @@ def format_size(nbytes: int) -> str:
     return str(nbytes)
 
 
+def vz_size(nbytes: int) -> str:
+    """A size as vzctl reads it as meant: whole KiB (rounded down) with a unit.
+    A bare number is pages for PHYSPAGES and 1K blocks for DISKSPACE, so 100.3M
+    written as bytes would be 400 GiB of RAM."""
+    return format_size(nbytes - nbytes % UNITS["K"])
+
+
 _HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
 _METRIC = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
 
@@ -160,7 +188,7 @@ def hostport(value: object, field: str, *, names: bool = False) -> tuple[str, in
     if not isinstance(value, str) or ":" not in value:
         raise _fail(field, value, "must be HOST:PORT")
     host, _, port = value.rpartition(":")
-    is_name = names and _HOSTNAME.match(host) is not None and not host.replace(".", "").isdigit()
+    is_name = names and _HOSTNAME.match(host) is not None and not is_digits(host.replace(".", ""))
     return host if is_name else str(ipv4(host, field)), integer(port, field, minimum=1, maximum=65535)
 
 
@@ -168,3 +196,34 @@ def metric_name(value: object, field: str) -> str:
     if not isinstance(value, str) or not _METRIC.match(value):
         raise _fail(field, value, "must be a dotted metric name")
     return value
+
+
+# ---- argparse types: the same rules for command-line numbers ----------------
+def int_arg(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of ASCII digits within bounds (int() takes
+    '٣' and ' 5 ' too, and a port of -5 or 70000 would only fail later)."""
+    def parse(text: str) -> int:
+        body = text.removeprefix("-")
+        if not is_digits(body) or len(body) > 19:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+        n = int(text)
+        if not minimum <= n <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum}: {text!r}")
+        return n
+    return parse
+
+
+def seconds_arg(minimum: float, maximum: float) -> Callable[[str], float]:
+    """An argparse type: a plain decimal number of seconds within bounds (float()
+    takes 'nan', 'inf' and '1e999')."""
+    def parse(text: str) -> float:
+        if not _DECIMAL.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+        n = float(text)
+        if not minimum <= n <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from {minimum:g} to {maximum:g}: {text!r}")
+        return n
+    return parse
+
+
+_DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")

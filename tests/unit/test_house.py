@@ -227,3 +227,19 @@ def test_the_import_contracts_hold() -> None:
     proc = subprocess.run([str(lint_imports)], cwd=ROOT, capture_output=True, text=True, timeout=300)  # ./.importlinter
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 broken" in proc.stdout
+
+
+def test_one_digit_test_everywhere() -> None:
+    """str.isdigit() is true of '²' and other scripts' digits: wire.validate.is_digits is the one test."""
+    found = [f"{rel}: line {node.lineno}" for rel, path, tree in sources() if path.name != "validate.py"
+             for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr in ("isdigit", "isnumeric",
+                                                                                            "isdecimal")]
+    assert found == [], "use wire.validate.is_digits:\n" + "\n".join(found)
+
+
+def test_numeric_cli_arguments_use_the_bounded_types() -> None:
+    """argparse's type=int takes '٣' and -5 for a port, type=float takes 'nan': cli.common has bounded ones."""
+    found = [f"{rel}: line {node.lineno}" for rel, path, tree in sources() for node in ast.walk(tree)
+             if isinstance(node, ast.keyword) and node.arg == "type" and isinstance(node.value, ast.Name)
+             and node.value.id in ("int", "float")]
+    assert found == [], "use cli.common.integer_in / seconds_in / port:\n" + "\n".join(found)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ...dc.model import Paths, Resources
 from ...wire.spec import Spec
+from ...wire.validate import is_digits
 from .base import OPST_DOWN, OPST_UP, DriverError, Runner, failed, render_ct_files, run
 
 # LXC states -> OPST. A CT that is starting or frozen holds its /data: UP.
@@ -45,7 +46,7 @@ def parse_ls(out: str) -> dict[int, str]:
         raise DriverError(f"lxc-ls printed an unexpected header: {lines[0][:80]!r}")
     for line in lines[1:]:
         parts = line.split()
-        if len(parts) < 2 or not parts[0].isdigit():
+        if len(parts) < 2 or not is_digits(parts[0]):
             continue
         state = STATES.get(parts[1])
         if state is None:

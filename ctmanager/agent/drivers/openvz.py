@@ -15,7 +15,7 @@ from pathlib import Path
 from ...dc.model import Paths
 from ...render import ctfiles
 from ...wire.spec import Spec
-from ...wire.validate import format_size
+from ...wire.validate import vz_size
 from .base import OPST_DOWN, OPST_UP, Completed, DriverError, Runner, failed, render_ct_files, run
 
 CONF_DIR = "/etc/vz/conf"
@@ -44,12 +44,6 @@ def parse_vzlist(out: str) -> dict[int, str]:
             raise DriverError(f"vzlist: CT {row['ctid']} has an unknown status {str(row.get('status'))[:20]!r}")
         result[row["ctid"]] = state
     return result
-
-
-def vz_size(nbytes: int) -> str:
-    """A size as vzctl reads it as meant: whole KiB with a unit suffix (a bare
-    number is pages for some parameters, bytes for others)."""
-    return format_size(nbytes - nbytes % 1024)
 
 
 def set_argv(spec: Spec) -> list[str]:
