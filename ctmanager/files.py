@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 from pathlib import Path
+
+from .errors import InputError
 
 Stat = tuple[int, int]  # (mtime_ns, size): enough to notice a hand edit
 
@@ -19,6 +22,17 @@ def read(path: Path | str) -> bytes | None:
             return f.read()
     except FileNotFoundError:
         return None
+
+
+def check_private(path: Path | str, what: str) -> None:
+    """Refuse a secret (HMAC key, TSIG key) that every user of the machine may read
+    or change. The group may read it (named reads the TSIG key as group bind)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # reading it says why
+    if mode & (stat.S_IRWXO | stat.S_IWGRP):
+        raise InputError(f"the {what} is open to other users (mode {stat.S_IMODE(mode):04o}): chmod 600 {path}")
 
 
 def temp_name(path: Path | str) -> str:

@@ -34,7 +34,7 @@ it takes effect for admission at once.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..dc import tomlread
@@ -56,7 +56,7 @@ class AgentConfig:
     file: str
     rack: int
     hn: str
-    key: bytes
+    key: bytes = field(repr=False)
     runtime: str
     report_to: tuple[tuple[str, int], ...]
     report_interval: float

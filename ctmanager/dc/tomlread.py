@@ -64,7 +64,7 @@ class Table:
     def keys(self) -> list[str]:
         return list(self._data)
 
-    def _get(self, key: str, default: Any, kinds: tuple[type, ...], what: str) -> Any:
+    def _get(self, key: str, default: Any, kinds: tuple[type, ...], what: str, secret: bool = False) -> Any:
         self._seen.add(key)
         if key not in self._data:
             if default is _REQUIRED:
@@ -74,10 +74,8 @@ class Table:
                 raise self.error(key, "is required")
             return default
         value = self._data[key]
-        if isinstance(value, bool) and bool not in kinds:
-            raise self.error(key, f"must be {what} (got {value!r})")
-        if not isinstance(value, kinds):
-            raise self.error(key, f"must be {what} (got {value!r})")
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            raise self.error(key, f"must be {what} ({_shown(value, secret)})")
         return value
 
     def str(self, key: str, default: Any = ...) -> Any:
@@ -96,11 +94,12 @@ class Table:
         """A string or integer (sizes may be written either way)."""
         return self._get(key, _REQUIRED if default is ... else default, (str, int), "a string or integer")
 
-    def strs(self, key: builtins.str, default: Any = ...) -> list[builtins.str]:
-        value = self._get(key, _REQUIRED if default is ... else default, (list,), "a list of strings")
+    def strs(self, key: builtins.str, default: Any = ..., *, secret: builtins.bool = False) -> list[builtins.str]:
+        """`secret`: the value may hold a password (a fence command): errors never show it."""
+        value = self._get(key, _REQUIRED if default is ... else default, (list,), "a list of strings", secret)
         for i, item in enumerate(value):
             if not isinstance(item, str):
-                raise self.error(f"{key}[{i}]", f"must be a string (got {item!r})")
+                raise self.error(f"{key}[{i}]", f"must be a string ({_shown(item, secret)})")
         return list(value)
 
     def table(self, key: builtins.str, *, required: builtins.bool = True) -> Table:
@@ -152,3 +151,9 @@ class _Required:
 
 
 _REQUIRED = _Required()
+
+
+def _shown(value: Any, secret: bool) -> str:
+    if secret:
+        return f"got a {type(value).__name__}; the value is not shown: it may hold a password"
+    return f"got {value!r}"

@@ -32,6 +32,7 @@ import dns.tsigkeyring
 import dns.update
 
 from ..errors import CtmError, InputError
+from ..files import check_private
 from .records import Change, RRset, Zones
 
 BATCH = 1000  # changes per update message (split further if the message is too big)
@@ -62,6 +63,7 @@ _KEY = re.compile(r'key\s+"?([A-Za-z0-9._-]+)"?\s*\{\s*algorithm\s+([a-z0-9-]+)\
 
 def read_key(path: Path) -> TsigKey:
     """A key file as `tsig-keygen -a hmac-sha256 NAME` writes it."""
+    check_private(path, "TSIG key")
     try:
         text = path.read_text()
     except OSError as exc:

@@ -32,6 +32,7 @@ from pathlib import Path
 from ..dc.model import DcTemplate, Node
 from ..dc.network import rack_context
 from ..errors import InputError
+from ..files import write_atomic
 from ..store import Store, queries
 from ..wire.validate import is_digits
 from . import dnsserver, layout, metricsct
@@ -96,8 +97,7 @@ def _storage(lab: layout.Lab, store: Store, slot: int, say: Callable[[str], None
     """The storage node holds what is shared: keys (made once) and every CT's /data."""
     lab.keys.chmod(0o700)
     if not lab.rack_key.exists():
-        lab.rack_key.write_text(secrets.token_hex(32) + "\n")
-        lab.rack_key.chmod(0o600)
+        write_atomic(lab.rack_key, (secrets.token_hex(32) + "\n").encode(), 0o600)
     if not lab.ssh_key.exists():
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ctmanager-manager", "-f", str(lab.ssh_key))
     dc, cts = queries.dc_template(store), queries.cts(store, rack=slot)

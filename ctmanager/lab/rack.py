@@ -31,6 +31,7 @@ from pathlib import Path
 from ..dc.model import Ct, DcTemplate, Node
 from ..dc.network import RackNet, rack_context
 from ..errors import CtmError, InputError
+from ..files import write_atomic
 from ..monitoring.provision import write_service
 from ..render import ctfiles
 from ..store import Store, queries
@@ -98,8 +99,7 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     _storage(lab, dc, cts)
     progress("keys: rack HMAC key, manager SSH key")
     lab.keys.mkdir(mode=0o700, exist_ok=True)
-    lab.rack_key.write_text(secrets.token_hex(32) + "\n")
-    lab.rack_key.chmod(0o600)
+    write_atomic(lab.rack_key, (secrets.token_hex(32) + "\n").encode(), 0o600)
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ctmanager-lab", "-f", str(lab.ssh_key))
     lab.authorized_keys.write_text(Path(f"{lab.ssh_key}.pub").read_text())
     known = []

@@ -42,7 +42,7 @@ $CTMANAGER_CONFIG.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..dc import tomlread
@@ -70,7 +70,7 @@ class ManagerConfig:
     file: str
     slot: int
     listen: tuple[str, int]
-    key: bytes
+    key: bytes = field(repr=False)
     agent_command: tuple[str, ...]
     ssh: SshSettings
     action_timeout: float
@@ -80,7 +80,7 @@ class ManagerConfig:
     agent_port: int = 7071
     report_interval: float = 1.0
     timers: FenceTimers = FenceTimers()
-    fence_command: tuple[str, ...] = ()
+    fence_command: tuple[str, ...] = field(default=(), repr=False)  # may hold a BMC password: never shown
     graphite: str = ""  # HOST:PORT for the manager's own metrics; "" = none
     metrics_prefix: str = ""
     retention: Retention = Retention()
@@ -131,7 +131,7 @@ def load(path: Path) -> ManagerConfig:
                            top.int("agent_port", 7071))
     interval = _seconds(top, "report_interval", 1.0)
     fencing = top.table("fencing", required=False)
-    fence_command = tuple(fencing.strs("fence_command", []))
+    fence_command = tuple(fencing.strs("fence_command", [], secret=True))
     fence = from_table(fencing)
     fencing.done()
     metrics = top.table("metrics", required=False)

@@ -76,11 +76,20 @@ class CommandFencer:
                 p = subprocess.run(argv, capture_output=True, text=True, timeout=FENCE_TIMEOUT,
                                    stdin=subprocess.DEVNULL)
                 tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or [""]
-                done(hn, p.returncode, f"exit {p.returncode}: {tail[0][:200]}")
+                done(hn, p.returncode, f"exit {p.returncode}: {redact(tail[0][:200], argv, hn, ip)}")
             except (OSError, subprocess.TimeoutExpired) as exc:
                 done(hn, -1, type(exc).__name__)
 
         threading.Thread(target=run, name=f"fence-{hn}", daemon=True).start()
+
+
+def redact(text: str, argv: Sequence[str], hn: str, ip: str) -> str:
+    """`text` (a fence command's last output line) without any of its arguments
+    that could be a password: a tool may echo its command line when it fails."""
+    for arg in sorted(set(argv[1:]) - {hn, ip}, key=len, reverse=True):
+        if len(arg) >= 3 and not arg.startswith("-"):
+            text = text.replace(arg, "***")
+    return text
 
 
 class LogEvents:

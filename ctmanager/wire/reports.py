@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from ..errors import InputError
+from ..files import check_private
 from .validate import is_label
 
 log = logging.getLogger(__name__)
@@ -291,6 +292,10 @@ class Receiver:
 
 
 def read_key(path: Path, file: str) -> bytes:
+    try:
+        check_private(path, "rack key")
+    except InputError as exc:
+        raise InputError(str(exc), where=f"{file}: key_file") from None
     try:
         text = path.read_text().strip()
     except OSError as exc:

@@ -103,6 +103,7 @@ def test_a_wrong_tsig_key_applies_nothing(bind: tuple[Cli, Bind], tmp_path: Path
     wrong = tmp_path / "wrong.key"
     wrong.write_text(subprocess.run(["tsig-keygen", "-a", "hmac-sha256", "ctmanager"], capture_output=True,
                                     text=True).stdout)
+    wrong.chmod(0o600)
     cli("dns", "configure", "--server", f"127.0.0.1:{server.port}", "--key-file", str(wrong))
     p = cli("dns", "sync", check=False)
     assert p.returncode == 1 and "TSIG" in p.stdout and "PENDING" in p.stdout
@@ -128,7 +129,13 @@ def test_bad_dns_input_is_refused_and_changes_nothing(example_store: Cli, tmp_pa
     before = dump(example_store.store)
     bad_key = tmp_path / "bad.key"
     bad_key.write_text("not a key\n")
+    bad_key.chmod(0o640)  # the group may read it (named does, as group bind)
+    open_key = tmp_path / "open.key"
+    open_key.write_text("not a key either\n")
+    open_key.chmod(0o644)
     for args, message in [
+        (("dns", "configure", "--server", "127.0.0.1:53", "--key-file", str(open_key)),
+         "the TSIG key is open to other users (mode 0644): chmod 600"),
         (("dns", "configure", "--server", "nowhere", "--key-file", str(bad_key)), "HOST:PORT"),
         (("dns", "configure", "--server", "127.0.0.1:53", "--key-file", str(bad_key)), "not a TSIG key file"),
         (("dns", "verify"), "no DNS server configured"),

@@ -136,6 +136,7 @@ def test_a_spec_round_trips_and_bad_ones_are_refused() -> None:
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
     (tmp_path / "key").write_text("00" * 32)
+    (tmp_path / "key").chmod(0o600)
     f = tmp_path / "agent.toml"
     f.write_text(f'rack = 101\nhn = "hn-101-1"\nkey_file = "{tmp_path}/key"\nreport_to = ["10.101.0.1:7070"]\n'
                  f'state_dir = "{tmp_path}/state"\n{extra}')

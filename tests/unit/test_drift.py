@@ -150,6 +150,7 @@ class Runtime:
 
 def agent(tmp_path: Path, memory: str = "16G") -> agent_config.AgentConfig:
     (tmp_path / "key").write_text("00" * 32)
+    (tmp_path / "key").chmod(0o600)
     f = tmp_path / "agent.toml"
     f.write_text(f'rack = 101\nhn = "hn-101-1"\nkey_file = "{tmp_path}/key"\nreport_to = ["10.101.0.1:7070"]\n'
                  f'state_dir = "{tmp_path}/state"\n[capacity]\nmemory = "{memory}"\ndisk = "10T"\nreserve_memory = 0\n'

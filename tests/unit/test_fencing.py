@@ -109,6 +109,7 @@ def test_a_fence_command_confirms_a_node_off_sooner() -> None:
 def test_unsafe_timers_are_refused_in_the_config(tmp_path: Path) -> None:
     key = tmp_path / "rack.key"
     key.write_text("00" * 32)
+    key.chmod(0o600)
     conf = tmp_path / "manager.toml"
     conf.write_text(f'rack = "rack-101"\nlisten = "10.0.0.1:7070"\nkey_file = "{key}"\n[ssh]\nkey_file = "/k"\n'
                     f'known_hosts = "/kh"\n[fencing]\nfence_after = 5\nwatchdog_timeout = 10\ndead_after = 12\n')

@@ -153,3 +153,59 @@ def spec_text(inv: inventory.Inventory, **changes: object) -> bytes:
     import json
 
     return json.dumps({**spec_for(queries.find_ct(inv.store, "myhost"), inv.dc), **changes}).encode()
+
+
+# ---- 9: secrets in errors, 15: secrets open to others ---------------------------
+def manager_toml(tmp_path: Path, fencing: str) -> Path:
+    key = tmp_path / "rack.key"
+    key.write_text("00" * 32)
+    key.chmod(0o600)
+    conf = tmp_path / "manager.toml"
+    conf.write_text(f'rack = "rack-101"\nlisten = "10.0.0.1:7070"\nkey_file = "{key}"\n[ssh]\nkey_file = "/k"\n'
+                    f'known_hosts = "/kh"\n[fencing]\n{fencing}\n')
+    return conf
+
+
+@pytest.mark.parametrize("fencing", [
+    'fence_command = "fence_ipmilan -a {ip} -l admin -p Hunter2-BMC -o off"',
+    'fence_command = ["fence_ipmilan", "-p", "Hunter2-BMC", 735194]',
+    'fence_command = [["fence_ipmilan", "-p", "Hunter2-BMC"]]',
+    'fence_command = {password = "Hunter2-BMC"}',
+])
+def test_a_refused_fence_command_is_never_shown(tmp_path: Path, fencing: str) -> None:
+    from ctmanager.manager import config as mconfig
+
+    with pytest.raises(InputError) as got:
+        mconfig.load(manager_toml(tmp_path, fencing))
+    assert "fence_command" in str(got.value) and "not shown" in str(got.value)
+    assert "Hunter2" not in str(got.value) and "735194" not in str(got.value)
+
+
+def test_the_configs_never_show_their_secrets_in_a_repr(tmp_path: Path) -> None:
+    from ctmanager.manager import config as mconfig
+
+    cfg = mconfig.load(manager_toml(tmp_path, 'fence_command = ["fence_ipmilan", "-p", "Hunter2-BMC"]'))
+    assert cfg.fence_command[-1] == "Hunter2-BMC"
+    assert "Hunter2" not in repr(cfg) and "00000000" not in repr(cfg)
+
+
+def test_a_fence_tools_output_is_logged_without_its_arguments() -> None:
+    from ctmanager.manager.ports import redact
+
+    argv = ["fence_ipmilan", "-a", "10.0.0.9", "-l", "admin", "-p", "Hunter2-BMC", "-o", "off", "-n", "hn-101-2"]
+    line = "Failed: fence_ipmilan -a 10.0.0.9 -l admin -p Hunter2-BMC: unable to connect to hn-101-2 (10.0.0.9)"
+    got = redact(line, argv, "hn-101-2", "10.0.0.9")
+    assert "Hunter2" not in got and "admin" not in got and "hn-101-2" in got and "10.0.0.9" in got
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o660, 0o606])
+def test_a_rack_key_open_to_other_users_is_refused(tmp_path: Path, mode: int) -> None:
+    from ctmanager.wire.reports import read_key
+
+    key = tmp_path / "rack.key"
+    key.write_text("00" * 32)
+    key.chmod(mode)
+    with pytest.raises(InputError, match=f"open to other users \\(mode {mode:04o}\\): chmod 600"):
+        read_key(key, "agent.toml")
+    key.chmod(0o640)  # the group may read
+    assert read_key(key, "agent.toml") == bytes(32)
