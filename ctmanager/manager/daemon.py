@@ -175,6 +175,8 @@ class Manager:
             self.dns.poke()  # the configuration changed: records may have too (the worker finds out cheaply)
         if self.core is None:
             self.core = Core(configured, placements, self.config.settings, self.config.timers, now, last_seen)
+            for hn, report in (last_seen.reports if last_seen else {}).items():
+                self.receiver.latest.setdefault(hn, report)  # a restart accepts no capture older than these
         else:
             self.core.reconfigure(configured, placements)
         self.agents = [(n.ip, self.config.agent_port) for n in nodes]

@@ -43,7 +43,12 @@ MAC_SIZE = 32
 MAX_DATAGRAM = 60_000  # UDP payload we accept; 100 CTs take about 7.5 KB with their spec hashes
 MAX_CTS = 1000
 MAX_VOTERS = 256
-MAX_SKEW = 300.0  # seconds a report's clock may be off from ours
+WINDOW = 10.0  # s a report's sent_at may be from our clock, either way (clock skew + delay; the replay window)
+MAX_SEQ = 2**53  # JSON integers beyond this are not exact everywhere
+SEQ_JUMP, SEQ_RATE = 1000, 100.0  # a seq may run ahead by this plus this per second of sent_at
+LOG_EVERY = 60.0  # s: at most LOG_BURST lines per drop reason in this long, from all sources together
+LOG_BURST = 5
+MAX_LOGGED = 256  # sources remembered for log rate-limiting
 OPST = ("UP", "DOWN")  # a CT the HN does not list is not there on that HN
 METRICS = ("cpu_load", "mem_total", "mem_free", "disk_total", "disk_free", "ct_count")
 _BOOT = re.compile(r"[0-9a-f-]{8,64}")
@@ -152,8 +157,10 @@ def parse_body(body: bytes | str, known: KnownCts | None = None) -> Report:
     equal to one checked already is not checked and built again."""
     try:
         return _parse(json.loads(body), known)
+    except RecursionError:  # 20,000 '[' behind a good MAC: no report nests more than 3 deep
+        raise ReportError("malformed", "nested too deeply") from None
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise ReportError("malformed", str(exc) or type(exc).__name__) from None
+        raise ReportError("malformed", str(exc)[:200] or type(exc).__name__) from None
 
 
 def _parse(d: dict[str, Any], known: KnownCts | None = None) -> Report:
@@ -190,7 +197,10 @@ def _parse(d: dict[str, Any], known: KnownCts | None = None) -> Report:
         if not is_label(voter):
             raise ValueError("hears: a voter is not a host name")
         _num(age)
-    return Report(_count(d["rack"]), hn, boot_id, _count(d["seq"]), _num(d["sent_at"]), d["drained"], metrics,
+    seq = _count(d["seq"])
+    if seq >= MAX_SEQ:
+        raise ValueError(f"seq is {seq}, beyond 2**53")
+    return Report(_count(d["rack"]), hn, boot_id, seq, _num(d["sent_at"]), d["drained"], metrics,
                   tuple(states), fenced, {v: float(a) for v, a in hears.items()})
 
 
@@ -238,18 +248,27 @@ def _num(x: Any) -> float:
 class Receiver:
     """Verifies datagrams and keeps the newest report of each HN.
 
-    `drops` counts every dropped datagram by reason; the log gets at most one line
-    per source and reason a minute, so a flood cannot flood the log.
+    Fresh: sent within `window` s of our clock (either way), and after the last
+    report accepted from that HN (a higher seq in the same boot, not absurdly
+    higher; or a new boot sent later). A manager seeds `latest` from the store,
+    so a restart does not reopen the window to older captures.
+
+    `drops` counts every dropped datagram by reason. The log gets at most one line
+    per source and reason a minute and LOG_BURST per reason from all sources
+    together (then one line saying how many were not logged): a flood from
+    100,000 addresses writes a few lines, and remembers MAX_LOGGED sources.
     """
 
     key: bytes = field(repr=False)
     rack: int
+    window: float = WINDOW
     latest: dict[str, Report] = field(default_factory=dict)
     received_at: dict[str, float] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=dict)
     accepted: int = 0
     quiet: bool = False  # count drops without logging them (the simulator duplicates on purpose)
     _logged: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
+    _budget: dict[str, list[float]] = field(default_factory=dict, repr=False)  # reason -> [since, lines, unlogged]
     _known: KnownCts = field(default_factory=dict, repr=False)
 
     def receive(self, datagram: bytes, source: str, now: float) -> Report | None:
@@ -273,22 +292,45 @@ class Receiver:
         return report
 
     def _drop(self, exc: ReportError, source: str, now: float) -> None:
-        self.drops[exc.reason] = self.drops.get(exc.reason, 0) + 1
-        if not self.quiet and now - self._logged.get((source, exc.reason), -1e18) >= 60:
-            self._logged[(source, exc.reason)] = now
-            log.warning("dropped report from %s: %s (%d %s so far)", source, exc, self.drops[exc.reason], exc.reason)
+        reason = exc.reason
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+        if self.quiet:
+            return
+        budget = self._budget.setdefault(reason, [now, 0, 0])
+        if now - budget[0] >= LOG_EVERY:
+            if budget[2]:
+                log.warning("%d more dropped report(s) (%s) were not logged", budget[2], reason)
+            budget[:] = [now, 0, 0]
+        if now - self._logged.get((source, reason), -1e18) < LOG_EVERY or budget[1] >= LOG_BURST:
+            budget[2] += 1
+            return
+        budget[1] += 1
+        if len(self._logged) >= MAX_LOGGED:
+            del self._logged[next(iter(self._logged))]  # the oldest
+        self._logged[(source, reason)] = now
+        log.warning("dropped report from %s: %s (%d %s so far)", source, _printable(str(exc)), self.drops[reason],
+                    reason)
 
     def _check_fresh(self, report: Report, now: float) -> None:
-        if abs(report.sent_at - now) > MAX_SKEW:
-            raise ReportError("stale", f"{report.hn}: sent_at is {report.sent_at - now:+.0f} s from now")
+        if abs(report.sent_at - now) > self.window:
+            raise ReportError("stale", f"{report.hn}: sent_at is {report.sent_at - now:+.1f} s from now (a replay, "
+                                       f"or clocks more than {self.window:g} s apart?)")
         last = self.latest.get(report.hn)
         if last is None:
             return
         if report.boot_id == last.boot_id:
             if report.seq <= last.seq:
                 raise ReportError("stale", f"{report.hn}: seq {report.seq} after {last.seq}")
+            if report.seq - last.seq > SEQ_JUMP + SEQ_RATE * max(report.sent_at - last.sent_at, 0.0):
+                raise ReportError("seq_jump", f"{report.hn}: seq {report.seq} after {last.seq}, "
+                                              f"{report.sent_at - last.sent_at:.1f} s later")
         elif report.sent_at <= last.sent_at:
             raise ReportError("stale", f"{report.hn}: boot {report.boot_id} is older than boot {last.boot_id}")
+
+
+def _printable(text: str) -> str:
+    """One log line, whatever a datagram held (parse errors quote parts of it)."""
+    return text.encode("unicode_escape").decode("ascii")[:300]
 
 
 def read_key(path: Path, file: str) -> bytes:

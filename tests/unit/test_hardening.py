@@ -209,3 +209,68 @@ def test_a_rack_key_open_to_other_users_is_refused(tmp_path: Path, mode: int) ->
         read_key(key, "agent.toml")
     key.chmod(0o640)  # the group may read
     assert read_key(key, "agent.toml") == bytes(32)
+
+
+# ---- 7: the report receiver ------------------------------------------------------
+def signed(body: bytes, key: bytes = b"k" * 32) -> bytes:
+    import hashlib
+    import hmac
+
+    return hmac.new(key, body, hashlib.sha256).digest() + body
+
+
+def a_report(seq: int = 1, sent_at: float = 1_800_000_000.0, boot: str = "0123456789abcdef"):
+    from ctmanager.wire.reports import CtState, Metrics, Report
+
+    return Report(101, "hn-101-1", boot, seq, sent_at, False, Metrics(0.1, 1, 1, 1, 1, 1),
+                  (CtState(1001, "UP", 5.0),))
+
+
+@pytest.mark.parametrize("body", [b"[" * 20000, b"{\"v\":" * 20000, b'{"a":' * 5000 + b"1" + b"}" * 5000])
+def test_deeply_nested_bodies_behind_a_good_mac_are_dropped_not_raised(body: bytes) -> None:
+    from ctmanager.wire.reports import Receiver
+
+    rx = Receiver(b"k" * 32, 101)
+    assert rx.receive(signed(body[:59000]), "10.0.0.1", 1_800_000_000.0) is None
+    assert rx.drops == {"malformed": 1}
+
+
+def test_a_restarted_receiver_takes_no_capture_older_than_the_window() -> None:
+    from ctmanager.wire.reports import WINDOW, Receiver, sign
+
+    now = 1_800_000_000.0
+    captured = sign(a_report(5, now - 60), b"k" * 32)  # a minute old: the old window was 300 s
+    rx = Receiver(b"k" * 32, 101)
+    assert rx.receive(captured, "10.0.0.1", now) is None and rx.drops == {"stale": 1}
+    assert rx.receive(sign(a_report(6, now - WINDOW / 2), b"k" * 32), "10.0.0.1", now) is not None
+
+
+def test_a_huge_seq_cannot_lock_out_the_genuine_reports() -> None:
+    from ctmanager.wire.reports import Receiver, sign
+
+    now, key = 1_800_000_000.0, b"k" * 32
+    rx = Receiver(key, 101)
+    assert rx.receive(sign(a_report(1, now), key), "10.0.0.1", now)
+    assert rx.receive(sign(a_report(2**80, now + 0.5), key), "10.0.0.1", now + 0.5) is None  # beyond 2**53
+    assert rx.receive(sign(a_report(10**15, now + 0.6), key), "10.0.0.1", now + 0.6) is None  # a jump
+    assert rx.drops == {"malformed": 1, "seq_jump": 1}
+    assert rx.receive(sign(a_report(2, now + 1), key), "10.0.0.1", now + 1) is not None
+    # after an hour unheard, an agent that reported on every change is still taken in
+    assert rx.receive(sign(a_report(30_000, now + 3600), key), "10.0.0.1", now + 3600) is not None
+
+
+def test_a_flood_from_many_addresses_logs_a_few_lines_and_remembers_little(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from ctmanager.wire.reports import MAX_LOGGED, Receiver, sign
+
+    now = 1_800_000_000.0
+    rx = Receiver(b"k" * 32, 101)
+    forged = sign(a_report(1, now), b"x" * 32)
+    with caplog.at_level(logging.WARNING, logger="ctmanager.wire.reports"):
+        for i in range(100_000):
+            rx.receive(forged, f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", now + i * 0.0001)
+        rx.receive(forged, "10.200.0.1", now + 70)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 7 and "99995 more dropped report(s) (forged) were not logged" in lines
+    assert len(rx._logged) <= MAX_LOGGED and rx.drops == {"forged": 100_001}

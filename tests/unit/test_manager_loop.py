@@ -325,3 +325,19 @@ def test_a_start_that_keeps_failing_is_no_crash(loop: Loop) -> None:
         loop.step(0.0)
     assert not any(line.startswith("CRASH LOOP") for line in loop.events.lines)
     assert len([a for a in loop.executor.submitted if a.ctid == 1006]) > 5  # retried past the limit
+
+
+def test_a_restarted_manager_takes_no_report_older_than_the_ones_the_store_kept(loop: Loop) -> None:
+    """A captured report replayed to a restarted manager is dropped (the receiver
+    is seeded from the store), while the HNs' next reports are taken in."""
+    converge(loop)
+    kept = loop.seq
+    old = Loop(loop.path)  # the restarted manager, on the same store
+    old.now, old.seq = loop.now + 1, kept - 1
+    old.reports()  # a replay of an earlier round
+    old.step()
+    assert old.m.receiver.drops == {"stale": len(HNS)}
+    old.seq = kept
+    old.reports()
+    old.step()
+    assert old.m.receiver.accepted == len(HNS)
