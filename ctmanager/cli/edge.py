@@ -92,7 +92,7 @@ def edge_for(store: Any, **kw: Any) -> nginx.Edge:
 def cmd_edge_config(args: argparse.Namespace) -> int:
     from ..proxies import nginx
     if bool(args.cert) != bool(args.key):
-        raise CtmError("--cert and --key go together")
+        raise InputError("--cert and --key go together")
     for name in ("http_port", "https_port", "resolver_port", "backend_port"):
         if not 1 <= getattr(args, name) <= 65535:
             raise InputError(f"must be 1-65535 (got {getattr(args, name)})", where=f"--{name.replace('_', '-')}")

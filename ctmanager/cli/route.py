@@ -16,6 +16,9 @@ def register(reg: Registry) -> None:
     p.add_argument("tenant")
     p.add_argument("service", help="routing name the tenant's apps resolve (smtp, metrics, ...)")
     p.add_argument("target", help="CT hostname or pool name (e.g. relay-101)")
+    p.add_argument("--foreign", action="store_true",
+                   help="allow a target outside the tenant's own CTs and its rack's service CTs and pools "
+                        "(another tenant's CT, another rack)")
     p = reg.cmd(routes, "rm", cmd_route_rm, "remove a route", "ctmanager route rm myhost socks")
     p.add_argument("tenant")
     p.add_argument("service")
@@ -25,7 +28,7 @@ def register(reg: Registry) -> None:
 
 def cmd_route_set(args: argparse.Namespace) -> int:
     with editing(args) as (store, inv):
-        old = inv.set_route(args.tenant, args.service, args.target)
+        old = inv.set_route(args.tenant, args.service, args.target, foreign=args.foreign)
     if want_json(args):
         emit_json({"tenant": args.tenant, "service": args.service, "target": args.target, "previous": old})
     else:

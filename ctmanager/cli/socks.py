@@ -56,7 +56,7 @@ def cmd_deny(args: argparse.Namespace) -> int:
 
 def _acls(store: Store) -> list[dante.Acl]:
     from ..proxies import dante
-    return [dante.Acl(app, dest, port) for app, dest, port in proxyrows.socks_acls(store)]
+    return [dante.acl(app, dest, port) for app, dest, port in proxyrows.socks_acls(store)]  # checked again: a store is a file
 
 
 def cmd_list(args: argparse.Namespace) -> int:

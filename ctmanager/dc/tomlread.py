@@ -22,9 +22,14 @@ T = TypeVar("T")
 def load(path: Path) -> Table:
     """Parse a TOML file. Syntax errors keep tomllib's `(at line L, column C)`."""
     try:
-        raw = path.read_bytes()
+        if not path.is_file():  # a FIFO or a device would block or never end
+            raise InputError("is not a regular file" if path.exists() else "no such file", where=str(path))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_TOML + 1)
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", where=str(path)) from None
+    if len(raw) > MAX_TOML:
+        raise InputError(f"is larger than {MAX_TOML >> 20} MiB: not a configuration file", where=str(path))
     return parse(raw, str(path))
 
 
@@ -36,7 +41,12 @@ def parse(raw: bytes, file: str) -> Table:
         raise InputError("is not UTF-8 text", where=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"invalid TOML: {exc}", where=str(path)) from None
+    except RecursionError:
+        raise InputError("invalid TOML: nested too deeply", where=str(path)) from None
     return Table(data, file=path, path="")
+
+
+MAX_TOML = 8 << 20  # bytes: a DC template of many racks is well under 1 MiB
 
 
 class Table:

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..dc.model import DcTemplate
 from ..errors import CtmError, InputError
 from ..files import write_atomic
+from ..wire import validate as v
 from .records import absolute, zones
 
 KEY_NAME = "ctmanager"
@@ -33,6 +34,7 @@ def render(dc: DcTemplate, out: Path, listen: str, port: int) -> dict[str, Path]
     if not 1 <= port <= 65535:
         raise InputError(f"--port must be 1-65535 (got {port})")
     out = out.resolve()
+    v.path(str(out), "OUT")  # named.conf quotes it: a quote or newline would end the string
     (out / "zones").mkdir(parents=True, exist_ok=True)
     key = out / "tsig.key"
     if not key.exists():

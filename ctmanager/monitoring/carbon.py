@@ -19,10 +19,10 @@ from pathlib import Path
 from ..dc.model import DcTemplate, rack_name
 from ..errors import InputError
 from ..files import write_atomic
+from ..wire import validate as v
 from ..wire.validate import hostport
 
 _ADDR = re.compile(r"[A-Za-z0-9.-]{1,253}")
-_PATH = re.compile(r"/[A-Za-z0-9_.,+@/-]{0,1000}")  # goes into carbon.conf as is: nothing else
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,7 @@ def render(dc: DcTemplate, slot: int, out: Path, top: str, *, listen: str = "0.0
         raise InputError("summary_every must be 1-3600 seconds")
     out = out.resolve()
     seen = at or out
-    if not _PATH.fullmatch(str(seen)):
-        raise InputError(f"the carbon directory must be a plain absolute path (got {str(seen)!r})")
+    v.path(str(seen), "the carbon directory")  # goes into carbon.conf as is
     for d in ("whisper", "log", "lists"):
         (out / "storage" / d).mkdir(parents=True, exist_ok=True)
     storage = seen / "storage"

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..wire import validate as v
 from ..wire.validate import hostport
 
 _APP = re.compile(r"[a-z0-9]([a-z0-9_-]{0,30}[a-z0-9])?")
@@ -42,7 +43,7 @@ def acl(app: str, dest: str, port: int = 0) -> Acl:
 def render(acls: Iterable[Acl], cts: Iterable[tuple[str, str, tuple[str, ...]]], listen: str, external: str) -> str:
     """`cts`: (hostname, address, apps) of every CT."""
     host, port = hostport(listen, "--listen")
-    ext = str(ipaddress.ip_address(external))
+    ext = str(v.ipv4(external, "--external"))
     by_app: dict[str, list[Acl]] = {}
     for a in sorted(set(acls)):
         by_app.setdefault(a.app, []).append(a)
@@ -51,7 +52,7 @@ def render(acls: Iterable[Acl], cts: Iterable[tuple[str, str, tuple[str, ...]]],
              "user.privileged: root", "user.unprivileged: nobody", "",
              "client pass { from: 0.0.0.0/0 to: 0.0.0.0/0 }", ""]
     for hostname, ip, apps in sorted(cts):
-        src = str(ipaddress.ip_address(ip))
+        src = str(v.ipv4(ip, f"CT {hostname}: ip"))
         for app in sorted(set(apps) & by_app.keys()):
             lines.append(f"# {app} in {hostname}")
             for a in by_app[app]:

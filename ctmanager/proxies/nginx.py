@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from ..errors import InputError
 from ..wire import validate as v
 
-_PATH = re.compile(r"/(?:[A-Za-z0-9._~-]+/)*")
+_PATH = re.compile(r"/(?:[A-Za-z0-9._~-]{1,63}/){1,16}")  # at least one segment: "/" is the default route
+MAX_PATH = 256
+MAX_CIDRS = 64  # per list: nginx reads them all for each request
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,20 @@ class PathRoute:
 
 def path_route(path: str, service: str, tenant: str = "", strip: bool = False,
                allow: Sequence[str] = (), deny: Sequence[str] = ()) -> PathRoute:
-    """A validated path route (the one door into the config file)."""
-    if not _PATH.fullmatch(path) or any(seg in (".", "..") for seg in path.split("/")):
-        raise InputError(f"a path must look like /name/ or /a/b/ (letters, digits, . _ ~ -) (got {path!r})")
-    for what, value in (("service", service), ("tenant", tenant)):
-        if value and not v.is_label(value):
-            raise InputError(f"{what} must be a DNS label (got {value!r})")
+    """A validated path route (the one door into the config file): whatever passes
+    renders a config `nginx -t` accepts."""
+    if path == "/":
+        raise InputError("the path / is every tenant's default route (to its core CT); route a prefix like /app/")
+    if not isinstance(path, str) or len(path) > MAX_PATH or not _PATH.fullmatch(path) \
+            or any(seg in (".", "..") for seg in path.split("/")):
+        raise InputError(f"a path must look like /name/ or /a/b/ (letters, digits, . _ ~ -; up to 16 segments of "
+                         f"63 and {MAX_PATH} characters) (got {str(path)[:80]!r})")
+    if not isinstance(service, str) or not v.is_label(service):
+        raise InputError(f"service must be a tenant routing name, a DNS label (got {str(service)[:80]!r})")
+    if tenant and not v.is_label(tenant):
+        raise InputError(f"tenant must be a DNS label (got {str(tenant)[:80]!r})")
+    if len(allow) > MAX_CIDRS or len(deny) > MAX_CIDRS:
+        raise InputError(f"at most {MAX_CIDRS} networks per --allow or --deny list")
     nets = []
     for cidr in (*allow, *deny):
         try:
@@ -76,9 +86,9 @@ def render(e: Edge) -> str:
             raise InputError(f"tenant {t!r} is not a DNS label")
     for resolver in e.resolvers:
         ipaddress.ip_address(resolver)
-    for path in (e.cert, e.key, e.prefix):
-        if path and not re.fullmatch(r"/[A-Za-z0-9._/-]*", path):
-            raise InputError(f"{path!r}: absolute paths of letters, digits, . _ - / only")
+    for what, path in (("--cert", e.cert), ("--key", e.key), ("--prefix", e.prefix)):
+        if path:
+            v.path(path, what)
     resolvers = " ".join(f"{resolver}:{e.resolver_port}" for resolver in e.resolvers)
     out = [f"# nginx edge for *.{zone}, written by ctmanager: do not edit",
            "worker_processes auto;", f"pid {e.prefix}/nginx.pid;", f"error_log {e.prefix}/error.log warn;",
@@ -131,7 +141,7 @@ def _server(e: Edge, name: str, routes: Iterable[PathRoute], default: bool) -> l
             lines.append("            deny all;")
         target = f"http://{r.service}.$ctm_tenant.{zone}.internal:{e.backend_port}"
         if r.strip:
-            lines += [f"            rewrite ^{r.path}(.*)$ /$1 break;", f"            proxy_pass {target};"]
+            lines += [f"            rewrite ^{re.escape(r.path)}(.*)$ /$1 break;", f"            proxy_pass {target};"]
         else:
             lines.append(f"            proxy_pass {target}$request_uri;")
         lines.append("        }")
@@ -140,5 +150,16 @@ def _server(e: Edge, name: str, routes: Iterable[PathRoute], default: bool) -> l
 
 
 def routes_from_rows(rows: Iterable[Sequence[object]]) -> tuple[PathRoute, ...]:
-    return tuple(PathRoute(str(r[1]), str(r[2]), str(r[0]), bool(r[3]), tuple(json.loads(str(r[4]))),
-                           tuple(json.loads(str(r[5])))) for r in rows)
+    """Path routes as the store holds them, through `path_route` again: a row
+    written by anything else than the CLI cannot break or inject into the config."""
+    out = []
+    for r in rows:
+        try:
+            allow, deny = json.loads(str(r[4])), json.loads(str(r[5]))
+            if not (isinstance(allow, list) and isinstance(deny, list)):
+                raise ValueError("allow and deny must be lists")
+            out.append(path_route(r[1], r[2], r[0] or "", bool(r[3]), allow, deny))  # type: ignore[arg-type]
+        except (InputError, ValueError, TypeError, RecursionError) as exc:
+            raise InputError(f"damaged path route in the store ({str(r[0])[:40]!r} {str(r[1])[:80]!r}): "
+                             f"{str(exc)[:200]}") from None
+    return tuple(out)

@@ -30,7 +30,7 @@ from .. import files
 from ..dc.model import rack_name
 from ..dc.network import RackContext, rack_context
 from ..errors import InputError
-from ..store import Store, queries
+from ..store import Store, queries, rows
 from ..store.db import Row
 from . import output, parallel
 from .ctfiles import CT_FILES, EXPORTS_FILE, TEMPLATES, ct_context, exports_context
@@ -122,12 +122,13 @@ def _units(store: Store, engine: Engine) -> dict[str, Unit]:
         return tuple((f"{folder}/{pat.format(ctid=ctid)}", tpl, mode) for pat, tpl, mode in CT_FILES)
 
     def ct_unit_context(row: Row) -> dict[str, Any]:
-        ct = queries.ct_from_row(row)
+        ct = rows.ct_from_row(row)
         return engine.context(ct_context(ct, dc, rack(ct.rack)))
 
     units: dict[str, Unit] = {}
     for row in queries.ct_rows(store):
-        ctid, folder = row["ctid"], rack_name(row["rack"])
+        ctid, slot = rows.placed(row)  # file and folder names: checked before any path is built
+        folder = rack_name(slot)
         key = salt.copy()
         key.update(repr(tuple(row)).encode())
         units[f"ct/{ctid}"] = Unit(key.hexdigest(), folder, functools.partial(ct_outputs, folder, ctid),
@@ -235,7 +236,7 @@ def _diff(outdir: Path, rendered: Rendered, stale: list[str], report: RenderRepo
 def _load_manifest(outdir: Path) -> dict[str, str]:
     try:
         data = json.loads((outdir / MANIFEST).read_bytes())
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("units"), dict):
         return {}  # an older or foreign manifest: everything is checked by content

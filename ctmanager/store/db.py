@@ -48,11 +48,14 @@ def open_store(path: Path, *, create: bool = False, busy_timeout_ms: int = BUSY_
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from None
-    return Store(path, busy_timeout_ms=busy_timeout_ms)
+    return Store(path, busy_timeout_ms=busy_timeout_ms, create=create)
 
 
 class Store:
-    def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, image: bytes | None = None) -> None:
+    def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, image: bytes | None = None,
+                 create: bool = True) -> None:
+        """`create`: a file that is not a ctmanager store yet (empty, new) becomes
+        one; without it such a file is refused and left exactly as it was."""
         self.path = path
         self.cache: dict[Any, Any] = {}  # values derived from rows that never change (the parsed DC template)
         self._in_tx = False
@@ -68,6 +71,10 @@ class Store:
             if image is not None:
                 self.db.deserialize(image)
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if not create and self.version == 0:  # read-only so far: nothing written yet
+                self.db.close()
+                raise StoreError(f"{path}: not a ctmanager store (an empty file, or another program's database); "
+                                 f"create one with: ctmanager --store {path} init TEMPLATE")
             self.db.execute("PRAGMA foreign_keys = ON")
             if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self.db.execute("PRAGMA journal_mode = WAL")

@@ -7,17 +7,24 @@ or ctmailmap (`transaction(config=False)`); `dns configure` is one."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 
-from .db import Store
+from .db import Row, Store
+from .rows import checked
 
 # (name, rdtype, ttl, values) as published
 Published = tuple[str, str, int, tuple[str, ...]]
 
 
 def published(store: Store) -> list[Published]:
-    return [(r[0], r[1], int(r[2]), tuple(json.loads(r[3])))
+    def one(r: Row) -> Published:
+        vals = json.loads(r[3])
+        if not isinstance(vals, list) or not all(isinstance(x, str) for x in vals) or r[1] not in ("A", "CNAME"):
+            raise ValueError("values must be a list of strings, the type A or CNAME")
+        return str(r[0]), str(r[1]), int(r[2]), tuple(vals)
+    return [checked(f"published DNS record {str(r[0])[:80]!r}", functools.partial(one, r))
             for r in store.query("SELECT name, rdtype, ttl, vals FROM dns_published")]
 
 

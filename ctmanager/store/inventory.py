@@ -246,19 +246,29 @@ class Inventory:
     def rm_tenant(self, name: str, *, purge: bool = False) -> list[Ct]:
         queries.tenant_rack(self.store, name)  # raises NotFoundError
         cts = queries.cts(self.store, tenant=name)
+        # Everything that names the tenant goes with it: a future tenant of the
+        # same name must inherit nothing (its routes, its edge paths).
         self.store.execute("DELETE FROM routes WHERE tenant = ?", (name,))
+        self.store.execute("DELETE FROM path_routes WHERE tenant = ?", (name,))
         removed = [self.rm_ct(str(ct.ctid), as_tenant=True, purge=purge) for ct in cts]
         self.store.execute("DELETE FROM tenants WHERE name = ?", (name,))
         self.store.event("tenant.rm", name, f"{len(removed)} CTs")
         return removed
 
     # ---- routes --------------------------------------------------------
-    def set_route(self, tenant: str, service: str, target: str) -> str | None:
-        """Point tenant's routing name `service` at a CT or pool. Returns the old target."""
+    def set_route(self, tenant: str, service: str, target: str, *, foreign: bool = False) -> str | None:
+        """Point tenant's routing name `service` at a CT or pool. Returns the old target.
+        A tenant's route may target its own CTs and its rack's service CTs and
+        pools; another tenant's CT or another rack needs `foreign`."""
         service = v.label(service, "service")
-        queries.tenant_rack(self.store, tenant)
+        target = v.label(target, "target")
+        rack = queries.tenant_rack(self.store, tenant)
         if not self._target_exists(target):
             raise NotFoundError(f"route target {target!r} is neither a CT nor a pool (see: ctmanager ct list)")
+        why = self._foreign(tenant, rack, target)
+        if why and not foreign:
+            raise ConflictError(f"{target} {why}: {tenant}'s apps would reach it as {service}; "
+                                "if that is meant, add --foreign")
         old = self.store.one("SELECT target FROM routes WHERE tenant = ? AND service = ?", (tenant, service))
         self.store.execute(
             "INSERT INTO routes(tenant, service, target) VALUES (?, ?, ?) "
@@ -308,6 +318,21 @@ class Inventory:
             ):
                 out.setdefault(f"{svc}-{rack}", []).append(host)
         return out
+
+    def _foreign(self, tenant: str, rack: int, target: str) -> str:
+        """Why `target` is outside `tenant`'s own CTs and its rack's services; '' if it is not."""
+        row = self.store.one("SELECT tenant, service, rack FROM cts WHERE hostname = ?", (target,))
+        if row is None:  # a pool: <service>-<slot>
+            slot = int(target.rsplit("-", 1)[1])
+            return "" if slot == rack else f"is a pool of {rack_name(slot)}, not {rack_name(rack)}"
+        owner, service, where = row
+        if where != rack:
+            return f"is in {rack_name(where)}, not {rack_name(rack)}"
+        if owner is not None and owner != tenant:
+            return f"is tenant {owner}'s CT"
+        if owner is None and service is None:
+            return "is a CT of no tenant and no rack service"
+        return ""
 
     def _target_exists(self, target: str) -> bool:
         if self.store.one("SELECT 1 FROM cts WHERE hostname = ?", (target,)):

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..dc import resources as res
 from ..dc import template
 from ..dc.model import Ct, DcTemplate, Node, Route, rack_name
 from ..errors import InputError, NotFoundError, StoreError
 from ..wire.validate import is_digits
 from .db import Row, Store
+from .rows import ct_from_row, node_from_row, route_from_row
 
 CT_COLUMNS = "ctid, hostname, rack, tenant, service, env, ip, storage, admst, memory, swap, disk, cpus, cpuunits, cpulimit, apps"
 
@@ -28,36 +28,6 @@ def dc_template(store: Store) -> DcTemplate:
         file = store.get_meta("template_file") or "template"
         dc = store.cache[key] = template.loads(text.encode(), file, Path(file).parent)
     return dc
-
-
-def ct_from_row(row: Row) -> Ct:
-    return Ct(
-        ctid=row["ctid"],
-        hostname=row["hostname"],
-        rack=row["rack"],
-        tenant=row["tenant"],
-        service=row["service"],
-        env=row["env"],
-        ip=row["ip"],
-        storage=row["storage"],
-        admst=row["admst"],
-        resources=res.from_row(row),
-        apps=tuple(json.loads(row["apps"])),
-    )
-
-
-def node_from_row(row: Row) -> Node:
-    return Node(
-        hostname=row["hostname"],
-        rack=row["rack"],
-        position=row["position"],
-        sku=row["sku"],
-        role=row["role"],
-        serial=row["serial"],
-        mac=row["mac"],
-        ip=row["ip"],
-        drained=bool(row["drained"]),
-    )
 
 
 def cts(store: Store, *, rack: int | None = None, tenant: str | None = None) -> list[Ct]:
@@ -131,7 +101,7 @@ def routes(store: Store, *, tenant: str | None = None) -> list[Route]:
         rows = store.query("SELECT tenant, service, target FROM routes ORDER BY tenant, service")
     else:
         rows = store.query("SELECT tenant, service, target FROM routes WHERE tenant = ? ORDER BY service", (tenant,))
-    return [Route(r[0], r[1], r[2]) for r in rows]
+    return [route_from_row(r) for r in rows]
 
 
 STATUS_FIELDS = ("ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since", "report_age", "crash_loop")

@@ -48,5 +48,5 @@ def message_of(stdout: bytes) -> str | None:
     """The `message` of a result on stdout, or None if it is not one."""
     try:
         return str(json.loads(stdout)["message"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None

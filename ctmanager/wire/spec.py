@@ -72,7 +72,9 @@ def _parse(text: bytes | str, ctid: int) -> Spec:
     try:
         raw = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"spec is not JSON: {exc}") from None
+        raise InputError(f"spec is not JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise InputError("spec is not JSON: nested too deeply") from None
     if not isinstance(raw, dict):
         raise InputError("spec must be a JSON object")
     unknown = sorted(set(raw) - set(FIELDS))

@@ -82,9 +82,12 @@ def zone(value: object, field: str) -> str:
 
 
 def path(value: object, field: str) -> str:
-    """An absolute path with a safe alphabet and no `..` component."""
-    if not isinstance(value, str) or not _PATH.match(value):
-        raise _fail(field, value, "must be an absolute path of [A-Za-z0-9._+-/]")
+    """An absolute path with a safe alphabet and no `..` component: the one rule
+    for every path that lands in a config (named.conf, carbon.conf, nginx.conf,
+    mount scripts) or a shell command: no quote, space, `;`, `{` or newline."""
+    if not isinstance(value, str) or len(value) > 1024 or not _PATH.match(value):
+        raise _fail(field, value[:200] if isinstance(value, str) else value,
+                    "must be an absolute path of [A-Za-z0-9._+-/]")
     if ".." in value.split("/"):
         raise _fail(field, value, "must not contain '..'")
     return value.rstrip("/") or "/"
@@ -99,8 +102,13 @@ def relpath(value: object, field: str) -> str:
 
 
 def mac(value: object, field: str) -> str:
+    """A NIC's own (unicast) address: DHCP and the switches key on it."""
     if not isinstance(value, str) or not _MAC.match(value.lower()):
         raise _fail(field, value, "is not a MAC address like 52:54:00:12:34:56")
+    if int(value[:2], 16) & 1:
+        raise _fail(field, value, "is a multicast or broadcast address, not a NIC's")
+    if value.lower() == "00:00:00:00:00:00":
+        raise _fail(field, value, "is all zeros, not a NIC's address")
     return value.lower()
 
 
