@@ -3,7 +3,10 @@
 connections, and the latency at that load. The daemon runs in its own process
 (one core, asyncio); the load comes from another process: CONNS connections,
 each sending `get KEY` and waiting for the answer, as Postfix's tcp_table does.
-Target: >= 20,000 lookups/s, p99 <= 1 ms.
+Target: >= 20,000 lookups/s, p99 <= 1 ms. Then the same beside a flood client
+(a third process), connection after connection: 64 KB of newlines then a close,
+or 64 KB of newlines or of pipelined lookups again and again, never reading,
+until the daemon drops it. Target: the normal clients still >= 20,000 lookups/s, p99 <= 2 ms.
 
 Usage: python bench/bench_mailmap.py [--seconds 5] [--conns 16] [--no-record]
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import random
 import socket
@@ -21,11 +25,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import emit
+from harness import Row, emit
 
 KEYS = [b"get jira@myhost.example.net\n", b"get bob@myhost.example.net\n", b"get myhost.example.net\n",
         b"get x@nowhere.example.org\n", b"get confluence@acme.example.net\n"]
@@ -44,6 +49,25 @@ async def client(port: int, until: float, lat: list[float], rng: random.Random) 
         n += 1
     writer.close()
     return n
+
+
+def flood(port: int, stop: Any, conns: Any) -> None:
+    """Junk, connection after connection: 64 KB of newlines then a close (the flood that once stalled
+    every client for seconds); 64 KB of newlines, or of pipelined lookups, again and again, never read."""
+    junk = [b"\n" * 65536, KEYS[0] * (65536 // len(KEYS[0]))]
+    n = 0
+    while not stop.is_set():
+        n += 1
+        with conns.get_lock():
+            conns.value += 1
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                while not stop.is_set():
+                    s.sendall(junk[n % 2])  # never a recv
+                    if n % 3 == 0:
+                        break
+        except OSError:
+            pass  # dropped by the daemon (or not read any more, a timeout): again
 
 
 async def load(port: int, seconds: float, conns: int) -> tuple[int, list[float]]:
@@ -80,19 +104,34 @@ def main() -> int:
                 time.sleep(0.05)
         asyncio.run(load(port, 1.0, args.conns))  # warm up
         total, lat = asyncio.run(load(port, args.seconds, args.conns))
+        stop, flood_conns = multiprocessing.Event(), multiprocessing.Value("i", 0)
+        flooder = multiprocessing.Process(target=flood, args=(port, stop, flood_conns))
+        flooder.start()
+        try:
+            time.sleep(0.5)  # the flood under way
+            flooded_total, flooded_lat = asyncio.run(load(port, args.seconds, args.conns))
+        finally:
+            stop.set()
+            flooder.join(10)
     finally:
         daemon.terminate()
         daemon.wait(10)
-    rate = total / args.seconds
-    lat.sort()
-    p99 = lat[int(len(lat) * 0.99)]
-    rows = [(f"ctmailmap lookups/s, {args.conns} persistent connections, {args.seconds:g} s",
-             f"{rate:,.0f}/s", f"{rate:,.0f}/s", ">= 20,000/s", "yes" if rate >= 20000 else "NO"),
-            ("ctmailmap latency at that load (client side)", f"{lat[0] * 1e3:.2f} ms",
-             f"{statistics.median(lat) * 1e3:.2f} ms (p99 {p99 * 1e3:.2f} ms)", "p99 <= 1 ms",
-             "yes" if p99 <= 0.001 else "NO")]
-    emit("mailmap", ["Daemon in its own process (asyncio, one core); load from a second process."], rows,
-         record=not args.no_record)
+    rows: list[Row] = []
+    for label, count, lats, p99_target in ((f"{args.conns} persistent connections", total, lat, 0.001),
+                                           (f"{args.conns} connections + the flood", flooded_total, flooded_lat, 0.002)):
+        rate = count / args.seconds
+        lats.sort()
+        p99 = lats[int(len(lats) * 0.99)]
+        slowest = f", slowest {lats[-1] * 1e3:.1f} ms" if lats is flooded_lat else ""
+        rows += [(f"ctmailmap lookups/s, {label}, {args.seconds:g} s", f"{rate:,.0f}/s", f"{rate:,.0f}/s",
+                  ">= 20,000/s", "yes" if rate >= 20000 else "NO"),
+                 ("ctmailmap latency at that load (client side)", f"{lats[0] * 1e3:.2f} ms",
+                  f"{statistics.median(lats) * 1e3:.2f} ms (p99 {p99 * 1e3:.2f} ms{slowest})",
+                  f"p99 <= {p99_target * 1e3:g} ms", "yes" if p99 <= p99_target else "NO")]
+    emit("mailmap", ["Daemon in its own process (asyncio, one core); load from a second process; the flood from a "
+                     "third: connections sending 64 KB of \\n then closing, or 64 KB of \\n or of pipelined lookups "
+                     f"again and again, never reading ({flood_conns.value:,} flood connections in "
+                     f"{args.seconds + 0.5:g} s)."], rows, record=not args.no_record)
     return 0
 
 

@@ -13,8 +13,13 @@ class CtmError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, *, where: str | None = None) -> None:
-        # Collapse to one line so a hostile value cannot forge extra log/CLI lines.
+        # Collapse to one line so a hostile value cannot forge extra log/CLI lines;
+        # `where` is often a path the user gave: control characters are escaped, and
+        # a name thousands of characters long is cut.
         message = " ".join(str(message).split())
+        if where is not None:
+            where = where.encode("unicode_escape").decode("ascii") if not where.isprintable() else where
+            where = where if len(where) <= 300 else where[:300] + "..."
         self.where = where
         self.message = message
         super().__init__(f"{where}: {message}" if where else message)

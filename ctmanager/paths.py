@@ -100,12 +100,21 @@ def template_dirs() -> list[Path]:
 def find_dc_template(ref: str) -> Path:
     """A DC template by path, or by name on the search path (`example` -> dc/example.toml)."""
     path = Path(ref)
-    if path.is_file():
+    if _is_file(path):
         return path
     if "/" not in ref and not ref.endswith(".toml"):
         for d in template_dirs():
             hit = d / "dc" / f"{ref}.toml"
-            if hit.is_file():
+            if _is_file(hit):
                 return hit
+    ref = ref[:200]
     searched = ", ".join(str(d / "dc") for d in template_dirs()) or "(no template folders found)"
     raise InputError(f"no DC template {ref!r}: not a file, and not a name found in {searched}")
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, but a name too long (or otherwise unusable) is just not a file."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False

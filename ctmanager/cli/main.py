@@ -10,6 +10,7 @@ the commands that use them, so `status` on 10,000 CTs stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +19,7 @@ from . import ct, dc, dns, edge, hn, lab, loop, mail, metrics, rack, route, sim,
 from .common import Registry
 
 PROG = "ctmanager"
+BAD_PATH = {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EINVAL}
 STORE_HELP = "store file (default: $CTMANAGER_STORE, else /var/lib/ctmanager/ctmanager.db)"
 
 
@@ -73,6 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `ctmanager status | head`
         return 0
+    except OSError as exc:
+        # A path the command was given that the OS refuses (too long, a loop, not a
+        # folder) is bad input; anything else is this machine's trouble. One line either way.
+        name = "" if exc.filename is None else str(exc.filename).encode("unicode_escape").decode("ascii")[:200]
+        sys.stderr.write(f"{PROG}: error: {name + ': ' if name else ''}{exc.strerror or exc}\n")
+        return 2 if exc.errno in BAD_PATH else 1
 
 
 if __name__ == "__main__":

@@ -13,14 +13,21 @@ One table answers all the rendered main.cf points at:
 
 Answers come from an in-memory index of the store, rebuilt when the store
 changes (checked every 0.25 s with one cheap query, never per lookup). A store
-that cannot be read gives 400 until it can. Lines are limited to 2,048 bytes;
-garbage gets a 500 and the connection carries on; nothing a client sends can
-stop the daemon.
+that cannot be read gives 400 until it can. Lines are limited to 2,048 bytes
+(a longer one: 500, and the connection is closed); garbage gets a 500 and the
+connection carries on, up to 100 bad requests. Nothing a client sends can stop
+the daemon or delay the other clients' answers (mailconn): at most 16 answers
+per connection per turn of the loop, pipelined requests 16 a millisecond; a
+client that does not read its answers is dropped past 64 KiB of them; idle
+connections are closed after --idle-timeout, at most --max-conns are open;
+client trouble is logged at most 3 lines per connection and 10 a minute in
+all, then counted, client bytes escaped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -29,10 +36,11 @@ from urllib.parse import unquote
 
 from ..errors import InputError, StoreError
 from ..store.watch import ConfigWatch
+from ..wire import validate as v
 from ..wire.validate import hostport
+from .mailconn import BAD, Clients, Limits
 
 log = logging.getLogger("ctmailmap")
-MAX_LINE = 2048
 CHECK_EVERY = 0.25
 _KEY = re.compile(r"[a-z0-9._+=-]{1,128}(@[a-z0-9.-]{1,253})?|[a-z0-9.-]{1,253}")
 
@@ -71,6 +79,7 @@ def build_index(store_path: Path) -> Index:
     return Index(dc.tenant_zone, tenants)
 
 
+@functools.lru_cache(maxsize=4096)  # replies are few (one per tenant): encoded once, not char by char per lookup
 def encode(value: str) -> str:
     """tcp_table's %XX encoding of a reply: spaces, controls, '%' and non-ASCII."""
     return "".join(c if 32 < ord(c) < 127 and c != "%" else "".join(f"%{b:02X}" for b in c.encode()) for c in value)
@@ -102,10 +111,10 @@ class MailMap:
         try:
             text = line.decode("ascii").rstrip("\r\n")
         except UnicodeDecodeError:
-            return b"500 bad request\n"
+            return BAD + b"\n"
         verb, _, key = text.partition(" ")
         if verb != "get" or not key:
-            return b"500 bad request: expected 'get KEY'\n"
+            return BAD + b": expected 'get KEY'\n"
         if self.index is None:
             return f"400 store unavailable: {encode(self.error)[:200]}\n".encode()
         self.lookups += 1
@@ -126,42 +135,28 @@ class MailMap:
                 self.index, self.error = None, str(exc)
             await asyncio.sleep(CHECK_EVERY)
 
-    async def client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                try:
-                    line = await reader.readuntil(b"\n")
-                except asyncio.LimitOverrunError:
-                    writer.write(b"500 request too long\n")
-                    await writer.drain()
-                    break  # the rest of that line cannot be told from the next request
-                except asyncio.IncompleteReadError:
-                    break
-                writer.write(self.answer(line))
-                if writer.transport.get_write_buffer_size() > 65536:
-                    await writer.drain()  # a client that does not read its answers gets backpressure
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
 
-
-async def serve(store_path: Path, host: str, port: int) -> None:
+async def serve(store_path: Path, host: str, port: int, limits: Limits | None = None) -> None:
+    limits = limits or Limits()
     mm = MailMap(store_path)
     mm.refresh()
-    server = await asyncio.start_server(mm.client, host, port, limit=MAX_LINE, backlog=4096)
-    log.info("ctmailmap on %s:%d, store %s", host, port, store_path)
+    clients = Clients(mm.answer, limits)
+    server = await asyncio.get_running_loop().create_server(clients.protocol, host, port, backlog=4096)
+    log.info("ctmailmap on %s:%d, store %s; at most %d connections, idle ones closed after %g s", host, port,
+             store_path, limits.max_conns, limits.idle_timeout)
     async with server:
         await asyncio.gather(server.serve_forever(), mm.watch())
 
 
-def _raise_fd_limit() -> None:
-    """Every Postfix process may hold a connection: allow as many as the system lets us."""
+def _raise_fd_limit() -> int:
+    """Every Postfix process may hold a connection: allow as many as the system lets us; how many."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", required=True, help="the ctmanager store (SQLite file)")
     ap.add_argument("--listen", default="127.0.0.1:10027", help="HOST:PORT (default 127.0.0.1:10027)")
+    ap.add_argument("--idle-timeout", type=v.seconds_arg(0.001, 10**8), default=Limits.idle_timeout, metavar="SECONDS",
+                    help=f"close a connection that sent no request for this long; Postfix reconnects "
+                         f"(default {Limits.idle_timeout:g})")
+    ap.add_argument("--max-conns", type=v.int_arg(1, 10**7), default=Limits.max_conns, metavar="N",
+                    help=f"connections at once; more are closed at once, and logged (default {Limits.max_conns}; "
+                         f"never more than the open-file limit allows)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s ctmailmap %(levelname)s %(message)s")
     try:
@@ -180,9 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(exc))
     if not Path(args.store).is_file():
         ap.error(f"--store: no store at {args.store}")
-    _raise_fd_limit()
+    files = _raise_fd_limit() - 64  # the store, the listener, the log: room for them
+    if args.max_conns > files:
+        log.warning("--max-conns %d is more than the open-file limit allows: at most %d", args.max_conns, files)
+    limits = Limits(idle_timeout=args.idle_timeout, max_conns=max(1, min(args.max_conns, files)))
     try:
-        asyncio.run(serve(Path(args.store), host, int(port)))
+        asyncio.run(serve(Path(args.store), host, int(port), limits))
     except KeyboardInterrupt:
         return 0
     except OSError as exc:

@@ -47,12 +47,12 @@ def cts(store: Store, *, rack: int | None = None, tenant: str | None = None) -> 
 
 def find_ct(store: Store, ref: str) -> Ct:
     """A CT by CTID or hostname."""
-    if is_digits(ref):
-        row = store.one(f"SELECT {CT_COLUMNS} FROM cts WHERE ctid = ?", (int(ref),))
+    if is_digits(ref):  # a number is a CTID (hostnames are never all digits)
+        row = store.one(f"SELECT {CT_COLUMNS} FROM cts WHERE ctid = ?", (int(ref),)) if len(ref) <= 10 else None
     else:
         row = store.one(f"SELECT {CT_COLUMNS} FROM cts WHERE hostname = ?", (ref,))
     if row is None:
-        raise NotFoundError(f"no CT {ref!r} (give a CTID or hostname; see: ctmanager ct list)")
+        raise NotFoundError(f"no CT {ref[:80]!r} (give a CTID or hostname; see: ctmanager ct list)")
     return ct_from_row(row)
 
 

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from ..errors import InputError
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
-_PATH = re.compile(r"/(?:[A-Za-z0-9._+-]+/?)*\Z")
+_PATH = re.compile(r"/(?:[A-Za-z0-9._+-]+/)*[A-Za-z0-9._+-]*\Z")  # no nested "+/?)*": that backtracks exponentially
 _MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
 _SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)B?\Z", re.IGNORECASE)
+_SIZE = re.compile(r"([0-9]{1,15}(?:\.[0-9]{1,15})?)\s*([KMGT]?)B?\Z", re.IGNORECASE)
+MAX_SIZE = 1 << 60  # bytes (1 EiB): any size beyond is a typo, and would not fit the store's integers
 _IFNAME = re.compile(r"[a-zA-Z][a-zA-Z0-9_.-]{0,14}\Z")
 
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -154,7 +155,8 @@ def size(value: object, field: str, *, minimum: int = 1, maximum: int | None = N
         raise _fail(field, value, "must be a size like 512M or 2G")
     if nbytes < minimum:
         raise _fail(field, value, f"must be at least {format_size(minimum)}")
-    if maximum is not None and nbytes > maximum:
+    maximum = MAX_SIZE if maximum is None else min(maximum, MAX_SIZE)
+    if nbytes > maximum:
         raise _fail(field, value, f"must be at most {format_size(maximum)}")
     return nbytes
 

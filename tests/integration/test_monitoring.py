@@ -108,6 +108,14 @@ def ct(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
     (repo / "broken_httpd.conf").write_text('#service_tag: httpd\nLoadPlugin processes\n<Plugin processes>\n'
                                             '  ProcessMatch "x"\n</Plugin>\n')
     links = tmp_path / "data" / "sys_collectd" / "conf"
+    # hostile members of the repo, each a config collectd would take: never linked all the same
+    outside = tmp_path / "outside_httpd.conf"
+    outside.write_text("#service_tag: httpd\nLoadPlugin uptime\n")
+    os.symlink(outside, repo / "evil_httpd.conf")
+    os.symlink(outside, links / "evil_httpd.conf")  # what an earlier ctautolink linked for it: removed
+    (repo / "odd\nname_httpd.conf").write_text("#service_tag: httpd\nLoadPlugin uptime\n")
+    os.mkfifo(repo / "fifo_httpd.conf")
+    (repo / "dir_httpd.conf").mkdir()
     log = tmp_path / "autolink.log"
     for name, run in (
         ("sys_collectd", f"exec collectd -f -C {conf}"),
@@ -141,17 +149,35 @@ def test_a_new_service_gets_its_plugins_and_its_metrics_arrive(ct: tuple[Path, P
     (httpd / "run").write_text(f"#!/bin/sh\nexec {sys.executable} -m http.server 0 --bind 127.0.0.1\n")
     (httpd / "run").chmod(0o755)
     httpd.rename(services / "httpd")
-    wait_for("the httpd plugins linked", lambda: (links / "process_httpd.conf").is_symlink(), timeout=30)
-    assert (links / "tail_apache.conf").is_symlink()
-    assert not (links / "broken_httpd.conf").exists()  # collectd rejects it: never linked
+    # exactly the shipped httpd plugins: not broken_httpd.conf (collectd rejects it), no hostile one
+    tagged = sorted(f.name for f in REPO.glob("*.conf") if "#service_tag: httpd" in f.read_text())
+    wait_for("the httpd plugins linked", lambda: sorted(os.listdir(links)) == tagged, timeout=30,
+             describe=lambda: f"links: {sorted(os.listdir(links))}")
+    repo = Path(os.readlink(links / "process_httpd.conf")).parent
+    assert all(Path(os.readlink(links / n)) == repo / n for n in tagged)
+    cloud = services.parent.parent / "cloud.conf"
+    assert check(cloud) == []  # the config collectd runs with, links and all, through collectd -T
+    # something in the way of a repair (a directory at the temp name) is left alone; the link is repaired
+    (links / ".tail_apache.conf.ctautolink").mkdir()
+    os.symlink(repo / "process_httpd.conf", links / "tail_apache.conf.new")
+    os.replace(links / "tail_apache.conf.new", links / "tail_apache.conf")  # ours, wrong
+    (services / ".poke").mkdir()  # any event in the services dir means a resync
+    wait_for("tail_apache.conf repaired",
+             lambda: os.readlink(links / "tail_apache.conf") == str(repo / "tail_apache.conf"), timeout=30)
     since = int(time.time())
     wait_for("the httpd process memory in carbon's whisper file",  # collectd -> carbon-cache -> whisper
              lambda: any(v > 0 for v in _values(whisper / "processes-httpd" / "ps_rss.wsp", since)), timeout=60)
-    assert "broken_httpd.conf: collectd rejects it" in log.read_text()
+    text = log.read_text()
+    assert "broken_httpd.conf: collectd rejects it" in text and "Traceback" not in text
+    for told in ("plugin evil_httpd.conf: a symlink", "plugin fifo_httpd.conf: a FIFO",
+                 "plugin dir_httpd.conf: a directory", "plugin odd\\nname_httpd.conf: not a plugin name",
+                 "conf dir: .tail_apache.conf.ctautolink is a directory", "unlinked evil_httpd.conf"):
+        assert text.count(told) == 1, (told, text)
+    assert all(line.isascii() and line.isprintable() for line in text.splitlines()), text
     # daemontools' way to remove a service: hide it (a dot-name), stop it, then delete it
     (services / "httpd").rename(services / ".httpd")
     wait_for("the httpd links removed", lambda: not (links / "process_httpd.conf").exists(), timeout=30)
-    assert sorted(os.listdir(links)) == []
+    assert sorted(os.listdir(links)) == [".tail_apache.conf.ctautolink"]
     subprocess.run(["svc", "-dx", str(services / ".httpd")], check=True)
     wait_for("its supervise gone", lambda: subprocess.run(["svok", str(services / ".httpd")]).returncode != 0,
              timeout=30)

@@ -222,3 +222,29 @@ def test_a_refused_ct_add_never_changes_the_store(inv: inventory.Inventory, host
         return
     with inv.store.transaction():
         inv.rm_ct(hostname)
+
+
+def test_no_validator_backtracks_on_a_long_almost_valid_value() -> None:
+    """Every validator, every shape of "valid for a long while, then one bad
+    character": a nested quantifier would take hours here (a watchdog turns that
+    into a failure after 60 s); a linear match takes milliseconds for all."""
+    import itertools
+    import signal
+
+    def hung(*_: object) -> None:
+        raise AssertionError("a validator backtracks: a regular expression with a nested quantifier?")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        for check, head, unit, tail in itertools.product(
+                VALIDATORS, ["", "/", "a.", "a:"], ["a", "a.", "a-", "/a", "1.", "aa:", "-", "a/"],
+                [" ", "!", "\n", "/", ".", "-", "%", ":"]):
+            for times in (24, 600):
+                try:
+                    check(head + unit * times + tail)
+                except InputError:
+                    pass
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
