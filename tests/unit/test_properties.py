@@ -248,3 +248,37 @@ def test_no_validator_backtracks_on_a_long_almost_valid_value() -> None:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+# ---- the ctmailmap request parser -------------------------------------------------------
+@pytest.fixture(scope="module")
+def mailmap(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from ctmanager.proxies.mailmap import MailMap
+    from ctmanager.store import open_store
+
+    path = tmp_path_factory.mktemp("mm") / "s.db"
+    with open_store(path, create=True) as s, s.transaction():
+        inventory.init(s, EXAMPLE_DIR / "example.toml")
+    m = MailMap(path)
+    m.refresh()
+    assert m.index is not None
+    return m
+
+
+requests = st.one_of(
+    st.binary(max_size=120),
+    st.builds(lambda k: b"get " + k, st.binary(max_size=80)),
+    st.builds(lambda k: b"get " + k.encode("utf-8", "surrogatepass"), st.text(max_size=60)),
+    st.builds(lambda local, d: f"get {local}@{d}".encode("ascii", "backslashreplace"),
+              st.text(max_size=20), st.sampled_from(["myhost.example.net", "acme.example.net", "x.example.net",
+                                                       "%0Aevil", "a%00b", "%ZZ", "%"])),
+)
+
+
+@FUZZ
+@given(requests)
+def test_ctmailmap_answers_any_request_with_one_line_and_a_code(mailmap, line: bytes) -> None:  # noqa: ANN001
+    got = mailmap.answer(line)
+    assert got.endswith(b"\n") and got.count(b"\n") == 1 and b"\r" not in got, got
+    assert got[:4] in (b"200 ", b"400 ", b"500 "), got
+    assert all(32 <= c < 127 for c in got[:-1]), got  # tcp_table: printable ASCII, %XX for the rest
