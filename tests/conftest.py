@@ -84,6 +84,30 @@ def tree(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
+def rack_key(folder: Path) -> Path:
+    """A rack HMAC key file as ctmanager accepts it (mode 0600)."""
+    key = folder / "rack.key"
+    key.write_text("00" * 32)
+    key.chmod(0o600)
+    return key
+
+
+def manager_toml(folder: Path, extra: str = "") -> Path:
+    """A minimal manager config (rack-101) with `extra` appended."""
+    conf = folder / "manager.toml"
+    conf.write_text(f'rack = "rack-101"\nlisten = "10.0.0.1:7070"\nkey_file = "{rack_key(folder)}"\n[ssh]\n'
+                    f'key_file = "/k"\nknown_hosts = "/kh"\n{extra}')
+    return conf
+
+
+def agent_toml(folder: Path, extra: str = "") -> Path:
+    """A minimal agent config (hn-101-1 of rack 101) with `extra` appended."""
+    conf = folder / "agent.toml"
+    conf.write_text(f'rack = 101\nhn = "hn-101-1"\nkey_file = "{rack_key(folder)}"\n'
+                    f'report_to = ["10.101.0.1:7070"]\n{extra}')
+    return conf
+
+
 def require(binary: str) -> str:
     """A real component's binary, or skip (which fails the run in CI)."""
     found = shutil.which(binary)

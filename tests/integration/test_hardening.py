@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, dump, require, tree
+from tests.conftest import Cli, agent_toml, dump, require, tree
 
 
 def one_line_refusal(p: subprocess.CompletedProcess[str], says: str, code: int = 2) -> None:
@@ -144,12 +144,7 @@ def test_ctagent_apply_on_a_flood_of_brackets_answers_in_json(tmp_path: Path) ->
     import os
     import sys
 
-    key = tmp_path / "rack.key"
-    key.write_text("00" * 32)
-    key.chmod(0o600)
-    conf = tmp_path / "agent.toml"
-    conf.write_text(f'rack = 101\nhn = "hn-101-1"\nkey_file = "{key}"\nreport_to = ["10.101.0.1:7070"]\n'
-                    f'runtime = "lxc"\nstate_dir = "{tmp_path}/state"\n')
+    conf = agent_toml(tmp_path, f'runtime = "lxc"\nstate_dir = "{tmp_path}/state"\n')
     p = subprocess.run([sys.executable, "-m", "ctmanager.agent.cli", "-c", str(conf), "apply", "start", "1005"],
                        input=b"[" * 65536, capture_output=True, timeout=60, env={**os.environ})
     assert p.returncode == 2, p.stderr

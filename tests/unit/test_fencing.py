@@ -12,6 +12,7 @@ from ctmanager.fencing.guard import FenceGuard
 from ctmanager.fencing.quorum import MANAGER, Membership, is_quorum
 from ctmanager.fencing.timers import FenceTimers
 from ctmanager.manager import config as mconfig
+from tests.conftest import manager_toml
 
 HNS = frozenset({"hn-1", "hn-2", "hn-3"})
 VOTERS = HNS | {MANAGER}
@@ -107,12 +108,7 @@ def test_a_fence_command_confirms_a_node_off_sooner() -> None:
 
 
 def test_unsafe_timers_are_refused_in_the_config(tmp_path: Path) -> None:
-    key = tmp_path / "rack.key"
-    key.write_text("00" * 32)
-    key.chmod(0o600)
-    conf = tmp_path / "manager.toml"
-    conf.write_text(f'rack = "rack-101"\nlisten = "10.0.0.1:7070"\nkey_file = "{key}"\n[ssh]\nkey_file = "/k"\n'
-                    f'known_hosts = "/kh"\n[fencing]\nfence_after = 5\nwatchdog_timeout = 10\ndead_after = 12\n')
+    conf = manager_toml(tmp_path, "[fencing]\nfence_after = 5\nwatchdog_timeout = 10\ndead_after = 12\n")
     with pytest.raises(InputError, match=r"fencing.dead_after: dead_after \(12s\) must exceed"):
         mconfig.load(conf)
     assert FenceTimers().problem() == ""

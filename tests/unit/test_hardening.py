@@ -17,7 +17,7 @@ from ctmanager.store import inventory, queries
 from ctmanager.wire import spec as wirespec
 from ctmanager.wire import validate as v
 from ctmanager.wire.spec import spec_for
-from tests.conftest import dump
+from tests.conftest import dump, manager_toml
 
 
 def change(inv: inventory.Inventory, fn, *args, **kw):
@@ -156,14 +156,8 @@ def spec_text(inv: inventory.Inventory, **changes: object) -> bytes:
 
 
 # ---- 9: secrets in errors, 15: secrets open to others ---------------------------
-def manager_toml(tmp_path: Path, fencing: str) -> Path:
-    key = tmp_path / "rack.key"
-    key.write_text("00" * 32)
-    key.chmod(0o600)
-    conf = tmp_path / "manager.toml"
-    conf.write_text(f'rack = "rack-101"\nlisten = "10.0.0.1:7070"\nkey_file = "{key}"\n[ssh]\nkey_file = "/k"\n'
-                    f'known_hosts = "/kh"\n[fencing]\n{fencing}\n')
-    return conf
+def fencing_toml(tmp_path: Path, fencing: str) -> Path:
+    return manager_toml(tmp_path, f"[fencing]\n{fencing}\n")
 
 
 @pytest.mark.parametrize("fencing", [
@@ -176,7 +170,7 @@ def test_a_refused_fence_command_is_never_shown(tmp_path: Path, fencing: str) ->
     from ctmanager.manager import config as mconfig
 
     with pytest.raises(InputError) as got:
-        mconfig.load(manager_toml(tmp_path, fencing))
+        mconfig.load(fencing_toml(tmp_path, fencing))
     assert "fence_command" in str(got.value) and "not shown" in str(got.value)
     assert "Hunter2" not in str(got.value) and "735194" not in str(got.value)
 
@@ -184,7 +178,7 @@ def test_a_refused_fence_command_is_never_shown(tmp_path: Path, fencing: str) ->
 def test_the_configs_never_show_their_secrets_in_a_repr(tmp_path: Path) -> None:
     from ctmanager.manager import config as mconfig
 
-    cfg = mconfig.load(manager_toml(tmp_path, 'fence_command = ["fence_ipmilan", "-p", "Hunter2-BMC"]'))
+    cfg = mconfig.load(fencing_toml(tmp_path, 'fence_command = ["fence_ipmilan", "-p", "Hunter2-BMC"]'))
     assert cfg.fence_command[-1] == "Hunter2-BMC"
     assert "Hunter2" not in repr(cfg) and "00000000" not in repr(cfg)
 
