@@ -101,9 +101,9 @@ BAD_CLI = [
     ("bad-admst", ["ct", "set", "myhost", "--admst", "sideways"], "invalid choice"),
     ("bad-ctid", ["ct", "add", "new", "--rack", "101", "--ctid", "12ab"], "not an integer"),
     ("bad-manifest", ["rack", "install", "102", str(EXAMPLE)], "nodes: is required"),
-    ("missing-manifest", ["rack", "install", "102", "/nonexistent.toml"], "cannot read"),
+    ("missing-manifest", ["rack", "install", "102", "/nonexistent.toml"], "no such file"),
     ("init-twice", ["init", "example"], "already initialised"),
-    ("render-zero-workers", ["render", "/tmp/ctm-never-written", "--workers", "0"], "must be 1 or more"),
+    ("render-zero-workers", ["render", "/tmp/ctm-never-written", "--workers", "0"], "--workers: must be from 1 to"),
 ]
 
 

@@ -95,7 +95,7 @@ def test_bad_acls_are_refused_and_change_nothing(example_store: Cli) -> None:
     before = dump(example_store.store)
     for args, message in [(("socks", "allow", "ji ra", "10.0.0.0/8"), "app name"),
                           (("socks", "allow", "jira", "10.0.0.0/8;x"), "not an IP network"),
-                          (("socks", "allow", "jira", "10.0.0.0/8", "--port", "70000"), "port must be"),
+                          (("socks", "allow", "jira", "10.0.0.0/8", "--port", "70000"), "--port: must be from 0 to 65535"),
                           (("socks", "deny", "jira", "10.0.0.0/8"), "has no ACL")]:
         p = example_store(*args, check=False)
         assert p.returncode == 2 and message in p.stderr, (args, p.stderr)
