@@ -36,7 +36,11 @@ def ct_from_row(row: Row) -> Ct:
 
 
 def placed(row: Row) -> tuple[int, int]:
-    """A CT row's (CTID, rack): what file and folder names are made of."""
+    """A CT row's (CTID, rack): what file and folder names are made of. Asked for
+    every CT on every render, changed or not: the usual row costs two type checks."""
+    ctid, rack = row["ctid"], row["rack"]
+    if type(ctid) is int and type(rack) is int and 0 < ctid <= v.MAX_CTID and 0 <= rack <= 255:
+        return ctid, rack
     return checked(f"CT {_ident(row['ctid'])}", lambda: (
         v.integer(row["ctid"], "ctid", minimum=1, maximum=v.MAX_CTID),
         v.integer(row["rack"], "rack", minimum=0, maximum=255)))
