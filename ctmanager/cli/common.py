@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CtmError
 from ..store import Store, default_path, open_store, queries
+from ..store import dns as dnsrows
 from ..wire import validate as v
 
 if TYPE_CHECKING:
     from ..store.inventory import Inventory
 
+DNS_LOCK_WAIT = 3.0  # seconds an edit waits for the DNS publisher's lock
 RES_OPTS = ("memory", "swap", "disk", "cpus", "cpuunits", "cpulimit")
 Handler = Callable[[argparse.Namespace], int]
 
@@ -66,9 +68,18 @@ def editing(args: argparse.Namespace) -> Iterator[tuple[Store, Inventory]]:
     from ..store.inventory import Inventory
     with store_of(args) as store:
         dc = queries.dc_template(store)
-        with store.transaction():
-            yield store, Inventory(store, dc)
-        publish_dns(store)
+        # The publisher's lock from before the commit to after the publish, so the
+        # manager's DNS worker cannot send this edit's changes first (the user would
+        # not hear that they were published). Only waited for briefly: a worker
+        # sending to a dead server must not hold up an edit; it sends this one next.
+        with store.lock(dnsrows.LOCK, wait=DNS_LOCK_WAIT) as held:
+            with store.transaction():
+                yield store, Inventory(store, dc)
+            if held:
+                publish_dns(store)
+            else:
+                sys.stderr.write("dns: another ctmanager is publishing right now; this change stays pending "
+                                 "until the next sync (the manager's DNS worker, or: ctmanager dns sync)\n")
 
 
 def publish_dns(store: Store) -> None:

@@ -11,6 +11,7 @@ the same transaction as the server's acceptance is noted, message by message.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,13 @@ from . import publisher, records
 from .records import Change, RRset
 
 STATE_KEYS = ("server", "key_file")
+
+
+def publishing(store: Store, wait: float | None = None) -> contextlib.AbstractContextManager[bool]:
+    """The publisher's lock: the pending changes are worked out and sent by one
+    process at a time, so a change is never sent twice (the second send would fail
+    its prerequisite and look like a conflict)."""
+    return store.lock(dnsrows.LOCK, wait)
 
 
 @dataclass
@@ -73,6 +81,13 @@ def server_of(store: Store, timeout: float = 5.0) -> publisher.Server | None:
 def sync(store: Store, server: publisher.Server | None, *, dry_run: bool = False,
          only: set[str] | None = None) -> SyncReport:
     """Publish what is pending (all of it, or only the names in `only`)."""
+    if dry_run or server is None:
+        return _sync(store, server, dry_run=dry_run, only=only)
+    with publishing(store):
+        return _sync(store, server, dry_run=dry_run, only=only)
+
+
+def _sync(store: Store, server: publisher.Server | None, *, dry_run: bool, only: set[str] | None) -> SyncReport:
     dc = queries.dc_template(store)
     changes = records.diff(desired(store), published(store))
     if only is not None:
@@ -103,6 +118,11 @@ def verify(store: Store, server: publisher.Server, *, repair: bool = True) -> Sy
     """Read the zones (AXFR) and compare with what we published: records of ours
     that drifted are put back (with the zone's actual state as the prerequisite);
     names of ours someone took over are reported, not touched."""
+    with publishing(store):
+        return _verify(store, server, repair=repair)
+
+
+def _verify(store: Store, server: publisher.Server, *, repair: bool) -> SyncReport:
     dc = queries.dc_template(store)
     z = records.zones(dc)
     zone_has: dict[tuple[str, str], RRset] = {}

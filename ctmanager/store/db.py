@@ -15,8 +15,10 @@ so a daemon can tell "someone edited the configuration" from its own commits.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -63,6 +65,8 @@ class Store:
         # known here without a query (None: read it from the store).
         self._private = str(path) == ":memory:"
         self._config_version: int | None = None
+        self._held: set[str] = set()  # names of the locks (`lock()`) this Store holds
+        self._mutexes: dict[str, threading.Lock] = {}  # a private store's locks
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.
             self.db = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_ms / 1000,
@@ -175,6 +179,33 @@ class Store:
         except sqlite3.Error:
             pass  # the connection is unusable; the next statement says so
 
+    # ---- named locks ---------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, name: str, wait: float | None = None) -> Iterator[bool]:
+        """An exclusive lock shared by every process on this store (the DNS
+        publisher's: a CLI edit and the manager's DNS worker must not send the same
+        change twice). Yields False if it was not free within `wait` seconds (None:
+        wait as long as it takes). Held across transactions; re-entrant per Store.
+        SQLite: flock on a file beside the store; a private store: a mutex."""
+        if name in self._held:
+            yield True
+            return
+        if self._private:
+            mutex = self._mutexes.setdefault(name, threading.Lock())
+            got = mutex.acquire(timeout=-1 if wait is None else wait)
+            release = mutex.release
+        else:
+            got, release = _flock(self.path.with_name(f"{self.path.name}.{name}.lock"), wait)
+        if not got:
+            yield False
+            return
+        self._held.add(name)
+        try:
+            yield True
+        finally:
+            self._held.discard(name)
+            release()
+
     # ---- statements (for the store's query modules only) -----------------
     def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
         try:
@@ -219,6 +250,28 @@ class Store:
         if self._private and not self._in_tx:
             self._config_version = version
         return version
+
+
+def _flock(path: Path, wait: float | None) -> tuple[bool, Any]:
+    """(acquired, release). Read-only open: whoever may read the store may lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot open lock file: {exc.strerror}") from None
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:  # type: ignore[operator]  # NB only with a deadline
+                os.close(fd)
+                return False, None
+            time.sleep(0.02)  # flock has no timed wait; poll until the deadline
+
+    def release() -> None:
+        os.close(fd)  # closing the descriptor drops the lock
+    return True, release
 
 
 def _error(path: Path, exc: sqlite3.Error) -> StoreError:

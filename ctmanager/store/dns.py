@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from .db import Row, Store
 from .rows import checked
 
+LOCK = "dns"  # Store.lock name: held by whoever works out and sends the pending changes
+
 # (name, rdtype, ttl, values) as published
 Published = tuple[str, str, int, tuple[str, ...]]
 

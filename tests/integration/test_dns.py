@@ -193,6 +193,43 @@ def test_the_manager_s_dns_worker_retries_pending_changes_until_the_server_is_ba
     assert cli("dns", "diff").stdout.strip() == "nothing pending"
 
 
+def test_edits_while_the_manager_s_dns_worker_is_busy_are_each_published_once(bind: tuple[Cli, Bind]) -> None:
+    """The manager's worker wakes on every configuration change, as a CLI edit
+    publishes its own: one of them sends each change, never both (a second send
+    fails its prerequisite and would be recorded as a conflict), and the CLI says
+    so every time."""
+    import threading
+    import time
+
+    from ctmanager.dnsroutes.worker import DnsWorker
+
+    cli, server = bind
+    cli("dns", "sync")
+    worker, done = DnsWorker(cli.store, verify_every=3600), threading.Event()
+
+    def poke() -> None:  # as eager as a worker can be: awake the moment an edit commits
+        while not done.is_set():
+            worker.poke()
+            time.sleep(0.001)
+    poker = threading.Thread(target=poke, daemon=True)
+    worker.start()
+    poker.start()
+    try:
+        for target in ["relay-101-2", "relay-101", "relay-101-1", "relay-101"] * 3:
+            p = cli("route", "set", "myhost", "smtp", target)
+            assert "dns: published 1 change(s)" in p.stderr, p.stderr
+            assert server.query("smtp.myhost.example.net.internal.", "CNAME") == \
+                [f"{target}.rack-101.uc-inf.net.internal."]
+    finally:
+        done.set()
+        poker.join(10)
+        worker.stopping.set()
+        worker.poke()
+        worker.join(10)
+    out = json.loads(cli("dns", "diff", "--json").stdout)
+    assert out == {"pending": [], "conflicts": []}
+
+
 def test_an_update_too_big_for_one_message_is_split(bind: tuple[Cli, Bind]) -> None:
     """1,000 changes with long unique names are about 190 KB: more than one DNS message
     (64 KB) can hold. The publisher halves the batch until each part fits."""
