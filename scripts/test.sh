@@ -13,4 +13,10 @@ echo "test: mypy" >&2
 .venv/bin/mypy ctmanager
 echo "test: lint-imports" >&2
 .venv/bin/lint-imports
-exec .venv/bin/python -m pytest -ra "$@" tests
+# A private PostgreSQL cluster for the run (unix socket only): every test that
+# touches the store runs on SQLite and on it
+pg="${CTMANAGER_TEST_PG:-/tmp/ctmanager-test-pg}"
+echo "test: PostgreSQL in $pg" >&2
+.venv/bin/python -m ctmanager.lab.pgserver start "$pg"
+trap '.venv/bin/python -m ctmanager.lab.pgserver stop "$pg" || true' EXIT
+CTMANAGER_TEST_PG="$pg" .venv/bin/python -m pytest -ra "$@" tests

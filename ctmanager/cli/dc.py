@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 import time
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..store import default_path, open_store, queries
+from ..store.db import discard_new, is_new, redact
 from .common import Registry, positive, store_of, want_json
 from .output import age, emit_json, table, when
 
@@ -43,17 +42,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     path = find_dc_template(args.template)
     store_path = default_path(getattr(args, "store", None))
     plan = inventory.prepare_init(path)  # validates template + manifests before the store exists
-    created = not store_path.exists()
+    created = is_new(store_path)
     try:
         with open_store(store_path, create=True) as store, store.transaction():
             dc = inventory.apply_init(store, plan)
-            summary: dict[str, Any] = {"store": str(store_path), "dc": dc.name, "template": str(path),
+            summary: dict[str, Any] = {"store": redact(store_path), "dc": dc.name, "template": str(path),
                        "racks": [r["name"] for r in queries.racks(store)], "cts": len(queries.cts(store))}
     except BaseException:
         if created:  # leave no half-made store behind
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(f"{store_path}{suffix}")
+            discard_new(store_path)
         raise
     if want_json(args):
         emit_json(summary)

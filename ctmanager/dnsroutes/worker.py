@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 
 from ..errors import CtmError
 from ..store import open_store
+from ..store.db import Locator
 from . import sync
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ MAX_BACKOFF = 60.0
 
 
 class DnsWorker(threading.Thread):
-    def __init__(self, store_path: Path, verify_every: float = 3600.0) -> None:
+    def __init__(self, store_path: Locator, verify_every: float = 3600.0) -> None:
         super().__init__(name="dns", daemon=True)
         self.store_path, self.verify_every = store_path, verify_every
         self.wake, self.stopping = threading.Event(), threading.Event()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..dc.model import Node, Paths
+from ..store.db import Locator
 from ..wire import validate as v
 
 DEFAULT_DIR = "/var/lib/ctmanager-lab"
@@ -209,10 +210,10 @@ log = "{log}"
 """
 
 
-def _inventory_head(lab: Lab, store: Path, slot: int) -> str:
+def _inventory_head(lab: Lab, store: Locator, slot: int) -> str:
     return f"""# The integration tests reach the rack through this file only, so the same
 # suite runs against the lab, the Vagrant rack, or real hardware.
-store = "{store}"
+store = {json.dumps(str(store))}
 manager_config = "{lab.manager_config}"
 rack = "rack-{slot}"
 ssh_key = "{lab.ssh_key}"
@@ -222,7 +223,7 @@ manager_log = "{lab.logs / 'manager.log'}"
 """
 
 
-def inventory_toml(lab: Lab, store: Path, slot: int, nodes: list[Node], gateway: str) -> str:
+def inventory_toml(lab: Lab, store: Locator, slot: int, nodes: list[Node], gateway: str) -> str:
     hns = "".join(_inventory_hn(n, ["ip", "netns", "exec", lab.netns(n.hostname)], lab.hn_dir(n.hostname),
                                 lab.logs / f"{n.hostname}.log") for n in nodes)
     return f"""# Written by `ctmanager lab up`.
@@ -231,7 +232,7 @@ lab_dir = "{lab.root}"   # lab only: `ctmanager lab fault --dir` rehearses failu
 {hns}"""
 
 
-def machines_inventory_toml(lab: Lab, store: Path, slot: int, nodes: list[Node], consoles: dict[str, str],
+def machines_inventory_toml(lab: Lab, store: Locator, slot: int, nodes: list[Node], consoles: dict[str, str],
                             console_known: Path) -> str:
     """`consoles`: each HN's address on the console network."""
     ssh = ["ssh", "-i", str(lab.ssh_key), "-o", f"UserKnownHostsFile={console_known}", "-o",

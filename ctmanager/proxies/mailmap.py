@@ -35,13 +35,13 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ..errors import InputError, StoreError
-from ..store.watch import ConfigWatch
+from ..store.db import Locator, default_path, is_url, redact
+from ..store.watch import POLL, open_watch
 from ..wire import validate as v
 from ..wire.validate import hostport
 from .mailconn import BAD, Clients, Limits
 
 log = logging.getLogger("ctmailmap")
-CHECK_EVERY = 0.25
 _KEY = re.compile(r"[a-z0-9._+=-]{1,128}(@[a-z0-9.-]{1,253})?|[a-z0-9.-]{1,253}")
 
 
@@ -70,7 +70,7 @@ class Index:
         return name if name in self.tenants else None
 
 
-def build_index(store_path: Path) -> Index:
+def build_index(store_path: Locator) -> Index:
     from ..store import open_store, queries
 
     with open_store(store_path) as store:
@@ -86,7 +86,7 @@ def encode(value: str) -> str:
 
 
 class MailMap:
-    def __init__(self, store_path: Path) -> None:
+    def __init__(self, store_path: Locator) -> None:
         self.store_path = store_path
         self.index: Index | None = None
         self.version: int | None = None
@@ -98,7 +98,7 @@ class MailMap:
             index = build_index(self.store_path)
         except Exception as exc:  # noqa: BLE001 - any store trouble is a temporary failure to clients
             if not self.error:
-                log.error("cannot read the store %s: %s; answering 400", self.store_path, exc)
+                log.error("cannot read the store %s: %s; answering 400", redact(self.store_path), exc)
             self.error = str(exc) or type(exc).__name__
             self.index = None
             return
@@ -123,7 +123,7 @@ class MailMap:
 
     async def watch(self) -> None:
         """Rebuild the index when the configuration changed (or the store file was replaced)."""
-        watch = ConfigWatch(self.store_path)
+        watch = open_watch(self.store_path)
         seen = None
         while True:
             try:
@@ -133,17 +133,17 @@ class MailMap:
                     self.refresh()
             except StoreError as exc:
                 self.index, self.error = None, str(exc)
-            await asyncio.sleep(CHECK_EVERY)
+            await asyncio.sleep(POLL)  # a cheap check: an edit is answered within POLL s
 
 
-async def serve(store_path: Path, host: str, port: int, limits: Limits | None = None) -> None:
+async def serve(store_path: Locator, host: str, port: int, limits: Limits | None = None) -> None:
     limits = limits or Limits()
     mm = MailMap(store_path)
     mm.refresh()
     clients = Clients(mm.answer, limits)
     server = await asyncio.get_running_loop().create_server(clients.protocol, host, port, backlog=4096)
     log.info("ctmailmap on %s:%d, store %s; at most %d connections, idle ones closed after %g s", host, port,
-             store_path, limits.max_conns, limits.idle_timeout)
+             redact(store_path), limits.max_conns, limits.idle_timeout)
     async with server:
         await asyncio.gather(server.serve_forever(), mm.watch())
 
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="ctmailmap", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", required=True, help="the ctmanager store (SQLite file)")
+    ap.add_argument("--store", required=True, help="the ctmanager store: an SQLite file or a postgresql:// URL")
     ap.add_argument("--listen", default="127.0.0.1:10027", help="HOST:PORT (default 127.0.0.1:10027)")
     ap.add_argument("--idle-timeout", type=v.seconds_arg(0.001, 10**8), default=Limits.idle_timeout, metavar="SECONDS",
                     help=f"close a connection that sent no request for this long; Postfix reconnects "
@@ -179,14 +179,15 @@ def main(argv: list[str] | None = None) -> int:
         host, port = hostport(args.listen, "--listen", names=True)
     except InputError as exc:
         ap.error(str(exc))
-    if not Path(args.store).is_file():
+    store = default_path(args.store)
+    if not is_url(store) and not Path(store).is_file():
         ap.error(f"--store: no store at {args.store}")
     files = _raise_fd_limit() - 64  # the store, the listener, the log: room for them
     if args.max_conns > files:
         log.warning("--max-conns %d is more than the open-file limit allows: at most %d", args.max_conns, files)
     limits = Limits(idle_timeout=args.idle_timeout, max_conns=max(1, min(args.max_conns, files)))
     try:
-        asyncio.run(serve(Path(args.store), host, int(port), limits))
+        asyncio.run(serve(store, host, int(port), limits))
     except KeyboardInterrupt:
         return 0
     except OSError as exc:

@@ -1,10 +1,13 @@
-"""The SQLite backend: WAL mode, one writer at a time (BEGIN IMMEDIATE), readers
-never blocked, a busy timeout so the CLI and the daemons can share one file.
+"""The store's backend interface and how a locator picks one.
 
-The statements themselves live in the store's query modules (queries, inventory,
-loop, dns, proxies), written in SQL that SQLite and PostgreSQL both read; a
-backend only supplies connections, transactions, the change counter and error
-translation. Every sqlite3 error leaves here as a StoreError (one line).
+`--store` / $CTMANAGER_STORE is a file path (SQLite, the embedded default for one
+machine: `sqlite.py`) or a `postgresql://` URL (the DC-wide store every rack's
+managers, the CLI, the DNS workers and ctmailmap share: `pg.py`). The statements
+live in the store's query modules (queries, inventory, loop, dns, proxies,
+daemon), written once in SQL both read, with `?` placeholders; a backend supplies
+connections, transactions with the same write serialisation, the change counter
+(and its signal), named locks, the store's clock and error translation. Every
+driver error leaves a backend as a StoreError (one line).
 
 The change counter: every configuration write bumps meta `config_version` in
 the same transaction (`transaction()`, the default). The reconcile loop's and the
@@ -14,35 +17,62 @@ so a daemon can tell "someone edited the configuration" from its own commits.
 
 from __future__ import annotations
 
+import abc
 import contextlib
-import fcntl
 import os
-import sqlite3
-import threading
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import StoreError
 from ..wire.validate import is_digits
-from .schema import MIGRATIONS, VERSION
 
 DEFAULT_PATH = "/var/lib/ctmanager/ctmanager.db"
 ENV_VAR = "CTMANAGER_STORE"
 BUSY_TIMEOUT_MS = 10_000
 CONFIG_VERSION = "config_version"
+URL_SCHEMES = ("postgresql://", "postgres://")
 
-Params = Sequence[Any] | dict[str, Any]
-Row = sqlite3.Row
+Params = Sequence[Any]
+Locator = Path | str  # a file path, or a postgresql:// URL (kept as text: a Path would fold its //)
 
 
-def default_path(explicit: str | None = None) -> Path:
+class Row(Protocol):
+    """A result row: by position and by column name (sqlite3.Row, pg.PgRow)."""
+
+    def __getitem__(self, key: int | str) -> Any: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def keys(self) -> list[str]: ...
+
+
+def is_url(locator: Locator) -> bool:
+    return isinstance(locator, str) and locator.startswith(URL_SCHEMES)
+
+
+def default_path(explicit: str | None = None) -> Locator:
     """--store, then $CTMANAGER_STORE, then /var/lib/ctmanager/ctmanager.db."""
-    return Path(explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH)
+    text = explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
+    return text if is_url(text) else Path(text)
 
 
-def open_store(path: Path, *, create: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Store:
+def redact(locator: Locator) -> str:
+    """The locator as it may be shown: a URL's password (user:PASSWORD@, or
+    ?password=) is never printed."""
+    text = re.sub(r"(://[^/:@]*):[^@/]*@", r"\1:***@", str(locator))
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", text, flags=re.IGNORECASE)
+
+
+def open_store(locator: Locator, *, create: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Store:
+    """`create`: a store that does not exist yet (a new file, an empty database)
+    is made one; without it that is refused and nothing is written."""
+    if is_url(locator):
+        from .pg import PgStore
+        return PgStore(str(locator), busy_timeout_ms=busy_timeout_ms, create=create)
+    from .sqlite import SqliteStore
+    path = Path(locator)
     if not create and not path.exists():
         raise StoreError(f"no store at {path}; create one with: ctmanager --store {path} init TEMPLATE")
     if create:
@@ -50,54 +80,51 @@ def open_store(path: Path, *, create: bool = False, busy_timeout_ms: int = BUSY_
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from None
-    return Store(path, busy_timeout_ms=busy_timeout_ms, create=create)
+    return SqliteStore(path, busy_timeout_ms=busy_timeout_ms, create=create)
 
 
-class Store:
-    def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, image: bytes | None = None,
-                 create: bool = True) -> None:
-        """`create`: a file that is not a ctmanager store yet (empty, new) becomes
-        one; without it such a file is refused and left exactly as it was."""
-        self.path = path
+def is_new(locator: Locator) -> bool:
+    """No store there yet: no file, or a database without ctmanager's tables."""
+    if is_url(locator):
+        from .pg import database_is_empty
+        return database_is_empty(str(locator))
+    return not Path(locator).exists()
+
+
+def discard_new(locator: Locator) -> None:
+    """Undo the making of a store that holds no configuration yet (a failed
+    `init` leaves nothing half-made behind); an initialised store is never touched."""
+    if is_url(locator):
+        from .pg import drop_uninitialised
+        drop_uninitialised(str(locator))
+        return
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{locator}{suffix}")
+
+
+class Store(abc.ABC):
+    """One connection to the store. Not shared between threads: each daemon
+    thread opens its own."""
+
+    backend: str  # "sqlite" or "postgresql"
+
+    def __init__(self, locator: Locator) -> None:
+        self.path = locator
+        self.where = redact(locator)  # for messages
         self.cache: dict[Any, Any] = {}  # values derived from rows that never change (the parsed DC template)
         self._in_tx = False
-        # A private in-memory store has no other writer: its change counter is
-        # known here without a query (None: read it from the store).
-        self._private = str(path) == ":memory:"
-        self._config_version: int | None = None
         self._held: set[str] = set()  # names of the locks (`lock()`) this Store holds
-        self._mutexes: dict[str, threading.Lock] = {}  # a private store's locks
-        try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-            self.db = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_ms / 1000,
-                                      check_same_thread=False)
-            self.db.row_factory = sqlite3.Row
-            if image is not None:
-                self.db.deserialize(image)
-            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            if not create and self.version == 0:  # read-only so far: nothing written yet
-                self.db.close()
-                raise StoreError(f"{path}: not a ctmanager store (an empty file, or another program's database); "
-                                 f"create one with: ctmanager --store {path} init TEMPLATE")
-            self.db.execute("PRAGMA foreign_keys = ON")
-            if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
-        except sqlite3.Error as exc:
-            raise StoreError(f"{path}: cannot open store: {exc}") from None
 
-    @classmethod
-    def memory(cls, image: bytes | None = None) -> Store:
-        """A private in-memory store (the simulator runs one per schedule), from an
-        `image()` of another store if given."""
-        return cls(Path(":memory:"), image=image)
+    @staticmethod
+    def memory(image: bytes | None = None) -> Store:
+        """A private in-memory SQLite store (the simulator runs one per schedule),
+        from an `image()` of another if given."""
+        from .sqlite import SqliteStore
+        return SqliteStore.memory(image)
 
     def image(self) -> bytes:
-        return self.db.serialize()
-
-    def close(self) -> None:
-        self.db.close()
+        raise StoreError(f"{self.where}: only an SQLite store has an image")
 
     def __enter__(self) -> Store:
         return self
@@ -105,98 +132,54 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # ---- what a backend supplies ------------------------------------------
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
     @property
+    @abc.abstractmethod
     def version(self) -> int:
-        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        """The schema version (0: not a ctmanager store yet)."""
 
-    def _migrate(self) -> None:
-        current = self.version
-        if current > VERSION:
-            raise StoreError(
-                f"{self.path}: store schema version {current} is newer than this ctmanager ({VERSION}); upgrade ctmanager"
-            )
-        if current == VERSION:
-            return
-        with self.transaction(config=False):
-            current = self.version  # another process may have migrated meanwhile
-            for i in range(current, VERSION):
-                for statement in _statements(MIGRATIONS[i]):
-                    self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version = {i + 1}")
-
-    # ---- transactions ----------------------------------------------------
-    @contextlib.contextmanager
-    def transaction(self, *, config: bool = True) -> Iterator[Store]:
+    @abc.abstractmethod
+    def transaction(self, *, config: bool = True) -> contextlib.AbstractContextManager[Store]:
         """A write transaction: all or nothing. Takes the write lock up front so a
         read-then-write (check-then-act, e.g. IP allocation) cannot race another
         writer. `config`: this is a configuration change (bumps the counter)."""
-        if self._in_tx:
-            raise StoreError("internal: nested store transaction")
-        self._begin("BEGIN IMMEDIATE")
-        try:
-            yield self
-            if config:
-                self.execute("INSERT INTO meta(key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE SET "
-                             "value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)", (CONFIG_VERSION,))
-        except BaseException:
-            self._rollback()
-            raise
-        try:
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()  # a failed COMMIT leaves the connection inside the transaction
-            raise StoreError(f"{self.path}: cannot commit: {exc}") from None
-        finally:
-            self._in_tx = False
-            if config:
-                self._config_version = None
 
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[Store]:
+    @abc.abstractmethod
+    def snapshot(self) -> contextlib.AbstractContextManager[Store]:
         """A read transaction: every read inside sees the same committed state (a
         `ct rm` landing between two reads cannot make a CT look unplaced)."""
-        if self._in_tx:
-            yield self  # already inside a transaction: that is a snapshot too
-            return
-        self._begin("BEGIN")
-        try:
-            yield self
-        finally:
-            self._rollback()
 
-    def _begin(self, how: str) -> None:
-        try:
-            self.db.execute(how)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: store is busy or unusable ({exc}); try again") from None
-        self._in_tx = True
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Params = ()) -> Any:
+        """A cursor: fetchall(), fetchone(), rowcount, iteration."""
 
-    def _rollback(self) -> None:
-        self._in_tx = False
-        try:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # the connection is unusable; the next statement says so
+    @abc.abstractmethod
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
 
-    # ---- named locks ---------------------------------------------------------
+    @abc.abstractmethod
+    def _acquire(self, name: str, wait: float | None) -> Any:
+        """Take the named lock: a release function, or None if not free in time."""
+
+    def now(self) -> float:
+        """The store's clock (epoch seconds): what every writer and reader of
+        report ages compares with. One machine for SQLite: this one's."""
+        return time.time()
+
+    # ---- the same on every backend ------------------------------------------
     @contextlib.contextmanager
     def lock(self, name: str, wait: float | None = None) -> Iterator[bool]:
         """An exclusive lock shared by every process on this store (the DNS
         publisher's: a CLI edit and the manager's DNS worker must not send the same
         change twice). Yields False if it was not free within `wait` seconds (None:
-        wait as long as it takes). Held across transactions; re-entrant per Store.
-        SQLite: flock on a file beside the store; a private store: a mutex."""
+        wait as long as it takes). Held across transactions; re-entrant per Store."""
         if name in self._held:
             yield True
             return
-        if self._private:
-            mutex = self._mutexes.setdefault(name, threading.Lock())
-            got = mutex.acquire(timeout=-1 if wait is None else wait)
-            release = mutex.release
-        else:
-            got, release = _flock(self.path.with_name(f"{self.path.name}.{name}.lock"), wait)
-        if not got:
+        release = self._acquire(name, wait)
+        if release is None:
             yield False
             return
         self._held.add(name)
@@ -206,28 +189,12 @@ class Store:
             self._held.discard(name)
             release()
 
-    # ---- statements (for the store's query modules only) -----------------
-    def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
-        try:
-            return self.db.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise _error(self.path, exc) from None
+    def query(self, sql: str, params: Params = ()) -> list[Any]:
+        rows: list[Any] = self.execute(sql, params).fetchall()
+        return rows
 
-    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        rows = rows if isinstance(rows, list) else list(rows)
-        if not rows:
-            return  # the loop's steady state: most batches are empty
-        try:
-            self.db.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise _error(self.path, exc) from None
-
-    def query(self, sql: str, params: Params = ()) -> list[Row]:
-        return self.execute(sql, params).fetchall()
-
-    def one(self, sql: str, params: Params = ()) -> Row | None:
-        row: Row | None = self.execute(sql, params).fetchone()
-        return row
+    def one(self, sql: str, params: Params = ()) -> Any:
+        return self.execute(sql, params).fetchone()
 
     def get_meta(self, key: str) -> str | None:
         row = self.one("SELECT value FROM meta WHERE key = ?", (key,))
@@ -243,47 +210,9 @@ class Store:
 
     def config_version(self) -> int:
         """The change counter: it moves on every configuration commit, by anyone."""
-        if self._private and self._config_version is not None:
-            return self._config_version
         value = self.get_meta(CONFIG_VERSION)
-        version = int(value) if value and is_digits(value) else 0
-        if self._private and not self._in_tx:
-            self._config_version = version
-        return version
+        return int(value) if value and is_digits(value) else 0
 
-
-def _flock(path: Path, wait: float | None) -> tuple[bool, Any]:
-    """(acquired, release). Read-only open: whoever may read the store may lock."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot open lock file: {exc.strerror}") from None
-    deadline = None if wait is None else time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
-            break
-        except BlockingIOError:
-            if time.monotonic() >= deadline:  # type: ignore[operator]  # NB only with a deadline
-                os.close(fd)
-                return False, None
-            time.sleep(0.02)  # flock has no timed wait; poll until the deadline
-
-    def release() -> None:
-        os.close(fd)  # closing the descriptor drops the lock
-    return True, release
-
-
-def _error(path: Path, exc: sqlite3.Error) -> StoreError:
-    text = str(exc)
-    if "readonly" in text or "read-only" in text:
-        return StoreError(f"{path}: the store is read-only here ({text})")
-    if "locked" in text or "busy" in text:
-        return StoreError(f"{path}: store is busy ({text}); try again")
-    return StoreError(f"{path}: store error: {text}")
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration into statements (executescript would commit mid-way)."""
-    code = "\n".join(line for line in script.splitlines() if not line.strip().startswith("--"))
-    return [stmt.strip() for stmt in code.split(";") if stmt.strip()]
+    def _bump_config(self) -> None:
+        self.execute("INSERT INTO meta(key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE SET "
+                     "value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)", (CONFIG_VERSION,))

@@ -141,7 +141,7 @@ class Inventory:
         if ctid is None:
             # The counter only grows; CTIDs at or above it were taken by explicit --ctid.
             counter = int(self.store.get_meta("next_ctid") or dc.first_ctid)
-            used = (r[0] for r in db.execute("SELECT ctid FROM ctids_used WHERE ctid >= ?", (counter,)))
+            used = (r[0] for r in db.execute("SELECT ct_id FROM ctids_used WHERE ct_id >= ?", (counter,)))
             ctid = ipam.next_ctid(counter, used)
             self.store.set_meta("next_ctid", str(ctid + 1))
         else:
@@ -149,7 +149,7 @@ class Inventory:
             # must not use up the range for everyone after it.
             ctid = v.integer(ctid, "ctid", minimum=101, maximum=v.MAX_CTID)
             self._check_ctid_unused(ctid)
-        db.execute("INSERT INTO ctids_used (ctid, hostname, at) VALUES (?, ?, ?)", (ctid, hostname, self.now()))
+        db.execute("INSERT INTO ctids_used (ct_id, hostname, at) VALUES (?, ?, ?)", (ctid, hostname, self.now()))
         net = template.rack_network(dc.network.supernet, rack)
         pool = dc.network.services if service else dc.network.cts
         used_ips = [r[0] for r in db.execute("SELECT ip FROM cts WHERE rack = ?", (rack,))]
@@ -157,7 +157,7 @@ class Inventory:
         storage = self._storage_for(rack)
         now = self.now()
         db.execute(
-            """INSERT INTO cts(ctid, hostname, rack, tenant, service, env, ip, storage, admst,
+            """INSERT INTO cts(ct_id, hostname, rack, tenant, service, env, ip, storage, admst,
                                memory, swap, disk, cpus, cpuunits, cpulimit, apps, created_at, updated_at)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (ctid, hostname, rack, tenant, service, env, ip, storage, admst, resources.memory, resources.swap,
@@ -184,7 +184,7 @@ class Inventory:
         r = resources or ct.resources
         self.store.execute(
             """UPDATE cts SET admst = ?, apps = ?, env = ?, memory = ?, swap = ?, disk = ?, cpus = ?,
-                              cpuunits = ?, cpulimit = ?, updated_at = ? WHERE ctid = ?""",
+                              cpuunits = ?, cpulimit = ?, updated_at = ? WHERE ct_id = ?""",
             (new_admst, json.dumps(list(new_apps)), new_env, r.memory, r.swap, r.disk, r.cpus, r.cpuunits,
              r.cpulimit, self.now(), ct.ctid),
         )
@@ -200,10 +200,10 @@ class Inventory:
         return ct, self._clear_crash_loop(ct)
 
     def _clear_crash_loop(self, ct: Ct) -> tuple[int, float] | None:
-        row = self.store.one("SELECT count, since FROM crash_loops WHERE ctid = ?", (ct.ctid,))
+        row = self.store.one("SELECT count, since FROM crash_loops WHERE ct_id = ?", (ct.ctid,))
         if row is None:
             return None
-        self.store.execute("DELETE FROM crash_loops WHERE ctid = ?", (ct.ctid,))
+        self.store.execute("DELETE FROM crash_loops WHERE ct_id = ?", (ct.ctid,))
         self.store.event("ct.reset", str(ct.ctid), f"crash loop cleared ({row[0]} crashes)")
         return int(row[0]), float(row[1])
 
@@ -216,12 +216,12 @@ class Inventory:
         users = self._route_users(ct)
         if users:
             raise ConflictError(f"CT {ct.hostname} is the target of route(s) {', '.join(users)}; move them first: ctmanager route set TENANT SERVICE TARGET")
-        self.store.execute("DELETE FROM observed WHERE ctid = ?", (ct.ctid,))
-        self.store.execute("DELETE FROM placements WHERE ctid = ?", (ct.ctid,))
-        self.store.execute("DELETE FROM crash_loops WHERE ctid = ?", (ct.ctid,))
-        self.store.execute("DELETE FROM cts WHERE ctid = ?", (ct.ctid,))
-        self.store.execute("INSERT INTO removed (ctid, hostname, purge, removed_at) VALUES (?, ?, ?, ?) "
-                           "ON CONFLICT(ctid) DO UPDATE SET hostname = excluded.hostname, purge = excluded.purge, "
+        self.store.execute("DELETE FROM observed WHERE ct_id = ?", (ct.ctid,))
+        self.store.execute("DELETE FROM placements WHERE ct_id = ?", (ct.ctid,))
+        self.store.execute("DELETE FROM crash_loops WHERE ct_id = ?", (ct.ctid,))
+        self.store.execute("DELETE FROM cts WHERE ct_id = ?", (ct.ctid,))
+        self.store.execute("INSERT INTO removed (ct_id, hostname, purge, removed_at) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT(ct_id) DO UPDATE SET hostname = excluded.hostname, purge = excluded.purge, "
                            "removed_at = excluded.removed_at", (ct.ctid, ct.hostname, int(purge), self.now()))
         self.store.event("ct.rm", str(ct.ctid), ct.hostname + (" (purge /data)" if purge else ""))
         return ct
@@ -300,9 +300,9 @@ class Inventory:
         if node.drained:
             raise InputError(f"{to} is drained; undrain it first: ctmanager hn undrain {to}")
         old = queries.placement(self.store, ct.ctid)
-        self.store.execute("INSERT INTO placements (ctid, hn, placed_at) VALUES (?, ?, ?) ON CONFLICT(ctid) "
+        self.store.execute("INSERT INTO placements (ct_id, hn, placed_at) VALUES (?, ?, ?) ON CONFLICT(ct_id) "
                            "DO UPDATE SET hn = excluded.hn, placed_at = excluded.placed_at", (ct.ctid, to, self.now()))
-        self.store.execute("DELETE FROM rejections WHERE ctid = ? AND hn = ?", (ct.ctid, to))
+        self.store.execute("DELETE FROM rejections WHERE ct_id = ? AND hn = ?", (ct.ctid, to))
         self.store.event("ct.move", str(ct.ctid), f"{old or '-'} -> {to}")
         return ct, old
 
@@ -363,15 +363,15 @@ class Inventory:
         return str(row[0])
 
     def _check_ctid_unused(self, ctid: int) -> None:
-        if self.store.one("SELECT 1 FROM cts WHERE ctid = ?", (ctid,)):
+        if self.store.one("SELECT 1 FROM cts WHERE ct_id = ?", (ctid,)):
             raise ConflictError(f"CTID {ctid} is already used by {_ct_name(self.store, ctid)}")
-        row = self.store.one("SELECT hostname, at FROM ctids_used WHERE ctid = ?", (ctid,))
+        row = self.store.one("SELECT hostname, at FROM ctids_used WHERE ct_id = ?", (ctid,))
         if row is not None:
             raise ConflictError(f"CTID {ctid} was given to {row[0]} on {_when(row[1])}; a CTID is never reused "
                                 "(its /data may still be kept): leave out --ctid to get a new one")
 
     def _check_hostname_free(self, hostname: str) -> None:
-        row = self.store.one("SELECT ctid FROM cts WHERE hostname = ?", (hostname,))
+        row = self.store.one("SELECT ct_id FROM cts WHERE hostname = ?", (hostname,))
         if row:
             raise ConflictError(f"hostname {hostname!r} is already used by CT {row[0]}")
         if self.store.one("SELECT 1 FROM nodes WHERE hostname = ?", (hostname,)):
@@ -403,5 +403,5 @@ def _when(at: float) -> str:
 
 
 def _ct_name(store: Store, ctid: int) -> str:
-    row = store.one("SELECT hostname FROM cts WHERE ctid = ?", (ctid,))
+    row = store.one("SELECT hostname FROM cts WHERE ct_id = ?", (ctid,))
     return row[0] if row else str(ctid)

@@ -22,8 +22,8 @@ def configured(store: Store, dc: DcTemplate, slot: int) -> Configured:
         if n.role == "compute":
             sku = dc.skus[n.sku]
             hns[n.hostname] = Hn(n.hostname, sku.memory, sku.disk, n.drained)
-    removed = {r["ctid"]: bool(r["purge"]) for r in store.query("SELECT ctid, purge FROM removed")}
-    looped = {r[0]: int(r[1]) for r in store.query("SELECT ctid, count FROM crash_loops") if r[0] in cts}
+    removed = {r["ct_id"]: bool(r["purge"]) for r in store.query("SELECT ct_id, purge FROM removed")}
+    looped = {r[0]: int(r[1]) for r in store.query("SELECT ct_id, count FROM crash_loops") if r[0] in cts}
     return Configured(cts, hns, removed, spec_hashes(store, dc, cts.values()), looped)
 
 
@@ -44,14 +44,14 @@ def mark_crash_loops(store: Store, loops: Iterable[tuple[int, int]], now: float)
     down until `ct reset` or `ct set --admst up` deletes the row (store.inventory).
     The caller holds a `transaction(config=False)`: this is the loop's own state."""
     for ctid, count in loops:
-        store.execute("INSERT INTO crash_loops (ctid, since, count) VALUES (?, ?, ?) "
-                      "ON CONFLICT(ctid) DO UPDATE SET count = excluded.count", (ctid, now, count))
+        store.execute("INSERT INTO crash_loops (ct_id, since, count) VALUES (?, ?, ?) "
+                      "ON CONFLICT(ct_id) DO UPDATE SET count = excluded.count", (ctid, now, count))
         store.event("ct.crash_loop", str(ctid), f"{count} crashes; left down")
 
 
 def placements(store: Store, now: float) -> Placements:
-    where = {r[0]: r[1] for r in store.query("SELECT ctid, hn FROM placements")}
-    rejected = {(r[0], r[1]): r[2] for r in store.query("SELECT ctid, hn, until FROM rejections WHERE until > ?", (now,))}
+    where = {r[0]: r[1] for r in store.query("SELECT ct_id, hn FROM placements")}
+    rejected = {(r[0], r[1]): r[2] for r in store.query("SELECT ct_id, hn, until FROM rejections WHERE until > ?", (now,))}
     return Placements(where, rejected)
 
 
@@ -86,14 +86,14 @@ def save_placements(store: Store, place: Mapping[int, str], now: float,
     lost: set[int] = set()
     for ctid, hn in place.items():
         if was is None:
-            store.execute("INSERT INTO placements (ctid, hn, placed_at) VALUES (?, ?, ?) ON CONFLICT(ctid) "
+            store.execute("INSERT INTO placements (ct_id, hn, placed_at) VALUES (?, ?, ?) ON CONFLICT(ct_id) "
                           "DO UPDATE SET hn = excluded.hn, placed_at = excluded.placed_at", (ctid, hn, now))
         else:
-            row = store.one("SELECT hn FROM placements WHERE ctid = ?", (ctid,))
+            row = store.one("SELECT hn FROM placements WHERE ct_id = ?", (ctid,))
             if (None if row is None else row[0]) != was.get(ctid):
                 lost.add(ctid)
                 continue
-            store.execute("INSERT INTO placements (ctid, hn, placed_at) VALUES (?, ?, ?) ON CONFLICT(ctid) "
+            store.execute("INSERT INTO placements (ct_id, hn, placed_at) VALUES (?, ?, ?) ON CONFLICT(ct_id) "
                           "DO UPDATE SET hn = excluded.hn, placed_at = excluded.placed_at", (ctid, hn, now))
         store.event("ct.place", str(ctid), hn)
     return lost
@@ -104,7 +104,7 @@ def journal(store: Store, actions: Iterable[Action], now: float) -> list[int]:
     ids = []
     for a in actions:
         row = store.execute(
-            "INSERT INTO journal (at, kind, ctid, hn, reason, purge, state) VALUES (?, ?, ?, ?, ?, ?, 'pending') "
+            "INSERT INTO journal (at, kind, ct_id, hn, reason, purge, state) VALUES (?, ?, ?, ?, ?, ?, 'pending') "
             "RETURNING id", (now, a.kind, a.ctid, a.hn, a.reason, int(a.purge))).fetchall()[0]
         ids.append(int(row[0]))
     return ids
@@ -118,8 +118,8 @@ def finish(store: Store, journal_id: int, a: Action, result: str, message: str, 
                   (state, message, now, journal_id))
     if result == "rejected":
         store.execute(
-            "INSERT INTO rejections (ctid, hn, until, reason) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(ctid, hn) DO UPDATE SET until = excluded.until, reason = excluded.reason",
+            "INSERT INTO rejections (ct_id, hn, until, reason) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(ct_id, hn) DO UPDATE SET until = excluded.until, reason = excluded.reason",
             (a.ctid, a.hn, now + settings.reject_memory, message))
         store.event("ct.rejected", str(a.ctid), f"{a.hn}: {message}")
 
@@ -128,10 +128,10 @@ def interrupted(store: Store, now: float) -> list[str]:
     """Intents a previous manager wrote but never finished. The plan is level-based
     and placements were saved before acting, so the next plan redoes exactly what
     is still needed, on the same HN; these are closed and reported."""
-    rows = store.query("SELECT id, kind, ctid, hn FROM journal WHERE state = 'pending' ORDER BY id")
+    rows = store.query("SELECT id, kind, ct_id, hn FROM journal WHERE state = 'pending' ORDER BY id")
     store.execute("UPDATE journal SET state = 'failed', detail = 'interrupted: the manager stopped; replanned', "
                      "finished_at = ? WHERE state = 'pending'", (now,))
-    return [f"{r['kind']} {r['ctid']} on {r['hn']}" for r in rows]
+    return [f"{r['kind']} {r['ct_id']} on {r['hn']}" for r in rows]
 
 
 ObservedRow = tuple[int, str | None, str, float | None]  # (CTID, HN, OPST, since)
@@ -173,8 +173,8 @@ def save_observed(store: Store, rows: list[ObservedRow], gone: list[int], writte
     (first pass of this process), so all others go."""
     if everything:
         store.execute("DELETE FROM observed")
-    store.executemany("DELETE FROM observed WHERE ctid = ?", [(c,) for c in gone])
-    store.executemany("INSERT INTO observed (ctid, hn, opst, since) VALUES (?, ?, ?, ?) ON CONFLICT(ctid) DO UPDATE "
+    store.executemany("DELETE FROM observed WHERE ct_id = ?", [(c,) for c in gone])
+    store.executemany("INSERT INTO observed (ct_id, hn, opst, since) VALUES (?, ?, ?, ?) ON CONFLICT(ct_id) DO UPDATE "
                       "SET hn = excluded.hn, opst = excluded.opst, since = excluded.since", rows)
     for c in gone:
         written.pop(c, None)
@@ -186,5 +186,5 @@ def forget_removed(store: Store, cfg: Configured, obs: Observed, now: float, set
     if not all(obs.known(hn, now, settings) for hn in cfg.hns):
         return []
     gone = [c for c in cfg.removed if c not in obs.where]
-    store.executemany("DELETE FROM removed WHERE ctid = ?", [(c,) for c in gone])
+    store.executemany("DELETE FROM removed WHERE ct_id = ?", [(c,) for c in gone])
     return gone

@@ -13,7 +13,7 @@ from ..wire.validate import is_digits
 from .db import Row, Store
 from .rows import ct_from_row, node_from_row, route_from_row
 
-CT_COLUMNS = "ctid, hostname, rack, tenant, service, env, ip, storage, admst, memory, swap, disk, cpus, cpuunits, cpulimit, apps"
+CT_COLUMNS = "ct_id, hostname, rack, tenant, service, env, ip, storage, admst, memory, swap, disk, cpus, cpuunits, cpulimit, apps"
 
 
 def dc_template(store: Store) -> DcTemplate:
@@ -42,13 +42,13 @@ def cts(store: Store, *, rack: int | None = None, tenant: str | None = None) -> 
         params.append(tenant)
     if where:
         sql += " WHERE " + " AND ".join(where)
-    return [ct_from_row(r) for r in store.query(sql + " ORDER BY ctid", tuple(params))]
+    return [ct_from_row(r) for r in store.query(sql + " ORDER BY ct_id", tuple(params))]
 
 
 def find_ct(store: Store, ref: str) -> Ct:
     """A CT by CTID or hostname."""
     if is_digits(ref):  # a number is a CTID (hostnames are never all digits)
-        row = store.one(f"SELECT {CT_COLUMNS} FROM cts WHERE ctid = ?", (int(ref),)) if len(ref) <= 10 else None
+        row = store.one(f"SELECT {CT_COLUMNS} FROM cts WHERE ct_id = ?", (int(ref),)) if len(ref) <= 10 else None
     else:
         row = store.one(f"SELECT {CT_COLUMNS} FROM cts WHERE hostname = ?", (ref,))
     if row is None:
@@ -78,7 +78,7 @@ def racks(store: Store) -> list[dict[str, Any]]:
 
 def tenants(store: Store) -> list[dict[str, Any]]:
     rows = store.query(
-        """SELECT t.name, t.rack, c.ctid AS core_ctid, c.ip AS core_ip, c.apps,
+        """SELECT t.name, t.rack, c.ct_id AS core_ctid, c.ip AS core_ip, c.apps,
                   (SELECT count(*) FROM routes r WHERE r.tenant = t.name) AS routes
            FROM tenants t LEFT JOIN cts c ON c.hostname = t.name ORDER BY t.name"""
     )
@@ -113,15 +113,16 @@ def status(store: Store, now: float, stale_after: float = 3.0) -> list[tuple[Any
     than `stale_after` (a stopped manager or a silent HN is not "UP").
     `crash_loop` is (crashes, since) for a CT the manager leaves down, else None."""
     rows = store.query(
-        """SELECT c.ctid, c.hostname, c.tenant, c.ip, o.hn, c.admst,
+        """SELECT c.ct_id, c.hostname, c.tenant, c.ip, o.hn, c.admst,
                   CASE WHEN r.received_at IS NULL OR ? - r.received_at > ? THEN 'UNKNOWN'
                        ELSE coalesce(o.opst, 'UNKNOWN') END,
-                  o.since, round(? - r.received_at, 1), l.count, l.since
-           FROM cts c LEFT JOIN observed o ON o.ctid = c.ctid LEFT JOIN hn_reports r ON r.hn = o.hn
-                LEFT JOIN crash_loops l ON l.ctid = c.ctid
-           ORDER BY c.ctid""", (now, stale_after, now)
+                  o.since, r.received_at, l.count, l.since
+           FROM cts c LEFT JOIN observed o ON o.ct_id = c.ct_id LEFT JOIN hn_reports r ON r.hn = o.hn
+                LEFT JOIN crash_loops l ON l.ct_id = c.ct_id
+           ORDER BY c.ct_id""", (now, stale_after)
     )
-    return [(*r[:9], None if r[9] is None else (int(r[9]), float(r[10]))) for r in rows]
+    return [(*r[:8], None if r[8] is None else round(now - r[8], 1),
+             None if r[9] is None else (int(r[9]), float(r[10]))) for r in rows]
 
 
 def initialised(store: Store) -> bool:
@@ -134,7 +135,7 @@ def template_text(store: Store) -> str:
 
 def ct_rows(store: Store) -> list[Row]:
     """Every CT as a raw row (the renderer keys its cache on the row)."""
-    return store.query(f"SELECT {CT_COLUMNS} FROM cts ORDER BY ctid")
+    return store.query(f"SELECT {CT_COLUMNS} FROM cts ORDER BY ct_id")
 
 
 def storage_counts(store: Store) -> dict[str, int]:
@@ -158,5 +159,5 @@ def compute_node(store: Store, name: str) -> Node:
 
 
 def placement(store: Store, ctid: int) -> str | None:
-    row = store.one("SELECT hn FROM placements WHERE ctid = ?", (ctid,))
+    row = store.one("SELECT hn FROM placements WHERE ct_id = ?", (ctid,))
     return None if row is None else str(row[0])

@@ -32,17 +32,17 @@ def checked(what: str, build: Callable[[], T]) -> T:
 
 
 def ct_from_row(row: Row) -> Ct:
-    return checked(f"CT {_ident(row['ctid'])}", lambda: _ct(row))
+    return checked(f"CT {_ident(row['ct_id'])}", lambda: _ct(row))
 
 
 def placed(row: Row) -> tuple[int, int]:
     """A CT row's (CTID, rack): what file and folder names are made of. Asked for
     every CT on every render, changed or not: the usual row costs two type checks."""
-    ctid, rack = row["ctid"], row["rack"]
+    ctid, rack = row["ct_id"], row["rack"]
     if type(ctid) is int and type(rack) is int and 0 < ctid <= v.MAX_CTID and 0 <= rack <= 255:
         return ctid, rack
-    return checked(f"CT {_ident(row['ctid'])}", lambda: (
-        v.integer(row["ctid"], "ctid", minimum=1, maximum=v.MAX_CTID),
+    return checked(f"CT {_ident(row['ct_id'])}", lambda: (
+        v.integer(row["ct_id"], "ctid", minimum=1, maximum=v.MAX_CTID),
         v.integer(row["rack"], "rack", minimum=0, maximum=255)))
 
 
@@ -65,7 +65,7 @@ def json_labels(text: object, field: str) -> tuple[str, ...]:
 
 def _ct(row: Row) -> Ct:
     return Ct(
-        ctid=v.integer(row["ctid"], "ctid", minimum=1, maximum=v.MAX_CTID),
+        ctid=v.integer(row["ct_id"], "ctid", minimum=1, maximum=v.MAX_CTID),
         hostname=v.hostname(row["hostname"], "hostname"),
         rack=v.integer(row["rack"], "rack", minimum=0, maximum=255),
         tenant=_label_or_none(row["tenant"], "tenant"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLE, ROOT, dump, tree
+from tests.conftest import EXAMPLE, ROOT, dump, no_store, tree
 
 RACK102 = str(ROOT / "templates/dc/manifests/rack-102.toml")
 
@@ -166,7 +166,7 @@ def test_bad_template_init_leaves_no_store(cli, tmp_path: Path, old: str, new: s
     proc = cli("init", str(path), check=False)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
-    assert not cli.store.exists() and not Path(f"{cli.store}-wal").exists()
+    assert no_store(cli.store)
 
 
 def test_render_template_error_leaves_output_unchanged(example_store, tmp_path: Path) -> None:

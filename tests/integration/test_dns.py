@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from bindserver import Bind, free_port
 
-from tests.conftest import Cli, dump
+from tests.conftest import Cli, dump, raw_sql
 
 NEEDED = ("named", "tsig-keygen", "dig", "nsupdate")
 
@@ -149,14 +149,9 @@ def test_bad_dns_input_is_refused_and_changes_nothing(example_store: Cli, tmp_pa
 def test_records_already_there_as_wanted_are_adopted_not_conflicts(bind: tuple[Cli, Bind]) -> None:
     """A lost answer, or a second manager publishing the same DC: the records are
     there already, exactly as wanted, so they count as published."""
-    import sqlite3
-
     cli, server = bind
     cli("dns", "sync")
-    con = sqlite3.connect(str(cli.store))
-    with con:
-        con.execute("DELETE FROM dns_published")
-    con.close()
+    raw_sql(cli.store, "DELETE FROM dns_published")
     out = json.loads(cli("dns", "sync", "--json").stdout)
     assert out["conflicts"] == [] and out["error"] == "" and len(out["applied"]) > 20
     assert cli("dns", "diff").stdout.strip() == "nothing pending"

@@ -4,13 +4,13 @@ something other than the CLI. Each test failed before its fix."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from tests.conftest import Cli, agent_toml, dump, require, tree
+from tests.conftest import ROOT, Cli, agent_toml, dump, no_store, raw_sql, require, tree
 
 
 def one_line_refusal(p: subprocess.CompletedProcess[str], says: str, code: int = 2) -> None:
@@ -52,9 +52,8 @@ def test_every_edge_path_ctmanager_accepts_passes_nginx(example_store: Cli, tmp_
 
 
 def test_a_damaged_path_route_row_is_refused_before_nginx_sees_it(example_store: Cli, tmp_path: Path) -> None:
-    with sqlite3.connect(example_store.store) as db:
-        db.execute("INSERT INTO path_routes (tenant, path, service, strip, allow, deny) VALUES "
-                   "('', '/x/ { return 200; } location /y/', 'experiments', 0, '[]', '[]')")
+    raw_sql(example_store.store, "INSERT INTO path_routes (tenant, path, service, strip, allow, deny) VALUES "
+            "('', '/x/ { return 200; } location /y/', 'experiments', 0, '[]', '[]')")
     conf = tmp_path / "edge.conf"
     one_line_refusal(example_store("edge", "config", str(conf), check=False), "damaged path route in the store")
     assert not conf.exists()
@@ -111,21 +110,35 @@ def test_a_bad_external_address_is_one_line_and_a_good_config_passes_danted(exam
     ("hostname", "evil\nlxc.mount.entry = /etc etc none bind 0 0"), ("ip", "10.101.4.9\nlxc.x = y"),
     ("storage", "../../etc"), ("apps", '["ok", "bad app"]'), ("memory", "-1"), ("rack", "'101/../../x'"),
 ])
-def test_a_tampered_ct_row_is_refused_by_render_and_writes_nothing(example_store: Cli, tmp_path: Path,
+def test_a_tampered_ct_row_is_refused_by_render_and_writes_nothing(example_store: Cli, tmp_path: Path, backend: str,
                                                                    column: str, value: str) -> None:
     out = tmp_path / "out"
     example_store("render", str(out))
     before = tree(out)
-    with sqlite3.connect(example_store.store) as db:
-        db.execute(f"UPDATE cts SET {column} = ? WHERE hostname = 'acme'", (value,))
+    try:
+        raw_sql(example_store.store, f"UPDATE cts SET {column} = ? WHERE hostname = 'acme'", (value,))
+    except (psycopg.DataError, psycopg.IntegrityError):  # PostgreSQL's types and foreign keys refuse this damage
+        assert backend == "postgresql" and column in ("rack", "storage")  # (raw sqlite3 leaves foreign keys off)
+        example_store("render", str(out))
+        assert tree(out) == before
+        return
     one_line_refusal(example_store("render", str(out), check=False), "damaged store row: CT 1006", code=1)
     assert tree(out) == before
 
 
-def test_a_zero_byte_store_is_refused_and_left_empty(tmp_path: Path, cli: Cli) -> None:
-    cli.store.write_bytes(b"")
+def test_a_zero_byte_store_is_refused_and_left_empty(sqlite_path: Path) -> None:
+    cli = Cli(sqlite_path, ROOT)
+    sqlite_path.write_bytes(b"")
     one_line_refusal(cli("status", check=False), "not a ctmanager store", code=1)
-    assert cli.store.read_bytes() == b""
+    assert sqlite_path.read_bytes() == b""
+
+
+def test_an_empty_database_is_refused_and_left_empty(pg_cluster) -> None:
+    from tests.conftest import fresh_pg_store
+
+    cli = Cli(fresh_pg_store(pg_cluster), ROOT)
+    one_line_refusal(cli("status", check=False), "not a ctmanager store", code=1)
+    assert no_store(cli.store)
 
 
 # ---- 15: tracebacks instead of one line -------------------------------------------------

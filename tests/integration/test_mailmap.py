@@ -19,7 +19,7 @@ import pytest
 from bindserver import free_port
 from labrack import ROOT, wait_for
 
-from tests.conftest import Cli
+from tests.conftest import Cli, raw_sql
 
 LOOKUP = b"get jira@myhost.example.net\n"
 
@@ -180,10 +180,20 @@ def test_a_new_tenant_is_answered_without_a_restart(mailmap: tuple[Cli, Postmap]
              timeout=10)
 
 
-def test_a_store_replaced_by_mv_is_read_anew(mailmap: tuple[Cli, Postmap], tmp_path: Path) -> None:
-    """ctmailmap follows the store's path, not the file it opened first (issue 19, 6)."""
+def test_a_store_replaced_by_mv_or_a_lost_connection_is_read_anew(mailmap: tuple[Cli, Postmap], tmp_path: Path,
+                                                                   backend: str) -> None:
+    """SQLite: ctmailmap follows the store's path, not the file it opened first
+    (issue 19, 6). PostgreSQL: its LISTEN connection is cut and the edit made
+    meanwhile, when it could not be told: it reloads everything on reconnecting."""
     cli, postmap = mailmap
     assert postmap("jira@acme.example.net")[0] == 0
+    if backend == "postgresql":
+        cut = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'ctmanager watch'"
+        raw_sql(cli.store, f"{cut} AND pid <> pg_backend_pid()")
+        raw_sql(cli.store, "DELETE FROM meta WHERE key = 'config_version'")  # even the counter starts afresh
+        cli("tenant", "rm", "acme")
+        wait_for("acme gone after the reconnect", lambda: postmap("jira@acme.example.net")[0] == 1, timeout=10)
+        return
     copy = tmp_path / "copy.db"
     with sqlite3.connect(cli.store) as src, sqlite3.connect(copy) as dst:
         src.backup(dst)

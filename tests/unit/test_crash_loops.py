@@ -156,12 +156,12 @@ def test_the_journal_accepts_set_after_the_migration_and_keeps_its_rows(tmp_path
     import sqlite3
 
     from ctmanager.store import schema
-    from ctmanager.store.db import _statements
+    from ctmanager.store.schema import statements
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
     for migration in schema.MIGRATIONS[:6]:  # a store from before `set`
-        for statement in _statements(migration):
+        for statement in statements(migration, "sqlite"):
             db.execute(statement)
     db.execute("PRAGMA user_version = 6")
     db.execute("INSERT INTO journal (id, at, kind, ctid, hn, reason, state) VALUES (41, 1.0, 'start', 1001, 'hn-1', "

@@ -235,9 +235,9 @@ def test_the_daemon_holds_the_rack_and_lets_it_go(loop: Loop) -> None:
 def test_retention_drops_old_history_only(loop: Loop) -> None:
     now = time.time()
     with loop.cli.transaction(config=False):
-        loop.cli.execute("INSERT INTO journal (at, kind, ctid, hn, reason, state, finished_at) "
+        loop.cli.execute("INSERT INTO journal (at, kind, ct_id, hn, reason, state, finished_at) "
                          "VALUES (?, 'start', 1000, 'hn-101-1', 'old', 'done', ?)", (now - 8 * 86400, now - 8 * 86400))
-        loop.cli.execute("INSERT INTO journal (at, kind, ctid, hn, reason, state) "
+        loop.cli.execute("INSERT INTO journal (at, kind, ct_id, hn, reason, state) "
                          "VALUES (?, 'start', 1001, 'hn-101-1', 'old but pending', 'pending')", (now - 8 * 86400,))
         loop.cli.execute("INSERT INTO events (at, kind, subject) VALUES (?, 'x', 'old')", (now - 91 * 86400,))
     events = loop.cli.query("SELECT count(*) FROM events")[0][0]
@@ -298,7 +298,7 @@ def test_a_crash_loop_is_recorded_and_survives_a_reload(loop: Loop) -> None:
     restarts = [a for a in loop.executor.submitted if a.ctid == 1006 and a.reason.startswith("crashed")]
     assert len(restarts) == 4  # the 5th crash is not restarted
     assert "CRASH LOOP 1006 5" in loop.events.lines
-    assert loop.cli.query("SELECT count FROM crash_loops WHERE ctid = 1006")[0][0] == 5
+    assert loop.cli.query("SELECT count FROM crash_loops WHERE ct_id = 1006")[0][0] == 5
     loop.edit(lambda inv: inv.set_drained("hn-101-3", False))  # any edit: the manager reloads
     for _ in range(3):
         loop.reports(crashed, {acme: {1006}})

@@ -12,9 +12,8 @@ from ctmanager.store.db import Store
 
 HOLD = """
 import sys
-from pathlib import Path
-from ctmanager.store import open_store
-with open_store(Path(sys.argv[1])) as store, store.lock("dns") as held:
+from ctmanager.store import default_path, open_store
+with open_store(default_path(sys.argv[1])) as store, store.lock("dns") as held:
     print("held" if held else "not held", flush=True)
     sys.stdin.readline()  # hold it until the test says
 """

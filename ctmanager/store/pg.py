@@ -1,0 +1,246 @@
+"""The PostgreSQL backend (psycopg 3): the DC-wide store.
+
+Writes are serialised as on SQLite: every write transaction first takes one
+transaction-level advisory lock, so check-then-act (CTID and IP allocation)
+cannot race another writer anywhere in the DC; reads never wait. A
+configuration commit also NOTIFYs `ctmanager_config` with the new counter
+(delivered at commit), which `watch` LISTENs on. Named locks are session-level
+advisory locks. The store's clock is the server's. Every psycopg error leaves
+here as a one-line StoreError; a URL's password is never in one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, ClassVar
+
+import psycopg
+from psycopg import errors as pgerrors
+
+from ..errors import StoreError
+from ..wire.validate import is_digits
+from .db import BUSY_TIMEOUT_MS, CONFIG_VERSION, Params, Store, redact
+from .schema import BASELINE, VERSION, statements, upgrade_path
+
+CHANNEL = "ctmanager_config"
+LOCK_SPACE = 0x43544D  # "CTM": advisory locks are (LOCK_SPACE, hash of the name)
+SCHEMA_KEY = "schema_version"
+_SQL: dict[str, str] = {}  # statement text with ? placeholders -> psycopg's %s form
+
+
+def lock_key(name: str) -> int:
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def pg_sql(sql: str) -> str:
+    """`?` placeholders as psycopg's `%s` (a literal % doubled). The statements
+    hold no `?` inside string literals (they take parameters instead)."""
+    out = _SQL.get(sql)
+    if out is None:
+        out = _SQL[sql] = sql.replace("%", "%%").replace("?", "%s")
+    return out
+
+
+class PgRow(tuple):  # type: ignore[type-arg]
+    """By position and by column name, like sqlite3.Row."""
+
+    __slots__ = ()
+    _index: ClassVar[dict[str, int]] = {}
+
+    def __getitem__(self, key: Any) -> Any:
+        if type(key) is str:
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+
+_ROW_TYPES: dict[tuple[str, ...], type[PgRow]] = {}
+
+
+def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], PgRow]:
+    names = tuple(d.name for d in cursor.description or ())
+    kind = _ROW_TYPES.get(names)
+    if kind is None:
+        kind = _ROW_TYPES[names] = type("PgRow", (PgRow,), {"__slots__": (),
+                                                           "_index": {n: i for i, n in enumerate(names)}})
+    return kind
+
+
+class PgStore(Store):
+    backend = "postgresql"
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, create: bool = True) -> None:
+        super().__init__(url)
+        try:
+            self.db = psycopg.connect(url, autocommit=True, connect_timeout=10, row_factory=_row_factory,
+                                      application_name="ctmanager")
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.where}: cannot connect to the store: {_first_line(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - a malformed URL is a ProgrammingError or a ValueError
+            raise StoreError(f"{self.where}: not a usable PostgreSQL URL: {_first_line(exc)}") from None
+        # an advisory lock's wait obeys lock_timeout: a stuck writer makes us busy, not hung
+        self.execute(f"SET lock_timeout = {int(busy_timeout_ms)}")
+        if not create and self.version == 0:
+            self.db.close()
+            raise StoreError(f"{self.where}: not a ctmanager store (an empty database, or another program's); "
+                             f"create one with: ctmanager --store URL init TEMPLATE")
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def version(self) -> int:
+        row = self.one("SELECT to_regclass('meta') IS NOT NULL")
+        if not row[0]:
+            return 0
+        value = self.get_meta(SCHEMA_KEY)
+        return int(value) if value and is_digits(value) else 0
+
+    def _migrate(self) -> None:
+        current = self.version
+        if current > VERSION:
+            raise StoreError(f"{self.where}: store schema version {current} is newer than this ctmanager "
+                             f"({VERSION}); upgrade ctmanager")
+        if current == VERSION:
+            return
+        with self.transaction(config=False):
+            for after, script in upgrade_path(self.version):  # another process may have migrated meanwhile
+                for statement in statements(script, self.backend):
+                    self.execute(statement)
+                self.set_meta(SCHEMA_KEY, str(after))
+
+    # ---- transactions ----------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self, *, config: bool = True) -> Iterator[Store]:
+        if self._in_tx:
+            raise StoreError("internal: nested store transaction")
+        self._in_tx = True
+        try:
+            with self._translated("cannot commit"), self.db.transaction():
+                self.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_SPACE, lock_key("write")))
+                yield self
+                if config:
+                    self._bump_config()
+                    self.execute("SELECT pg_notify(?, value) FROM meta WHERE key = ?", (CHANNEL, CONFIG_VERSION))
+        finally:
+            self._in_tx = False
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Store]:
+        if self._in_tx:
+            yield self
+            return
+        self._in_tx = True
+        try:
+            with self._translated("cannot read"), self.db.transaction():
+                self.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield self
+        finally:
+            self._in_tx = False
+
+    @contextlib.contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """psycopg errors raised outside execute() (COMMIT, BEGIN) as StoreError."""
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise _error(self.where, exc, what) from None
+
+    def now(self) -> float:
+        return float(self.one("SELECT extract(epoch FROM clock_timestamp())::float8")[0])
+
+    # ---- named locks -----------------------------------------------------
+    def _acquire(self, name: str, wait: float | None) -> Callable[[], None] | None:
+        key = (LOCK_SPACE, lock_key(name))
+        deadline = None if wait is None else time.monotonic() + wait
+        while not self.one("SELECT pg_try_advisory_lock(?, ?)", key)[0]:
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)  # poll: a blocking pg_advisory_lock would be cut short by lock_timeout
+
+        def release() -> None:
+            with contextlib.suppress(StoreError):  # a lost connection dropped the lock already
+                self.one("SELECT pg_advisory_unlock(?, ?)", key)
+        return release
+
+    # ---- statements (for the store's query modules only) -----------------
+    def execute(self, sql: str, params: Params = ()) -> psycopg.Cursor[Any]:
+        try:
+            return self.db.execute(pg_sql(sql), params)
+        except psycopg.Error as exc:
+            raise _error(self.where, exc) from None
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        rows = rows if isinstance(rows, list) else list(rows)
+        if not rows:
+            return
+        try:
+            with self.db.cursor() as cur:
+                cur.executemany(pg_sql(sql), rows)
+        except psycopg.Error as exc:
+            raise _error(self.where, exc) from None
+
+
+def database_is_empty(url: str) -> bool:
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as con:
+            row = con.execute("SELECT to_regclass('meta') IS NULL").fetchone()
+            return bool(row and row[0])
+    except psycopg.Error:
+        return False  # unreachable: open_store says why
+
+
+def drop_uninitialised(url: str) -> None:
+    """Drop ctmanager's tables from a database whose store was never initialised."""
+    tables = re.findall(r"CREATE TABLE (\w+)", BASELINE)
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as con, con.transaction():
+            if con.execute("SELECT to_regclass('meta') IS NULL").fetchone()[0]:  # type: ignore[index]
+                return
+            if con.execute("SELECT 1 FROM meta WHERE key = 'template'").fetchone() is not None:
+                return  # initialised: not ours to drop
+            for table in reversed(tables):
+                con.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')  # names from our own schema text
+    except psycopg.Error:
+        pass  # best effort: the failure that brought us here is what the user hears of
+
+
+def empty_database(admin_url: str, name: str) -> None:
+    """For the lab and the tests: database `name` made, or emptied (its sessions
+    ended, its tables dropped). `name`: ASCII letters, digits and underscores."""
+    if not name.isascii() or not name.replace("_", "").isalnum():
+        raise StoreError(f"bad database name {name!r}: letters, digits and underscores only")
+    try:
+        with psycopg.connect(admin_url, autocommit=True) as con:
+            if con.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                con.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')  # name checked above
+                return
+            con.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        with psycopg.connect(admin_url, dbname=name, autocommit=True) as con:
+            con.execute("DROP SCHEMA public CASCADE")
+            con.execute("CREATE SCHEMA public")
+    except psycopg.Error as exc:
+        raise _error(redact(admin_url), exc, f"cannot make database {name}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _error(where: str, exc: psycopg.Error, what: str = "store error") -> StoreError:
+    text = _first_line(exc)
+    if isinstance(exc, (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected, pgerrors.SerializationFailure)):
+        return StoreError(f"{where}: store is busy ({text}); try again")
+    if isinstance(exc, psycopg.OperationalError):
+        return StoreError(f"{where}: cannot reach the store ({text}); try again")
+    if isinstance(exc, pgerrors.ReadOnlySqlTransaction):
+        return StoreError(f"{where}: the store is read-only here ({text})")
+    return StoreError(f"{where}: {what}: {text}")

@@ -1,0 +1,192 @@
+"""The SQLite backend: WAL mode, one writer at a time (BEGIN IMMEDIATE), readers
+never blocked, a busy timeout so the CLI and the daemons can share one file.
+Named locks are flock()s on a file beside the store."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from ..errors import StoreError
+from .db import BUSY_TIMEOUT_MS, Params, Store
+from .schema import VERSION, statements, upgrade_path
+
+
+class SqliteStore(Store):
+    backend = "sqlite"
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, image: bytes | None = None,
+                 create: bool = True) -> None:
+        """`create`: a file that is not a ctmanager store yet (empty, new) becomes
+        one; without it such a file is refused and left exactly as it was."""
+        super().__init__(path)
+        self.file = path
+        # A private in-memory store has no other writer: its change counter is
+        # known here without a query (None: read it from the store).
+        self._private = str(path) == ":memory:"
+        self._config_version: int | None = None
+        self._mutexes: dict[str, threading.Lock] = {}  # a private store's locks
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+            self.db = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_ms / 1000,
+                                      check_same_thread=False)
+            self.db.row_factory = sqlite3.Row
+            if image is not None:
+                self.db.deserialize(image)
+            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if not create and self.version == 0:  # read-only so far: nothing written yet
+                self.db.close()
+                raise StoreError(f"{path}: not a ctmanager store (an empty file, or another program's database); "
+                                 f"create one with: ctmanager --store {path} init TEMPLATE")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open store: {exc}") from None
+
+    @classmethod
+    def memory(cls, image: bytes | None = None) -> SqliteStore:
+        return cls(Path(":memory:"), image=image)
+
+    def image(self) -> bytes:
+        return self.db.serialize()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = self.version
+        if current > VERSION:
+            raise StoreError(
+                f"{self.path}: store schema version {current} is newer than this ctmanager ({VERSION}); upgrade ctmanager"
+            )
+        if current == VERSION:
+            return
+        with self.transaction(config=False):
+            for after, script in upgrade_path(self.version):  # another process may have migrated meanwhile
+                for statement in statements(script, self.backend):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {after}")
+
+    # ---- transactions ----------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self, *, config: bool = True) -> Iterator[Store]:
+        if self._in_tx:
+            raise StoreError("internal: nested store transaction")
+        self._begin("BEGIN IMMEDIATE")
+        try:
+            yield self
+            if config:
+                self._bump_config()
+        except BaseException:
+            self._rollback()
+            raise
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()  # a failed COMMIT leaves the connection inside the transaction
+            raise StoreError(f"{self.path}: cannot commit: {exc}") from None
+        finally:
+            self._in_tx = False
+            if config:
+                self._config_version = None
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Store]:
+        if self._in_tx:
+            yield self  # already inside a transaction: that is a snapshot too
+            return
+        self._begin("BEGIN")
+        try:
+            yield self
+        finally:
+            self._rollback()
+
+    def _begin(self, how: str) -> None:
+        try:
+            self.db.execute(how)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: store is busy or unusable ({exc}); try again") from None
+        self._in_tx = True
+
+    def _rollback(self) -> None:
+        self._in_tx = False
+        try:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the connection is unusable; the next statement says so
+
+    def config_version(self) -> int:
+        if self._private and self._config_version is not None:
+            return self._config_version
+        version = super().config_version()
+        if self._private and not self._in_tx:
+            self._config_version = version
+        return version
+
+    # ---- named locks -----------------------------------------------------
+    def _acquire(self, name: str, wait: float | None) -> Callable[[], None] | None:
+        if self._private:
+            mutex = self._mutexes.setdefault(name, threading.Lock())
+            return mutex.release if mutex.acquire(timeout=-1 if wait is None else wait) else None
+        return _flock(self.file.with_name(f"{self.file.name}.{name}.lock"), wait)
+
+    # ---- statements (for the store's query modules only) -----------------
+    def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
+        try:
+            return self.db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise _error(self.where, exc) from None
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        rows = rows if isinstance(rows, list) else list(rows)
+        if not rows:
+            return  # the loop's steady state: most batches are empty
+        try:
+            self.db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise _error(self.where, exc) from None
+
+
+def _flock(path: Path, wait: float | None) -> Callable[[], None] | None:
+    """A release function, or None. Read-only open: whoever may read the store may lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot open lock file: {exc.strerror}") from None
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+            break
+        except BlockingIOError:
+            if deadline is None or time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.02)  # flock has no timed wait; poll until the deadline
+
+    def release() -> None:
+        os.close(fd)  # closing the descriptor drops the lock
+    return release
+
+
+def _error(path: str, exc: sqlite3.Error) -> StoreError:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return StoreError(f"{path}: the store is read-only here ({text})")
+    if "locked" in text or "busy" in text:
+        return StoreError(f"{path}: store is busy ({text}); try again")
+    return StoreError(f"{path}: store error: {text}")
