@@ -30,7 +30,7 @@ from harness import ctm, emit
 
 from ctmanager.dnsroutes import publisher, records, sync
 from ctmanager.dnsroutes.records import Change, RRset
-from ctmanager.store import Store, queries
+from ctmanager.store import open_store, queries
 
 
 def main() -> int:
@@ -49,7 +49,7 @@ def main() -> int:
     try:
         ctm(env, "dns", "configure", "--server", f"127.0.0.1:{port}", "--key-file", str(base / "bind" / "tsig.key"))
         ctm(env, "dns", "sync")
-        store = Store(base / "ctm.db")
+        store = open_store(base / "ctm.db")
         server = sync.require_server(store)
         zones = records.zones(queries.dc_template(store))
         # 1. bulk publish into the (otherwise empty) infra zone, under a name of its own
@@ -57,7 +57,7 @@ def main() -> int:
                    for i in range(args.records) for n in [f"bulk{i}.bench.{zones.infra}"]]
         started = time.perf_counter()
         out = publisher.publish(server, zones, changes,
-                                on_applied=lambda done: sync.record_applied(store, done, time.time()))
+                                on_applied=lambda done: sync.record_applied(store, done, {}, time.time()))
         publish_s = time.perf_counter() - started
         assert len(out.applied) == args.records and not out.conflicts, (len(out.applied), out.conflicts[:3])
         rate = args.records / publish_s

@@ -108,9 +108,18 @@ def manager_setup(args: argparse.Namespace) -> tuple[Any, Store, Any]:
     """The manager config (--config / $CTMANAGER_CONFIG), the store and the DC."""
     from ..manager import config as mconfig
 
+    from ..errors import NotFoundError
+
     config = mconfig.load(mconfig.find(getattr(args, "config", None)))
     store = store_of(args)
-    return config, store, queries.dc_template(store)
+    dc = queries.dc_template(store)
+    installed = [r["slot"] for r in queries.racks(store)]
+    if config.slot not in installed:
+        store.close()
+        racks = ", ".join(f"rack-{s}" for s in installed) or "none yet (ctmanager rack install)"
+        raise NotFoundError(f"rack-{config.slot} (the manager config's rack) is not installed in this store; "
+                            f"installed: {racks}")
+    return config, store, dc
 
 
 def parse_rack(text: str, field: str = "rack") -> int:

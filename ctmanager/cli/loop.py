@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config, store, dc = manager_setup(args)
     try:
-        manager = Manager(store, dc, config, executor_for(store, config), dns=DnsWorker(store.path))
+        manager = Manager(store, dc, config, executor_for(store, config), dns=DnsWorker(store.path, rack=config.slot))
     except OSError as exc:
         raise InputError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from None
     signal.signal(signal.SIGTERM, lambda *_: manager.stop())

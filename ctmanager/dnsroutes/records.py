@@ -68,27 +68,34 @@ def absolute(name: str) -> str:
 
 
 def desired(dc: DcTemplate, cts: Iterable[Ct], nodes: Iterable[Node], routes: Iterable[Route],
-            pools: Mapping[str, list[str]]) -> dict[tuple[str, RdType], RRset]:
-    """Every record the DC should publish, keyed by (name, type)."""
+            pools: Mapping[str, list[str]], owners: dict[str, int] | None = None) -> dict[tuple[str, RdType], RRset]:
+    """Every record the DC should publish, keyed by (name, type). `owners`, if
+    given, is filled with the rack each name belongs to, whose manager publishes
+    it: a CT's, HN's or pool's rack; a tenant's names go with its core CT's rack
+    (a route without one, with its target's)."""
     z = zones(dc)
     ttl = dc.ttl
     out: dict[tuple[str, RdType], RRset] = {}
     infra_name: dict[str, str] = {}  # CT hostname or pool name -> its absolute infra name
+    owner = owners if owners is not None else {}
+    rack_of: dict[str, int] = {}  # CT hostname or pool name -> its rack
 
-    def add(name: str, rdtype: RdType, values: Iterable[str]) -> None:
+    def add(name: str, rdtype: RdType, values: Iterable[str], rack: int) -> None:
         rr = RRset(name, rdtype, tuple(sorted(set(values))), ttl)
         if (name, rdtype) in out or (name, "CNAME" if rdtype == "A" else "A") in out:
             raise InputError(f"two records claim the name {name}")
         out[name, rdtype] = rr
+        owner[name] = rack
 
     ct_by_name = {}
     for ct in cts:
         name = absolute(f"{ct.hostname}.{rack_name(ct.rack)}.{z.infra}")
         infra_name[ct.hostname] = name
         ct_by_name[ct.hostname] = ct
-        add(name, "A", [ct.ip])
+        rack_of[ct.hostname] = ct.rack
+        add(name, "A", [ct.ip], ct.rack)
     for node in nodes:
-        add(absolute(f"{node.hostname}.{rack_name(node.rack)}.{z.infra}"), "A", [node.ip])
+        add(absolute(f"{node.hostname}.{rack_name(node.rack)}.{z.infra}"), "A", [node.ip], node.rack)
     for pool, members in sorted(pools.items()):
         ips = [ct_by_name[m].ip for m in members if m in ct_by_name]
         if not ips:
@@ -96,7 +103,8 @@ def desired(dc: DcTemplate, cts: Iterable[Ct], nodes: Iterable[Node], routes: It
         rack = ct_by_name[members[0]].rack
         name = absolute(f"{pool}.{rack_name(rack)}.{z.infra}")
         infra_name[pool] = name
-        add(name, "A", ips)
+        rack_of[pool] = rack
+        add(name, "A", ips, rack)
     # the rack's own routing names (metrics, smtp, …) for CTs without a tenant route:
     # <route>.rack-<slot>.<infra> -> the service's pool, or its first CT
     for slot in sorted({ct.rack for ct in ct_by_name.values()}):
@@ -104,15 +112,16 @@ def desired(dc: DcTemplate, cts: Iterable[Ct], nodes: Iterable[Node], routes: It
             target = infra_name.get(f"{svc.name}-{slot}" if svc.pool else f"{svc.name}-{slot}-1")
             name = absolute(f"{svc.route}.{rack_name(slot)}.{z.infra}")
             if target and (name, "A") not in out:
-                add(name, "CNAME", [target])
+                add(name, "CNAME", [target], slot)
     for ct in ct_by_name.values():
         if ct.tenant and ct.hostname == ct.tenant:  # the tenant's core CT
-            add(absolute(f"{ct.tenant}.{z.tenant}"), "CNAME", [infra_name[ct.hostname]])
+            add(absolute(f"{ct.tenant}.{z.tenant}"), "CNAME", [infra_name[ct.hostname]], ct.rack)
     for r in routes:
         target = infra_name.get(r.target)
         if target is None:
             continue  # a route to a CT or pool that is gone publishes nothing
-        add(absolute(f"{r.service}.{r.tenant}.{z.tenant}"), "CNAME", [target])
+        add(absolute(f"{r.service}.{r.tenant}.{z.tenant}"), "CNAME", [target],
+            rack_of.get(r.tenant, rack_of[r.target]))
     return out
 
 

@@ -44,19 +44,32 @@ class SyncReport:
     drift: list[str] = field(default_factory=list)  # verify: owned records the zone does not hold as published
 
 
-def desired(store: Store) -> dict[tuple[str, str], RRset]:
+def desired(store: Store, owners: dict[str, int] | None = None) -> dict[tuple[str, str], RRset]:
     dc = queries.dc_template(store)
     return records.desired(dc, queries.cts(store), queries.nodes(store), queries.routes(store),
-                           Inventory(store, dc).pools())
+                           Inventory(store, dc).pools(), owners)
+
+
+def pending(store: Store, only: set[str] | None = None, rack: int | None = None) -> tuple[list[Change], dict[str, int]]:
+    """What the store implies and the server was not sent yet (only the names in
+    `only`; only those rack `rack` publishes), and the rack owning each name.
+    A name's rack is the one it belongs to now; a deletion's, the rack that
+    published it (0 for records from before racks were recorded: anyone's)."""
+    wanted: dict[str, int] = {}
+    changes = records.diff(desired(store, wanted), published(store))
+    had = dnsrows.owners(store)
+    owner = {c.name: wanted[c.name] if c.new is not None else had.get(c.name, 0) for c in changes}
+    keep = [c for c in changes if (only is None or c.name in only) and (rack is None or owner[c.name] in (rack, 0))]
+    return keep, {c.name: owner[c.name] for c in keep}
 
 
 def published(store: Store) -> dict[tuple[str, str], RRset]:
     return {(name, rdtype): RRset(name, rdtype, vals, ttl) for name, rdtype, ttl, vals in dnsrows.published(store)}
 
 
-def record_applied(store: Store, changes: list[Change], now: float) -> None:
-    dnsrows.record_applied(store, [(c.name, c.rdtype, None if c.new is None else (c.new.ttl, c.new.values))
-                                   for c in changes], now)
+def record_applied(store: Store, changes: list[Change], owner: dict[str, int], now: float) -> None:
+    dnsrows.record_applied(store, [(c.name, c.rdtype, None if c.new is None else (c.new.ttl, c.new.values),
+                                    owner.get(c.name, 0)) for c in changes], now)
 
 
 def record_conflicts(store: Store, conflicts: list[tuple[Change, str]], now: float) -> None:
@@ -79,19 +92,19 @@ def server_of(store: Store, timeout: float = 5.0) -> publisher.Server | None:
 
 
 def sync(store: Store, server: publisher.Server | None, *, dry_run: bool = False,
-         only: set[str] | None = None) -> SyncReport:
-    """Publish what is pending (all of it, or only the names in `only`)."""
+         only: set[str] | None = None, rack: int | None = None) -> SyncReport:
+    """Publish what is pending: all of it (the CLI: the whole DC), only the names
+    in `only`, or only what rack `rack` publishes (its manager's DNS worker)."""
     if dry_run or server is None:
-        return _sync(store, server, dry_run=dry_run, only=only)
+        return _sync(store, server, dry_run=dry_run, only=only, rack=rack)
     with publishing(store):
-        return _sync(store, server, dry_run=dry_run, only=only)
+        return _sync(store, server, dry_run=dry_run, only=only, rack=rack)
 
 
-def _sync(store: Store, server: publisher.Server | None, *, dry_run: bool, only: set[str] | None) -> SyncReport:
+def _sync(store: Store, server: publisher.Server | None, *, dry_run: bool, only: set[str] | None,
+          rack: int | None) -> SyncReport:
     dc = queries.dc_template(store)
-    changes = records.diff(desired(store), published(store))
-    if only is not None:
-        changes = [c for c in changes if c.name in only]
+    changes, owner = pending(store, only, rack)
     report = SyncReport()
     if dry_run or server is None or not changes:
         report.pending = changes
@@ -100,35 +113,38 @@ def _sync(store: Store, server: publisher.Server | None, *, dry_run: bool, only:
         return report
     try:
         out = publisher.publish(server, records.zones(dc), changes,
-                                on_applied=lambda done: record_applied(store, done, time.time()))
+                                on_applied=lambda done: record_applied(store, done, owner, time.time()))
     except publisher.DnsError as exc:
         # messages accepted before the failure are recorded already (on_applied)
         report.error = str(exc)
-        report.pending = [c for c in records.diff(desired(store), published(store)) if only is None or c.name in only]
+        report.pending = pending(store, only, rack)[0]
         return report
     report.applied, report.conflicts, report.messages = out.applied, out.conflicts, out.messages
     record_conflicts(store, out.conflicts, time.time())
     conflicted = {c.name for c, _ in out.conflicts}
-    report.pending = [c for c in records.diff(desired(store), published(store))
-                      if (only is None or c.name in only) and c.name not in conflicted]
+    report.pending = [c for c in pending(store, only, rack)[0] if c.name not in conflicted]
     return report
 
 
-def verify(store: Store, server: publisher.Server, *, repair: bool = True) -> SyncReport:
-    """Read the zones (AXFR) and compare with what we published: records of ours
-    that drifted are put back (with the zone's actual state as the prerequisite);
-    names of ours someone took over are reported, not touched."""
+def verify(store: Store, server: publisher.Server, *, repair: bool = True, rack: int | None = None) -> SyncReport:
+    """Read the zones (AXFR) and compare with what we published (all of it, or
+    what rack `rack` publishes): records of ours that drifted are put back (with
+    the zone's actual state as the prerequisite); names of ours someone took over
+    are reported, not touched."""
     with publishing(store):
-        return _verify(store, server, repair=repair)
+        return _verify(store, server, repair=repair, rack=rack)
 
 
-def _verify(store: Store, server: publisher.Server, *, repair: bool) -> SyncReport:
+def _verify(store: Store, server: publisher.Server, *, repair: bool, rack: int | None) -> SyncReport:
     dc = queries.dc_template(store)
     z = records.zones(dc)
     zone_has: dict[tuple[str, str], RRset] = {}
     for zone in (z.infra, z.tenant):
         zone_has.update(publisher.axfr(server, zone))
     mine = published(store)
+    if rack is not None:
+        had = dnsrows.owners(store)
+        mine = {k: rr for k, rr in mine.items() if had.get(k[0], 0) in (rack, 0)}
     fixes: list[Change] = []
     report = SyncReport()
     for key, rr in sorted(mine.items()):

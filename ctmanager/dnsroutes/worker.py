@@ -21,9 +21,10 @@ MAX_BACKOFF = 60.0
 
 
 class DnsWorker(threading.Thread):
-    def __init__(self, store_path: Locator, verify_every: float = 3600.0) -> None:
+    def __init__(self, store_path: Locator, verify_every: float = 3600.0, rack: int | None = None) -> None:
+        """`rack`: publish only what that rack's manager owns (None: the whole DC)."""
         super().__init__(name="dns", daemon=True)
-        self.store_path, self.verify_every = store_path, verify_every
+        self.store_path, self.verify_every, self.rack = store_path, verify_every, rack
         self.wake, self.stopping = threading.Event(), threading.Event()
         self._last_error = ""
 
@@ -46,10 +47,10 @@ class DnsWorker(threading.Thread):
                         continue
                     if time.monotonic() >= next_verify:
                         next_verify = time.monotonic() + self.verify_every
-                        report = sync.verify(store, server)
+                        report = sync.verify(store, server, rack=self.rack)
                         for line in report.drift:
                             log.warning("dns drift repaired: %s", line)
-                    report = sync.sync(store, server)
+                    report = sync.sync(store, server, rack=self.rack)
             except CtmError as exc:  # a DNS error in verify, a bad key file, store trouble
                 report = sync.SyncReport(error=str(exc))
             except Exception as exc:  # noqa: BLE001 - a bug must not end the thread: say it, retry later

@@ -105,7 +105,7 @@ class Manager:
         now = self.clock()
         self.started_at = now
         with self.store.transaction(config=False):
-            lost = persist.interrupted(self.store, now)
+            lost = persist.interrupted(self.store, now, self.config.slot)
             held.hold(self.store, self.config.slot, self.holder, now, now)
         if lost:
             log.warning("resuming: %d action(s) were in flight when the manager stopped (%s); replanning them",
@@ -167,9 +167,9 @@ class Manager:
         with self.store.snapshot():  # one consistent view: a `ct rm` cannot land between the reads
             token = self.store.config_version()
             configured = persist.configured(self.store, self.dc, slot)
-            placements = persist.placements(self.store, now)
+            placements = persist.placements(self.store, now, slot)
             nodes = [n for n in queries.nodes(self.store, rack=slot) if n.role == "compute"]
-            last_seen = persist.observed(self.store) if self.core is None else None
+            last_seen = persist.observed(self.store, slot) if self.core is None else None
         self._config_token = token
         if self.dns is not None:
             self.dns.poke()  # the configuration changed: records may have too (the worker finds out cheaply)
@@ -225,7 +225,8 @@ class Manager:
     def _journal_results(self, now: float) -> None:
         with self.store.transaction(config=False):
             for jid, r in self.unjournaled:
-                persist.finish(self.store, jid, r.action, r.result, r.message, now, self.config.settings)
+                persist.finish(self.store, jid, r.action, r.result, r.message, now, self.config.settings,
+                               self.config.slot)
         self.unjournaled.clear()
 
     # ---- deciding and acting -------------------------------------------------
@@ -248,21 +249,22 @@ class Manager:
                                               only, self._observed_rows)
         bodies, times, saved = self._reports_to_save(full)
         hold = full and now - self._held_at >= HOLD_EVERY
+        slot = self.config.slot
 
         def record() -> None:
             nonlocal written, lost
             with self.store.transaction(config=False):
                 if d.plan.place:
                     lost = persist.save_placements(self.store, d.plan.place, now, d.was)
-                written = persist.journal(self.store, [a for a in d.actions if a.ctid not in lost], now)
+                written = persist.journal(self.store, [a for a in d.actions if a.ctid not in lost], now, slot)
                 persist.save_reports(self.store, bodies)
                 persist.touch_reports(self.store, times)
-                persist.save_observed(self.store, rows, gone, self._observed_rows, everything=fresh and full)
+                persist.save_observed(self.store, rows, gone, self._observed_rows, slot, everything=fresh and full)
                 persist.mark_crash_loops(self.store, loops, now)
                 if hold:
                     held.hold(self.store, self.config.slot, self.holder, self.started_at, now)
                 if full and cfg.removed:
-                    for ctid in persist.forget_removed(self.store, cfg, core.observed, now, self.config.settings):
+                    for ctid in persist.forget_removed(self.store, cfg, core.observed, now, self.config.settings, slot):
                         log.info("CT %d is gone from every HN; forgetting it", ctid)
 
         # A steady rack between full plans writes nothing: no transaction at all.

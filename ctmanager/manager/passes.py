@@ -62,8 +62,8 @@ def gather(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Execut
     now = time.time() if now is None else now
     with store.snapshot():
         cfg = persist.configured(store, dc, config.slot)
-        stored = persist.observed(store)
-        placements = persist.placements(store, now)
+        stored = persist.observed(store, config.slot)
+        placements = persist.placements(store, now, config.slot)
     settings, timers = config.settings, config.timers
     # Started long ago: no warm-up wait; and quorum has not been held for dead_after
     # yet, so a pass never declares an HN dead (only the daemon, which watched, does).
@@ -121,12 +121,12 @@ def execute(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Execu
         refuse_if_held(store, config, inputs.now)  # checked again under the write lock
         lost = persist.save_placements(store, p.place, inputs.now, inputs.decision.was)
         actions = [a for a in p.actions if a.ctid not in lost]
-        ids = persist.journal(store, actions, inputs.now)
+        ids = persist.journal(store, actions, inputs.now, config.slot)
     cts = inputs.configured.cts
     results = executor.run_all(actions, lambda c: spec_for(cts[c], dc) if c in cts else None)
     by_action = {(r.action.kind, r.action.ctid, r.action.hn): r for r in results}
     with store.transaction(config=False):
         for jid, a in zip(ids, actions):
             r = by_action[(a.kind, a.ctid, a.hn)]
-            persist.finish(store, jid, a, r.result, r.message, time.time(), config.settings)
+            persist.finish(store, jid, a, r.result, r.message, time.time(), config.settings, config.slot)
     return [by_action[(a.kind, a.ctid, a.hn)] for a in actions]

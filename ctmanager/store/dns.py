@@ -30,18 +30,25 @@ def published(store: Store) -> list[Published]:
             for r in store.query("SELECT name, rdtype, ttl, vals FROM dns_published")]
 
 
-def record_applied(store: Store, changes: Iterable[tuple[str, str, tuple[int, tuple[str, ...]] | None]],
+def owners(store: Store) -> dict[str, int]:
+    """Published name -> the rack whose manager publishes it (0: not known)."""
+    return {str(r[0]): int(r[1]) for r in store.query("SELECT name, rack FROM dns_published")}
+
+
+def record_applied(store: Store, changes: Iterable[tuple[str, str, tuple[int, tuple[str, ...]] | None, int]],
                    now: float) -> None:
-    """`changes`: (name, rdtype, (ttl, values) or None for a deletion), confirmed by the server."""
+    """`changes`: (name, rdtype, (ttl, values) or None for a deletion, owning
+    rack), confirmed by the server."""
     with store.transaction(config=False):
-        for name, rdtype, new in changes:
+        for name, rdtype, new, rack in changes:
             if new is None:
                 store.execute("DELETE FROM dns_published WHERE name = ? AND rdtype = ?", (name, rdtype))
             else:
                 store.execute(
-                    "INSERT INTO dns_published (name, rdtype, ttl, vals, at) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT(name, rdtype) DO UPDATE SET ttl = excluded.ttl, vals = excluded.vals, at = excluded.at",
-                    (name, rdtype, new[0], json.dumps(list(new[1])), now))
+                    "INSERT INTO dns_published (name, rdtype, ttl, vals, at, rack) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(name, rdtype) DO UPDATE SET ttl = excluded.ttl, vals = excluded.vals, "
+                    "at = excluded.at, rack = excluded.rack",
+                    (name, rdtype, new[0], json.dumps(list(new[1])), now, rack))
             store.execute("DELETE FROM dns_conflicts WHERE name = ?", (name,))
 
 

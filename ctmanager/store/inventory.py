@@ -220,9 +220,10 @@ class Inventory:
         self.store.execute("DELETE FROM placements WHERE ct_id = ?", (ct.ctid,))
         self.store.execute("DELETE FROM crash_loops WHERE ct_id = ?", (ct.ctid,))
         self.store.execute("DELETE FROM cts WHERE ct_id = ?", (ct.ctid,))
-        self.store.execute("INSERT INTO removed (ct_id, hostname, purge, removed_at) VALUES (?, ?, ?, ?) "
+        self.store.execute("INSERT INTO removed (ct_id, hostname, purge, removed_at, rack) VALUES (?, ?, ?, ?, ?) "
                            "ON CONFLICT(ct_id) DO UPDATE SET hostname = excluded.hostname, purge = excluded.purge, "
-                           "removed_at = excluded.removed_at", (ct.ctid, ct.hostname, int(purge), self.now()))
+                           "removed_at = excluded.removed_at, rack = excluded.rack",
+                           (ct.ctid, ct.hostname, int(purge), self.now(), ct.rack))
         self.store.event("ct.rm", str(ct.ctid), ct.hostname + (" (purge /data)" if purge else ""))
         return ct
 

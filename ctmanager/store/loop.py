@@ -22,7 +22,8 @@ def configured(store: Store, dc: DcTemplate, slot: int) -> Configured:
         if n.role == "compute":
             sku = dc.skus[n.sku]
             hns[n.hostname] = Hn(n.hostname, sku.memory, sku.disk, n.drained)
-    removed = {r["ct_id"]: bool(r["purge"]) for r in store.query("SELECT ct_id, purge FROM removed")}
+    removed = {r["ct_id"]: bool(r["purge"])
+               for r in store.query("SELECT ct_id, purge FROM removed WHERE rack IN (?, 0)", (slot,))}
     looped = {r[0]: int(r[1]) for r in store.query("SELECT ct_id, count FROM crash_loops") if r[0] in cts}
     return Configured(cts, hns, removed, spec_hashes(store, dc, cts.values()), looped)
 
@@ -49,15 +50,20 @@ def mark_crash_loops(store: Store, loops: Iterable[tuple[int, int]], now: float)
         store.event("ct.crash_loop", str(ctid), f"{count} crashes; left down")
 
 
-def placements(store: Store, now: float) -> Placements:
-    where = {r[0]: r[1] for r in store.query("SELECT ct_id, hn FROM placements")}
-    rejected = {(r[0], r[1]): r[2] for r in store.query("SELECT ct_id, hn, until FROM rejections WHERE until > ?", (now,))}
+def placements(store: Store, now: float, slot: int) -> Placements:
+    """Where rack `slot`'s CTs should run, and the HNs that refused them lately."""
+    where = {r[0]: r[1] for r in store.query(
+        "SELECT ct_id, hn FROM placements WHERE ct_id IN (SELECT ct_id FROM cts WHERE rack = ?)", (slot,))}
+    rejected = {(r[0], r[1]): r[2] for r in store.query(
+        "SELECT ct_id, hn, until FROM rejections WHERE until > ? AND rack IN (?, 0)", (now, slot))}
     return Placements(where, rejected)
 
 
-def observed(store: Store) -> Observed:
+def observed(store: Store, slot: int) -> Observed:
+    """The newest stored report of each of rack `slot`'s HNs."""
     obs = Observed()
-    for r in store.query("SELECT hn, received_at, body FROM hn_reports"):
+    for r in store.query("SELECT hn, received_at, body FROM hn_reports "
+                         "WHERE hn IN (SELECT hostname FROM nodes WHERE rack = ?)", (slot,)):
         try:
             obs.update(parse_body(r["body"]), r["received_at"])
         except ReportError:
@@ -99,38 +105,41 @@ def save_placements(store: Store, place: Mapping[int, str], now: float,
     return lost
 
 
-def journal(store: Store, actions: Iterable[Action], now: float) -> list[int]:
+def journal(store: Store, actions: Iterable[Action], now: float, slot: int) -> list[int]:
     """Write the intent before acting: a manager that dies mid-way finds it on restart."""
     ids = []
     for a in actions:
         row = store.execute(
-            "INSERT INTO journal (at, kind, ct_id, hn, reason, purge, state) VALUES (?, ?, ?, ?, ?, ?, 'pending') "
-            "RETURNING id", (now, a.kind, a.ctid, a.hn, a.reason, int(a.purge))).fetchall()[0]
+            "INSERT INTO journal (at, kind, ct_id, hn, reason, purge, state, rack) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) RETURNING id",
+            (now, a.kind, a.ctid, a.hn, a.reason, int(a.purge), slot)).fetchall()[0]
         ids.append(int(row[0]))
     return ids
 
 
 def finish(store: Store, journal_id: int, a: Action, result: str, message: str, now: float,
-           settings: Settings) -> None:
+           settings: Settings, slot: int) -> None:
     """Close an intent with the outcome of its action (done, rejected, failed, ...)."""
     state = result if result in ("done", "rejected") else "failed"
     store.execute("UPDATE journal SET state = ?, detail = ?, finished_at = ? WHERE id = ?",
                   (state, message, now, journal_id))
     if result == "rejected":
         store.execute(
-            "INSERT INTO rejections (ct_id, hn, until, reason) VALUES (?, ?, ?, ?) "
+            "INSERT INTO rejections (ct_id, hn, until, reason, rack) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(ct_id, hn) DO UPDATE SET until = excluded.until, reason = excluded.reason",
-            (a.ctid, a.hn, now + settings.reject_memory, message))
+            (a.ctid, a.hn, now + settings.reject_memory, message, slot))
         store.event("ct.rejected", str(a.ctid), f"{a.hn}: {message}")
 
 
-def interrupted(store: Store, now: float) -> list[str]:
-    """Intents a previous manager wrote but never finished. The plan is level-based
-    and placements were saved before acting, so the next plan redoes exactly what
-    is still needed, on the same HN; these are closed and reported."""
-    rows = store.query("SELECT id, kind, ct_id, hn FROM journal WHERE state = 'pending' ORDER BY id")
+def interrupted(store: Store, now: float, slot: int) -> list[str]:
+    """Intents a previous manager of rack `slot` wrote but never finished. The plan
+    is level-based and placements were saved before acting, so the next plan
+    redoes exactly what is still needed, on the same HN; these are closed and
+    reported. Another rack's pending intents are its manager's, running or not."""
+    rows = store.query("SELECT id, kind, ct_id, hn FROM journal WHERE state = 'pending' AND rack IN (?, 0) "
+                       "ORDER BY id", (slot,))
     store.execute("UPDATE journal SET state = 'failed', detail = 'interrupted: the manager stopped; replanned', "
-                     "finished_at = ? WHERE state = 'pending'", (now,))
+                  "finished_at = ? WHERE state = 'pending' AND rack IN (?, 0)", (now, slot))
     return [f"{r['kind']} {r['ct_id']} on {r['hn']}" for r in rows]
 
 
@@ -168,23 +177,28 @@ def observed_changes(cfg: Configured, obs: Observed, place: Placements, now: flo
 
 
 def save_observed(store: Store, rows: list[ObservedRow], gone: list[int], written: dict[int, ObservedRow],
-                  *, everything: bool = False) -> None:
-    """Write the status view's changes; `everything`: the store's rows are unknown
-    (first pass of this process), so all others go."""
+                  slot: int, *, everything: bool = False) -> None:
+    """Write rack `slot`'s status view changes; `everything`: the store's rows are
+    unknown (first pass of this process), so all others of this rack go (and
+    rows of unknown rack for CTs no rack has any more)."""
     if everything:
-        store.execute("DELETE FROM observed")
-    store.executemany("DELETE FROM observed WHERE ct_id = ?", [(c,) for c in gone])
-    store.executemany("INSERT INTO observed (ct_id, hn, opst, since) VALUES (?, ?, ?, ?) ON CONFLICT(ct_id) DO UPDATE "
-                      "SET hn = excluded.hn, opst = excluded.opst, since = excluded.since", rows)
+        store.execute("DELETE FROM observed WHERE rack = ? OR (rack = 0 AND ct_id NOT IN (SELECT ct_id FROM cts))",
+                      (slot,))
+    store.executemany("DELETE FROM observed WHERE ct_id = ? AND rack IN (?, 0)", [(c, slot) for c in gone])
+    store.executemany("INSERT INTO observed (ct_id, hn, opst, since, rack) VALUES (?, ?, ?, ?, ?) ON CONFLICT(ct_id) "
+                      "DO UPDATE SET hn = excluded.hn, opst = excluded.opst, since = excluded.since, "
+                      "rack = excluded.rack", [(*r, slot) for r in rows])
     for c in gone:
         written.pop(c, None)
     written.update((r[0], r) for r in rows)
 
 
-def forget_removed(store: Store, cfg: Configured, obs: Observed, now: float, settings: Settings) -> list[int]:
-    """Drop tombstones of removed CTs that no HN has any more, once every HN is known."""
+def forget_removed(store: Store, cfg: Configured, obs: Observed, now: float, settings: Settings,
+                   slot: int) -> list[int]:
+    """Drop rack `slot`'s tombstones of removed CTs that none of its HNs has any
+    more, once every one of them is known."""
     if not all(obs.known(hn, now, settings) for hn in cfg.hns):
         return []
     gone = [c for c in cfg.removed if c not in obs.where]
-    store.executemany("DELETE FROM removed WHERE ct_id = ?", [(c,) for c in gone])
+    store.executemany("DELETE FROM removed WHERE ct_id = ? AND rack IN (?, 0)", [(c, slot) for c in gone])
     return gone

@@ -244,6 +244,25 @@ MIGRATIONS: list[str] = [
     ALTER TABLE crash_loops RENAME COLUMN ctid TO ct_id;
     ALTER TABLE ctids_used RENAME COLUMN ctid TO ct_id;
     """,
+    # v11 (portable, like all from here): rack scope. Every row a rack's manager
+    # writes and clears carries its rack, so managers of several racks share one
+    # store and each touches only its own (a DNS record set's rack is the rack
+    # whose manager publishes it). Rows from before (one rack per store
+    # then) get the store's only rack; 0 = not known, left to any manager.
+    """
+    ALTER TABLE observed ADD COLUMN rack INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE removed ADD COLUMN rack INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE journal ADD COLUMN rack INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rejections ADD COLUMN rack INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE dns_published ADD COLUMN rack INTEGER NOT NULL DEFAULT 0;
+    UPDATE observed SET rack = (SELECT c.rack FROM cts c WHERE c.ct_id = observed.ct_id)
+        WHERE ct_id IN (SELECT ct_id FROM cts);
+    UPDATE removed SET rack = (SELECT min(slot) FROM racks) WHERE (SELECT count(*) FROM racks) = 1;
+    UPDATE journal SET rack = (SELECT min(slot) FROM racks) WHERE (SELECT count(*) FROM racks) = 1;
+    UPDATE rejections SET rack = (SELECT min(slot) FROM racks) WHERE (SELECT count(*) FROM racks) = 1;
+    UPDATE dns_published SET rack = (SELECT min(slot) FROM racks) WHERE (SELECT count(*) FROM racks) = 1;
+    CREATE INDEX observed_rack ON observed(rack);
+    """,
 ]
 
 BASELINE_VERSION = 10

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLE, ROOT, dump, no_store, tree
+from tests.conftest import EXAMPLE, ROOT, dump, manager_toml, no_store, tree
 
 RACK102 = str(ROOT / "templates/dc/manifests/rack-102.toml")
 
@@ -218,3 +218,15 @@ def test_cli_and_a_daemon_share_the_store(example_store) -> None:
     rows = json.loads(cli("status", "--json").stdout)
     par = [r for r in rows if r["hostname"].startswith("par-")]
     assert len(par) == 6 and len({r["ip"] for r in par}) == 6 and len({r["ctid"] for r in par}) == 6
+
+
+@pytest.mark.parametrize("command", ["run", "plan"])
+def test_a_manager_for_a_rack_not_installed_refuses_to_start_and_names_the_installed(example_store, tmp_path: Path,
+                                                                                     command: str) -> None:
+    conf = manager_toml(tmp_path)
+    conf.write_text(conf.read_text().replace('rack = "rack-101"', 'rack = "rack-105"'))
+    before = dump(example_store.store)
+    p = example_store(command, "--config", str(conf), check=False)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "rack-105 (the manager config's rack) is not installed" in p.stderr and "installed: rack-101" in p.stderr
+    assert dump(example_store.store) == before

@@ -172,9 +172,9 @@ def test_the_journal_accepts_set_after_the_migration_and_keeps_its_rows(tmp_path
     db.close()
     store = open_store(path)
     assert store.version == schema.VERSION
-    ids = loop.journal(store, [Action("set", 1001, "hn-1", "drift: spec changed")], 2.0)
+    ids = loop.journal(store, [Action("set", 1001, "hn-1", "drift: spec changed")], 2.0, 101)
     assert ids == [42]  # ids go on from the kept rows
     assert [tuple(r) for r in store.query("SELECT id, kind, state FROM journal ORDER BY id")] == \
         [(41, "start", "done"), (42, "set", "pending")]
     assert store.one("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'journal_pending'")
-    assert loop.interrupted(store, 3.0) == ["set 1001 on hn-1"]  # the pending-index query still works
+    assert loop.interrupted(store, 3.0, 101) == ["set 1001 on hn-1"]  # the pending-index query still works
