@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CtmError
+from ..errors import CtmError, NotFoundError
 from ..store import Store, default_path, open_store, queries
 from ..store import dns as dnsrows
 from ..wire import validate as v
@@ -107,8 +107,6 @@ def publish_dns(store: Store) -> None:
 def manager_setup(args: argparse.Namespace) -> tuple[Any, Store, Any]:
     """The manager config (--config / $CTMANAGER_CONFIG), the store and the DC."""
     from ..manager import config as mconfig
-
-    from ..errors import NotFoundError
 
     config = mconfig.load(mconfig.find(getattr(args, "config", None)))
     store = store_of(args)

@@ -71,6 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..dnsroutes.worker import DnsWorker
     from ..manager.daemon import Manager
     from ..manager.passes import executor_for
+    from ..store.watch import open_watch
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s ctmanager %(levelname)s %(message)s")
@@ -78,7 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config, store, dc = manager_setup(args)
     try:
-        manager = Manager(store, dc, config, executor_for(store, config), dns=DnsWorker(store.path, rack=config.slot))
+        manager = Manager(store, dc, config, executor_for(store, config), dns=DnsWorker(store.path, rack=config.slot),
+                          watch=open_watch(store.path))
     except OSError as exc:
         raise InputError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from None
     signal.signal(signal.SIGTERM, lambda *_: manager.stop())

@@ -53,6 +53,10 @@ class Cluster:
                 raise PgError("no postgres user (apt install postgresql-15 creates it)") from None
             for folder in (self.folder, self.sock):
                 os.chown(folder, owner.pw_uid, owner.pw_gid)
+            for parent in self.folder.parents:  # the postgres user must reach the folder
+                if not parent.stat().st_mode & 0o001:
+                    raise PgError(f"{parent} is closed to other users: the cluster's folder must be reachable by "
+                                  f"the postgres user (use a folder outside it)")
         if not (self.data / "PG_VERSION").exists():
             p = self._as_owner(binary("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                                "--locale=C.UTF-8", "-E", "UTF8")

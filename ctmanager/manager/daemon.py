@@ -40,6 +40,8 @@ from ..reconcile.state import Action
 from ..store import Store, queries
 from ..store import daemon as held
 from ..store import loop as persist
+from ..store.watch import POLL as WATCH_POLL
+from ..store.watch import Watch
 from ..wire.reports import Metrics, Receiver, Report
 from ..wire.spec import spec_for
 from ..wire.udp import UdpTransport
@@ -61,9 +63,12 @@ class Manager:
                  transport: Transport | None = None, clock: Callable[[], float] = time.time,
                  events: Events | None = None, fencer: Fencer | None = None, dns: Any = None,
                  metrics: MetricsSender | None = None, receiver: Receiver | None = None,
-                 holder: str | None = None, poll: bool = True) -> None:
+                 holder: str | None = None, poll: bool = True, watch: Watch | None = None) -> None:
         """`poll`: wake at least every 0.5 s (0.05 s with actions in flight, whose
-        results come from executor threads); the simulator wakes the loop itself."""
+        results come from executor threads); the simulator wakes the loop itself.
+        `watch`: the store's change signal; with it, a configuration edit is taken
+        in at once (PostgreSQL: its NOTIFY wakes the loop; SQLite: checked every
+        watch.POLL s) rather than at the next CONFIG_CHECK_EVERY."""
         self.store, self.dc, self.config, self.executor, self.clock = store, dc, config, executor, clock
         self.transport: Transport = UdpTransport(config.listen, config.key) if transport is None else transport
         self.events: Events = events or LogEvents()
@@ -87,6 +92,8 @@ class Manager:
         self.issued = 0  # actions handed to the executor (for benchmarks and logs)
         self.started_at = 0.0
         self._config_token: int | None = None
+        self.watch = watch
+        self._watch_seen: tuple[int, int, int] | None = None
         self.next_beat = self.next_full = 0.0
         self.next_prune = 0.0
         self._trouble: dict[str, float] = {}
@@ -125,7 +132,12 @@ class Manager:
         try:
             while not self.stopping:
                 wake = self.step(self.clock())
-                self.transport.wait(wake - self.clock())
+                timeout, also = wake - self.clock(), ()  # type: tuple[float, tuple[int, ...]]
+                if self.watch is not None:
+                    fd = self.watch.fileno()
+                    also = () if fd is None else (fd,)
+                    timeout = timeout if also else min(timeout, WATCH_POLL)
+                self.transport.wait(timeout, also)
         finally:
             try:
                 held.release(self.store, self.config.slot, self.holder)
@@ -145,7 +157,7 @@ class Manager:
             self.next_beat = now + self.config.report_interval
         changed = self._take_reports(now) | self._take_results(now)
         full = now >= self.next_full
-        if full or now >= self.next_config_check or self._config_token is None:
+        if full or now >= self.next_config_check or self._config_token is None or self._watch_moved():
             self.next_config_check = now + CONFIG_CHECK_EVERY
             full = self._store_step("reload", lambda: self._reload_if_changed(now), now) or full
         if full:
@@ -159,6 +171,19 @@ class Manager:
         return min(wake, now + (0.05 if self.busy else 0.5)) if self.poll else wake
 
     # ---- inputs --------------------------------------------------------------
+    def _watch_moved(self) -> bool:
+        """The store's change signal moved (cheap: PostgreSQL reads the counter only
+        when notified); store trouble counts as moved, so the reload reports it."""
+        if self.watch is None:
+            return False
+        try:
+            token = self.watch.token()
+        except StoreError:
+            return True
+        moved = token != self._watch_seen
+        self._watch_seen = token
+        return moved
+
     def _reload_if_changed(self, now: float) -> bool:
         token = self.store.config_version()
         if token == self._config_token and self.core is not None:

@@ -31,8 +31,9 @@ class Transport(Protocol):
     def send(self, report: Report, to: Sequence[tuple[str, int]]) -> None:
         """The manager's signed heartbeat to every agent."""
 
-    def wait(self, timeout: float) -> None:
-        """Block until a report may have arrived or `timeout` s passed."""
+    def wait(self, timeout: float, also: Sequence[int] = ()) -> None:
+        """Block until a report may have arrived, one of the descriptors `also`
+        is readable (the store's change signal), or `timeout` s passed."""
 
 
 class Executor(Protocol):

@@ -134,5 +134,5 @@ class Inbox:
     def send(self, report: Any, to: Any) -> None:
         self.broadcast(self.name, report)
 
-    def wait(self, timeout: float) -> None:  # the simulator steps the loop itself
+    def wait(self, timeout: float, also: Sequence[int] = ()) -> None:  # the simulator steps the loop itself
         pass

@@ -53,9 +53,9 @@ class UdpTransport:
                     self._send_errors.add(key)
                     log.warning("cannot send reports to %s:%d: %s", addr[0], addr[1], exc.strerror)
 
-    def wait(self, timeout: float) -> None:
-        """Block until a datagram arrives or `timeout` s passed."""
-        select.select([self.sock.fileno()], [], [], max(timeout, 0.0))
+    def wait(self, timeout: float, also: Sequence[int] = ()) -> None:
+        """Block until a datagram arrives, one of `also` is readable, or `timeout` s passed."""
+        select.select([self.sock.fileno(), *also], [], [], max(timeout, 0.0))
 
     def wait_any(self, timeout: float, also: Sequence[int]) -> list[int]:
         """Like wait, and also wake when one of the file descriptors `also` is

@@ -44,7 +44,7 @@ class Transport:
     def send(self, report: Report, to: Sequence[tuple[str, int]]) -> None:
         pass
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float, also: Sequence[int] = ()) -> None:
         pass
 
 

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Store benchmarks (issue: a DC-wide store on PostgreSQL). Not a test: prints
+figures and appends them to bench/RESULTS.md with the machine noted. Both
+backends in one run: SQLite in a temporary file, PostgreSQL in a private cluster
+(unix socket, fsync off: the server's own disk speed is not what is measured).
+
+  - edit -> action: a configuration edit committed on one connection (the CLI's)
+    until the manager daemon, running its real loop with the store's change
+    signal, hands the action it implies to its executor. Median <= 50 ms on
+    PostgreSQL (NOTIFY), <= 100 ms on SQLite (the counter, checked every 50 ms).
+    The HNs are test ports that report every 100 ms and run what they are told.
+
+Usage: python bench/bench_store.py [--samples N] [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import select
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness import Row, emit
+
+from ctmanager.executor.runner import Result
+from ctmanager.executor.ssh import SshSettings
+from ctmanager.fencing.quorum import MANAGER
+from ctmanager.lab.pgserver import Cluster
+from ctmanager.manager.config import ManagerConfig
+from ctmanager.manager.daemon import Manager
+from ctmanager.reconcile.state import Action, Settings
+from ctmanager.store import inventory, open_store, queries
+from ctmanager.store.db import Locator
+from ctmanager.store.watch import open_watch
+from ctmanager.wire.reports import CtState, Metrics, Receiver, Report
+
+EXAMPLE = ROOT / "templates" / "dc" / "example.toml"
+KEY = b"bench-key-0123456789abcdef012345"
+HNS = ("hn-101-1", "hn-101-2", "hn-101-3")
+METRICS = Metrics(0.1, 512 << 30, 500 << 30, 4 << 40, 3 << 40, 0)
+
+
+class Rack:
+    """Three HNs as test ports: each reports every 100 ms what it runs, and runs
+    (at once) what the manager tells it; the executor notes when it was told."""
+
+    def __init__(self) -> None:
+        self.running: dict[int, str] = {}
+        self.lock = threading.Lock()
+        self.seq, self.last = 0, 0.0
+        self.told: list[tuple[float, Action]] = []
+
+    # Transport
+    def receive(self, receiver: Receiver, now: float) -> list[Report]:
+        if now - self.last < 0.1:
+            return []
+        self.last, self.seq = now, self.seq + 1
+        out = []
+        with self.lock:
+            for hn in HNS:
+                cts = tuple(sorted(CtState(c, "UP", now - 1) for c, h in self.running.items() if h == hn))
+                r = Report(101, hn, "0123456789abcdef", self.seq, now, False, METRICS, cts, False,
+                           {MANAGER: 0.05, **{h: 0.05 for h in HNS if h != hn}})
+                if receiver.accept(r, hn, now) is not None:
+                    out.append(r)
+        return out
+
+    def send(self, report: Report, to: Sequence[tuple[str, int]]) -> None:
+        pass
+
+    def wait(self, timeout: float, also: Sequence[int] = ()) -> None:
+        select.select(list(also), [], [], max(min(timeout, 0.1), 0.0))
+
+    # Executor
+    def submit(self, actions: Iterable[Action], spec_of: Any, done: Callable[[Any], None]) -> None:
+        at = time.perf_counter()
+        for a in actions:
+            self.told.append((at, a))
+            with self.lock:
+                if a.kind == "start":
+                    self.running[a.ctid] = a.hn
+                elif a.kind in ("stop", "destroy"):
+                    self.running.pop(a.ctid, None)
+            done(Result(a, "done", "ok", 0.0))
+
+    def close(self) -> None:
+        pass
+
+
+class Quiet:
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *a, **k: None
+
+
+def edit_to_action(locator: Locator, samples: int, *, signal: bool = True) -> list[float]:
+    with open_store(locator, create=True) as s, s.transaction():
+        inventory.init(s, EXAMPLE)
+    rack = Rack()
+    store = open_store(locator)
+    config = ManagerConfig(file="bench", slot=101, listen=("127.0.0.1", 0), key=KEY, agent_command=("ctagent",),
+                           ssh=SshSettings("root", "/k", "/kh"), action_timeout=30.0, concurrency=4,
+                           settings=Settings(), full_plan_every=10.0, metrics_prefix="bench")
+    m = Manager(store, queries.dc_template(store), config, rack, transport=rack, events=Quiet(),  # type: ignore[arg-type]
+                receiver=Receiver(KEY, 101), holder="bench", watch=open_watch(locator) if signal else None)
+    thread = threading.Thread(target=m.run, daemon=True)
+    thread.start()
+    cli = open_store(locator)
+    dc = queries.dc_template(cli)
+
+    def wait_for(cond: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not cond():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench_store: timed out waiting for {what}")
+            time.sleep(0.005)
+    wait_for(lambda: len(rack.running) == 8, "the rack to converge")
+    time.sleep(0.5)
+    acme = queries.find_ct(cli, "acme")
+    out = []
+    for i in range(samples):
+        admst = "DOWN" if i % 2 == 0 else "UP"
+        told = len(rack.told)
+        with cli.transaction():
+            inventory.Inventory(cli, dc).set_ct(str(acme.ctid), admst=admst)
+        committed = time.perf_counter()
+        wait_for(lambda: len(rack.told) > told, f"the action for admst {admst}")
+        out.append(rack.told[told][0] - committed)
+        time.sleep(0.15)  # apart, like edits by a person
+    m.stop()
+    thread.join(10)
+    cli.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=20)
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="ctm-bench-store-"))
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix="ctm-bench-pg-"))).start()  # its own folder: postgres must reach it
+    rows: list[Row] = []
+    try:
+        for name, locator, target, signal in (
+                ("SQLite", base / "ctm.db", 0.100, True),
+                ("PostgreSQL", cluster.create_database("bench"), 0.050, True),
+                ("SQLite without the change signal (before: checked every 0.5 s)", base / "old.db", None, False)):
+            got = sorted(edit_to_action(locator, args.samples, signal=signal))
+            med = statistics.median(got)
+            rows.append((f"edit -> action, {name} ({len(got)} edits)", f"{got[0] * 1000:.1f} ms",
+                         f"{med * 1000:.1f} ms (p90 {got[int(len(got) * 0.9) - 1] * 1000:.1f})",
+                         "-" if target is None else f"<= {target * 1000:.0f} ms",
+                         "-" if target is None else "yes" if med <= target else "NO"))
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.folder, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
+    emit("bench_store: the DC-wide store", ["A ct set --admst committed on the CLI's connection until the manager's "
+         "executor is handed the stop or start (the manager's real loop, test HNs reporting every 100 ms).", ""],
+         rows, record=not args.no_record)
+
+
+if __name__ == "__main__":
+    main()
