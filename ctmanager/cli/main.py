@@ -15,12 +15,13 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import CtmError
-from . import ct, dc, dns, edge, hn, lab, loop, mail, metrics, rack, route, sim, socks, tenant
+from . import ct, dc, dns, edge, hn, lab, loop, mail, metrics, rack, route, sim, socks, store, tenant
 from .common import Registry
 
 PROG = "ctmanager"
 BAD_PATH = {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EINVAL}
-STORE_HELP = "store file (default: $CTMANAGER_STORE, else /var/lib/ctmanager/ctmanager.db)"
+STORE_HELP = ("the store: an SQLite file or a postgresql:// URL (default: $CTMANAGER_STORE, else "
+              "/var/lib/ctmanager/ctmanager.db)")
 
 
 class Parser(argparse.ArgumentParser):
@@ -51,7 +52,7 @@ def build_parser() -> Parser:
     for module in (rack, tenant, ct, route):
         module.register(reg)
     dc.register_views(reg)
-    for module in (loop, hn, lab, sim, dns, metrics, mail, edge, socks):
+    for module in (loop, hn, lab, sim, dns, metrics, mail, edge, socks, store):
         module.register(reg)
     return top
 

@@ -1,0 +1,72 @@
+"""`ctmanager store copy`: SQLite -> PostgreSQL -> SQLite, every view the same,
+ids and sequences kept; a destination that holds a store is refused untouched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ctmanager.lab.pgserver import Cluster
+from tests.conftest import EXAMPLE, ROOT, Cli, dump, no_store
+
+RACK102 = str(ROOT / "templates/dc/manifests/rack-102.toml")
+VIEWS = (["status", "--json"], ["tenant", "list", "--json"], ["route", "list", "--json"], ["rack", "list", "--json"],
+         ["ct", "list", "--json"], ["edge", "path", "list", "--json"], ["socks", "list", "--json"])
+
+
+def views(cli: Cli, tmp_path: Path, name: str) -> dict[str, object]:
+    out: dict[str, object] = {" ".join(v): json.loads(cli(*v).stdout) for v in VIEWS}
+    rendered = tmp_path / f"render-{name}"
+    cli("render", str(rendered))
+    out["render"] = {str(p.relative_to(rendered)): p.read_bytes() for p in sorted(rendered.rglob("*"))
+                     if p.is_file() and p.name != ".ctmanager-render.json"}  # (its file times differ, rightly)
+    return out
+
+
+def test_a_store_copied_to_postgresql_and_back_shows_the_same_everywhere(sqlite_path: Path, pg_cluster: Cluster,
+                                                                        tmp_path: Path) -> None:
+    src = Cli(sqlite_path, ROOT)
+    src("init", str(EXAMPLE))
+    src("rack", "install", "rack-102", RACK102)
+    src("tenant", "add", "zeta-1", "--rack", "rack-102", "--apps", "jira")
+    src("tenant", "add", "globex", "--rack", "rack-101", "--apps", "wiki")
+    src("ct", "add", "extra-1", "--tenant", "globex", "--rack", "rack-101")
+    src("ct", "rm", "extra-1")  # a tombstone and a used CTID
+    src("route", "set", "myhost", "smtp", "relay-101-2")
+    src("edge", "path", "set", "/x/", "wiki", "--tenant", "globex")
+    src("socks", "allow", "jira", "10.0.0.0/8")
+    before = views(src, tmp_path, "sqlite")
+
+    pg_url = pg_cluster.create_database("ctm_copy")
+    p = src("store", "copy", str(sqlite_path), pg_url)
+    assert "copied" in p.stdout and "events:" in p.stderr
+    pg = Cli(pg_url, ROOT)
+    assert views(pg, tmp_path, "pg") == before
+
+    back = tmp_path / "back.db"
+    json.loads(pg("store", "copy", pg_url, str(back), "--json").stdout)
+    assert views(Cli(back, ROOT), tmp_path, "back") == before
+
+    # ids go on after the copied ones, on both: the next CT, event and journal id
+    new_src = json.loads(src("ct", "add", "extra-2", "--tenant", "globex", "--rack", "rack-101", "--json").stdout)
+    new_pg = json.loads(pg("ct", "add", "extra-2", "--tenant", "globex", "--rack", "rack-101", "--json").stdout)
+    assert new_pg["ctid"] == new_src["ctid"]
+    pg("tenant", "add", "hooli", "--rack", "rack-101")  # events get ids after the copied ones (no clash)
+
+
+def test_a_destination_that_holds_a_store_is_refused_and_untouched(sqlite_path: Path, pg_cluster: Cluster,
+                                                                  tmp_path: Path) -> None:
+    src = Cli(sqlite_path, ROOT)
+    src("init", str(EXAMPLE))
+    other = tmp_path / "other.db"
+    Cli(other, ROOT)("init", str(EXAMPLE))
+    before = dump(other)
+    for dst in (str(other), str(sqlite_path)):
+        p = src("store", "copy", str(sqlite_path), dst, check=False)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert dump(other) == before
+    p = src("store", "copy", str(tmp_path / "missing.db"), str(tmp_path / "new.db"), check=False)
+    assert p.returncode == 1 and "no store at" in p.stderr and no_store(tmp_path / "new.db")
+    url = pg_cluster.create_database("ctm_copy2")
+    p = src("store", "copy", str(tmp_path / "missing.db"), url, check=False)
+    assert p.returncode == 1 and no_store(url)
