@@ -77,20 +77,35 @@ class PgStore(Store):
 
     def __init__(self, url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, create: bool = True) -> None:
         super().__init__(url)
-        try:
-            self.db = psycopg.connect(url, autocommit=True, connect_timeout=10, row_factory=_row_factory,
-                                      application_name="ctmanager")
-        except psycopg.Error as exc:
-            raise StoreError(f"{self.where}: cannot connect to the store: {_first_line(exc)}") from None
-        except Exception as exc:  # noqa: BLE001 - a malformed URL is a ProgrammingError or a ValueError
-            raise StoreError(f"{self.where}: not a usable PostgreSQL URL: {_first_line(exc)}") from None
-        # an advisory lock's wait obeys lock_timeout: a stuck writer makes us busy, not hung
-        self.execute(f"SET lock_timeout = {int(busy_timeout_ms)}")
+        self.url, self.busy_timeout_ms = url, busy_timeout_ms
+        self.db = self._connect()
         if not create and self.version == 0:
             self.db.close()
             raise StoreError(f"{self.where}: not a ctmanager store (an empty database, or another program's); "
                              f"create one with: ctmanager --store URL init TEMPLATE")
         self._migrate()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            db = psycopg.connect(self.url, autocommit=True, connect_timeout=10, row_factory=_row_factory,
+                                 application_name="ctmanager")
+            # an advisory lock's wait obeys lock_timeout: a stuck writer makes us busy, not hung
+            db.execute(f"SET lock_timeout = {int(self.busy_timeout_ms)}")
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.where}: cannot connect to the store: {_first_line(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - a malformed URL is a ProgrammingError or a ValueError
+            raise StoreError(f"{self.where}: not a usable PostgreSQL URL: {_first_line(exc)}") from None
+        return db
+
+    def _usable(self) -> None:
+        """A connection the server dropped (a restart, a failover) is made again
+        before the next statement outside a transaction; inside one the statement
+        fails and the caller retries the whole transaction. Session locks
+        (`lock()`) died with it: the caller holds them no more."""
+        if self._in_tx or not self.db.broken:
+            return
+        self._held.clear()
+        self.db = self._connect()
 
     def close(self) -> None:
         self.db.close()
@@ -121,6 +136,7 @@ class PgStore(Store):
     def transaction(self, *, config: bool = True) -> Iterator[Store]:
         if self._in_tx:
             raise StoreError("internal: nested store transaction")
+        self._usable()
         self._in_tx = True
         try:
             with self._translated("cannot commit"), self.db.transaction():
@@ -137,6 +153,7 @@ class PgStore(Store):
         if self._in_tx:
             yield self
             return
+        self._usable()
         self._in_tx = True
         try:
             with self._translated("cannot read"), self.db.transaction():
@@ -172,6 +189,7 @@ class PgStore(Store):
 
     # ---- statements (for the store's query modules only) -----------------
     def execute(self, sql: str, params: Params = ()) -> psycopg.Cursor[Any]:
+        self._usable()
         try:
             return self.db.execute(pg_sql(sql), params)
         except psycopg.Error as exc:
@@ -181,6 +199,7 @@ class PgStore(Store):
         rows = rows if isinstance(rows, list) else list(rows)
         if not rows:
             return
+        self._usable()
         try:
             with self.db.cursor() as cur:
                 cur.executemany(pg_sql(sql), rows)

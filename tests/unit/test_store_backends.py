@@ -96,3 +96,18 @@ def test_a_postgresql_url_s_password_is_never_in_a_message(pg_cluster) -> None:
     with pytest.raises(StoreError) as err:
         open_store(bad)
     assert "s3cret" not in str(err.value) and "alice:***@" in str(err.value)
+
+
+def test_a_connection_the_server_dropped_is_one_error_then_made_again(pg_cluster) -> None:
+    from tests.conftest import fresh_pg_store
+
+    url = fresh_pg_store(pg_cluster)
+    with open_store(url, create=True) as store:
+        pid = store.one("SELECT pg_backend_pid()")[0]
+        raw_sql(url, "SELECT pg_terminate_backend(?)", (pid,))  # a restart or a failover, as this client sees it
+        with pytest.raises(StoreError, match="cannot reach the store"):
+            store.get_meta("schema_version")
+        assert store.get_meta("schema_version") == str(schema.VERSION)  # the next statement reconnects
+        with store.transaction():
+            store.set_meta("probe", "1")
+        assert store.one("SELECT pg_backend_pid()")[0] != pid
