@@ -28,7 +28,10 @@ def register(reg: Registry) -> None:
     p = with_dir(cmd(labs, "up", cmd_lab_up, "bring a rack of the store up in the lab and wait until every CT is UP",
                      "ctmanager lab up --hns 3"))
     p.add_argument("--rack", help="rack to bring up (default: the first installed)")
-    p.add_argument("--hns", type=integer_in(1, 64), default=3, help="how many of the rack's HNs to run (default 3)")
+    p.add_argument("--racks", metavar="SLOTS", help="a DC lab: these racks at once (e.g. 101,102), each with its own "
+                   "HNs and its own manager, on one store; the first one's folder holds them all")
+    p.add_argument("--hns", type=integer_in(1, 64), default=3,
+                   help="how many of each rack's HNs to run (default 3; fewer if a rack has fewer)")
     p.add_argument("--no-wait", action="store_true", help="return once started, without waiting for UP|UP")
     p.add_argument("--timeout", type=seconds_in(1, 86400), default=CONVERGE_TIMEOUT, help="seconds to wait for convergence")
     with_dir(cmd(labs, "status", cmd_lab_status, "the lab's HNs, processes and running CTs", "ctmanager lab status"))
@@ -68,24 +71,49 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
 
     if args.hns < 1:
         raise InputError(f"--hns must be 1 or more (got {args.hns})")
+    if args.rack and args.racks:
+        raise InputError("--rack and --racks: give one of them")
     lab = layout.Lab(args.dir)
     say = _say(args)
     started = time.monotonic()
     with store_of(args) as store:
-        slot = parse_rack(args.rack, "--rack") if args.rack else _first_rack(store)
-        rack.up(store, lab, slot, args.hns, say)
-        say(f"inventory: {lab.inventory}")
+        slots = _slots(store, args)
+        labs = [(slots[0], lab)] + [(s, layout.Lab(str(lab.root / "racks" / f"rack-{s}"))) for s in slots[1:]]
+        for i, (slot, here) in enumerate(labs):
+            have = sum(1 for n in queries.nodes(store, rack=slot) if n.role == "compute")
+            rack.up(store, here, slot, args.hns if i == 0 else max(min(args.hns, have), 1), say,
+                    dns=i == 0, fresh=i == 0)
+            if i == 0 and len(labs) > 1:  # recorded before the others start: `down` finds them all
+                lab.write_state({**lab.read_state(), "racks": [str(sub.root) for _, sub in labs[1:]]})
+            say(f"inventory of rack-{slot}: {here.inventory}")
         if args.no_wait:
             return 0
-        ok = _wait(store, slot, args.timeout, say, lab)
+        ok = all([_wait(store, slot, args.timeout, say, here) for slot, here in labs])
     seconds = time.monotonic() - started
     if want_json(args):
-        emit_json({"rack": f"rack-{slot}", "converged": ok, "seconds": round(seconds, 2),
-                   "inventory": str(lab.inventory), "manager_config": str(lab.manager_config)})
+        emit_json({"rack": f"rack-{slots[0]}", "converged": ok, "seconds": round(seconds, 2),
+                   "inventory": str(lab.inventory), "manager_config": str(lab.manager_config),
+                   "racks": [{"rack": f"rack-{s}", "inventory": str(here.inventory),
+                              "manager_config": str(here.manager_config)} for s, here in labs]})
     else:
-        print(f"lab rack-{slot} {'up' if ok else 'NOT converged'} in {seconds:.1f} s; "
+        names = ", ".join(f"rack-{s}" for s in slots)
+        print(f"lab {names} {'up' if ok else 'NOT converged'} in {seconds:.1f} s; "
               f"export CTMANAGER_CONFIG={lab.manager_config}")
     return 0 if ok else 1
+
+
+def _slots(store: Any, args: argparse.Namespace) -> list[int]:
+    if not args.racks:
+        return [parse_rack(args.rack, "--rack") if args.rack else _first_rack(store)]
+    slots = [parse_rack(s.strip(), "--racks") for s in args.racks.split(",") if s.strip()]
+    if not slots or len(set(slots)) != len(slots):
+        raise InputError(f"--racks: racks separated by commas, each once (got {args.racks!r})")
+    installed = {int(r["slot"]) for r in queries.racks(store)}
+    missing = [s for s in slots if s not in installed]
+    if missing:
+        raise InputError(f"--racks: rack-{missing[0]} is not installed (ctmanager rack install rack-{missing[0]} "
+                         f"MANIFEST); installed: {', '.join(f'rack-{s}' for s in sorted(installed))}")
+    return slots
 
 
 def _wait(store: Any, slot: int, timeout: float, say: Any, lab: layout.Lab) -> bool:

@@ -87,22 +87,26 @@ class Cluster:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m ctmanager.lab.pgserver start|stop DIR`: a private cluster in DIR
-    (made if need be), for scripts/test.sh; `start` prints its URL."""
+    """`python -m ctmanager.lab.pgserver start|stop DIR [--database NAME]`: a
+    private cluster in DIR (made if need be) for scripts/test.sh and the DC lab;
+    `start` prints its URL, with --database that of an empty database NAME (made,
+    or emptied: for a lab that starts afresh)."""
     import argparse
     import sys
 
     ap = argparse.ArgumentParser(prog="ctmanager.lab.pgserver", description=main.__doc__)
     ap.add_argument("action", choices=("start", "stop"))
     ap.add_argument("folder", type=Path)
+    ap.add_argument("--database", metavar="NAME", help="an empty database of this name (letters, digits, _)")
     args = ap.parse_args(argv)
     cluster = Cluster(args.folder)
     try:
         if args.action == "start":
-            print(cluster.start().url())
+            cluster.start()
+            print(cluster.create_database(args.database) if args.database else cluster.url())
         else:
             cluster.stop()
-    except (PgError, OSError) as exc:
+    except (CtmError, OSError) as exc:
         sys.stderr.write(f"pgserver: {exc}\n")
         return 1
     return 0

@@ -1,4 +1,6 @@
-"""The lab: one real rack on this machine.
+"""The lab: real racks on this machine (one, or a DC of several on one store:
+the first rack's lab folder holds the others' under racks/rack-<slot>, and its
+`down` takes them all down).
 
     bridge ctlab<slot> (the rack network, the gateway address on the host)
       └─ per HN: a network namespace with eth0 in a bridge named like the DC's
@@ -74,12 +76,16 @@ def check_host() -> None:
         raise LabError(f"missing tools: {', '.join(missing)}; run: bash scripts/setup.sh")
 
 
-def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callable[[str], None]) -> None:
+def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callable[[str], None], *,
+       dns: bool = True, fresh: bool = True) -> None:
+    """Bring rack `slot` up in `lab`. `fresh`: take a lab already there down
+    first; `dns`: start the DC's DNS server (the first rack of a DC lab does,
+    the others use it: its addresses are the host's, reachable from every rack)."""
     check_host()
     from ..paths import data_dir
 
     data_dir("collectd")  # a broken install fails here, before any bridge or namespace exists
-    if lab.state_file.exists():
+    if fresh and lab.state_file.exists():
         progress("a lab is up already: taking it down first")
         down(lab, progress)
     dc = queries.dc_template(store)
@@ -111,8 +117,9 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     lab.manager_config.write_text(layout.manager_toml(lab, slot, net.gateway, REPORT_PORT, graphite))
     lab.inventory.write_text(layout.inventory_toml(lab, store.path, slot, nodes, net.gateway))
     lab.write_state({**lab.read_state(), "store": str(store.path)})
-    dnsserver.up(lab, store, dc, lab.bridge(slot), _spawn, progress)
-    progress("manager: ctmanager run")
+    if dns:
+        dnsserver.up(lab, store, dc, lab.bridge(slot), _spawn, progress)
+    progress(f"manager of rack-{slot}: ctmanager run")
     start_manager(lab)
 
 
@@ -248,17 +255,19 @@ def down(lab: layout.Lab, progress: Callable[[str], None]) -> None:
     mount, the lab folder. Works from the naming scheme, not only the state
     file, so a half-made or half-removed lab goes too; safe to run twice."""
     state = lab.read_state()
+    racks = [layout.Lab(root) for root in state.get("racks", [])] + [lab]  # a DC lab's other racks, then this
     dnsserver.forget(lab)
     namespaces = [ns for ns in sh("ip", "netns", "list", check=False).stdout.split() if ns.startswith(layout.NETNS_PREFIX)]
-    hn_root = lab.root / "hn"
-    for hdir in sorted(hn_root.iterdir()) if hn_root.is_dir() else ():
-        ns, lxcpath = lab.netns(hdir.name), hdir / "lxc"
-        if ns in namespaces and lxcpath.is_dir():
-            for ct in sorted(p.name for p in lxcpath.iterdir() if is_digits(p.name)):
-                sh("lxc-stop", "-P", str(lxcpath), "-n", ct, "-k", ns=ns, check=False)
-    for name, pid in state.get("pids", {}).items():
-        _kill_group(pid)
-        progress(f"stopped {name}")
+    for here in racks:
+        hn_root = here.root / "hn"
+        for hdir in sorted(hn_root.iterdir()) if hn_root.is_dir() else ():
+            ns, lxcpath = here.netns(hdir.name), hdir / "lxc"
+            if ns in namespaces and lxcpath.is_dir():
+                for ct in sorted(p.name for p in lxcpath.iterdir() if is_digits(p.name)):
+                    sh("lxc-stop", "-P", str(lxcpath), "-n", ct, "-k", ns=ns, check=False)
+        for name, pid in here.read_state().get("pids", {}).items():
+            _kill_group(pid)
+            progress(f"stopped {name}")
     for ns in namespaces:
         # lxc-monitord and CT monitors leave the process groups; anything still in
         # the namespace keeps it (and its veth) alive after `ip netns del`.
