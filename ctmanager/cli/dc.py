@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +78,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     with store_of(args) as store:
         if not queries.initialised(store):
             raise StoreError(f"{store.path}: store is not initialised; run: ctmanager init TEMPLATE")
-        rows = queries.status(store, time.time())
+        rows = queries.status(store)
     if want_json(args):
         keys = queries.STATUS_FIELDS
         out = [dict(zip(keys, r)) for r in rows]

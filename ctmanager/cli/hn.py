@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 from ..store import queries
@@ -28,8 +27,8 @@ def register(reg: Registry) -> None:
 def cmd_hn_list(args: argparse.Namespace) -> int:
     from ..wire.reports import ReportError, parse_body
 
-    now = time.time()
     with store_of(args) as store:
+        now = store.now()  # report ages on the store's clock, as they were stamped
         rack = None
         if args.rack:
             rack = parse_rack(args.rack, "--rack")

@@ -127,7 +127,7 @@ def _wait(store: Any, slot: int, timeout: float, say: Any, lab: layout.Lab) -> b
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
             raise InputError(f"the lab's manager exited: {tail[0] if tail else 'no log'} (log: {log})")
         mine = {c.ctid for c in queries.cts(store, rack=slot)}
-        rows = [r for r in queries.status(store, time.time()) if r[0] in mine]
+        rows = [r for r in queries.status(store) if r[0] in mine]
         want = [r for r in rows if r[5] == "UP"]
         up = sum(1 for r in want if r[6] == "UP")
         msg = f"{up}/{len(want)} CTs UP"

@@ -108,6 +108,7 @@ class Store(abc.ABC):
     thread opens its own."""
 
     backend: str  # "sqlite" or "postgresql"
+    NOW_SQL: str  # the store's clock in SQL (epoch seconds), for values the store itself stamps
 
     def __init__(self, locator: Locator) -> None:
         self.path = locator

@@ -73,14 +73,16 @@ def observed(store: Store, slot: int) -> Observed:
 
 def save_reports(store: Store, reports: Iterable[tuple[Report, float]]) -> None:
     store.executemany(
-        "INSERT INTO hn_reports (hn, received_at, body) VALUES (?, ?, ?) "
-        "ON CONFLICT(hn) DO UPDATE SET received_at = excluded.received_at, body = excluded.body",
+        f"INSERT INTO hn_reports (hn, received_at, body, stored_at) VALUES (?, ?, ?, {store.NOW_SQL}) "
+        "ON CONFLICT(hn) DO UPDATE SET received_at = excluded.received_at, body = excluded.body, "
+        "stored_at = excluded.stored_at",
         [(r.hn, at, r.body().decode()) for r, at in reports])
 
 
 def touch_reports(store: Store, received: Iterable[tuple[str, float]]) -> None:
     """Only the time of each HN's newest report: its body says nothing new."""
-    store.executemany("UPDATE hn_reports SET received_at = ? WHERE hn = ?", [(at, hn) for hn, at in received])
+    store.executemany(f"UPDATE hn_reports SET received_at = ?, stored_at = {store.NOW_SQL} WHERE hn = ?",
+                      [(at, hn) for hn, at in received])
 
 
 def save_placements(store: Store, place: Mapping[int, str], now: float,

@@ -74,6 +74,7 @@ def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], PgRow]:
 
 class PgStore(Store):
     backend = "postgresql"
+    NOW_SQL = "extract(epoch FROM clock_timestamp())::float8"
 
     def __init__(self, url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, create: bool = True) -> None:
         super().__init__(url)
@@ -171,7 +172,7 @@ class PgStore(Store):
             raise _error(self.where, exc, what) from None
 
     def now(self) -> float:
-        return float(self.one("SELECT extract(epoch FROM clock_timestamp())::float8")[0])
+        return float(self.one(f"SELECT {self.NOW_SQL}")[0])
 
     # ---- named locks -----------------------------------------------------
     def _acquire(self, name: str, wait: float | None) -> Callable[[], None] | None:

@@ -107,16 +107,19 @@ def routes(store: Store, *, tenant: str | None = None) -> list[Route]:
 STATUS_FIELDS = ("ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since", "report_age", "crash_loop")
 
 
-def status(store: Store, now: float, stale_after: float = 3.0) -> list[tuple[Any, ...]]:
+def status(store: Store, now: float | None = None, stale_after: float = 3.0) -> list[tuple[Any, ...]]:
     """One tuple per CT in STATUS_FIELDS order. OPST is what the manager daemon
     last saw, and UNKNOWN until observed or when that HN's newest report is older
-    than `stale_after` (a stopped manager or a silent HN is not "UP").
+    than `stale_after` (a stopped manager or a silent HN is not "UP"). Report ages
+    are on the store's clock (`now`: the store's, unless given), so a CLI on
+    another machine than the manager's sees the same.
     `crash_loop` is (crashes, since) for a CT the manager leaves down, else None."""
+    now = store.now() if now is None else now
     rows = store.query(
         """SELECT c.ct_id, c.hostname, c.tenant, c.ip, o.hn, c.admst,
-                  CASE WHEN r.received_at IS NULL OR ? - r.received_at > ? THEN 'UNKNOWN'
+                  CASE WHEN r.stored_at IS NULL OR ? - r.stored_at > ? THEN 'UNKNOWN'
                        ELSE coalesce(o.opst, 'UNKNOWN') END,
-                  o.since, r.received_at, l.count, l.since
+                  o.since, r.stored_at, l.count, l.since
            FROM cts c LEFT JOIN observed o ON o.ct_id = c.ct_id LEFT JOIN hn_reports r ON r.hn = o.hn
                 LEFT JOIN crash_loops l ON l.ct_id = c.ct_id
            ORDER BY c.ct_id""", (now, stale_after)
@@ -144,8 +147,9 @@ def storage_counts(store: Store) -> dict[str, int]:
 
 
 def hn_reports(store: Store) -> dict[str, tuple[float, str]]:
-    """HN -> (when received, report body) of its newest report the manager kept."""
-    return {r[0]: (float(r[1]), r[2]) for r in store.query("SELECT hn, received_at, body FROM hn_reports")}
+    """HN -> (when the store took it, on the store's clock; report body) of its
+    newest report the manager kept."""
+    return {r[0]: (float(r[1]), r[2]) for r in store.query("SELECT hn, stored_at, body FROM hn_reports")}
 
 
 def compute_node(store: Store, name: str) -> Node:

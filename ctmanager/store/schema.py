@@ -263,6 +263,14 @@ MIGRATIONS: list[str] = [
     UPDATE dns_published SET rack = (SELECT min(slot) FROM racks) WHERE (SELECT count(*) FROM racks) = 1;
     CREATE INDEX observed_rack ON observed(rack);
     """,
+    # v12: when the store took each HN's newest report, on the store's own clock
+    # (Store.NOW_SQL): `status` and `hn list` compare it with the store's clock,
+    # never a manager's wall clock with a CLI machine's. `received_at` stays the
+    # manager's own time (its restart reads it against its own clock).
+    """
+    ALTER TABLE hn_reports ADD COLUMN stored_at DOUBLE PRECISION NOT NULL DEFAULT 0;
+    UPDATE hn_reports SET stored_at = received_at;
+    """,
 ]
 
 BASELINE_VERSION = 10

@@ -20,6 +20,7 @@ from .schema import VERSION, statements, upgrade_path
 
 class SqliteStore(Store):
     backend = "sqlite"
+    NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, image: bytes | None = None,
                  create: bool = True) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ctmanager.errors import StoreError
-from ctmanager.store import open_store, schema
+from ctmanager.store import open_store, queries, schema
 from ctmanager.store.db import Locator
 from tests.conftest import raw_sql
 
@@ -111,3 +111,24 @@ def test_a_connection_the_server_dropped_is_one_error_then_made_again(pg_cluster
         with store.transaction():
             store.set_meta("probe", "1")
         assert store.one("SELECT pg_backend_pid()")[0] != pid
+
+
+def test_report_ages_are_on_the_store_s_clock_not_the_manager_s(inv) -> None:
+    """A manager whose clock is an hour behind the CLI's machine: its HNs' reports
+    are still fresh in `status` and `hn list` (the store stamps when it took them)."""
+    from ctmanager.fencing.quorum import MANAGER
+    from ctmanager.store import loop
+    from ctmanager.wire.reports import CtState, Metrics, Report
+
+    store = inv.store
+    acme = queries.find_ct(store, "acme")
+    manager_now = store.now() - 3600.0
+    report = Report(101, "hn-101-1", "0123456789abcdef", 1, manager_now, False,
+                    Metrics(0.1, 1 << 30, 1 << 30, 1 << 40, 1 << 40, 0), (CtState(acme.ctid, "UP", manager_now),),
+                    False, {MANAGER: 0.1})
+    with store.transaction(config=False):
+        loop.save_reports(store, [(report, manager_now)])
+        loop.save_observed(store, [(acme.ctid, "hn-101-1", "UP", manager_now)], [], {}, 101)
+    row = next(r for r in queries.status(store) if r[0] == acme.ctid)
+    assert row[6] == "UP" and 0 <= row[8] < 5, row  # OPST, report age
+    assert 0 <= store.now() - queries.hn_reports(store)["hn-101-1"][0] < 5
