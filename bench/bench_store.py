@@ -14,7 +14,14 @@ backends in one run: SQLite in a temporary file, PostgreSQL in a private cluster
     process, on the same store) answers for the new tenant's mailbox. <= 100 ms
     on either backend.
 
-Usage: python bench/bench_store.py [--samples N] [--no-record]
+  - a DC of 16 racks x 40 HNs x 10,000 CTs (bench_foundation's), copied onto
+    PostgreSQL with `store copy`: `ctmanager status --json`, whole process,
+    <= 0.5 s (SQLite beside it, same run).
+  - one manager's steady-state writes at 200 HNs and 10,000 CTs, every HN
+    reporting each second and nothing changing: rows written per second, by
+    table (only rows that changed should be).
+
+Usage: python bench/bench_store.py [--samples N] [--skip-dc] [--no-record]
 """
 
 from __future__ import annotations
@@ -55,26 +62,32 @@ METRICS = Metrics(0.1, 512 << 30, 500 << 30, 4 << 40, 3 << 40, 0)
 
 
 class Rack:
-    """Three HNs as test ports: each reports every 100 ms what it runs, and runs
-    (at once) what the manager tells it; the executor notes when it was told."""
+    """HNs as test ports: each reports every `every` s what it runs, and runs (at
+    once) what the manager tells it; the executor notes when it was told."""
 
-    def __init__(self) -> None:
+    def __init__(self, hns: Sequence[str] = HNS, every: float = 0.1, slot: int = 101) -> None:
+        self.hns, self.every, self.slot = tuple(hns), every, slot
         self.running: dict[int, str] = {}
+        self.since: dict[int, float] = {}
         self.lock = threading.Lock()
         self.seq, self.last = 0, 0.0
         self.told: list[tuple[float, Action]] = []
+        peers = {MANAGER: 0.05, **{h: 0.05 for h in self.hns[:8]}}  # quorum needs a majority of the voters
+        self.heard = {hn: {k: v for k, v in peers.items() if k != hn} for hn in self.hns}
 
     # Transport
     def receive(self, receiver: Receiver, now: float) -> list[Report]:
-        if now - self.last < 0.1:
+        if now - self.last < self.every:
             return []
         self.last, self.seq = now, self.seq + 1
         out = []
         with self.lock:
-            for hn in HNS:
-                cts = tuple(sorted(CtState(c, "UP", now - 1) for c, h in self.running.items() if h == hn))
-                r = Report(101, hn, "0123456789abcdef", self.seq, now, False, METRICS, cts, False,
-                           {MANAGER: 0.05, **{h: 0.05 for h in HNS if h != hn}})
+            by_hn: dict[str, list[CtState]] = {hn: [] for hn in self.hns}
+            for c, h in self.running.items():
+                by_hn[h].append(CtState(c, "UP", self.since[c]))
+            for hn in self.hns:
+                r = Report(self.slot, hn, "0123456789abcdef", self.seq, now, False, METRICS,
+                           tuple(sorted(by_hn[hn])), False, self.heard[hn])
                 if receiver.accept(r, hn, now) is not None:
                     out.append(r)
         return out
@@ -93,6 +106,7 @@ class Rack:
             with self.lock:
                 if a.kind == "start":
                     self.running[a.ctid] = a.hn
+                    self.since[a.ctid] = time.time()
                 elif a.kind in ("stop", "destroy"):
                     self.running.pop(a.ctid, None)
             done(Result(a, "done", "ok", 0.0))
@@ -192,9 +206,90 @@ def mailmap_follows(locator: Locator, samples: int) -> list[float]:
         proc.wait(10)
 
 
+def status_whole_process(locator: Locator, repeat: int = 5) -> list[float]:
+    import os
+    import subprocess
+
+    env = {**os.environ, "CTMANAGER_STORE": str(locator)}
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "ctmanager", "status", "--json"], env=env, cwd=ROOT,
+                       stdout=subprocess.DEVNULL, check=True)
+        out.append(time.perf_counter() - t0)
+    return sorted(out)
+
+
+def big_rack(work: Path, hns: int, cts: int) -> Path:
+    """One rack of `hns` compute HNs (and a storage node) with `cts` tenant CTs, on SQLite."""
+    from ctmanager.dc.model import NodeSpec
+
+    text = (ROOT / "templates/dc/example.toml").read_text()
+    (work / "dc.toml").write_text(text[: text.index("[[racks]]")])
+    path = work / "rack.db"
+    with open_store(path, create=True) as store, store.transaction():
+        dc = inventory.init(store, work / "dc.toml")
+        inv = inventory.Inventory(store, dc)
+        nodes = tuple(NodeSpec(p, "storage" if p == hns + 1 else "compute", f"SN101X{p:03d}", f"52:54:00:65:00:{p:02x}")
+                      for p in range(1, hns + 2))
+        inv.install_rack(101, nodes, "bench")
+        have = store.one("SELECT count(*) FROM cts")[0]
+        for i in range(cts - have):
+            inv.add_tenant(f"t{i:05d}", 101, ("jira",), dc.defaults)
+    return path
+
+
+def steady_writes(locator: Locator, hns: list[str], seconds: float) -> tuple[float, dict[str, int], int]:
+    """(rows/s, rows by table, reports/s) a converged manager writes while nothing changes."""
+    rack = Rack(hns, every=1.0)
+    store = open_store(locator)
+    written: dict[str, int] = {}
+    counting = threading.Event()
+    real_execute, real_many = store.execute, store.executemany
+
+    def note(sql: str, n: int) -> None:
+        if counting.is_set() and n > 0 and sql.split()[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            table = sql.split()[2] if sql.split()[0].upper() != "UPDATE" else sql.split()[1]
+            written[table] = written.get(table, 0) + n
+
+    def execute(sql: str, params: Any = ()) -> Any:
+        cur = real_execute(sql, params)
+        note(sql, max(cur.rowcount, 0))
+        return cur
+
+    def executemany(sql: str, rows: Any) -> None:
+        rows = list(rows)
+        real_many(sql, rows)
+        note(sql, len(rows))
+    store.execute, store.executemany = execute, executemany  # type: ignore[method-assign]
+    config = ManagerConfig(file="bench", slot=101, listen=("127.0.0.1", 0), key=KEY, agent_command=("ctagent",),
+                           ssh=SshSettings("root", "/k", "/kh"), action_timeout=30.0, concurrency=64,
+                           settings=Settings(), full_plan_every=10.0, metrics_prefix="bench")
+    m = Manager(store, queries.dc_template(store), config, rack, transport=rack, events=Quiet(),  # type: ignore[arg-type]
+                receiver=Receiver(KEY, 101), holder="bench", watch=open_watch(locator))
+    thread = threading.Thread(target=m.run, daemon=True)
+    thread.start()
+    want = len(queries.cts(store, rack=101))
+    deadline = time.monotonic() + 300
+    while len(rack.running) < want or len(rack.told) != want:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench_store: the big rack did not converge ({len(rack.running)}/{want})")
+        time.sleep(0.2)
+    time.sleep(12.0)  # a full plan and the status rows settle
+    seq0 = rack.seq
+    counting.set()
+    time.sleep(seconds)
+    counting.clear()
+    reports = (rack.seq - seq0) * len(hns) / seconds
+    m.stop()
+    thread.join(20)
+    return sum(written.values()) / seconds, written, int(reports)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=20)
+    ap.add_argument("--skip-dc", action="store_true", help="only the latency parts (the DC parts build stores: ~2 min)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="ctm-bench-store-"))
@@ -210,6 +305,8 @@ def main() -> None:
         for name, locator in (("SQLite", base / "ctm.db"), ("PostgreSQL", cluster.url("bench"))):
             rows.append(_row(f"ctmailmap follows tenant add, {name}", sorted(mailmap_follows(locator, args.samples)),
                              0.100))
+        if not args.skip_dc:
+            rows += dc_rows(base, cluster)
     finally:
         cluster.stop()
         shutil.rmtree(cluster.folder, ignore_errors=True)
@@ -217,6 +314,35 @@ def main() -> None:
     emit("bench_store: the DC-wide store", ["A ct set --admst committed on the CLI's connection until the manager's "
          "executor is handed the stop or start (the manager's real loop, test HNs reporting every 100 ms).", ""],
          rows, record=not args.no_record)
+
+
+def dc_rows(base: Path, cluster: Cluster) -> list[Row]:
+    import bench_foundation
+
+    from ctmanager.store import copy as storecopy
+
+    rows: list[Row] = []
+    (base / "dc").mkdir()
+    dc_file = bench_foundation.build_store(base / "dc")
+    dc_url = cluster.create_database("bench_dc")
+    storecopy.copy(dc_file, dc_url)
+    lite, pg = status_whole_process(dc_file), status_whole_process(dc_url)
+    rows.append(("status --json, whole process, 10,000 CTs / 16 racks, SQLite", f"{lite[0]:.2f} s",
+                 f"{statistics.median(lite):.2f} s", "-", "-"))
+    rows.append(("status --json, whole process, 10,000 CTs / 16 racks, PostgreSQL", f"{pg[0]:.2f} s",
+                 f"{statistics.median(pg):.2f} s (x{statistics.median(pg) / statistics.median(lite):.2f} SQLite)",
+                 "<= 0.5 s", "yes" if statistics.median(pg) <= 0.5 else "NO"))
+    (base / "rack").mkdir()
+    rack_file = big_rack(base / "rack", 200, 10_000)
+    rack_url = cluster.create_database("bench_rack")
+    storecopy.copy(rack_file, rack_url)
+    with open_store(rack_url) as s:
+        hns = [n.hostname for n in queries.nodes(s, rack=101) if n.role == "compute"]
+    per_s, by_table, reports = steady_writes(rack_url, hns, 20.0)
+    detail = ", ".join(f"{t} {n / 20.0:.0f}/s" for t, n in sorted(by_table.items(), key=lambda kv: -kv[1]))
+    rows.append((f"steady-state writes, 200 HNs / 10,000 CTs, PostgreSQL ({reports} reports/s)",
+                 "-", f"{per_s:.0f} rows/s ({detail or 'none'})", "only changed rows", "-"))
+    return rows
 
 
 def _row(name: str, got: list[float], target: float | None) -> Row:

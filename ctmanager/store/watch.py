@@ -7,8 +7,8 @@ store's change counter), and when the reader must reload everything because it
 may have missed one (a store file replaced by `mv`; a PostgreSQL connection
 that was lost and made again). Writes of observed state never move it.
 
-- SQLite: one open read-only connection, one tiny query per `token()`; `wait()`
-  polls it every POLL seconds (no signal crosses processes).
+- SQLite: one open read-only connection, one tiny query per `token()`; readers
+  poll it every POLL seconds (no signal crosses processes).
 - PostgreSQL: a LISTEN connection; a configuration commit NOTIFYs (pg.CHANNEL),
   `fileno()` turns readable, and `token()` reads the counter only then (and every
   RECHECK seconds, which also finds a dead connection). An idle reader costs the
@@ -18,7 +18,6 @@ that was lost and made again). Writes of observed state never move it.
 from __future__ import annotations
 
 import os
-import select
 import sqlite3
 import time
 from pathlib import Path
@@ -36,9 +35,8 @@ RECHECK = 10.0  # s: a PostgreSQL watch reads the counter at least this often
 class Watch(Protocol):
     def token(self) -> Token: ...
     def fileno(self) -> int | None:
-        """A descriptor that turns readable when the token may have moved (None: poll)."""
-    def wait(self, seen: Token | None, timeout: float) -> Token:
-        """Block until the token differs from `seen` or `timeout` s passed; the token."""
+        """A descriptor that turns readable when the token may have moved (None:
+        poll token() every POLL s)."""
     def close(self) -> None: ...
 
 
@@ -74,15 +72,6 @@ class FileWatch:
 
     def fileno(self) -> int | None:
         return None
-
-    def wait(self, seen: Token | None, timeout: float) -> Token:
-        deadline = time.monotonic() + timeout
-        while True:
-            token = self.token()
-            left = deadline - time.monotonic()
-            if token != seen or left <= 0:
-                return token
-            time.sleep(min(POLL, left))
 
     def close(self) -> None:
         if self._con is not None:
@@ -124,16 +113,6 @@ class PgWatch:
     def fileno(self) -> int | None:
         return None if self._con is None else int(self._con.fileno())
 
-    def wait(self, seen: Token | None, timeout: float) -> Token:
-        deadline = time.monotonic() + timeout
-        while True:
-            token = self.token()
-            left = deadline - time.monotonic()
-            if token != seen or left <= 0:
-                return token
-            fd = self.fileno()
-            if fd is not None:
-                select.select([fd], [], [], min(left, RECHECK))
 
     def close(self) -> None:
         if self._con is not None:
