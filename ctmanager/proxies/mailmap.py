@@ -125,15 +125,23 @@ class MailMap:
         """Rebuild the index when the configuration changed (or the store file was replaced)."""
         watch = open_watch(self.store_path)
         seen = None
+        delay = POLL  # a cheap check: an edit is answered within POLL s
         while True:
             try:
                 token = watch.token()
                 if token != seen or self.index is None:
                     seen = token
                     self.refresh()
+                delay = POLL if self.index is not None else min(delay * 2, MAX_BACKOFF)
             except StoreError as exc:
+                if not self.error:
+                    log.error("cannot read the store: %s; answering 400, retrying with backoff", exc)
                 self.index, self.error = None, str(exc)
-            await asyncio.sleep(POLL)  # a cheap check: an edit is answered within POLL s
+                delay = min(delay * 2, MAX_BACKOFF)  # a store that is away is not asked 20 times a second
+            await asyncio.sleep(delay)
+
+
+MAX_BACKOFF = 5.0  # s between tries while the store is away
 
 
 async def serve(store_path: Locator, host: str, port: int, limits: Limits | None = None) -> None:
