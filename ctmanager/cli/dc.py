@@ -54,7 +54,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if want_json(args):
         emit_json(summary)
     else:
-        print(f"initialised DC {summary['dc']} in {store_path} from {path}: racks {', '.join(summary['racks']) or '(none)'}, {summary['cts']} CTs")
+        print(f"initialised DC {summary['dc']} in {summary['store']} from {path}: racks {', '.join(summary['racks']) or '(none)'}, {summary['cts']} CTs")
     return 0
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -77,7 +77,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with store_of(args) as store:
         if not queries.initialised(store):
-            raise StoreError(f"{store.path}: store is not initialised; run: ctmanager init TEMPLATE")
+            raise StoreError(f"{store.where}: store is not initialised; run: ctmanager init TEMPLATE")
         rows = queries.status(store)
     if want_json(args):
         keys = queries.STATUS_FIELDS

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import time
 
 from ..errors import InputError
 from .common import Registry, manager_setup, want_json, with_config
@@ -33,7 +32,7 @@ def cmd_plan(args: argparse.Namespace, execute: bool = False) -> int:
     executor = passes.executor_for(store, config)
     try:
         if execute:
-            passes.refuse_if_held(store, config, time.time())
+            passes.refuse_if_held(store, config)
         view = passes.gather(store, dc, config, executor)
         p = passes.make_plan(view)
         no_quorum = passes.quorum_problem(view)

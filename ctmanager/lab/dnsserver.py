@@ -15,6 +15,7 @@ from ..dc.model import DcTemplate
 from ..dnsroutes import bind, sync
 from ..store import Store, open_store
 from ..store import dns as dnsrows
+from ..store.db import default_path, is_url
 from . import layout
 
 
@@ -44,10 +45,13 @@ def up(lab: layout.Lab, store: Store, dc: DcTemplate, bridge: str, spawn: Callab
 def forget(lab: layout.Lab) -> None:
     """Drop the store's DNS configuration if it points at this lab's server."""
     store_path = lab.read_state().get("store")
-    if not store_path or not Path(store_path).exists():
+    if not store_path:
+        return
+    locator = default_path(store_path)
+    if not is_url(locator) and not Path(locator).exists():
         return
     try:
-        with open_store(Path(store_path)) as store:
+        with open_store(locator) as store:
             dnsrows.forget_if(store, str(lab.root))
     except Exception as exc:  # noqa: BLE001 - a broken store must not stop `lab down`
         sys.stderr.write(f"lab: could not reset the store's DNS settings: {exc}\n")

@@ -94,6 +94,7 @@ class Manager:
         self._config_token: int | None = None
         self.watch = watch
         self._watch_seen: tuple[int, int, int] | None = None
+        self._watch_backoff = self._watch_retry_at = 0.0
         self.next_beat = self.next_full = 0.0
         self.next_prune = 0.0
         self._trouble: dict[str, float] = {}
@@ -157,7 +158,7 @@ class Manager:
             self.next_beat = now + self.config.report_interval
         changed = self._take_reports(now) | self._take_results(now)
         full = now >= self.next_full
-        if full or now >= self.next_config_check or self._config_token is None or self._watch_moved():
+        if full or now >= self.next_config_check or self._config_token is None or self._watch_moved(now):
             self.next_config_check = now + CONFIG_CHECK_EVERY
             full = self._store_step("reload", lambda: self._reload_if_changed(now), now) or full
         if full:
@@ -171,15 +172,20 @@ class Manager:
         return min(wake, now + (0.05 if self.busy else 0.5)) if self.poll else wake
 
     # ---- inputs --------------------------------------------------------------
-    def _watch_moved(self) -> bool:
+    def _watch_moved(self, now: float) -> bool:
         """The store's change signal moved (cheap: PostgreSQL reads the counter only
-        when notified); store trouble counts as moved, so the reload reports it."""
-        if self.watch is None:
+        when notified). Store trouble counts as moved once, so the reload reports
+        it; then the watch is tried again with backoff (to 5 s), not every step."""
+        if self.watch is None or now < self._watch_retry_at:
             return False
         try:
             token = self.watch.token()
         except StoreError:
-            return True
+            first = self._watch_backoff == 0.0
+            self._watch_backoff = min(max(self._watch_backoff * 2, WATCH_POLL), 5.0)
+            self._watch_retry_at = now + self._watch_backoff
+            return first
+        self._watch_backoff, self._watch_retry_at = 0.0, 0.0
         moved = token != self._watch_seen
         self._watch_seen = token
         return moved
@@ -370,6 +376,6 @@ class Manager:
 
     def _prune(self, now: float) -> None:
         r = self.config.retention
-        j, e = held.prune(self.store, now, r.journal, r.events)
+        j, e = held.prune(self.store, now, r.journal, r.events, self.config.slot)
         if j or e:
             log.info("retention: dropped %d journal row(s) and %d event(s)", j, e)

@@ -48,21 +48,22 @@ def executor_for(store: Store, config: ManagerConfig) -> Executor:
                     concurrency=config.concurrency)
 
 
-def refuse_if_held(store: Store, config: ManagerConfig, now: float) -> None:
+def refuse_if_held(store: Store, config: ManagerConfig) -> None:
     h = held.holder(store, config.slot)
+    now = store.now()  # the holder's refresh is on the store's clock too
     if h is not None and h.live(now):
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(h.since))
         raise ConflictError(f"rack-{config.slot} is managed by {h.holder} since {since} (last heard "
-                            f"{max(now - h.at, 0):.1f}s ago); reconcile would act beside it. "
+                            f"{max(now - h.stored, 0):.1f}s ago); reconcile would act beside it. "
                             "See what it will do with: ctmanager plan")
 
 
 def gather(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Executor,
            now: float | None = None) -> PassInputs:
-    now = time.time() if now is None else now
+    now = store.now() if now is None else now  # stored reports are judged on the store's clock
     with store.snapshot():
         cfg = persist.configured(store, dc, config.slot)
-        stored = persist.observed(store, config.slot)
+        stored = persist.observed(store, config.slot, store_clock=True)
         placements = persist.placements(store, now, config.slot)
     settings, timers = config.settings, config.timers
     # Started long ago: no warm-up wait; and quorum has not been held for dead_after
@@ -118,7 +119,7 @@ def execute(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Execu
             p: Plan) -> list[Result]:
     """Record placements and intents, run the actions, record the outcomes."""
     with store.transaction(config=False):
-        refuse_if_held(store, config, inputs.now)  # checked again under the write lock
+        refuse_if_held(store, config)  # checked again under the write lock
         lost = persist.save_placements(store, p.place, inputs.now, inputs.decision.was)
         actions = [a for a in p.actions if a.ctid not in lost]
         ids = persist.journal(store, actions, inputs.now, config.slot)

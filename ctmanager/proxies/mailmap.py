@@ -127,11 +127,11 @@ class MailMap:
         seen = None
         delay = POLL  # a cheap check: an edit is answered within POLL s
         while True:
-            try:
-                token = watch.token()
+            try:  # in a thread: a slow or vanished store must not stall the lookups
+                token = await asyncio.to_thread(watch.token)
                 if token != seen or self.index is None:
                     seen = token
-                    self.refresh()
+                    await asyncio.to_thread(self.refresh)
                 delay = POLL if self.index is not None else min(delay * 2, MAX_BACKOFF)
             except StoreError as exc:
                 if not self.error:

@@ -59,10 +59,33 @@ def default_path(explicit: str | None = None) -> Locator:
 
 
 def redact(locator: Locator) -> str:
-    """The locator as it may be shown: a URL's password (user:PASSWORD@, or
-    ?password=) is never printed."""
-    text = re.sub(r"(://[^/:@]*):[^@/]*@", r"\1:***@", str(locator))
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", text, flags=re.IGNORECASE)
+    """The locator as it may be shown: a URL's password (user:PASSWORD@, even
+    with an @ in it; ?password=, ?sslpassword=) is never printed."""
+    text = str(locator)
+    if "://" in text:
+        scheme, _, rest = text.partition("://")
+        netloc, sep, tail = rest.partition("/")
+        if "@" in netloc:
+            user, _, host = netloc.rpartition("@")
+            netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else f"{user}@{host}"
+        text = f"{scheme}://{netloc}{sep}{tail}"
+    return re.sub(r"([?&](?:ssl)?password=)[^&]*", r"\1***", text, flags=re.IGNORECASE)
+
+
+def scrub(text: str, locator: Locator) -> str:
+    """A driver's message about `locator` with the URL's secrets taken out: the
+    password wherever it appears, and any token libpq quotes from the URL."""
+    secrets = set()
+    loc = str(locator)
+    if "://" in loc:
+        netloc = loc.partition("://")[2].partition("/")[0]
+        user = netloc.rpartition("@")[0]
+        if ":" in user:
+            secrets.add(user.split(":", 1)[1])
+    secrets.update(m.group(1) for m in re.finditer(r"[?&](?:ssl)?password=([^&]*)", loc, flags=re.IGNORECASE))
+    for s in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(s, "***")
+    return re.sub(r'(percent-encoded token: )"[^"]*"', r"\1***", text)
 
 
 def open_store(locator: Locator, *, create: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Store:

@@ -53,7 +53,7 @@ def apply_init(store: Store, plan: InitPlan) -> DcTemplate:
 def set_dc(store: Store, dc: DcTemplate, text: str, file: str) -> None:
     """Make an empty store the store of DC `dc` (parsed from `text`, read from `file`)."""
     if store.get_meta("template") is not None:
-        raise ConflictError(f"store {store.path} is already initialised (DC {queries.dc_template(store).name})")
+        raise ConflictError(f"store {store.where} is already initialised (DC {queries.dc_template(store).name})")
     store.set_meta("template", text)
     store.set_meta("template_file", file)
     store.set_meta("next_ctid", str(dc.first_ctid))

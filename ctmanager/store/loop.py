@@ -59,13 +59,16 @@ def placements(store: Store, now: float, slot: int) -> Placements:
     return Placements(where, rejected)
 
 
-def observed(store: Store, slot: int) -> Observed:
-    """The newest stored report of each of rack `slot`'s HNs."""
+def observed(store: Store, slot: int, *, store_clock: bool = False) -> Observed:
+    """The newest stored report of each of rack `slot`'s HNs, as received at on
+    the manager's clock (its own restart), or on the store's (`store_clock`: a
+    CLI pass judging them against Store.now())."""
     obs = Observed()
-    for r in store.query("SELECT hn, received_at, body FROM hn_reports "
+    when = "stored_at" if store_clock else "received_at"
+    for r in store.query(f"SELECT hn, {when}, body FROM hn_reports "  # noqa: S608 - one of two column names
                          "WHERE hn IN (SELECT hostname FROM nodes WHERE rack = ?)", (slot,)):
         try:
-            obs.update(parse_body(r["body"]), r["received_at"])
+            obs.update(parse_body(r["body"]), r[1])
         except ReportError:
             continue  # written by us, so only a newer format could fail: treat as no report
     return obs
@@ -201,6 +204,10 @@ def forget_removed(store: Store, cfg: Configured, obs: Observed, now: float, set
     more, once every one of them is known."""
     if not all(obs.known(hn, now, settings) for hn in cfg.hns):
         return []
+    # A tombstone of unknown rack (from before v11) is claimed by the rack whose HN
+    # still has the CT, and only a tombstone of this rack is ever dropped here.
+    store.executemany("UPDATE removed SET rack = ? WHERE ct_id = ? AND rack = 0",
+                      [(slot, c) for c in cfg.removed if c in obs.where])
     gone = [c for c in cfg.removed if c not in obs.where]
-    store.executemany("DELETE FROM removed WHERE ct_id = ? AND rack IN (?, 0)", [(c, slot) for c in gone])
+    store.executemany("DELETE FROM removed WHERE ct_id = ? AND rack = ?", [(c, slot) for c in gone])
     return gone

@@ -23,13 +23,33 @@ from psycopg import errors as pgerrors
 
 from ..errors import StoreError
 from ..wire.validate import is_digits
-from .db import BUSY_TIMEOUT_MS, CONFIG_VERSION, Params, Store, redact
+from .db import BUSY_TIMEOUT_MS, CONFIG_VERSION, Params, Store, redact, scrub
 from .schema import BASELINE, VERSION, statements, upgrade_path
 
 CHANNEL = "ctmanager_config"
 LOCK_SPACE = 0x43544D  # "CTM": advisory locks are (LOCK_SPACE, hash of the name)
 SCHEMA_KEY = "schema_version"
 _SQL: dict[str, str] = {}  # statement text with ? placeholders -> psycopg's %s form
+
+
+# A server that vanishes without a reset (power loss, a failover behind a VIP) is
+# found within ~10 s instead of TCP's ~15 min: a daemon's loop must not hang on it.
+LIVENESS: dict[str, Any] = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+            "keepalives_count": 3, "tcp_user_timeout": 10_000}
+STATEMENT_TIMEOUT_MS = 60_000
+
+
+def connect(url: str, application_name: str = "ctmanager", **kwargs: Any) -> psycopg.Connection[Any]:
+    """An autocommit connection with the liveness settings; a failure is a
+    one-line StoreError without the URL's secrets."""
+    try:
+        db = psycopg.connect(url, autocommit=True, application_name=application_name, **LIVENESS, **kwargs)
+        db.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+        return db
+    except psycopg.Error as exc:
+        raise StoreError(f"{redact(url)}: cannot connect to the store: {scrub(_first_line(exc), url)}") from None
+    except Exception as exc:  # noqa: BLE001 - a malformed URL is a ProgrammingError or a ValueError
+        raise StoreError(f"{redact(url)}: not a usable PostgreSQL URL: {scrub(_first_line(exc), url)}") from None
 
 
 def lock_key(name: str) -> int:
@@ -80,22 +100,23 @@ class PgStore(Store):
         super().__init__(url)
         self.url, self.busy_timeout_ms = url, busy_timeout_ms
         self.db = self._connect()
-        if not create and self.version == 0:
+        try:
+            if not create and self.version == 0:
+                raise StoreError(f"{self.where}: not a ctmanager store (an empty database, or another program's); "
+                                 f"create one with: ctmanager --store URL init TEMPLATE")
+            self._migrate()
+        except BaseException:
             self.db.close()
-            raise StoreError(f"{self.where}: not a ctmanager store (an empty database, or another program's); "
-                             f"create one with: ctmanager --store URL init TEMPLATE")
-        self._migrate()
+            raise
 
     def _connect(self) -> psycopg.Connection[Any]:
+        db = connect(self.url, row_factory=_row_factory)
         try:
-            db = psycopg.connect(self.url, autocommit=True, connect_timeout=10, row_factory=_row_factory,
-                                 application_name="ctmanager")
             # an advisory lock's wait obeys lock_timeout: a stuck writer makes us busy, not hung
             db.execute(f"SET lock_timeout = {int(self.busy_timeout_ms)}")
         except psycopg.Error as exc:
-            raise StoreError(f"{self.where}: cannot connect to the store: {_first_line(exc)}") from None
-        except Exception as exc:  # noqa: BLE001 - a malformed URL is a ProgrammingError or a ValueError
-            raise StoreError(f"{self.where}: not a usable PostgreSQL URL: {_first_line(exc)}") from None
+            db.close()
+            raise _error(self.where, exc, "cannot set up the connection") from None
         return db
 
     def _usable(self) -> None:
@@ -209,26 +230,27 @@ class PgStore(Store):
 
 
 def database_is_empty(url: str) -> bool:
-    try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as con:
+    """No ctmanager tables there (a StoreError if the database cannot be reached)."""
+    with connect(url) as con:
+        try:
             row = con.execute("SELECT to_regclass('meta') IS NULL").fetchone()
-            return bool(row and row[0])
-    except psycopg.Error:
-        return False  # unreachable: open_store says why
+        except psycopg.Error as exc:
+            raise _error(redact(url), exc) from None
+        return bool(row and row[0])
 
 
 def drop_uninitialised(url: str) -> None:
     """Drop ctmanager's tables from a database whose store was never initialised."""
     tables = re.findall(r"CREATE TABLE (\w+)", BASELINE)
     try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as con, con.transaction():
+        with connect(url) as con, con.transaction():
             if con.execute("SELECT to_regclass('meta') IS NULL").fetchone()[0]:  # type: ignore[index]
                 return
             if con.execute("SELECT 1 FROM meta WHERE key = 'template'").fetchone() is not None:
                 return  # initialised: not ours to drop
             for table in reversed(tables):
                 con.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')  # names from our own schema text
-    except psycopg.Error:
+    except (psycopg.Error, StoreError):
         pass  # best effort: the failure that brought us here is what the user hears of
 
 
@@ -238,12 +260,12 @@ def empty_database(admin_url: str, name: str) -> None:
     if not name.isascii() or not name.replace("_", "").isalnum():
         raise StoreError(f"bad database name {name!r}: letters, digits and underscores only")
     try:
-        with psycopg.connect(admin_url, autocommit=True) as con:
+        with connect(admin_url) as con:
             if con.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
                 con.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')  # name checked above
                 return
             con.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-        with psycopg.connect(admin_url, dbname=name, autocommit=True) as con:
+        with connect(admin_url, dbname=name) as con:
             con.execute("DROP SCHEMA public CASCADE")
             con.execute("CREATE SCHEMA public")
     except psycopg.Error as exc:

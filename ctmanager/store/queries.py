@@ -21,7 +21,7 @@ def dc_template(store: Store) -> DcTemplate:
     handle (it never changes after init; a DNS edit used to parse it four times)."""
     text = store.get_meta("template")
     if text is None:
-        raise StoreError(f"{store.path}: store is not initialised; run: ctmanager init TEMPLATE")
+        raise StoreError(f"{store.where}: store is not initialised; run: ctmanager init TEMPLATE")
     key = ("dc_template", text)  # the text itself: one copy kept, a string compare per call
     dc: DcTemplate | None = store.cache.get(key)
     if dc is None:

@@ -90,12 +90,11 @@ class PgWatch:
     def token(self) -> Token:
         import psycopg
 
-        from .pg import CHANNEL
+        from .pg import CHANNEL, connect
 
         try:
             if self._con is None:
-                self._con = psycopg.connect(self.url, autocommit=True, connect_timeout=10,
-                                            application_name="ctmanager watch")
+                self._con = connect(self.url, "ctmanager watch")
                 self._con.execute(f"LISTEN {CHANNEL}")
                 self._generation += 1  # a new connection may have missed changes: the token moves
                 self._token = None

@@ -70,3 +70,21 @@ def test_a_destination_that_holds_a_store_is_refused_and_untouched(sqlite_path: 
     url = pg_cluster.create_database("ctm_copy2")
     p = src("store", "copy", str(tmp_path / "missing.db"), url, check=False)
     assert p.returncode == 1 and no_store(url)
+
+
+def test_a_password_in_the_store_url_is_never_printed(pg_cluster: Cluster, tmp_path: Path) -> None:
+    """The cluster trusts local users, so any password is accepted: every command
+    below works, and none of them says the password (nor does an error)."""
+    secret = "S3cr@t%25x"  # an @ and a percent-escape in it too
+    url = pg_cluster.create_database("ctm_pw").replace("postgresql:///", f"postgresql://postgres:{secret}@/", 1)
+    cli = Cli(url, ROOT)
+    outs = [cli("init", str(EXAMPLE)), cli("init", str(EXAMPLE), check=False), cli("status"),
+            cli("tenant", "add", "globex", "--rack", "rack-101"), cli("store", "copy", url, str(tmp_path / "c.db")),
+            cli("store", "copy", url, url, check=False), cli("--json", "init", str(EXAMPLE), check=False)]
+    bad = url.replace("ctm_pw", "no_such_db") + "&password=An0ther"
+    outs += [Cli(bad, ROOT)("status", check=False), Cli(url + "&sslmode=bogus", ROOT)("status", check=False)]
+    for p in outs:
+        text = p.stdout + p.stderr
+        assert "S3cr" not in text and "An0ther" not in text and "%25x" not in text, text
+    assert outs[1].returncode == 2 and "already initialised" in outs[1].stderr
+    assert outs[-2].returncode == 1 and "cannot connect" in outs[-2].stderr

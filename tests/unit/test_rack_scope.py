@@ -74,3 +74,29 @@ def test_each_rack_s_dns_worker_publishes_only_its_own_names(inv: inventory.Inve
     assert not any(".rack-101." in n or n.startswith("acme.") for n in names)
     ours = {c.name for c in sync.pending(store, rack=101)[0]}
     assert ours | names == {c.name for c in everything} and not ours & names
+
+
+def test_a_tombstone_of_unknown_rack_is_claimed_by_the_rack_that_has_the_ct_and_never_dropped_by_another(
+        inv: inventory.Inventory) -> None:
+    store, dc, now, s = inv.store, inv.dc, 1000.0, Settings()
+    a, g = two_racks(inv)
+    with store.transaction():
+        inv.rm_tenant("globex")
+    store.execute("UPDATE removed SET rack = 0")  # as a store from before v11 with two racks leaves it
+    c101 = loop.configured(store, dc, 101)
+    assert g in c101.removed  # unknown rack: every manager looks for it on its HNs
+    nobody_has_it = Observed()
+    for hn in c101.hns:
+        nobody_has_it.received_at[hn] = now
+    with store.transaction(config=False):
+        loop.forget_removed(store, c101, nobody_has_it, now, s, 101)
+    assert [tuple(r) for r in store.query("SELECT ct_id, rack FROM removed")] == [(g, 0)]  # not rack-101's to drop
+    c102 = loop.configured(store, dc, 102)
+    has_it = Observed()
+    for hn in c102.hns:
+        has_it.received_at[hn] = now
+    has_it.where[g] = {"hn-102-1": "UP"}
+    with store.transaction(config=False):
+        loop.forget_removed(store, c102, has_it, now, s, 102)
+    assert [tuple(r) for r in store.query("SELECT ct_id, rack FROM removed")] == [(g, 102)]  # claimed
+    assert g not in loop.configured(store, dc, 101).removed
