@@ -249,7 +249,8 @@ def steady_writes(locator: Locator, hns: list[str], seconds: float) -> tuple[flo
 
     def note(sql: str, n: int) -> None:
         if counting.is_set() and n > 0 and sql.split()[0].upper() in ("INSERT", "UPDATE", "DELETE"):
-            table = sql.split()[2] if sql.split()[0].upper() != "UPDATE" else sql.split()[1]
+            words = sql.replace("(", " ").split()
+            table = words[1] if words[0].upper() == "UPDATE" else words[2]
             written[table] = written.get(table, 0) + n
 
     def execute(sql: str, params: Any = ()) -> Any:
