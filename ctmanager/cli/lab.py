@@ -148,20 +148,26 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
     state = lab.read_state()
     if not state:
         raise InputError(f"no lab in {lab.root} (start one: ctmanager lab up)")
-    rows = []
-    for name, pid in sorted(state.get("pids", {}).items()):
-        alive = os.path.exists(f"/proc/{pid}")
-        cts = "-"
-        if name != "manager":
-            p = sh("lxc-ls", "-P", str(lab.hn_dir(name) / "lxc"), "--running", ns=lab.netns(name), check=False)
-            cts = (" ".join(sorted(p.stdout.split(), key=lambda s: (len(s), s))) or "-") if p.returncode == 0 else "?"
-        rows.append({"name": name, "pid": pid, "alive": alive, "running_cts": cts})
+    racks = [lab] + [layout.Lab(root) for root in state.get("racks", [])]  # a DC lab: every rack
+    out: list[dict[str, Any]] = []
+    for here in racks:
+        rows = []
+        for name, pid in sorted(here.read_state().get("pids", {}).items()):
+            alive = os.path.exists(f"/proc/{pid}")
+            cts = "-"
+            if name not in ("manager", "named"):
+                p = sh("lxc-ls", "-P", str(here.hn_dir(name) / "lxc"), "--running", ns=here.netns(name), check=False)
+                cts = (" ".join(sorted(p.stdout.split(), key=lambda s: (len(s), s))) or "-") if p.returncode == 0 else "?"
+            rows.append({"name": name, "pid": pid, "alive": alive, "running_cts": cts})
+        out.append({"dir": str(here.root), "rack": f"rack-{here.read_state().get('slot')}",
+                    "inventory": str(here.inventory), "processes": rows})
     if want_json(args):
-        emit_json({"dir": str(lab.root), "rack": f"rack-{state.get('slot')}", "processes": rows})
+        emit_json({**out[0], "racks": out})
     else:
-        print(f"lab {lab.root} (rack-{state.get('slot')}); inventory {lab.inventory}")
-        table(("PROCESS", "PID", "ALIVE", "RUNNING_CTS"), [(r["name"], r["pid"], "yes" if r["alive"] else "NO",
-                                                           r["running_cts"]) for r in rows])
+        for r in out:
+            print(f"lab {r['dir']} ({r['rack']}); inventory {r['inventory']}")
+            table(("PROCESS", "PID", "ALIVE", "RUNNING_CTS"), [(p["name"], p["pid"], "yes" if p["alive"] else "NO",
+                                                               p["running_cts"]) for p in r["processes"]])
     return 0
 
 
