@@ -22,7 +22,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +34,7 @@ ENV_VAR = "CTMANAGER_STORE"
 BUSY_TIMEOUT_MS = 10_000
 CONFIG_VERSION = "config_version"
 URL_SCHEMES = ("postgresql://", "postgres://")
+LOCK_POLL = 0.02  # s between tries for a named lock that is taken
 
 Params = Sequence[Any]
 Locator = Path | str  # a file path, or a postgresql:// URL (kept as text: a Path would fold its //)
@@ -184,8 +185,8 @@ class Store(abc.ABC):
     def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
 
     @abc.abstractmethod
-    def _acquire(self, name: str, wait: float | None) -> Any:
-        """Take the named lock: a release function, or None if not free in time."""
+    def _try_lock(self, name: str) -> Callable[[], None] | None:
+        """Take the named lock if it is free now: its release function, or None."""
 
     def now(self) -> float:
         """The store's clock (epoch seconds): what every writer and reader of
@@ -202,10 +203,12 @@ class Store(abc.ABC):
         if name in self._held:
             yield True
             return
-        release = self._acquire(name, wait)
-        if release is None:
-            yield False
-            return
+        deadline = None if wait is None else time.monotonic() + wait
+        while (release := self._try_lock(name)) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                yield False
+                return
+            time.sleep(LOCK_POLL)  # neither flock nor an advisory lock has a timed wait
         self._held.add(name)
         try:
             yield True

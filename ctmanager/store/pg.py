@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
@@ -196,13 +195,11 @@ class PgStore(Store):
         return float(self.one(f"SELECT {self.NOW_SQL}")[0])
 
     # ---- named locks -----------------------------------------------------
-    def _acquire(self, name: str, wait: float | None) -> Callable[[], None] | None:
+    def _try_lock(self, name: str) -> Callable[[], None] | None:
+        # tried, not waited for: a blocking pg_advisory_lock would be cut short by lock_timeout
         key = (LOCK_SPACE, lock_key(name))
-        deadline = None if wait is None else time.monotonic() + wait
-        while not self.one("SELECT pg_try_advisory_lock(?, ?)", key)[0]:
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
-            time.sleep(0.02)  # poll: a blocking pg_advisory_lock would be cut short by lock_timeout
+        if not self.one("SELECT pg_try_advisory_lock(?, ?)", key)[0]:
+            return None
 
         def release() -> None:
             with contextlib.suppress(StoreError):  # a lost connection dropped the lock already

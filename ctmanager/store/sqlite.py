@@ -9,7 +9,6 @@ import fcntl
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -139,11 +138,11 @@ class SqliteStore(Store):
         return version
 
     # ---- named locks -----------------------------------------------------
-    def _acquire(self, name: str, wait: float | None) -> Callable[[], None] | None:
+    def _try_lock(self, name: str) -> Callable[[], None] | None:
         if self._private:
             mutex = self._mutexes.setdefault(name, threading.Lock())
-            return mutex.release if mutex.acquire(timeout=-1 if wait is None else wait) else None
-        return _flock(self.file.with_name(f"{self.file.name}.{name}.lock"), wait)
+            return mutex.release if mutex.acquire(blocking=False) else None
+        return _flock(self.file.with_name(f"{self.file.name}.{name}.lock"))
 
     # ---- statements (for the store's query modules only) -----------------
     def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
@@ -162,26 +161,19 @@ class SqliteStore(Store):
             raise _error(self.where, exc) from None
 
 
-def _flock(path: Path, wait: float | None) -> Callable[[], None] | None:
-    """A release function, or None. Read-only open: whoever may read the store may lock."""
+def _flock(path: Path) -> Callable[[], None] | None:
+    """A release function, or None if another process holds it. Read-only open:
+    whoever may read the store may lock."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise StoreError(f"{path}: cannot open lock file: {exc.strerror}") from None
-    deadline = None if wait is None else time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
-            break
-        except BlockingIOError:
-            if deadline is None or time.monotonic() >= deadline:
-                os.close(fd)
-                return None
-            time.sleep(0.02)  # flock has no timed wait; poll until the deadline
-
-    def release() -> None:
-        os.close(fd)  # closing the descriptor drops the lock
-    return release
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return lambda: os.close(fd)  # closing the descriptor drops the lock
 
 
 def _error(path: str, exc: sqlite3.Error) -> StoreError:
