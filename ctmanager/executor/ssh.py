@@ -14,11 +14,13 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass
-
-import paramiko
-from fabric import Config, Connection
+from typing import TYPE_CHECKING
 
 from ..errors import CtmError
+
+if TYPE_CHECKING:  # paramiko and fabric (with invoke, asyncio, unittest.mock) cost ~0.1 s to import:
+    import paramiko  # loaded on the first connection, not by everything that names SshSettings
+    from fabric import Connection
 
 # paramiko logs every failed handshake with a traceback; we report each failure
 # as one typed error line instead.
@@ -69,6 +71,9 @@ class Remote:
         self._lock = threading.Lock()
 
     def _connect(self) -> paramiko.Transport:
+        import paramiko
+        from fabric import Config, Connection
+
         if self._conn is not None:
             transport: paramiko.Transport | None = self._conn.client.get_transport()
             if transport is not None and transport.is_active():
@@ -109,6 +114,8 @@ class Remote:
 
     def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 30.0) -> Output:
         """Run a command (an argument list, quoted here) with one overall deadline."""
+        import paramiko
+
         deadline = time.monotonic() + timeout
         with self._lock:
             transport = self._connect()
