@@ -177,9 +177,17 @@ def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, say: Cal
     lab.manager_config.write_text(layout.manager_toml(lab, slot, manager_ip, REPORT_PORT,
                                                       metricsct.relay(queries.cts(store, rack=slot))))
     consoles = {n.hostname: (lab.root / "hosts" / f"{n.hostname}.console").read_text().split()[0] for n in nodes}
-    lab.inventory.write_text(layout.machines_inventory_toml(lab, store.path, slot, nodes, consoles, console_known))
-    _service("manager", [layout.python(), "-m", "ctmanager", "--store", str(store.path), "run", "--config",
-                         str(lab.manager_config)], lab.logs / "manager.log")
+    # A PostgreSQL URL holds the store's password: it goes to files only root reads
+    # (the inventory, the unit's environment file), never onto a command line (ps).
+    inventory = layout.machines_inventory_toml(lab, store.path, slot, nodes, consoles, console_known)
+    write_atomic(lab.inventory, inventory.encode(), 0o600)
+    if any(c in str(store.path) for c in '"\\$`\n'):
+        raise LabError("the store locator may not contain quotes, backslashes, $ or newlines (it goes into a "
+                       "systemd environment file)")
+    env_file = lab.root / "manager.env"
+    write_atomic(env_file, f'CTMANAGER_STORE="{store.path}"\n'.encode(), 0o600)
+    _service("manager", [layout.python(), "-m", "ctmanager", "run", "--config", str(lab.manager_config)],
+             lab.logs / "manager.log", env_file)
     say(f"manager: listening on {manager_ip}:{REPORT_PORT}; inventory {lab.inventory}")
 
 
@@ -202,7 +210,7 @@ def _address(interface: str) -> str:
     return m.group(1)
 
 
-def _service(name: str, argv: list[str], log: Path) -> int:
+def _service(name: str, argv: list[str], log: Path, env_file: Path | None = None) -> int:
     """Run `argv` as the systemd service ctm-NAME (enabled, restarted when it dies);
     returns its PID. KillMode=process: stopping an HN's service leaves its CTs."""
     unit = f"{UNIT_PREFIX}{name}.service"
@@ -215,6 +223,7 @@ After=network-online.target
 [Service]
 ExecStart={shlex.join(argv)}
 Environment=PYTHONUNBUFFERED=1
+{f"EnvironmentFile={env_file}" if env_file else ""}
 Restart=always
 RestartSec=1
 KillMode=process
