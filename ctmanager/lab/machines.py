@@ -168,6 +168,9 @@ def _hn(lab: layout.Lab, dc: DcTemplate, store: Store, slot: int, node: Node, ma
 
 def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, say: Callable[[str], None]) -> None:
     nodes = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
+    if any(c in str(store.path) for c in '"\\$`\n'):
+        raise LabError("the store locator may not contain quotes, backslashes, $ or newlines (it goes into a "
+                       "systemd environment file)")
     missing = [n.hostname for n in nodes if not (lab.root / "hosts" / f"{n.hostname}.known").exists()]
     if missing:
         raise LabError(f"set the HNs up before the manager: no host key from {', '.join(missing)}")
@@ -181,9 +184,6 @@ def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, say: Cal
     # (the inventory, the unit's environment file), never onto a command line (ps).
     inventory = layout.machines_inventory_toml(lab, store.path, slot, nodes, consoles, console_known)
     write_atomic(lab.inventory, inventory.encode(), 0o600)
-    if any(c in str(store.path) for c in '"\\$`\n'):
-        raise LabError("the store locator may not contain quotes, backslashes, $ or newlines (it goes into a "
-                       "systemd environment file)")
     env_file = lab.root / "manager.env"
     write_atomic(env_file, f'CTMANAGER_STORE="{store.path}"\n'.encode(), 0o600)
     _service("manager", [layout.python(), "-m", "ctmanager", "run", "--config", str(lab.manager_config)],
