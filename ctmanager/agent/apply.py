@@ -33,9 +33,11 @@ class Rejected(Exception):
 
 
 def apply(config: AgentConfig, driver: Driver, action: str, ctid: int, stdin: bytes, *, purge: bool = False,
-          node: Node | None = None, now: float | None = None) -> ApplyOutcome:
+          node: Node | None = None, now: float | None = None, epoch: int | None = None) -> ApplyOutcome:
     """Run one action; every failure becomes an ApplyOutcome, never an exception.
-    `node`: this HN's shared state (default: the files under state_dir)."""
+    `node`: this HN's shared state (default: the files under state_dir).
+    `epoch`: the sending manager's lease epoch; refused (stale) if this HN has
+    seen a newer one. None: a hand-run action, not fenced."""
     out = ApplyOutcome(action, ctid, config.hn)
     node = DiskNode(config) if node is None else node
     try:
@@ -43,6 +45,13 @@ def apply(config: AgentConfig, driver: Driver, action: str, ctid: int, stdin: by
             raise InputError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
         raw = stdin.strip()
         spec = specs.parse(raw, ctid) if raw or action in NEEDS_SPEC else None
+        if epoch is not None:
+            newest = node.see_epoch(epoch)
+            if epoch < newest:
+                out.result = "stale"
+                out.message = (f"{config.hn} has seen manager epoch {newest}; this action of epoch {epoch} "
+                               "comes from a manager that no longer leads: not done")
+                return out
         with node.lock(ctid):
             _run(config, driver, node, action, ctid, spec, raw, purge, out, time.time() if now is None else now)
     except InputError as exc:

@@ -1,12 +1,14 @@
 """`ctagent`: the HN agent's command line.
 
     ctagent [-c CONFIG] run                              the daemon: observe, report
-    ctagent [-c CONFIG] apply ACTION CTID [--purge-data]  spec JSON on stdin, result JSON on stdout
+    ctagent [-c CONFIG] apply ACTION CTID [--purge-data] [--epoch N]
+                                                         spec JSON on stdin, result JSON on stdout
     ctagent [-c CONFIG] observe                          what runs here, as JSON
     ctagent [-c CONFIG] exec CTID -- CMD...              run a command inside a CT
 
 Exit codes of apply: 0 done, 1 failed, 2 bad input, 3 rejected (admission or the
-runtime refused: try another HN), 4 temporary (retry).
+runtime refused: try another HN), 4 temporary (retry), 5 stale (--epoch is older
+than a manager epoch this HN has seen: that manager no longer leads; nothing done).
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ def build_parser() -> Parser:
     p.add_argument("action", choices=results.ACTIONS)
     p.add_argument("ctid", type=_ctid)
     p.add_argument("--purge-data", action="store_true", help="destroy only: also delete the CT's /data")
+    p.add_argument("--epoch", type=_epoch, metavar="N",
+                   help="the sending manager's lease epoch (the manager always passes it); refused if this HN has "
+                        "seen a newer one. Without it the action is not fenced (by hand, in an emergency)")
     sub.add_parser("observe", help="print the CTs on this HN and their OPST as JSON", epilog="example: ctagent observe")
     p = sub.add_parser("exec", help="run a command inside a running CT; its exit code is passed through",
                        epilog="example: ctagent exec 1005 -- svstat /data/service/*")
@@ -62,6 +67,12 @@ def build_parser() -> Parser:
 def _ctid(text: str) -> int:
     if not is_digits(text) or len(text) > 10 or not 0 < int(text) <= MAX_CTID:
         raise argparse.ArgumentTypeError(f"CTID must be an integer from 1 to {MAX_CTID} (got {text!r})")
+    return int(text)
+
+
+def _epoch(text: str) -> int:
+    if not is_digits(text) or len(text) > 18:
+        raise argparse.ArgumentTypeError(f"--epoch must be a non-negative integer (got {text!r})")
     return int(text)
 
 
@@ -77,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     driver = driver_for(config)
     if args.command == "apply":
         outcome = applying.apply(config, driver, args.action, args.ctid, sys.stdin.buffer.read(),
-                                 purge=args.purge_data)
+                                 purge=args.purge_data, epoch=args.epoch)
         print(outcome.emit())
         return outcome.exit_code
     from .daemon import Agent, NoTransport

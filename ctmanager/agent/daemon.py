@@ -121,6 +121,7 @@ class Agent:
         self.guard = FenceGuard(self.membership, started=now, lookahead=config.report_interval)
         self.stopping = threading.Event()
         self.last: dict[int, str] | None = None  # the states of the last report
+        self.epoch = self.node.see_epoch(0)  # the newest manager epoch this HN has seen
         self.last_sent = -1e18
         self.polling = True  # no event stream: observe every POLL s
         self._wake_r, self._wake_w = os.pipe()
@@ -152,8 +153,18 @@ class Agent:
         return min(wake, now + POLL) if self.polling else wake
 
     def listen(self, now: float) -> None:
-        """Take in the peers' reports and the manager's heartbeats (verified, fresh)."""
+        """Take in the peers' reports and the manager's heartbeats (verified, fresh).
+        A heartbeat of an older epoch than one heard before is a deposed leader's:
+        it is no vote. A newer epoch is recorded on the node at once, so `ctagent
+        apply` refuses the deposed leader's actions from then on."""
         for report in self.transport.receive(self.receiver, now):
+            if report.hn == MANAGER:
+                if report.epoch < self.epoch:
+                    continue
+                if report.epoch > self.epoch:
+                    self.epoch = max(report.epoch, self.node.see_epoch(report.epoch))
+                    if report.epoch < self.epoch:
+                        continue
             self.membership.hear(report.hn, report.sent_at, now, report.hears)
 
     def report(self, states: dict[int, str], now: float) -> reports.Report:

@@ -1,6 +1,7 @@
 """What the agent daemon and `ctagent apply` (a separate process per action)
 share on one HN: the specs of its CTs, the fence state the daemon writes each
-round and `apply` reads before starting anything, the drain flag, and one lock
+round and `apply` reads before starting anything, the drain flag, the newest
+manager epoch seen here (a deposed leader's actions are refused), and one lock
 per CT. `DiskNode` keeps them under `state_dir`; the simulator has its own
 in memory (the same protocol), so it runs the real `apply` and the real daemon.
 """
@@ -42,6 +43,9 @@ class Node(Protocol):
     def write_fence(self, fenced: bool, at: float) -> None: ...
     def drained(self) -> bool: ...
     def lock(self, ctid: int) -> AbstractContextManager[None]: ...
+    def see_epoch(self, epoch: int) -> int:
+        """Record that a manager of `epoch` spoke (the newest one is kept, across
+        restarts); returns the newest epoch seen before this one."""
 
 
 class SpecStore:
@@ -158,6 +162,20 @@ class DiskNode:
 
     def drained(self) -> bool:
         return self.config.drain_flag.exists()
+
+    def see_epoch(self, epoch: int) -> int:
+        path = Path(self.config.state_dir) / "epoch"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # read-compare-write: two applies may race
+            try:
+                text = path.read_text().strip()
+                seen = int(text) if is_digits(text) else 0
+            except FileNotFoundError:
+                seen = 0
+            if epoch > seen:
+                write_atomic(path, f"{epoch}\n".encode(), 0o644)
+            return seen
 
     @contextmanager
     def lock(self, ctid: int) -> Iterator[None]:

@@ -29,8 +29,9 @@ def register_views(reg: Registry) -> None:
     p.add_argument("--workers", type=positive, help="render processes (default: the CPUs this process may use)")
 
     reg.cmd(reg.sub, "status", cmd_status, "CTID | HOSTNAME | TENANT | IP | HN | ADMST | OPST | SINCE | REPORT_AGE | "
-            "CRASH_LOOP for every CT (OPST is UNKNOWN when its HN's last report is older than the manager's "
-            "stale_after; CRASH_LOOP: the manager leaves it down until: ctmanager ct reset CT)",
+            "CRASH_LOOP | MANAGER for every CT (OPST is UNKNOWN when its HN's last report is older than the manager's "
+            "stale_after; CRASH_LOOP: the manager leaves it down until: ctmanager ct reset CT; MANAGER: the one "
+            "leading the CT's rack)",
             "ctmanager status --json | jq '.[] | select(.opst != \"UP\")'")
 
 
@@ -90,5 +91,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         # CRASH_LOOP: the manager leaves that CT down (OPST DOWN) until `ctmanager ct reset CT`.
         table(tuple(k.upper() for k in queries.STATUS_FIELDS),
-              [(*r[:7], when(r[7]), age(r[8]), None if r[9] is None else f"{r[9][0]} crashes") for r in rows])
+              [(*r[:7], when(r[7]), age(r[8]), None if r[9] is None else f"{r[9][0]} crashes", r[10])
+               for r in rows])
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..store import lease as leases
 from ..store import queries
 from ..wire.validate import format_size
 from .common import Registry, parse_rack, store_of, want_json
@@ -13,7 +14,8 @@ from .output import age, emit_json, table
 
 def register(reg: Registry) -> None:
     hns = reg.group("hn", "hypervisor nodes: reports, drain")
-    p = reg.cmd(hns, "list", cmd_hn_list, "HNs with last report age, CT count, metrics and drain flag",
+    p = reg.cmd(hns, "list", cmd_hn_list, "HNs with last report age, CT count, metrics, drain flag and the "
+                "manager leading their rack",
                 "ctmanager hn list")
     p.add_argument("--rack", help="only this rack (rack-101 or 101)")
     p = reg.cmd(hns, "drain", cmd_hn_drain, "move every CT off an HN and place nothing new there",
@@ -33,6 +35,7 @@ def cmd_hn_list(args: argparse.Namespace) -> int:
         if args.rack:
             rack = parse_rack(args.rack, "--rack")
         reports = queries.hn_reports(store)
+        leaders = leases.leaders(store)
         rows: list[dict[str, Any]] = []
         for n in queries.nodes(store, rack=rack):
             if n.role != "compute":
@@ -50,15 +53,16 @@ def cmd_hn_list(args: argparse.Namespace) -> int:
                 "report_age": None if r is None else round(now - r[0], 1),
                 "cts": None if rep is None else sum(1 for c in rep.cts if c.opst == "UP"),
                 "mem_free": m and m.mem_free, "disk_free": m and m.disk_free, "cpu_load": m and m.cpu_load,
+                "manager": leaders[n.rack][0] if n.rack in leaders else None,
             })
     if want_json(args):
         emit_json(rows)
     else:
-        table(("HN", "IP", "REPORT_AGE", "CTS_UP", "MEM_FREE", "DISK_FREE", "LOAD", "DRAINED"), [
+        table(("HN", "IP", "REPORT_AGE", "CTS_UP", "MEM_FREE", "DISK_FREE", "LOAD", "DRAINED", "MANAGER"), [
             (r["hn"], r["ip"], age(r["report_age"]) if r["report_age"] is not None else "never", r["cts"],
              format_size(r["mem_free"]) if r["mem_free"] is not None else None,
              format_size(r["disk_free"]) if r["disk_free"] is not None else None, r["cpu_load"],
-             "yes" if r["drained"] else "no") for r in rows])
+             "yes" if r["drained"] else "no", r["manager"]) for r in rows])
     return 0
 
 def _set_drain(args: argparse.Namespace, drained: bool) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 
-from ..errors import InputError
+from ..errors import ConflictError, InputError
 from .common import Registry, manager_setup, want_json, with_config
 from .output import emit_json
 
@@ -30,14 +30,18 @@ def cmd_plan(args: argparse.Namespace, execute: bool = False) -> int:
 
     config, store, dc = manager_setup(args)
     executor = passes.executor_for(store, config)
+    lease = None
     try:
         if execute:
-            passes.refuse_if_held(store, config)
+            lease = passes.take_rack(store, config)
         view = passes.gather(store, dc, config, executor)
         p = passes.make_plan(view)
         no_quorum = passes.quorum_problem(view)
-        results = passes.execute(store, dc, config, executor, view, p) if execute and not no_quorum else []
+        results = passes.execute(store, dc, config, executor, view, p, lease) \
+            if lease is not None and not no_quorum else []
     finally:
+        if lease is not None:
+            passes.release(store, lease)
         executor.close()
         store.close()
     failed = [r for r in results if not r.ok]
@@ -85,7 +89,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: manager.stop())
     signal.signal(signal.SIGINT, lambda *_: manager.stop())
     try:
-        manager.run()
+        # One process per manager name: a second one would take its lease over.
+        with store.lock(f"manager-rack-{config.slot}-{config.name}", wait=0) as mine:
+            if not mine:
+                raise ConflictError(f"a manager named {config.name} already runs for rack-{config.slot} on this "
+                                    "store; give each manager of a rack its own `name` in its config")
+            manager.run()
     finally:
         manager.executor.close()
         store.close()

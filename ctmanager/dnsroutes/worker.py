@@ -3,15 +3,21 @@ stalls the reconcile loop. It syncs when the store changed (an edit whose CLI co
 not publish, or one made elsewhere), retries pending changes with backoff (1 s,
 doubling to 60 s) while the server is away, and verifies the zones (AXFR) every
 `verify_every` seconds, putting drifted records back. In the steady state it does
-nothing: no zone transfer per cycle, no queries."""
+nothing: no zone transfer per cycle, no queries.
+
+In a manager pair only the leader publishes: `lease_of` says which lease this
+process leads with (None: it is a standby, and the worker waits), and every
+write the worker makes to the store is fenced by that lease."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from ..errors import CtmError
+from ..store import lease as leases
 from ..store import open_store
 from ..store.db import Locator
 from . import sync
@@ -27,6 +33,7 @@ class DnsWorker(threading.Thread):
         self.store_path, self.verify_every, self.rack = store_path, verify_every, rack
         self.wake, self.stopping = threading.Event(), threading.Event()
         self._last_error = ""
+        self.lease_of: Callable[[], leases.Lease | None] | None = None  # set by the manager daemon
 
     def poke(self) -> None:
         self.wake.set()
@@ -40,8 +47,13 @@ class DnsWorker(threading.Thread):
             self.wake.clear()
             if self.stopping.is_set():
                 return
+            lease = self.lease_of() if self.lease_of is not None else None
+            if self.lease_of is not None and lease is None:
+                continue  # a standby publishes nothing; the manager pokes the worker when it leads
             try:
                 with open_store(self.store_path) as store:
+                    if lease is not None:
+                        store.fence = lambda s, held=lease: leases.check(s, held)
                     server = sync.server_of(store)
                     if server is None:
                         continue

@@ -52,12 +52,15 @@ class Executor:
             raise SshError(f"{name} is not a compute node of this rack (no address)")
         return hn
 
-    def apply(self, action: Action, spec: Mapping[str, Any] | None) -> Result:
-        """One action, synchronously. Never raises: every failure is a Result."""
+    def apply(self, action: Action, spec: Mapping[str, Any] | None, epoch: int = 0) -> Result:
+        """One action, synchronously. Never raises: every failure is a Result.
+        `epoch`: the sender's lease epoch (the agent refuses one older than it saw)."""
         started = time.monotonic()
         argv = [*self.agent_command, "apply", action.kind, str(action.ctid)]
         if action.purge:
             argv.append("--purge-data")
+        if epoch:
+            argv += ["--epoch", str(int(epoch))]
         stdin = json.dumps(spec).encode() if spec is not None else b""
         try:
             out = self.hn(action.hn).run(argv, stdin, self.timeout)
@@ -71,7 +74,7 @@ class Executor:
         return Result(action, result, " ".join(message.split()), time.monotonic() - started)
 
     def submit(self, actions: Iterable[Action], spec_of: Callable[[int], Mapping[str, Any] | None],
-               done: Callable[[Result], None]) -> list[Future[None]]:
+               done: Callable[[Result], None], epoch: int = 0) -> list[Future[None]]:
         """Run actions in the background: one task per HN, in order within it;
         `done` is called with each result as it comes."""
         by_hn: dict[str, list[Action]] = {}
@@ -80,16 +83,17 @@ class Executor:
 
         def run_hn(batch: list[Action]) -> None:
             for a in batch:
-                done(self.apply(a, spec_of(a.ctid)))  # the caller logs the result
+                done(self.apply(a, spec_of(a.ctid), epoch))  # the caller logs the result
 
         return [self.pool.submit(run_hn, batch) for batch in by_hn.values()]
 
-    def run_all(self, actions: Iterable[Action], spec_of: Callable[[int], Mapping[str, Any] | None]) -> list[Result]:
+    def run_all(self, actions: Iterable[Action], spec_of: Callable[[int], Mapping[str, Any] | None],
+                epoch: int = 0) -> list[Result]:
         """Run and wait. Each HN's batch has its own deadline (its actions times the
         per-action timeout), so a hung HN cannot hold the others' results."""
         results: list[Result] = []
         acts = list(actions)
-        futures = self.submit(acts, spec_of, results.append)
+        futures = self.submit(acts, spec_of, results.append, epoch)
         per_hn: dict[str, int] = {}
         for a in acts:
             per_hn[a.hn] = per_hn.get(a.hn, 0) + 1

@@ -92,6 +92,12 @@ class Membership:
     def quorum(self, now: float) -> bool:
         return is_quorum(self.connected(now) | {self.me}, self.voters)
 
+    def hears_quorum(self, now: float) -> bool:
+        """One way only: the voters heard within the window would, with us, make a
+        quorum. What a standby manager, which sends nothing, can know."""
+        side = {v for v, at in self.heard_at.items() if now - at <= self.window}
+        return is_quorum(side | {self.me}, self.voters)
+
     def describe(self, now: float) -> str:
         side = sorted(self.connected(now))
         return (f"in contact with {len(side) + 1} of {len(self.voters)} voters "

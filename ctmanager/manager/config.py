@@ -1,6 +1,7 @@
 """The per-rack manager's configuration (TOML, strict).
 
     rack = "rack-101"
+    name = "mgr-101-a"                      # this manager's name, unique in its rack (default: the host name)
     listen = "10.101.0.1:7070"              # where agents send reports (UDP)
     key_file = "/etc/ctmanager/rack-101.key" # the rack's HMAC key (hex), shared with its agents
     agent_command = ["ctagent", "-c", "/etc/ctagent/ctagent.toml"]
@@ -31,6 +32,9 @@
     [crash_loop]            # optional: a CT that crashes this often is left down (ERROR) until `ct reset`
     crashes = 5             # crashes ...; 0 = restart it forever
     within = 600.0          # ... within this many seconds
+    [lease]                 # optional: the leader's lease (a rack may run several managers; one leads)
+    ttl = 6.0               # s a lease lasts unrenewed (renewed every ttl/3; the leader stops acting
+                            # ttl/6 before it would expire, by its own monotonic clock)
     [retention]             # optional: how long the store keeps history
     journal_days = 7        # finished intents (the journal of actions)
     events_days = 90        # audit events (every configuration change)
@@ -42,6 +46,7 @@ $CTMANAGER_CONFIG.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +89,8 @@ class ManagerConfig:
     graphite: str = ""  # HOST:PORT for the manager's own metrics; "" = none
     metrics_prefix: str = ""
     retention: Retention = Retention()
+    name: str = "manager"  # unique among the rack's managers: the lease's holder
+    lease_ttl: float = 6.0
 
 
 def find(explicit: str | None) -> Path:
@@ -101,6 +108,7 @@ def load(path: Path) -> ManagerConfig:
     rack = top.str("rack")
     if not rack.startswith("rack-") or not v.is_digits(rack[5:]):
         raise top.error("rack", f"must be rack-SLOT like rack-101 (got {rack!r})")
+    name = top.check("name", v.label, top.str("name", default_name()))
     listen = top.check("listen", hostport, top.str("listen"))
     key = read_key(Path(top.check("key_file", v.path, top.str("key_file"))), file)
     agent_command = top.strs("agent_command", ["ctagent"])
@@ -144,10 +152,21 @@ def load(path: Path) -> ManagerConfig:
     keep = top.table("retention", required=False)
     retention = Retention(journal=_days(keep, "journal_days", 7), events=_days(keep, "events_days", 90))
     keep.done()
+    lease = top.table("lease", required=False)
+    ttl = lease.number("ttl", 6.0)
+    if not 1 <= float(ttl) <= 300:
+        raise lease.error("ttl", f"must be between 1 and 300 seconds (got {ttl!r})")
+    lease.done()
     top.done()
     return ManagerConfig(file, int(rack[5:]), listen, key, tuple(agent_command), settings, action_timeout,
                          concurrency, reconcile, full_every, agent_port, interval, fence, fence_command, graphite,
-                         prefix, retention)
+                         prefix, retention, name, float(ttl))
+
+
+def default_name() -> str:
+    """The host's short name, if it is a DNS label (else "manager")."""
+    host = socket.gethostname().split(".")[0].lower()
+    return host if v.is_label(host) else "manager"
 
 
 def _days(t: tomlread.Table, key: str, default: float) -> float:

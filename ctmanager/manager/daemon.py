@@ -7,15 +7,24 @@ the real ones; the simulator (ctmanager/sim) plugs in simulated ones and runs
 this same class, store reads and writes included. The decisions themselves are
 in manager/core.py and plan().
 
+A rack may run several managers; one leads (manager/leadership.py: a lease in
+the store, with an epoch). The others are standbys: they hear every report and
+keep the rack's observed state warm, and do nothing else (no heartbeat, no vote,
+no action, no write but their check-in). Every write of the leader is fenced by
+its lease (Store.fence), and every action and heartbeat carries its epoch.
+
 One `step(now)`:
-  1. every `report_interval`, send the signed heartbeat the agents count the
-     manager's vote by;
-  2. take in verified, fresh reports and finished actions (journaled);
+  0. the lease: a standby that hears a quorum takes a free one; a leader renews
+     it, and stops leading at once when it cannot, or when it had no quorum for
+     `fence_after` (then it lets the lease go, so a standby that can lead does);
+  1. (leader) every `report_interval`, send the signed heartbeat the agents
+     count the manager's vote by;
+  2. take in verified, fresh reports and (leader) finished actions (journaled);
   3. reload the configuration when its change counter moved (a CLI edit: the
      daemon's own writes never move it, so none is missed or mistaken);
-  4. plan the CTs whose observed state changed at once, and every CT every
-     `full_plan_every` or after a reload;
-  5. record placements (check-then-act against concurrent `ct move`), intents
+  4. (leader) plan the CTs whose observed state changed at once, and every CT
+     every `full_plan_every` or after a reload;
+  5. (leader) record placements (check-then-act against concurrent `ct move`), intents
      and observed state in one transaction, then hand the actions out.
 A store that is busy or broken costs a step, never the daemon: nothing decided
 in a failed step is executed, and the step is retried.
@@ -37,8 +46,8 @@ from ..errors import StoreError
 from ..fencing.quorum import MANAGER
 from ..monitoring.metrics import MetricsSender
 from ..reconcile.state import Action
-from ..store import Store, queries
-from ..store import daemon as held
+from ..store import Store, queries, retention
+from ..store import lease as leases
 from ..store import loop as persist
 from ..store.watch import POLL as WATCH_POLL
 from ..store.watch import Watch
@@ -47,13 +56,13 @@ from ..wire.spec import spec_for
 from ..wire.udp import UdpTransport
 from .config import ManagerConfig
 from .core import Core
+from .leadership import Change, Leadership
 from .ports import CommandFencer, Events, Executor, Fencer, LogEvents, Transport
 
 log = logging.getLogger(__name__)
 NO_METRICS = Metrics(0.0, 0, 0, 0, 0, 0)
 PRUNE_EVERY = 600.0  # s between retention passes over the journal and events
 TROUBLE_EVERY = 30.0  # s between two log lines about the same store trouble
-HOLD_EVERY = 5.0  # s between refreshes of the holder row (store/daemon.py: stale after 15 s)
 BODY_EVERY = 5.0  # s: an HN's saved report body is refreshed this often when nothing in it changed
 CONFIG_CHECK_EVERY = 0.5  # s: a CLI edit is taken in at most this late (and at every full plan)
 
@@ -63,12 +72,15 @@ class Manager:
                  transport: Transport | None = None, clock: Callable[[], float] = time.time,
                  events: Events | None = None, fencer: Fencer | None = None, dns: Any = None,
                  metrics: MetricsSender | None = None, receiver: Receiver | None = None,
-                 holder: str | None = None, poll: bool = True, watch: Watch | None = None) -> None:
+                 holder: str | None = None, poll: bool = True, watch: Watch | None = None,
+                 mono: Callable[[], float] = time.monotonic) -> None:
         """`poll`: wake at least every 0.5 s (0.05 s with actions in flight, whose
         results come from executor threads); the simulator wakes the loop itself.
         `watch`: the store's change signal; with it, a configuration edit is taken
         in at once (PostgreSQL: its NOTIFY wakes the loop; SQLite: checked every
-        watch.POLL s) rather than at the next CONFIG_CHECK_EVERY."""
+        watch.POLL s) rather than at the next CONFIG_CHECK_EVERY. `holder`: what
+        the lease and `manager status` say of this process. `mono`: the monotonic
+        clock the lease is believed by."""
         self.store, self.dc, self.config, self.executor, self.clock = store, dc, config, executor, clock
         self.transport: Transport = UdpTransport(config.listen, config.key) if transport is None else transport
         self.events: Events = events or LogEvents()
@@ -84,7 +96,12 @@ class Manager:
         self.stopping = False
         self.pending_reports: dict[str, tuple[Report, float]] = {}
         self.unjournaled: list[tuple[int, Any]] = []  # finished actions whose outcome is not in the store yet
-        self.boot_id = str(uuid.uuid4())
+        self.boot_id = str(uuid.uuid4())  # also the lease's instance: a restart leads with a new epoch
+        self.leadership = Leadership(store, config.slot, config.name, self.boot_id, self.holder, config.lease_ttl,
+                                     mono)
+        store.fence = self.leadership.check  # every write of this manager needs its lease
+        if dns is not None:
+            dns.lease_of = self.lease
         self.seq = 0
         self.agents: list[tuple[str, int]] = []  # where heartbeats go: each HN's agent
         self.hn_ips: dict[str, str] = {}
@@ -101,7 +118,9 @@ class Manager:
         self.poll = poll
         self._observed_rows: dict[int, persist.ObservedRow] = {}  # what the store's status view holds
         self._saved_reports: dict[str, tuple[Any, float, Metrics]] = {}  # HN -> (what its saved body says, when)
-        self._held_at = -1e18  # when the holder row was last refreshed
+        self.next_check_in = 0.0
+        self.quorum_at = 0.0  # when the leader last had quorum (or took the lease), on the monotonic clock
+        self.heard_at = -1e18  # when the newest report arrived
         self.next_config_check = 0.0
 
     @property
@@ -109,24 +128,29 @@ class Manager:
         return self.core.busy if self.core else {}
 
     # ---- life cycle --------------------------------------------------------
+    def lease(self) -> leases.Lease | None:
+        """The lease this manager leads with (None: it does not lead). Any thread."""
+        lease = self.leadership.lease
+        return lease if lease is not None and self.leadership.leading() else None
+
+    @property
+    def leading(self) -> bool:
+        return self.leadership.leading()
+
     def start(self) -> None:
         now = self.clock()
         self.started_at = now
-        with self.store.transaction(config=False):
-            lost = persist.interrupted(self.store, now, self.config.slot)
-            held.hold(self.store, self.config.slot, self.holder, now, now)
-        if lost:
-            log.warning("resuming: %d action(s) were in flight when the manager stopped (%s); replanning them",
-                        len(lost), "; ".join(lost[:5]))
         self._reload_if_changed(now)
         assert self.core is not None
+        self._check_in(now)
         if self.dns is not None:
             self.dns.start()
-        self.next_prune = now + PRUNE_EVERY
         t = self.config.timers
-        log.info("manager of rack-%d (%s); %d CTs, %d HNs; fence_after %gs, dead_after %gs",
-                 self.config.slot, self.holder, len(self.core.configured.cts), len(self.core.configured.hns),
+        log.info("manager %s of rack-%d (%s), standby until it leads; %d CTs, %d HNs; lease ttl %gs, "
+                 "fence_after %gs, dead_after %gs", self.config.name, self.config.slot, self.holder,
+                 len(self.core.configured.cts), len(self.core.configured.hns), self.config.lease_ttl,
                  t.fence_after, t.dead_after)
+
 
     def run(self) -> None:
         self.start()
@@ -140,10 +164,12 @@ class Manager:
                     timeout = timeout if also else min(timeout, WATCH_POLL)
                 self.transport.wait(timeout, also)
         finally:
+            if self.leadership.step_down("stopping", 0.0) is not None:
+                log.info("manager %s: stopped; the lease of rack-%d is released", self.config.name, self.config.slot)
             try:
-                held.release(self.store, self.config.slot, self.holder)
+                self._check_in(self.clock(), "stopped")
             except StoreError as exc:
-                log.warning("could not release rack-%d in the store: %s", self.config.slot, exc)
+                log.warning("could not check out of rack-%d in the store: %s", self.config.slot, exc)
 
     def stop(self) -> None:
         self.stopping = True
@@ -153,23 +179,85 @@ class Manager:
 
     def step(self, now: float) -> float:
         """One round; returns when the next round is due at the latest."""
-        if now >= self.next_beat:
+        assert self.core is not None
+        changed = self._take_reports(now)
+        self._lead(now)
+        leading = self.leading
+        if leading and now >= self.next_beat:
             self.heartbeat(now)
             self.next_beat = now + self.config.report_interval
-        changed = self._take_reports(now) | self._take_results(now)
+        if leading:
+            changed |= self._take_results(now)
         full = now >= self.next_full
         if full or now >= self.next_config_check or self._config_token is None or self._watch_moved(now):
             self.next_config_check = now + CONFIG_CHECK_EVERY
             full = self._store_step("reload", lambda: self._reload_if_changed(now), now) or full
         if full:
             self.next_full = now + self.config.full_plan_every
-        if full or changed:
+        if leading and (full or changed):
             self.tick(now, None if full else changed)
-        if now >= self.next_prune:
+        if now >= self.next_check_in:
+            self._store_step("check-in", lambda: self._check_in(now), now)
+        if leading and now >= self.next_prune:
             self.next_prune = now + PRUNE_EVERY
             self._store_step("prune", lambda: self._prune(now), now)
-        wake = min(self.next_full, self.next_beat)
+        wake = min(self.next_full, self.next_check_in, self.next_beat if leading else self.next_full,
+                   now + self.config.lease_ttl / 12)  # the lease's renewals and a standby's looks
         return min(wake, now + (0.05 if self.busy else 0.5)) if self.poll else wake
+
+    # ---- the lease -----------------------------------------------------------
+    def _lead(self, now: float) -> None:
+        assert self.core is not None
+        if self.leading and self.leadership.mono() - self.quorum_at >= self.config.timers.fence_after:
+            change = self.leadership.step_down(f"no quorum for {self.config.timers.fence_after:g}s; the lease is "
+                                               "released for a manager that can lead", self.config.lease_ttl)
+        else:
+            change = self.leadership.step(self.core.membership.hears_quorum(now))
+        if change is not None:
+            (self._took_over if change.gained else self._stepped_down)(now, change)
+
+    def _took_over(self, now: float, change: Change) -> None:
+        """Lead from now on: resume the journal of the rack's intents, and start as
+        a restarted manager does (wait for quorum and dead_after), but with the
+        observed state this standby kept warm."""
+        slot = self.config.slot
+        try:
+            with self.store.transaction(config=False):
+                lost = persist.interrupted(self.store, now, slot)
+        except StoreError as exc:
+            self.leadership.step_down(f"cannot resume the journal: {exc}", 0.0)
+            return
+        self.events.leadership(f"leads rack-{slot}: {change.why}")
+        if lost:
+            self.events.leadership(f"resuming: {len(lost)} action(s) were in flight when the last leader stopped "
+                                   f"({'; '.join(lost[:5])}); replanning them")
+        warm = self.core.observed if self.core is not None else None
+        self.core, self._config_token = None, None
+        self._store_step("reload", lambda: self._reload_if_changed(now, warm), now)
+        self._observed_rows.clear()
+        self._saved_reports.clear()
+        self.pending_reports.update({hn: (r, now) for hn, r in (warm.reports if warm else {}).items()})
+        self.started_at, self.quorum_at = now, self.leadership.mono()
+        self.next_beat = self.next_full = self.next_check_in = now
+        self.next_prune = now + PRUNE_EVERY
+        if self.dns is not None:
+            self.dns.poke()
+
+    def _stepped_down(self, now: float, change: Change) -> None:
+        self.events.leadership(f"no longer leads rack-{self.config.slot}: {change.why}; standby")
+        if self.results or self.unjournaled:
+            log.warning("%d finished action(s) of the lost epoch are not journaled; the next leader replans them",
+                        len(self.results) + len(self.unjournaled))
+        self.results.clear()
+        self.unjournaled.clear()
+        self.fence_results.clear()
+        self.next_check_in = now
+
+    def _check_in(self, now: float, role: str | None = None) -> None:
+        self.next_check_in = now + self.config.lease_ttl / 3
+        heard = None if self.heard_at < -1e17 else max(now - self.heard_at, 0.0)
+        leases.check_in(self.store, self.config.slot, self.config.name, self.boot_id, self.holder,
+                        role or ("leader" if self.leading else "standby"), self.leadership.last_epoch, heard)
 
     # ---- inputs --------------------------------------------------------------
     def _watch_moved(self, now: float) -> bool:
@@ -190,7 +278,8 @@ class Manager:
         self._watch_seen = token
         return moved
 
-    def _reload_if_changed(self, now: float) -> bool:
+    def _reload_if_changed(self, now: float, warm: Any = None) -> bool:
+        """`warm`: a new Core starts from this Observed (a standby's) rather than the store's."""
         token = self.store.config_version()
         if token == self._config_token and self.core is not None:
             return False
@@ -200,7 +289,7 @@ class Manager:
             configured = persist.configured(self.store, self.dc, slot)
             placements = persist.placements(self.store, now, slot)
             nodes = [n for n in queries.nodes(self.store, rack=slot) if n.role == "compute"]
-            last_seen = persist.observed(self.store, slot) if self.core is None else None
+            last_seen = (warm or persist.observed(self.store, slot)) if self.core is None else None
         self._config_token = token
         if self.dns is not None:
             self.dns.poke()  # the configuration changed: records may have too (the worker finds out cheaply)
@@ -219,7 +308,7 @@ class Manager:
             return
         self.seq += 1
         beat = Report(self.config.slot, MANAGER, self.boot_id, self.seq, now, False, NO_METRICS, (),
-                      False, self.core.hears(now))
+                      False, self.core.hears(now), self.leadership.epoch)
         self.transport.send(beat, self.agents)
 
     def _take_reports(self, now: float) -> set[int]:
@@ -227,6 +316,7 @@ class Manager:
         changed: set[int] = set()
         hns = self.core.configured.hns
         for report in self.transport.receive(self.receiver, now):
+            self.heard_at = now
             changed |= self.core.heard(report, now)
             if report.hn in hns:
                 self.pending_reports[report.hn] = (report, now)
@@ -279,7 +369,8 @@ class Manager:
         rows, gone = persist.observed_changes(cfg, core.observed, core.placements, now, self.config.settings,
                                               only, self._observed_rows)
         bodies, times, saved = self._reports_to_save(full)
-        hold = full and now - self._held_at >= HOLD_EVERY
+        if d.view.quorum:
+            self.quorum_at = self.leadership.mono()
         slot = self.config.slot
 
         def record() -> None:
@@ -292,14 +383,12 @@ class Manager:
                 persist.touch_reports(self.store, times)
                 persist.save_observed(self.store, rows, gone, self._observed_rows, slot, everything=fresh and full)
                 persist.mark_crash_loops(self.store, loops, now)
-                if hold:
-                    held.hold(self.store, self.config.slot, self.holder, self.started_at, now)
                 if full and cfg.removed:
                     for ctid in persist.forget_removed(self.store, cfg, core.observed, now, self.config.settings, slot):
                         log.info("CT %d is gone from every HN; forgetting it", ctid)
 
         # A steady rack between full plans writes nothing: no transaction at all.
-        if (d.plan.place or d.actions or bodies or times or rows or gone or hold or loops
+        if (d.plan.place or d.actions or bodies or times or rows or gone or loops
                 or (full and cfg.removed) or (fresh and full)) and not self._store_step("tick", record, now):
             core.abandon(d.actions)  # nothing of this plan is recorded: none of it runs
             self._config_token = None  # and the next step reloads placements from the store
@@ -311,8 +400,6 @@ class Manager:
             self.events.crash_loop(ctid, count, self.config.settings.crash_window)
         for hn in saved.keys() | {hn for hn, _ in times}:
             self.pending_reports.pop(hn, None)
-        if hold:
-            self._held_at = now
         actions = [a for a in d.actions if a.ctid not in lost]
         if lost:
             core.abandon(a for a in d.actions if a.ctid in lost)
@@ -356,7 +443,8 @@ class Manager:
         def done(result: Any) -> None:
             self.results.append((jid, result))
 
-        self.executor.submit([a], lambda c: spec_for(cts[c], self.dc) if c in cts else None, done)
+        self.executor.submit([a], lambda c: spec_for(cts[c], self.dc) if c in cts else None, done,
+                             self.leadership.epoch)
 
     # ---- the store -------------------------------------------------------------
     def _store_step(self, what: str, fn: Callable[[], Any], now: float) -> Any:
@@ -376,6 +464,6 @@ class Manager:
 
     def _prune(self, now: float) -> None:
         r = self.config.retention
-        j, e = held.prune(self.store, now, r.journal, r.events, self.config.slot)
+        j, e = retention.prune(self.store, now, r.journal, r.events, self.config.slot)
         if j or e:
             log.info("retention: dropped %d journal row(s) and %d event(s)", j, e)

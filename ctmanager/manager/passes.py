@@ -5,24 +5,30 @@ in-flight rules decide here exactly as in `ctmanager run`.
 The pass reads the configured state, placements and the HNs' newest reports
 from the store; an HN whose report is stale (no daemon runs) is asked over SSH
 (`ctagent observe`), and an answer counts as mutual contact. `reconcile`
-refuses while a manager daemon holds the rack: two deciders would race.
+takes the rack's lease for its pass (store/lease.py), as a manager daemon
+leads: it refuses while a daemon leads the rack (two deciders would race), its
+writes are fenced by the lease, and its actions carry the lease's epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..dc.model import DcTemplate
-from ..errors import ConflictError
+from ..errors import ConflictError, StoreError
 from ..executor.runner import Executor, Result
 from ..executor.ssh import SshError
 from ..fencing.quorum import MANAGER
 from ..reconcile.state import Configured, Observed, Placements, Plan
 from ..store import Store, queries
-from ..store import daemon as held
+from ..store import lease as leases
 from ..store import loop as persist
 from ..wire.reports import ReportError, parse_body
 from ..wire.spec import spec_for
@@ -48,14 +54,36 @@ def executor_for(store: Store, config: ManagerConfig) -> Executor:
                     concurrency=config.concurrency)
 
 
-def refuse_if_held(store: Store, config: ManagerConfig) -> None:
-    h = held.holder(store, config.slot)
-    now = store.now()  # the holder's refresh is on the store's clock too
-    if h is not None and h.live(now):
-        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(h.since))
-        raise ConflictError(f"rack-{config.slot} is managed by {h.holder} since {since} (last heard "
-                            f"{max(now - h.stored, 0):.1f}s ago); reconcile would act beside it. "
-                            "See what it will do with: ctmanager plan")
+RECONCILE = "ctmanager reconcile"  # the lease holder's name while a CLI pass acts
+PASS_TTL = 60.0  # s the lease of a pass lasts before its actions are known (then: their deadline)
+
+
+def release(store: Store, lease: leases.Lease) -> None:
+    store.fence = None
+    with contextlib.suppress(StoreError):  # it expires by itself
+        leases.release(store, lease)
+
+
+def take_rack(store: Store, config: ManagerConfig, ttl: float = PASS_TTL) -> leases.Lease:
+    """The rack's lease for one reconcile pass, or a ConflictError naming who leads."""
+    detail = f"ctmanager reconcile pid {os.getpid()} on {socket.gethostname()}"
+    got = leases.acquire(store, config.slot, RECONCILE, str(uuid.uuid4()), detail, ttl)
+    if got is None:
+        refuse(store, config)
+    assert got is not None
+    store.fence = lambda s: leases.check(s, got)
+    return got
+
+
+def refuse(store: Store, config: ManagerConfig) -> None:
+    lease = leases.current(store, config.slot)
+    now = store.now()  # the lease is on the store's clock
+    if lease is None or not lease.live(now):
+        raise ConflictError(f"rack-{config.slot}: its lease changed hands meanwhile; try again")
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(lease.acquired))
+    raise ConflictError(f"rack-{config.slot} is led by {lease.holder} ({lease.detail}) since {since} (lease "
+                        f"renewed {max(now - lease.renewed, 0):.1f}s ago); reconcile would act beside it. "
+                        "See what it will do with: ctmanager plan")
 
 
 def gather(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Executor,
@@ -116,15 +144,19 @@ def quorum_problem(inputs: PassInputs) -> str:
 
 
 def execute(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Executor, inputs: PassInputs,
-            p: Plan) -> list[Result]:
-    """Record placements and intents, run the actions, record the outcomes."""
-    with store.transaction(config=False):
-        refuse_if_held(store, config)  # checked again under the write lock
+            p: Plan, lease: leases.Lease) -> list[Result]:
+    """Record placements and intents, run the actions, record the outcomes, all
+    under the lease `take_rack` gave (renewed to cover the actions' deadline)."""
+    per_hn: dict[str, int] = {}
+    for a in p.actions:
+        per_hn[a.hn] = per_hn.get(a.hn, 0) + 1
+    lease = leases.renew(store, lease, config.action_timeout * max(per_hn.values(), default=0) + PASS_TTL)
+    with store.transaction(config=False):  # fenced: the lease is checked under the write lock
         lost = persist.save_placements(store, p.place, inputs.now, inputs.decision.was)
         actions = [a for a in p.actions if a.ctid not in lost]
         ids = persist.journal(store, actions, inputs.now, config.slot)
     cts = inputs.configured.cts
-    results = executor.run_all(actions, lambda c: spec_for(cts[c], dc) if c in cts else None)
+    results = executor.run_all(actions, lambda c: spec_for(cts[c], dc) if c in cts else None, lease.epoch)
     by_action = {(r.action.kind, r.action.ctid, r.action.hn): r for r in results}
     with store.transaction(config=False):
         for jid, a in zip(ids, actions):

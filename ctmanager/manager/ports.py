@@ -37,8 +37,9 @@ class Transport(Protocol):
 
 
 class Executor(Protocol):
-    def submit(self, actions: Iterable[Action], spec_of: SpecOf, done: Callable[[Any], None]) -> Any:
-        """Run actions in the background; `done(result)` with each result (executor.runner.Result)."""
+    def submit(self, actions: Iterable[Action], spec_of: SpecOf, done: Callable[[Any], None], epoch: int = 0) -> Any:
+        """Run actions in the background; `done(result)` with each result
+        (executor.runner.Result). `epoch`: the leader's, carried to the agent."""
 
     def close(self) -> None: ...
 
@@ -60,6 +61,8 @@ class Events(Protocol):
     def note(self, line: str) -> None: ...
     def trouble(self, line: str) -> None: ...
     def crash_loop(self, ctid: int, crashes: int, window: float) -> None: ...
+    def leadership(self, line: str) -> None:
+        """Took the lease, resumed the journal, or stopped leading."""
 
 
 class CommandFencer:
@@ -123,6 +126,9 @@ class LogEvents:
 
     def trouble(self, line: str) -> None:
         log.error("%s", line)
+
+    def leadership(self, line: str) -> None:
+        log.warning("%s", line)
 
     def crash_loop(self, ctid: int, crashes: int, window: float) -> None:
         log.error("CT %d is in a crash loop (%d crashes in %g min): left down; clear with: ctmanager ct reset %d",

@@ -119,6 +119,7 @@ class MemoryNode:
         self._all: dict[int, wirespec.Spec] | None = None
         self._hashes: dict[int, str] | None = None
         self.fence: tuple[bool | None, float | None] = (None, None)
+        self.epoch = 0  # the newest manager epoch seen (on disk: it outlives a reboot)
 
     @property
     def specs(self) -> MemoryNode:
@@ -161,6 +162,10 @@ class MemoryNode:
     @contextlib.contextmanager
     def lock(self, ctid: int) -> Iterator[None]:
         yield  # one simulated process at a time
+
+    def see_epoch(self, epoch: int) -> int:
+        seen, self.epoch = self.epoch, max(self.epoch, epoch)
+        return seen
 
 
 class SimAgent:
@@ -270,13 +275,15 @@ class SimAgent:
             self.agent.listen(self.local())
 
     # ---- `ctagent apply`, run by sshd (works while the daemon is hung) ----
-    def apply(self, kind: str, ctid: int, stdin: bytes, purge: bool, reply: Callable[[str, str], None]) -> None:
+    def apply(self, kind: str, ctid: int, stdin: bytes, purge: bool, reply: Callable[[str, str], None],
+              epoch: int | None = None) -> None:
         if not self.powered:
             return reply("failed", "no route to host")
         rt = self.runtime
         rt.took, rt.why = 0.0, kind
         try:
-            out = applying.apply(self.config, rt, kind, ctid, stdin, purge=purge, node=self.node, now=self.local())
+            out = applying.apply(self.config, rt, kind, ctid, stdin, purge=purge, node=self.node, now=self.local(),
+                                 epoch=epoch)
         except SimHang:
             return  # the command hangs: the manager's action timeout answers
         finally:

@@ -7,6 +7,7 @@ builds each rack shape once and copies its image."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -95,6 +96,7 @@ def _image(hns: int, cts: int) -> bytes:
     return store.image()
 
 
-def rack_store(hns: int, cts: int) -> Store:
-    """A fresh store holding one rack of `hns` HNs (hn-101-1 ...) and `cts` CTs (1000 ...)."""
-    return Store.memory(_image(hns, cts))
+def rack_store(hns: int, cts: int, clock: Callable[[], float] | None = None) -> Store:
+    """A fresh store holding one rack of `hns` HNs (hn-101-1 ...) and `cts` CTs
+    (1000 ...); `clock`: the store's (the simulated true time)."""
+    return Store.memory(_image(hns, cts), clock)

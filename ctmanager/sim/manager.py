@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..executor.runner import Result
 from ..executor.ssh import SshSettings
-from ..fencing.quorum import MANAGER
 from ..manager.config import ManagerConfig
 from ..manager.daemon import Manager
 from ..manager.ports import FenceDone, SpecOf
@@ -39,9 +38,9 @@ BMC_LATENCY = 2.0  # s a fence command takes to power a node off
 REACT = 0.001  # s from a report's arrival to the step that takes it in
 
 
-def manager_config(rack: SimRack) -> ManagerConfig:
+def manager_config(rack: SimRack, name: str) -> ManagerConfig:
     s = rack.setup
-    return ManagerConfig(
+    return ManagerConfig(name=name,
         file="sim", slot=rack.slot, listen=("127.0.0.1", 0), key=b"", agent_command=("ctagent",),
         ssh=SshSettings("root", "/dev/null", "/dev/null", 22, CONNECT_TIMEOUT), action_timeout=ACTION_TIMEOUT,
         concurrency=8, settings=rack.settings, full_plan_every=FULL_PLAN_EVERY, report_interval=s.interval,
@@ -49,10 +48,10 @@ def manager_config(rack: SimRack) -> ManagerConfig:
 
 
 class SimManager:
-    def __init__(self, rack: SimRack, offset: float = 0.0) -> None:
-        self.rack = rack
+    def __init__(self, rack: SimRack, name: str, offset: float = 0.0) -> None:
+        self.rack, self.name = rack, name
         self.offset = offset  # the manager host's clock minus true time
-        self.config = manager_config(rack)
+        self.config = manager_config(rack, name)
         self.life = 0
         self.alive = False
         self.issued: list[tuple[float, Action]] = []
@@ -66,12 +65,12 @@ class SimManager:
         self.life += 1
         self.alive = True
         life = self.life
-        self.transport = Inbox(MANAGER, self.rack.broadcast)
+        self.transport = HeartbeatInbox(self)
         self.daemon = Manager(
             self.rack.store, dcstore.dc(), self.config, SimSsh(self, life), transport=self.transport,
-            clock=self.local, events=SimEvents(self.rack), fencer=SimBmc(self, life) if self.config.fence_command
+            clock=self.local, events=SimEvents(self.rack, self.name), fencer=SimBmc(self, life) if self.config.fence_command
             else None, receiver=Receiver(b"", self.rack.slot, quiet=True), holder=f"sim manager (life {life})",
-            poll=False)
+            poll=False, mono=self.local)
         self.daemon.start()
         self._next = None
         self.wake(0.0)
@@ -104,27 +103,41 @@ class SimManager:
             self.wake(REACT)
 
 
+class HeartbeatInbox(Inbox):
+    """The manager's transport: its heartbeats go out as the voter `manager` (every
+    manager of the rack is that one voter) from its own network node, and each one
+    is checked against the lease (a manager that does not lead must not vote)."""
+
+    def __init__(self, owner: SimManager) -> None:
+        super().__init__(owner.name, owner.rack.broadcast)
+        self.owner = owner
+
+    def send(self, report: Any, to: Any) -> None:
+        self.owner.rack.check_lease(self.owner, report.epoch, "heartbeat")
+        self.broadcast(self.name, report)
+
+
 class SimEvents:
     """The decision log, in the simulator's event-log format."""
 
-    def __init__(self, rack: SimRack) -> None:
-        self.rack = rack
+    def __init__(self, rack: SimRack, name: str) -> None:
+        self.rack, self.name = rack, name
 
     def news(self, line: str) -> None:
-        self.rack.log(MANAGER, line.split(":")[0] if "DEAD" in line or "QUORUM" in line else line)
+        self.rack.log(self.name, line.split(":")[0] if "DEAD" in line or "QUORUM" in line else line)
 
     def alarm(self, text: str) -> None:
         self.rack.alarm(text)
 
     def action(self, a: Action) -> None:
-        self.rack.log(MANAGER, str(a))
+        self.rack.log(self.name, str(a))
 
     def result(self, a: Action, result: str, message: str, seconds: float) -> None:
         if result != "done":
-            self.rack.log(MANAGER, f"{a.kind} {a.ctid} on {a.hn}: {result}: {message}")
+            self.rack.log(self.name, f"{a.kind} {a.ctid} on {a.hn}: {result}: {message}")
 
     def fencing(self, hn: str, silent_for: float, argv0: str) -> None:
-        self.rack.log(MANAGER, f"{hn} silent: running the fence command")
+        self.rack.log(self.name, f"{hn} silent: running the fence command")
 
     def fenced(self, hn: str, ok: bool, detail: str) -> None:
         pass
@@ -134,6 +147,9 @@ class SimEvents:
 
     def trouble(self, line: str) -> None:
         self.rack.violation(f"the manager's store failed: {line}")
+
+    def leadership(self, line: str) -> None:
+        self.rack.log(self.name, line)
 
     def crash_loop(self, ctid: int, crashes: int, window: float) -> None:
         self.rack.alarm(f"CT {ctid} is in a crash loop ({crashes} crashes in {window / 60:g} min): left down")
@@ -148,14 +164,15 @@ class SimSsh:
     def close(self) -> None:
         pass
 
-    def submit(self, actions: Iterable[Action], spec_of: SpecOf, done: Callable[[Any], None]) -> None:
+    def submit(self, actions: Iterable[Action], spec_of: SpecOf, done: Callable[[Any], None], epoch: int = 0) -> None:
         for a in actions:
             self.owner.rack.check_majority(a)
+            self.owner.rack.check_lease(self.owner, epoch, str(a))
             self.owner.issued.append((self.owner.rack.clock.now, a))
             spec = spec_of(a.ctid)
-            self._ssh(a, b"" if spec is None else json.dumps(spec).encode(), done)
+            self._ssh(a, b"" if spec is None else json.dumps(spec).encode(), done, epoch)
 
-    def _ssh(self, a: Action, stdin: bytes, done: Callable[[Any], None]) -> None:
+    def _ssh(self, a: Action, stdin: bytes, done: Callable[[Any], None], epoch: int) -> None:
         owner, r = self.owner, self.owner.rack
         agent = r.agents[a.hn]
         sent = owner.local()
@@ -166,7 +183,8 @@ class SimSsh:
             done(Result(a, kind, message, owner.local() - sent))
             owner.wake(0.0)
 
-        if not (r.net.up(MANAGER, a.hn) and r.net.up(a.hn, MANAGER)) or not agent.powered:
+        me = owner.name
+        if not (r.net.up(me, a.hn) and r.net.up(a.hn, me)) or not agent.powered:
             r.clock.after(CONNECT_TIMEOUT, lambda: result("failed", "cannot connect"))
             return
         answered = [False]
@@ -175,12 +193,12 @@ class SimSsh:
             if answered[0]:
                 return
             answered[0] = True
-            if r.net.up(a.hn, MANAGER):
+            if r.net.up(a.hn, me):
                 r.clock.after(SSH_LATENCY, lambda: result(kind, message))
             else:
                 r.clock.after(ACTION_TIMEOUT, lambda: result("failed", "connection lost"))
 
-        r.clock.after(SSH_LATENCY, lambda: agent.apply(a.kind, a.ctid, stdin, a.purge, reply))
+        r.clock.after(SSH_LATENCY, lambda: agent.apply(a.kind, a.ctid, stdin, a.purge, reply, epoch))
 
         def timeout() -> None:
             if not answered[0]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ..fencing.quorum import MANAGER, is_quorum
 from ..fencing.timers import FenceTimers
 from ..reconcile.state import Action, Settings
+from ..store import lease as leases
 from ..store import loop as persist
 from ..wire.reports import Report
 from . import dcstore
@@ -52,7 +53,7 @@ class SimRack:
         self.settings = Settings(stale_after=setup.stale_after)
         names = [f"hn-{self.slot}-{i}" for i in range(1, setup.hns + 1)]
         self.voters = frozenset(names) | {MANAGER}
-        self.store = dcstore.rack_store(setup.hns, setup.cts)  # the manager's real store
+        self.store = dcstore.rack_store(setup.hns, setup.cts, lambda: self.clock.now)  # a real store, true time
         self.configured = persist.configured(self.store, dcstore.dc(), self.slot)
         self.lines: list[str] = []
         self.violations: list[str] = []
@@ -61,7 +62,7 @@ class SimRack:
         offsets = {n: self.rng.uniform(-setup.skew, setup.skew) if setup.skew else 0.0 for n in [*names, MANAGER]}
         self.agents = {n: SimAgent(self, n, frozenset(names), setup.timers, setup.interval, setup.reboot_after,
                                    offsets[n]) for n in names}
-        self.manager = SimManager(self, offsets[MANAGER])
+        self.manager = SimManager(self, MANAGER, offsets[MANAGER])
         self._hearers = [*((n, a.hear) for n, a in sorted(self.agents.items())), (MANAGER, self.manager.hear)]
 
     # ---- the network ------------------------------------------------------
@@ -107,6 +108,15 @@ class SimRack:
         side = {v for v in self.voters if self._reachable(v) or now - self.last_link.get(v, -1e9) <= horizon}
         if not is_quorum(side, self.voters):
             self.violation(f"the manager acted from a minority side ({len(side)} of {len(self.voters)} voters): {action}")
+
+    def check_lease(self, manager: SimManager, epoch: int, what: str) -> None:
+        """A manager acts (or votes) only while the store says it holds the lease
+        of `epoch`: so no two managers ever act for the rack at once."""
+        lease = leases.current(self.store, self.slot)
+        if lease is None or lease.epoch != epoch or not lease.live(self.clock.now) or \
+                lease.instance != manager.daemon.boot_id:
+            self.violation(f"{manager.name} acted without the lease (epoch {epoch}; the store: "
+                           f"{lease.holder if lease else 'none'} epoch {lease.epoch if lease else 0}): {what}")
 
     def converged(self) -> list[str]:
         """What is wrong now with where CTs run (empty: every ADMST UP CT runs exactly once)."""

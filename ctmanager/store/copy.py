@@ -7,22 +7,15 @@ fails."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ConflictError, InputError
 from .db import Locator, Store, discard_new, is_new, is_url, open_store, redact
-from .schema import BASELINE, BASELINE_VERSION, MIGRATIONS, SERIAL_COLUMNS
+from .schema import SERIAL_COLUMNS, tables
 
 BATCH = 5000  # rows per executemany: memory stays flat on a large DC
 LOCAL_META = ("schema_version",)  # a backend's own bookkeeping, not the store's content
-
-
-def tables() -> list[str]:
-    """Every table, in creation order (referenced before referencing)."""
-    scripts = [BASELINE, *MIGRATIONS[BASELINE_VERSION:]]
-    return [t for s in scripts for t in re.findall(r"CREATE TABLE (\w+)", s)]
 
 
 def copy(src: Locator, dst: Locator, progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:

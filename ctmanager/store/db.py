@@ -140,13 +140,17 @@ class Store(abc.ABC):
         self.cache: dict[Any, Any] = {}  # values derived from rows that never change (the parsed DC template)
         self._in_tx = False
         self._held: set[str] = set()  # names of the locks (`lock()`) this Store holds
+        # Run at the start of every fenced write transaction, under the write lock:
+        # a manager's lease check (store/lease.py), so a deposed leader writes nothing.
+        self.fence: Callable[[Store], None] | None = None
 
     @staticmethod
-    def memory(image: bytes | None = None) -> Store:
+    def memory(image: bytes | None = None, clock: Callable[[], float] | None = None) -> Store:
         """A private in-memory SQLite store (the simulator runs one per schedule),
-        from an `image()` of another if given."""
+        from an `image()` of another if given; `clock`: the store's clock (Store.now
+        and NOW_SQL) instead of this machine's."""
         from .sqlite import SqliteStore
-        return SqliteStore.memory(image)
+        return SqliteStore.memory(image, clock)
 
     def image(self) -> bytes:
         raise StoreError(f"{self.where}: only an SQLite store has an image")
@@ -167,10 +171,12 @@ class Store(abc.ABC):
         """The schema version (0: not a ctmanager store yet)."""
 
     @abc.abstractmethod
-    def transaction(self, *, config: bool = True) -> contextlib.AbstractContextManager[Store]:
+    def transaction(self, *, config: bool = True, fenced: bool = True) -> contextlib.AbstractContextManager[Store]:
         """A write transaction: all or nothing. Takes the write lock up front so a
         read-then-write (check-then-act, e.g. IP allocation) cannot race another
-        writer. `config`: this is a configuration change (bumps the counter)."""
+        writer. `config`: this is a configuration change (bumps the counter).
+        `fenced`: `fence` (if set) runs first and may refuse the whole transaction;
+        only the lease's own writes go unfenced."""
 
     @abc.abstractmethod
     def snapshot(self) -> contextlib.AbstractContextManager[Store]:

@@ -12,7 +12,6 @@ here as a one-line StoreError; a URL's password is never in one.
 from __future__ import annotations
 
 import contextlib
-import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
@@ -23,7 +22,7 @@ from psycopg import errors as pgerrors
 from ..errors import StoreError
 from ..wire.validate import is_digits
 from .db import BUSY_TIMEOUT_MS, CONFIG_VERSION, Params, Store, redact, scrub
-from .schema import BASELINE, VERSION, statements, upgrade_path
+from .schema import VERSION, statements, tables, upgrade_path
 
 CHANNEL = "ctmanager_config"
 LOCK_SPACE = 0x43544D  # "CTM": advisory locks are (LOCK_SPACE, hash of the name)
@@ -154,7 +153,7 @@ class PgStore(Store):
 
     # ---- transactions ----------------------------------------------------
     @contextlib.contextmanager
-    def transaction(self, *, config: bool = True) -> Iterator[Store]:
+    def transaction(self, *, config: bool = True, fenced: bool = True) -> Iterator[Store]:
         if self._in_tx:
             raise StoreError("internal: nested store transaction")
         self._usable()
@@ -162,6 +161,8 @@ class PgStore(Store):
         try:
             with self._translated("cannot commit"), self.db.transaction():
                 self.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_SPACE, lock_key("write")))
+                if fenced and self.fence is not None:
+                    self.fence(self)
                 yield self
                 if config:
                     self._bump_config()
@@ -238,14 +239,14 @@ def database_is_empty(url: str) -> bool:
 
 def drop_uninitialised(url: str) -> None:
     """Drop ctmanager's tables from a database whose store was never initialised."""
-    tables = re.findall(r"CREATE TABLE (\w+)", BASELINE)
+    names = tables()
     try:
         with connect(url) as con, con.transaction():
             if con.execute("SELECT to_regclass('meta') IS NULL").fetchone()[0]:  # type: ignore[index]
                 return
             if con.execute("SELECT 1 FROM meta WHERE key = 'template'").fetchone() is not None:
                 return  # initialised: not ours to drop
-            for table in reversed(tables):
+            for table in reversed(names):
                 con.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')  # names from our own schema text
     except (psycopg.Error, StoreError):
         pass  # best effort: the failure that brought us here is what the user hears of

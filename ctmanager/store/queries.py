@@ -104,7 +104,8 @@ def routes(store: Store, *, tenant: str | None = None) -> list[Route]:
     return [route_from_row(r) for r in rows]
 
 
-STATUS_FIELDS = ("ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since", "report_age", "crash_loop")
+STATUS_FIELDS = ("ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since", "report_age", "crash_loop",
+                 "manager")
 
 
 def status(store: Store, now: float | None = None, stale_after: float = 3.0) -> list[tuple[Any, ...]]:
@@ -113,19 +114,21 @@ def status(store: Store, now: float | None = None, stale_after: float = 3.0) -> 
     than `stale_after` (a stopped manager or a silent HN is not "UP"). Report ages
     are on the store's clock (`now`: the store's, unless given), so a CLI on
     another machine than the manager's sees the same.
-    `crash_loop` is (crashes, since) for a CT the manager leaves down, else None."""
+    `crash_loop` is (crashes, since) for a CT the manager leaves down, else None.
+    `manager`: the name of the manager that leads the CT's rack (None: none does)."""
     now = store.now() if now is None else now
     rows = store.query(
         """SELECT c.ct_id, c.hostname, c.tenant, c.ip, o.hn, c.admst,
                   CASE WHEN r.stored_at IS NULL OR ? - r.stored_at > ? THEN 'UNKNOWN'
                        ELSE coalesce(o.opst, 'UNKNOWN') END,
-                  o.since, r.stored_at, l.count, l.since
+                  o.since, r.stored_at, l.count, l.since, c.rack
            FROM cts c LEFT JOIN observed o ON o.ct_id = c.ct_id LEFT JOIN hn_reports r ON r.hn = o.hn
                 LEFT JOIN crash_loops l ON l.ct_id = c.ct_id
            ORDER BY c.ct_id""", (now, stale_after)
     )
+    leader = {r[0]: r[1] for r in store.query("SELECT rack, holder FROM leases WHERE expires > ?", (now,))}
     return [(*r[:8], None if r[8] is None else round(now - r[8], 1),
-             None if r[9] is None else (int(r[9]), float(r[10]))) for r in rows]
+             None if r[9] is None else (int(r[9]), float(r[10])), leader.get(r[11])) for r in rows]
 
 
 def initialised(store: Store) -> bool:

@@ -1,8 +1,8 @@
 """Versioned schema, one history for both backends.
 
-`MIGRATIONS[i]` takes a store from version i to i+1. Append, never edit, one.
-Versions up to BASELINE_VERSION were written for SQLite only (they upgrade old
-store files); a new store, on either backend, is created from BASELINE, the
+The history is migrations.py: `MIGRATIONS[i]` takes a store from version i to
+i+1. Versions up to BASELINE_VERSION were written for SQLite only (they upgrade
+old store files); a new store, on either backend, is created from BASELINE, the
 schema at that version in SQL both read, then takes the migrations after it,
 which must be portable too. A test holds the two paths to the same schema.
 
@@ -17,261 +17,9 @@ from __future__ import annotations
 
 import re
 
-MIGRATIONS: list[str] = [
-    # 0 -> 1: configured state, observed state, audit events.
-    """
-    CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    CREATE TABLE racks (
-        slot         INTEGER PRIMARY KEY,
-        name         TEXT NOT NULL UNIQUE,
-        network      TEXT NOT NULL UNIQUE,
-        manifest     TEXT NOT NULL,
-        installed_at REAL NOT NULL
-    );
-    CREATE TABLE nodes (
-        hostname TEXT PRIMARY KEY,
-        rack     INTEGER NOT NULL REFERENCES racks(slot),
-        position INTEGER NOT NULL,
-        sku      TEXT NOT NULL,
-        role     TEXT NOT NULL CHECK (role IN ('compute', 'storage')),
-        serial   TEXT NOT NULL UNIQUE,
-        mac      TEXT NOT NULL UNIQUE,
-        ip       TEXT NOT NULL UNIQUE,
-        drained  INTEGER NOT NULL DEFAULT 0,
-        UNIQUE (rack, position)
-    );
-    CREATE TABLE tenants (
-        name       TEXT PRIMARY KEY,
-        rack       INTEGER NOT NULL REFERENCES racks(slot),
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE cts (
-        ctid       INTEGER PRIMARY KEY,
-        hostname   TEXT NOT NULL UNIQUE,
-        rack       INTEGER NOT NULL REFERENCES racks(slot),
-        tenant     TEXT REFERENCES tenants(name),
-        service    TEXT,
-        env        TEXT NOT NULL,
-        ip         TEXT NOT NULL UNIQUE,
-        storage    TEXT NOT NULL REFERENCES nodes(hostname),
-        admst      TEXT NOT NULL CHECK (admst IN ('UP', 'DOWN')),
-        memory     INTEGER NOT NULL,
-        swap       INTEGER NOT NULL,
-        disk       INTEGER NOT NULL,
-        cpus       INTEGER NOT NULL,
-        cpuunits   INTEGER NOT NULL,
-        cpulimit   INTEGER NOT NULL,
-        apps       TEXT NOT NULL DEFAULT '[]',
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE INDEX cts_rack ON cts(rack);
-    CREATE INDEX cts_tenant ON cts(tenant);
-    CREATE TABLE routes (
-        tenant  TEXT NOT NULL REFERENCES tenants(name),
-        service TEXT NOT NULL,
-        target  TEXT NOT NULL,
-        PRIMARY KEY (tenant, service)
-    );
-    CREATE INDEX routes_target ON routes(target);
-    -- Observed state, written by the manager from agent reports (later issues).
-    CREATE TABLE observed (
-        ctid  INTEGER PRIMARY KEY,
-        hn    TEXT,
-        opst  TEXT NOT NULL CHECK (opst IN ('UP', 'DOWN', 'UNKNOWN')),
-        since REAL
-    );
-    -- Audit trail: one row per change, newest last.
-    CREATE TABLE events (
-        id      INTEGER PRIMARY KEY,
-        at      REAL NOT NULL,
-        kind    TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        detail  TEXT NOT NULL DEFAULT ''
-    );
-    """,
-    # v2: picking the least-loaded storage node counts CTs per storage node.
-    """
-    CREATE INDEX cts_storage ON cts(storage);
-    """,
-    # v3: the reconcile loop's own state. Placements (where each CT should run),
-    # rejections the scheduler remembers, removed-CT tombstones (destroyed on the
-    # HNs, then forgotten), the intent journal (written before an action runs, so a
-    # restarted manager resumes), and the newest report of every HN.
-    """
-    CREATE TABLE placements (
-        ctid      INTEGER PRIMARY KEY,
-        hn        TEXT NOT NULL,
-        placed_at REAL NOT NULL
-    );
-    CREATE TABLE rejections (
-        ctid   INTEGER NOT NULL,
-        hn     TEXT NOT NULL,
-        until  REAL NOT NULL,
-        reason TEXT NOT NULL,
-        PRIMARY KEY (ctid, hn)
-    );
-    CREATE TABLE removed (
-        ctid       INTEGER PRIMARY KEY,
-        hostname   TEXT NOT NULL,
-        purge      INTEGER NOT NULL DEFAULT 0,
-        removed_at REAL NOT NULL
-    );
-    CREATE TABLE journal (
-        id          INTEGER PRIMARY KEY,
-        at          REAL NOT NULL,
-        kind        TEXT NOT NULL CHECK (kind IN ('start', 'stop', 'destroy')),
-        ctid        INTEGER NOT NULL,
-        hn          TEXT NOT NULL,
-        reason      TEXT NOT NULL,
-        purge       INTEGER NOT NULL DEFAULT 0,
-        state       TEXT NOT NULL CHECK (state IN ('pending', 'done', 'rejected', 'failed')),
-        detail      TEXT NOT NULL DEFAULT '',
-        finished_at REAL
-    );
-    CREATE INDEX journal_pending ON journal(state) WHERE state = 'pending';
-    CREATE TABLE hn_reports (
-        hn          TEXT PRIMARY KEY,
-        received_at REAL NOT NULL,
-        body        TEXT NOT NULL
-    );
-    """,
-    # v4: DNS. `dns_published` is the ownership registry: the record sets ctmanager
-    # created and the server confirmed. Only these names are ever changed or
-    # deleted; what the store wants but is not here yet is pending (queued).
-    # `dns_conflicts` lists names someone else holds, left alone and reported.
-    """
-    CREATE TABLE dns_published (
-        name   TEXT NOT NULL,
-        rdtype TEXT NOT NULL CHECK (rdtype IN ('A', 'CNAME')),
-        ttl    INTEGER NOT NULL,
-        vals   TEXT NOT NULL,
-        at     REAL NOT NULL,
-        PRIMARY KEY (name, rdtype)
-    );
-    CREATE TABLE dns_conflicts (
-        name   TEXT PRIMARY KEY,
-        rdtype TEXT NOT NULL,
-        detail TEXT NOT NULL,
-        at     REAL NOT NULL
-    );
-    CREATE TABLE dns_state (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    """,
-    # v5: the edge proxies' path routes: a URL prefix (for every tenant, or one)
-    # sent to a tenant routing name (e.g. /experimental/ -> experiments), with
-    # per-location ACLs.
-    """
-    CREATE TABLE path_routes (
-        tenant  TEXT NOT NULL DEFAULT '',
-        path    TEXT NOT NULL,
-        service TEXT NOT NULL,
-        strip   INTEGER NOT NULL DEFAULT 0,
-        allow   TEXT NOT NULL DEFAULT '[]',
-        deny    TEXT NOT NULL DEFAULT '[]',
-        PRIMARY KEY (tenant, path)
-    );
-    """,
-    # v6: outbound SOCKS ACLs: which application may reach which destinations
-    # (every CT running that app, by its address). port 0 = any port.
-    """
-    CREATE TABLE socks_acls (
-        app  TEXT NOT NULL,
-        dest TEXT NOT NULL,
-        port INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (app, dest, port)
-    );
-    """,
-    # v7: the journal also records `set` (a running CT's new spec, its limits
-    # applied live). SQLite cannot alter a CHECK: the table is rebuilt, rows
-    # (ids included) and the index kept.
-    """
-    CREATE TABLE journal_v7 (
-        id          INTEGER PRIMARY KEY,
-        at          REAL NOT NULL,
-        kind        TEXT NOT NULL CHECK (kind IN ('start', 'stop', 'destroy', 'set')),
-        ctid        INTEGER NOT NULL,
-        hn          TEXT NOT NULL,
-        reason      TEXT NOT NULL,
-        purge       INTEGER NOT NULL DEFAULT 0,
-        state       TEXT NOT NULL CHECK (state IN ('pending', 'done', 'rejected', 'failed')),
-        detail      TEXT NOT NULL DEFAULT '',
-        finished_at REAL
-    );
-    INSERT INTO journal_v7 (id, at, kind, ctid, hn, reason, purge, state, detail, finished_at)
-        SELECT id, at, kind, ctid, hn, reason, purge, state, detail, finished_at FROM journal;
-    DROP TABLE journal;
-    ALTER TABLE journal_v7 RENAME TO journal;
-    CREATE INDEX journal_pending ON journal(state) WHERE state = 'pending';
-    """,
-    # v8: CTs the manager found in a crash loop (`count` crashes within the
-    # crash window): left down until ops clear the row (ct reset, ct set --admst up).
-    """
-    CREATE TABLE crash_loops (
-        ctid  INTEGER PRIMARY KEY,
-        since REAL NOT NULL,
-        count INTEGER NOT NULL
-    );
-    """,
-    # v9: every CTID ever given to a CT, kept after the CT and its tombstone are
-    # gone: a CTID is never handed out again (its /data may be kept on the storage
-    # node, and render would mount it into the newcomer). Stores from before v9
-    # register what they still know of: their CTs and tombstones.
-    """
-    CREATE TABLE ctids_used (
-        ctid     INTEGER PRIMARY KEY,
-        hostname TEXT NOT NULL,
-        at       REAL NOT NULL
-    );
-    INSERT INTO ctids_used (ctid, hostname, at) SELECT ctid, hostname, created_at FROM cts;
-    INSERT INTO ctids_used (ctid, hostname, at) SELECT ctid, hostname, removed_at FROM removed
-        WHERE true ON CONFLICT(ctid) DO NOTHING;
-    """,
-    # v10: the column `ctid` is `ct_id` (PostgreSQL reserves ctid), the schema
-    # BASELINE holds from here on.
-    """
-    ALTER TABLE cts RENAME COLUMN ctid TO ct_id;
-    ALTER TABLE observed RENAME COLUMN ctid TO ct_id;
-    ALTER TABLE placements RENAME COLUMN ctid TO ct_id;
-    ALTER TABLE rejections RENAME COLUMN ctid TO ct_id;
-    ALTER TABLE removed RENAME COLUMN ctid TO ct_id;
-    ALTER TABLE journal RENAME COLUMN ctid TO ct_id;
-    ALTER TABLE crash_loops RENAME COLUMN ctid TO ct_id;
-    ALTER TABLE ctids_used RENAME COLUMN ctid TO ct_id;
-    """,
-    # v11 (portable, like all from here): rack scope. Every row a rack's manager
-    # writes and clears carries its rack, so managers of several racks share one
-    # store and each touches only its own (a DNS record set's rack is the rack
-    # whose manager publishes it). Rows from before (one rack per store
-    # then) get the store's only rack; 0 = not known, left to any manager.
-    """
-    ALTER TABLE observed ADD COLUMN rack INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE removed ADD COLUMN rack INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE journal ADD COLUMN rack INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE rejections ADD COLUMN rack INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE dns_published ADD COLUMN rack INTEGER NOT NULL DEFAULT 0;
-    UPDATE observed SET rack = (SELECT c.rack FROM cts c WHERE c.ct_id = observed.ct_id)
-        WHERE ct_id IN (SELECT ct_id FROM cts);
-    UPDATE removed SET rack = (SELECT min(slot) FROM racks) WHERE (SELECT count(*) FROM racks) = 1;
-    UPDATE journal SET rack = (SELECT min(slot) FROM racks) WHERE (SELECT count(*) FROM racks) = 1;
-    UPDATE rejections SET rack = (SELECT min(slot) FROM racks) WHERE (SELECT count(*) FROM racks) = 1;
-    UPDATE dns_published SET rack = (SELECT min(slot) FROM racks) WHERE (SELECT count(*) FROM racks) = 1;
-    CREATE INDEX observed_rack ON observed(rack);
-    """,
-    # v12: when the store took each HN's newest report, on the store's own clock
-    # (Store.NOW_SQL): `status` and `hn list` compare it with the store's clock,
-    # never a manager's wall clock with a CLI machine's. `received_at` stays the
-    # manager's own time (its restart reads it against its own clock).
-    """
-    ALTER TABLE hn_reports ADD COLUMN stored_at DOUBLE PRECISION NOT NULL DEFAULT 0;
-    UPDATE hn_reports SET stored_at = received_at;
-    """,
-]
+from .migrations import MIGRATIONS
+
+__all__ = ["BASELINE", "BASELINE_VERSION", "MIGRATIONS", "VERSION", "statements", "upgrade_path"]
 
 BASELINE_VERSION = 10
 BASELINE = """
@@ -447,6 +195,12 @@ def upgrade_path(current: int) -> list[tuple[int, str]]:
     if current == 0:
         return [(BASELINE_VERSION, BASELINE)] + [(i + 1, MIGRATIONS[i]) for i in range(BASELINE_VERSION, VERSION)]
     return [(i + 1, MIGRATIONS[i]) for i in range(current, VERSION)]
+
+
+def tables() -> list[str]:
+    """Every table of a new store, in creation order (referenced before referencing)."""
+    scripts = [BASELINE, *MIGRATIONS[BASELINE_VERSION:]]
+    return [t for script in scripts for t in re.findall(r"CREATE TABLE (\w+)", script)]
 
 
 VERSION = len(MIGRATIONS)

@@ -53,8 +53,13 @@ class SqliteStore(Store):
             raise StoreError(f"{path}: cannot open store: {exc}") from None
 
     @classmethod
-    def memory(cls, image: bytes | None = None) -> SqliteStore:
-        return cls(Path(":memory:"), image=image)
+    def memory(cls, image: bytes | None = None, clock: Callable[[], float] | None = None) -> SqliteStore:
+        store = cls(Path(":memory:"), image=image)
+        if clock is not None:  # the simulator's store node keeps simulated time
+            store.db.create_function("ctm_now", 0, clock, deterministic=False)
+            store.NOW_SQL = "ctm_now()"
+            store.now = clock  # type: ignore[method-assign]
+        return store
 
     def image(self) -> bytes:
         return self.db.serialize()
@@ -82,11 +87,13 @@ class SqliteStore(Store):
 
     # ---- transactions ----------------------------------------------------
     @contextlib.contextmanager
-    def transaction(self, *, config: bool = True) -> Iterator[Store]:
+    def transaction(self, *, config: bool = True, fenced: bool = True) -> Iterator[Store]:
         if self._in_tx:
             raise StoreError("internal: nested store transaction")
         self._begin("BEGIN IMMEDIATE")
         try:
+            if fenced and self.fence is not None:
+                self.fence(self)
             yield self
             if config:
                 self._bump_config()

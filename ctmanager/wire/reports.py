@@ -99,14 +99,16 @@ class Report(NamedTuple):
     cts: tuple[CtState, ...]
     fenced: bool = False  # the agent lost quorum and stopped its CTs; it admits none
     hears: Mapping[str, float] = NOBODY  # voter -> seconds since the sender heard it
+    epoch: int = 0  # a manager's heartbeat: the lease epoch it leads with (agents: 0, not sent)
 
     def body(self) -> bytes:
+        extra = {"epoch": self.epoch} if self.epoch else {}
         return json.dumps({
             "v": VERSION, "rack": self.rack, "hn": self.hn, "boot_id": self.boot_id, "seq": self.seq,
             "sent_at": self.sent_at, "drained": self.drained, "metrics": self.metrics._asdict(),
             "cts": [{"ctid": c.ctid, "opst": c.opst, "since": c.since, "spec": c.spec} if c.spec else
                     {"ctid": c.ctid, "opst": c.opst, "since": c.since} for c in self.cts],
-            "fenced": self.fenced, "hears": dict(self.hears),
+            "fenced": self.fenced, "hears": dict(self.hears), **extra,
         }, separators=(",", ":")).encode()
 
 
@@ -200,8 +202,11 @@ def _parse(d: dict[str, Any], known: KnownCts | None = None) -> Report:
     seq = _count(d["seq"])
     if seq >= MAX_SEQ:
         raise ValueError(f"seq is {seq}, beyond 2**53")
+    epoch = _count(d.get("epoch", 0))
+    if epoch >= MAX_SEQ:
+        raise ValueError(f"epoch is {epoch}, beyond 2**53")
     return Report(_count(d["rack"]), hn, boot_id, seq, _num(d["sent_at"]), d["drained"], metrics,
-                  tuple(states), fenced, {v: float(a) for v, a in hears.items()})
+                  tuple(states), fenced, {v: float(a) for v, a in hears.items()}, epoch)
 
 
 _CT_FIELDS = operator.itemgetter("ctid", "opst", "since")

@@ -1,7 +1,9 @@
 """What `ctagent apply ACTION CTID` answers, once for both ends: the actions, the
 JSON result on stdout and its exit code. The manager's executor reads these;
 the agent writes them. A rejection has its own code so the scheduler tries
-another HN; "temporary" means try again later."""
+another HN; "temporary" means try again later; "stale" means the action came
+from a manager whose epoch is older than one the HN has seen (a deposed leader):
+nothing was done."""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ from typing import Any
 
 ACTIONS = ("start", "stop", "create", "destroy", "set")
 NEEDS_SPEC = ("start", "create", "set")
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TEMPORARY = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TEMPORARY, EXIT_STALE = 0, 1, 2, 3, 4, 5
 RESULT_OF_EXIT = {EXIT_OK: "done", EXIT_FAILED: "failed", EXIT_BAD_INPUT: "bad_input", EXIT_REJECTED: "rejected",
-                  EXIT_TEMPORARY: "temporary"}
+                  EXIT_TEMPORARY: "temporary", EXIT_STALE: "stale"}
 EXIT_OF_RESULT = {result: code for code, result in RESULT_OF_EXIT.items()}
 
 
@@ -26,7 +28,7 @@ class ApplyOutcome:
     action: str
     ctid: int
     hn: str
-    result: str = "done"  # done | rejected | failed | temporary | bad_input
+    result: str = "done"  # done | rejected | failed | temporary | bad_input | stale
     changed: bool = False
     message: str = ""
     opst: str | None = None

@@ -21,8 +21,9 @@ from ctmanager.fencing.quorum import MANAGER
 from ctmanager.manager.config import ManagerConfig
 from ctmanager.manager.daemon import CONFIG_CHECK_EVERY, PRUNE_EVERY, Manager
 from ctmanager.reconcile.state import Action, Settings
-from ctmanager.store import daemon as held
 from ctmanager.store import inventory, open_store, queries
+from ctmanager.store import lease as leases
+from ctmanager.store import loop as persist
 from ctmanager.store import proxies as proxyrows
 from ctmanager.wire.reports import CtState, Metrics, Receiver, Report
 
@@ -53,7 +54,8 @@ class Executor:
         self.submitted: list[Action] = []
         self.answer = False  # answer every action at once with "done"
 
-    def submit(self, actions: Iterable[Action], spec_of: Any, done: Callable[[Any], None]) -> None:
+    def submit(self, actions: Iterable[Action], spec_of: Any, done: Callable[[Any], None], epoch: int = 0) -> None:
+        assert epoch > 0  # every action carries the leader's epoch
         for a in actions:
             assert spec_of(a.ctid) is not None
             self.submitted.append(a)
@@ -99,24 +101,33 @@ class Events:
     def crash_loop(self, ctid: int, crashes: int, window: float) -> None:
         self.lines.append(f"CRASH LOOP {ctid} {crashes}")
 
+    def leadership(self, line: str) -> None:
+        self.lines.append(f"LEADERSHIP {line}")
+
 
 class Loop:
     """A manager on a store file, and the CLI's own connection to the same file."""
 
-    def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int = 10_000, lead: bool = True) -> None:
         self.path = path
         self.cli = open_store(path)
         self.store = open_store(path, busy_timeout_ms=busy_timeout_ms)
         self.transport, self.executor, self.events = Transport(), Executor(), Events()
         self.now = 1000.0
+        self.mono = 0.0  # the manager's monotonic clock: tests may set `now` anywhere, this only moves on
         self.seq = 0
         config = ManagerConfig(file="test", slot=101, listen=("127.0.0.1", 0), key=KEY, agent_command=("ctagent",),
                                ssh=SshSettings("root", "/k", "/kh"), action_timeout=30.0, concurrency=1,
                                settings=Settings(), full_plan_every=1.0, metrics_prefix="test")
         self.m = Manager(self.store, queries.dc_template(self.store), config, self.executor,
                          transport=self.transport, clock=lambda: self.now, events=self.events,
-                         receiver=Receiver(KEY, 101), holder="test manager", poll=False)
+                         receiver=Receiver(KEY, 101), holder="test manager", poll=False, mono=lambda: self.mono)
         self.m.start()
+        assert not self.m.leading  # a manager starts as a standby,
+        if lead:
+            self.reports()
+            self.step()  # and leads once it hears a quorum
+            assert self.m.leading
 
     def reports(self, running: dict[str, set[int]] | None = None, down: dict[str, set[int]] | None = None) -> None:
         """Every HN reports (hearing the manager), with the CTs it runs (and has, stopped)."""
@@ -130,6 +141,7 @@ class Loop:
 
     def step(self, dt: float = 0.0) -> None:
         self.now += dt
+        self.mono += dt
         self.m.step(self.now)
 
     def edit(self, fn: Callable[[inventory.Inventory], Any]) -> Any:
@@ -224,13 +236,16 @@ def test_reads_in_a_snapshot_see_one_state(loop: Loop) -> None:
     assert len(queries.cts(loop.store)) == before + 1
 
 
-def test_the_daemon_holds_the_rack_and_lets_it_go(loop: Loop) -> None:
-    h = held.holder(loop.cli, 101)
+def test_the_daemon_leads_the_rack_and_lets_it_go(loop: Loop) -> None:
+    lease = leases.current(loop.cli, 101)
     # judged on the store's clock, whatever the manager's says (here: a test clock at 1000)
-    assert h is not None and h.holder == "test manager" and h.at == loop.now and h.live(loop.cli.now())
-    assert not h.live(loop.cli.now() + held.HOLD_STALE + 1)
-    held.release(loop.store, 101, "test manager")
-    assert held.holder(loop.cli, 101) is None
+    assert lease is not None and lease.holder == "manager" and lease.detail == "test manager"
+    assert lease.epoch == 1 and lease.live(loop.cli.now()) and not lease.live(loop.cli.now() + 6.1)
+    loop.m.stop()
+    loop.m.run()  # stopping already: releases the lease and checks out
+    lease = leases.current(loop.cli, 101)
+    assert lease is not None and not lease.live(loop.cli.now()) and lease.epoch == 1
+    assert [(c.name, c.role) for c in leases.check_ins(loop.cli, 101)] == [("manager", "stopped")]
 
 
 def test_retention_drops_old_history_only(loop: Loop) -> None:
@@ -332,13 +347,16 @@ def test_a_restarted_manager_takes_no_report_older_than_the_ones_the_store_kept(
     """A captured report replayed to a restarted manager is dropped (the receiver
     is seeded from the store), while the HNs' next reports are taken in."""
     converge(loop)
-    kept = loop.seq
-    old = Loop(loop.path)  # the restarted manager, on the same store
+    kept = persist.observed(loop.cli, 101).reports[HNS[0]].seq  # the newest report body the store holds
+    old = Loop(loop.path, lead=False)  # the restarted manager, on the same store
     old.now, old.seq = loop.now + 1, kept - 1
     old.reports()  # a replay of an earlier round
     old.step()
     assert old.m.receiver.drops == {"stale": len(HNS)}
-    old.seq = kept
+    assert not old.m.leading  # what it heard is no quorum
+    old.seq = loop.seq
     old.reports()
     old.step()
     assert old.m.receiver.accepted == len(HNS)
+    assert old.m.leading  # the lease of its earlier run is taken over at once, with a new epoch
+    assert leases.current(old.cli, 101).epoch == 2  # type: ignore[union-attr]

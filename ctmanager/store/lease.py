@@ -1,0 +1,207 @@
+"""Who leads each rack: the lease row, and each manager's check-in row.
+
+One lease row per rack: holder (a manager's name), epoch, and expiry on the
+store's clock (Store.NOW_SQL: every manager compares with the same clock, never
+its own). Taking a lease that is free or expired makes a new epoch; renewing
+one moves its expiry; releasing one ends it at once. The row stays, so the
+epoch only grows: it is the fencing token every manager write checks
+(`check`, through Store.fence) and every action carries to the agents.
+
+Every write here is a check-then-act under the store's write lock, so two
+managers can never both take a rack's lease: whoever commits second finds it
+held.
+
+The check-in rows say who else is there (`ctmanager manager status`): each
+manager, leader or standby, writes its role, epoch and when it last heard a
+report, every ttl/3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import StoreError
+from .db import Store
+
+ROLES = ("leader", "standby", "stopped")
+
+
+class LeaseLost(StoreError):
+    """A write by a manager whose lease ended (another leads, or it expired)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    rack: int
+    holder: str  # the manager's name
+    instance: str  # which run of it (a manager restarted under the same name takes a new epoch)
+    detail: str  # e.g. "ctmanager run pid 4242 on mgr-101-a"
+    epoch: int
+    acquired: float  # store clock
+    renewed: float  # store clock
+    expires: float  # store clock
+
+    def live(self, store_now: float) -> bool:
+        return self.expires > store_now
+
+
+@dataclass(frozen=True)
+class CheckIn:
+    rack: int
+    name: str
+    instance: str
+    detail: str
+    role: str
+    epoch: int  # the epoch it leads with (leader), or led with last
+    seen: float  # store clock of its last check-in
+    heard: float | None  # store clock of the newest report it heard
+
+
+def _lease(row: Any) -> Lease:
+    return Lease(int(row["rack"]), str(row["holder"]), str(row["instance"]), str(row["detail"]), int(row["epoch"]),
+                 float(row["acquired"]), float(row["renewed"]), float(row["expires"]))
+
+
+def current(store: Store, rack: int) -> Lease | None:
+    row = store.one("SELECT * FROM leases WHERE rack = ?", (rack,))
+    return None if row is None else _lease(row)
+
+
+def leases(store: Store) -> dict[int, Lease]:
+    return {int(r["rack"]): _lease(r) for r in store.query("SELECT * FROM leases ORDER BY rack")}
+
+
+def acquire(store: Store, rack: int, name: str, instance: str, detail: str, ttl: float) -> Lease | None:
+    """Take rack `rack`'s lease for `ttl` s if it is free, expired or held under
+    our name; a new epoch unless it is this instance's live one (a renewal). A
+    live lease of an earlier run of this manager is taken over at once: `ctmanager
+    run` holds a lock on its name (cli/loop.py), so that run has ended. None:
+    another manager holds it."""
+    with store.transaction(config=False, fenced=False):
+        now = float(store.one(f"SELECT {store.NOW_SQL}")[0])
+        old = current(store, rack)
+        if old is not None and old.live(now) and old.holder != name:
+            return None
+        if old is not None and old.live(now) and old.instance == instance:  # ours: a renewal
+            epoch, acquired = old.epoch, old.acquired
+        else:
+            epoch, acquired = (old.epoch if old else 0) + 1, now
+        store.execute("INSERT INTO leases (rack, holder, instance, detail, epoch, acquired, renewed, expires) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(rack) DO UPDATE SET holder = excluded.holder, "
+                      "instance = excluded.instance, detail = excluded.detail, epoch = excluded.epoch, "
+                      "acquired = excluded.acquired, renewed = excluded.renewed, expires = excluded.expires",
+                      (rack, name, instance, detail, epoch, acquired, now, now + ttl))
+        if old is None or old.epoch != epoch:
+            store.event("manager.lead", f"rack-{rack}", f"{name} leads with epoch {epoch}")
+        return Lease(rack, name, instance, detail, epoch, acquired, now, now + ttl)
+
+
+def renew(store: Store, lease: Lease, ttl: float) -> Lease:
+    """The same lease `ttl` s from now on the store's clock; LeaseLost if it ended."""
+    with store.transaction(config=False, fenced=False):
+        row = store.one(f"UPDATE leases SET renewed = {store.NOW_SQL}, expires = {store.NOW_SQL} + ? "
+                        f"WHERE rack = ? AND holder = ? AND epoch = ? AND expires > {store.NOW_SQL} "
+                        "RETURNING renewed, expires", (ttl, lease.rack, lease.holder, lease.epoch))
+        if row is None:
+            raise lost(store, lease)
+        return Lease(lease.rack, lease.holder, lease.instance, lease.detail, lease.epoch, lease.acquired,
+                     float(row[0]), float(row[1]))
+
+
+def check(store: Store, lease: Lease) -> None:
+    """Inside a write transaction: LeaseLost unless `lease` is still the rack's."""
+    row = store.one(f"SELECT 1 FROM leases WHERE rack = ? AND holder = ? AND epoch = ? AND expires > {store.NOW_SQL}",
+                    (lease.rack, lease.holder, lease.epoch))
+    if row is None:
+        raise lost(store, lease)
+
+
+def lost(store: Store, lease: Lease) -> LeaseLost:
+    now = store.one(f"SELECT {store.NOW_SQL}")[0]
+    cur = current(store, lease.rack)
+    if cur is None or (cur.holder == lease.holder and cur.epoch == lease.epoch):
+        why = "it expired" if cur is not None and not cur.live(float(now)) else "it is gone"
+    else:
+        why = f"{cur.holder} took it with epoch {cur.epoch}"
+    return LeaseLost(f"{store.where}: the lease of rack-{lease.rack} (epoch {lease.epoch}) was lost: {why}")
+
+
+def release(store: Store, lease: Lease) -> bool:
+    """End `lease` now (a standby may take the rack at once). False: it had ended."""
+    with store.transaction(config=False, fenced=False):
+        return bool(store.execute(f"UPDATE leases SET expires = {store.NOW_SQL} WHERE rack = ? AND holder = ? "
+                                  f"AND epoch = ? AND expires > {store.NOW_SQL}",
+                                  (lease.rack, lease.holder, lease.epoch)).rowcount)
+
+
+def check_in(store: Store, rack: int, name: str, instance: str, detail: str, role: str, epoch: int,
+             heard_ago: float | None) -> None:
+    """Say (again) that manager `name` of rack `rack` runs, as `role`; it heard a
+    report `heard_ago` s ago (None: none yet). Times become the store's clock."""
+    if role not in ROLES:
+        raise StoreError(f"internal: manager role {role!r}")
+    with store.transaction(config=False, fenced=False):
+        store.execute(
+            f"INSERT INTO managers (rack, name, instance, detail, role, epoch, seen, heard) VALUES (?, ?, ?, ?, ?, ?, "
+            f"{store.NOW_SQL}, {store.NOW_SQL} - ?) ON CONFLICT(rack, name) DO UPDATE SET "
+            "instance = excluded.instance, detail = excluded.detail, role = excluded.role, epoch = excluded.epoch, "
+            "seen = excluded.seen, heard = coalesce(excluded.heard, managers.heard)",
+            (rack, name, instance, detail, role, epoch, heard_ago))
+
+
+def check_ins(store: Store, rack: int | None = None) -> list[CheckIn]:
+    rows = store.query("SELECT * FROM managers WHERE rack = ? ORDER BY name", (rack,)) if rack is not None else \
+        store.query("SELECT * FROM managers ORDER BY rack, name")
+    return [CheckIn(int(r["rack"]), str(r["name"]), str(r["instance"]), str(r["detail"]), str(r["role"]),
+                    int(r["epoch"]), float(r["seen"]), None if r["heard"] is None else float(r["heard"]))
+            for r in rows]
+
+
+@dataclass(frozen=True)
+class ManagerView:
+    """One manager of a rack as `manager status` shows it; ages in seconds."""
+
+    rack: int
+    name: str
+    role: str  # leader | standby | down
+    epoch: int
+    detail: str
+    lease_age: float | None  # the leader's: since its last renewal
+    checked_in: float | None  # since its last check-in (None: never, e.g. a reconcile pass)
+    heard: float | None  # since the newest report it heard
+    why: str = ""  # for down: stopped, or silent
+
+
+def view(store: Store, rack: int | None = None) -> list[ManagerView]:
+    """Every manager of `rack` (or of every rack), its role judged on the store's
+    clock: the leader holds the live lease; a standby checked in within the
+    rack's ttl (three check-ins); anything else is down."""
+    with store.snapshot():
+        now = store.now()
+        held = leases(store)
+        rows = check_ins(store, rack)
+    out: list[ManagerView] = []
+    for c in rows:
+        lease = held.get(c.rack)
+        ttl = lease.expires - lease.renewed if lease is not None else 6.0
+        leads = lease is not None and lease.live(now) and lease.holder == c.name and lease.instance == c.instance
+        silent = now - c.seen > max(ttl, 1.0)
+        role = "leader" if leads else "down" if c.role == "stopped" or silent else "standby"
+        why = "stopped" if c.role == "stopped" else f"silent {now - c.seen:.0f}s" if role == "down" else ""
+        out.append(ManagerView(c.rack, c.name, role, lease.epoch if leads and lease else c.epoch, c.detail,
+                               round(now - lease.renewed, 1) if leads and lease else None,
+                               round(max(now - c.seen, 0.0), 1),
+                               None if c.heard is None else round(max(now - c.heard, 0.0), 1), why))
+    for slot, lease in held.items():  # a leader without a check-in: a reconcile pass
+        if (rack is None or slot == rack) and lease.live(now) and \
+                not any(v.rack == slot and v.role == "leader" for v in out):
+            out.append(ManagerView(slot, lease.holder, "leader", lease.epoch, lease.detail,
+                                   round(now - lease.renewed, 1), None, None))
+    return sorted(out, key=lambda v: (v.rack, v.name))
+
+
+def leaders(store: Store) -> dict[int, tuple[str, int]]:
+    """Rack -> (name, epoch) of its live lease's holder."""
+    now = store.now()
+    return {slot: (lease.holder, lease.epoch) for slot, lease in leases(store).items() if lease.live(now)}
