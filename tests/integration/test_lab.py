@@ -48,9 +48,9 @@ def test_a_plan_after_convergence_is_empty_and_reconcile_refuses_beside_the_daem
     assert out["actions"] == [] and out["place"] == {} and out["unreachable"] == {} and out["quorum"] is True
     p = rack.cli("reconcile", check=False)
     assert p.returncode == 2 and p.stdout == ""
-    assert re.fullmatch(r"ctmanager: error: rack-101 is managed by ctmanager run pid \d+ on \S+ since "
-                        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(last heard \d+\.\ds ago\); reconcile would act beside "
-                        r"it\. See what it will do with: ctmanager plan\n", p.stderr), p.stderr
+    assert re.fullmatch(r"ctmanager: error: rack-101 is led by \S+ \(ctmanager run pid \d+ on \S+\) since "
+                        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(lease renewed \d+\.\ds ago\); reconcile would act "
+                        r"beside it\. See what it will do with: ctmanager plan\n", p.stderr), p.stderr
 
 
 def test_a_killed_ct_is_restarted(rack: Rack) -> None:

@@ -270,3 +270,19 @@ def test_stop_and_destroy_are_idempotent(tmp_path: Path) -> None:
     assert (out.result, out.changed) == ("done", False)
     bad = applying.apply(cfg, rt, "start", 1005, b"")
     assert (bad.result, bad.exit_code) == ("bad_input", results.EXIT_BAD_INPUT)
+
+
+def test_apply_refuses_an_epoch_older_than_one_the_hn_has_seen(tmp_path: Path) -> None:
+    """A deposed leader's action (its epoch is older than one this HN saw in an
+    action or a heartbeat) is refused, with its own exit code, and does nothing."""
+    rt = FakeRuntime({1005: "UP"})
+    cfg = agent_config.load(write_config(tmp_path))
+    assert applying.apply(cfg, rt, "stop", 1005, b"", epoch=3).result == "done"
+    rt.states[1005] = "UP"
+    stale = applying.apply(cfg, rt, "stop", 1005, b"", epoch=2)
+    assert (stale.result, stale.exit_code) == ("stale", results.EXIT_STALE)
+    assert "has seen manager epoch 3" in stale.message and rt.states[1005] == "UP"
+    assert (tmp_path / "state" / "epoch").read_text() == "3\n"  # on disk: it outlives the agent and a reboot
+    assert applying.apply(cfg, rt, "stop", 1005, b"", epoch=4).result == "done"
+    rt.states[1005] = "UP"
+    assert applying.apply(cfg, rt, "stop", 1005, b"").result == "done"  # by hand, no --epoch: not fenced
