@@ -71,8 +71,10 @@ class Membership:
             seen[sender] = received
         age = hears.get(me)
         if age is not None:
+            # Not before we started: the voter may have heard the one before us under
+            # our name (a manager's earlier run, or the leader before this one).
             mutual = min(heard, sent_at - age)
-            if mutual > self.mutual_at.get(sender, -1.0):
+            if mutual > self.mutual_at.get(sender, -1.0) and mutual >= self.started:
                 self.mutual_at[sender] = mutual
         for voter, age in hears.items():  # runs for every datagram: kept lean
             at = received - age

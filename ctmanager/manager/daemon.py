@@ -246,8 +246,8 @@ class Manager:
     def _stepped_down(self, now: float, change: Change) -> None:
         self.events.leadership(f"no longer leads rack-{self.config.slot}: {change.why}; standby")
         if self.results or self.unjournaled:
-            log.warning("%d finished action(s) of the lost epoch are not journaled; the next leader replans them",
-                        len(self.results) + len(self.unjournaled))
+            self.events.leadership(f"{len(self.results) + len(self.unjournaled)} finished action(s) of the lost "
+                                   "epoch are not journaled; the next leader replans them")
         self.results.clear()
         self.unjournaled.clear()
         self.fence_results.clear()

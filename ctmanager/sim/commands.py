@@ -1,24 +1,32 @@
 """The fault commands of a simulated schedule, one per line:
 
-    network HN off|on            cut / restore both directions between HN and everyone
-    network HN out-off|in-off    cut one direction only (its datagrams lost / it hears nothing)
-    link A B off|on              cut / restore the one direction A -> B (A, B: HNs or manager)
-    partition A,B | C,manager    only nodes on the same side hear each other
+    network NODE off|on          cut / restore both directions between NODE and everyone
+    network NODE out-off|in-off  cut one direction only (its datagrams lost / it hears nothing)
+    link A B off|on              cut / restore the one direction A -> B
+    partition A,B | C,manager    only nodes on the same side hear each other (the store, unless
+                                 named on a side, stays in reach of every side)
     heal                         every link back
     kill agent HN                kill -9 (its watchdog resets the node later)
     start agent HN               the agent runs again (the node must be on)
     hang runtime HN | unhang runtime HN
     power off HN | power on HN   (power on boots it: no CT runs, a new boot)
-    kill manager | restart manager
+    kill manager [NAME]          kill -9: NAME, or the one leading now (else the first alive)
+    restart manager [NAME]       kill -9 and start again: NAME, or the leader (else every manager)
+    start manager NAME           start a killed manager
+    store down | store up        the store's server stops / runs again
     weather loss=0.2 duplicate=0.1 jitter=0.5 | weather clear
+
+NODE, A, B: an HN, a manager ("manager", or "mgr-a", "mgr-b" ... in a rack of
+several) or "store".
 
 Bad commands raise SimError naming the line.
 """
 
 from __future__ import annotations
 
-from ..fencing.quorum import MANAGER
+from .manager import SimManager
 from .rack import SimRack
+from .storelink import STORE
 from .world import Weather
 
 
@@ -45,7 +53,7 @@ def parse_cmdlist(text: str, source: str = "cmdlist") -> list[tuple[float, str]]
 
 def apply(rack: SimRack, cmd: str) -> None:
     words = cmd.split()
-    everyone = set(rack.voters)
+    everyone = set(rack.nodes)
     rack.links_changing()
     rack.log("cmd", cmd)
 
@@ -54,19 +62,33 @@ def apply(rack: SimRack, cmd: str) -> None:
             raise SimError(f"{cmd!r}: no HN {name!r} (HNs: {', '.join(sorted(rack.agents))})")
         return name
 
+    def node(name: str) -> str:
+        if name not in everyone:
+            raise SimError(f"{cmd!r}: no node {name!r} (nodes: {', '.join(sorted(everyone))})")
+        return name
+
+    def manager(name: str | None, default: str) -> list[SimManager]:
+        if name is not None:
+            if name not in rack.managers:
+                raise SimError(f"{cmd!r}: no manager {name!r} (managers: {', '.join(rack.managers)})")
+            return [rack.managers[name]]
+        lead = rack.leader()
+        if lead is not None:
+            return [lead]
+        alive = [m for m in rack.managers.values() if m.alive]
+        return alive[:1] if default == "first" else list(rack.managers.values())
+
     match words:
         case ["network", name, "off"]:
-            rack.net.isolate(hn(name), everyone)
+            rack.net.isolate(node(name), everyone)
         case ["network", name, "out-off"]:
-            rack.net.isolate(hn(name), everyone, inbound=False)
+            rack.net.isolate(node(name), everyone, inbound=False)
         case ["network", name, "in-off"]:
-            rack.net.isolate(hn(name), everyone, outbound=False)
+            rack.net.isolate(node(name), everyone, outbound=False)
         case ["network", name, "on"]:
-            rack.net.heal(hn(name))
+            rack.net.heal(node(name))
         case ["link", a, b, "off" | "on" as state]:
-            for n in (a, b):
-                if n != MANAGER:
-                    hn(n)
+            node(a), node(b)
             if state == "off":
                 rack.net.cut.add((a, b))
             else:
@@ -75,9 +97,9 @@ def apply(rack: SimRack, cmd: str) -> None:
             sides = [{n.strip() for n in side.split(",") if n.strip()} for side in " ".join(words[1:]).split("|")]
             for side in sides:
                 for n in side:
-                    if n != MANAGER:
-                        hn(n)
-            rack.net.partition(sides, everyone)
+                    node(n)
+            named = set().union(*sides)
+            rack.net.partition(sides, everyone if STORE in named else everyone - {STORE})
         case ["heal"]:
             rack.net.heal()
         case ["kill", "agent", name]:
@@ -97,11 +119,19 @@ def apply(rack: SimRack, cmd: str) -> None:
             agent = rack.agents[hn(name)]
             if not agent.powered:
                 agent.boot()
-        case ["kill", "manager"]:
-            rack.manager.kill()
-        case ["restart", "manager"]:
-            rack.manager.kill()
-            rack.manager.start()
+        case ["kill", "manager", *name] if len(name) <= 1:
+            for m in manager(name[0] if name else None, "first"):
+                m.kill()
+        case ["restart", "manager", *name] if len(name) <= 1:
+            for m in manager(name[0] if name else None, "all"):
+                m.kill()
+                m.start()
+        case ["start", "manager", name]:
+            m = manager(name, "first")[0]
+            if not m.alive:
+                m.start()
+        case ["store", "down" | "up" as state]:
+            rack.store_up = state == "up"
         case ["weather", "clear"]:
             rack.net.weather = Weather()
         case ["weather", *pairs]:

@@ -1,8 +1,10 @@
 """The simulated manager: the daemon's own `Manager` (manager/daemon.py) with
 simulated ports, as pve-ha-simulator runs the real CRM. Its store is a real
-SQLite store (in memory, one per schedule), so a restarted manager starts from
-exactly what the daemon keeps there (placements, rejections, the HNs' newest
-reports, the journal of unfinished intents); everything else is rebuilt.
+SQLite store (in memory, one per schedule, shared by the rack's managers),
+reached over a link to the node "store" (sim/storelink.py), so a restarted or
+newly leading manager starts from exactly what the daemon keeps there
+(placements, rejections, the HNs' newest reports, the journal of unfinished
+intents, the lease); everything else is rebuilt.
 
 Ports: the clock is the simulated one (with this host's skew); the transport
 delivers Report objects over the simulated network (verification is the real
@@ -15,16 +17,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from ..errors import StoreError
 from ..executor.runner import Result
 from ..executor.ssh import SshSettings
 from ..manager.config import ManagerConfig
 from ..manager.daemon import Manager
 from ..manager.ports import FenceDone, SpecOf
 from ..reconcile.state import Action
+from ..store.db import Store
 from ..wire.reports import Receiver, Report
 from . import dcstore
+from .storelink import StoreLink
 from .world import Inbox
 
 if TYPE_CHECKING:
@@ -36,6 +41,7 @@ ACTION_TIMEOUT = 30.0
 FULL_PLAN_EVERY = 1.0
 BMC_LATENCY = 2.0  # s a fence command takes to power a node off
 REACT = 0.001  # s from a report's arrival to the step that takes it in
+RESTART_AFTER = 5.0  # s systemd waits before it starts a manager that exited again
 
 
 def manager_config(rack: SimRack, name: str) -> ManagerConfig:
@@ -66,14 +72,25 @@ class SimManager:
         self.alive = True
         life = self.life
         self.transport = HeartbeatInbox(self)
+        link = StoreLink(self.rack.store, lambda: self.alive and self.rack.reaches_store(self.name))
         self.daemon = Manager(
-            self.rack.store, dcstore.dc(), self.config, SimSsh(self, life), transport=self.transport,
+            cast(Store, link), dcstore.dc(), self.config, SimSsh(self, life), transport=self.transport,
             clock=self.local, events=SimEvents(self.rack, self.name), fencer=SimBmc(self, life) if self.config.fence_command
             else None, receiver=Receiver(b"", self.rack.slot, quiet=True), holder=f"sim manager (life {life})",
             poll=False, mono=self.local)
-        self.daemon.start()
         self._next = None
+        try:
+            self.daemon.start()
+        except StoreError:  # `ctmanager run` exits 1 without its store; systemd starts it again
+            self.rack.log(self.name, f"cannot start: the store is unreachable; starting again in {RESTART_AFTER:g}s")
+            self.alive = False
+            self.rack.clock.after(RESTART_AFTER, self._restart, self.life)
+            return
         self.wake(0.0)
+
+    def _restart(self, life: int) -> None:
+        if life == self.life and not self.alive:  # nobody killed or started it meanwhile
+            self.start()
 
     def kill(self) -> None:
         self.alive = False
@@ -146,7 +163,10 @@ class SimEvents:
         pass
 
     def trouble(self, line: str) -> None:
-        self.rack.violation(f"the manager's store failed: {line}")
+        if self.rack.reaches_store(self.name):  # the store's own failure: a bug
+            self.rack.violation(f"{self.name}'s store failed: {line}")
+        else:
+            self.rack.log(self.name, "store unreachable")
 
     def leadership(self, line: str) -> None:
         self.rack.log(self.name, line)
@@ -166,7 +186,7 @@ class SimSsh:
 
     def submit(self, actions: Iterable[Action], spec_of: SpecOf, done: Callable[[Any], None], epoch: int = 0) -> None:
         for a in actions:
-            self.owner.rack.check_majority(a)
+            self.owner.rack.check_majority(self.owner.name, a)
             self.owner.rack.check_lease(self.owner, epoch, str(a))
             self.owner.issued.append((self.owner.rack.clock.now, a))
             spec = spec_of(a.ctid)

@@ -1,13 +1,21 @@
-"""A simulated rack: HNs with agents, a manager, a network, the truth of which
-CT runs where, the event log, and the invariants checked as it runs.
+"""A simulated rack: HNs with agents, one or more managers, the store as a
+node of its own, a network, the truth of which CT runs where, the event log,
+and the invariants checked as it runs.
+
+Nodes: the HNs (hn-101-1 ...), the managers ("manager" when there is one;
+"mgr-a", "mgr-b" ... when there are more) and "store". Voters: the HNs and the
+one voter "manager", whichever manager leads.
 
 Invariants (each broken one is recorded with the time):
   - no CTID is UP on two HNs at any instant;
-  - the manager acts only from a majority side: when it issues an action, a
-    majority of voters (itself included) was really reachable both ways, and
-    alive, within the last `fence_after` + 2 report intervals;
+  - a manager acts only from a majority side: when it issues an action, a
+    majority of voters (itself included) was really reachable both ways from
+    it, and alive, within the last `fence_after` + 2 report intervals;
+  - a manager acts and sends heartbeats only while the store says it holds the
+    rack's lease of that epoch (so two managers never act at once);
   - `converged()` (checked at the end of a schedule, after the faults are
-    healed): every ADMST UP CT runs on exactly one HN.
+    healed): every ADMST UP CT runs on exactly one HN, and no intent was left
+    pending (every one finished, or closed and replanned by a later leader).
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from ..store import loop as persist
 from ..wire.reports import Report
 from . import dcstore
 from .agent import SimAgent
-from .manager import SimManager
+from .manager import ACTION_TIMEOUT, SimManager
+from .storelink import STORE
 from .world import Clock, Network, Weather
 
 
@@ -37,6 +46,7 @@ class Setup:
     stale_after: float = 3.0
     reboot_after: float | None = 60.0  # s a reset node takes to boot; None: stays off until `power on`
     fence_command: bool = False  # the manager has a fence command (a BMC on its own network)
+    managers: int = 1  # "manager"; with more, "mgr-a", "mgr-b" ... (one leads)
     skew: float = 0.0  # s: every node's clock is off by up to this much, either way (seeded)
     weather: Weather = field(default_factory=Weather)
 
@@ -54,16 +64,21 @@ class SimRack:
         names = [f"hn-{self.slot}-{i}" for i in range(1, setup.hns + 1)]
         self.voters = frozenset(names) | {MANAGER}
         self.store = dcstore.rack_store(setup.hns, setup.cts, lambda: self.clock.now)  # a real store, true time
+        self.store_up = True
         self.configured = persist.configured(self.store, dcstore.dc(), self.slot)
         self.lines: list[str] = []
         self.violations: list[str] = []
         self.up: dict[int, set[str]] = {}  # the truth: CTID -> HNs where it runs
-        self.last_link: dict[str, float] = {}  # voter -> last time it was reachable from the manager, both ways
-        offsets = {n: self.rng.uniform(-setup.skew, setup.skew) if setup.skew else 0.0 for n in [*names, MANAGER]}
+        # (manager, voter) -> last time the voter was reachable from that manager, both ways
+        self.last_link: dict[tuple[str, str], float] = {}
+        mgrs = [MANAGER] if setup.managers == 1 else [f"mgr-{chr(ord('a') + i)}" for i in range(setup.managers)]
+        self.nodes = frozenset([*names, *mgrs, STORE])
+        offsets = {n: self.rng.uniform(-setup.skew, setup.skew) if setup.skew else 0.0 for n in [*names, *mgrs]}
         self.agents = {n: SimAgent(self, n, frozenset(names), setup.timers, setup.interval, setup.reboot_after,
                                    offsets[n]) for n in names}
-        self.manager = SimManager(self, MANAGER, offsets[MANAGER])
-        self._hearers = [*((n, a.hear) for n, a in sorted(self.agents.items())), (MANAGER, self.manager.hear)]
+        self.managers = {n: SimManager(self, n, offsets[n]) for n in mgrs}
+        self._hearers = [*((n, a.hear) for n, a in sorted(self.agents.items())),
+                         *((n, m.hear) for n, m in self.managers.items())]
 
     # ---- the network ------------------------------------------------------
     def broadcast(self, src: str, report: Report) -> None:
@@ -90,24 +105,42 @@ class SimRack:
     def alarm(self, what: str) -> None:
         self.log(MANAGER, f"ALARM {what}")
 
-    def _reachable(self, v: str) -> bool:
+    @property
+    def manager(self) -> SimManager:
+        """The first manager (the only one of a one-manager rack)."""
+        return next(iter(self.managers.values()))
+
+    def leader(self) -> SimManager | None:
+        """The live manager the store says leads now (None: none does)."""
+        lease = leases.current(self.store, self.slot)
+        if lease is None or not lease.live(self.clock.now):
+            return None
+        return next((m for m in self.managers.values() if m.alive and m.daemon.boot_id == lease.instance), None)
+
+    def reaches_store(self, manager: str) -> bool:
+        return self.store_up and self.net.up(manager, STORE) and self.net.up(STORE, manager)
+
+    def _reachable(self, manager: str, v: str) -> bool:
         if v == MANAGER:
-            return self.manager.alive
+            return self.managers[manager].alive
         a = self.agents[v]
-        return a.alive and a.powered and self.net.up(MANAGER, v) and self.net.up(v, MANAGER)
+        return a.alive and a.powered and self.net.up(manager, v) and self.net.up(v, manager)
 
     def links_changing(self) -> None:
         """Call before any change to links or liveness: remembers who was reachable until now."""
         now = self.clock.now
-        for v in self.voters:
-            if self._reachable(v):
-                self.last_link[v] = now
+        for m in self.managers:
+            for v in self.voters:
+                if self._reachable(m, v):
+                    self.last_link[m, v] = now
 
-    def check_majority(self, action: Action) -> None:
+    def check_majority(self, manager: str, action: Action) -> None:
         now, horizon = self.clock.now, self.timers.fence_after + 2 * self.interval
-        side = {v for v in self.voters if self._reachable(v) or now - self.last_link.get(v, -1e9) <= horizon}
+        side = {v for v in self.voters
+                if self._reachable(manager, v) or now - self.last_link.get((manager, v), -1e9) <= horizon}
         if not is_quorum(side, self.voters):
-            self.violation(f"the manager acted from a minority side ({len(side)} of {len(self.voters)} voters): {action}")
+            self.violation(f"{manager} acted from a minority side ({len(side)} of {len(self.voters)} voters): "
+                           f"{action}")
 
     def check_lease(self, manager: SimManager, epoch: int, what: str) -> None:
         """A manager acts (or votes) only while the store says it holds the lease
@@ -119,12 +152,15 @@ class SimRack:
                            f"{lease.holder if lease else 'none'} epoch {lease.epoch if lease else 0}): {what}")
 
     def converged(self) -> list[str]:
-        """What is wrong now with where CTs run (empty: every ADMST UP CT runs exactly once)."""
+        """What is wrong now with where CTs run (empty: every ADMST UP CT runs
+        exactly once), and intents left pending longer than an action may take."""
         wrong = []
         for ctid, ct in sorted(self.configured.cts.items()):
             n = len(self.up.get(ctid, ()))
             if ct.admst == "UP" and n != 1:
                 wrong.append(f"CT {ctid} runs on {n} HNs")
+        for kind, ctid, hn in persist.pending_before(self.store, self.clock.now - ACTION_TIMEOUT - 5, self.slot):
+            wrong.append(f"intent {kind} {ctid} on {hn} never finished nor resumed")
         return wrong
 
     def run_until(self, t: float) -> None:

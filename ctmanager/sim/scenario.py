@@ -2,7 +2,7 @@
 list of faults, and the event log it must produce.
 
     tests/scenarios/fencing/NAME/
-      setup.toml    hns, cts, end (s), reboot_after, fence_command, [timers], [weather]
+      setup.toml    hns, cts, end (s), reboot_after, fence_command, managers, [timers], [weather]
       cmdlist       "SECONDS COMMAND" lines (ctmanager/sim/commands.py)
       expected.log  the log, diffed (CTMANAGER_UPDATE_GOLDEN=1 rewrites it)
 """
@@ -17,7 +17,7 @@ from .commands import SimError, parse_cmdlist, run
 from .rack import Setup, SimRack
 from .world import Weather
 
-KEYS = {"hns", "cts", "end", "seed", "reboot_after", "timers", "weather", "description", "fence_command"}
+KEYS = {"hns", "cts", "end", "seed", "reboot_after", "timers", "weather", "description", "fence_command", "managers"}
 
 
 def load(folder: Path) -> tuple[Setup, list[tuple[float, str]], float]:
@@ -33,11 +33,11 @@ def load(folder: Path) -> tuple[Setup, list[tuple[float, str]], float]:
         setup = Setup(hns=int(data.get("hns", 3)), cts=int(data.get("cts", 6)), seed=int(data.get("seed", 0)),
                       timers=FenceTimers(**data.get("timers", {})), weather=Weather(**data.get("weather", {})),
                       reboot_after=None if reboot == "never" else float(reboot),
-                      fence_command=bool(data.get("fence_command", False)))
+                      fence_command=bool(data.get("fence_command", False)), managers=int(data.get("managers", 1)))
     except (TypeError, ValueError) as exc:
         raise SimError(f"{folder}/setup.toml: {exc}") from None
-    if not 1 <= setup.hns <= 50 or not 0 <= setup.cts <= 1000:
-        raise SimError(f"{folder}/setup.toml: hns must be 1-50 and cts 0-1000")
+    if not 1 <= setup.hns <= 50 or not 0 <= setup.cts <= 1000 or not 1 <= setup.managers <= 5:
+        raise SimError(f"{folder}/setup.toml: hns must be 1-50, cts 0-1000 and managers 1-5")
     schedule = parse_cmdlist((folder / "cmdlist").read_text(), f"{folder}/cmdlist")
     return setup, schedule, float(data.get("end", 120))
 

@@ -1,10 +1,13 @@
 """Randomized fault schedules, reproducible from one seed.
 
-A schedule is a rack (3-5 HNs, 4-10 CTs, random report weather) and a list of
-timed faults over `minutes` simulated minutes. The last stretch is calm: every
-link healed, every node on, the manager running; by its end every ADMST UP CT
-must run on exactly one HN. The invariants of ctmanager/sim/rack.py are checked
-throughout.
+A schedule is a rack (3-5 HNs, 4-10 CTs, random report weather; most often a
+pair of managers, else one) and a list of timed faults over `minutes` simulated
+minutes: links cut and one-way loss between any of the managers, the store and
+the HNs, partitions, kills and restarts of agents and managers, store outages,
+hung runtimes, power. The last stretch is calm: every link healed, every node
+on, every manager and the store running; by its end every ADMST UP CT must run
+on exactly one HN and no intent may be left pending. The invariants of
+ctmanager/sim/rack.py are checked throughout.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from ..fencing.quorum import MANAGER
 from .commands import run
 from .rack import Setup, SimRack
+from .storelink import STORE
 from .world import Weather
 
 CALM = 60.0  # s at the end with no fault: long enough to converge after nodes boot
@@ -47,38 +51,44 @@ def generate(seed: int, minutes: float = 10.0) -> tuple[Setup, list[tuple[float,
     names = [f"hn-101-{i}" for i in range(1, hns + 1)]
     weather = Weather(loss=rng.choice((0.0, 0.0, 0.05, 0.2)), duplicate=rng.choice((0.0, 0.05)),
                       delay=0.002, jitter=rng.choice((0.0, 0.05, 0.5)))
+    managers = 2 if rng.random() < 0.75 else 1
+    mgrs = [MANAGER] if managers == 1 else ["mgr-a", "mgr-b"]
     setup = Setup(hns=hns, cts=rng.randint(4, 10), seed=seed, weather=weather,
                   reboot_after=rng.choice((30.0, 60.0, None)), fence_command=rng.random() < 0.25,
-                  skew=rng.choice((0.0, 0.05, 0.3)))
+                  skew=rng.choice((0.0, 0.05, 0.3)), managers=managers)
     end = minutes * 60
     t, out = 5.0, []
     while True:
         t += rng.expovariate(1 / 25)  # a fault every 25 s on average
         if t >= end - CALM:
             break
-        out.append((round(t, 2), _fault(rng, names)))
+        out.append((round(t, 2), _fault(rng, names, mgrs)))
     calm = end - CALM
-    out.append((calm, "heal"))
-    out.append((calm, "weather clear"))
+    out += [(calm, "heal"), (calm, "weather clear"), (calm, "store up")]
     for n in names:
         out += [(calm, f"unhang runtime {n}"), (calm, f"power on {n}"), (calm, f"start agent {n}")]
-    out.append((calm, "restart manager"))
+    out += [(calm, f"start manager {m}") for m in mgrs]
     return setup, out, end
 
 
-def _fault(rng: random.Random, names: list[str]) -> str:
+def _fault(rng: random.Random, names: list[str], mgrs: list[str]) -> str:
     hn = rng.choice(names)
     kind = rng.choices(
-        ["off", "on", "oneway", "partition", "heal", "kill", "start", "hang", "unhang", "manager", "weather", "power"],
-        weights=[4, 4, 2, 3, 3, 2, 2, 1, 1, 2, 2, 1])[0]
+        ["off", "on", "oneway", "partition", "heal", "kill", "start", "hang", "unhang", "manager", "weather", "power",
+         "mgr-net", "store"],
+        weights=[4, 4, 2, 3, 3, 2, 2, 1, 1, 2, 2, 1, 3, 2])[0]
     if kind == "off":
         return f"network {hn} off"
     if kind == "on":
         return f"network {hn} on"
     if kind == "oneway":
         return f"network {hn} {rng.choice(('in-off', 'out-off'))}"
+    if kind == "mgr-net":  # a manager (or the store) cut off, or a one-way loss
+        return f"network {rng.choice([*mgrs, STORE])} {rng.choice(('off', 'on', 'on', 'in-off', 'out-off'))}"
+    if kind == "store":
+        return f"store {rng.choice(('down', 'up', 'up'))}"
     if kind == "partition":
-        nodes = names + [MANAGER]
+        nodes = names + mgrs + ([STORE] if rng.random() < 0.5 else [])
         rng.shuffle(nodes)
         cut = rng.randint(1, len(nodes) - 1)
         return f"partition {','.join(nodes[:cut])} | {','.join(nodes[cut:])}"
@@ -93,7 +103,9 @@ def _fault(rng: random.Random, names: list[str]) -> str:
     if kind == "unhang":
         return f"unhang runtime {hn}"
     if kind == "manager":
-        return rng.choice(("kill manager", "restart manager", "restart manager"))
+        m = rng.choice(mgrs)
+        return rng.choice((f"kill manager {m}", f"restart manager {m}", f"start manager {m}", "kill manager",
+                           "restart manager"))
     if kind == "power":
         return f"power {rng.choice(('off', 'on'))} {hn}"
     return (f"weather loss={rng.choice((0.0, 0.1, 0.3))} duplicate={rng.choice((0.0, 0.1))} "
@@ -105,4 +117,4 @@ def run_seed(seed: int, minutes: float = 10.0) -> SeedOutcome:
     rack = SimRack(setup)
     run(rack, schedule, end)
     return SeedOutcome(seed, tuple(rack.violations), tuple(rack.converged()), tuple(schedule), rack.net.delivered,
-                   len(rack.manager.issued))
+                       sum(len(m.issued) for m in rack.managers.values()))

@@ -148,6 +148,13 @@ def interrupted(store: Store, now: float, slot: int) -> list[str]:
     return [f"{r['kind']} {r['ct_id']} on {r['hn']}" for r in rows]
 
 
+def pending_before(store: Store, before: float, slot: int) -> list[tuple[str, int, str]]:
+    """Rack `slot`'s intents still pending that were written before `before`: (kind, CTID, HN)."""
+    return [(r[0], r[1], r[2]) for r in store.query(
+        "SELECT kind, ct_id, hn FROM journal WHERE state = 'pending' AND at < ? AND rack IN (?, 0) ORDER BY id",
+        (before, slot))]
+
+
 ObservedRow = tuple[int, str | None, str, float | None]  # (CTID, HN, OPST, since)
 
 

@@ -68,7 +68,9 @@ def test_bad_cmdlist_lines_are_named(text: str, error: str) -> None:
 
 
 @pytest.mark.parametrize("cmd, error", [
-    ("network hn-9 off", "no HN 'hn-9'"),
+    ("network hn-9 off", "no node 'hn-9' \\(nodes: hn-101-1, hn-101-2, hn-101-3, manager, store\\)"),
+    ("kill agent mgr-a", "no HN 'mgr-a'"),
+    ("kill manager mgr-z", "no manager 'mgr-z' \\(managers: manager\\)"),
     ("explode", "unknown command"),
     ("weather gravity=2", "weather takes"),
 ])

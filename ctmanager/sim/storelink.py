@@ -1,0 +1,110 @@
+"""The store as a node of the simulated network: each manager reaches the one
+real store (SQLite in memory, on simulated true time) through its own link,
+which fails like a lost connection when the network between that manager and
+the node "store" is cut either way, or the store is down.
+
+Every call a manager makes goes through here and is checked: statements,
+transactions, snapshots, the clock. A failure is the StoreError the real
+backends raise ("cannot reach the store"), so the daemon's own handling of
+store trouble is what runs. The simulator is single-threaded, so a link cannot
+fail in the middle of one call; a transaction is all or nothing as on a real
+server.
+
+Each manager keeps its own fence (Store.fence): it is put on the shared store
+for the length of that manager's transaction only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ..errors import StoreError
+from ..store.db import Params, Store
+
+STORE = "store"  # the store's node name
+
+
+class StoreLink:
+    def __init__(self, store: Store, reachable: Callable[[], bool]) -> None:
+        self.real = store
+        self.reachable = reachable
+        self.fence: Callable[[Store], None] | None = None
+        self.cache = store.cache
+
+    def _up(self) -> None:
+        if not self.reachable():
+            raise StoreError(f"{self.where}: cannot reach the store (simulated: link or store down); try again")
+
+    # ---- what the manager uses of a Store --------------------------------
+    @property
+    def where(self) -> str:
+        return "sim-store"
+
+    @property
+    def path(self) -> str:
+        return "sim-store"
+
+    @property
+    def backend(self) -> str:
+        return self.real.backend
+
+    @property
+    def NOW_SQL(self) -> str:  # noqa: N802 - the Store attribute's name
+        return self.real.NOW_SQL
+
+    @contextlib.contextmanager
+    def transaction(self, *, config: bool = True, fenced: bool = True) -> Iterator[StoreLink]:
+        self._up()
+        self.real.fence = self.fence
+        try:
+            with self.real.transaction(config=config, fenced=fenced):
+                yield self
+        finally:
+            self.real.fence = None
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[StoreLink]:
+        self._up()
+        with self.real.snapshot():
+            yield self
+
+    def execute(self, sql: str, params: Params = ()) -> Any:
+        self._up()
+        return self.real.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        self._up()
+        self.real.executemany(sql, rows)
+
+    def query(self, sql: str, params: Params = ()) -> list[Any]:
+        self._up()
+        return self.real.query(sql, params)
+
+    def one(self, sql: str, params: Params = ()) -> Any:
+        self._up()
+        return self.real.one(sql, params)
+
+    def get_meta(self, key: str) -> str | None:
+        self._up()
+        return self.real.get_meta(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._up()
+        self.real.set_meta(key, value)
+
+    def event(self, kind: str, subject: str, detail: str = "") -> None:
+        self._up()
+        self.real.event(kind, subject, detail)
+
+    def config_version(self) -> int:
+        self._up()
+        return self.real.config_version()
+
+    def now(self) -> float:
+        self._up()
+        return self.real.now()
+
+    def close(self) -> None:
+        pass  # the store outlives every manager
