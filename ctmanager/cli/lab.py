@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from ..errors import InputError
-from ..lab import layout
+from ..lab import layout, managers
 from ..store import queries
 from .common import Registry, integer_in, parse_rack, seconds_in, store_of, want_json
 from .output import emit_json, table
@@ -32,6 +32,9 @@ def register(reg: Registry) -> None:
                    "HNs and its own manager, on one store; the first one's folder holds them all")
     p.add_argument("--hns", type=integer_in(1, 64), default=3,
                    help="how many of each rack's HNs to run (default 3; fewer if a rack has fewer)")
+    p.add_argument("--managers", type=integer_in(1, managers.MAX), default=1,
+                   help="managers per rack (default 1, on the host); 2 or more: a pair (one leads, the others "
+                        "stand by), each in a network namespace of its own so a fault can cut one off")
     p.add_argument("--no-wait", action="store_true", help="return once started, without waiting for UP|UP")
     p.add_argument("--timeout", type=seconds_in(1, 86400), default=CONVERGE_TIMEOUT, help="seconds to wait for convergence")
     with_dir(cmd(labs, "status", cmd_lab_status, "the lab's HNs, processes and running CTs", "ctmanager lab status"))
@@ -43,23 +46,25 @@ def register(reg: Registry) -> None:
                    help="storage (keys, /data; first), dns (BIND), hn (agent), manager (daemon, inventory; last)")
     p.add_argument("name", help="this machine's name (an HN's hostname, e.g. hn-101-1)")
     p.add_argument("--rack", help="rack (default: the first installed)")
-    p.add_argument("--manager", required=True, metavar="IP", help="the manager's rack address")
+    p.add_argument("--manager", required=True, metavar="IP", help="the manager's rack address (an HN of a rack "
+                   "with a manager pair: every manager's, separated by commas; a manager: its own)")
     p.add_argument("--dns", required=True, metavar="IP", help="the dns machine's rack address")
     p.add_argument("--root", default="/srv/ctmanager", help="where it keeps things; shared/ below it must be "
                    "the rack's shared folder (default /srv/ctmanager)")
     faults = group("fault", "rehearse failures on the lab rack (see README: When a node fails)", parent=labs)
-    p = with_dir(cmd(faults, "partition", cmd_fault, "cut HNs off the rack network (their links go down)",
-                     "ctmanager lab fault partition hn-101-2"))
-    p.add_argument("hn", nargs="+", metavar="HN")
-    p = with_dir(cmd(faults, "heal", cmd_fault, "links up, killed agents back, a killed manager restarted",
+    p = with_dir(cmd(faults, "partition", cmd_fault, "cut HNs, or a manager of a pair, off the rack network "
+                     "(their links go down; a manager keeps its store)", "ctmanager lab fault partition hn-101-2"))
+    p.add_argument("hn", nargs="+", metavar="NODE", help="an HN, or a manager (mgr-101-b) of a lab with --managers 2")
+    p = with_dir(cmd(faults, "heal", cmd_fault, "links up, killed agents back, killed managers started again",
                      "ctmanager lab fault heal"))
-    p.add_argument("hn", nargs="*", metavar="HN", help="only these HNs (default: everything)")
+    p.add_argument("hn", nargs="*", metavar="NODE", help="only these HNs or managers (default: everything)")
     p = with_dir(cmd(faults, "kill-agent", cmd_fault, "kill -9 an HN's ctagent and keep it down (its watchdog fires)",
                      "ctmanager lab fault kill-agent hn-101-2"))
     p.add_argument("hn", nargs=1, metavar="HN")
-    p = with_dir(cmd(faults, "kill-manager", cmd_fault, "kill -9 the manager, then start a new one",
-                     "ctmanager lab fault kill-manager"))
-    p.add_argument("--no-restart", action="store_true", help="leave it dead (until `lab fault heal`)")
+    p = with_dir(cmd(faults, "kill-manager", cmd_fault, "kill -9 the leading manager (or NAME) and keep it down "
+                     "until `lab fault heal`", "ctmanager lab fault kill-manager mgr-101-a"))
+    p.add_argument("hn", nargs="?", metavar="NAME", help="this manager (default: the one that leads now)")
+    p.add_argument("--restart", action="store_true", help="start it again at once, as systemd would")
 
 
 def _say(args: argparse.Namespace) -> Any:
@@ -82,7 +87,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
         for i, (slot, here) in enumerate(labs):
             have = sum(1 for n in queries.nodes(store, rack=slot) if n.role == "compute")
             rack.up(store, here, slot, args.hns if i == 0 else max(min(args.hns, have), 1), say,
-                    dns=i == 0, fresh=i == 0)
+                    dns=i == 0, fresh=i == 0, manager_count=args.managers)
             if i == 0 and len(labs) > 1:  # recorded before the others start: `down` finds them all
                 lab.write_state({**lab.read_state(), "racks": [str(sub.root) for _, sub in labs[1:]]})
             say(f"inventory of rack-{slot}: {here.inventory}")
@@ -122,8 +127,9 @@ def _wait(store: Any, slot: int, timeout: float, say: Any, lab: layout.Lab) -> b
     deadline = time.monotonic() + timeout
     last = ""
     while True:
-        if not alive(lab.read_state().get("pids", {}).get("manager")):
-            log = lab.logs / "manager.log"
+        running = managers.pids(lab)
+        if not any(alive(pid) for pid in running.values()):
+            log = managers.of(lab)[0].log
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
             raise InputError(f"the lab's manager exited: {tail[0] if tail else 'no log'} (log: {log})")
         mine = {c.ctid for c in queries.cts(store, rack=slot)}
@@ -155,7 +161,7 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
         for name, pid in sorted(here.read_state().get("pids", {}).items()):
             alive = os.path.exists(f"/proc/{pid}")
             cts = "-"
-            if name not in ("manager", "named"):
+            if name in here.read_state().get("hns", []):
                 p = sh("lxc-ls", "-P", str(here.hn_dir(name) / "lxc"), "--running", ns=here.netns(name), check=False)
                 cts = (" ".join(sorted(p.stdout.split(), key=lambda s: (len(s), s))) or "-") if p.returncode == 0 else "?"
             rows.append({"name": name, "pid": pid, "alive": alive, "running_cts": cts})
@@ -203,7 +209,7 @@ def cmd_fault(args: argparse.Namespace) -> int:
     elif kind == "kill-agent":
         faults.kill_agent(lab, args.hn[0], say)
     else:
-        faults.kill_manager(lab, not args.no_restart, say)
+        faults.kill_manager(lab, args.hn, args.restart, say)
     if want_json(args):
         emit_json({"fault": kind, "done": lines})
     return 0

@@ -82,20 +82,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config, store, dc = manager_setup(args)
     try:
-        manager = Manager(store, dc, config, executor_for(store, config), dns=DnsWorker(store.path, rack=config.slot),
-                          watch=open_watch(store.path))
-    except OSError as exc:
-        raise InputError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from None
-    signal.signal(signal.SIGTERM, lambda *_: manager.stop())
-    signal.signal(signal.SIGINT, lambda *_: manager.stop())
-    try:
         # One process per manager name: a second one would take its lease over.
         with store.lock(f"manager-rack-{config.slot}-{config.name}", wait=0) as mine:
             if not mine:
                 raise ConflictError(f"a manager named {config.name} already runs for rack-{config.slot} on this "
                                     "store; give each manager of a rack its own `name` in its config")
-            manager.run()
+            try:
+                manager = Manager(store, dc, config, executor_for(store, config),
+                                  dns=DnsWorker(store.path, rack=config.slot), watch=open_watch(store.path))
+            except OSError as exc:
+                raise InputError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from None
+            signal.signal(signal.SIGTERM, lambda *_: manager.stop())
+            signal.signal(signal.SIGINT, lambda *_: manager.stop())
+            try:
+                manager.run()
+            finally:
+                manager.executor.close()
     finally:
-        manager.executor.close()
         store.close()
     return 0

@@ -1,13 +1,14 @@
 """`ctmanager lab fault ...`: rehearse failures on the lab rack.
 
-    partition HN...   each HN loses its rack link (its host-side veth goes down):
-                      no reports, no heartbeats, no SSH, as if its switch port died
-    heal [HN...]      links up, and "power on": an HN whose watchdog fired, or whose
-                      agent was killed, gets its agent back; a killed manager restarts
-    kill-agent HN     kill -9 its ctagent and keep it down (as if it hung): the
-                      watchdog then resets the HN `watchdog_timeout` later
-    kill-manager      kill -9 the manager, then start a new one (like systemd would),
-                      unless --no-restart
+    partition NODE...  each HN (or manager of a pair) loses its rack link (its
+                       host-side veth goes down): no reports, no heartbeats, no SSH,
+                       as if its switch port died; a manager keeps its store
+    heal [NODE...]     links up, and "power on": an HN whose watchdog fired, or whose
+                       agent was killed, gets its agent back; killed managers start
+    kill-agent HN      kill -9 its ctagent and keep it down (as if it hung): the
+                       watchdog then resets the HN `watchdog_timeout` later
+    kill-manager [NAME]  kill -9 the leading manager (or NAME) and keep it down
+                       until `heal`; --restart starts it again at once (as systemd)
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from . import layout
+from ..store import lease as leases
+from ..store import open_store
+from . import layout, managers
 from .rack import LabError, sh, start_manager
 
 
@@ -38,18 +41,38 @@ def _hns(lab: layout.Lab, names: list[str]) -> list[str]:
     return names or sorted(known)
 
 
+def _split(lab: layout.Lab, names: list[str]) -> tuple[list[str], list[managers.LabManager]]:
+    """`names` as HNs and managers (each must be one of them)."""
+    mgrs = {m.name: m for m in managers.of(lab)}
+    known = _state(lab).get("links", {})
+    for n in names:
+        if n not in known and n not in mgrs:
+            raise InputError(f"no HN or manager {n!r} in the lab (HNs: {', '.join(sorted(known))}; managers: "
+                             f"{', '.join(mgrs)})", where="NODE")
+    return [n for n in names if n in known], [mgrs[n] for n in names if n in mgrs]
+
+
 def partition(lab: layout.Lab, names: list[str], say: Callable[[str], None]) -> None:
     if not names:
-        raise InputError("name the HN(s) to cut off", where="HN")
+        raise InputError("name the HN(s) or manager to cut off", where="NODE")
+    hns, mgrs = _split(lab, names)
     links = _state(lab)["links"]
-    for n in _hns(lab, names):
+    for m in mgrs:
+        if not m.link:
+            raise InputError(f"{m.name} runs on the host and cannot be cut off; a lab with a manager pair can: "
+                             "ctmanager lab up --managers 2", where="NODE")
+    for n in hns:
         sh("ip", "link", "set", links[n], "down")
         say(f"{n}: rack link {links[n]} down")
+    for m in mgrs:
+        sh("ip", "link", "set", m.link, "down")
+        say(f"{m.name}: rack link {m.link} down (its store stays in reach)")
 
 
 def heal(lab: layout.Lab, names: list[str], say: Callable[[str], None]) -> None:
     state = _state(lab)
-    for n in _hns(lab, names):
+    hns, mgrs = _split(lab, names)
+    for n in hns if names else _hns(lab, []):
         sh("ip", "link", "set", state["links"][n], "up")
         flag = lab.hn_dir(n) / "agent.down"
         if flag.exists():
@@ -57,8 +80,14 @@ def heal(lab: layout.Lab, names: list[str], say: Callable[[str], None]) -> None:
             say(f"{n}: link up, agent powered on")
         else:
             say(f"{n}: link up")
-    if not names and not alive(state["pids"].get("manager")):
-        say(f"manager: started again (pid {start_manager(lab)})")
+    running = managers.pids(lab)
+    for m in mgrs if names else managers.of(lab):
+        if m.link:
+            sh("ip", "link", "set", m.link, "up")
+        if not alive(running.get(m.name)):
+            say(f"{m.name}: started again (pid {start_manager(lab, m)})")
+        elif m.link:
+            say(f"{m.name}: link up")
 
 
 def kill_agent(lab: layout.Lab, name: str, say: Callable[[str], None]) -> None:
@@ -74,13 +103,27 @@ def kill_agent(lab: layout.Lab, name: str, say: Callable[[str], None]) -> None:
     say(f"{name}: ctagent (pid {pid}) killed; its watchdog resets the HN when it is not petted")
 
 
-def kill_manager(lab: layout.Lab, restart: bool, say: Callable[[str], None]) -> None:
-    pid = _state(lab)["pids"].get("manager")
+def kill_manager(lab: layout.Lab, name: str | None, restart: bool, say: Callable[[str], None]) -> None:
+    _, chosen = _split(lab, [name] if name else [])
+    m = chosen[0] if chosen else leader(lab)
+    pid = managers.pids(lab).get(m.name)
     if alive(pid):
+        assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        say(f"manager (pid {pid}) killed")
+        say(f"{m.name} (pid {pid}) killed")
+    else:
+        say(f"{m.name} was not running")
     if restart:
-        say(f"manager: started again (pid {start_manager(lab)})")
+        say(f"{m.name}: started again (pid {start_manager(lab, m)})")
+
+
+def leader(lab: layout.Lab) -> managers.LabManager:
+    """The manager that leads the lab's rack now (the store's lease), else the first."""
+    mgrs = managers.of(lab)
+    state = _state(lab)
+    with open_store(state["store"]) as store:
+        holder = leases.leaders(store).get(int(state["slot"]))
+    return next((m for m in mgrs if holder and m.name == holder[0]), mgrs[0])
 
 
 def alive(pid: int | None) -> bool:

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,9 @@ NETNS_PREFIX = "ctlab-"
 
 
 def is_lab_link(name: str) -> bool:
-    """The lab's bridge (ctlab<slot>) and host veth ends (ctl<slot>h<pos>)."""
-    return bool(re.fullmatch(r"ctlab\d+|ctl\d+h\d+", name))
+    """The lab's bridge (ctlab<slot>) and host veth ends (ctl<slot>h<pos>, a
+    namespaced manager's ctl<slot>m<i>)."""
+    return bool(re.fullmatch(r"ctlab\d+|ctl\d+[hm]\d+", name))
 
 
 class Lab:
@@ -100,10 +102,13 @@ def _metrics(graphite: str) -> str:
     return f'\n[metrics]\ngraphite = "{graphite}"   # the metrics CT\'s carbon relay\n' if graphite else ""
 
 
-def manager_toml(lab: Lab, slot: int, gateway: str, port: int, graphite: str = "") -> str:
-    return f"""# Written by `ctmanager lab up`: the lab rack's manager.
+def manager_toml(lab: Lab, slot: int, address: str, port: int, graphite: str = "", name: str = "") -> str:
+    """`name`: the manager's (unique in its rack); `address`: where it hears reports."""
+    v.label(name or f"mgr-{slot}-a", "manager name")
+    return f"""# Written by `ctmanager lab up`: a manager of the lab rack.
 rack = "rack-{slot}"
-listen = "{gateway}:{port}"
+name = "{name or f'mgr-{slot}-a'}"
+listen = "{address}:{port}"
 key_file = "{lab.rack_key}"
 agent_command = ["{ctagent_path()}"]   # its config comes from CTAGENT_CONFIG, set by each HN's sshd
 agent_port = {AGENT_PORT}                 # heartbeats go to every HN's agent here
@@ -129,10 +134,13 @@ dead_after = 16.0
 """
 
 
-def agent_toml(lab: Lab, dc: Any, slot: int, node: Node, gateway: str, port: int, rack_hns: list[Node],
+def agent_toml(lab: Lab, dc: Any, slot: int, node: Node, managers: list[str], port: int, rack_hns: list[Node],
                graphite: str = "") -> str:
     """`rack_hns`: every compute node of the rack (the voters, as the manager counts
-    them), whether or not the lab runs it."""
+    them), whether or not the lab runs it; `managers`: every manager's address (the
+    agent reports to each: a standby keeps its view warm)."""
+    to = [f"{v.ipv4(m, 'manager address')}:{port}" for m in managers] + \
+        [f"{n.ip}:{AGENT_PORT}" for n in rack_hns if n.hostname != node.hostname]
     p = lab.paths()
     sku = dc.skus[node.sku]
     # paths.config is local to each real HN; shared here, one HN's destroy would
@@ -144,7 +152,7 @@ rack = {slot}
 hn = "{node.hostname}"
 key_file = "{lab.rack_key}"
 runtime = "lxc"
-report_to = [{", ".join(f'"{a}"' for a in [f"{gateway}:{port}"] + [f"{n.ip}:{AGENT_PORT}" for n in rack_hns if n.hostname != node.hostname])}]
+report_to = [{", ".join(f'"{a}"' for a in to)}]
 listen = "{node.ip}:{AGENT_PORT}"
 report_interval = 1.0
 state_dir = "{state}"
@@ -223,13 +231,17 @@ manager_log = "{lab.logs / 'manager.log'}"
 """
 
 
-def inventory_toml(lab: Lab, store: Locator, slot: int, nodes: list[Node], gateway: str) -> str:
+def inventory_toml(lab: Lab, store: Locator, slot: int, nodes: list[Node], gateway: str,
+                   managers: Sequence[tuple[str, Path, Path]] = ()) -> str:
+    """`managers`: (name, log, config) of each of the rack's managers."""
     hns = "".join(_inventory_hn(n, ["ip", "netns", "exec", lab.netns(n.hostname)], lab.hn_dir(n.hostname),
                                 lab.logs / f"{n.hostname}.log") for n in nodes)
+    mgrs = "".join(f'\n[[managers]]\nname = "{v.label(name, "manager")}"\nlog = "{log}"\nconfig = "{config}"\n'
+                   for name, log, config in managers)
     return f"""# Written by `ctmanager lab up`.
 {_inventory_head(lab, store, slot)}gateway = "{gateway}"
 lab_dir = "{lab.root}"   # lab only: `ctmanager lab fault --dir` rehearses failures here
-{hns}"""
+{hns}{mgrs}"""
 
 
 def machines_inventory_toml(lab: Lab, store: Locator, slot: int, nodes: list[Node], consoles: dict[str, str],

@@ -52,11 +52,14 @@ def setup(role: str, name: str, store: Store, lab: layout.Lab, slot: int, manage
           say: Callable[[str], None]) -> None:
     if role not in ROLES:
         raise InputError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
-    for ip, what in ((manager_ip, "--manager"), (dns_ip, "--dns")):
+    for ip, what in [*((m, "--manager") for m in manager_ip.split(",")), (dns_ip, "--dns")]:
         try:
             ipaddress.ip_address(ip)
         except ValueError:
-            raise InputError(f"{what} must be an IP address (got {ip!r})") from None
+            raise InputError(f"{what} must be an IP address, or for an HN several separated by commas "
+                             f"(got {ip!r})") from None
+    if role == "manager" and "," in manager_ip:
+        raise InputError("--manager: a manager machine listens on one address, its own")
     dc = queries.dc_template(store)
     _common(lab)
     if role != "dns":
@@ -146,7 +149,7 @@ def _hn(lab: layout.Lab, dc: DcTemplate, store: Store, slot: int, node: Node, ma
         (hdir / d).mkdir(parents=True, exist_ok=True)
     rack_hns = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
     conf = hdir / "ctagent.toml"
-    conf.write_text(layout.agent_toml(lab, dc, slot, node, manager_ip, REPORT_PORT, rack_hns,
+    conf.write_text(layout.agent_toml(lab, dc, slot, node, manager_ip.split(","), REPORT_PORT, rack_hns,
                                       metricsct.relay(queries.cts(store, rack=slot))))
     Path("/etc/ctagent").mkdir(exist_ok=True)
     default = Path("/etc/ctagent/ctagent.toml")  # where `ctagent apply` over SSH looks

@@ -38,7 +38,7 @@ from ..monitoring.provision import write_service
 from ..render import ctfiles
 from ..store import Store, queries
 from ..wire.validate import is_digits
-from . import dnsserver, layout, metricsct
+from . import dnsserver, layout, managers, metricsct
 
 REPORT_PORT = 7070
 TOOLS = ("lxc-start", "sshd", "svscan", "ip", "ssh-keygen", "mount", "named", "dig", "tsig-keygen", "collectd")
@@ -77,10 +77,11 @@ def check_host() -> None:
 
 
 def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callable[[str], None], *,
-       dns: bool = True, fresh: bool = True) -> None:
+       dns: bool = True, fresh: bool = True, manager_count: int = 1) -> None:
     """Bring rack `slot` up in `lab`. `fresh`: take a lab already there down
     first; `dns`: start the DC's DNS server (the first rack of a DC lab does,
-    the others use it: its addresses are the host's, reachable from every rack)."""
+    the others use it: its addresses are the host's, reachable from every rack);
+    `manager_count`: one manager on the host, or that many in namespaces (lab/managers.py)."""
     check_host()
     from ..paths import data_dir
 
@@ -97,6 +98,8 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     lab.root.mkdir(parents=True, exist_ok=True)
     lab.write_state({"slot": slot, "hns": [n.hostname for n in nodes], "pids": {}})
     net = rack_context(dc, slot).net
+    mgrs = managers.plan(lab, slot, net, manager_count)
+    lab.write_state({**lab.read_state(), "managers": [m.as_json() for m in mgrs]})
     progress(f"network: bridge {lab.bridge(slot)} {net.gateway}/{net.prefixlen}")
     _bridge(lab, slot, f"{net.gateway}/{net.prefixlen}")
     progress("storage: prototype (host /usr bound read-only), software trees, per-CT /data")
@@ -112,23 +115,24 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     rack_hns = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
     for node in nodes:
         progress(f"{node.hostname}: namespace {lab.netns(node.hostname)}, {node.ip}, sshd, ctagent, watchdog")
-        known.append(_hn(lab, dc, slot, node, net, rack_hns, graphite))
+        known.append(_hn(lab, dc, slot, node, net, rack_hns, graphite, [m.ip for m in mgrs]))
     lab.known_hosts.write_text("".join(known))
-    lab.manager_config.write_text(layout.manager_toml(lab, slot, net.gateway, REPORT_PORT, graphite))
-    lab.inventory.write_text(layout.inventory_toml(lab, store.path, slot, nodes, net.gateway))
+    for m in mgrs:
+        m.config.write_text(layout.manager_toml(lab, slot, m.ip, REPORT_PORT, graphite, m.name))
+        managers.network(lab, slot, net, m, sh)
+    lab.inventory.write_text(layout.inventory_toml(lab, store.path, slot, nodes, net.gateway,
+                                                   [(m.name, m.log, m.config) for m in mgrs]))
     lab.write_state({**lab.read_state(), "store": str(store.path)})
     if dns:
         dnsserver.up(lab, store, dc, lab.bridge(slot), _spawn, progress)
-    progress(f"manager of rack-{slot}: ctmanager run")
-    start_manager(lab)
+    for m in mgrs:
+        progress(f"manager {m.name} of rack-{slot} ({m.ip}{', namespace ' + m.netns if m.netns else ''}): "
+                 "ctmanager run")
+        managers.start(lab, m, _spawn)
 
 
-def start_manager(lab: layout.Lab) -> int:
-    store = lab.read_state()["store"]
-    pid = _spawn([sys.executable, "-m", "ctmanager", "--store", store, "run", "--config", str(lab.manager_config)],
-                 lab.logs / "manager.log")
-    lab.set_pid("manager", pid)
-    return pid
+def start_manager(lab: layout.Lab, m: managers.LabManager) -> int:
+    return managers.start(lab, m, _spawn)
 
 
 def _bridge(lab: layout.Lab, slot: int, address: str) -> None:
@@ -208,7 +212,7 @@ def seed_data(lab: layout.Lab, dc: DcTemplate, ct: Ct) -> None:
 
 
 def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: RackNet, rack_hns: list[Node],
-        graphite: str) -> str:
+        graphite: str, manager_ips: list[str]) -> str:
     name, ns = node.hostname, lab.netns(node.hostname)
     hdir = lab.hn_dir(name)
     (hdir / "state").mkdir(parents=True, exist_ok=True)
@@ -231,7 +235,7 @@ def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: RackNet, ra
     host_key = hdir / "ssh_host_ed25519_key"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(host_key))
     (hdir / "sshd_config").write_text(layout.sshd_config(lab, node, host_key))
-    agent = layout.agent_toml(lab, dc, slot, node, net.gateway, REPORT_PORT, rack_hns, graphite)
+    agent = layout.agent_toml(lab, dc, slot, node, manager_ips, REPORT_PORT, rack_hns, graphite)
     (hdir / "ctagent.toml").write_text(agent)
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
     pid = _spawn(["ip", "netns", "exec", ns, sys.executable, "-m", "ctmanager.lab.hn_init",

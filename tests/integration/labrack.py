@@ -10,6 +10,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from collections.abc import Callable
@@ -69,8 +70,11 @@ class Rack:
         out = p.stdout.strip()
         return int(out) if out.isdigit() else None
 
-    def manager_log(self) -> str:
-        return Path(self.inv["manager_log"]).read_text()
+    def manager_log(self, name: str | None = None) -> str:
+        """The (first) manager's log, or manager `name`'s (a lab with a pair: [[managers]])."""
+        if name is None:
+            return Path(self.inv["manager_log"]).read_text()
+        return Path(next(m["log"] for m in self.inv["managers"] if m["name"] == name)).read_text()
 
     def hn_log(self, hn: str) -> str:
         return self.hn_read(hn, self.hns[hn]["log"])
@@ -126,3 +130,19 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, every: 
 
 def all_up(rack: Rack) -> Callable[[], bool]:
     return lambda: all(r["opst"] == "UP" for r in rack.status().values() if r["admst"] == "UP")
+
+
+class TwiceWatcher(threading.Thread):
+    """Samples where CTs run, as fast as lxc-ls allows, and remembers any CT seen
+    on two HNs in one sample."""
+
+    def __init__(self, rack: Rack) -> None:
+        super().__init__(daemon=True)
+        self.rack, self.stop, self.twice, self.samples = rack, threading.Event(), [], 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for ctid, hns in self.rack.running().items():
+                if len(hns) > 1:
+                    self.twice.append((time.time(), ctid, sorted(hns)))
+            self.samples += 1

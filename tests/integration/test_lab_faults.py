@@ -6,30 +6,13 @@ runtime and fails the test if any CT ever runs on two HNs at once."""
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-from labrack import Rack, all_up, wait_for
+from labrack import Rack, TwiceWatcher, all_up, wait_for
 
 FENCE_AFTER, WATCHDOG, DEAD_AFTER = 5.0, 10.0, 16.0
-
-
-class TwiceWatcher(threading.Thread):
-    """Samples where CTs run, as fast as lxc-ls allows, and remembers any CT seen
-    on two HNs in one sample."""
-
-    def __init__(self, rack: Rack) -> None:
-        super().__init__(daemon=True)
-        self.rack, self.stop, self.twice, self.samples = rack, threading.Event(), [], 0
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            for ctid, hns in self.rack.running().items():
-                if len(hns) > 1:
-                    self.twice.append((time.time(), ctid, sorted(hns)))
-            self.samples += 1
 
 
 @pytest.fixture
@@ -102,7 +85,7 @@ def test_a_manager_killed_mid_apply_is_restarted_and_converges_without_duplicate
     rack.cli("ct", "move", "acme", "--to", target)
     wait_for("the move under way", lambda: f"stop {ct['ctid']} on {ct['hn']}" in rack.manager_log()[before:],
              timeout=10, every=0.01)
-    rack.fault("kill-manager")
+    rack.fault("kill-manager", "--restart")  # as systemd would
     wait_for("acme UP on its new HN", lambda: (r := rack.status()["acme"])["hn"] == target and r["opst"] == "UP",
              timeout=30)
     assert rack.running()[ct["ctid"]] == {target}
