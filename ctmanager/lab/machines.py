@@ -72,7 +72,7 @@ def setup(role: str, name: str, store: Store, lab: layout.Lab, slot: int, manage
     elif role == "hn":
         _hn(lab, dc, store, slot, _node(store, slot, name), manager_ip, say)
     else:
-        _manager(lab, store, slot, manager_ip, say)
+        _manager(lab, store, slot, manager_ip, name, say)
 
 
 def _common(lab: layout.Lab) -> None:
@@ -169,7 +169,9 @@ def _hn(lab: layout.Lab, dc: DcTemplate, store: Store, slot: int, node: Node, ma
     say(f"{node.hostname}: {node.ip} on {net.bridge} ({RACK_IF}), console {console}, ctagent under hn_init")
 
 
-def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, say: Callable[[str], None]) -> None:
+def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, name: str,
+             say: Callable[[str], None]) -> None:
+    """`name`: this machine's, the manager's name in its rack (a pair: one per machine)."""
     nodes = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
     if any(c in str(store.path) for c in '"\\$`\n'):
         raise LabError("the store locator may not contain quotes, backslashes, $ or newlines (it goes into a "
@@ -181,7 +183,7 @@ def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, say: Cal
     lab.known_hosts.write_text("".join((lab.root / "hosts" / f"{n.hostname}.known").read_text() for n in nodes))
     console_known.write_text("".join((lab.root / "hosts" / f"{n.hostname}.console").read_text() for n in nodes))
     lab.manager_config.write_text(layout.manager_toml(lab, slot, manager_ip, REPORT_PORT,
-                                                      metricsct.relay(queries.cts(store, rack=slot))))
+                                                      metricsct.relay(queries.cts(store, rack=slot)), name))
     consoles = {n.hostname: (lab.root / "hosts" / f"{n.hostname}.console").read_text().split()[0] for n in nodes}
     # A PostgreSQL URL holds the store's password: it goes to files only root reads
     # (the inventory, the unit's environment file), never onto a command line (ps).
