@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from ..errors import StoreError
+from ..errors import NotFoundError, StoreError
 from ..store import lease as leases
 from ..store import queries
 from .common import Registry, parse_rack, store_of, want_json
@@ -31,7 +31,7 @@ def cmd_manager_status(args: argparse.Namespace) -> int:
             raise StoreError(f"{store.where}: store is not initialised; run: ctmanager init TEMPLATE")
         slots = [r["slot"] for r in queries.racks(store) if rack is None or r["slot"] == rack]
         if rack is not None and not slots:
-            raise StoreError(f"no rack-{rack} in {store.where}")
+            raise NotFoundError(f"no rack-{rack} installed (ctmanager rack list)", where="--rack")
         views = leases.view(store, rack)
     if want_json(args):
         emit_json([{"rack": slot, "leader": next((v.name for v in views if v.rack == slot and v.role == "leader"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..fencing.failover import Failover, FailoverView
 from ..fencing.quorum import MANAGER, Membership
@@ -29,7 +30,7 @@ from ..fencing.timers import FenceTimers
 from ..reconcile.crashes import CrashCounter
 from ..reconcile.plan import plan
 from ..reconcile.state import Action, Configured, Observed, Placements, Plan, Settings
-from ..wire.reports import Report
+from ..wire.reports import Metrics, Report
 
 SETTLE = 3.0  # s after an action before its CT is planned without a fresh report
 RUNNING = float("inf")
@@ -185,3 +186,25 @@ class Core:
         for a in actions:
             if self.busy.get((a.ctid, a.hn)) == RUNNING:
                 del self.busy[a.ctid, a.hn]
+
+
+BODY_EVERY = 5.0  # s: an HN's saved report body is refreshed this often when nothing in it changed
+Saved = dict[str, tuple[Any, float, Metrics]]  # HN -> (what its saved body says, when, its metrics)
+
+
+def reports_to_save(pending: Mapping[str, tuple[Report, float]], saved_before: Saved, full: bool
+                    ) -> tuple[list[tuple[Report, float]], list[tuple[str, float]], Saved]:
+    """Which of the HNs' newest reports the daemon writes, for `status`, `hn list`
+    and a restarted manager: a body when what it says about CTs changed (at once),
+    or when only its metrics changed, at most every BODY_EVERY s; otherwise, once
+    per full plan, only its time (no JSON to encode). Pure."""
+    bodies, times, saved = [], [], {}
+    for hn, (report, at) in pending.items():
+        key = (report.boot_id, report.fenced, report.drained, report.cts)
+        last = saved_before.get(hn)
+        if last is None or last[0] != key or (full and at - last[1] >= BODY_EVERY and last[2] != report.metrics):
+            bodies.append((report, at))
+            saved[hn] = (key, at, report.metrics)
+        elif full:
+            times.append((hn, at))
+    return bodies, times, saved

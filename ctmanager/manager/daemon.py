@@ -55,7 +55,7 @@ from ..wire.reports import Metrics, Receiver, Report
 from ..wire.spec import spec_for
 from ..wire.udp import UdpTransport
 from .config import ManagerConfig
-from .core import Core
+from .core import Core, reports_to_save
 from .leadership import Change, Leadership
 from .ports import CommandFencer, Events, Executor, Fencer, LogEvents, Transport
 
@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 NO_METRICS = Metrics(0.0, 0, 0, 0, 0, 0)
 PRUNE_EVERY = 600.0  # s between retention passes over the journal and events
 TROUBLE_EVERY = 30.0  # s between two log lines about the same store trouble
-BODY_EVERY = 5.0  # s: an HN's saved report body is refreshed this often when nothing in it changed
 CONFIG_CHECK_EVERY = 0.5  # s: a CLI edit is taken in at most this late (and at every full plan)
 
 
@@ -368,7 +367,7 @@ class Manager:
         fresh = not self._observed_rows  # the store's status rows are unknown: rewrite them all
         rows, gone = persist.observed_changes(cfg, core.observed, core.placements, now, self.config.settings,
                                               only, self._observed_rows)
-        bodies, times, saved = self._reports_to_save(full)
+        bodies, times, saved = reports_to_save(self.pending_reports, self._saved_reports, full)
         if d.view.quorum:
             self.quorum_at = self.leadership.mono()
         slot = self.config.slot
@@ -419,23 +418,6 @@ class Manager:
                                     "alarms": len(d.plan.alarms), "in_flight": len(core.busy)}, now)
         for jid, a in zip(written, actions):
             self._hand_out(jid, a, cfg.cts)
-
-    def _reports_to_save(self, full: bool) -> tuple[list[tuple[Report, float]], list[tuple[str, float]],
-                                                     dict[str, tuple[Any, float, Metrics]]]:
-        """The HNs' newest reports, for `status`, `hn list` and a restarted manager.
-        A body is written when what it says about CTs changed (at once), or when
-        only its metrics changed, at most every BODY_EVERY s; otherwise, once per
-        full plan, only its time (no JSON to encode)."""
-        bodies, times, saved = [], [], {}
-        for hn, (report, at) in self.pending_reports.items():
-            key = (report.boot_id, report.fenced, report.drained, report.cts)
-            last = self._saved_reports.get(hn)
-            if last is None or last[0] != key or (full and at - last[1] >= BODY_EVERY and last[2] != report.metrics):
-                bodies.append((report, at))
-                saved[hn] = (key, at, report.metrics)
-            elif full:
-                times.append((hn, at))
-        return bodies, times, saved
 
     def _hand_out(self, jid: int, a: Action, cts: Any) -> None:
         self.events.action(a)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLE, ROOT, dump, manager_toml, no_store, tree
+from tests.conftest import EXAMPLE, ROOT, Cli, dump, manager_toml, no_store, tree
 
 RACK102 = str(ROOT / "templates/dc/manifests/rack-102.toml")
 
@@ -232,3 +232,14 @@ def test_a_manager_for_a_rack_not_installed_refuses_to_start_and_names_the_insta
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert "rack-105 (the manager config's rack) is not installed" in p.stderr and "installed: rack-101" in p.stderr
     assert dump(example_store.store) == before
+
+
+def test_manager_status_before_any_manager_ran(example_store: Cli) -> None:
+    cli = example_store
+    assert json.loads(cli("manager", "status", "--json").stdout) == [{"rack": 101, "leader": None, "managers": []}]
+    rows = [[c.strip() for c in line.split("|")] for line in cli("manager", "status").stdout.splitlines()]
+    assert rows == [["RACK", "MANAGER", "ROLE", "EPOCH", "LEASE_AGE", "LAST_REPORT", "CHECKED_IN", "DETAIL"],
+                    ["rack-101", "-", "none", "-", "-", "-", "-", "no manager has run"]]
+    bad = cli("manager", "status", "--rack", "105", check=False)
+    assert bad.returncode == 2 and bad.stdout == "" and bad.stderr == \
+        "ctmanager: error: --rack: no rack-105 installed (ctmanager rack list)\n"
