@@ -45,14 +45,14 @@ def apply(config: AgentConfig, driver: Driver, action: str, ctid: int, stdin: by
             raise InputError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
         raw = stdin.strip()
         spec = specs.parse(raw, ctid) if raw or action in NEEDS_SPEC else None
-        if epoch is not None:
-            newest = node.see_epoch(epoch)
-            if epoch < newest:
+        with node.lock(ctid):
+            # Under the CT's lock: a stale action queued behind the new leader's must
+            # not run after it (a start undoing its stop).
+            if epoch is not None and epoch < (newest := node.see_epoch(epoch)):
                 out.result = "stale"
                 out.message = (f"{config.hn} has seen manager epoch {newest}; this action of epoch {epoch} "
                                "comes from a manager that no longer leads: not done")
                 return out
-        with node.lock(ctid):
             _run(config, driver, node, action, ctid, spec, raw, purge, out, time.time() if now is None else now)
     except InputError as exc:
         out.result, out.message = "bad_input", str(exc)

@@ -121,7 +121,8 @@ class Agent:
         self.guard = FenceGuard(self.membership, started=now, lookahead=config.report_interval)
         self.stopping = threading.Event()
         self.last: dict[int, str] | None = None  # the states of the last report
-        self.epoch = self.node.see_epoch(0)  # the newest manager epoch this HN has seen
+        self.epoch = 0
+        self.epoch = self._see_epoch(0)  # the newest manager epoch this HN has seen
         self.last_sent = -1e18
         self.polling = True  # no event stream: observe every POLL s
         self._wake_r, self._wake_w = os.pipe()
@@ -138,6 +139,8 @@ class Agent:
             states = None
         interval = self.config.report_interval
         due = now - self.last_sent >= interval
+        if due:  # an action of a newer leader may have come first: its heartbeats count from then on
+            self.epoch = max(self.epoch, self._see_epoch(0))
         if due or (self.guard.fenced and states and "UP" in states.values()):
             if self.fence(now, states).stop:
                 states = self._observe_or(states)
@@ -159,13 +162,20 @@ class Agent:
         apply` refuses the deposed leader's actions from then on."""
         for report in self.transport.receive(self.receiver, now):
             if report.hn == MANAGER:
+                if report.epoch > self.epoch:
+                    self.epoch = max(report.epoch, self._see_epoch(report.epoch))
                 if report.epoch < self.epoch:
                     continue
-                if report.epoch > self.epoch:
-                    self.epoch = max(report.epoch, self.node.see_epoch(report.epoch))
-                    if report.epoch < self.epoch:
-                        continue
             self.membership.hear(report.hn, report.sent_at, now, report.hears)
+
+    def _see_epoch(self, epoch: int) -> int:
+        """The node's newest epoch, after recording `epoch` (an `apply` may have seen
+        a newer one). A state_dir that cannot be written costs the record, not the agent."""
+        try:
+            return self.node.see_epoch(epoch)
+        except OSError as exc:
+            log.warning("cannot record manager epoch %d in %s: %s", epoch, self.config.state_dir, exc)
+            return self.epoch
 
     def report(self, states: dict[int, str], now: float) -> reports.Report:
         since, moved = self.since, False

@@ -92,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   dns=DnsWorker(store.path, rack=config.slot), watch=open_watch(store.path))
             except OSError as exc:
                 raise InputError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from None
+            manager.leadership.own_name = True  # the name is ours: a crashed earlier run's lease is taken at once
             signal.signal(signal.SIGTERM, lambda *_: manager.stop())
             signal.signal(signal.SIGINT, lambda *_: manager.stop())
             try:

@@ -49,6 +49,7 @@ class DnsWorker(threading.Thread):
                 return
             lease = self.lease_of() if self.lease_of is not None else None
             if self.lease_of is not None and lease is None:
+                next_verify = time.monotonic() + self.verify_every  # (else the wait's timeout would be 0)
                 continue  # a standby publishes nothing; the manager pokes the worker when it leads
             try:
                 with open_store(self.store_path) as store:
@@ -56,6 +57,7 @@ class DnsWorker(threading.Thread):
                         store.fence = lambda s, held=lease: leases.check(s, held)
                     server = sync.server_of(store)
                     if server is None:
+                        next_verify = time.monotonic() + self.verify_every
                         continue
                     if time.monotonic() >= next_verify:
                         next_verify = time.monotonic() + self.verify_every

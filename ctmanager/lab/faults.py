@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..store import lease as leases
 from ..store import open_store
 from . import layout, managers
-from .rack import LabError, sh, start_manager
+from .rack import LabError, sh, spawn
 
 
 def _state(lab: layout.Lab) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def heal(lab: layout.Lab, names: list[str], say: Callable[[str], None]) -> None:
         if m.link:
             sh("ip", "link", "set", m.link, "up")
         if not alive(running.get(m.name)):
-            say(f"{m.name}: started again (pid {start_manager(lab, m)})")
+            say(f"{m.name}: started again (pid {managers.start(lab, m, spawn)})")
         elif m.link:
             say(f"{m.name}: link up")
 
@@ -114,7 +114,7 @@ def kill_manager(lab: layout.Lab, name: str | None, restart: bool, say: Callable
     else:
         say(f"{m.name} was not running")
     if restart:
-        say(f"{m.name}: started again (pid {start_manager(lab, m)})")
+        say(f"{m.name}: started again (pid {managers.start(lab, m, spawn)})")
 
 
 def leader(lab: layout.Lab) -> managers.LabManager:

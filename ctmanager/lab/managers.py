@@ -15,12 +15,14 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..dc.network import RackNet
+from ..errors import InputError
 from . import layout
 
 Spawn = Callable[[list[str], Path], int]
@@ -56,6 +58,18 @@ def plan(lab: layout.Lab, slot: int, net: RackNet, count: int) -> list[LabManage
         else:
             out.append(LabManager(name, str(gateway + 10 + i), config, log, lab.netns(name), f"ctl{slot}m{i}"[:15]))
     return out
+
+
+def check_store(locator: str, count: int) -> None:
+    """A namespaced manager has a loopback of its own: a store on this host's
+    127.0.0.1 is not there (a file, a unix socket or another host's address is)."""
+    if count < 2 or not locator.startswith(("postgresql://", "postgres://")):
+        return
+    host = urllib.parse.urlsplit(locator).hostname or ""
+    if host in ("localhost", "127.0.0.1", "::1") or host.startswith("127."):
+        raise InputError("--managers 2: each manager runs in a network namespace of its own, where this host's "
+                         "loopback is not; give the store as a unix socket (postgresql:///DB?host=/run/postgresql) "
+                         "or at a rack-reachable address")
 
 
 def of(lab: layout.Lab) -> list[LabManager]:

@@ -83,6 +83,7 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     the others use it: its addresses are the host's, reachable from every rack);
     `manager_count`: one manager on the host, or that many in namespaces (lab/managers.py)."""
     check_host()
+    managers.check_store(str(store.path), manager_count)  # before anything is made
     from ..paths import data_dir
 
     data_dir("collectd")  # a broken install fails here, before any bridge or namespace exists
@@ -124,15 +125,11 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
                                                    [(m.name, m.log, m.config) for m in mgrs]))
     lab.write_state({**lab.read_state(), "store": str(store.path)})
     if dns:
-        dnsserver.up(lab, store, dc, lab.bridge(slot), _spawn, progress)
+        dnsserver.up(lab, store, dc, lab.bridge(slot), spawn, progress)
     for m in mgrs:
         progress(f"manager {m.name} of rack-{slot} ({m.ip}{', namespace ' + m.netns if m.netns else ''}): "
                  "ctmanager run")
-        managers.start(lab, m, _spawn)
-
-
-def start_manager(lab: layout.Lab, m: managers.LabManager) -> int:
-    return managers.start(lab, m, _spawn)
+        managers.start(lab, m, spawn)
 
 
 def _bridge(lab: layout.Lab, slot: int, address: str) -> None:
@@ -238,7 +235,7 @@ def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: RackNet, ra
     agent = layout.agent_toml(lab, dc, slot, node, manager_ips, REPORT_PORT, rack_hns, graphite)
     (hdir / "ctagent.toml").write_text(agent)
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
-    pid = _spawn(["ip", "netns", "exec", ns, sys.executable, "-m", "ctmanager.lab.hn_init",
+    pid = spawn(["ip", "netns", "exec", ns, sys.executable, "-m", "ctmanager.lab.hn_init",
                   str(hdir / "sshd_config"), layout.ctagent_path(), str(hdir / "ctagent.toml")],
                  lab.logs / f"{name}.log")
     lab.set_pid(name, pid)
@@ -246,7 +243,7 @@ def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: RackNet, ra
     return f"{node.ip} {pub[0]} {pub[1]}\n"
 
 
-def _spawn(argv: list[str], log: Path) -> int:
+def spawn(argv: list[str], log: Path) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

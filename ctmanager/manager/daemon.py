@@ -47,7 +47,6 @@ from ..fencing.quorum import MANAGER
 from ..monitoring.metrics import MetricsSender
 from ..reconcile.state import Action
 from ..store import Store, queries, retention
-from ..store import lease as leases
 from ..store import loop as persist
 from ..store.watch import POLL as WATCH_POLL
 from ..store.watch import Watch
@@ -56,17 +55,17 @@ from ..wire.spec import spec_for
 from ..wire.udp import UdpTransport
 from .config import ManagerConfig
 from .core import Core, reports_to_save
-from .leadership import Change, Leadership
+from .leadership import Leadership
+from .leading import PRUNE_EVERY, Leading
 from .ports import CommandFencer, Events, Executor, Fencer, LogEvents, Transport
 
 log = logging.getLogger(__name__)
 NO_METRICS = Metrics(0.0, 0, 0, 0, 0, 0)
-PRUNE_EVERY = 600.0  # s between retention passes over the journal and events
 TROUBLE_EVERY = 30.0  # s between two log lines about the same store trouble
 CONFIG_CHECK_EVERY = 0.5  # s: a CLI edit is taken in at most this late (and at every full plan)
 
 
-class Manager:
+class Manager(Leading):
     def __init__(self, store: Store, dc: DcTemplate, config: ManagerConfig, executor: Executor, *,
                  transport: Transport | None = None, clock: Callable[[], float] = time.time,
                  events: Events | None = None, fencer: Fencer | None = None, dns: Any = None,
@@ -90,7 +89,7 @@ class Manager:
         self.receiver = receiver or Receiver(config.key, config.slot)
         self.holder = holder or f"ctmanager run pid {os.getpid()} on {socket.gethostname()}"
         # Filled by executor and fence threads: deque appends and pops are atomic.
-        self.results: deque[tuple[int, Any]] = deque()  # (journal id, executor Result)
+        self.results: deque[tuple[int, Any, int]] = deque()  # (journal id, executor Result, epoch)
         self.fence_results: deque[tuple[str, int, str]] = deque()
         self.stopping = False
         self.pending_reports: dict[str, tuple[Report, float]] = {}
@@ -122,20 +121,7 @@ class Manager:
         self.heard_at = -1e18  # when the newest report arrived
         self.next_config_check = 0.0
 
-    @property
-    def busy(self) -> dict[tuple[int, str], float]:
-        return self.core.busy if self.core else {}
-
     # ---- life cycle --------------------------------------------------------
-    def lease(self) -> leases.Lease | None:
-        """The lease this manager leads with (None: it does not lead). Any thread."""
-        lease = self.leadership.lease
-        return lease if lease is not None and self.leadership.leading() else None
-
-    @property
-    def leading(self) -> bool:
-        return self.leadership.leading()
-
     def start(self) -> None:
         now = self.clock()
         self.started_at = now
@@ -149,6 +135,10 @@ class Manager:
                  "fence_after %gs, dead_after %gs", self.config.name, self.config.slot, self.holder,
                  len(self.core.configured.cts), len(self.core.configured.hns), self.config.lease_ttl,
                  t.fence_after, t.dead_after)
+        if self.config.lease_ttl >= t.fence_after - self.config.report_interval:
+            log.warning("lease ttl %gs is not below fence_after %gs - report_interval %gs: while a standby takes "
+                        "over, the HNs of a rack with an HN down (they need the manager's vote) fence",
+                        self.config.lease_ttl, t.fence_after, self.config.report_interval)
 
 
     def run(self) -> None:
@@ -162,6 +152,7 @@ class Manager:
                     also = () if fd is None else (fd,)
                     timeout = timeout if also else min(timeout, WATCH_POLL)
                 self.transport.wait(timeout, also)
+            self._drain()
         finally:
             if self.leadership.step_down("stopping", 0.0) is not None:
                 log.info("manager %s: stopped; the lease of rack-%d is released", self.config.name, self.config.slot)
@@ -176,9 +167,12 @@ class Manager:
             self.dns.stopping.set()
             self.dns.poke()
 
-    def step(self, now: float) -> float:
-        """One round; returns when the next round is due at the latest."""
+    def step(self, now: float, act: bool = True) -> float:
+        """One round; returns when the next round is due at the latest. `act=False`:
+        everything but planning (a stopping daemon waiting for its actions)."""
         assert self.core is not None
+        if self.store.lost_locks and not self.stopping:
+            self._twin(now)
         changed = self._take_reports(now)
         self._lead(now)
         leading = self.leading
@@ -193,7 +187,7 @@ class Manager:
             full = self._store_step("reload", lambda: self._reload_if_changed(now), now) or full
         if full:
             self.next_full = now + self.config.full_plan_every
-        if leading and (full or changed):
+        if leading and act and (full or changed):
             self.tick(now, None if full else changed)
         if now >= self.next_check_in:
             self._store_step("check-in", lambda: self._check_in(now), now)
@@ -203,60 +197,6 @@ class Manager:
         wake = min(self.next_full, self.next_check_in, self.next_beat if leading else self.next_full,
                    now + self.config.lease_ttl / 12)  # the lease's renewals and a standby's looks
         return min(wake, now + (0.05 if self.busy else 0.5)) if self.poll else wake
-
-    # ---- the lease -----------------------------------------------------------
-    def _lead(self, now: float) -> None:
-        assert self.core is not None
-        if self.leading and self.leadership.mono() - self.quorum_at >= self.config.timers.fence_after:
-            change = self.leadership.step_down(f"no quorum for {self.config.timers.fence_after:g}s; the lease is "
-                                               "released for a manager that can lead", self.config.lease_ttl)
-        else:
-            change = self.leadership.step(self.core.membership.hears_quorum(now))
-        if change is not None:
-            (self._took_over if change.gained else self._stepped_down)(now, change)
-
-    def _took_over(self, now: float, change: Change) -> None:
-        """Lead from now on: resume the journal of the rack's intents, and start as
-        a restarted manager does (wait for quorum and dead_after), but with the
-        observed state this standby kept warm."""
-        slot = self.config.slot
-        try:
-            with self.store.transaction(config=False):
-                lost = persist.interrupted(self.store, now, slot)
-        except StoreError as exc:
-            self.leadership.step_down(f"cannot resume the journal: {exc}", 0.0)
-            return
-        self.events.leadership(f"leads rack-{slot}: {change.why}")
-        if lost:
-            self.events.leadership(f"resuming: {len(lost)} action(s) were in flight when the last leader stopped "
-                                   f"({'; '.join(lost[:5])}); replanning them")
-        warm = self.core.observed if self.core is not None else None
-        self.core, self._config_token = None, None
-        self._store_step("reload", lambda: self._reload_if_changed(now, warm), now)
-        self._observed_rows.clear()
-        self._saved_reports.clear()
-        self.pending_reports.update({hn: (r, now) for hn, r in (warm.reports if warm else {}).items()})
-        self.started_at, self.quorum_at = now, self.leadership.mono()
-        self.next_beat = self.next_full = self.next_check_in = now
-        self.next_prune = now + PRUNE_EVERY
-        if self.dns is not None:
-            self.dns.poke()
-
-    def _stepped_down(self, now: float, change: Change) -> None:
-        self.events.leadership(f"no longer leads rack-{self.config.slot}: {change.why}; standby")
-        if self.results or self.unjournaled:
-            self.events.leadership(f"{len(self.results) + len(self.unjournaled)} finished action(s) of the lost "
-                                   "epoch are not journaled; the next leader replans them")
-        self.results.clear()
-        self.unjournaled.clear()
-        self.fence_results.clear()
-        self.next_check_in = now
-
-    def _check_in(self, now: float, role: str | None = None) -> None:
-        self.next_check_in = now + self.config.lease_ttl / 3
-        heard = None if self.heard_at < -1e17 else max(now - self.heard_at, 0.0)
-        leases.check_in(self.store, self.config.slot, self.config.name, self.boot_id, self.holder,
-                        role or ("leader" if self.leading else "standby"), self.leadership.last_epoch, heard)
 
     # ---- inputs --------------------------------------------------------------
     def _watch_moved(self, now: float) -> bool:
@@ -324,8 +264,17 @@ class Manager:
     def _take_results(self, now: float) -> set[int]:
         assert self.core is not None
         changed: set[int] = set()
+        epoch = self.leadership.epoch
         while self.results:
-            jid, r = self.results.popleft()
+            jid, r, of_epoch = self.results.popleft()
+            if of_epoch != epoch:
+                continue  # an action of an earlier leadership: its intent was closed and replanned
+            if r.result == "stale":  # an HN has seen a newer epoch: another manager leads
+                self.events.leadership(f"{r.action.hn} refused {r.action.kind} {r.action.ctid}: {r.message}")
+                change = self.leadership.step_down("an HN has seen a newer epoch", self.config.lease_ttl)
+                if change is not None:
+                    self._stepped_down(now, change)
+                return set()
             self.unjournaled.append((jid, r))
             self.core.finished(r.action, r.result, now)
             changed.add(r.action.ctid)
@@ -416,14 +365,19 @@ class Manager:
             self.metrics.send_many({"plan_ms": (time.perf_counter() - started) * 1000, "actions": len(actions),
                                     "quorum": int(d.view.quorum), "dead_hns": len(d.view.dead),
                                     "alarms": len(d.plan.alarms), "in_flight": len(core.busy)}, now)
+        if not self.leading:  # the lease ran out while recording: the next leader replans these intents
+            core.abandon(actions)
+            return
         for jid, a in zip(written, actions):
             self._hand_out(jid, a, cfg.cts)
 
     def _hand_out(self, jid: int, a: Action, cts: Any) -> None:
         self.events.action(a)
         self.issued += 1
+        epoch = self.leadership.epoch
+
         def done(result: Any) -> None:
-            self.results.append((jid, result))
+            self.results.append((jid, result, epoch))
 
         self.executor.submit([a], lambda c: spec_for(cts[c], self.dc) if c in cts else None, done,
                              self.leadership.epoch)

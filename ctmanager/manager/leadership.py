@@ -26,7 +26,7 @@ from ..store.db import Store
 from ..store.lease import Lease, LeaseLost
 
 RETRY = 0.25  # s between tries of a renewal the store did not answer
-POLL = 0.5  # s between a standby's looks at the lease (cheap: one row)
+POLL = 0.25  # s between a standby's looks at the lease (cheap: one row)
 
 
 @dataclass
@@ -40,6 +40,9 @@ class Leadership:
                  mono: Callable[[], float]) -> None:
         self.store, self.rack, self.name, self.instance, self.detail = store, rack, name, instance, detail
         self.mono = mono
+        # Take over a live lease of an earlier run under our name at once: only while
+        # the name's lock is ours (cli/loop.py sets it; the store says if it was lost).
+        self.own_name = False
         self.ttl = ttl
         self.margin = ttl / 6
         self.lease: Lease | None = None
@@ -64,7 +67,8 @@ class Leadership:
             return None
         self.next_try = mono + POLL
         try:
-            got = leases.acquire(self.store, self.rack, self.name, self.instance, self.detail, self.ttl)
+            got = leases.acquire(self.store, self.rack, self.name, self.instance, self.detail, self.ttl,
+                                 own_name=self.own_name)
         except StoreError:
             return None  # the daemon's own store steps say what is wrong with the store
         if got is None:

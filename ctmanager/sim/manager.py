@@ -78,6 +78,7 @@ class SimManager:
             clock=self.local, events=SimEvents(self.rack, self.name), fencer=SimBmc(self, life) if self.config.fence_command
             else None, receiver=Receiver(b"", self.rack.slot, quiet=True), holder=f"sim manager (life {life})",
             poll=False, mono=self.local)
+        self.daemon.leadership.own_name = True  # as `ctmanager run`, which holds its name's lock
         self._next = None
         try:
             self.daemon.start()

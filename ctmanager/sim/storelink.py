@@ -32,6 +32,7 @@ class StoreLink:
         self.reachable = reachable
         self.fence: Callable[[Store], None] | None = None
         self.cache = store.cache
+        self.lost_locks: set[str] = set()  # no session locks in the simulator
 
     def _up(self) -> None:
         if not self.reachable():
@@ -55,11 +56,12 @@ class StoreLink:
         return self.real.NOW_SQL
 
     @contextlib.contextmanager
-    def transaction(self, *, config: bool = True, fenced: bool = True) -> Iterator[StoreLink]:
+    def transaction(self, *, config: bool = True, fenced: bool = True,
+                    serialised: bool = True) -> Iterator[StoreLink]:
         self._up()
         self.real.fence = self.fence
         try:
-            with self.real.transaction(config=config, fenced=fenced):
+            with self.real.transaction(config=config, fenced=fenced, serialised=serialised):
                 yield self
         finally:
             self.real.fence = None

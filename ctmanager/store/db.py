@@ -140,6 +140,7 @@ class Store(abc.ABC):
         self.cache: dict[Any, Any] = {}  # values derived from rows that never change (the parsed DC template)
         self._in_tx = False
         self._held: set[str] = set()  # names of the locks (`lock()`) this Store holds
+        self.lost_locks: set[str] = set()  # held locks a reconnect could not take again (another process has them)
         # Run at the start of every fenced write transaction, under the write lock:
         # a manager's lease check (store/lease.py), so a deposed leader writes nothing.
         self.fence: Callable[[Store], None] | None = None
@@ -171,12 +172,15 @@ class Store(abc.ABC):
         """The schema version (0: not a ctmanager store yet)."""
 
     @abc.abstractmethod
-    def transaction(self, *, config: bool = True, fenced: bool = True) -> contextlib.AbstractContextManager[Store]:
+    def transaction(self, *, config: bool = True, fenced: bool = True,
+                    serialised: bool = True) -> contextlib.AbstractContextManager[Store]:
         """A write transaction: all or nothing. Takes the write lock up front so a
         read-then-write (check-then-act, e.g. IP allocation) cannot race another
         writer. `config`: this is a configuration change (bumps the counter).
         `fenced`: `fence` (if set) runs first and may refuse the whole transaction;
-        only the lease's own writes go unfenced."""
+        only the lease's own writes go unfenced. `serialised=False`: one statement
+        that is atomic by itself (a lease renewal): on PostgreSQL it does not queue
+        behind the DC's write lock (SQLite has only the one lock)."""
 
     @abc.abstractmethod
     def snapshot(self) -> contextlib.AbstractContextManager[Store]:

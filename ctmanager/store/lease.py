@@ -2,14 +2,21 @@
 
 One lease row per rack: holder (a manager's name), epoch, and expiry on the
 store's clock (Store.NOW_SQL: every manager compares with the same clock, never
-its own). Taking a lease that is free or expired makes a new epoch; renewing
-one moves its expiry; releasing one ends it at once. The row stays, so the
-epoch only grows: it is the fencing token every manager write checks
+its own). Taking a lease that is free or expired makes a new epoch (the old one
++ 1, and never less than the store's clock in seconds); renewing one moves its
+expiry; releasing one ends it at once. The row stays, so the epoch only grows: it is the fencing token every manager write checks
 (`check`, through Store.fence) and every action carries to the agents.
 
-Every write here is a check-then-act under the store's write lock, so two
+Taking a lease is a check-then-act under the store's write lock, so two
 managers can never both take a rack's lease: whoever commits second finds it
-held.
+held. A live lease is only renewed by the very run that holds it (its
+instance); another run under the same name waits for it to expire, unless it
+holds that name's lock (`own_name`).
+Renewals, releases and check-ins are single statements, atomic by themselves:
+on PostgreSQL they do not queue behind the DC's write lock (a long writer
+elsewhere must not cost a rack its leader), and the fence check locks the
+lease row (FOR UPDATE) so a renewal or takeover cannot slip in beside a fenced
+write.
 
 The check-in rows say who else is there (`ctmanager manager status`): each
 manager, leader or standby, writes its role, epoch and when it last heard a
@@ -54,6 +61,7 @@ class CheckIn:
     detail: str
     role: str
     epoch: int  # the epoch it leads with (leader), or led with last
+    ttl: float  # its lease ttl: it checks in every ttl
     seen: float  # store clock of its last check-in
     heard: float | None  # store clock of the newest report it heard
 
@@ -72,21 +80,25 @@ def leases(store: Store) -> dict[int, Lease]:
     return {int(r["rack"]): _lease(r) for r in store.query("SELECT * FROM leases ORDER BY rack")}
 
 
-def acquire(store: Store, rack: int, name: str, instance: str, detail: str, ttl: float) -> Lease | None:
-    """Take rack `rack`'s lease for `ttl` s if it is free, expired or held under
-    our name; a new epoch unless it is this instance's live one (a renewal). A
-    live lease of an earlier run of this manager is taken over at once: `ctmanager
-    run` holds a lock on its name (cli/loop.py), so that run has ended. None:
-    another manager holds it."""
+def acquire(store: Store, rack: int, name: str, instance: str, detail: str, ttl: float, *,
+            own_name: bool = False) -> Lease | None:
+    """Take rack `rack`'s lease for `ttl` s if it is free or expired (a new epoch),
+    or renew it if it is this instance's own. `own_name`: also take a live lease
+    held under our name by another run (a new epoch) — only for a caller that
+    holds the name's lock, so that run has ended (`ctmanager run`, cli/loop.py;
+    it takes over from its own crashed run without waiting for the ttl). None:
+    another run holds it."""
     with store.transaction(config=False, fenced=False):
         now = float(store.one(f"SELECT {store.NOW_SQL}")[0])
         old = current(store, rack)
-        if old is not None and old.live(now) and old.holder != name:
+        if old is not None and old.live(now) and (old.holder != name or (old.instance != instance and not own_name)):
             return None
         if old is not None and old.live(now) and old.instance == instance:  # ours: a renewal
             epoch, acquired = old.epoch, old.acquired
         else:
-            epoch, acquired = (old.epoch if old else 0) + 1, now
+            # Never below the store's clock in seconds: a store restored from a backup
+            # (or made anew) still hands out epochs newer than any the HNs have seen.
+            epoch, acquired = max((old.epoch if old else 0) + 1, int(now)), now
         store.execute("INSERT INTO leases (rack, holder, instance, detail, epoch, acquired, renewed, expires) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(rack) DO UPDATE SET holder = excluded.holder, "
                       "instance = excluded.instance, detail = excluded.detail, epoch = excluded.epoch, "
@@ -99,7 +111,7 @@ def acquire(store: Store, rack: int, name: str, instance: str, detail: str, ttl:
 
 def renew(store: Store, lease: Lease, ttl: float) -> Lease:
     """The same lease `ttl` s from now on the store's clock; LeaseLost if it ended."""
-    with store.transaction(config=False, fenced=False):
+    with store.transaction(config=False, fenced=False, serialised=False):
         row = store.one(f"UPDATE leases SET renewed = {store.NOW_SQL}, expires = {store.NOW_SQL} + ? "
                         f"WHERE rack = ? AND holder = ? AND epoch = ? AND expires > {store.NOW_SQL} "
                         "RETURNING renewed, expires", (ttl, lease.rack, lease.holder, lease.epoch))
@@ -111,8 +123,9 @@ def renew(store: Store, lease: Lease, ttl: float) -> Lease:
 
 def check(store: Store, lease: Lease) -> None:
     """Inside a write transaction: LeaseLost unless `lease` is still the rack's."""
-    row = store.one(f"SELECT 1 FROM leases WHERE rack = ? AND holder = ? AND epoch = ? AND expires > {store.NOW_SQL}",
-                    (lease.rack, lease.holder, lease.epoch))
+    lock = " FOR UPDATE" if store.backend == "postgresql" else ""  # SQLite: the one write lock is held already
+    row = store.one(f"SELECT 1 FROM leases WHERE rack = ? AND holder = ? AND epoch = ? AND expires > {store.NOW_SQL}"
+                    f"{lock}", (lease.rack, lease.holder, lease.epoch))
     if row is None:
         raise lost(store, lease)
 
@@ -129,32 +142,33 @@ def lost(store: Store, lease: Lease) -> LeaseLost:
 
 def release(store: Store, lease: Lease) -> bool:
     """End `lease` now (a standby may take the rack at once). False: it had ended."""
-    with store.transaction(config=False, fenced=False):
+    with store.transaction(config=False, fenced=False, serialised=False):
         return bool(store.execute(f"UPDATE leases SET expires = {store.NOW_SQL} WHERE rack = ? AND holder = ? "
                                   f"AND epoch = ? AND expires > {store.NOW_SQL}",
                                   (lease.rack, lease.holder, lease.epoch)).rowcount)
 
 
 def check_in(store: Store, rack: int, name: str, instance: str, detail: str, role: str, epoch: int,
-             heard_ago: float | None) -> None:
+             heard_ago: float | None, ttl: float = 6.0) -> None:
     """Say (again) that manager `name` of rack `rack` runs, as `role`; it heard a
     report `heard_ago` s ago (None: none yet). Times become the store's clock."""
     if role not in ROLES:
         raise StoreError(f"internal: manager role {role!r}")
-    with store.transaction(config=False, fenced=False):
+    with store.transaction(config=False, fenced=False, serialised=False):
         store.execute(
-            f"INSERT INTO managers (rack, name, instance, detail, role, epoch, seen, heard) VALUES (?, ?, ?, ?, ?, ?, "
-            f"{store.NOW_SQL}, {store.NOW_SQL} - ?) ON CONFLICT(rack, name) DO UPDATE SET "
+            f"INSERT INTO managers (rack, name, instance, detail, role, epoch, ttl, seen, heard) VALUES "
+            f"(?, ?, ?, ?, ?, ?, ?, {store.NOW_SQL}, {store.NOW_SQL} - ?) ON CONFLICT(rack, name) DO UPDATE SET "
             "instance = excluded.instance, detail = excluded.detail, role = excluded.role, epoch = excluded.epoch, "
-            "seen = excluded.seen, heard = coalesce(excluded.heard, managers.heard)",
-            (rack, name, instance, detail, role, epoch, heard_ago))
+            "ttl = excluded.ttl, seen = excluded.seen, heard = coalesce(excluded.heard, managers.heard)",
+            (rack, name, instance, detail, role, epoch, ttl, heard_ago))
 
 
 def check_ins(store: Store, rack: int | None = None) -> list[CheckIn]:
     rows = store.query("SELECT * FROM managers WHERE rack = ? ORDER BY name", (rack,)) if rack is not None else \
         store.query("SELECT * FROM managers ORDER BY rack, name")
     return [CheckIn(int(r["rack"]), str(r["name"]), str(r["instance"]), str(r["detail"]), str(r["role"]),
-                    int(r["epoch"]), float(r["seen"]), None if r["heard"] is None else float(r["heard"]))
+                    int(r["epoch"]), float(r["ttl"]), float(r["seen"]),
+                    None if r["heard"] is None else float(r["heard"]))
             for r in rows]
 
 
@@ -175,8 +189,8 @@ class ManagerView:
 
 def view(store: Store, rack: int | None = None) -> list[ManagerView]:
     """Every manager of `rack` (or of every rack), its role judged on the store's
-    clock: the leader holds the live lease; a standby checked in within the
-    rack's ttl (three check-ins); anything else is down."""
+    clock: the leader holds the live lease; a standby checked in within three
+    of its ttls (three check-ins); anything else is down."""
     with store.snapshot():
         now = store.now()
         held = leases(store)
@@ -184,9 +198,8 @@ def view(store: Store, rack: int | None = None) -> list[ManagerView]:
     out: list[ManagerView] = []
     for c in rows:
         lease = held.get(c.rack)
-        ttl = lease.expires - lease.renewed if lease is not None else 6.0
         leads = lease is not None and lease.live(now) and lease.holder == c.name and lease.instance == c.instance
-        silent = now - c.seen > max(ttl, 1.0)
+        silent = now - c.seen > 3 * max(c.ttl, 1.0)
         role = "leader" if leads else "down" if c.role == "stopped" or silent else "standby"
         why = "stopped" if c.role == "stopped" else f"silent {now - c.seen:.0f}s" if role == "down" else ""
         out.append(ManagerView(c.rack, c.name, role, lease.epoch if leads and lease else c.epoch, c.detail,
@@ -203,5 +216,4 @@ def view(store: Store, rack: int | None = None) -> list[ManagerView]:
 
 def leaders(store: Store) -> dict[int, tuple[str, int]]:
     """Rack -> (name, epoch) of its live lease's holder."""
-    now = store.now()
-    return {slot: (lease.holder, lease.epoch) for slot, lease in leases(store).items() if lease.live(now)}
+    return {v.rack: (v.name, v.epoch) for v in view(store) if v.role == "leader"}

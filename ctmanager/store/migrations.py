@@ -280,6 +280,7 @@ MIGRATIONS: list[str] = [
         detail TEXT NOT NULL DEFAULT '',
         role   TEXT NOT NULL CHECK (role IN ('leader', 'standby', 'stopped')),
         epoch  BIGINT NOT NULL DEFAULT 0,
+        ttl    DOUBLE PRECISION NOT NULL,
         seen   DOUBLE PRECISION NOT NULL,
         heard  DOUBLE PRECISION,
         PRIMARY KEY (rack, name)

@@ -121,11 +121,20 @@ class PgStore(Store):
         """A connection the server dropped (a restart, a failover) is made again
         before the next statement outside a transaction; inside one the statement
         fails and the caller retries the whole transaction. Session locks
-        (`lock()`) died with it: the caller holds them no more."""
+        (`lock()`) died with it: each is taken again on the new connection, and
+        one another process took meanwhile goes to `lost_locks`."""
         if self._in_tx or not self.db.broken:
             return
-        self._held.clear()
         self.db = self._connect()
+        for name in sorted(self._held):
+            key = (LOCK_SPACE, lock_key(name))
+            try:
+                row = self.db.execute(pg_sql("SELECT pg_try_advisory_lock(?, ?)"), key).fetchone()
+            except psycopg.Error as exc:
+                raise _error(self.where, exc, "cannot take a lock again after reconnecting") from None
+            if not (row and row[0]):
+                self._held.discard(name)
+                self.lost_locks.add(name)
 
     def close(self) -> None:
         self.db.close()
@@ -153,14 +162,15 @@ class PgStore(Store):
 
     # ---- transactions ----------------------------------------------------
     @contextlib.contextmanager
-    def transaction(self, *, config: bool = True, fenced: bool = True) -> Iterator[Store]:
+    def transaction(self, *, config: bool = True, fenced: bool = True, serialised: bool = True) -> Iterator[Store]:
         if self._in_tx:
             raise StoreError("internal: nested store transaction")
         self._usable()
         self._in_tx = True
         try:
             with self._translated("cannot commit"), self.db.transaction():
-                self.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_SPACE, lock_key("write")))
+                if serialised:
+                    self.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_SPACE, lock_key("write")))
                 if fenced and self.fence is not None:
                     self.fence(self)
                 yield self

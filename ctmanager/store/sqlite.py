@@ -87,7 +87,7 @@ class SqliteStore(Store):
 
     # ---- transactions ----------------------------------------------------
     @contextlib.contextmanager
-    def transaction(self, *, config: bool = True, fenced: bool = True) -> Iterator[Store]:
+    def transaction(self, *, config: bool = True, fenced: bool = True, serialised: bool = True) -> Iterator[Store]:
         if self._in_tx:
             raise StoreError("internal: nested store transaction")
         self._begin("BEGIN IMMEDIATE")
