@@ -26,8 +26,7 @@ from __future__ import annotations
 
 from .manager import SimManager
 from .rack import SimRack
-from .storelink import STORE
-from .world import Weather
+from .world import STORE, Weather
 
 
 class SimError(ValueError):

@@ -1,7 +1,7 @@
 """The simulated manager: the daemon's own `Manager` (manager/daemon.py) with
 simulated ports, as pve-ha-simulator runs the real CRM. Its store is a real
 SQLite store (in memory, one per schedule, shared by the rack's managers),
-reached over a link to the node "store" (sim/storelink.py), so a restarted or
+reached over a link to the node "store" (store/link.py), so a restarted or
 newly leading manager starts from exactly what the daemon keeps there
 (placements, rejections, the HNs' newest reports, the journal of unfinished
 intents, the lease); everything else is rebuilt.
@@ -27,9 +27,9 @@ from ..manager.daemon import Manager
 from ..manager.ports import FenceDone, SpecOf
 from ..reconcile.state import Action
 from ..store.db import Store
+from ..store.link import StoreLink
 from ..wire.reports import Receiver, Report
 from . import dcstore
-from .storelink import StoreLink
 from .world import Inbox
 
 if TYPE_CHECKING:

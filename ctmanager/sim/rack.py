@@ -32,8 +32,7 @@ from ..wire.reports import Report
 from . import dcstore
 from .agent import SimAgent
 from .manager import ACTION_TIMEOUT, SimManager
-from .storelink import STORE
-from .world import Clock, Network, Weather
+from .world import STORE, Clock, Network, Weather
 
 
 @dataclass(frozen=True)

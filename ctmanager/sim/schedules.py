@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from ..fencing.quorum import MANAGER
 from .commands import run
 from .rack import Setup, SimRack
-from .storelink import STORE
-from .world import Weather
+from .world import STORE, Weather
 
 CALM = 60.0  # s at the end with no fault: long enough to converge after nodes boot
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+STORE = "store"  # the store's node name (ctmanager/store/link.py is how managers reach it)
+
 
 class Clock:
     def __init__(self) -> None:

@@ -1,7 +1,8 @@
-"""The store as a node of the simulated network: each manager reaches the one
-real store (SQLite in memory, on simulated true time) through its own link,
-which fails like a lost connection when the network between that manager and
-the node "store" is cut either way, or the store is down.
+"""A store reached over a link that may be down: the simulator's store node.
+Each simulated manager reaches the one real store (SQLite in memory, on
+simulated true time) through its own link, which fails like a lost connection
+when `reachable()` says no (the network between that manager and the node
+"store" cut either way, or the store down).
 
 Every call a manager makes goes through here and is checked: statements,
 transactions, snapshots, the clock. A failure is the StoreError the real
@@ -21,9 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..errors import StoreError
-from ..store.db import Params, Store
-
-STORE = "store"  # the store's node name
+from .db import Params, Store
 
 
 class StoreLink:
