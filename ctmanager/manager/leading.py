@@ -139,7 +139,7 @@ class Leading:
         self.stopping = True
 
     def _check_in(self, now: float, role: str | None = None) -> None:
-        self.next_check_in = now + self.config.lease_ttl
+        self.next_check_in = now + self.config.lease_ttl / 3
         heard = None if self.heard_at < -1e17 else max(now - self.heard_at, 0.0)
         leases.check_in(self.store, self.config.slot, self.config.name, self.boot_id, self.holder,
                         role or ("leader" if self.leading else "standby"), self.leadership.last_epoch, heard,
