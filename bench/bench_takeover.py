@@ -166,7 +166,7 @@ def main() -> int:
     for line in wrong[:10]:
         print(f"DUAL: {line}", file=sys.stderr)
     emit("takeover", ["Lab rack-101, 3 HNs and a manager pair (each in its own namespace; one voter), the lab's "
-                      "defaults: lease ttl 3 s (renewed every 1 s; the leader stops believing it after 2.5 s), "
+                      "defaults: lease ttl 2 s (renewed every 0.7 s; the leader stops believing it after 1.7 s), "
                       "fence_after 5 s, dead_after 16 s, report_interval 1 s."], rows, record=not args.no_record)
     return 0 if ok else 1
 

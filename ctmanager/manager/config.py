@@ -33,10 +33,10 @@
     crashes = 5             # crashes ...; 0 = restart it forever
     within = 600.0          # ... within this many seconds
     [lease]                 # optional: the leader's lease (a rack may run several managers; one leads)
-    ttl = 3.0               # s a lease lasts unrenewed (renewed every ttl/3; the leader stops acting
+    ttl = 2.0               # s a lease lasts unrenewed (renewed every ttl/3; the leader stops acting
                             # ttl/6 before it would expire, by its own monotonic clock). Keep it below
-                            # fence_after - report_interval: a takeover must finish before HNs that
-                            # need the manager's vote (a rack with an HN down) fence
+                            # fence_after - 2 x report_interval - 0.25: a takeover must finish before
+                            # HNs that need the manager's vote (a rack with an HN down) fence
     [retention]             # optional: how long the store keeps history
     journal_days = 7        # finished intents (the journal of actions)
     events_days = 90        # audit events (every configuration change)
@@ -92,7 +92,7 @@ class ManagerConfig:
     metrics_prefix: str = ""
     retention: Retention = Retention()
     name: str = "manager"  # unique among the rack's managers: the lease's holder
-    lease_ttl: float = 3.0
+    lease_ttl: float = 2.0
 
 
 def find(explicit: str | None) -> Path:
@@ -155,7 +155,7 @@ def load(path: Path) -> ManagerConfig:
     retention = Retention(journal=_days(keep, "journal_days", 7), events=_days(keep, "events_days", 90))
     keep.done()
     lease = top.table("lease", required=False)
-    ttl = lease.number("ttl", 3.0)
+    ttl = lease.number("ttl", 2.0)
     if not 1 <= float(ttl) <= 300:
         raise lease.error("ttl", f"must be between 1 and 300 seconds (got {ttl!r})")
     lease.done()

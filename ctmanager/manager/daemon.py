@@ -55,7 +55,7 @@ from ..wire.spec import spec_for
 from ..wire.udp import UdpTransport
 from .config import ManagerConfig
 from .core import Core, reports_to_save
-from .leadership import Leadership
+from .leadership import Leadership, takeover_budget
 from .leading import PRUNE_EVERY, Leading
 from .ports import CommandFencer, Events, Executor, Fencer, LogEvents, Transport
 
@@ -135,10 +135,11 @@ class Manager(Leading):
                  "fence_after %gs, dead_after %gs", self.config.name, self.config.slot, self.holder,
                  len(self.core.configured.cts), len(self.core.configured.hns), self.config.lease_ttl,
                  t.fence_after, t.dead_after)
-        if self.config.lease_ttl >= t.fence_after - self.config.report_interval:
-            log.warning("lease ttl %gs is not below fence_after %gs - report_interval %gs: while a standby takes "
-                        "over, the HNs of a rack with an HN down (they need the manager's vote) fence",
-                        self.config.lease_ttl, t.fence_after, self.config.report_interval)
+        if self.config.lease_ttl >= takeover_budget(t.fence_after, self.config.report_interval):
+            log.warning("lease ttl %gs is not below %gs (fence_after - 2 x report_interval - the standby's look): "
+                        "while a standby takes over, the HNs of a rack with an HN down (they need the manager's "
+                        "vote) may fence", self.config.lease_ttl,
+                        takeover_budget(t.fence_after, self.config.report_interval))
 
 
     def run(self) -> None:

@@ -29,6 +29,13 @@ RETRY = 0.25  # s between tries of a renewal the store did not answer
 POLL = 0.25  # s between a standby's looks at the lease (cheap: one row)
 
 
+def takeover_budget(fence_after: float, report_interval: float) -> float:
+    """The longest lease ttl that lets a standby lead before HNs that need the
+    manager's vote fence: their last mutual contact with the dead leader may be
+    a report interval old, and they fence a report round early (fencing/guard)."""
+    return fence_after - 2 * report_interval - POLL
+
+
 @dataclass
 class Change:
     gained: bool
@@ -80,7 +87,7 @@ class Leadership:
     def _keep(self, mono: float) -> Change | None:
         assert self.lease is not None
         if mono >= self.valid_until:
-            return self._lose(f"could not renew the lease within {self.ttl - self.margin:g}s")
+            return self._lose(f"could not renew the lease within {self.ttl - self.margin:.1f}s")
         if mono < self.next_renew:
             return None
         sent = mono

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .ports import Events, Transport
 
 PRUNE_EVERY = 600.0  # s between retention passes over the journal and events
+CHECK_IN_EVERY = 1.0  # s between a manager's check-ins (`manager status` calls it down after 3 missed)
 
 
 class Leading:
@@ -139,7 +140,7 @@ class Leading:
         self.stopping = True
 
     def _check_in(self, now: float, role: str | None = None) -> None:
-        self.next_check_in = now + self.config.lease_ttl / 3
+        self.next_check_in = now + CHECK_IN_EVERY
         heard = None if self.heard_at < -1e17 else max(now - self.heard_at, 0.0)
         leases.check_in(self.store, self.config.slot, self.config.name, self.boot_id, self.holder,
                         role or ("leader" if self.leading else "standby"), self.leadership.last_epoch, heard,

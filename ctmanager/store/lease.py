@@ -61,7 +61,7 @@ class CheckIn:
     detail: str
     role: str
     epoch: int  # the epoch it leads with (leader), or led with last
-    ttl: float  # its lease ttl: it checks in every ttl/3
+    ttl: float  # its lease ttl
     seen: float  # store clock of its last check-in
     heard: float | None  # store clock of the newest report it heard
 
@@ -189,8 +189,8 @@ class ManagerView:
 
 def view(store: Store, rack: int | None = None) -> list[ManagerView]:
     """Every manager of `rack` (or of every rack), its role judged on the store's
-    clock: the leader holds the live lease; a standby checked in within its ttl
-    (three check-ins) and a second; anything else is down."""
+    clock: the leader holds the live lease; a standby checked in within the last
+    4 s (three check-ins, and a second); anything else is down."""
     with store.snapshot():
         now = store.now()
         held = leases(store)
@@ -199,7 +199,7 @@ def view(store: Store, rack: int | None = None) -> list[ManagerView]:
     for c in rows:
         lease = held.get(c.rack)
         leads = lease is not None and lease.live(now) and lease.holder == c.name and lease.instance == c.instance
-        silent = now - c.seen > c.ttl + 1.0  # three check-ins missed
+        silent = now - c.seen > 4.0  # three check-ins missed (manager/leading.py: every 1 s)
         role = "leader" if leads else "down" if c.role == "stopped" or silent else "standby"
         why = "stopped" if c.role == "stopped" else f"silent {now - c.seen:.0f}s" if role == "down" else ""
         out.append(ManagerView(c.rack, c.name, role, lease.epoch if leads and lease else c.epoch, c.detail,
