@@ -141,7 +141,6 @@ class Manager(Leading):
                         "vote) may fence", self.config.lease_ttl,
                         takeover_budget(t.fence_after, self.config.report_interval))
 
-
     def run(self) -> None:
         self.start()
         try:
