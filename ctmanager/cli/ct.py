@@ -14,6 +14,7 @@ from .common import (
     app_list,
     editing,
     integer,
+    integer_in,
     manager_setup,
     overrides,
     parse_rack,
@@ -22,7 +23,7 @@ from .common import (
     want_json,
     with_config,
 )
-from .output import emit_json, table
+from .output import emit_json, table, when
 
 
 def register(reg: Registry) -> None:
@@ -58,6 +59,11 @@ def register(reg: Registry) -> None:
     p.add_argument("--tenant")
     p = reg.cmd(cts, "show", cmd_ct_show, "show one CT", "ctmanager ct show 1005 --json")
     p.add_argument("ct", help="CTID or hostname")
+    p = reg.cmd(cts, "history", cmd_ct_history, "the actions the managers took on a CT (the journal, newest last): "
+                "when, what, where, why, the outcome, and the lease epoch it was decided in",
+                "ctmanager ct history acme --limit 5")
+    p.add_argument("ct", help="CTID or hostname")
+    p.add_argument("--limit", type=integer_in(1, 10000), default=20, help="how many (default 20)")
     p = reg.cmd(cts, "move", cmd_ct_move, "move a CT to another HN (stopped there first: a CT never runs twice)",
                 "ctmanager ct move 1005 --to hn-101-2")
     p.add_argument("ct", help="CTID or hostname")
@@ -152,6 +158,22 @@ def cmd_ct_show(args: argparse.Namespace) -> int:
         for k, v in data.items():
             print(f"{k:<{width}}  {', '.join(v) if isinstance(v, list) else ('-' if v is None else v)}")
     return 0
+
+def cmd_ct_history(args: argparse.Namespace) -> int:
+    with store_of(args) as store:
+        ct = queries.find_ct(store, args.ct)
+        rows = queries.ct_history(store, ct.ctid, args.limit)
+    if want_json(args):
+        emit_json([{**r, "at": when(r["at"]), "finished_at": when(r["finished_at"])} for r in rows])
+    elif not rows:
+        print(f"no action recorded for CT {ct.ctid} {ct.hostname} (finished ones are kept for the retention's "
+              "journal_days)")
+    else:
+        table(("AT", "KIND", "HN", "REASON", "STATE", "DETAIL", "EPOCH"),
+              [(when(r["at"]), r["kind"], r["hn"], r["reason"], r["state"], r["detail"] or None, r["epoch"] or None)
+               for r in rows])
+    return 0
+
 
 def cmd_ct_move(args: argparse.Namespace) -> int:
     from ..store.inventory import Inventory

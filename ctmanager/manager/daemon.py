@@ -326,7 +326,8 @@ class Manager(Leading):
             with self.store.transaction(config=False):
                 if d.plan.place:
                     lost = persist.save_placements(self.store, d.plan.place, now, d.was)
-                written = persist.journal(self.store, [a for a in d.actions if a.ctid not in lost], now, slot)
+                written = persist.journal(self.store, [a for a in d.actions if a.ctid not in lost], now, slot,
+                                          self.leadership.epoch)
                 persist.save_reports(self.store, bodies)
                 persist.touch_reports(self.store, times)
                 persist.save_observed(self.store, rows, gone, self._observed_rows, slot, everything=fresh and full)

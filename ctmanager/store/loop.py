@@ -110,14 +110,15 @@ def save_placements(store: Store, place: Mapping[int, str], now: float,
     return lost
 
 
-def journal(store: Store, actions: Iterable[Action], now: float, slot: int) -> list[int]:
-    """Write the intent before acting: a manager that dies mid-way finds it on restart."""
+def journal(store: Store, actions: Iterable[Action], now: float, slot: int, epoch: int = 0) -> list[int]:
+    """Write the intent before acting: a manager that dies mid-way finds it on
+    restart. `epoch`: the lease's it was decided under."""
     ids = []
     for a in actions:
         row = store.execute(
-            "INSERT INTO journal (at, kind, ct_id, hn, reason, purge, state, rack) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) RETURNING id",
-            (now, a.kind, a.ctid, a.hn, a.reason, int(a.purge), slot)).fetchall()[0]
+            "INSERT INTO journal (at, kind, ct_id, hn, reason, purge, state, rack, epoch) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) RETURNING id",
+            (now, a.kind, a.ctid, a.hn, a.reason, int(a.purge), slot, epoch)).fetchall()[0]
         ids.append(int(row[0]))
     return ids
 

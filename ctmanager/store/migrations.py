@@ -261,7 +261,8 @@ MIGRATIONS: list[str] = [
     """,
     # v13: who leads each rack. One lease row per rack (its epoch only grows: a
     # release ends the lease, the row stays) and one check-in row per manager,
-    # for `ctmanager manager status`. They replace the holder rows in meta.
+    # for `ctmanager manager status`. They replace the holder rows in meta. Each
+    # intent records the epoch it was decided in (`ct history`).
     """
     CREATE TABLE leases (
         rack     INTEGER PRIMARY KEY,
@@ -286,5 +287,6 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (rack, name)
     );
     DELETE FROM meta WHERE key LIKE 'holder:rack-%';
+    ALTER TABLE journal ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
     """,
 ]

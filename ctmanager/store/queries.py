@@ -45,6 +45,16 @@ def cts(store: Store, *, rack: int | None = None, tenant: str | None = None) -> 
     return [ct_from_row(r) for r in store.query(sql + " ORDER BY ct_id", tuple(params))]
 
 
+HISTORY_FIELDS = ("at", "kind", "hn", "reason", "state", "detail", "finished_at", "epoch")
+
+
+def ct_history(store: Store, ctid: int, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` intents of a CT from the journal (oldest first)."""
+    rows = store.query("SELECT at, kind, hn, reason, state, detail, finished_at, epoch FROM journal "
+                       "WHERE ct_id = ? ORDER BY id DESC LIMIT ?", (ctid, limit))
+    return [dict(zip(HISTORY_FIELDS, tuple(r))) for r in reversed(rows)]
+
+
 def find_ct(store: Store, ref: str) -> Ct:
     """A CT by CTID or hostname."""
     if is_digits(ref):  # a number is a CTID (hostnames are never all digits)

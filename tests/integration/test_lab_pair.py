@@ -114,6 +114,8 @@ def test_the_standby_takes_over_from_a_killed_leader_and_acts(pair: Rack, watch:
     assert view[lead]["role"] == "down", view
     assert took < 2 * TTL, f"the standby acted {took:.1f}s after the kill"
     assert "leads rack-101: took the lease" in pair.manager_log(standby)[before:]
+    stops = [h for h in json.loads(pair.cli("ct", "history", "acme", "--json").stdout) if h["kind"] == "stop"]
+    assert stops[-1]["epoch"] == view[standby]["epoch"]  # the journal says who decided it
     pair.cli("ct", "set", "acme", "--admst", "up")
     wait_for("acme UP again", lambda: pair.status()["acme"]["opst"] == "UP", timeout=30)
     assert managers(pair)[lead]["role"] == "down"  # kept down until healed (the fixture heals: then it stands by)
