@@ -5,6 +5,7 @@ the manager's CLI runs (the lab host, or the Vagrant rack's manager machine)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,24 @@ class TwiceWatcher(threading.Thread):
                 if len(hns) > 1:
                     self.twice.append((time.time(), ctid, sorted(hns)))
             self.samples += 1
+
+
+@contextlib.contextmanager
+def watched(rack: Rack, healed: tuple[str, Callable[[], Any]] | None = None) -> Iterator[TwiceWatcher]:
+    """A TwiceWatcher over a test: every CT UP first; afterwards every fault
+    healed (and `healed`, a (what, check) to wait for too), every CT UP again,
+    and no CT ever seen on two HNs."""
+    wait_for("all UP", all_up(rack), timeout=60)
+    w = TwiceWatcher(rack)
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop.set()
+        w.join(30)
+        rack.fault("heal")
+        if healed is not None:
+            wait_for(healed[0], healed[1], timeout=30)
+        wait_for("all UP after healing", all_up(rack), timeout=60)
+    assert w.samples > 10
+    assert w.twice == [], f"CTs ran on two HNs at once: {w.twice[:5]}"

@@ -11,25 +11,15 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from labrack import Rack, TwiceWatcher, all_up, wait_for
+from labrack import Rack, TwiceWatcher, wait_for, watched
 
 FENCE_AFTER, WATCHDOG, DEAD_AFTER = 5.0, 10.0, 16.0
 
 
 @pytest.fixture
 def watch(rack: Rack) -> Iterator[TwiceWatcher]:
-    wait_for("all UP", all_up(rack), timeout=60)
-    w = TwiceWatcher(rack)
-    w.start()
-    try:
+    with watched(rack) as w:
         yield w
-    finally:
-        w.stop.set()
-        w.join(30)
-        rack.fault("heal")
-        wait_for("all UP after healing", all_up(rack), timeout=60)
-    assert w.samples > 10
-    assert w.twice == [], f"CTs ran on two HNs at once: {w.twice[:5]}"
 
 
 def on(rack: Rack, hn: str) -> list[int]:

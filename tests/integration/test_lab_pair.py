@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labrack import ROOT, Rack, TwiceWatcher, all_up, wait_for
+from labrack import ROOT, Rack, TwiceWatcher, all_up, wait_for, watched
 
 TTL, FENCE_AFTER = 6.0, 5.0
 
@@ -45,20 +45,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rack]:
 
 @pytest.fixture
 def watch(pair: Rack) -> Iterator[TwiceWatcher]:
-    wait_for("all UP", all_up(pair), timeout=60)
-    w = TwiceWatcher(pair)
-    w.start()
-    try:
+    with watched(pair, ("both managers back, one leading",
+                        lambda: sorted(roles(pair).values()) == ["leader", "standby"])) as w:
         yield w
-    finally:
-        w.stop.set()
-        w.join(30)
-        pair.fault("heal")
-        wait_for("both managers back, one leading", lambda: sorted(roles(pair).values()) == ["leader", "standby"],
-                 timeout=3 * TTL)
-        wait_for("all UP after healing", all_up(pair), timeout=60)
-    assert w.samples > 10
-    assert w.twice == [], f"CTs ran on two HNs at once: {w.twice[:5]}"
 
 
 def managers(rack: Rack) -> dict[str, dict[str, Any]]:
