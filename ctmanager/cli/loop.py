@@ -71,9 +71,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
+    from ..dnsroutes import sync
     from ..dnsroutes.worker import DnsWorker
     from ..manager.daemon import Manager
-    from ..manager.passes import executor_for
+    from ..manager.mover import Mover
+    from ..manager.passes import executor_for, storage_for
     from ..store.watch import open_watch
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -88,8 +90,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise ConflictError(f"a manager named {config.name} already runs for rack-{config.slot} on this "
                                     "store; give each manager of a rack its own `name` in its config")
             try:
+                mover = Mover(store.path, dc, config.slot, lambda s: storage_for(s, config), config.moves,
+                              config.settings, sync.unpublished)
                 manager = Manager(store, dc, config, executor_for(store, config),
-                                  dns=DnsWorker(store.path, rack=config.slot), watch=open_watch(store.path))
+                                  dns=DnsWorker(store.path, rack=config.slot), watch=open_watch(store.path),
+                                  mover=mover)
             except OSError as exc:
                 raise InputError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from None
             manager.leadership.own_name = True  # the name is ours: a crashed earlier run's lease is taken at once

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import CtmError
-from . import ct, dc, dns, edge, hn, lab, loop, mail, manager, metrics, rack, route, sim, socks, store, tenant
+from . import ct, dc, dns, edge, hn, lab, loop, mail, manager, metrics, move, rack, route, sim, socks, store, tenant
 from .common import Registry
 
 PROG = "ctmanager"
@@ -49,7 +49,7 @@ def build_parser() -> Parser:
     sub.required = True
     reg = Registry(sub, common)
     dc.register(reg)
-    for module in (rack, tenant, ct, route):
+    for module in (rack, tenant, move, ct, route):
         module.register(reg)
     dc.register_views(reg)
     for module in (loop, manager, hn, lab, sim, dns, metrics, mail, edge, socks, store):

@@ -39,10 +39,12 @@ def cmd_rack_install(args: argparse.Namespace) -> int:
 
 def cmd_rack_list(args: argparse.Namespace) -> int:
     with store_of(args) as store:
-        rows = queries.racks(store)
+        dc = queries.dc_template(store)
+        rows = [{**r, "realm": dc.realm_of(int(r["slot"])) or None} for r in queries.racks(store)]
     if want_json(args):
         emit_json(rows)
     else:
-        table(("SLOT", "RACK", "NETWORK", "HNS", "STORAGE", "TENANTS", "CTS"),
-              [(r["slot"], r["name"], r["network"], r["hns"], r["storage"], r["tenants"], r["cts"]) for r in rows])
+        table(("SLOT", "RACK", "REALM", "NETWORK", "HNS", "STORAGE", "TENANTS", "CTS"),
+              [(r["slot"], r["name"], r["realm"] or "-", r["network"], r["hns"], r["storage"], r["tenants"], r["cts"])
+               for r in rows])
     return 0

@@ -71,6 +71,7 @@ class Network:
 class SlotRange:
     first: int
     count: int
+    realm: str = ""  # where its racks stand (a DNS label; "" = no realm named)
 
     @property
     def last(self) -> int:
@@ -114,6 +115,7 @@ class TenantEntry:
     rack: int  # slot
     apps: tuple[str, ...]
     resources: Resources
+    realm: str = ""  # pinned to this realm ("" = anywhere)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,14 @@ class DcTemplate:
 
     def has_slot(self, slot: int) -> bool:
         return any(slot in r for r in self.slots)
+
+    def realm_of(self, slot: int) -> str:
+        """The realm of the slot range `slot` is in ("" for none, or no such slot)."""
+        return next((r.realm for r in self.slots if slot in r), "")
+
+    @property
+    def realms(self) -> tuple[str, ...]:
+        return tuple(sorted({r.realm for r in self.slots if r.realm}))
 
     @property
     def max_compute(self) -> Sku:

@@ -67,7 +67,7 @@ def _build(top: tomlread.Table, base: Path) -> DcTemplate:
     defaults = _resources(top.table("defaults"), None, max_compute)
     services = _rack_services(top.table("rack_services", required=False), defaults, max_compute, network)
     racks = _racks(top.tables("racks"), slots, base)
-    tenants = _tenants(top.tables("tenants"), defaults, max_compute, {r.slot for r in racks})
+    tenants = _tenants(top.tables("tenants"), defaults, max_compute, {r.slot for r in racks}, slots)
     top.done()
     return DcTemplate(
         name=name,
@@ -136,8 +136,9 @@ def _slots(tables: list[tomlread.Table], supernet: ipaddress.IPv4Network, top: t
     for t in tables:
         first = t.check("first", lambda x, f: v.integer(x, f, minimum=0, maximum=65535), t.int("first"))
         count = t.check("count", lambda x, f: v.integer(x, f, minimum=1, maximum=65536), t.int("count"))
+        realm = t.check("realm", v.label, t.str("realm")) if t.str("realm", None) is not None else ""
         t.done()
-        rng = SlotRange(first, count)
+        rng = SlotRange(first, count, realm)
         if rng.last >= racks_in_supernet:
             raise t.error(
                 "count",
@@ -246,11 +247,16 @@ def _racks(tables: list[tomlread.Table], slots: tuple[SlotRange, ...], base: Pat
     return tuple(out)
 
 
+def _realm_text(realm: str) -> str:
+    return f"realm {realm!r}" if realm else "no realm"
+
+
 def _slot_text(slots: tuple[SlotRange, ...]) -> str:
     return ", ".join(f"{r.first}–{r.last}" for r in slots)
 
 
-def _tenants(tables: list[tomlread.Table], defaults: Resources, limit: Sku, racks: set[int]) -> tuple[TenantEntry, ...]:
+def _tenants(tables: list[tomlread.Table], defaults: Resources, limit: Sku, racks: set[int],
+             slots: tuple[SlotRange, ...]) -> tuple[TenantEntry, ...]:
     out: list[TenantEntry] = []
     for t in tables:
         name = t.check("name", v.label, t.str("name"))
@@ -261,9 +267,14 @@ def _tenants(tables: list[tomlread.Table], defaults: Resources, limit: Sku, rack
         if slot not in racks:
             raise t.error("rack", f"{rack_text!r} is not installed by this template")
         apps = tuple(t.check(f"apps[{i}]", v.label, a) for i, a in enumerate(t.strs("apps", [])))
+        realm = t.check("realm", v.label, t.str("realm")) if t.str("realm", None) is not None else ""
+        rack_realm = next((r.realm for r in slots if slot in r), "")
+        if realm and realm != rack_realm:
+            raise t.error("realm", f"tenant {name!r} is pinned to realm {realm!r}, but rack-{slot} is in "
+                          f"{_realm_text(rack_realm)}")
         rt = t.take(res.KEYS)
         t.done()
-        out.append(TenantEntry(name, slot, apps, _resources(rt, defaults, limit)))
+        out.append(TenantEntry(name, slot, apps, _resources(rt, defaults, limit), realm))
     return tuple(out)
 
 

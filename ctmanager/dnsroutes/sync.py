@@ -63,6 +63,14 @@ def pending(store: Store, only: set[str] | None = None, rack: int | None = None)
     return keep, {c.name: owner[c.name] for c in keep}
 
 
+def unpublished(store: Store, names: set[str]) -> list[str]:
+    """Which of `names` have records the server was not sent yet (none if no DNS
+    server is configured: nothing is ever published then)."""
+    if "server" not in dnsrows.settings(store):
+        return []
+    return sorted({c.name for c in pending(store, only=names)[0]})
+
+
 def published(store: Store) -> dict[tuple[str, str], RRset]:
     return {(name, rdtype): RRset(name, rdtype, vals, ttl) for name, rdtype, ttl, vals in dnsrows.published(store)}
 

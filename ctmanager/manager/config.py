@@ -37,6 +37,12 @@
                             # ttl/6 before it would expire, by its own monotonic clock). Keep it below
                             # fence_after - 2 x report_interval - 0.25: a takeover must finish before
                             # HNs that need the manager's vote (a rack with an HN down) fence
+    [moves]                 # optional: tenant moves into this rack (`tenant move`), run by its leader
+    storage_command = ["ctstorage"]  # how ctstorage is run on a storage node (over [ssh], as root)
+    bwlimit = "50M"         # bytes/s each CT's copy may use between storage nodes (0 = no limit)
+    max_passes = 3          # copies while the tenant runs, before it is stopped for the last one
+    stop_timeout = 60.0     # s the source may take to stop the tenant; else the move rolls back
+    start_timeout = 120.0   # s the tenant may take to be UP and resolvable here; else it rolls back
     [retention]             # optional: how long the store keeps history
     journal_days = 7        # finished intents (the journal of actions)
     events_days = 90        # audit events (every configuration change)
@@ -73,6 +79,17 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class MoveSettings:
+    """How this rack's manager runs the tenant moves into its rack (manager/mover.py)."""
+
+    storage_command: tuple[str, ...] = ("ctstorage",)
+    bwlimit: int = 50 << 20  # bytes/s, 0 = none
+    max_passes: int = 3
+    stop_timeout: float = 60.0
+    start_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
 class ManagerConfig:
     file: str
     slot: int
@@ -93,6 +110,7 @@ class ManagerConfig:
     retention: Retention = Retention()
     name: str = "manager"  # unique among the rack's managers: the lease's holder
     lease_ttl: float = 2.0
+    moves: MoveSettings = MoveSettings()
 
 
 def find(explicit: str | None) -> Path:
@@ -159,10 +177,24 @@ def load(path: Path) -> ManagerConfig:
     if not 1 <= float(ttl) <= 300:
         raise lease.error("ttl", f"must be between 1 and 300 seconds (got {ttl!r})")
     lease.done()
+    moving = _moves(top.table("moves", required=False))
     top.done()
     return ManagerConfig(file, int(rack[5:]), listen, key, tuple(agent_command), settings, action_timeout,
                          concurrency, reconcile, full_every, agent_port, interval, fence, fence_command, graphite,
-                         prefix, retention, name, float(ttl))
+                         prefix, retention, name, float(ttl), moving)
+
+
+def _moves(t: tomlread.Table) -> MoveSettings:
+    command = t.strs("storage_command", ["ctstorage"])
+    if not command:
+        raise t.error("storage_command", "must not be empty")
+    bw = t.scalar("bwlimit", "50M")
+    bwlimit = 0 if bw in (0, "0") else t.check("bwlimit", lambda x, f: v.size(x, f, minimum=1 << 10), bw)
+    passes = t.check("max_passes", lambda x, f: v.integer(x, f, minimum=1, maximum=20), t.int("max_passes", 3))
+    out = MoveSettings(tuple(command), bwlimit, passes, _seconds(t, "stop_timeout", 60.0),
+                       _seconds(t, "start_timeout", 120.0))
+    t.done()
+    return out
 
 
 def default_name() -> str:

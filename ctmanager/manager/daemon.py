@@ -71,7 +71,7 @@ class Manager(Leading):
                  events: Events | None = None, fencer: Fencer | None = None, dns: Any = None,
                  metrics: MetricsSender | None = None, receiver: Receiver | None = None,
                  holder: str | None = None, poll: bool = True, watch: Watch | None = None,
-                 mono: Callable[[], float] = time.monotonic) -> None:
+                 mono: Callable[[], float] = time.monotonic, mover: Any = None) -> None:
         """`poll`: wake at least every 0.5 s (0.05 s with actions in flight, whose
         results come from executor threads); the simulator wakes the loop itself.
         `watch`: the store's change signal; with it, a configuration edit is taken
@@ -100,6 +100,9 @@ class Manager(Leading):
         store.fence = self.leadership.check  # every write of this manager needs its lease
         if dns is not None:
             dns.lease_of = self.lease
+        self.mover = mover  # the tenant moves into this rack (manager/mover.py): run while leading
+        if mover is not None:
+            mover.lease_of = self.lease
         self.seq = 0
         self.agents: list[tuple[str, int]] = []  # where heartbeats go: each HN's agent
         self.hn_ips: dict[str, str] = {}
@@ -130,6 +133,8 @@ class Manager(Leading):
         self._check_in(now)
         if self.dns is not None:
             self.dns.start()
+        if self.mover is not None:
+            self.mover.start()
         t = self.config.timers
         log.info("manager %s of rack-%d (%s), standby until it leads; %d CTs, %d HNs; lease ttl %gs, "
                  "fence_after %gs, dead_after %gs", self.config.name, self.config.slot, self.holder,
@@ -166,6 +171,9 @@ class Manager(Leading):
         if self.dns is not None:
             self.dns.stopping.set()
             self.dns.poke()
+        if self.mover is not None:
+            self.mover.stopping.set()
+            self.mover.wake.set()
 
     def step(self, now: float, act: bool = True) -> float:
         """One round; returns when the next round is due at the latest. `act=False`:

@@ -54,6 +54,14 @@ def executor_for(store: Store, config: ManagerConfig) -> Executor:
                     concurrency=config.concurrency)
 
 
+def storage_for(store: Store, config: ManagerConfig) -> Any:
+    """ctstorage on every storage node of the DC (a move pulls from another rack's)."""
+    from ..executor.storage import StorageNodes
+
+    addresses = {n.hostname: n.ip for n in queries.nodes(store) if n.role == "storage"}
+    return StorageNodes(addresses, config.ssh, list(config.moves.storage_command))
+
+
 RECONCILE = "ctmanager reconcile"  # the lease holder's name while a CLI pass acts
 PASS_TTL = 60.0  # s the lease of a pass lasts before its actions are known (then: their deadline)
 

@@ -16,7 +16,7 @@ from ..dc import ipam, manifest, template
 from ..dc.model import ADMST_VALUES, Ct, DcTemplate, NodeSpec, Resources, rack_name
 from ..errors import ConflictError, InputError, NotFoundError
 from ..wire import validate as v
-from . import queries
+from . import moves, queries
 from .db import Store
 
 
@@ -46,7 +46,7 @@ def apply_init(store: Store, plan: InitPlan) -> DcTemplate:
     for source, slot, nodes in plan.manifests:
         inv.install_rack(slot, nodes, source)
     for t in dc.tenants:
-        inv.add_tenant(t.name, t.rack, t.apps, t.resources)
+        inv.add_tenant(t.name, t.rack, t.apps, t.resources, t.realm)
     return dc
 
 
@@ -137,6 +137,7 @@ class Inventory:
             raise NotFoundError(f"{rack_name(rack)} is not installed (see: ctmanager rack list)")
         if tenant is not None and queries.tenant_rack(self.store, tenant) != rack:
             raise InputError(f"tenant {tenant!r} lives in {rack_name(queries.tenant_rack(self.store, tenant))}, not {rack_name(rack)}")
+        moves.busy(self.store, tenant)
         self._check_hostname_free(hostname)
         if ctid is None:
             # The counter only grows; CTIDs at or above it were taken by explicit --ctid.
@@ -152,7 +153,8 @@ class Inventory:
         db.execute("INSERT INTO ctids_used (ct_id, hostname, at) VALUES (?, ?, ?)", (ctid, hostname, self.now()))
         net = template.rack_network(dc.network.supernet, rack)
         pool = dc.network.services if service else dc.network.cts
-        used_ips = [r[0] for r in db.execute("SELECT ip FROM cts WHERE rack = ?", (rack,))]
+        used_ips = [r[0] for r in db.execute("SELECT ip FROM cts WHERE rack = ?", (rack,))] + \
+            sorted(moves.reserved_ips(db))  # an open move may give these back
         ip = ipam.allocate(net, pool, used_ips, what=f"{'service' if service else ''} CTs in {rack_name(rack)}".strip())
         storage = self._storage_for(rack)
         now = self.now()
@@ -211,6 +213,7 @@ class Inventory:
         """Remove a CT from the configuration. A tombstone tells the reconcile loop
         to destroy it on the HNs (its /data kept unless `purge`)."""
         ct = queries.find_ct(self.store, ref)
+        moves.busy(self.store, ct.tenant)
         if ct.tenant is not None and ct.hostname == ct.tenant and not as_tenant:
             raise ConflictError(f"CT {ct.hostname} is tenant {ct.tenant}'s core CT; remove the tenant instead: ctmanager tenant rm {ct.tenant}")
         users = self._route_users(ct)
@@ -228,14 +231,17 @@ class Inventory:
         return ct
 
     # ---- tenants -------------------------------------------------------
-    def add_tenant(self, name: str, rack: int, apps: Iterable[str], resources: Resources) -> Ct:
+    def add_tenant(self, name: str, rack: int, apps: Iterable[str], resources: Resources, realm: str = "") -> Ct:
         name = v.hostname(name, "tenant")  # it is the tenant's core CT's hostname too
+        moves.known_realm(self.dc, realm)
+        moves.check_realm(self.dc, name, realm, rack, "cannot place it")
         if self.store.one("SELECT 1 FROM tenants WHERE name = ?", (name,)):
             raise ConflictError(f"tenant {name!r} already exists")
         if not self.store.one("SELECT 1 FROM racks WHERE slot = ?", (rack,)):
             raise NotFoundError(f"{rack_name(rack)} is not installed (see: ctmanager rack list)")
         self._check_hostname_free(name)
-        self.store.execute("INSERT INTO tenants(name, rack, created_at) VALUES (?, ?, ?)", (name, rack, self.now()))
+        self.store.execute("INSERT INTO tenants(name, rack, created_at, realm) VALUES (?, ?, ?, ?)",
+                           (name, rack, self.now(), realm))
         core = self.add_ct(name, rack, resources=resources, tenant=name, apps=apps)
         for svc in self.dc.rack_services:
             self.store.execute(
@@ -246,6 +252,7 @@ class Inventory:
 
     def rm_tenant(self, name: str, *, purge: bool = False) -> list[Ct]:
         queries.tenant_rack(self.store, name)  # raises NotFoundError
+        moves.busy(self.store, name)
         cts = queries.cts(self.store, tenant=name)
         # Everything that names the tenant goes with it: a future tenant of the
         # same name must inherit nothing (its routes, its edge paths).

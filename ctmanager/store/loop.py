@@ -6,17 +6,21 @@ package; plan() itself stays pure."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from ..dc.model import Ct, DcTemplate
 from ..reconcile.state import Action, Configured, Hn, Observed, Placements, Settings
 from ..wire.reports import Report, ReportError, parse_body
 from ..wire.spec import spec_for, spec_hash
-from . import queries
+from . import moves, queries
 from .db import Store
 
 
 def configured(store: Store, dc: DcTemplate, slot: int) -> Configured:
-    cts = {ct.ctid: ct for ct in queries.cts(store, rack=slot)}
+    """Rack `slot`'s configured state. The CTs of a tenant whose move holds them
+    (a cutover, store/moves.py) count as ADMST DOWN, whatever ops set."""
+    held = moves.held(store)
+    cts = {ct.ctid: replace(ct, admst="DOWN") if ct.tenant in held else ct for ct in queries.cts(store, rack=slot)}
     hns = {}
     for n in queries.nodes(store, rack=slot):
         if n.role == "compute":

@@ -289,4 +289,53 @@ MIGRATIONS: list[str] = [
     DELETE FROM meta WHERE key LIKE 'holder:rack-%';
     ALTER TABLE journal ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
     """,
+    # v14: tenant moves between racks (durable workflows, store/moves.py) and the
+    # realm a tenant is pinned to ('' = anywhere; a rack's realm is its slot range's,
+    # from the DC template). One move row per attempt; at most one unfinished per
+    # tenant. `hold` = 1: the tenant's CTs are kept down wherever they are configured
+    # (cutover). Each CT of a move has a row with where it was and where it goes.
+    """
+    ALTER TABLE tenants ADD COLUMN realm TEXT NOT NULL DEFAULT '';
+    CREATE TABLE moves (
+        id          {serial},
+        tenant      TEXT NOT NULL,
+        src         INTEGER NOT NULL,
+        dst         INTEGER NOT NULL,
+        phase       TEXT NOT NULL CHECK (phase IN ('copy', 'cutover', 'online', 'delete', 'done',
+                                                   'rollback', 'rolled-back')),
+        step        TEXT NOT NULL DEFAULT '',
+        hold        INTEGER NOT NULL DEFAULT 0,
+        flipped     INTEGER NOT NULL DEFAULT 0,
+        precopy     INTEGER NOT NULL DEFAULT 1,
+        keep_source INTEGER NOT NULL DEFAULT 0,
+        aborting    INTEGER NOT NULL DEFAULT 0,
+        bwlimit     BIGINT NOT NULL DEFAULT 0,
+        routes      TEXT NOT NULL DEFAULT '{}',
+        passes      INTEGER NOT NULL DEFAULT 0,
+        bytes       BIGINT NOT NULL DEFAULT 0,
+        last_delta  BIGINT NOT NULL DEFAULT 0,
+        created_at  DOUBLE PRECISION NOT NULL,
+        updated_at  DOUBLE PRECISION NOT NULL,
+        deadline    DOUBLE PRECISION,
+        stopped_at  DOUBLE PRECISION,
+        online_at   DOUBLE PRECISION,
+        finished_at DOUBLE PRECISION,
+        downtime    DOUBLE PRECISION,
+        error       TEXT NOT NULL DEFAULT '',
+        log         TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE UNIQUE INDEX moves_open ON moves(tenant) WHERE finished_at IS NULL;
+    CREATE TABLE move_cts (
+        move        BIGINT NOT NULL,
+        ct_id       INTEGER NOT NULL,
+        hostname    TEXT NOT NULL,
+        src_ip      TEXT NOT NULL,
+        dst_ip      TEXT NOT NULL,
+        src_storage TEXT NOT NULL,
+        dst_storage TEXT NOT NULL,
+        bytes       BIGINT NOT NULL DEFAULT 0,
+        files       BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (move, ct_id)
+    );
+    """,
 ]

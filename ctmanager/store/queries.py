@@ -88,13 +88,15 @@ def racks(store: Store) -> list[dict[str, Any]]:
 
 def tenants(store: Store) -> list[dict[str, Any]]:
     rows = store.query(
-        """SELECT t.name, t.rack, c.ct_id AS core_ctid, c.ip AS core_ip, c.apps,
-                  (SELECT count(*) FROM routes r WHERE r.tenant = t.name) AS routes
+        """SELECT t.name, t.rack, t.realm, c.ct_id AS core_ctid, c.ip AS core_ip, c.apps,
+                  (SELECT count(*) FROM routes r WHERE r.tenant = t.name) AS routes,
+                  (SELECT m.phase FROM moves m WHERE m.tenant = t.name AND m.finished_at IS NULL) AS moving
            FROM tenants t LEFT JOIN cts c ON c.hostname = t.name ORDER BY t.name"""
     )
     return [
         {"name": r["name"], "rack": rack_name(r["rack"]), "core_ctid": r["core_ctid"], "core_ip": r["core_ip"],
-         "apps": json.loads(r["apps"] or "[]"), "routes": r["routes"]}
+         "apps": json.loads(r["apps"] or "[]"), "routes": r["routes"], "realm": r["realm"] or None,
+         "moving": r["moving"]}
         for r in rows
     ]
 

@@ -1,0 +1,79 @@
+"""The manager's side of `ctstorage` (storagenode/cli.py): its commands on a
+storage node over SSH (pinned host keys, as for the HNs), one JSON line back.
+Failures are typed: StorageFailed (the node ran it and said why) or SshError."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import CtmError
+from .ssh import Remote, SshSettings
+
+
+class StorageFailed(CtmError):
+    """The storage node ran the command and it failed (its reason, one line)."""
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    path: str
+    exists: bool
+    bytes: int
+    files: int
+    free: int  # on the node's data file system
+
+
+@dataclass(frozen=True)
+class Pulled:
+    bytes: int  # of the files this pass brought over
+    files_transferred: int
+    total_bytes: int
+    files: int
+    seconds: float
+
+
+class StorageNodes:
+    def __init__(self, addresses: dict[str, str], ssh: SshSettings, command: list[str]) -> None:
+        """`addresses`: storage node hostname -> address; `command`: how ctstorage is run there."""
+        self.addresses, self.ssh, self.command = dict(addresses), ssh, list(command)
+        self._remotes: dict[str, Remote] = {}
+
+    def _run(self, node: str, args: list[str], timeout: float) -> dict[str, Any]:
+        if node not in self.addresses:
+            raise StorageFailed(f"{node}: no such storage node")
+        remote = self._remotes.get(node)
+        if remote is None:
+            remote = self._remotes[node] = Remote(node, self.addresses[node], self.ssh)
+        out = remote.run([*self.command, *args], timeout=timeout)
+        try:
+            got = json.loads(out.out.decode(errors="replace").strip().splitlines()[-1])
+            if not isinstance(got, dict):
+                raise ValueError("not an object")
+        except (ValueError, IndexError):
+            err = out.err.decode(errors="replace").strip().splitlines()
+            raise StorageFailed(f"{node}: ctstorage {args[0]}: exit {out.rc}: {(err or ['no output'])[-1][:300]}") \
+                from None
+        if not got.get("ok"):
+            raise StorageFailed(f"{node}: {str(got.get('error', 'failed'))[:300]}")
+        return got
+
+    def info(self, node: str, ctid: int) -> DataInfo:
+        g = self._run(node, ["info", str(ctid)], 600.0)
+        return DataInfo(str(g["path"]), bool(g["exists"]), int(g["bytes"]), int(g["files"]), int(g["free"]))
+
+    def pull(self, node: str, ctid: int, source: str, path: str, bwlimit: int, timeout: float) -> Pulled:
+        """Mirror `source` node's `path` into `node`'s copy of CT `ctid`'s /data."""
+        g = self._run(node, ["pull", str(ctid), "--from", self.addresses[source], "--path", path,
+                             "--bwlimit", str(bwlimit), "--timeout", str(int(timeout))], timeout + 30)
+        return Pulled(int(g["bytes"]), int(g["files_transferred"]), int(g["total_bytes"]), int(g["files"]),
+                      float(g["seconds"]))
+
+    def remove(self, node: str, ctid: int) -> bool:
+        return bool(self._run(node, ["remove", str(ctid)], 600.0)["removed"])
+
+    def close(self) -> None:
+        for r in self._remotes.values():
+            r.close()
+        self._remotes.clear()

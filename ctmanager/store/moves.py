@@ -1,0 +1,379 @@
+"""Tenant moves in the store: each move's durable record, and the writes the
+workflow makes (manager/mover.py runs it; cli/tenant.py starts, aborts, lists).
+
+A move row says where the workflow is (phase, step), so whichever process runs
+it next resumes there: copy -> cutover (stop, final, start) -> online -> delete
+-> done, or rollback -> rolled-back. Every change here is check-then-act in the
+caller's transaction. `hold` keeps the tenant's CTs down in whichever rack they
+are configured (store/loop.configured reads it), and `flip` moves the CT rows
+from one rack to the other in one transaction, both ways.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..dc import ipam, template
+from ..dc.model import DcTemplate, rack_name
+from ..errors import ConflictError, InputError, NotFoundError
+from ..wire import validate as v
+from . import queries
+from .db import Row, Store
+from .rows import checked
+
+OPEN = ("copy", "cutover", "online", "delete", "rollback")
+PHASES = OPEN + ("done", "rolled-back")
+LOG_KEEP = 40  # lines of a move's own log kept in its row
+FIELDS = ("phase", "step", "hold", "flipped", "keep_source", "aborting", "passes", "bytes", "last_delta",
+          "deadline", "stopped_at", "online_at", "finished_at", "downtime", "error")
+
+
+@dataclass(frozen=True)
+class MoveCt:
+    ctid: int
+    hostname: str
+    src_ip: str
+    dst_ip: str  # '' until the cutover gives it one
+    src_storage: str
+    dst_storage: str
+    bytes: int = 0  # of its /data at the last pass
+    files: int = 0
+
+
+@dataclass(frozen=True)
+class Move:
+    id: int
+    tenant: str
+    src: int
+    dst: int
+    phase: str
+    step: str
+    hold: bool
+    flipped: bool
+    precopy: bool
+    keep_source: bool
+    aborting: bool
+    bwlimit: int  # bytes/s, 0 = none
+    routes: dict[str, tuple[str, str]]  # service -> (target at the source, target at the destination)
+    passes: int
+    bytes: int  # copied in all passes
+    last_delta: int  # copied by the last pass
+    created_at: float
+    updated_at: float
+    deadline: float | None
+    stopped_at: float | None
+    online_at: float | None
+    finished_at: float | None
+    downtime: float | None
+    error: str
+    log: tuple[str, ...]
+    cts: tuple[MoveCt, ...] = ()
+
+    @property
+    def open(self) -> bool:
+        return self.finished_at is None
+
+    @property
+    def rack(self) -> int:
+        """Where the tenant's CTs are configured now."""
+        return self.dst if self.flipped else self.src
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "tenant": self.tenant, "from": rack_name(self.src), "to": rack_name(self.dst),
+                "phase": self.phase, "step": self.step, "held": self.hold, "in": rack_name(self.rack),
+                "precopy": self.precopy, "keep_source": self.keep_source, "abort_requested": self.aborting,
+                "bwlimit": self.bwlimit, "passes": self.passes, "bytes_copied": self.bytes,
+                "last_delta": self.last_delta, "created_at": self.created_at, "stopped_at": self.stopped_at,
+                "online_at": self.online_at, "finished_at": self.finished_at, "downtime": self.downtime,
+                "error": self.error, "routes": {s: list(t) for s, t in self.routes.items()},
+                "cts": [{"ctid": c.ctid, "hostname": c.hostname, "from_ip": c.src_ip, "to_ip": c.dst_ip or None,
+                         "from_storage": c.src_storage, "to_storage": c.dst_storage, "bytes": c.bytes,
+                         "files": c.files} for c in self.cts],
+                "log": list(self.log)}
+
+
+# ---- reading -------------------------------------------------------------------
+def _move(row: Row, cts: tuple[MoveCt, ...]) -> Move:
+    def build() -> Move:
+        phase = str(row["phase"])
+        if phase not in PHASES:
+            raise ValueError(f"phase {phase!r}")
+        routes = {v.label(s, "service"): (v.label(a, "target"), v.label(b, "target"))
+                  for s, (a, b) in json.loads(row["routes"]).items()}
+        return Move(int(row["id"]), v.label(row["tenant"], "tenant"), int(row["src"]), int(row["dst"]), phase,
+                    str(row["step"]), bool(row["hold"]), bool(row["flipped"]), bool(row["precopy"]),
+                    bool(row["keep_source"]), bool(row["aborting"]), int(row["bwlimit"]), routes,
+                    int(row["passes"]), int(row["bytes"]), int(row["last_delta"]), float(row["created_at"]),
+                    float(row["updated_at"]), _opt(row["deadline"]), _opt(row["stopped_at"]),
+                    _opt(row["online_at"]), _opt(row["finished_at"]), _opt(row["downtime"]), str(row["error"]),
+                    tuple(str(x) for x in json.loads(row["log"])), cts)
+    return checked(f"move {row['id']}", build)
+
+
+def _opt(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def _cts(store: Store, move_id: int) -> tuple[MoveCt, ...]:
+    rows = store.query("SELECT ct_id, hostname, src_ip, dst_ip, src_storage, dst_storage, bytes, files "
+                       "FROM move_cts WHERE move = ? ORDER BY ct_id", (move_id,))
+    return tuple(_move_ct(move_id, r) for r in rows)
+
+
+def _move_ct(move_id: int, r: Row) -> MoveCt:
+    def build() -> MoveCt:
+        return MoveCt(v.integer(r[0], "ctid", minimum=1, maximum=v.MAX_CTID), v.hostname(r[1], "hostname"),
+                      _ip(r[2]), _ip(r[3]) if r[3] else "", v.label(r[4], "storage"), v.label(r[5], "storage"),
+                      int(r[6]), int(r[7]))
+    return checked(f"move {move_id} CT {r[0]}", build)
+
+
+def _ip(text: Any) -> str:
+    return str(v.ipv4(text, "ip"))
+
+
+def get(store: Store, move_id: int) -> Move:
+    row = store.one("SELECT * FROM moves WHERE id = ?", (move_id,))
+    if row is None:
+        raise NotFoundError(f"no move {move_id} (see: ctmanager tenant moves)")
+    return _move(row, _cts(store, move_id))
+
+
+def open_of(store: Store, tenant: str) -> Move | None:
+    row = store.one("SELECT * FROM moves WHERE tenant = ? AND finished_at IS NULL", (tenant,))
+    return None if row is None else _move(row, _cts(store, int(row["id"])))
+
+
+def listing(store: Store, *, tenant: str | None = None, open_only: bool = False, limit: int = 50) -> list[Move]:
+    where, params = [], []  # type: list[str], list[Any]
+    if tenant is not None:
+        where.append("tenant = ?")
+        params.append(tenant)
+    if open_only:
+        where.append("finished_at IS NULL")
+    sql = "SELECT * FROM moves" + (" WHERE " + " AND ".join(where) if where else "")
+    rows = store.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+    return [_move(r, _cts(store, int(r["id"]))) for r in reversed(rows)]
+
+
+def to_run(store: Store, rack: int) -> list[Move]:
+    """Open moves into `rack`: its leading manager runs them."""
+    rows = store.query("SELECT * FROM moves WHERE dst = ? AND finished_at IS NULL ORDER BY id", (rack,))
+    return [_move(r, _cts(store, int(r["id"]))) for r in rows]
+
+
+def held(store: Store) -> set[str]:
+    """Tenants whose CTs are kept down now (a cutover between its stop and its flip)."""
+    return {str(r[0]) for r in store.query("SELECT tenant FROM moves WHERE hold = 1 AND finished_at IS NULL")}
+
+
+def reserved_ips(store: Store) -> set[str]:
+    """Addresses an open move may still give back to, or give to, a CT."""
+    rows = store.query("SELECT c.src_ip, c.dst_ip FROM move_cts c JOIN moves m ON m.id = c.move "
+                       "WHERE m.finished_at IS NULL")
+    return {ip for r in rows for ip in r if ip}
+
+
+def refusals(store: Store, ctid: int, rack: int, now: float) -> dict[str, str]:
+    """HN -> why it rejected CT `ctid` lately (rack `rack`'s manager remembers)."""
+    return {str(r[0]): str(r[1]) for r in store.query(
+        "SELECT hn, reason FROM rejections WHERE ct_id = ? AND rack = ? AND until > ?", (ctid, rack, now))}
+
+
+def busy(store: Store, tenant: str | None) -> None:
+    """Refuse an edit of a tenant whose move is open (its CTs are the workflow's)."""
+    if tenant is None:
+        return
+    m = open_of(store, tenant)
+    if m is not None:
+        raise ConflictError(f"tenant {tenant} is being moved to {rack_name(m.dst)} (move {m.id}, {m.phase}); "
+                            f"wait for it or abort it: ctmanager tenant move {tenant} --abort")
+
+
+# ---- starting one ----------------------------------------------------------------
+def check_realm(dc: DcTemplate, tenant: str, realm: str, slot: int, what: str) -> None:
+    """A tenant pinned to `realm` may have nothing in a rack of another realm."""
+    if realm and dc.realm_of(slot) != realm:
+        where = f"realm {dc.realm_of(slot)!r}" if dc.realm_of(slot) else "no realm"
+        raise InputError(f"{what}: tenant {tenant} is pinned to realm {realm!r}, and {rack_name(slot)} is in "
+                         f"{where}; nothing was changed")
+
+
+def known_realm(dc: DcTemplate, realm: str) -> None:
+    if realm and realm not in dc.realms:
+        raise InputError(f"unknown realm {realm!r} (the DC template has: {', '.join(dc.realms) or 'none'})",
+                         where="--realm")
+
+
+def tenant_realm(store: Store, tenant: str) -> str:
+    row = store.one("SELECT realm FROM tenants WHERE name = ?", (tenant,))
+    if row is None:
+        raise NotFoundError(f"no tenant {tenant!r} (see: ctmanager tenant list)")
+    return v.label(row[0], "realm") if row[0] else ""
+
+
+def prepare(store: Store, dc: DcTemplate, tenant: str, dst: int) -> Move:
+    """What a move of `tenant` to rack `dst` would do (not written): refuses a move
+    that cannot be, in one line. Routes to the source rack's services go to the
+    destination's service of the same name; routes to anything else stay."""
+    src = queries.tenant_rack(store, tenant)
+    realm = tenant_realm(store, tenant)
+    busy(store, tenant)
+    if not store.one("SELECT 1 FROM racks WHERE slot = ?", (dst,)):
+        raise NotFoundError(f"{rack_name(dst)} is not installed (see: ctmanager rack list)")
+    if dst == src:
+        raise InputError(f"tenant {tenant} lives in {rack_name(src)} already")
+    check_realm(dc, tenant, realm, dst, "refused")
+    cts = queries.cts(store, tenant=tenant)
+    if not cts:
+        raise ConflictError(f"tenant {tenant} has no CTs to move")
+    storage = _storage_of(store, dst)
+    if not [n for n in queries.nodes(store, rack=dst) if n.role == "compute"]:
+        raise ConflictError(f"{rack_name(dst)} has no HNs to run tenant {tenant}'s CTs")
+    routes: dict[str, tuple[str, str]] = {}
+    for r in queries.routes(store, tenant=tenant):
+        routes[r.service] = (r.target, _route_at(store, dc, r.target, src, dst))
+    plan = tuple(MoveCt(c.ctid, c.hostname, c.ip, "", c.storage, storage) for c in cts)
+    return Move(0, tenant, src, dst, "copy", "", False, False, True, False, False, 0, routes, 0, 0, 0,
+                0.0, 0.0, None, None, None, None, None, "", (), plan)
+
+
+def _route_at(store: Store, dc: DcTemplate, target: str, src: int, dst: int) -> str:
+    """Where a route to `target` points once the tenant lives in `dst`."""
+    row = store.one("SELECT service, rack FROM cts WHERE hostname = ?", (target,))
+    if row is not None:
+        service, rack = row
+        if rack != src or service is None:
+            return target  # the tenant's own CT (it moves with it) or something outside the source rack
+        there = store.one("SELECT hostname FROM cts WHERE rack = ? AND service = ? ORDER BY hostname LIMIT 1",
+                          (dst, service))
+        if there is None:
+            raise ConflictError(f"{rack_name(dst)} has no {service} CT to take over route target {target}")
+        return str(there[0])
+    for svc in dc.rack_services:  # a pool: <service>-<slot>
+        if svc.pool and target == f"{svc.name}-{src}":
+            return f"{svc.name}-{dst}"
+    return target
+
+
+def _storage_of(store: Store, rack: int) -> str:
+    row = store.one("SELECT hostname FROM nodes n WHERE rack = ? AND role = 'storage' "
+                    "ORDER BY (SELECT count(*) FROM cts WHERE storage = n.hostname), position LIMIT 1", (rack,))
+    if row is None:
+        raise ConflictError(f"{rack_name(rack)} has no storage node to hold the tenant's /data")
+    return str(row[0])
+
+
+def begin(store: Store, dc: DcTemplate, tenant: str, dst: int, now: float, *, precopy: bool = True,
+          keep_source: bool = False, bwlimit: int = 0) -> Move:
+    """Record a new move (the caller's transaction); the destination's manager runs it."""
+    m = prepare(store, dc, tenant, dst)
+    store.execute("INSERT INTO moves (tenant, src, dst, phase, step, precopy, keep_source, bwlimit, routes, "
+                  "created_at, updated_at, log) VALUES (?, ?, ?, 'copy', '', ?, ?, ?, ?, ?, ?, '[]')",
+                  (tenant, m.src, m.dst, int(precopy), int(keep_source), bwlimit,
+                   json.dumps({s: list(t) for s, t in m.routes.items()}), now, now))
+    row = store.one("SELECT id FROM moves WHERE tenant = ? AND finished_at IS NULL", (tenant,))
+    store.executemany("INSERT INTO move_cts (move, ct_id, hostname, src_ip, dst_ip, src_storage, dst_storage) "
+                      "VALUES (?, ?, ?, ?, '', ?, ?)",
+                      [(row[0], c.ctid, c.hostname, c.src_ip, c.src_storage, c.dst_storage) for c in m.cts])
+    store.event("tenant.move", tenant, f"move {row[0]}: {rack_name(m.src)} -> {rack_name(m.dst)}")
+    return get(store, int(row[0]))
+
+
+# ---- the workflow's writes -------------------------------------------------------------
+def update(store: Store, move: Move, now: float, say: str = "", **changes: Any) -> Move:
+    """Write the fields in `changes` (check-then-act: only while the move is open)
+    and add `say` to its log."""
+    bad = set(changes) - set(FIELDS)
+    if bad:
+        raise ValueError(f"not a move field: {', '.join(sorted(bad))}")
+    cur = store.one("SELECT finished_at, log FROM moves WHERE id = ?", (move.id,))
+    if cur is None or (cur[0] is not None and "finished_at" not in changes):
+        raise ConflictError(f"move {move.id} is finished")
+    log = json.loads(cur[1])
+    if say:
+        log = (log + [f"{now:.3f} {say}"])[-LOG_KEEP:]
+    cols = dict(changes, updated_at=now, log=json.dumps(log))
+    store.execute(f"UPDATE moves SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?",  # noqa: S608 - FIELDS
+                  (*(int(x) if isinstance(x, bool) else x for x in cols.values()), move.id))
+    if say:
+        store.event("move." + str(changes.get("phase", move.phase)), move.tenant, f"move {move.id}: {say}")
+    return get(store, move.id)
+
+
+def record_sizes(store: Store, move: Move, sizes: Iterable[tuple[int, int, int]]) -> None:
+    """(CTID, bytes, files) of each CT's /data at the last pass."""
+    store.executemany("UPDATE move_cts SET bytes = ?, files = ? WHERE move = ? AND ct_id = ?",
+                      [(b, f, move.id, c) for c, b, f in sizes])
+
+
+def ask_abort(store: Store, move: Move, now: float) -> Move:
+    if move.phase not in ("copy", "cutover"):
+        raise ConflictError(f"move {move.id} of {move.tenant} is {move.phase}: too late to abort"
+                            + (f"; move it back: ctmanager tenant move {move.tenant} --to {rack_name(move.src)}"
+                               if move.phase in ("online", "delete") else ""))
+    return update(store, move, now, "abort requested", aborting=True)
+
+
+def flip(store: Store, dc: DcTemplate, move: Move, now: float, forward: bool) -> Move:
+    """Configure the tenant's CTs in the other rack, in one transaction (the
+    caller's): rows, addresses (new ones in the destination's /16, the old ones
+    back on the way back), storage node, routes, the tenant's rack; the rack left
+    gets tombstones (its HNs drop the CT configs, /data kept) and loses the CTs'
+    placements and status rows. Ends the hold."""
+    to, away = (move.dst, move.src) if forward else (move.src, move.dst)
+    if move.flipped == forward:
+        raise ConflictError(f"move {move.id}: the CTs are in {rack_name(to)} already")
+    net = template.rack_network(dc.network.supernet, to)
+    used = [r[0] for r in store.query("SELECT ip FROM cts WHERE rack = ?", (to,))] + sorted(reserved_ips(store))
+    for c in move.cts:
+        cur = queries.find_ct(store, str(c.ctid))
+        if cur.rack != away:
+            raise ConflictError(f"move {move.id}: CT {c.ctid} is in {rack_name(cur.rack)}, not {rack_name(away)}")
+        if forward:
+            pool = dc.network.services if cur.service else dc.network.cts
+            ip = c.dst_ip or ipam.allocate(net, pool, used, what=f"CTs in {rack_name(to)}")
+            used.append(ip)
+            store.execute("UPDATE move_cts SET dst_ip = ? WHERE move = ? AND ct_id = ?", (ip, move.id, c.ctid))
+            storage = c.dst_storage
+        else:
+            ip, storage = c.src_ip, c.src_storage
+        store.execute("UPDATE cts SET rack = ?, ip = ?, storage = ?, updated_at = ? WHERE ct_id = ?",
+                      (to, ip, storage, now, c.ctid))
+        for table in ("placements", "observed", "rejections", "crash_loops"):
+            store.execute(f"DELETE FROM {table} WHERE ct_id = ?", (c.ctid,))  # noqa: S608 - fixed names
+        store.execute("INSERT INTO removed (ct_id, hostname, purge, removed_at, rack) VALUES (?, ?, 0, ?, ?) "
+                      "ON CONFLICT(ct_id) DO UPDATE SET hostname = excluded.hostname, purge = 0, "
+                      "removed_at = excluded.removed_at, rack = excluded.rack", (c.ctid, c.hostname, now, away))
+    for service, (at_src, at_dst) in move.routes.items():
+        store.execute("UPDATE routes SET target = ? WHERE tenant = ? AND service = ?",
+                      (at_dst if forward else at_src, move.tenant, service))
+    store.execute("UPDATE tenants SET rack = ? WHERE name = ?", (to, move.tenant))
+    what = f"CTs configured in {rack_name(to)}" + (
+        ": " + ", ".join(f"{c.hostname} {c.src_ip} -> {ip}" for c, ip in _ips(store, move)) if forward else
+        " again, at their old addresses")
+    return update(store, move, now, what, flipped=forward, hold=False)
+
+
+def _ips(store: Store, move: Move) -> list[tuple[MoveCt, str]]:
+    fresh = {c.ctid: c.dst_ip for c in _cts(store, move.id)}
+    return [(c, fresh[c.ctid]) for c in move.cts]
+
+
+def set_realm(store: Store, dc: DcTemplate, tenant: str, realm: str) -> str:
+    """Pin `tenant` to `realm` ('' = unpin). Returns the realm it had."""
+    old = tenant_realm(store, tenant)
+    known_realm(dc, realm)
+    if realm:
+        busy(store, tenant)
+        slot = queries.tenant_rack(store, tenant)
+        if dc.realm_of(slot) != realm:
+            raise InputError(f"cannot pin tenant {tenant} to realm {realm!r}: it lives in {rack_name(slot)}, in "
+                             + (f"realm {dc.realm_of(slot)!r}" if dc.realm_of(slot) else "no realm")
+                             + f"; move it first (ctmanager tenant move {tenant} --to RACK)")
+    store.execute("UPDATE tenants SET realm = ? WHERE name = ?", (realm, tenant))
+    store.event("tenant.realm", tenant, f"{old or '-'} -> {realm or '-'}")
+    return old
