@@ -48,7 +48,9 @@ def pull_argv(rsync: str, source: str, target: str, *, ssh: list[str], bwlimit: 
     so a file rewritten within a second of the last pass is copied again."""
     if any(" " in part or not part for part in ssh):
         raise ValueError("ssh arguments must be non-empty and have no spaces")
-    argv = [rsync, "--archive", "--delete", "--numeric-ids", "--stats", f"--timeout={timeout}",
+    # --modify-window=-1: compare mtimes to the nanosecond (the default is whole
+    # seconds: a same-size rewrite within the second of the last pass is missed)
+    argv = [rsync, "--archive", "--delete", "--numeric-ids", "--stats", "--modify-window=-1", f"--timeout={timeout}",
             "--rsh=" + " ".join(ssh)]
     if bwlimit > 0:
         argv.append(f"--bwlimit={max(bwlimit // 1024, 1)}")  # KiB/s
