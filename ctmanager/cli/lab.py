@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from ..errors import InputError
-from ..lab import layout, managers
+from ..lab import layout, managers, storagenodes
 from ..store import queries
 from .common import Registry, integer_in, parse_rack, seconds_in, store_of, want_json
 from .output import emit_json, table
@@ -87,7 +87,9 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
         for i, (slot, here) in enumerate(labs):
             have = sum(1 for n in queries.nodes(store, rack=slot) if n.role == "compute")
             rack.up(store, here, slot, args.hns if i == 0 else max(min(args.hns, have), 1), say,
-                    dns=i == 0, fresh=i == 0, manager_count=args.managers)
+                    dns=i == 0, fresh=i == 0, manager_count=args.managers, dc_lab=lab)
+            if i == 0 and len(labs) > 1:
+                storagenodes.route_between_racks(lab)  # a tenant move copies between the racks' storage nodes
             if i == 0 and len(labs) > 1:  # recorded before the others start: `down` finds them all
                 lab.write_state({**lab.read_state(), "racks": [str(sub.root) for _, sub in labs[1:]]})
             say(f"inventory of rack-{slot}: {here.inventory}")

@@ -26,8 +26,8 @@ NETNS_PREFIX = "ctlab-"
 
 def is_lab_link(name: str) -> bool:
     """The lab's bridge (ctlab<slot>) and host veth ends (ctl<slot>h<pos>, a
-    namespaced manager's ctl<slot>m<i>)."""
-    return bool(re.fullmatch(r"ctlab\d+|ctl\d+[hm]\d+", name))
+    namespaced manager's ctl<slot>m<i>, a storage node's ctl<slot>s<pos>)."""
+    return bool(re.fullmatch(r"ctlab\d+|ctl\d+[hms]\d+", name))
 
 
 class Lab:
@@ -97,12 +97,18 @@ def ctagent_path() -> str:
     return str(here) if here.exists() else (shutil.which("ctagent") or "ctagent")
 
 
+def ctstorage_path() -> str:
+    """The ctstorage of this installation (beside ctagent)."""
+    return str(Path(ctagent_path()).with_name("ctstorage"))
+
+
 def _metrics(graphite: str) -> str:
     """The [metrics] section: the daemon's own figures to the rack's carbon relay."""
     return f'\n[metrics]\ngraphite = "{graphite}"   # the metrics CT\'s carbon relay\n' if graphite else ""
 
 
-def manager_toml(lab: Lab, slot: int, address: str, port: int, graphite: str = "", name: str = "") -> str:
+def manager_toml(lab: Lab, slot: int, address: str, port: int, graphite: str = "", name: str = "",
+                 storage_known: Path | None = None) -> str:
     """`name`: the manager's (unique in its rack); `address`: where it hears reports."""
     v.label(name or f"mgr-{slot}-a", "manager name")
     return f"""# Written by `ctmanager lab up`: a manager of the lab rack.
@@ -131,6 +137,10 @@ full_plan_every = 1.0
 fence_after = 5.0
 watchdog_timeout = 10.0
 dead_after = 16.0
+
+[moves]               # tenant moves into this rack: ctstorage on the storage nodes, over [ssh]
+storage_command = ["{ctstorage_path()}"]
+known_hosts = "{storage_known or lab.known_hosts}"   # every storage node of the DC lab
 """
 
 
@@ -232,10 +242,18 @@ manager_log = "{lab.logs / 'manager.log'}"
 
 
 def inventory_toml(lab: Lab, store: Locator, slot: int, nodes: list[Node], gateway: str,
-                   managers: Sequence[tuple[str, Path, Path]] = ()) -> str:
-    """`managers`: (name, log, config) of each of the rack's managers."""
+                   managers: Sequence[tuple[str, Path, Path]] = (), storage: Sequence[Node] = ()) -> str:
+    """`managers`: (name, log, config) of each of the rack's managers; `storage`: its storage nodes."""
     hns = "".join(_inventory_hn(n, ["ip", "netns", "exec", lab.netns(n.hostname)], lab.hn_dir(n.hostname),
                                 lab.logs / f"{n.hostname}.log") for n in nodes)
+    hns += "".join(f"""
+[[storage]]
+name = "{n.hostname}"
+address = "{n.ip}"
+data = "{lab.root / 'data' / n.hostname}"   # the CTs' /data folders, <data>/<CTID>
+console = {_strings(["ip", "netns", "exec", lab.netns(n.hostname)])}
+log = "{lab.logs / f'{n.hostname}.log'}"
+""" for n in storage)
     mgrs = "".join(f'\n[[managers]]\nname = "{v.label(name, "manager")}"\nlog = "{log}"\nconfig = "{config}"\n'
                    for name, log, config in managers)
     return f"""# Written by `ctmanager lab up`.

@@ -38,7 +38,7 @@ from ..monitoring.provision import write_service
 from ..render import ctfiles
 from ..store import Store, queries
 from ..wire.validate import is_digits
-from . import dnsserver, layout, managers, metricsct
+from . import dnsserver, layout, managers, metricsct, storagenodes
 
 REPORT_PORT = 7070
 TOOLS = ("lxc-start", "sshd", "svscan", "ip", "ssh-keygen", "mount", "named", "dig", "tsig-keygen", "collectd")
@@ -77,11 +77,12 @@ def check_host() -> None:
 
 
 def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callable[[str], None], *,
-       dns: bool = True, fresh: bool = True, manager_count: int = 1) -> None:
+       dns: bool = True, fresh: bool = True, manager_count: int = 1, dc_lab: layout.Lab | None = None) -> None:
     """Bring rack `slot` up in `lab`. `fresh`: take a lab already there down
     first; `dns`: start the DC's DNS server (the first rack of a DC lab does,
     the others use it: its addresses are the host's, reachable from every rack);
-    `manager_count`: one manager on the host, or that many in namespaces (lab/managers.py)."""
+    `manager_count`: one manager on the host, or that many in namespaces (lab/managers.py);
+    `dc_lab`: the first rack's lab of a DC lab (it keeps the storage nodes' shared keys)."""
     check_host()
     managers.check_store(str(store.path), manager_count)  # before anything is made
     from ..paths import data_dir
@@ -117,12 +118,17 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     for node in nodes:
         progress(f"{node.hostname}: namespace {lab.netns(node.hostname)}, {node.ip}, sshd, ctagent, watchdog")
         known.append(_hn(lab, dc, slot, node, net, rack_hns, graphite, [m.ip for m in mgrs]))
+    stores = [n for n in queries.nodes(store, rack=slot) if n.role == "storage"]
+    for node in stores:
+        progress(f"{node.hostname}: namespace {lab.netns(node.hostname)}, {node.ip}, sshd for ctstorage")
+        known.append(storagenodes.up(lab, dc_lab or lab, slot, node, net, sh, spawn))
     lab.known_hosts.write_text("".join(known))
     for m in mgrs:
-        m.config.write_text(layout.manager_toml(lab, slot, m.ip, REPORT_PORT, graphite, m.name))
+        m.config.write_text(layout.manager_toml(lab, slot, m.ip, REPORT_PORT, graphite, m.name,
+                                                storagenodes.storage_known_hosts(dc_lab or lab)))
         managers.network(lab, slot, net, m, sh)
     lab.inventory.write_text(layout.inventory_toml(lab, store.path, slot, nodes, net.gateway,
-                                                   [(m.name, m.log, m.config) for m in mgrs]))
+                                                   [(m.name, m.log, m.config) for m in mgrs], stores))
     lab.write_state({**lab.read_state(), "store": str(store.path)})
     if dns:
         dnsserver.up(lab, store, dc, lab.bridge(slot), spawn, progress)
@@ -279,6 +285,7 @@ def down(lab: layout.Lab, progress: Callable[[str], None]) -> None:
         name = link.split(":")[1].strip().split("@")[0] if ":" in link else ""
         if layout.is_lab_link(name):
             sh("ip", "link", "del", name, check=False)
+    storagenodes.restore_routing(lab)
     for point in reversed(lab.mounts_under()):
         sh("umount", point, check=False)
     if lab.root.exists():

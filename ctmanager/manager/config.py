@@ -39,6 +39,8 @@
                             # HNs that need the manager's vote (a rack with an HN down) fence
     [moves]                 # optional: tenant moves into this rack (`tenant move`), run by its leader
     storage_command = ["ctstorage"]  # how ctstorage is run on a storage node (over [ssh], as root)
+    known_hosts = "/etc/ctmanager/storage_known_hosts"  # every storage node's host key, pinned
+                            # (default: [ssh] known_hosts); a move reads the source rack's node too
     bwlimit = "50M"         # bytes/s each CT's copy may use between storage nodes (0 = no limit)
     max_passes = 3          # copies while the tenant runs, before it is stopped for the last one
     stop_timeout = 60.0     # s the source may take to stop the tenant; else the move rolls back
@@ -83,6 +85,7 @@ class MoveSettings:
     """How this rack's manager runs the tenant moves into its rack (manager/mover.py)."""
 
     storage_command: tuple[str, ...] = ("ctstorage",)
+    known_hosts: str = ""  # the storage nodes' pinned host keys ("" = the [ssh] known_hosts)
     bwlimit: int = 50 << 20  # bytes/s, 0 = none
     max_passes: int = 3
     stop_timeout: float = 60.0
@@ -191,7 +194,8 @@ def _moves(t: tomlread.Table) -> MoveSettings:
     bw = t.scalar("bwlimit", "50M")
     bwlimit = 0 if bw in (0, "0") else t.check("bwlimit", lambda x, f: v.size(x, f, minimum=1 << 10), bw)
     passes = t.check("max_passes", lambda x, f: v.integer(x, f, minimum=1, maximum=20), t.int("max_passes", 3))
-    out = MoveSettings(tuple(command), bwlimit, passes, _seconds(t, "stop_timeout", 60.0),
+    known = t.check("known_hosts", v.path, t.str("known_hosts")) if t.str("known_hosts", None) is not None else ""
+    out = MoveSettings(tuple(command), known, bwlimit, passes, _seconds(t, "stop_timeout", 60.0),
                        _seconds(t, "start_timeout", 120.0))
     t.done()
     return out

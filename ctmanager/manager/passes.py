@@ -59,7 +59,8 @@ def storage_for(store: Store, config: ManagerConfig) -> Any:
     from ..executor.storage import StorageNodes
 
     addresses = {n.hostname: n.ip for n in queries.nodes(store) if n.role == "storage"}
-    return StorageNodes(addresses, config.ssh, list(config.moves.storage_command))
+    ssh = dataclasses.replace(config.ssh, known_hosts=config.moves.known_hosts or config.ssh.known_hosts)
+    return StorageNodes(addresses, ssh, list(config.moves.storage_command))
 
 
 RECONCILE = "ctmanager reconcile"  # the lease holder's name while a CLI pass acts
