@@ -115,6 +115,47 @@ class Rack:
         return p.stdout
 
 
+class DcLab:
+    """A DC lab brought up by `ctmanager lab up --racks 101,102` on its own
+    PostgreSQL database: each rack through its inventory, and `both`, whose HNs
+    are every rack's (where a CT runs, DC-wide)."""
+
+    def __init__(self, base: Path) -> None:
+        self.r101 = Rack(base / "lab" / "inventory.toml")
+        self.r102 = Rack(base / "lab" / "racks" / "rack-102" / "inventory.toml")
+        self.both = Rack(base / "lab" / "inventory.toml")
+        self.both.hns.update(self.r102.hns)
+
+    def of(self, rack: Rack) -> dict[str, dict[str, object]]:
+        """Status rows of one rack's CTs (status is DC-wide)."""
+        mine = {int(c["ctid"]) for c in json.loads(rack.cli("ct", "list", "--rack", rack.inv["rack"], "--json").stdout)}
+        return {h: r for h, r in rack.status().items() if int(r["ctid"]) in mine}
+
+
+@contextlib.contextmanager
+def dc_lab(url: str, base: Path, *install: str) -> Iterator[DcLab]:
+    """Init the example DC in `url`, install rack-102 (and the racks in `install`,
+    as "rack-201" — installed, not brought up), bring rack-101 and rack-102 up
+    in the lab under `base`, and take it all down afterwards."""
+    env = {**os.environ, "CTMANAGER_STORE": url, "CTMANAGER_LAB_DIR": str(base / "lab")}
+
+    def ctm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ctmanager", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=400)
+
+    assert ctm("init", "example").returncode == 0
+    for name in ("rack-102", *install):
+        p = ctm("rack", "install", name, str(ROOT / f"templates/dc/manifests/{name}.toml"))
+        assert p.returncode == 0, p.stderr
+    up = ctm("lab", "up", "--racks", "101,102", "--hns", "3", "--timeout", "150")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield DcLab(base)
+    finally:
+        down = ctm("lab", "down")
+        assert down.returncode == 0, down.stderr
+
+
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, every: float = 0.1,
              describe: Callable[[], str] | None = None) -> Any:
     """Poll `check` until it returns something truthy; fail with `what` at the deadline."""

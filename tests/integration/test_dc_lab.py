@@ -7,52 +7,21 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from labrack import ROOT, Rack, all_up, wait_for
-
-RACK102 = str(ROOT / "templates/dc/manifests/rack-102.toml")
-
-
-class Dc:
-    def __init__(self, base: Path) -> None:
-        self.r101 = Rack(base / "lab" / "inventory.toml")
-        self.r102 = Rack(base / "lab" / "racks" / "rack-102" / "inventory.toml")
-
-    def of(self, rack: Rack) -> dict[str, dict[str, object]]:
-        """Status rows of one rack's CTs (status is DC-wide)."""
-        mine = {int(c["ctid"]) for c in json.loads(rack.cli("ct", "list", "--rack", rack.inv["rack"], "--json").stdout)}
-        return {h: r for h, r in rack.status().items() if int(r["ctid"]) in mine}  # type: ignore[call-overload]
+from labrack import DcLab, all_up, dc_lab, wait_for
 
 
 @pytest.fixture(scope="module")
-def dc(pg_cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
+def dc(pg_cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DcLab]:
     if os.geteuid() != 0 or not shutil.which("lxc-start"):
         pytest.skip("the lab needs root and LXC (bash scripts/setup.sh)")
-    base = tmp_path_factory.mktemp("dclab")
-    url = pg_cluster.create_database("ctm_dclab")
-    env = {**os.environ, "CTMANAGER_STORE": url, "CTMANAGER_LAB_DIR": str(base / "lab")}
-
-    def ctm(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "ctmanager", *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=400)
-
-    assert ctm("init", "example").returncode == 0
-    assert ctm("rack", "install", "rack-102", RACK102).returncode == 0
-    up = ctm("lab", "up", "--racks", "101,102", "--hns", "3", "--timeout", "150")
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield Dc(base)
-    finally:
-        down = ctm("lab", "down")
-        assert down.returncode == 0, down.stderr
+    with dc_lab(pg_cluster.create_database("ctm_dclab"), tmp_path_factory.mktemp("dclab")) as lab:
+        yield lab
 
 
-def test_both_racks_come_up_each_on_its_own_hns(dc: Dc) -> None:
+def test_both_racks_come_up_each_on_its_own_hns(dc: DcLab) -> None:
     for rack, prefix in ((dc.r101, "hn-101-"), (dc.r102, "hn-102-")):
         wait_for(f"{rack.inv['rack']} all UP", all_up(rack), timeout=60)
         rows = dc.of(rack)
@@ -62,11 +31,11 @@ def test_both_racks_come_up_each_on_its_own_hns(dc: Dc) -> None:
     st = json.loads(dc.r101.cli("lab", "status", "--dir", dc.r101.inv["lab_dir"], "--json").stdout)
     assert [r["rack"] for r in st["racks"]] == ["rack-101", "rack-102"]
     assert all(p["alive"] for r in st["racks"] for p in r["processes"]), st
-    assert {p["name"] for p in st["racks"][1]["processes"]} == {"mgr-102-a", "hn-102-1", "hn-102-2"}
+    assert {p["name"] for p in st["racks"][1]["processes"]} == {"mgr-102-a", "hn-102-1", "hn-102-2", "storage-102-3"}
 
 
 def test_a_ct_added_to_rack_102_is_started_by_its_manager_and_a_drain_in_rack_101_leaves_rack_102_alone(
-        dc: Dc) -> None:
+        dc: DcLab) -> None:
     log_101 = len(dc.r101.manager_log())
     dc.r102.cli("tenant", "add", "globex", "--rack", "rack-102")
     wait_for("globex's core CT UP on a rack-102 HN", lambda: (r := dc.r102.status().get("globex")) is not None
