@@ -81,6 +81,7 @@ user = "root"
 key_file = "{storage_key(dc)}"
 known_hosts = "{storage_known_hosts(dc)}"
 connect_timeout = 5
+control_dir = "/run/ctm-lab-ssh/{node.hostname}"   # its own (the lab's nodes share /run); short: a socket path
 """)
     (here / "sshd_config").write_text(f"""# Written by `ctmanager lab up`: sshd of {node.hostname}, in its network namespace.
 ListenAddress {node.ip}

@@ -61,6 +61,7 @@ class MoveRunner:
         self.store, self.dc, self.slot, self.storage = store, dc, slot, storage
         self.settings, self.reconcile, self.dns_pending = settings, reconcile, dns_pending
         self._tries: dict[tuple[int, str], tuple[int, float]] = {}  # (move, what) -> (failures, next try)
+        self._paths: dict[tuple[int, int], str] = {}  # (move, CTID) -> its /data on the source (final pass: no look)
 
     def step(self, m: moves.Move) -> moves.Move:
         """Take move `m` one step on; returns it as it is now."""
@@ -115,11 +116,15 @@ class MoveRunner:
         """One pull of every CT's /data; returns (bytes brought over, seconds)."""
         started, delta, sizes = time.monotonic(), 0, []
         for c in m.cts:
-            src = self.storage.info(c.src_storage, c.ctid)
-            if not src.exists:
-                raise StorageFailed(f"{c.src_storage} has no /data of CT {c.ctid} ({src.path})")
-            got = self.storage.pull(c.dst_storage, c.ctid, c.src_storage, src.path, self._bwlimit(m),
-                                    max(600.0, src.bytes / max(self._bwlimit(m), 1 << 20) * 3))
+            path, size = self._paths.get((m.id, c.ctid)), c.bytes
+            if path is None:  # the first pass of this process: where is it, is it there
+                src = self.storage.info(c.src_storage, c.ctid)
+                if not src.exists:
+                    raise StorageFailed(f"{c.src_storage} has no /data of CT {c.ctid} ({src.path})")
+                path, size = src.path, src.bytes
+                self._paths[m.id, c.ctid] = path
+            got = self.storage.pull(c.dst_storage, c.ctid, c.src_storage, path, self._bwlimit(m),
+                                    max(600.0, size / max(self._bwlimit(m), 1 << 20) * 3))
             delta += got.bytes
             sizes.append((c.ctid, got.total_bytes, got.files))
         with self.store.transaction(config=False):

@@ -13,6 +13,8 @@ Its config ($CTSTORAGE_CONFIG, default /etc/ctmanager/ctstorage.toml):
     key_file = "/etc/ctmanager/storage_ed25519"          # mode 0600
     known_hosts = "/etc/ctmanager/storage_known_hosts"   # the peers' host keys, pinned
     connect_timeout = 5
+    control_dir = "/run/ctstorage"            # one SSH connection per peer, kept 2 min (the last pass
+                                              # of a move then skips the handshake)
 
 Exit codes: 0 done, 1 failed (the JSON says why), 2 bad input. Nothing of the
 manager or the store is imported: this runs as root on every storage node.
@@ -47,6 +49,7 @@ class StorageConfig:
     key_file: str
     known_hosts: str
     connect_timeout: int
+    control_dir: str = "/run/ctstorage"
 
 
 def load(path: Path) -> StorageConfig:
@@ -58,9 +61,10 @@ def load(path: Path) -> StorageConfig:
     known = ssh.check("known_hosts", v.path, ssh.str("known_hosts", "/etc/ctmanager/storage_known_hosts"))
     timeout = ssh.check("connect_timeout", lambda x, f: v.integer(x, f, minimum=1, maximum=120),
                         ssh.int("connect_timeout", 5))
+    control = ssh.check("control_dir", v.path, ssh.str("control_dir", "/run/ctstorage"))
     ssh.done()
     top.done()
-    return StorageConfig(data, user, key, known, timeout)
+    return StorageConfig(data, user, key, known, timeout, control)
 
 
 def _folder(cfg: StorageConfig, ctid: int) -> Path:
@@ -90,7 +94,9 @@ def cmd_pull(cfg: StorageConfig, args: argparse.Namespace) -> dict[str, Any]:
     target.mkdir(mode=0o755, exist_ok=True)
     ssh = ["ssh", "-i", cfg.key_file, "-l", cfg.user, "-o", f"UserKnownHostsFile={cfg.known_hosts}",
            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-           "-o", f"ConnectTimeout={cfg.connect_timeout}", "-o", "ServerAliveInterval=5"]
+           "-o", f"ConnectTimeout={cfg.connect_timeout}", "-o", "ServerAliveInterval=5",
+           "-o", "ControlMaster=auto", "-o", f"ControlPath={cfg.control_dir}/%C", "-o", "ControlPersist=120"]
+    os.makedirs(cfg.control_dir, mode=0o700, exist_ok=True)
     argv = rsync.pull_argv("rsync", f"{address}:{source}", str(target), ssh=ssh, bwlimit=args.bwlimit,
                            timeout=max(int(args.timeout), 10))
     started = time.monotonic()
