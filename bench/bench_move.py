@@ -211,7 +211,7 @@ def main() -> int:
          "100 (1 %)", "-"),
     ]
     emit("tenant move", [f"DC lab rack-101 + rack-102 on PostgreSQL; tenant {TENANT} with {args.gib:g} GiB of /data "
-                         f"in {FILES} files; {args.moves} moves each way of timing, alternating racks; bandwidth "
+                         f"in {FILES} files; {args.moves} moves and {args.moves} naive ones, alternating racks; bandwidth "
                          "limit 50 MiB/s (the default) for both ways; every move's destination checked byte for "
                          "byte against the source at the stop.", ""], rows, record=not args.no_record)
     return 0
