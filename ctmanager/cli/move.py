@@ -149,9 +149,16 @@ def _wait(args: argparse.Namespace, m: moves.Move) -> int:
 def _summary(m: moves.Move) -> str:
     down = f", downtime {m.downtime:.1f} s" if m.downtime is not None else ""
     if m.phase in ("done", "online"):
-        return (f"move {m.id}: {m.tenant} is online in {rack_name(m.dst)} after {m.passes} pass(es), "
-                f"{_mib(m.bytes)} copied{down}" + ("; source copy kept" if m.phase == "online" else ""))
+        passes = f"{m.passes - 1} pre-copy pass(es) and the final one" if m.precopy else "one whole copy"
+        return (f"move {m.id}: {m.tenant} is online in {rack_name(m.dst)} after {passes}, "
+                f"{_mib(m.bytes)} copied{down}" + ("; source copy kept (--delete-source deletes it)"
+                                                  if m.phase == "online" else ""))
     return f"move {m.id}: rolled back, {m.tenant} runs in {rack_name(m.src)}: {m.error}"
+
+
+def _short(error: str) -> str:
+    """The ERROR column: its start (--json and --log have it whole)."""
+    return "-" if not error else error if len(error) <= 72 else error[:71] + "…"
 
 
 def _mib(n: int) -> str:
@@ -168,7 +175,7 @@ def cmd_tenant_moves(args: argparse.Namespace) -> int:
         return 0
     table(("MOVE", "TENANT", "FROM", "TO", "PHASE", "STEP", "PASSES", "COPIED", "DOWNTIME", "AGE", "ERROR"),
           [(m.id, m.tenant, rack_name(m.src), rack_name(m.dst), m.phase, m.step or "-", m.passes, _mib(m.bytes),
-            f"{m.downtime:.1f} s" if m.downtime is not None else "-", age(now - m.created_at), m.error or "-")
+            f"{m.downtime:.1f} s" if m.downtime is not None else "-", age(now - m.created_at), _short(m.error))
            for m in rows])
     if args.log:
         for m in rows:

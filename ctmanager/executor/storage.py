@@ -70,6 +70,10 @@ class StorageNodes:
         return Pulled(int(g["bytes"]), int(g["files_transferred"]), int(g["total_bytes"]), int(g["files"]),
                       float(g["seconds"]))
 
+    def cancel(self, node: str, ctid: int) -> bool:
+        """Stop `node`'s running pull of CT `ctid` (the pull then fails)."""
+        return bool(self._run(node, ["cancel", str(ctid)], 30.0)["cancelled"])
+
     def remove(self, node: str, ctid: int) -> bool:
         return bool(self._run(node, ["remove", str(ctid)], 600.0)["removed"])
 

@@ -44,12 +44,18 @@ log = logging.getLogger(__name__)
 SPACE_MARGIN = 1.05  # the destination must have this much more free space than the tenant's /data
 RETRY_EVERY = 5.0  # s between tries of a failed delete or clean-up
 CLEANUP_TRIES = 3
+WATCH_EVERY = 0.5  # s between looks for an abort while a copy runs
 
 
 class Storage(Protocol):
     def info(self, node: str, ctid: int) -> DataInfo: ...
     def pull(self, node: str, ctid: int, source: str, path: str, bwlimit: int, timeout: float) -> Pulled: ...
     def remove(self, node: str, ctid: int) -> bool: ...
+    def cancel(self, node: str, ctid: int) -> bool: ...
+
+
+class Interrupted(CtmError):
+    """A pull was cancelled: the move's abort was asked, or this manager stopped leading."""
 
 
 Pending = Callable[[Store, set[str]], list[str]]  # names among these whose DNS records are not published yet
@@ -62,6 +68,7 @@ class MoveRunner:
         self.settings, self.reconcile, self.dns_pending = settings, reconcile, dns_pending
         self._tries: dict[tuple[int, str], tuple[int, float]] = {}  # (move, what) -> (failures, next try)
         self._paths: dict[tuple[int, int], str] = {}  # (move, CTID) -> its /data on the source (final pass: no look)
+        self.leading: Callable[[], bool] = lambda: True  # the Mover's: a pull stops when this manager does not lead
 
     def step(self, m: moves.Move) -> moves.Move:
         """Take move `m` one step on; returns it as it is now."""
@@ -94,6 +101,8 @@ class MoveRunner:
             if m.passes == 0:
                 self._check_space(m)
             delta, took = self._pass(m)
+        except Interrupted as exc:
+            return self._rollback(m, str(exc)) if m.aborting or "abort" in str(exc) else m
         except (StorageFailed, SshError) as exc:
             return self._rollback(m, f"copy pass {m.passes + 1} failed: {exc}")
         m = self._write(m, f"pass {m.passes + 1}: {_mib(delta)} copied in {took:.1f} s", passes=m.passes + 1,
@@ -123,13 +132,43 @@ class MoveRunner:
                     raise StorageFailed(f"{c.src_storage} has no /data of CT {c.ctid} ({src.path})")
                 path, size = src.path, src.bytes
                 self._paths[m.id, c.ctid] = path
-            got = self.storage.pull(c.dst_storage, c.ctid, c.src_storage, path, self._bwlimit(m),
-                                    max(600.0, size / max(self._bwlimit(m), 1 << 20) * 3))
+            got = self._pull(m, c, path, max(600.0, size / max(self._bwlimit(m), 1 << 20) * 3))
             delta += got.bytes
             sizes.append((c.ctid, got.total_bytes, got.files))
         with self.store.transaction(config=False):
             moves.record_sizes(self.store, m, sizes)
         return delta, time.monotonic() - started
+
+    def _pull(self, m: moves.Move, c: moves.MoveCt, path: str, timeout: float) -> Pulled:
+        """One CT's pull, cancelled on the storage node when the move's abort is
+        asked or this manager stops leading (looked at every WATCH_EVERY s)."""
+        got: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                got["pulled"] = self.storage.pull(c.dst_storage, c.ctid, c.src_storage, path, self._bwlimit(m), timeout)
+            except Exception as exc:  # handed to the caller's thread below
+                got["error"] = exc
+
+        t = threading.Thread(target=run, name=f"pull-{c.ctid}", daemon=True)
+        t.start()
+        why = ""
+        while t.is_alive():
+            t.join(WATCH_EVERY)
+            if t.is_alive() and not why:
+                why = ("aborted by ops" if moves.get(self.store, m.id).aborting else
+                       "" if self.leading() else "this manager no longer leads")
+                if why:
+                    log.info("move %d (%s): %s: cancelling the copy of CT %d", m.id, m.tenant, why, c.ctid)
+                    try:
+                        self.storage.cancel(c.dst_storage, c.ctid)
+                    except (StorageFailed, SshError) as exc:
+                        log.warning("move %d: cancel on %s: %s", m.id, c.dst_storage, exc)
+        if why:
+            raise Interrupted(why)
+        if "error" in got:
+            raise got["error"]
+        return got["pulled"]  # type: ignore[no-any-return]
 
     def _bwlimit(self, m: moves.Move) -> int:
         return m.bwlimit or self.settings.bwlimit
@@ -152,6 +191,8 @@ class MoveRunner:
     def _final(self, m: moves.Move) -> moves.Move:
         try:
             delta, took = self._pass(m)
+        except Interrupted as exc:
+            return self._rollback(m, str(exc)) if "abort" in str(exc) else m
         except (StorageFailed, SshError) as exc:
             return self._rollback(m, f"the final copy failed: {exc}")
         now = self.store.now()
@@ -191,7 +232,7 @@ class MoveRunner:
         except (StorageFailed, SshError) as exc:
             return self._failed(m, "delete", f"deleting the source copy failed (retried): {exc}")
         return self._write(m, f"source copy deleted from {', '.join(sorted({c.src_storage for c in m.cts}))}",
-                           phase="done", finished_at=self.store.now())
+                           phase="done", step="", finished_at=self.store.now())
 
     def _remove(self, m: moves.Move, side: str) -> None:
         """Remove the copies on one side, never one a CT is configured to use now."""
@@ -241,9 +282,9 @@ class MoveRunner:
             failures = self._tries.get((m.id, "cleanup"), (0, 0.0))[0] + 1
             if failures < CLEANUP_TRIES:
                 return self._failed(m, "cleanup", f"removing the partial copies failed (retried): {exc}")
-            return self._write(m, f"partial copies NOT removed: {exc}", phase="rolled-back",
+            return self._write(m, f"partial copies NOT removed: {exc}", phase="rolled-back", step="",
                                finished_at=self.store.now())
-        return self._write(m, "partial copies removed", phase="rolled-back", finished_at=self.store.now())
+        return self._write(m, "partial copies removed", phase="rolled-back", step="", finished_at=self.store.now())
 
     def _due(self, m: moves.Move, what: str) -> bool:
         return time.monotonic() >= self._tries.get((m.id, what), (0, 0.0))[1]
@@ -334,6 +375,7 @@ class Mover(threading.Thread):
                         store = open_store(self.store_path)
                         runner = MoveRunner(store, self.dc, self.slot, self.make_storage(store), self.settings,
                                             self.reconcile, self.dns_pending)
+                        runner.leading = lambda: self.lease_of() is not None and not self.stopping.is_set()
                     store.fence = lambda s, held=lease: leases.check(s, held)
                     assert runner is not None
                     busy = self._round(store, runner)

@@ -4,6 +4,7 @@
     ctstorage pull CTID --from IP --path PATH [--bwlimit BYTES] [--timeout S]
                                                         mirror the peer's PATH/ into this node's <data>/CTID/
     ctstorage remove CTID                               delete this node's <data>/CTID (idempotent)
+    ctstorage cancel CTID                               stop this node's running pull of CTID (an abort)
 
 Its config ($CTSTORAGE_CONFIG, default /etc/ctmanager/ctstorage.toml):
 
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -100,16 +102,40 @@ def cmd_pull(cfg: StorageConfig, args: argparse.Namespace) -> dict[str, Any]:
     argv = rsync.pull_argv("rsync", f"{address}:{source}", str(target), ssh=ssh, bwlimit=args.bwlimit,
                            timeout=max(int(args.timeout), 10))
     started = time.monotonic()
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise Failed(f"rsync did not finish within {args.timeout:g} s") from None
+    pidfile = _pidfile(cfg, args.ctid)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          stdin=subprocess.DEVNULL) as p:
+        pidfile.write_text(f"{p.pid}\n")  # for `ctstorage cancel`
+        try:
+            out, err = p.communicate(timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            raise Failed(f"rsync did not finish within {args.timeout:g} s") from None
+        finally:
+            pidfile.unlink(missing_ok=True)
     if p.returncode not in rsync.OK_CODES:
-        raise Failed(rsync.failure(p.returncode, p.stderr))
-    stats = rsync.parse_stats(p.stdout)
+        raise Failed(rsync.failure(p.returncode, err))
+    stats = rsync.parse_stats(out)
     return {"ctid": args.ctid, "seconds": round(time.monotonic() - started, 3), "bytes": stats.bytes,
             "files_transferred": stats.files_transferred, "total_bytes": stats.total_bytes, "files": stats.files,
             "literal": stats.literal, "vanished": p.returncode == 24}
+
+
+def _pidfile(cfg: StorageConfig, ctid: int) -> Path:
+    return Path(cfg.control_dir) / f"pull-{ctid}.pid"
+
+
+def cmd_cancel(cfg: StorageConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """Stop the running pull of a CT (its rsync), if any: the pull then fails."""
+    try:
+        pid = int(_pidfile(cfg, args.ctid).read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return {"ctid": args.ctid, "cancelled": False}
+    if not cmdline or not cmdline[0].endswith(b"rsync") or str(_folder(cfg, args.ctid)).encode() + b"/" not in cmdline:
+        return {"ctid": args.ctid, "cancelled": False}  # a stale pid file: that process is not our pull
+    os.kill(pid, signal.SIGTERM)
+    return {"ctid": args.ctid, "cancelled": True}
 
 
 def cmd_remove(cfg: StorageConfig, args: argparse.Namespace) -> dict[str, Any]:
@@ -145,10 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=v.seconds_arg(1, 7 * 86400), default=3600.0, help="seconds for the whole copy")
     p = sub.add_parser("remove", help="delete this node's copy of a CT's /data")
     p.add_argument("ctid", type=ctid)
+    p = sub.add_parser("cancel", help="stop this node's running pull of a CT's /data")
+    p.add_argument("ctid", type=ctid)
     return top
 
 
-COMMANDS = {"info": cmd_info, "pull": cmd_pull, "remove": cmd_remove}
+COMMANDS = {"info": cmd_info, "pull": cmd_pull, "remove": cmd_remove, "cancel": cmd_cancel}
 
 
 def main(argv: list[str] | None = None) -> int:

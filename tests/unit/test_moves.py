@@ -62,6 +62,10 @@ class FakeStorage:
         self.data[source][ctid] = src + self.grow
         return Pulled(src - have if src > have else 0, 1, src, 1, 0.1)
 
+    def cancel(self, node: str, ctid: int) -> bool:
+        self.calls.append(("cancel", node, str(ctid)))
+        return False
+
     def remove(self, node: str, ctid: int) -> bool:
         self.calls.append(("remove", node, str(ctid)))
         return self.data.get(node, {}).pop(ctid, None) is not None
@@ -311,3 +315,32 @@ def test_rsync_failures_read_as_one_line() -> None:
     assert rsync.failure(255, "Host key verification failed.\n").startswith("ssh to the source storage node failed")
     with pytest.raises(ValueError):
         rsync.pull_argv("rsync", "a:/x", "/y", ssh=["ssh", "-i", "/a b"], bwlimit=0, timeout=10)
+
+
+def test_a_copy_is_cancelled_when_the_manager_stops_leading_and_the_move_waits(dc2: inventory.Inventory) -> None:
+    import threading
+
+    class Slow(FakeStorage):
+        def __init__(self, data: dict[str, dict[int, int]]) -> None:
+            super().__init__(data)
+            self.cancelled = threading.Event()
+
+        def pull(self, node: str, ctid: int, source: str, path: str, bwlimit: int, timeout: float) -> Pulled:
+            self.calls.append(("pull", node, str(ctid), source))
+            if not self.cancelled.wait(10):
+                raise AssertionError("never cancelled")
+            raise StorageFailed("rsync was killed (exit 20)")
+
+        def cancel(self, node: str, ctid: int) -> bool:
+            self.calls.append(("cancel", node, str(ctid)))
+            self.cancelled.set()
+            return True
+
+    ct = queries.find_ct(dc2.store, "myhost")
+    storage = Slow({ct.storage: {ct.ctid: 1 << 20}})
+    r = Runner(dc2, storage)
+    looks = iter([True, False])
+    r.leading = lambda: next(looks, False)
+    m = r.step(started(dc2))
+    assert ("cancel", "storage-102-3", str(ct.ctid)) in storage.calls
+    assert (m.phase, m.passes, m.error) == ("copy", 0, "")  # left for the next leader, not rolled back
