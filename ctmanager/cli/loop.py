@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                     "store; give each manager of a rack its own `name` in its config")
             try:
                 mover = Mover(store.path, dc, config.slot, lambda s: storage_for(s, config), config.moves,
-                              config.settings, sync.unpublished)
+                              config.settings, sync.unpublished, config.timers.dead_after)
                 manager = Manager(store, dc, config, executor_for(store, config),
                                   dns=DnsWorker(store.path, rack=config.slot), watch=open_watch(store.path),
                                   mover=mover)

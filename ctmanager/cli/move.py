@@ -86,7 +86,9 @@ def _change(args: argparse.Namespace) -> int:
             raise InputError(f"tenant {name} has no open move (see: ctmanager tenant moves {name})")
         now = store.now()
         if args.abort:
-            m = moves.ask_abort(store, m, now)
+            from ..store import lease as leases
+
+            m = moves.ask_abort(store, m, now, runner_alive=m.dst in leases.leaders(store))
         else:
             if m.phase != "online" or not m.keep_source:
                 raise InputError(f"move {m.id} is {m.phase}: --delete-source is for a move online with --keep-source")

@@ -40,6 +40,15 @@ class StorageNodes:
         self.addresses, self.ssh, self.command = dict(addresses), ssh, list(command)
         self._remotes: dict[str, Remote] = {}
 
+    def learn(self, addresses: dict[str, str]) -> None:
+        """The DC's storage nodes as the store has them now (racks come and go)."""
+        for node, address in addresses.items():
+            if self.addresses.get(node) != address:
+                self.addresses[node] = address
+                old = self._remotes.pop(node, None)
+                if old is not None:
+                    old.close()
+
     def _run(self, node: str, args: list[str], timeout: float) -> dict[str, Any]:
         if node not in self.addresses:
             raise StorageFailed(f"{node}: no such storage node")

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..dc.model import DcTemplate, rack_name
-from ..errors import CtmError
+from ..errors import CtmError, InputError
 from ..executor.ssh import SshError
 from ..executor.storage import DataInfo, Pulled, StorageFailed
 from ..reconcile.state import Settings
@@ -45,6 +45,9 @@ SPACE_MARGIN = 1.05  # the destination must have this much more free space than 
 RETRY_EVERY = 5.0  # s between tries of a failed delete or clean-up
 CLEANUP_TRIES = 3
 WATCH_EVERY = 0.5  # s between looks for an abort while a copy runs
+HOLD_SETTLE = 0.75  # s a rack's manager may decide on the old configuration (it reloads at least every 0.5 s)
+REPORT_AFTER = 0.5  # s: an HN's report counts only this long after its last action on the CT
+ACTION_LOOKBACK = 60.0  # s before the hold whose finished actions still need a later report
 
 
 class Storage(Protocol):
@@ -63,8 +66,8 @@ Pending = Callable[[Store, set[str]], list[str]]  # names among these whose DNS 
 
 class MoveRunner:
     def __init__(self, store: Store, dc: DcTemplate, slot: int, storage: Storage, settings: MoveSettings,
-                 reconcile: Settings, dns_pending: Pending | None = None) -> None:
-        self.store, self.dc, self.slot, self.storage = store, dc, slot, storage
+                 reconcile: Settings, dns_pending: Pending | None = None, dead_after: float = 16.0) -> None:
+        self.store, self.dc, self.slot, self.storage, self.dead_after = store, dc, slot, storage, dead_after
         self.settings, self.reconcile, self.dns_pending = settings, reconcile, dns_pending
         self._tries: dict[tuple[int, str], tuple[int, float]] = {}  # (move, what) -> (failures, next try)
         self._paths: dict[tuple[int, int], str] = {}  # (move, CTID) -> its /data on the source (final pass: no look)
@@ -176,7 +179,7 @@ class MoveRunner:
     # ---- cutover -------------------------------------------------------------------
     def _begin_cutover(self, m: moves.Move, say: str) -> moves.Move:
         now = self.store.now()
-        return self._write(m, say, config=True, phase="cutover", step="stop", hold=True, stopped_at=now,
+        return self._write(m, say, config=True, phase="cutover", step="stop", hold=True, held_at=now, stopped_at=now,
                            deadline=now + self.settings.stop_timeout)
 
     def _stop(self, m: moves.Move) -> moves.Move:
@@ -196,14 +199,18 @@ class MoveRunner:
         except (StorageFailed, SshError) as exc:
             return self._rollback(m, f"the final copy failed: {exc}")
         now = self.store.now()
-        with self.store.transaction():
-            down, why = self._down_in(m, m.src)
-            if not down:  # the hold keeps it down, but this is where the flip is decided: wait again
-                return moves.update(self.store, m, now, f"not flipped: {why}", step="stop")
-            moves.update(self.store, m, now, f"final pass: {_mib(delta)} in {took:.1f} s", passes=m.passes + 1,
-                         bytes=m.bytes + delta, last_delta=delta)
-            m = moves.flip(self.store, self.dc, moves.get(self.store, m.id), now, forward=True)
-            m = moves.update(self.store, m, now, "", step="start", deadline=now + self.settings.start_timeout)
+        try:
+            with self.store.transaction():
+                down, why = self._down_in(m, m.src)
+                if not down:  # the hold keeps it down, but this is where the flip is decided: wait again
+                    return moves.update(self.store, m, now, f"not flipped: {why}", step="stop")
+                moves.update(self.store, m, now, f"final pass: {_mib(delta)} in {took:.1f} s", passes=m.passes + 1,
+                             bytes=m.bytes + delta, last_delta=delta)
+                m = moves.flip(self.store, self.dc, moves.get(self.store, m.id), now, forward=True)
+                m = moves.update(self.store, m, now, "", step="start", deadline=now + self.settings.start_timeout)
+        except InputError as exc:  # no free address there, a CT edited meanwhile: nothing of the flip was written
+            return self._rollback(moves.get(self.store, m.id), f"cannot configure the CTs in {rack_name(m.dst)}: "
+                                  f"{exc}")
         log.info("move %d (%s): flipped to %s; waiting for it to be UP and resolvable", m.id, m.tenant,
                  rack_name(m.dst))
         return m
@@ -249,7 +256,7 @@ class MoveRunner:
         log.warning("move %d (%s): rolling back: %s", m.id, m.tenant, error)
         if m.flipped:
             return self._write(m, f"rolling back: {error}", config=True, phase="rollback", step="stop", hold=True,
-                               error=error, aborting=False, deadline=now + self.settings.stop_timeout)
+                               held_at=now, error=error, aborting=False, deadline=now + self.settings.stop_timeout)
         return self._write(m, f"rolling back: {error}", config=True, phase="rollback", step="start", hold=False,
                            error=error, aborting=False, deadline=now + self.settings.start_timeout)
 
@@ -276,6 +283,12 @@ class MoveRunner:
     def _cleanup(self, m: moves.Move) -> moves.Move:
         if not self._due(m, "cleanup"):
             return m
+        _, done = moves.actions(self.store, [c.ctid for c in m.cts], m.dst, m.created_at)
+        ran = sorted({ctid for ctid, _, kind, _ in done if kind == "start"})
+        if ran:  # it ran there: what it wrote is only in that copy; keep it for ops to look at
+            return self._write(m, f"copies on {m.cts[0].dst_storage} KEPT: CT(s) {', '.join(map(str, ran))} ran in "
+                               f"{rack_name(m.dst)} before the rollback, and what they wrote there is only in them",
+                               phase="rolled-back", step="", finished_at=self.store.now())
         try:
             self._remove(m, "dst_storage")
         except (StorageFailed, SshError) as exc:
@@ -296,15 +309,37 @@ class MoveRunner:
 
     # ---- facts -------------------------------------------------------------------------
     def _down_in(self, m: moves.Move, rack: int) -> tuple[bool, str]:
-        """Whether no HN of `rack` runs, or may run, one of the tenant's CTs."""
+        """Whether no HN of `rack` runs, or may run, one of the tenant's CTs, now
+        that the hold (since `m.held_at`) keeps them down there. Its manager may
+        start one only on a decision made before it took the hold in (HOLD_SETTLE),
+        and writes every decision to the journal before acting: so none of its
+        intents for them may be pending, and every HN that lists one, or finished
+        an action on one lately, must have reported (fresh) after that action, and
+        none may say UP. An HN silent for dead_after while its rack has a leader
+        counts as dead (it has fenced itself)."""
+        now, held = self.store.now(), m.held_at or 0.0
+        if now < held + HOLD_SETTLE:
+            return False, f"{rack_name(rack)} takes the hold in"
+        ids = [c.ctid for c in m.cts]
+        pending, done = moves.actions(self.store, ids, rack, held - ACTION_LOOKBACK)
+        if pending:
+            return False, f"{rack_name(rack)} has an action on CT {pending[0][0]} in flight on {pending[0][1]}"
         obs = persist.observed(self.store, rack, store_clock=True)
-        now = self.store.now()
-        for c in m.cts:
-            for hn, opst in sorted(obs.where.get(c.ctid, {}).items()):
-                if not obs.known(hn, now, self.reconcile):
-                    return False, f"CT {c.ctid} may still run on {hn} (no fresh report)"
-                if opst == "UP":
-                    return False, f"CT {c.ctid} still runs on {hn}"
+        led = rack in leases.leaders(self.store)
+        after = {(ctid, hn): at for ctid, hn, _, at in done}
+        for ctid in ids:
+            hns = set(obs.where.get(ctid, {})) | {hn for c, hn in after if c == ctid}
+            for hn in sorted(hns):
+                at = obs.received_at.get(hn)
+                if at is not None and led and now - at > self.dead_after:
+                    continue  # silent for dead_after while its rack has a leader: fenced, its CTs are gone
+                if at is None or not obs.known(hn, now, self.reconcile):
+                    return False, f"CT {ctid} may still run on {hn} (no fresh report)"
+                # (a report from before the hold will do where nothing acted since: it says how things are)
+                if at < after.get((ctid, hn), -1e18) + REPORT_AFTER:
+                    return False, f"waiting for {hn} to report after its action on CT {ctid}"
+                if obs.where.get(ctid, {}).get(hn) == "UP":
+                    return False, f"CT {ctid} still runs on {hn}"
         return True, ""
 
     def _online_in(self, m: moves.Move, rack: int) -> tuple[bool, str]:
@@ -355,13 +390,15 @@ class Mover(threading.Thread):
     """The daemon's thread: runs this rack's moves while `lease_of()` says it leads."""
 
     def __init__(self, store_path: Locator, dc: DcTemplate, slot: int, make_storage: Callable[[Store], Any],
-                 settings: MoveSettings, reconcile: Settings, dns_pending: Pending | None) -> None:
+                 settings: MoveSettings, reconcile: Settings, dns_pending: Pending | None,
+                 dead_after: float = 16.0) -> None:
         super().__init__(name="mover", daemon=True)
         self.store_path, self.dc, self.slot, self.make_storage = store_path, dc, slot, make_storage
-        self.settings, self.reconcile, self.dns_pending = settings, reconcile, dns_pending
+        self.settings, self.reconcile, self.dns_pending, self.dead_after = settings, reconcile, dns_pending, dead_after
         self.stopping, self.wake = threading.Event(), threading.Event()
         self.lease_of: Callable[[], leases.Lease | None] = lambda: None
         self._trouble = ""
+        self._said: dict[int, str] = {}
 
     def run(self) -> None:
         store: Store | None = None
@@ -374,7 +411,7 @@ class Mover(threading.Thread):
                     if store is None:
                         store = open_store(self.store_path)
                         runner = MoveRunner(store, self.dc, self.slot, self.make_storage(store), self.settings,
-                                            self.reconcile, self.dns_pending)
+                                            self.reconcile, self.dns_pending, self.dead_after)
                         runner.leading = lambda: self.lease_of() is not None and not self.stopping.is_set()
                     store.fence = lambda s, held=lease: leases.check(s, held)
                     assert runner is not None
@@ -396,13 +433,21 @@ class Mover(threading.Thread):
     def _round(self, store: Store, runner: MoveRunner) -> bool:
         """Step every open move into this rack until none moves on; True if one is waiting."""
         waiting = False
-        for m in moves.to_run(store, self.slot):
-            for _ in range(20):
-                if self.stopping.is_set() or self.lease_of() is None:
-                    return False
-                after = runner.step(m)
-                if (after.phase, after.step, after.passes) == (m.phase, m.step, m.passes):
-                    break
-                m = after
+        open_moves = moves.to_run(store, self.slot)
+        if open_moves and hasattr(runner.storage, "learn"):  # storage nodes of racks installed since
+            runner.storage.learn({n.hostname: n.ip for n in queries.nodes(store) if n.role == "storage"})
+        for m in open_moves:
+            try:
+                for _ in range(20):
+                    if self.stopping.is_set() or self.lease_of() is None:
+                        return False
+                    after = runner.step(m)
+                    if (after.phase, after.step, after.passes) == (m.phase, m.step, m.passes):
+                        break
+                    m = after
+            except CtmError as exc:  # this move's trouble is said (once) and tried again; the others go on
+                if self._said.get(m.id) != str(exc):
+                    self._said[m.id] = str(exc)
+                    log.warning("move %d (%s): %s; retrying", m.id, m.tenant, exc)
             waiting = waiting or m.open
         return waiting

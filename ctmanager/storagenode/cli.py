@@ -24,6 +24,8 @@ manager or the store is imported: this runs as root on every storage node.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -31,6 +33,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,7 @@ from ..wire import validate as v
 from . import rsync
 
 ENV_VAR = "CTSTORAGE_CONFIG"
+LOCK_WAIT = 30.0  # s a pull waits for an orphaned one of the same CT to stop
 DEFAULT_CONFIG = "/etc/ctmanager/ctstorage.toml"
 
 
@@ -98,12 +102,11 @@ def cmd_pull(cfg: StorageConfig, args: argparse.Namespace) -> dict[str, Any]:
            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
            "-o", f"ConnectTimeout={cfg.connect_timeout}", "-o", "ServerAliveInterval=5",
            "-o", "ControlMaster=auto", "-o", f"ControlPath={cfg.control_dir}/%C", "-o", "ControlPersist=120"]
-    os.makedirs(cfg.control_dir, mode=0o700, exist_ok=True)
     argv = rsync.pull_argv("rsync", f"{address}:{source}", str(target), ssh=ssh, bwlimit=args.bwlimit,
                            timeout=max(int(args.timeout), 10))
     started = time.monotonic()
     pidfile = _pidfile(cfg, args.ctid)
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    with _only_one(cfg, args.ctid), subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           stdin=subprocess.DEVNULL) as p:
         pidfile.write_text(f"{p.pid}\n")  # for `ctstorage cancel`
         try:
@@ -125,23 +128,55 @@ def _pidfile(cfg: StorageConfig, ctid: int) -> Path:
     return Path(cfg.control_dir) / f"pull-{ctid}.pid"
 
 
-def cmd_cancel(cfg: StorageConfig, args: argparse.Namespace) -> dict[str, Any]:
-    """Stop the running pull of a CT (its rsync), if any: the pull then fails."""
+@contextlib.contextmanager
+def _only_one(cfg: StorageConfig, ctid: int) -> Iterator[None]:
+    """One pull or remove of a CT's /data at a time on this node. A pull still
+    running is an orphan (its manager died, the next one asks again): it is
+    stopped, and this one waits for it (at most LOCK_WAIT s)."""
+    os.makedirs(cfg.control_dir, mode=0o700, exist_ok=True)
+    with open(Path(cfg.control_dir) / f"ct-{ctid}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _stop_pull(cfg, ctid)
+            deadline = time.monotonic() + LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise Failed(f"another pull of CT {ctid} runs here and did not stop") from None
+                    time.sleep(0.1)
+        yield
+
+
+def _stop_pull(cfg: StorageConfig, ctid: int) -> bool:
     try:
-        pid = int(_pidfile(cfg, args.ctid).read_text().strip())
+        pid = int(_pidfile(cfg, ctid).read_text().strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
-        return {"ctid": args.ctid, "cancelled": False}
-    if not cmdline or not cmdline[0].endswith(b"rsync") or str(_folder(cfg, args.ctid)).encode() + b"/" not in cmdline:
-        return {"ctid": args.ctid, "cancelled": False}  # a stale pid file: that process is not our pull
+        return False
+    if not cmdline or not cmdline[0].endswith(b"rsync") or str(_folder(cfg, ctid)).encode() + b"/" not in cmdline:
+        return False  # a stale pid file: that process is not our pull
     os.kill(pid, signal.SIGTERM)
-    return {"ctid": args.ctid, "cancelled": True}
+    return True
+
+
+def cmd_cancel(cfg: StorageConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """Stop the running pull of a CT (its rsync), if any: the pull then fails."""
+    return {"ctid": args.ctid, "cancelled": _stop_pull(cfg, args.ctid)}
 
 
 def cmd_remove(cfg: StorageConfig, args: argparse.Namespace) -> dict[str, Any]:
-    folder = _folder(cfg, args.ctid)
+    with _only_one(cfg, args.ctid):  # never while a pull writes into it
+        return _remove(cfg, args.ctid)
+
+
+def _remove(cfg: StorageConfig, ctid: int) -> dict[str, Any]:
+    folder = _folder(cfg, ctid)
     if not folder.exists() and not folder.is_symlink():
-        return {"ctid": args.ctid, "removed": False, "path": str(folder)}
+        return {"ctid": ctid, "removed": False, "path": str(folder)}
     if folder.is_symlink() or not folder.is_dir():
         raise Failed(f"{folder} is not a folder; left alone")
     if os.path.ismount(folder):  # a volume of its own: empty it, the mount stays
@@ -149,7 +184,7 @@ def cmd_remove(cfg: StorageConfig, args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     else:
         shutil.rmtree(folder)
-    return {"ctid": args.ctid, "removed": True, "path": str(folder)}
+    return {"ctid": ctid, "removed": True, "path": str(folder)}
 
 
 class Failed(CtmError):
@@ -184,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(Path(v.path(args.config or os.environ.get(ENV_VAR) or DEFAULT_CONFIG, "--config")))
         out = COMMANDS[args.command](cfg, args)
-    except (CtmError, rsync.RsyncStatsError, OSError) as exc:
+    except (CtmError, ValueError, KeyError, OSError) as exc:  # one JSON line, never a traceback
         message = str(exc) if not isinstance(exc, OSError) else f"{exc.filename or ''}: {exc.strerror or exc}"
         print(json.dumps({"ok": False, "error": message}))
         return getattr(exc, "exit_code", 1) if isinstance(exc, InputError) else 1

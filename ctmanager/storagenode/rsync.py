@@ -50,7 +50,9 @@ def pull_argv(rsync: str, source: str, target: str, *, ssh: list[str], bwlimit: 
         raise ValueError("ssh arguments must be non-empty and have no spaces")
     # --modify-window=-1: compare mtimes to the nanosecond (the default is whole
     # seconds: a same-size rewrite within the second of the last pass is missed)
-    argv = [rsync, "--archive", "--delete", "--numeric-ids", "--stats", "--modify-window=-1", f"--timeout={timeout}",
+    # hard links, ACLs and extended attributes (file capabilities among them) too: /data is a whole file system
+    argv = [rsync, "--archive", "--hard-links", "--acls", "--xattrs", "--delete", "--numeric-ids", "--stats",
+            "--modify-window=-1", f"--timeout={timeout}",
             "--rsh=" + " ".join(ssh)]
     if bwlimit > 0:
         argv.append(f"--bwlimit={max(bwlimit // 1024, 1)}")  # KiB/s

@@ -214,6 +214,7 @@ class Inventory:
         to destroy it on the HNs (its /data kept unless `purge`)."""
         ct = queries.find_ct(self.store, ref)
         moves.busy(self.store, ct.tenant)
+        moves.route_target(self.store, ct.hostname)
         if ct.tenant is not None and ct.hostname == ct.tenant and not as_tenant:
             raise ConflictError(f"CT {ct.hostname} is tenant {ct.tenant}'s core CT; remove the tenant instead: ctmanager tenant rm {ct.tenant}")
         users = self._route_users(ct)
@@ -271,6 +272,7 @@ class Inventory:
         service = v.label(service, "service")
         target = v.label(target, "target")
         rack = queries.tenant_rack(self.store, tenant)
+        moves.busy(self.store, tenant)  # the move re-points its routes at the cutover
         if not self._target_exists(target):
             raise NotFoundError(f"route target {target!r} is neither a CT nor a pool (see: ctmanager ct list)")
         why = self._foreign(tenant, rack, target)
@@ -287,6 +289,7 @@ class Inventory:
         return None if old is None else old[0]
 
     def rm_route(self, tenant: str, service: str) -> None:
+        moves.busy(self.store, tenant)
         cur = self.store.execute("DELETE FROM routes WHERE tenant = ? AND service = ?", (tenant, service))
         if cur.rowcount == 0:
             raise NotFoundError(f"tenant {tenant!r} has no route {service!r} (see: ctmanager route list)")

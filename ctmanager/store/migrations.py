@@ -317,6 +317,7 @@ MIGRATIONS: list[str] = [
         created_at  DOUBLE PRECISION NOT NULL,
         updated_at  DOUBLE PRECISION NOT NULL,
         deadline    DOUBLE PRECISION,
+        held_at     DOUBLE PRECISION,
         stopped_at  DOUBLE PRECISION,
         online_at   DOUBLE PRECISION,
         finished_at DOUBLE PRECISION,

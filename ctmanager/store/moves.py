@@ -28,7 +28,7 @@ OPEN = ("copy", "cutover", "online", "delete", "rollback")
 PHASES = OPEN + ("done", "rolled-back")
 LOG_KEEP = 40  # lines of a move's own log kept in its row
 FIELDS = ("phase", "step", "hold", "flipped", "keep_source", "aborting", "passes", "bytes", "last_delta",
-          "deadline", "stopped_at", "online_at", "finished_at", "downtime", "error")
+          "deadline", "held_at", "stopped_at", "online_at", "finished_at", "downtime", "error")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class Move:
     created_at: float
     updated_at: float
     deadline: float | None
+    held_at: float | None  # when the hold began (a cutover's stop, or a rollback's after the flip)
     stopped_at: float | None
     online_at: float | None
     finished_at: float | None
@@ -107,7 +108,7 @@ def _move(row: Row, cts: tuple[MoveCt, ...]) -> Move:
                     str(row["step"]), bool(row["hold"]), bool(row["flipped"]), bool(row["precopy"]),
                     bool(row["keep_source"]), bool(row["aborting"]), int(row["bwlimit"]), routes,
                     int(row["passes"]), int(row["bytes"]), int(row["last_delta"]), float(row["created_at"]),
-                    float(row["updated_at"]), _opt(row["deadline"]), _opt(row["stopped_at"]),
+                    float(row["updated_at"]), _opt(row["deadline"]), _opt(row["held_at"]), _opt(row["stopped_at"]),
                     _opt(row["online_at"]), _opt(row["finished_at"]), _opt(row["downtime"]), str(row["error"]),
                     tuple(str(x) for x in json.loads(row["log"])), cts)
     return checked(f"move {row['id']}", build)
@@ -183,14 +184,41 @@ def refusals(store: Store, ctid: int, rack: int, now: float) -> dict[str, str]:
         "SELECT hn, reason FROM rejections WHERE ct_id = ? AND rack = ? AND until > ?", (ctid, rack, now))}
 
 
+def actions(store: Store, ctids: Iterable[int], rack: int, since: float
+            ) -> tuple[list[tuple[int, str]], list[tuple[int, str, str, float]]]:
+    """Rack `rack`'s journal for these CTs: the intents still pending (CTID, HN),
+    and those finished since `since` (CTID, HN, kind, finished_at)."""
+    ids = sorted(set(ctids))
+    marks = ",".join("?" * len(ids))
+    pending = [(int(r[0]), str(r[1])) for r in store.query(
+        f"SELECT ct_id, hn FROM journal WHERE state = 'pending' AND rack = ? AND ct_id IN ({marks})",  # noqa: S608
+        (rack, *ids))] if ids else []
+    done = [(int(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in store.query(
+        f"SELECT ct_id, hn, kind, finished_at FROM journal WHERE state <> 'pending' AND rack = ? "  # noqa: S608
+        f"AND finished_at >= ? AND ct_id IN ({marks})", (rack, since, *ids))] if ids else []
+    return pending, done
+
+
 def busy(store: Store, tenant: str | None) -> None:
     """Refuse an edit of a tenant whose move is open (its CTs are the workflow's)."""
     if tenant is None:
         return
     m = open_of(store, tenant)
-    if m is not None:
-        raise ConflictError(f"tenant {tenant} is being moved to {rack_name(m.dst)} (move {m.id}, {m.phase}); "
-                            f"wait for it or abort it: ctmanager tenant move {tenant} --abort")
+    if m is None:
+        return
+    if m.phase == "online" and m.keep_source:
+        raise ConflictError(f"tenant {tenant} was moved to {rack_name(m.dst)} with its source copy kept (move "
+                            f"{m.id}); delete that copy first: ctmanager tenant move {tenant} --delete-source")
+    raise ConflictError(f"tenant {tenant} is being moved to {rack_name(m.dst)} (move {m.id}, {m.phase}); "
+                        f"wait for it or abort it: ctmanager tenant move {tenant} --abort")
+
+
+def route_target(store: Store, hostname: str) -> None:
+    """Refuse to remove a CT an open move will point a tenant's route at."""
+    for r in store.query("SELECT id, tenant, routes FROM moves WHERE finished_at IS NULL"):
+        if any(hostname in pair for pair in json.loads(r[2]).values()):
+            raise ConflictError(f"CT {hostname} is a route target of tenant {r[1]}'s open move {r[0]}; "
+                                f"wait for it or abort it: ctmanager tenant move {r[1]} --abort")
 
 
 # ---- starting one ----------------------------------------------------------------
@@ -238,7 +266,7 @@ def prepare(store: Store, dc: DcTemplate, tenant: str, dst: int) -> Move:
         routes[r.service] = (r.target, _route_at(store, dc, r.target, src, dst))
     plan = tuple(MoveCt(c.ctid, c.hostname, c.ip, "", c.storage, storage) for c in cts)
     return Move(0, tenant, src, dst, "copy", "", False, False, True, False, False, 0, routes, 0, 0, 0,
-                0.0, 0.0, None, None, None, None, None, "", (), plan)
+                0.0, 0.0, None, None, None, None, None, None, "", (), plan)
 
 
 def _route_at(store: Store, dc: DcTemplate, target: str, src: int, dst: int) -> str:
@@ -310,11 +338,22 @@ def record_sizes(store: Store, move: Move, sizes: Iterable[tuple[int, int, int]]
                       [(b, f, move.id, c) for c, b, f in sizes])
 
 
-def ask_abort(store: Store, move: Move, now: float) -> Move:
+def ask_abort(store: Store, move: Move, now: float, *, runner_alive: bool = True) -> Move:
+    """Ask the move's runner to roll it back. Without one (the destination rack has
+    no leading manager) a move that has not flipped is released here and now: the
+    source starts the tenant again; the runner removes the partial copies later."""
     if move.phase not in ("copy", "cutover"):
-        raise ConflictError(f"move {move.id} of {move.tenant} is {move.phase}: too late to abort"
-                            + (f"; move it back: ctmanager tenant move {move.tenant} --to {rack_name(move.src)}"
-                               if move.phase in ("online", "delete") else ""))
+        hint = ""
+        if move.phase == "online" and move.keep_source:
+            hint = (f"; delete the source copy (ctmanager tenant move {move.tenant} --delete-source), then move it "
+                    f"back if you want it there")
+        elif move.phase in ("online", "delete"):
+            hint = f"; once it is done, move it back: ctmanager tenant move {move.tenant} --to {rack_name(move.src)}"
+        raise ConflictError(f"move {move.id} of {move.tenant} is {move.phase}: too late to abort{hint}")
+    if not runner_alive and not move.flipped:
+        return update(store, move, now, f"aborted by ops; {rack_name(move.dst)} has no leading manager: released "
+                      "at the source here", phase="rollback", step="start", hold=False, aborting=False,
+                      error="aborted by ops", deadline=now)
     return update(store, move, now, "abort requested", aborting=True)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labrack import DcLab, Rack, TwiceWatcher, dc_lab, wait_for
+from labrack import DcLab, Rack, TwiceWatcher, dc_lab, wait_for, watched
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +32,10 @@ def dc(pg_cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DcLab]:
 
 @pytest.fixture
 def watch(dc: DcLab) -> Iterator[TwiceWatcher]:
-    """Where CTs run on all six HNs of both racks, sampled all through the test."""
-    for rack in (dc.r101, dc.r102):  # (rack-201 is installed, not up: its CTs stay DOWN)
-        wait_for(f"{rack.inv['rack']} all UP", lambda rack=rack: all(
-            r["opst"] == "UP" for r in dc.of(rack).values() if r["admst"] == "UP"), timeout=90)
-    w = TwiceWatcher(dc.both)
-    w.start()
-    try:
+    """Where CTs run on all six HNs of both racks, sampled all through the test
+    (rack-201 is installed, not up: its CTs stay DOWN)."""
+    with watched(dc.both, up=dc.all_up, heal=False, samples=5) as w:
         yield w
-    finally:
-        w.stop.set()
-        w.join(30)
-    assert w.samples > 5
-    assert w.twice == [], f"CTs ran on two HNs at once: {w.twice[:5]}"
 
 
 def data_dir(rack: Rack, ctid: int) -> Path:

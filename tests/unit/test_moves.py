@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ctmanager.dc import manifest
+from ctmanager.dc.model import Ct
 from ctmanager.errors import ConflictError, InputError
 from ctmanager.executor.storage import DataInfo, Pulled, StorageFailed
 from ctmanager.manager.config import MoveSettings
@@ -114,6 +115,15 @@ def storage_of(inv: inventory.Inventory) -> FakeStorage:
     return FakeStorage({ct.storage: {ct.ctid: 50 << 20}})
 
 
+def runner(inv: inventory.Inventory) -> tuple[Ct, FakeStorage, Runner]:
+    """myhost (running in rack-101, 50 MiB of /data), its storage nodes, and the workflow into rack-102."""
+    ct = queries.find_ct(inv.store, "myhost")
+    storage = storage_of(inv)
+    r = Runner(inv, storage)
+    r.running[ct.ctid] = 101
+    return ct, storage, r
+
+
 def test_a_move_copies_stops_flips_and_deletes_the_source_copy(dc2: inventory.Inventory) -> None:
     before = queries.find_ct(dc2.store, "myhost")
     storage = storage_of(dc2)
@@ -138,10 +148,7 @@ def test_a_move_copies_stops_flips_and_deletes_the_source_copy(dc2: inventory.In
 
 
 def test_the_source_copy_is_deleted_only_after_online(dc2: inventory.Inventory) -> None:
-    ct = queries.find_ct(dc2.store, "myhost")
-    storage = storage_of(dc2)
-    r = Runner(dc2, storage)
-    r.running[ct.ctid] = 101
+    ct, storage, r = runner(dc2)
     r.rejecting = True  # rack-102 never runs it: never online
     m = r.run(started(dc2, keep_source=False), rounds=8)
     assert m.phase == "cutover" and m.step == "start" and m.flipped
@@ -149,10 +156,7 @@ def test_the_source_copy_is_deleted_only_after_online(dc2: inventory.Inventory) 
 
 
 def test_keep_source_rests_online_until_asked(dc2: inventory.Inventory) -> None:
-    ct = queries.find_ct(dc2.store, "myhost")
-    storage = storage_of(dc2)
-    r = Runner(dc2, storage)
-    r.running[ct.ctid] = 101
+    ct, storage, r = runner(dc2)
     m = r.run(started(dc2, keep_source=True), rounds=15)
     assert (m.phase, m.open) == ("online", True)
     assert ct.ctid in storage.data[ct.storage]
@@ -197,10 +201,7 @@ def test_a_failure_before_online_rolls_back_to_the_source_unchanged(dc2: invento
 
 
 def test_the_flip_back_waits_until_the_destination_stopped_it(dc2: inventory.Inventory) -> None:
-    ct = queries.find_ct(dc2.store, "myhost")
-    storage = storage_of(dc2)
-    r = Runner(dc2, storage)
-    r.running[ct.ctid] = 101
+    ct, storage, r = runner(dc2)
     m = started(dc2)
     while m.step != "start":
         m = r.step(m)
@@ -219,10 +220,7 @@ def test_the_flip_back_waits_until_the_destination_stopped_it(dc2: inventory.Inv
 
 
 def test_abort_before_online_rolls_back(dc2: inventory.Inventory) -> None:
-    ct = queries.find_ct(dc2.store, "myhost")
-    storage = storage_of(dc2)
-    r = Runner(dc2, storage)
-    r.running[ct.ctid] = 101
+    ct, storage, r = runner(dc2)
     m = r.step(started(dc2))
     m = change(dc2, moves.ask_abort, dc2.store, m, dc2.store.now())
     m = r.run(m)
@@ -250,10 +248,7 @@ def test_an_open_move_refuses_edits_of_the_tenant_and_a_second_move(dc2: invento
 
 
 def test_addresses_an_open_move_may_give_back_are_not_handed_out(dc2: inventory.Inventory) -> None:
-    ct = queries.find_ct(dc2.store, "myhost")
-    storage = storage_of(dc2)
-    r = Runner(dc2, storage)
-    r.running[ct.ctid] = 101
+    ct, storage, r = runner(dc2)
     m = started(dc2)
     while not m.flipped:
         m = r.step(m)
@@ -344,3 +339,24 @@ def test_a_copy_is_cancelled_when_the_manager_stops_leading_and_the_move_waits(d
     m = r.step(started(dc2))
     assert ("cancel", "storage-102-3", str(ct.ctid)) in storage.calls
     assert (m.phase, m.passes, m.error) == ("copy", 0, "")  # left for the next leader, not rolled back
+
+
+def test_the_source_counts_as_down_only_after_its_manager_took_the_hold_in(dc2: inventory.Inventory) -> None:
+    """The real rule (not the test's stand-in): time to take the hold in, no intent
+    in flight, and a fresh report after any action of lately."""
+    ct = queries.find_ct(dc2.store, "myhost")
+    real = MoveRunner(dc2.store, dc2.dc, 102, storage_of(dc2), MoveSettings(), Settings())
+    now = dc2.store.now()
+    m = change(dc2, moves.update, dc2.store, started(dc2), now, "", hold=True, held_at=now)
+    assert real._down_in(m, 101) == (False, "rack-101 takes the hold in")
+    m = change(dc2, moves.update, dc2.store, m, now, "", held_at=now - 5)
+    assert real._down_in(m, 101) == (True, "")  # no HN has reported this CT, none acted on it
+    with dc2.store.transaction(config=False):
+        dc2.store.execute("INSERT INTO journal (at, kind, ct_id, hn, reason, state, rack) VALUES "
+                          "(?, 'start', ?, 'hn-101-2', 'crashed', 'pending', 101)", (now - 1, ct.ctid))
+    down, why = real._down_in(m, 101)
+    assert not down and "in flight on hn-101-2" in why  # a start decided before the hold: wait for it
+    with dc2.store.transaction(config=False):
+        dc2.store.execute("UPDATE journal SET state = 'done', finished_at = ? WHERE ct_id = ?", (now - 0.5, ct.ctid))
+    down, why = real._down_in(m, 101)
+    assert not down and "hn-101-2" in why  # it finished: hn-101-2 must report (fresh) before it counts as down
