@@ -284,7 +284,7 @@ class MoveRunner:
         if not self._due(m, "cleanup"):
             return m
         _, done = moves.actions(self.store, [c.ctid for c in m.cts], m.dst, m.created_at)
-        ran = sorted({ctid for ctid, _, kind, _ in done if kind == "start"})
+        ran = sorted({ctid for ctid, _, what, _ in done if what == "start done"})
         if ran:  # it ran there: what it wrote is only in that copy; keep it for ops to look at
             return self._write(m, f"copies on {m.cts[0].dst_storage} KEPT: CT(s) {', '.join(map(str, ran))} ran in "
                                f"{rack_name(m.dst)} before the rollback, and what they wrote there is only in them",
