@@ -48,6 +48,7 @@ WATCH_EVERY = 0.5  # s between looks for an abort while a copy runs
 HOLD_SETTLE = 0.75  # s a rack's manager may decide on the old configuration (it reloads at least every 0.5 s)
 REPORT_AFTER = 0.5  # s: an HN's report counts only this long after its last action on the CT
 ACTION_LOOKBACK = 60.0  # s before the hold whose finished actions still need a later report
+STOPPED = ("stop done", "destroy done")  # a finished action that leaves the CT down on its HN
 
 
 class Storage(Protocol):
@@ -315,7 +316,8 @@ class MoveRunner:
         and writes every decision to the journal before acting: so none of its
         intents for them may be pending, and every HN that lists one, or finished
         an action on one lately, must have reported (fresh) after that action, and
-        none may say UP. An HN silent for dead_after while its rack has a leader
+        none may say UP; a done stop (or destroy) as the newest action there says
+        so itself. An HN silent for dead_after while its rack has a leader
         counts as dead (it has fenced itself)."""
         now, held = self.store.now(), m.held_at or 0.0
         if now < held + HOLD_SETTLE:
@@ -326,17 +328,22 @@ class MoveRunner:
             return False, f"{rack_name(rack)} has an action on CT {pending[0][0]} in flight on {pending[0][1]}"
         obs = persist.observed(self.store, rack, store_clock=True)
         led = rack in leases.leaders(self.store)
-        after = {(ctid, hn): at for ctid, hn, _, at in done}
+        last: dict[tuple[int, str], tuple[float, str]] = {}  # (CTID, HN) -> its newest finished action
+        for ctid, hn, what, finished in sorted(done, key=lambda d: d[3]):
+            last[ctid, hn] = (finished, what)
         for ctid in ids:
-            hns = set(obs.where.get(ctid, {})) | {hn for c, hn in after if c == ctid}
+            hns = set(obs.where.get(ctid, {})) | {hn for c, hn in last if c == ctid}
             for hn in sorted(hns):
                 at = obs.received_at.get(hn)
+                acted, what = last.get((ctid, hn), (-1e18, ""))
+                if what in STOPPED and (at is None or at < acted + REPORT_AFTER):
+                    continue  # its own stop said so, under the CT's lock, and nothing acted on it since
                 if at is not None and led and now - at > self.dead_after:
                     continue  # silent for dead_after while its rack has a leader: fenced, its CTs are gone
                 if at is None or not obs.known(hn, now, self.reconcile):
                     return False, f"CT {ctid} may still run on {hn} (no fresh report)"
                 # (a report from before the hold will do where nothing acted since: it says how things are)
-                if at < after.get((ctid, hn), -1e18) + REPORT_AFTER:
+                if at < acted + REPORT_AFTER:
                     return False, f"waiting for {hn} to report after its action on CT {ctid}"
                 if obs.where.get(ctid, {}).get(hn) == "UP":
                     return False, f"CT {ctid} still runs on {hn}"

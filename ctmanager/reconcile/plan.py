@@ -65,7 +65,8 @@ def plan(configured: Configured, observed: Observed, placements: Placements, now
                 notes.append(f"stray CT {ctid} on {', '.join(sorted(known))}: nobody configured it; left alone")
             continue
         if ct.admst == "DOWN":
-            actions += [Action("stop", ctid, hn, "ADMST DOWN") for hn, opst in sorted(known.items()) if opst == "UP"]
+            why = "held down: its tenant's move is in its cutover" if ctid in configured.held else "ADMST DOWN"
+            actions += [Action("stop", ctid, hn, why) for hn, opst in sorted(known.items()) if opst == "UP"]
             continue
         _plan_up(ct, known, unknown, observed, placements, now, settings, sched, actions, place, notes)
     return Plan(tuple(actions), place, tuple(notes), tuple(alarms))

@@ -40,6 +40,7 @@ class Configured:
     removed: Mapping[int, bool] = field(default_factory=dict)  # CTID -> purge /data
     spec_hashes: Mapping[int, str] = field(default_factory=dict)  # CTID -> wire.spec.spec_hash of its configured spec
     crash_looped: Mapping[int, int] = field(default_factory=dict)  # CTID -> crashes counted: left down until reset
+    held: frozenset[int] = frozenset()  # CTs a tenant move holds down (their admst reads DOWN): for the reason
 
 
 @dataclass(frozen=True)

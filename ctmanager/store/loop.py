@@ -29,7 +29,8 @@ def configured(store: Store, dc: DcTemplate, slot: int) -> Configured:
     removed = {r["ct_id"]: bool(r["purge"])
                for r in store.query("SELECT ct_id, purge FROM removed WHERE rack IN (?, 0)", (slot,))}
     looped = {r[0]: int(r[1]) for r in store.query("SELECT ct_id, count FROM crash_loops") if r[0] in cts}
-    return Configured(cts, hns, removed, spec_hashes(store, dc, cts.values()), looped)
+    return Configured(cts, hns, removed, spec_hashes(store, dc, cts.values()), looped,
+                      frozenset(c.ctid for c in cts.values() if c.tenant in held))
 
 
 def spec_hashes(store: Store, dc: DcTemplate, cts: Iterable[Ct]) -> dict[int, str]:

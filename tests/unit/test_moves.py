@@ -17,10 +17,12 @@ from ctmanager.errors import ConflictError, InputError
 from ctmanager.executor.storage import DataInfo, Pulled, StorageFailed
 from ctmanager.manager.config import MoveSettings
 from ctmanager.manager.mover import MoveRunner
-from ctmanager.reconcile.state import Settings
+from ctmanager.reconcile.plan import plan
+from ctmanager.reconcile.state import Observed, Placements, Settings
 from ctmanager.storagenode import rsync
 from ctmanager.store import inventory, moves, queries
 from ctmanager.store import loop as persist
+from ctmanager.wire.reports import CtState, Metrics, Report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -233,7 +235,14 @@ def test_held_cts_count_as_admst_down_in_their_rack(dc2: inventory.Inventory) ->
     m = started(dc2)
     assert persist.configured(dc2.store, dc2.dc, 101).cts[ct.ctid].admst == "UP"
     change(dc2, moves.update, dc2.store, m, 1.0, "", hold=True)
-    assert persist.configured(dc2.store, dc2.dc, 101).cts[ct.ctid].admst == "DOWN"
+    cfg = persist.configured(dc2.store, dc2.dc, 101)
+    assert cfg.cts[ct.ctid].admst == "DOWN" and cfg.held == {ct.ctid}
+    obs = Observed()
+    obs.update(Report(101, "hn-101-1", "boot", 1, 1.0, False, Metrics(0.0, 0, 0, 0, 0, 0),
+                      (CtState(ct.ctid, "UP", 1.0),)), 1.0)
+    stops = plan(cfg, obs, Placements({ct.ctid: "hn-101-1"}), 1.5).actions
+    assert [(a.kind, a.reason) for a in stops if a.ctid == ct.ctid] == [
+        ("stop", "held down: its tenant's move is in its cutover")]  # the log says why, not "ADMST DOWN"
     assert queries.find_ct(dc2.store, "myhost").admst == "UP"  # what ops set is untouched
 
 
@@ -360,3 +369,7 @@ def test_the_source_counts_as_down_only_after_its_manager_took_the_hold_in(dc2: 
         dc2.store.execute("UPDATE journal SET state = 'done', finished_at = ? WHERE ct_id = ?", (now - 0.5, ct.ctid))
     down, why = real._down_in(m, 101)
     assert not down and "hn-101-2" in why  # it finished: hn-101-2 must report (fresh) before it counts as down
+    with dc2.store.transaction(config=False):  # a stop came after it, and was done: down there, at once
+        dc2.store.execute("INSERT INTO journal (at, kind, ct_id, hn, reason, state, finished_at, rack) VALUES "
+                          "(?, 'stop', ?, 'hn-101-2', 'held down', 'done', ?, 101)", (now - 0.3, ct.ctid, now - 0.2))
+    assert real._down_in(m, 101) == (True, "")
