@@ -13,6 +13,7 @@ import time
 
 from ..dc.model import rack_name
 from ..errors import InputError
+from ..store import lease as leases
 from ..store import moves, queries
 from ..wire import validate as v
 from .common import Registry, editing, parse_rack, seconds_in, store_of, want_json
@@ -69,9 +70,13 @@ def cmd_tenant_move(args: argparse.Namespace) -> int:
     with editing(args) as (store, inv):
         m = moves.begin(store, inv.dc, v.label(args.name, "tenant"), dst, store.now(), precopy=not args.no_precopy,
                         keep_source=args.keep_source, bwlimit=bwlimit)
+        led = dst in leases.leaders(store)
     if not want_json(args):
         print(f"move {m.id}: tenant {m.tenant} {rack_name(m.src)} -> {rack_name(m.dst)}, {len(m.cts)} CT(s); "
               f"run by {rack_name(m.dst)}'s manager (follow: ctmanager tenant moves {m.tenant} --log)")
+    if not led:  # nothing is lost meanwhile: the tenant runs on at the source
+        sys.stderr.write(f"note: {rack_name(m.dst)} has no leading manager now (ctmanager manager status); the "
+                         f"move begins when one leads (or: ctmanager tenant move {m.tenant} --abort)\n")
     return _wait(args, m) if args.wait else _show(args, m)
 
 
@@ -86,16 +91,17 @@ def _change(args: argparse.Namespace) -> int:
             raise InputError(f"tenant {name} has no open move (see: ctmanager tenant moves {name})")
         now = store.now()
         if args.abort:
-            from ..store import lease as leases
-
             m = moves.ask_abort(store, m, now, runner_alive=m.dst in leases.leaders(store))
         else:
             if m.phase != "online" or not m.keep_source:
                 raise InputError(f"move {m.id} is {m.phase}: --delete-source is for a move online with --keep-source")
             m = moves.update(store, m, now, "deleting the source copy, as asked", keep_source=False)
     if not want_json(args):
-        print(f"move {m.id} of {m.tenant}: {'abort' if args.abort else 'delete of the source copy'} asked; "
-              f"{rack_name(m.dst)}'s manager carries it out")
+        if m.finished_at is not None:
+            print(f"move {m.id} of {m.tenant}: {m.log[-1].partition(' ')[2]}")
+        else:
+            print(f"move {m.id} of {m.tenant}: {'abort' if args.abort else 'delete of the source copy'} asked; "
+                  f"{rack_name(m.dst)}'s manager carries it out")
     return _wait(args, m) if args.wait else _show(args, m)
 
 

@@ -352,9 +352,11 @@ def ask_abort(store: Store, move: Move, now: float, *, runner_alive: bool = True
             hint = f"; once it is done, move it back: ctmanager tenant move {move.tenant} --to {rack_name(move.src)}"
         raise ConflictError(f"move {move.id} of {move.tenant} is {move.phase}: too late to abort{hint}")
     if not runner_alive and not move.flipped:
-        return update(store, move, now, f"aborted by ops; {rack_name(move.dst)} has no leading manager: released "
-                      "at the source here", phase="rollback", step="start", hold=False, aborting=False,
-                      error="aborted by ops", deadline=now)
+        nodes = ", ".join(sorted({c.dst_storage for c in move.cts}))
+        return update(store, move, now, f"aborted by ops while {rack_name(move.dst)} has no leading manager: "
+                      f"released at the source here; a partial copy on {nodes}, if any, is left there",
+                      phase="rolled-back", step="", hold=False, aborting=False, error="aborted by ops",
+                      finished_at=now)
     return update(store, move, now, "abort requested", aborting=True)
 
 

@@ -373,3 +373,12 @@ def test_the_source_counts_as_down_only_after_its_manager_took_the_hold_in(dc2: 
         dc2.store.execute("INSERT INTO journal (at, kind, ct_id, hn, reason, state, finished_at, rack) VALUES "
                           "(?, 'stop', ?, 'hn-101-2', 'held down', 'done', ?, 101)", (now - 0.3, ct.ctid, now - 0.2))
     assert real._down_in(m, 101) == (True, "")
+
+
+def test_an_abort_with_no_destination_manager_releases_the_tenant_at_once(dc2: inventory.Inventory) -> None:
+    m = change(dc2, moves.update, dc2.store, started(dc2), 1.0, "", phase="cutover", step="stop", hold=True)
+    assert moves.held(dc2.store) == {"myhost"}
+    m = change(dc2, moves.ask_abort, dc2.store, m, 2.0, runner_alive=False)
+    assert (m.phase, m.open, m.error) == ("rolled-back", False, "aborted by ops")
+    assert moves.held(dc2.store) == set() and "storage-102-3" in m.log[-1]
+    assert started(dc2).open  # the tenant is free again: a new move may begin
