@@ -22,6 +22,7 @@ from .output import age, emit_json, table
 NOT_MOVED = ("Data in shared service CTs is not moved: the tenant's mailboxes on the source rack's mailstore, "
              "its metrics on the source rack's carbon stay there (copy them with the service's own tools).")
 WAIT_POLL = 0.2
+QUIET = 15.0  # s of no new log line after which --wait says it is still at it
 
 
 def register(reg: Registry) -> None:
@@ -131,6 +132,7 @@ def _wait(args: argparse.Namespace, m: moves.Move) -> int:
     """Print the move's new log lines until it is online (or done) or rolled back."""
     deadline = time.monotonic() + args.timeout
     shown: set[str] = set()
+    quiet_since = time.monotonic()
     with store_of(args) as store:
         while True:
             m = moves.get(store, m.id)
@@ -138,7 +140,12 @@ def _wait(args: argparse.Namespace, m: moves.Move) -> int:
                 for line in m.log:
                     if line not in shown:
                         shown.add(line)
+                        quiet_since = time.monotonic()
                         print(f"  {line.partition(' ')[2]}", flush=True)
+                if time.monotonic() - quiet_since >= QUIET:  # a long pass says nothing until it ends
+                    quiet_since = time.monotonic()
+                    what = {"copy": f"copying (pass {m.passes + 1})"}.get(m.phase, f"{m.phase} {m.step}".strip())
+                    print(f"  ... {what}, {age(store.now() - m.updated_at)} since the last line", flush=True)
             settled = m.finished_at is not None or (m.phase == "online" and m.keep_source)
             if settled or time.monotonic() > deadline:
                 break
