@@ -46,7 +46,8 @@ from ..errors import StoreError
 from ..fencing.quorum import MANAGER
 from ..monitoring.metrics import MetricsSender
 from ..reconcile.state import Action
-from ..store import Store, queries, retention
+from ..store import Store, moves, queries, retention
+from ..store import lease as leases
 from ..store import loop as persist
 from ..store.watch import POLL as WATCH_POLL
 from ..store.watch import Watch
@@ -63,6 +64,8 @@ log = logging.getLogger(__name__)
 NO_METRICS = Metrics(0.0, 0, 0, 0, 0, 0)
 TROUBLE_EVERY = 30.0  # s between two log lines about the same store trouble
 CONFIG_CHECK_EVERY = 0.5  # s: a CLI edit is taken in at most this late (and at every full plan)
+HOLD_CHECK_EVERY = 5.0  # s between looks for tenant moves out of this rack whose destination vanished
+HOLD_GRACE = 30.0  # s past a held move's deadline before this rack lets it go (its runner may be taking over)
 
 
 class Manager(Leading):
@@ -115,6 +118,7 @@ class Manager(Leading):
         self._watch_backoff = self._watch_retry_at = 0.0
         self.next_beat = self.next_full = 0.0
         self.next_prune = 0.0
+        self.next_hold_check = 0.0
         self._trouble: dict[str, float] = {}
         self.poll = poll
         self._observed_rows: dict[int, persist.ObservedRow] = {}  # what the store's status view holds
@@ -199,6 +203,9 @@ class Manager(Leading):
             self.tick(now, None if full else changed)
         if now >= self.next_check_in:
             self._store_step("check-in", lambda: self._check_in(now), now)
+        if leading and now >= self.next_hold_check:
+            self.next_hold_check = now + HOLD_CHECK_EVERY
+            self._store_step("moves", lambda: self._release_overdue_holds(), now)
         if leading and now >= self.next_prune:
             self.next_prune = now + PRUNE_EVERY
             self._store_step("prune", lambda: self._prune(now), now)
@@ -406,6 +413,20 @@ class Manager(Leading):
             del self._trouble[what]
             log.info("store: %s works again", what)
         return True if result is None else result
+
+    def _release_overdue_holds(self) -> None:
+        """A move out of this rack whose destination lost every manager mid-cutover
+        would hold its tenant down here for good: past its deadline + HOLD_GRACE,
+        this rack's leader lets it go (store/moves.release_overdue)."""
+        now = self.store.now()
+        if not moves.overdue(self.store, self.config.slot, now, HOLD_GRACE):
+            return  # (the usual case: a read, no write transaction, no configuration change)
+        with self.store.transaction():
+            released = moves.release_overdue(self.store, self.config.slot, now, HOLD_GRACE,
+                                             lambda: set(leases.leaders(self.store)))
+        for m in released:
+            log.warning("move %d (%s): held past its deadline and rack-%d has no leading manager: released; "
+                        "the tenant starts here again", m.id, m.tenant, m.dst)
 
     def _prune(self, now: float) -> None:
         r = self.config.retention

@@ -12,7 +12,7 @@ from one rack to the other in one transaction, both ways.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -403,6 +403,30 @@ def flip(store: Store, dc: DcTemplate, move: Move, now: float, forward: bool) ->
 def _ips(store: Store, move: Move) -> list[tuple[MoveCt, str]]:
     fresh = {c.ctid: c.dst_ip for c in _cts(store, move.id)}
     return [(c, fresh[c.ctid]) for c in move.cts]
+
+
+def overdue(store: Store, rack: int, now: float, grace: float) -> list[int]:
+    """Moves out of `rack` holding its tenants down past their deadline + `grace`."""
+    return [int(r[0]) for r in store.query("SELECT id FROM moves WHERE src = ? AND hold = 1 AND flipped = 0 "
+                                           "AND finished_at IS NULL AND deadline < ?", (rack, now - grace))]
+
+
+def release_overdue(store: Store, rack: int, now: float, grace: float, led: Callable[[], set[int]]) -> list[Move]:
+    """Moves out of `rack` that hold its tenants down past their deadline + `grace`
+    while the destination has no leading manager (`led()`: the racks that have
+    one): nobody would ever end the hold. Released here, as a rollback that has
+    nothing to flip back; the destination's manager, once back, cleans up."""
+    out = []
+    ids = overdue(store, rack, now, grace)
+    racks_led = led() if ids else set()
+    for move_id in ids:
+        m = get(store, move_id)
+        if m.dst in racks_led:
+            continue
+        out.append(update(store, m, now, f"held past its deadline while {rack_name(m.dst)} has no leading manager: "
+                          f"released by {rack_name(rack)}'s manager", phase="rollback", step="start", hold=False,
+                          error=f"{rack_name(m.dst)}'s manager was gone mid-cutover", deadline=now + 300.0))
+    return out
 
 
 def set_realm(store: Store, dc: DcTemplate, tenant: str, realm: str) -> str:

@@ -382,3 +382,15 @@ def test_an_abort_with_no_destination_manager_releases_the_tenant_at_once(dc2: i
     assert (m.phase, m.open, m.error) == ("rolled-back", False, "aborted by ops")
     assert moves.held(dc2.store) == set() and "storage-102-3" in m.log[-1]
     assert started(dc2).open  # the tenant is free again: a new move may begin
+
+
+def test_a_hold_whose_destination_vanished_is_released_by_the_source_past_its_deadline(
+        dc2: inventory.Inventory) -> None:
+    m = change(dc2, moves.update, dc2.store, started(dc2), 1.0, "", phase="cutover", step="final", hold=True,
+               held_at=100.0, deadline=160.0)
+    assert change(dc2, moves.release_overdue, dc2.store, 101, 185.0, 30.0, lambda: set()) == []  # not yet
+    assert change(dc2, moves.release_overdue, dc2.store, 101, 195.0, 30.0, lambda: {102}) == []  # 102 leads
+    assert change(dc2, moves.release_overdue, dc2.store, 102, 195.0, 30.0, lambda: set()) == []  # not its rack's
+    (m,) = change(dc2, moves.release_overdue, dc2.store, 101, 195.0, 30.0, lambda: set())
+    assert (m.phase, m.step, m.hold, m.flipped) == ("rollback", "start", False, False)
+    assert moves.held(dc2.store) == set() and "gone mid-cutover" in m.error
