@@ -111,6 +111,31 @@ def test_non_editable_install_finds_every_data_kind(installed: View) -> None:
     assert (work / "bind" / "named.conf").is_file()
 
 
+def test_non_editable_install_moves_data_with_ctstorage(installed: View) -> None:
+    """The installed ctstorage (a storage node's side of a tenant move), and a move's
+    dry run against the installed manifests: a realm refusal and a plan."""
+    run, work = installed.run, installed.work
+    data = work / "export" / "data"
+    (data / "1005").mkdir(parents=True)
+    (data / "1005" / "f").write_bytes(b"x" * 1000)
+    (work / "ctstorage.toml").write_text(f'data = "{data}"\n[ssh]\ncontrol_dir = "{work / "ssh"}"\n')
+    info = run("ctstorage", "--config", str(work / "ctstorage.toml"), "info", "1005")
+    assert info.returncode == 0, info.stdout + info.stderr
+    assert json.loads(info.stdout) | {"free": 0, "total": 0} == {
+        "ok": True, "ctid": 1005, "path": str(data / "1005"), "exists": True, "bytes": 1000, "files": 1,
+        "free": 0, "total": 0}
+    gone = run("ctstorage", "--config", str(work / "ctstorage.toml"), "remove", "1005")
+    assert json.loads(gone.stdout)["removed"] is True and not (data / "1005").exists()
+    share = installed.venv / "share" / "ctmanager" / "templates" / "dc" / "manifests"
+    for rack in ("rack-102", "rack-201"):
+        got = run("ctmanager", "rack", "install", rack, str(share / f"{rack}.toml"))
+        assert got.returncode == 0, got.stderr
+    refused = run("ctmanager", "tenant", "move", "initech", "--to", "rack-201", "--dry-run")
+    assert refused.returncode == 2 and "pinned to realm 'eu-west'" in refused.stderr
+    plan = run("ctmanager", "tenant", "move", "myhost", "--to", "rack-102", "--dry-run")
+    assert plan.returncode == 0 and "storage-102-3" in plan.stdout, plan.stderr
+
+
 def test_missing_data_is_a_one_line_error(installed: View) -> None:
     """An install that lost a data folder says which folders it searched, in one line."""
     folder = installed.venv / "share" / "ctmanager" / paths.KINDS["collectd"].folder
