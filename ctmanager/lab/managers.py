@@ -23,7 +23,7 @@ from typing import Any
 
 from ..dc.network import RackNet
 from ..errors import InputError
-from . import layout
+from . import layout, netns
 
 Spawn = Callable[[list[str], Path], int]
 Sh = Callable[..., subprocess.CompletedProcess[str]]
@@ -83,17 +83,8 @@ def of(lab: layout.Lab) -> list[LabManager]:
 
 def network(lab: layout.Lab, slot: int, net: RackNet, m: LabManager, sh: Sh) -> None:
     """A namespaced manager's namespace and link (nothing for the host's)."""
-    if not m.netns:
-        return
-    if sh("ip", "netns", "list", check=False).stdout.find(m.netns) < 0:
-        sh("ip", "netns", "add", m.netns)
-    if sh("ip", "link", "show", m.link, check=False).returncode != 0:
-        sh("ip", "link", "add", m.link, "type", "veth", "peer", "name", "eth0", "netns", m.netns)
-    sh("ip", "link", "set", m.link, "master", lab.bridge(slot), "up")
-    for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "link", "set", "eth0", "up"],
-                ["ip", "addr", "replace", f"{m.ip}/{net.prefixlen}", "dev", "eth0"],
-                ["ip", "route", "replace", "default", "via", net.gateway]):
-        sh(*cmd, ns=m.netns)
+    if m.netns:
+        netns.attach(lab, slot, net, m.netns, m.link, m.ip, sh)
 
 
 def start(lab: layout.Lab, m: LabManager, spawn: Spawn) -> int:

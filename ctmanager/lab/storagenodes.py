@@ -20,7 +20,7 @@ from typing import Any
 from ..dc.model import Node
 from ..dc.network import RackNet
 from ..files import write_atomic
-from . import layout
+from . import layout, netns
 
 Sh = Callable[..., Any]
 Spawn = Callable[[list[str], Path], int]
@@ -54,16 +54,7 @@ def up(lab: layout.Lab, dc: layout.Lab, slot: int, node: Node, net: RackNet, sh:
     here, ns = folder(lab, node), lab.netns(node.hostname)
     here.mkdir(parents=True, exist_ok=True)
     (lab.root / "data" / node.hostname).mkdir(parents=True, exist_ok=True)
-    if ns not in sh("ip", "netns", "list", check=False).stdout.split():
-        sh("ip", "netns", "add", ns)
-    host_end = veth(slot, node.position)
-    if sh("ip", "link", "show", host_end, check=False).returncode != 0:
-        sh("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns)
-    sh("ip", "link", "set", host_end, "master", lab.bridge(slot), "up")
-    for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "link", "set", "eth0", "up"],
-                ["ip", "addr", "replace", f"{node.ip}/{net.prefixlen}", "dev", "eth0"],
-                ["ip", "route", "replace", "default", "via", net.gateway]):
-        sh(*cmd, ns=ns)
+    netns.attach(lab, slot, net, ns, veth(slot, node.position), node.ip, sh)
     host_key = here / "ssh_host_ed25519_key"
     if not host_key.exists():
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", node.hostname, "-f", str(host_key))

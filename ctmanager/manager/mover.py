@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..dc.model import DcTemplate, rack_name
+from ..dnsroutes import records
 from ..errors import CtmError, InputError
 from ..executor.ssh import SshError
 from ..executor.storage import DataInfo, Pulled, StorageFailed
@@ -372,11 +373,11 @@ class MoveRunner:
         return True, ""
 
     def _names(self, m: moves.Move, cts: Any, rack: int) -> set[str]:
-        infra, tenant = self.dc.infra_zone.rstrip(".").lower(), f"{self.dc.tenant_zone}.internal".lower()
-        names = {f"{c.hostname}.{rack_name(rack)}.{infra}." for c in cts}
-        names.add(f"{m.tenant}.{tenant}.")
-        names |= {f"{service}.{m.tenant}.{tenant}." for service in m.routes}
-        return names
+        """The tenant's DNS names once it lives in `rack` (dnsroutes/records.py makes them)."""
+        z = records.zones(self.dc)
+        return ({records.absolute(f"{c.hostname}.{rack_name(rack)}.{z.infra}") for c in cts}
+                | {records.absolute(f"{m.tenant}.{z.tenant}")}
+                | {records.absolute(f"{service}.{m.tenant}.{z.tenant}") for service in m.routes})
 
     def _refused(self, m: moves.Move, rack: int) -> str:
         """Why the tenant cannot start in `rack` at all: a CT every usable HN there refused."""

@@ -64,7 +64,7 @@ def failure(rc: int, stderr: str) -> str:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     if "No space left on device" in stderr:
         return "target storage full: No space left on device"
-    if rc in (20, -15, -9) or "received SIGINT, SIGTERM, or SIGHUP" in stderr or rc < 0:
+    if rc == 20 or rc < 0 or "received SIGINT, SIGTERM, or SIGHUP" in stderr:
         return f"rsync was killed (exit {rc})"
     if rc in (30, 35):
         return f"rsync timed out (exit {rc})"

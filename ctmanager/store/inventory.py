@@ -392,14 +392,10 @@ class Inventory:
 
     def _storage_for(self, rack: int) -> str:
         """The rack's storage node holding the fewest CTs' /data (ties: by position)."""
-        row = self.store.one(
-            """SELECT hostname FROM nodes n WHERE rack = ? AND role = 'storage'
-               ORDER BY (SELECT count(*) FROM cts WHERE storage = n.hostname), position LIMIT 1""",
-            (rack,),
-        )
-        if row is None:
+        node = queries.least_used_storage(self.store, rack)
+        if node is None:
             raise NotFoundError(f"{rack_name(rack)} has no storage node")
-        return str(row[0])
+        return node
 
 
 def _admst(value: str) -> str:

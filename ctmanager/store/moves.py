@@ -289,11 +289,10 @@ def _route_at(store: Store, dc: DcTemplate, target: str, src: int, dst: int) -> 
 
 
 def _storage_of(store: Store, rack: int) -> str:
-    row = store.one("SELECT hostname FROM nodes n WHERE rack = ? AND role = 'storage' "
-                    "ORDER BY (SELECT count(*) FROM cts WHERE storage = n.hostname), position LIMIT 1", (rack,))
-    if row is None:
+    node = queries.least_used_storage(store, rack)
+    if node is None:
         raise ConflictError(f"{rack_name(rack)} has no storage node to hold the tenant's /data")
-    return str(row[0])
+    return node
 
 
 def begin(store: Store, dc: DcTemplate, tenant: str, dst: int, now: float, *, precopy: bool = True,

@@ -156,6 +156,13 @@ def ct_rows(store: Store) -> list[Row]:
     return store.query(f"SELECT {CT_COLUMNS} FROM cts ORDER BY ct_id")
 
 
+def least_used_storage(store: Store, rack: int) -> str | None:
+    """The rack's storage node holding the fewest CTs' /data (ties: by position)."""
+    row = store.one("SELECT hostname FROM nodes n WHERE rack = ? AND role = 'storage' "
+                    "ORDER BY (SELECT count(*) FROM cts WHERE storage = n.hostname), position LIMIT 1", (rack,))
+    return None if row is None else str(row[0])
+
+
 def storage_counts(store: Store) -> dict[str, int]:
     """Storage node -> how many CTs' /data it holds."""
     return {r[0]: int(r[1]) for r in store.query("SELECT storage, count(*) FROM cts GROUP BY storage")}
