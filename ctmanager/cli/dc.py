@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import NotFoundError, StoreError
 from ..store import default_path, open_store, queries
 from ..store.db import discard_new, is_new, redact
-from .common import Registry, positive, store_of, want_json
+from .common import Registry, parse_rack, positive, store_of, want_json
 from .output import age, emit_json, table, when
 
 
@@ -28,11 +28,12 @@ def register_views(reg: Registry) -> None:
     p.add_argument("--diff", action="store_true", help="print a unified diff of what would change; write nothing")
     p.add_argument("--workers", type=positive, help="render processes (default: the CPUs this process may use)")
 
-    reg.cmd(reg.sub, "status", cmd_status, "CTID | HOSTNAME | TENANT | IP | HN | ADMST | OPST | SINCE | REPORT_AGE | "
+    p = reg.cmd(reg.sub, "status", cmd_status, "CTID | HOSTNAME | TENANT | IP | HN | ADMST | OPST | SINCE | REPORT_AGE | "
             "CRASH_LOOP | MANAGER for every CT (OPST is UNKNOWN when its HN's last report is older than the manager's "
             "stale_after; CRASH_LOOP: the manager leaves it down until: ctmanager ct reset CT; MANAGER: the one "
             "leading the CT's rack)",
             "ctmanager status --json | jq '.[] | select(.opst != \"UP\")'")
+    p.add_argument("--rack", help="only this rack's CTs (rack-101 or 101; default: every rack of the DC)")
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -79,7 +80,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     with store_of(args) as store:
         if not queries.initialised(store):
             raise StoreError(f"{store.where}: store is not initialised; run: ctmanager init TEMPLATE")
-        rows = queries.status(store)
+        rack = parse_rack(args.rack, "--rack") if args.rack else None
+        if rack is not None and not any(r["slot"] == rack for r in queries.racks(store)):
+            raise NotFoundError(f"no rack-{rack} installed (ctmanager rack list)", where="--rack")
+        rows = queries.status(store, rack=rack)
     if want_json(args):
         keys = queries.STATUS_FIELDS
         out = [dict(zip(keys, r)) for r in rows]

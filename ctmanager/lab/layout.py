@@ -228,11 +228,22 @@ log = "{log}"
 """
 
 
-def _inventory_head(lab: Lab, store: Locator, slot: int) -> str:
+def _inventory_storage(n: Node, data: Path, console: list[str], log: Path | None = None) -> str:
+    return f"""
+[[storage]]
+name = "{n.hostname}"
+address = "{n.ip}"
+data = "{data}"   # the CTs' /data folders, <data>/<CTID>
+console = {_strings(console)}   # a shell where its ctstorage runs
+{f'log = "{log}"' if log else ""}
+"""
+
+
+def _inventory_head(lab: Lab, store: Locator, slot: int, config: Path | None = None) -> str:
     return f"""# The integration tests reach the rack through this file only, so the same
 # suite runs against the lab, the Vagrant rack, or real hardware.
 store = {json.dumps(str(store))}
-manager_config = "{lab.manager_config}"
+manager_config = "{config or lab.manager_config}"
 rack = "rack-{slot}"
 ssh_key = "{lab.ssh_key}"
 known_hosts = "{lab.known_hosts}"
@@ -246,14 +257,11 @@ def inventory_toml(lab: Lab, store: Locator, slot: int, nodes: list[Node], gatew
     """`managers`: (name, log, config) of each of the rack's managers; `storage`: its storage nodes."""
     hns = "".join(_inventory_hn(n, ["ip", "netns", "exec", lab.netns(n.hostname)], lab.hn_dir(n.hostname),
                                 lab.logs / f"{n.hostname}.log") for n in nodes)
-    hns += "".join(f"""
-[[storage]]
-name = "{n.hostname}"
-address = "{n.ip}"
-data = "{lab.root / 'data' / n.hostname}"   # the CTs' /data folders, <data>/<CTID>
-console = {_strings(["ip", "netns", "exec", lab.netns(n.hostname)])}
-log = "{lab.logs / f'{n.hostname}.log'}"
-""" for n in storage)
+    # a storage node's console joins its sshd's namespaces (mount too: what ctstorage sees)
+    pids = lab.read_state().get("pids", {})
+    hns += "".join(_inventory_storage(n, lab.root / "data" / n.hostname,
+                                      ["nsenter", "-t", str(int(pids[n.hostname])), "-m", "-n"],
+                                      lab.logs / f"{n.hostname}.log") for n in storage)
     mgrs = "".join(f'\n[[managers]]\nname = "{v.label(name, "manager")}"\nlog = "{log}"\nconfig = "{config}"\n'
                    for name, log, config in managers)
     return f"""# Written by `ctmanager lab up`.
@@ -262,20 +270,31 @@ lab_dir = "{lab.root}"   # lab only: `ctmanager lab fault --dir` rehearses failu
 {hns}{mgrs}"""
 
 
-def machines_inventory_toml(lab: Lab, store: Locator, slot: int, nodes: list[Node], consoles: dict[str, str],
+def machines_inventory_toml(lab: Lab, store: Locator, slot: int, config: Path, nodes: list[Node],
+                            storage: list[Node], managers: Sequence[tuple[str, Path]], consoles: dict[str, str],
                             console_known: Path) -> str:
-    """`consoles`: each HN's address on the console network."""
+    """`consoles`: each machine's address on the console network (HNs, storage
+    nodes, managers); `managers`: (name, config) of each of the rack's managers."""
     ssh = ["ssh", "-i", str(lab.ssh_key), "-o", f"UserKnownHostsFile={console_known}", "-o",
            "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-           # one connection per HN, reused: a console command then takes milliseconds
+           # one connection per machine, reused: a console command then takes milliseconds
            "-o", "ControlMaster=auto", "-o", "ControlPath=/run/ctm-console-%C", "-o", "ControlPersist=300"]
     hns = "".join(_inventory_hn(n, [*ssh, f"root@{consoles[n.hostname]}"], lab.hn_dir(n.hostname),
                                 lab.logs / f"{n.hostname}.log") for n in nodes)
+    hns += "".join(_inventory_storage(n, lab.root / "data" / n.hostname, [*ssh, f"root@{consoles[n.hostname]}"])
+                   for n in storage)
+    mgrs = "".join(f"""
+[[managers]]
+name = "{v.label(name, 'manager')}"
+config = "{path}"
+console = {_strings([*ssh, f"root@{consoles[name]}"])}
+log = "{lab.logs / 'manager.log'}"   # on its machine
+""" for name, path in managers)
     return f"""# Written by `ctmanager lab machine manager`.
-{_inventory_head(lab, store, slot)}
+{_inventory_head(lab, store, slot, config)}
 [faults]   # how to rehearse failures here: shell commands on the HN's console ({{hn_dir}}: its folder)
 partition = "ip link set eth1 down"
 heal = "ip link set eth1 up; rm -f {{hn_dir}}/agent.down"
 kill_agent = "touch {{hn_dir}}/agent.down; kill -9 $(cat {{hn_dir}}/ctagent.pid)"
-kill_manager = "systemctl kill -s KILL ctm-manager.service"   # on the manager; systemd starts it again
-{hns}"""
+kill_manager = "systemctl kill -s KILL ctm-manager.service"   # on the leading manager; systemd starts it again
+{hns}{mgrs}"""

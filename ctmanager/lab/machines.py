@@ -33,9 +33,10 @@ from ..dc.model import DcTemplate, Node
 from ..dc.network import rack_context
 from ..errors import InputError
 from ..files import write_atomic
+from ..storagenode.cli import DEFAULT_CONFIG as DEFAULT_STORAGE_CONFIG
 from ..store import Store, queries
-from ..wire.validate import is_digits
-from . import dnsserver, layout, metricsct
+from ..wire import validate as v
+from . import dnsserver, layout, metricsct, storagenodes
 from .rack import REPORT_PORT, LabError, pin_mac, prototype, seed_data, sh, software
 
 ROOT = "/srv/ctmanager"
@@ -62,17 +63,27 @@ def setup(role: str, name: str, store: Store, lab: layout.Lab, slot: int, manage
         raise InputError("--manager: a manager machine listens on one address, its own")
     dc = queries.dc_template(store)
     _common(lab)
-    if role != "dns":
-        for resolver in dc.resolvers:  # the DC's resolvers live on the dns machine
-            sh("ip", "route", "replace", f"{resolver}/32", "via", dns_ip)
+    _routes(dc, slot, role, dns_ip)
     if role == "storage":
-        _storage(lab, store, slot, say)
+        _storage(lab, store, slot, _node(store, slot, name, "storage"), say)
     elif role == "dns":
         dnsserver.up(lab, store, dc, RACK_IF, _service_spawner("named"), say)
     elif role == "hn":
-        _hn(lab, dc, store, slot, _node(store, slot, name), manager_ip, say)
+        _hn(lab, dc, store, slot, _node(store, slot, name, "compute"), manager_ip, dns_ip, say)
     else:
         _manager(lab, store, slot, manager_ip, name, say)
+
+
+def _routes(dc: DcTemplate, slot: int, role: str, dns_ip: str) -> None:
+    """The other racks of the DC through this rack's gateway (the DC's routers: the
+    Vagrant host), and the DC's resolvers through the dns machine where it is on
+    this rack's network (from another rack they are behind the gateway too). An HN
+    sets them again once its rack NIC has joined the bridge (which drops them)."""
+    net = rack_context(dc, slot).net
+    sh("ip", "route", "replace", str(dc.network.supernet), "via", net.gateway)
+    if role != "dns" and ipaddress.ip_address(dns_ip) in ipaddress.ip_network(net.network):
+        for resolver in dc.resolvers:  # the DC's resolvers live on the dns machine
+            sh("ip", "route", "replace", f"{resolver}/32", "via", dns_ip)
 
 
 def _common(lab: layout.Lab) -> None:
@@ -89,24 +100,65 @@ def _common(lab: layout.Lab) -> None:
         subprocess.run(["systemctl", "disable", "--now", f"{unit}.service"], capture_output=True, timeout=60)
 
 
-def _node(store: Store, slot: int, name: str) -> Node:
-    nodes = {n.hostname: n for n in queries.nodes(store, rack=slot) if n.role == "compute"}
+def _node(store: Store, slot: int, name: str, role: str) -> Node:
+    nodes = {n.hostname: n for n in queries.nodes(store, rack=slot) if n.role == role}
+    what = "HN" if role == "compute" else "storage node"
     if name not in nodes:
-        raise InputError(f"no HN {name!r} in rack-{slot} (HNs: {', '.join(sorted(nodes))})", where="NAME")
+        raise InputError(f"no {what} {name!r} in rack-{slot} ({what}s: {', '.join(sorted(nodes)) or 'none'})",
+                         where="NAME")
     return nodes[name]
 
 
-def _storage(lab: layout.Lab, store: Store, slot: int, say: Callable[[str], None]) -> None:
-    """The storage node holds what is shared: keys (made once) and every CT's /data."""
+def _storage(lab: layout.Lab, store: Store, slot: int, node: Node, say: Callable[[str], None]) -> None:
+    """The storage node holds the rack's /data (<data>/<its name>/<CTID>; the first
+    one also makes the DC's keys) and runs ctstorage behind its sshd: a tenant move
+    pulls /data from another rack's storage node with the storage key."""
     lab.keys.chmod(0o700)
     if not lab.rack_key.exists():
         write_atomic(lab.rack_key, (secrets.token_hex(32) + "\n").encode(), 0o600)
-    if not lab.ssh_key.exists():
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ctmanager-manager", "-f", str(lab.ssh_key))
+    for key, comment in ((lab.ssh_key, "ctmanager-manager"), (storagenodes.storage_key(lab), "ctmanager-storage")):
+        if not key.exists():
+            sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key))
     dc, cts = queries.dc_template(store), queries.cts(store, rack=slot)
+    data = lab.root / "data" / node.hostname
+    data.mkdir(parents=True, exist_ok=True)
     for ct in cts:
         seed_data(lab, dc, ct)
-    say(f"storage: keys and /data of {len(cts)} CTs in {lab.root / 'data'}")
+    _authorize(lab.ssh_key, storagenodes.storage_key(lab))
+    config = Path(DEFAULT_STORAGE_CONFIG)
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(storagenodes.ctstorage_toml(node, data, lab))
+    _publish(lab, node.hostname, node.ip)
+    # every storage node of the DC published so far (each one's provisioning rewrites it)
+    storage = [n.hostname for n in queries.nodes(store) if n.role == "storage"]
+    write_atomic(storagenodes.storage_known_hosts(lab), _known(lab, storage, "known").encode(), 0o644)
+    sh("systemctl", "enable", "--now", "ssh.service")
+    say(f"{node.hostname}: /data of {len(cts)} CTs in {data}, ctstorage ({config}) behind sshd on {node.ip}")
+
+
+def _authorize(*keys: Path) -> None:
+    """root's authorized_keys: exactly these keys (the manager's, a storage node's peers')."""
+    ssh_dir = Path("/root/.ssh")
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    write_atomic(ssh_dir / "authorized_keys", "".join(Path(f"{k}.pub").read_text() for k in keys).encode(), 0o600)
+
+
+def _publish(lab: layout.Lab, name: str, rack_ip: str | None) -> str:
+    """Publish this machine's host key for others to pin: at its rack address
+    (`rack_ip`; the manager's SSH, a storage peer's) and on the console network
+    (the tests'). Returns its console address."""
+    key = Path("/etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+    console = _address(CONSOLE_IF)
+    if rack_ip:
+        (lab.root / "hosts" / f"{name}.known").write_text(f"{rack_ip} {key[0]} {key[1]}\n")
+    (lab.root / "hosts" / f"{name}.console").write_text(f"{console} {key[0]} {key[1]}\n")
+    return console
+
+
+def _known(lab: layout.Lab, names: list[str], kind: str) -> str:
+    """known_hosts lines of those of `names` that published one (`kind`: known | console)."""
+    files = [lab.root / "hosts" / f"{n}.{kind}" for n in names]
+    return "".join(f.read_text() for f in files if f.exists())
 
 
 def missing_controllers(proc_cgroup: str, proc_mounts: str) -> list[str]:
@@ -135,7 +187,7 @@ def mount_missing_cgroups() -> list[str]:
     return missing
 
 
-def _hn(lab: layout.Lab, dc: DcTemplate, store: Store, slot: int, node: Node, manager_ip: str,
+def _hn(lab: layout.Lab, dc: DcTemplate, store: Store, slot: int, node: Node, manager_ip: str, dns_ip: str,
         say: Callable[[str], None]) -> None:
     fixed = mount_missing_cgroups()
     if fixed:
@@ -144,6 +196,7 @@ def _hn(lab: layout.Lab, dc: DcTemplate, store: Store, slot: int, node: Node, ma
     software(lab, dc.environments)
     net = rack_context(dc, slot).net
     _bridge(net.bridge, f"{node.ip}/{net.prefixlen}")
+    _routes(dc, slot, "hn", dns_ip)
     hdir = lab.hn_dir(node.hostname)
     for d in ("state", "lxc", "ctconf"):
         (hdir / d).mkdir(parents=True, exist_ok=True)
@@ -156,14 +209,8 @@ def _hn(lab: layout.Lab, dc: DcTemplate, store: Store, slot: int, node: Node, ma
     if default.is_symlink() or default.exists():
         default.unlink()
     default.symlink_to(conf)
-    ssh_dir = Path("/root/.ssh")
-    ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    (ssh_dir / "authorized_keys").write_text(Path(f"{lab.ssh_key}.pub").read_text())
-    # publish this HN's host key, for the manager to pin (rack and console addresses)
-    key = Path("/etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
-    console = _address(CONSOLE_IF)
-    (lab.root / "hosts" / f"{node.hostname}.known").write_text(f"{node.ip} {key[0]} {key[1]}\n")
-    (lab.root / "hosts" / f"{node.hostname}.console").write_text(f"{console} {key[0]} {key[1]}\n")
+    _authorize(lab.ssh_key)
+    console = _publish(lab, node.hostname, node.ip)
     _service("hn", [layout.python(), "-m", "ctmanager.lab.hn_init", "--machine", layout.ctagent_path(), str(conf)],
              lab.logs / f"{node.hostname}.log")
     say(f"{node.hostname}: {node.ip} on {net.bridge} ({RACK_IF}), console {console}, ctagent under hn_init")
@@ -171,29 +218,53 @@ def _hn(lab: layout.Lab, dc: DcTemplate, store: Store, slot: int, node: Node, ma
 
 def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, name: str,
              say: Callable[[str], None]) -> None:
-    """`name`: this machine's, the manager's name in its rack (a pair: one per machine)."""
-    nodes = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
+    """`name`: this machine's, the manager's name in its rack (a pair: one per machine).
+    What the tests read goes to the shared folder, so a suite on one rack's manager
+    machine reaches the other racks too: the config (shared/managers/NAME.toml) and
+    the rack's inventory (shared/inventory/rack-N.toml, also <root>/inventory.toml)."""
+    v.label(name, "NAME")
+    everyone = queries.nodes(store)
+    nodes = [n for n in everyone if n.role == "compute" and n.rack == slot]
+    storage = [n for n in everyone if n.role == "storage" and n.rack == slot]
     if any(c in str(store.path) for c in '"\\$`\n'):
         raise LabError("the store locator may not contain quotes, backslashes, $ or newlines (it goes into a "
                        "systemd environment file)")
-    missing = [n.hostname for n in nodes if not (lab.root / "hosts" / f"{n.hostname}.known").exists()]
+    missing = [n.hostname for n in nodes + storage if not (lab.root / "hosts" / f"{n.hostname}.known").exists()]
     if missing:
-        raise LabError(f"set the HNs up before the manager: no host key from {', '.join(missing)}")
-    console_known = lab.root / "console_known_hosts"
-    lab.known_hosts.write_text("".join((lab.root / "hosts" / f"{n.hostname}.known").read_text() for n in nodes))
-    console_known.write_text("".join((lab.root / "hosts" / f"{n.hostname}.console").read_text() for n in nodes))
-    lab.manager_config.write_text(layout.manager_toml(lab, slot, manager_ip, REPORT_PORT,
-                                                      metricsct.relay(queries.cts(store, rack=slot)), name))
-    consoles = {n.hostname: (lab.root / "hosts" / f"{n.hostname}.console").read_text().split()[0] for n in nodes}
+        raise LabError(f"set the HNs and storage nodes up before the manager: no host key from {', '.join(missing)}")
+    _authorize(lab.ssh_key)  # the tests' console (a manager killed, its log read)
+    _publish(lab, name, None)
+    shared = lab.root / "shared"
+    for d in ("managers", "inventory"):
+        (shared / d).mkdir(exist_ok=True)
+    config = shared / "managers" / f"{name}.toml"
+    # the DC's HNs (this rack's pinned, all racks' fine), and every console the tests use
+    write_atomic(lab.known_hosts, _known(lab, [n.hostname for n in everyone if n.role == "compute"],
+                                         "known").encode(), 0o644)
+    console_known = lab.keys / "console_known_hosts"
+    consoles_of = [n.hostname for n in everyone] + [p.stem for p in sorted((shared / "managers").glob("*.toml"))]
+    write_atomic(console_known, _known(lab, sorted(set(consoles_of + [name])), "console").encode(), 0o644)
+    config.write_text(layout.manager_toml(lab, slot, manager_ip, REPORT_PORT,
+                                          metricsct.relay(queries.cts(store, rack=slot)), name,
+                                          storagenodes.storage_known_hosts(lab)))
+    mine = [(p.stem, p) for p in sorted((shared / "managers").glob("*.toml"))
+            if f'rack = "rack-{slot}"' in p.read_text()]
+    consoles = {n: (lab.root / "hosts" / f"{n}.console").read_text().split()[0]
+                for n in [*(x.hostname for x in nodes + storage), *(m for m, _ in mine)]}
     # A PostgreSQL URL holds the store's password: it goes to files only root reads
     # (the inventory, the unit's environment file), never onto a command line (ps).
-    inventory = layout.machines_inventory_toml(lab, store.path, slot, nodes, consoles, console_known)
-    write_atomic(lab.inventory, inventory.encode(), 0o600)
+    inventory = layout.machines_inventory_toml(lab, store.path, slot, config, nodes, storage, mine, consoles,
+                                               console_known)
+    rack_inventory = shared / "inventory" / f"rack-{slot}.toml"
+    write_atomic(rack_inventory, inventory.encode(), 0o600)
+    if lab.inventory.exists() or lab.inventory.is_symlink():
+        lab.inventory.unlink()
+    lab.inventory.symlink_to(rack_inventory)
     env_file = lab.root / "manager.env"
     write_atomic(env_file, f'CTMANAGER_STORE="{store.path}"\n'.encode(), 0o600)
-    _service("manager", [layout.python(), "-m", "ctmanager", "run", "--config", str(lab.manager_config)],
+    _service("manager", [layout.python(), "-m", "ctmanager", "run", "--config", str(config)],
              lab.logs / "manager.log", env_file)
-    say(f"manager: listening on {manager_ip}:{REPORT_PORT}; inventory {lab.inventory}")
+    say(f"manager: listening on {manager_ip}:{REPORT_PORT}; inventory {rack_inventory}")
 
 
 def _bridge(bridge: str, address: str) -> None:
@@ -242,7 +313,7 @@ WantedBy=multi-user.target
     sh("systemctl", "enable", unit)
     sh("systemctl", "restart", unit)
     pid = sh("systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
-    return int(pid) if is_digits(pid) else 0
+    return int(pid) if v.is_digits(pid) else 0
 
 
 def _service_spawner(name: str) -> Callable[[list[str], Path], int]:

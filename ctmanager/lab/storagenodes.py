@@ -64,16 +64,8 @@ def up(lab: layout.Lab, dc: layout.Lab, slot: int, node: Node, net: RackNet, sh:
     have = authorized.read_text() if authorized.exists() else Path(f"{storage_key(dc)}.pub").read_text()
     mine = Path(f"{lab.ssh_key}.pub").read_text()
     write_atomic(authorized, (have + ("" if mine in have else mine)).encode(), 0o600)
-    (here / "ctstorage.toml").write_text(f"""# Written by `ctmanager lab up`: ctstorage of {node.hostname}.
-data = "{lab.root / 'data' / node.hostname}"
-
-[ssh]                       # how it reads a peer storage node's /data (a tenant move pulls)
-user = "root"
-key_file = "{storage_key(dc)}"
-known_hosts = "{storage_known_hosts(dc)}"
-connect_timeout = 5
-control_dir = "/run/ctm-lab-ssh/{node.hostname}"   # its own (the lab's nodes share /run); short: a socket path
-""")
+    (here / "ctstorage.toml").write_text(ctstorage_toml(node, lab.root / "data" / node.hostname, dc,
+                                                        f"/run/ctm-lab-ssh/{node.hostname}"))
     (here / "sshd_config").write_text(f"""# Written by `ctmanager lab up`: sshd of {node.hostname}, in its network namespace.
 ListenAddress {node.ip}
 Port 22
@@ -96,6 +88,20 @@ SetEnv CTSTORAGE_CONFIG={here / 'ctstorage.toml'}
     with open(storage_known_hosts(dc), "a") as f:
         f.write(line)
     return line
+
+
+def ctstorage_toml(node: Node, data: Path, dc: layout.Lab, control_dir: str = "") -> str:
+    """`control_dir`: its own, where nodes share /run (the lab's); short: a socket path."""
+    control = f'control_dir = "{control_dir}"\n' if control_dir else ""
+    return f"""# Written by `ctmanager lab`: ctstorage of {node.hostname}.
+data = "{data}"
+
+[ssh]                       # how it reads a peer storage node's /data (a tenant move pulls)
+user = "root"
+key_file = "{storage_key(dc)}"
+known_hosts = "{storage_known_hosts(dc)}"
+connect_timeout = 5
+{control}"""
 
 
 def route_between_racks(dc: layout.Lab) -> None:

@@ -120,14 +120,16 @@ STATUS_FIELDS = ("ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "sin
                  "manager")
 
 
-def status(store: Store, now: float | None = None, stale_after: float = 3.0) -> list[tuple[Any, ...]]:
+def status(store: Store, now: float | None = None, stale_after: float = 3.0, rack: int | None = None
+           ) -> list[tuple[Any, ...]]:
     """One tuple per CT in STATUS_FIELDS order. OPST is what the manager daemon
     last saw, and UNKNOWN until observed or when that HN's newest report is older
     than `stale_after` (a stopped manager or a silent HN is not "UP"). Report ages
     are on the store's clock (`now`: the store's, unless given), so a CLI on
     another machine than the manager's sees the same.
     `crash_loop` is (crashes, since) for a CT the manager leaves down, else None.
-    `manager`: the name of the manager that leads the CT's rack (None: none does)."""
+    `manager`: the name of the manager that leads the CT's rack (None: none does).
+    `rack`: only that rack's CTs."""
     now = store.now() if now is None else now
     rows = store.query(
         """SELECT c.ct_id, c.hostname, c.tenant, c.ip, o.hn, c.admst,
@@ -136,7 +138,8 @@ def status(store: Store, now: float | None = None, stale_after: float = 3.0) -> 
                   o.since, r.stored_at, l.count, l.since, c.rack
            FROM cts c LEFT JOIN observed o ON o.ct_id = c.ct_id LEFT JOIN hn_reports r ON r.hn = o.hn
                 LEFT JOIN crash_loops l ON l.ct_id = c.ct_id
-           ORDER BY c.ct_id""", (now, stale_after)
+           WHERE c.rack = ? OR ? = 1
+           ORDER BY c.ct_id""", (now, stale_after, rack or 0, 1 if rack is None else 0)
     )
     leader = {r[0]: r[1] for r in store.query("SELECT rack, holder FROM leases WHERE expires > ?", (now,))}
     return [(*r[:8], None if r[8] is None else round(now - r[8], 1),

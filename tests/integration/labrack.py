@@ -26,7 +26,10 @@ class Rack:
         self.inv = tomllib.loads(inventory.read_text())
         self.store = self.inv["store"]
         self.config = self.inv["manager_config"]
+        self.name = self.inv["rack"]
         self.hns = {h["name"]: h for h in self.inv["hns"]}
+        self.storage = {s["name"]: s for s in self.inv.get("storage", [])}
+        self.managers = {m["name"]: m for m in self.inv.get("managers", [])}
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
         full = {**os.environ, "CTMANAGER_STORE": self.store, "CTMANAGER_CONFIG": self.config, **env}
@@ -37,13 +40,23 @@ class Rack:
         return p
 
     def status(self) -> dict[str, dict[str, Any]]:
-        return {r["hostname"]: r for r in json.loads(self.cli("status", "--json").stdout)}
+        """This rack's CTs (the store is the DC's), by hostname."""
+        return {r["hostname"]: r for r in json.loads(self.cli("status", "--rack", self.name, "--json").stdout)}
 
     def on_hn(self, hn: str, *argv: str, input: str | None = None, timeout: float = 30
               ) -> subprocess.CompletedProcess[str]:
         """A command on an HN, through its console (a namespace in the lab, SSH elsewhere)."""
-        console = list(self.hns[hn]["console"])
-        full = console + ([shlex.join(argv)] if console[0] == "ssh" else list(argv))
+        return self._on(self.hns[hn]["console"], argv, input, timeout)
+
+    def on_storage(self, node: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """A command on a storage node, through its console (in the lab: its sshd's
+        namespaces, where ctstorage and its rsync run; SSH elsewhere)."""
+        return self._on(self.storage[node]["console"], argv, None, timeout)
+
+    @staticmethod
+    def _on(console: list[str], argv: tuple[str, ...], input: str | None, timeout: float
+            ) -> subprocess.CompletedProcess[str]:
+        full = list(console) + ([shlex.join(argv)] if console[0] == "ssh" else list(argv))
         return subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=input)
 
     def hn_read(self, hn: str, path: str) -> str:
@@ -72,10 +85,17 @@ class Rack:
         return int(out) if out.isdigit() else None
 
     def manager_log(self, name: str | None = None) -> str:
-        """The (first) manager's log, or manager `name`'s (a lab with a pair: [[managers]])."""
-        if name is None:
+        """The (first) manager's log, or manager `name`'s (a lab with a pair: [[managers]]);
+        through the manager's console where the inventory gives one (another machine)."""
+        if name is None and not any("console" in m for m in self.managers.values()):
             return Path(self.inv["manager_log"]).read_text()
-        return Path(next(m["log"] for m in self.inv["managers"] if m["name"] == name)).read_text()
+        m = self.managers[name or sorted(self.managers)[0]]
+        if "console" not in m:
+            return Path(m["log"]).read_text()
+        p = self._on(m["console"], ("cat", m["log"]), None, 30)
+        if p.returncode != 0:
+            raise AssertionError(f"{m['name']}: cat {m['log']}: {p.stderr.strip()}")
+        return p.stdout
 
     def hn_log(self, hn: str) -> str:
         return self.hn_read(hn, self.hns[hn]["log"])
@@ -97,7 +117,7 @@ class Rack:
             return self.cli("lab", "fault", kind, *hns, "--dir", self.inv["lab_dir"]).stdout
         commands = self.inv["faults"]
         if kind == "kill-manager":
-            return self._local(commands["kill_manager"])
+            return self._kill_manager(commands["kill_manager"])
         out = []
         for hn in hns or (self.hns if kind == "heal" else ()):
             cmd = commands[kind.replace("-", "_")].replace("{hn_dir}", str(Path(self.hns[hn]["agent_config"]).parent))
@@ -106,6 +126,17 @@ class Rack:
                 raise AssertionError(f"fault {kind} on {hn}: {cmd}: exit {p.returncode}: {p.stderr.strip()}")
             out.append(f"{hn}: {kind}")
         return "\n".join(out)
+
+    def _kill_manager(self, cmd: str) -> str:
+        """On the leading manager's console (the inventory's [[managers]]), else here."""
+        if not any("console" in m for m in self.managers.values()):
+            return self._local(cmd)
+        leader = json.loads(self.cli("manager", "status", "--rack", self.name, "--json").stdout)[0]["leader"]
+        m = self.managers.get(leader) or self.managers[sorted(self.managers)[0]]
+        p = self._on(m["console"], ("sh", "-c", cmd), None, 60)
+        if p.returncode != 0:
+            raise AssertionError(f"kill-manager on {m['name']}: {cmd}: exit {p.returncode}: {p.stderr.strip()}")
+        return f"{m['name']}: kill-manager"
 
     @staticmethod
     def _local(cmd: str) -> str:
@@ -116,24 +147,25 @@ class Rack:
 
 
 class DcLab:
-    """A DC lab brought up by `ctmanager lab up --racks 101,102` on its own
-    PostgreSQL database: each rack through its inventory, and `both`, whose HNs
-    are every rack's (where a CT runs, DC-wide)."""
+    """Two racks of one DC (one store), each through its inventory: a DC lab (`ctmanager
+    lab up --racks 101,102`) or machines (the Vagrant DC: CTMANAGER_INVENTORY and
+    CTMANAGER_DC_INVENTORY); `both`, whose HNs are every rack's (where a CT runs, DC-wide)."""
 
-    def __init__(self, base: Path) -> None:
-        self.r101 = Rack(base / "lab" / "inventory.toml")
-        self.r102 = Rack(base / "lab" / "racks" / "rack-102" / "inventory.toml")
-        self.both = Rack(base / "lab" / "inventory.toml")
+    def __init__(self, first: Path, second: Path) -> None:
+        self.r101 = Rack(first)
+        self.r102 = Rack(second)
+        self.both = Rack(first)
         self.both.hns.update(self.r102.hns)
 
-    def of(self, rack: Rack) -> dict[str, dict[str, object]]:
-        """Status rows of one rack's CTs (status is DC-wide)."""
-        mine = {int(c["ctid"]) for c in json.loads(rack.cli("ct", "list", "--rack", rack.inv["rack"], "--json").stdout)}
-        return {h: r for h, r in rack.status().items() if int(r["ctid"]) in mine}
+    @classmethod
+    def given(cls) -> DcLab | None:
+        """The DC the environment names (both inventories), if it names one."""
+        first, second = os.environ.get("CTMANAGER_INVENTORY"), os.environ.get("CTMANAGER_DC_INVENTORY")
+        return cls(Path(first), Path(second)) if first and second else None
 
     def all_up(self) -> bool:
-        """Every CT (ADMST UP) of the lab's two racks UP (other racks' CTs are not run)."""
-        return all(r["opst"] == "UP" for rack in (self.r101, self.r102) for r in self.of(rack).values()
+        """Every CT (ADMST UP) of the two racks UP (another installed rack's CTs are not run)."""
+        return all(r["opst"] == "UP" for rack in (self.r101, self.r102) for r in rack.status().values()
                    if r["admst"] == "UP")
 
 
@@ -155,7 +187,7 @@ def dc_lab(url: str, base: Path, *install: str) -> Iterator[DcLab]:
     up = ctm("lab", "up", "--racks", "101,102", "--hns", "3", "--timeout", "150")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        yield DcLab(base)
+        yield DcLab(base / "lab" / "inventory.toml", base / "lab" / "racks" / "rack-102" / "inventory.toml")
     finally:
         down = ctm("lab", "down")
         assert down.returncode == 0, down.stderr

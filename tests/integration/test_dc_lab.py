@@ -24,7 +24,7 @@ def dc(pg_cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DcLab]:
 def test_both_racks_come_up_each_on_its_own_hns(dc: DcLab) -> None:
     for rack, prefix in ((dc.r101, "hn-101-"), (dc.r102, "hn-102-")):
         wait_for(f"{rack.inv['rack']} all UP", all_up(rack), timeout=60)
-        rows = dc.of(rack)
+        rows = rack.status()
         assert rows and all(str(r["hn"]).startswith(prefix) for r in rows.values()), rows
         assert all(hn.startswith(prefix) for hn in rack.hns)
         assert set(rack.running()) == {int(r["ctid"]) for r in rows.values()}  # type: ignore[call-overload]
@@ -44,16 +44,16 @@ def test_a_ct_added_to_rack_102_is_started_by_its_manager_and_a_drain_in_rack_10
     assert f"start {ctid} " in dc.r102.manager_log(), dc.r102.manager_log()[-2000:]
     assert f" {ctid} " not in dc.r101.manager_log()[log_101:]
     # a drain in rack-101: its CTs move, rack-102's stay where they are and its manager does nothing
-    before_102 = {h: r["hn"] for h, r in dc.of(dc.r102).items()}
+    before_102 = {h: r["hn"] for h, r in dc.r102.status().items()}
     log_102 = len(dc.r102.manager_log())
     drained = "hn-101-1"
     dc.r101.cli("hn", "drain", drained)
     try:
         wait_for(f"rack-101's CTs off {drained}", lambda: all(r["hn"] != drained and r["opst"] == "UP"
-                                                               for r in dc.of(dc.r101).values()), timeout=120)
+                                                               for r in dc.r101.status().values()), timeout=120)
     finally:
         dc.r101.cli("hn", "undrain", drained)
-    assert {h: r["hn"] for h, r in dc.of(dc.r102).items()} == before_102
-    assert all(r["opst"] == "UP" for r in dc.of(dc.r102).values())
+    assert {h: r["hn"] for h, r in dc.r102.status().items()} == before_102
+    assert all(r["opst"] == "UP" for r in dc.r102.status().values())
     new_102 = dc.r102.manager_log()[log_102:]
     assert not re.search(r"\b(start|stop|destroy|set) \d+ on ", new_102) and drained not in new_102, new_102[-2000:]

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,10 +22,18 @@ from labrack import DcLab, Rack, TwiceWatcher, dc_lab, wait_for, watched
 
 
 @pytest.fixture(scope="module")
-def dc(pg_cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DcLab]:
+def dc(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DcLab]:
+    """The DC the environment names (the Vagrant DC: its rack-201 is installed with
+    no machines), else a DC lab of its own."""
+    given = DcLab.given()
+    if given is not None:
+        wait_for("every CT of both racks UP", given.all_up, timeout=300, every=1)
+        yield given
+        return
     if os.geteuid() != 0 or not shutil.which("lxc-start") or not shutil.which("rsync"):
         pytest.skip("the lab needs root, LXC and rsync (bash scripts/setup.sh)")
-    with dc_lab(pg_cluster.create_database("ctm_movelab"), tmp_path_factory.mktemp("movelab"), "rack-201") as lab:
+    url = request.getfixturevalue("pg_cluster").create_database("ctm_movelab")
+    with dc_lab(url, tmp_path_factory.mktemp("movelab"), "rack-201") as lab:
         yield lab
 
 
@@ -36,6 +43,10 @@ def watch(dc: DcLab) -> Iterator[TwiceWatcher]:
     (rack-201 is installed, not up: its CTs stay DOWN)."""
     with watched(dc.both, up=dc.all_up, heal=False, samples=5) as w:
         yield w
+
+
+def storage_node(rack: Rack) -> str:
+    return str(rack.inv["storage"][0]["name"])
 
 
 def data_dir(rack: Rack, ctid: int) -> Path:
@@ -129,9 +140,9 @@ def test_rsync_killed_during_the_copy_rolls_back(dc: DcLab, watch: TwiceWatcher)
     killed: list[str] = []
 
     def kill_rsync() -> None:
-        def pull_running() -> bool:
-            p = subprocess.run(["pkill", "-KILL", "-f", f"rsync --archive.*/{ctid}/"], capture_output=True)
-            return p.returncode == 0
+        def pull_running() -> bool:  # the destination's storage node pulls
+            return dc.r102.on_storage(storage_node(dc.r102), "pkill", "-KILL", "-f",
+                                      f"rsync --archive.*/{ctid}/").returncode == 0
         wait_for("rsync copying", pull_running, timeout=60, every=0.2)
         killed.append("yes")
 
@@ -150,34 +161,36 @@ def test_target_storage_full_rolls_back(dc: DcLab, watch: TwiceWatcher) -> None:
     before = checksums(data_dir(dc.r101, ctid) / "files")
     target = data_dir(dc.r102, ctid)
     target.mkdir(parents=True, exist_ok=True)
-    # a 2 MB volume for the CT's /data on storage-102-3, in its sshd's mount namespace
-    state = json.loads((Path(dc.r102.inv["lab_dir"]) / "lab.json").read_text())
-    node = ["nsenter", "-t", str(state["pids"]["storage-102-3"]), "-m"]
-    subprocess.run([*node, "mount", "-t", "tmpfs", "-o", "size=2m", "ctm-full", str(target)], check=True)
+    # a 2 MB volume for the CT's /data where rack-102's ctstorage sees it
+    node = storage_node(dc.r102)
+    p = dc.r102.on_storage(node, "mount", "-t", "tmpfs", "-o", "size=2m", "ctm-full", str(target))
+    assert p.returncode == 0, p.stderr
     try:
         code, m = move(dc, "myhost", "--to", "rack-102")
         assert code == 1, m
         _rollback_ok(dc, "myhost", m, before, ctid, "target storage full")
     finally:
-        subprocess.run([*node, "umount", str(target)], check=False)
+        dc.r102.on_storage(node, "umount", str(target))
 
 
 def test_the_target_hn_rejecting_the_ct_rolls_back(dc: DcLab, watch: TwiceWatcher) -> None:
     _, row = where(dc, "myhost")
     ctid = int(row["ctid"])
     before = checksums(data_dir(dc.r101, ctid) / "files")
-    configs = [Path(h["agent_config"]) for h in dc.r102.hns.values()]
-    saved = {c: c.read_text() for c in configs}
+    r102 = dc.r102
+    saved = {hn: r102.hn_read(hn, h["agent_config"]) for hn, h in r102.hns.items()}
     try:
-        for c in configs:  # every rack-102 HN now admits 1 GiB at most: myhost asks for 8
-            c.write_text(saved[c].replace("[capacity]            # the SKU's, as on the real server\n"
-                                          "memory = ", "[capacity]\nmemory = 1073741824 # ", 1))
+        for hn, text in saved.items():  # every rack-102 HN now admits 1 GiB at most: myhost asks for 8
+            limited = text.replace("[capacity]            # the SKU's, as on the real server\n"
+                                   "memory = ", "[capacity]\nmemory = 1073741824 # ", 1)
+            assert limited != text
+            r102.hn_write(hn, r102.hns[hn]["agent_config"], limited)
         code, m = move(dc, "myhost", "--to", "rack-102")
         assert code == 1, m
         _rollback_ok(dc, "myhost", m, before, ctid, "rejected")
     finally:
-        for c, text in saved.items():
-            c.write_text(text)
+        for hn, text in saved.items():
+            r102.hn_write(hn, r102.hns[hn]["agent_config"], text)
 
 
 def test_the_manager_killed_mid_cutover_finishes_the_move(dc: DcLab, watch: TwiceWatcher) -> None:
@@ -192,8 +205,7 @@ def test_the_manager_killed_mid_cutover_finishes_the_move(dc: DcLab, watch: Twic
                     if x["id"] == move_id)
 
     wait_for("the cutover", lambda: phase()["phase"] == "cutover", timeout=120, every=0.05)
-    lab102 = str(Path(dc.r102.inv["lab_dir"]))
-    dc.r101.cli("lab", "fault", "kill-manager", "--restart", "--dir", lab102)
+    dc.r102.fault("kill-manager", "--restart")  # as systemd would
     m = wait_for("the move to end", lambda: (x := phase())["finished_at"] is not None and x, timeout=240)
     assert m["phase"] == "done", m  # the restarted manager took the cutover on from its record
     rack, row = where(dc, "myhost")

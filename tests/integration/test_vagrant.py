@@ -39,18 +39,24 @@ def test_an_unknown_provider_is_refused() -> None:
     assert p.returncode != 0 and "CTMANAGER_PROVIDER must be lxc or libvirt" in p.stdout + p.stderr
 
 
-def test_the_machines_have_the_example_dcs_rack_101_addresses(tmp_path: Path) -> None:
+def test_the_machines_have_the_example_dcs_addresses_in_both_racks(tmp_path: Path) -> None:
+    from ctmanager.dc import manifest
     from ctmanager.store import inventory, open_store, queries
 
     with open_store(tmp_path / "ctm.db", create=True) as store:
         with store.transaction():
             dc = inventory.init(store, ROOT / "templates" / "dc" / "example.toml")
-        nodes = {n.hostname: n.ip for n in queries.nodes(store, rack=101)}
+            inv = inventory.Inventory(store, dc)
+            inv.install_rack(102, manifest.load(ROOT / "templates/dc/manifests/rack-102.toml", dc), "rack-102")
+        nodes = {n.hostname: (n.ip, n.rack) for n in queries.nodes(store)}
     text = (VAGRANT / "Vagrantfile").read_text()
-    machines = dict(re.findall(r'"([a-z0-9-]+)"\s*=>\s*\["[a-z]+", "(\d+\.\d+\.\d+\.\d+)"\]', text))
-    assert {name: machines.get(name) for name in nodes} == nodes
-    # the machines' rack network is the slot's /16 (the DNS machine's address is in it too)
+    machines = {name: (ip, int(slot)) for name, ip, slot in
+                re.findall(r'"([a-z0-9-]+)"\s*=>\s*\["[a-z]+", "(\d+\.\d+\.\d+\.\d+)", (\d+)\]', text)}
+    assert {name: machines.get(name) for name in nodes} == nodes  # every HN and storage node, in its rack
+    assert {slot for _, slot in machines.values()} == {101, 102}
+    # each rack network is the slot's /16 (the DNS machine's address is in rack-101's)
     assert re.search(r"PREFIX = 16\b", text) and re.search(r'DNS_IP = "10\.101\.', text) and dc.name
+    assert re.search(r'INSTALL = "102 201"', text)  # rack-201: another realm, for the move's refusal
 
 
 def test_the_box_builds_in_the_shape_vagrant_lxc_unpacks(tmp_path: Path) -> None:

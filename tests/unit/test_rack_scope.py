@@ -100,3 +100,23 @@ def test_a_tombstone_of_unknown_rack_is_claimed_by_the_rack_that_has_the_ct_and_
         loop.forget_removed(store, c102, has_it, now, s, 102)
     assert [tuple(r) for r in store.query("SELECT ct_id, rack FROM removed")] == [(g, 102)]  # claimed
     assert g not in loop.configured(store, dc, 101).removed
+
+
+def test_status_of_one_rack_lists_only_its_cts(inv: inventory.Inventory) -> None:
+    a, g = two_racks(inv)
+    every = [r[0] for r in queries.status(inv.store)]
+    assert a in every and g in every
+    assert [r[0] for r in queries.status(inv.store, rack=102)] == [c.ctid for c in queries.cts(inv.store, rack=102)]
+    assert a not in [r[0] for r in queries.status(inv.store, rack=102)]
+    assert [r[0] for r in queries.status(inv.store, rack=101)] == [c.ctid for c in queries.cts(inv.store, rack=101)]
+    assert queries.status(inv.store, rack=103) == []
+
+
+def test_status_rack_option_names_a_missing_rack_in_one_line(example_store) -> None:
+    import json
+
+    rows = json.loads(example_store("status", "--rack", "rack-101", "--json").stdout)
+    assert rows and all("-101" in r["hostname"] or r["tenant"] for r in rows)
+    for bad, says in (("rack-109", "no rack-109 installed"), ("x;rm", "--rack")):
+        p = example_store("status", "--rack", bad, check=False)
+        assert p.returncode != 0 and says in p.stderr and p.stderr.count("\n") == 1 and not p.stdout, p.stderr
