@@ -1,6 +1,7 @@
-"""Tenant moves in a DC lab (rack-101 and rack-102, real LXC, sshd, rsync, BIND,
+"""Tenant moves in a DC (rack-101 and rack-102, real LXC, sshd, rsync, BIND,
 PostgreSQL): the tenant's /data goes over SSH between the racks' storage nodes
-(namespaces with sshd in front of ctstorage), its CTs start in the other rack
+(sshd in front of ctstorage: namespaces in a DC lab, machines in the Vagrant DC,
+faults through their consoles), its CTs start in the other rack
 with addresses there, and DNS follows. Failures in each phase end with the
 tenant online at the source, data intact, or the move finished; never a CT on
 two HNs (of either rack) at once. A move out of the tenant's realm is refused."""
@@ -140,9 +141,9 @@ def test_rsync_killed_during_the_copy_rolls_back(dc: DcLab, watch: TwiceWatcher)
     killed: list[str] = []
 
     def kill_rsync() -> None:
-        def pull_running() -> bool:  # the destination's storage node pulls
+        def pull_running() -> bool:  # the destination's storage node pulls ("[r]": not the console's shell)
             return dc.r102.on_storage(storage_node(dc.r102), "pkill", "-KILL", "-f",
-                                      f"rsync --archive.*/{ctid}/").returncode == 0
+                                      f"[r]sync --archive.*/{ctid}/").returncode == 0
         wait_for("rsync copying", pull_running, timeout=60, every=0.2)
         killed.append("yes")
 

@@ -42,3 +42,31 @@ def test_joined_controllers_and_pure_cgroup2_need_nothing() -> None:
     joined = "2:cpu,cpuacct:/\n1:name=systemd:/\n0::/\n"
     assert missing_controllers(joined, "cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,cpu,cpuacct 0 0\n") == []
     assert missing_controllers("0::/init.scope\n", "cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n") == []
+
+
+def test_a_machines_inventory_reaches_every_hn_storage_node_and_manager_through_its_console(tmp_path) -> None:
+    """What the suite on one rack's manager machine reads of another rack: consoles
+    (SSH, pinned keys) for HNs, storage nodes and managers; the config in the shared folder."""
+    import tomllib
+    from pathlib import Path
+
+    from ctmanager.dc.model import Node
+    from ctmanager.lab import layout
+
+    lab = layout.Lab(str(tmp_path / "root"))
+    hn = Node("hn-102-1", 102, 1, "compute", "compute", "S1", "52:54:00:66:01:01", "10.102.1.1")
+    st = Node("storage-102-3", 102, 3, "storage", "storage", "S3", "52:54:00:66:01:03", "10.102.1.3")
+    config = tmp_path / "root/shared/managers/manager-102.toml"
+    consoles = {"hn-102-1": "10.0.3.11", "storage-102-3": "10.0.3.13", "manager-102": "10.0.3.12"}
+    text = layout.machines_inventory_toml(lab, "postgresql://u:p@10.101.1.4/ctmanager", 102, config, [hn], [st],
+                                          [("manager-102", config)], consoles, tmp_path / "console_known")
+    inv = tomllib.loads(text)
+    assert inv["rack"] == "rack-102" and inv["manager_config"] == str(config)
+    for entry, ip in ((inv["hns"][0], "10.0.3.11"), (inv["storage"][0], "10.0.3.13"), (inv["managers"][0], "10.0.3.12")):
+        console = entry["console"]
+        assert console[0] == "ssh" and console[-1] == f"root@{ip}"
+        assert f"UserKnownHostsFile={tmp_path / 'console_known'}" in console and "StrictHostKeyChecking=yes" in console
+    assert inv["storage"][0]["data"] == str(lab.root / "data" / "storage-102-3")
+    assert inv["managers"][0]["config"] == str(config) and "log" in inv["managers"][0]
+    assert Path(inv["hns"][0]["agent_config"]).name == "ctagent.toml"
+    assert "systemctl kill" in inv["faults"]["kill_manager"]
