@@ -253,7 +253,8 @@ def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, name: st
                 for n in [*(x.hostname for x in nodes + storage), *(m for m, _ in mine)]}
     # A PostgreSQL URL holds the store's password: it goes to files only root reads
     # (the inventory, the unit's environment file), never onto a command line (ps).
-    inventory = layout.machines_inventory_toml(lab, store.path, slot, config, nodes, storage, mine, consoles,
+    # manager_config and manager_log name one manager: the rack's first, on every rewrite
+    inventory = layout.machines_inventory_toml(lab, store.path, slot, mine[0][1], nodes, storage, mine, consoles,
                                                console_known)
     rack_inventory = shared / "inventory" / f"rack-{slot}.toml"
     write_atomic(rack_inventory, inventory.encode(), 0o600)
