@@ -13,9 +13,10 @@ cd "$(dirname "$0")/.."
 # plugin) needs it, and collectd-core only suggests it (found on a fresh Vagrant machine).
 # PostgreSQL 15: the DC-wide store (the tests and the DC lab run private clusters of it).
 # rsync: a tenant move copies each CT's /data between storage nodes with it, over SSH.
+# borgbackup: the storage nodes' continuous backups (append-only repositories on a backup node).
 APT_PACKAGES=(python3 python3-venv python3-pip lxc openssh-server openssh-client daemontools iproute2 procps
               bind9 bind9-dnsutils collectd-core graphite-carbon postfix nginx-light openssl
-              dante-server libpq5 postgresql-15 rsync)
+              dante-server libpq5 postgresql-15 rsync borgbackup)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

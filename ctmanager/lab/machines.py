@@ -6,9 +6,12 @@ the inventory — but each set up in place on its own machine by
 
 Every machine has <root> (/srv/ctmanager) with `shared/` mounted from one place
 (the Vagrant host's vagrant/.rack): the store, the keys, every CT's /data, the
-BIND key and the HNs' published host keys. Provisioning order: storage (creates
-the store and the keys, seeds /data), then dns and the HNs, then the manager
-(it pins the HNs' host keys and writes the inventory the test suite reads).
+BIND key, the machines' published host keys, the managers' configs and each rack's
+inventory. A DC of several racks shares it too: every machine routes the DC's
+other racks through its rack's gateway. Provisioning order: the storage nodes
+(the first makes the keys; each seeds its rack's /data and runs ctstorage behind
+its sshd, for tenant moves), then dns and the HNs, then the managers (they pin
+the host keys and write the inventory the test suite reads).
 
 Daemons run as systemd services (/etc/systemd/system/ctm-*.service), restarted
 when they die, logging to <root>/logs. HNs are reached from the manager over two networks: the rack

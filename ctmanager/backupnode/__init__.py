@@ -1,0 +1,1 @@
+"""The backup daemon of a storage node (ctbackup): borg facts, watcher, cycles."""
