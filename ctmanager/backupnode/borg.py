@@ -29,6 +29,8 @@ NAME_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 _NAME = re.compile(r"(?P<node>[a-z0-9][a-z0-9-]*)-(?P<at>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)")
 COMMENT_PREFIX = "cts "
 OK, WARNING, ERROR = 0, 1, 2
+CHECKPOINT = 10   # s
+LOCK_WAIT = 10    # s a create waits for the repository's lock (a previous one still closing)
 
 
 @dataclass(frozen=True)
@@ -100,13 +102,20 @@ def create_argv(repo: Repo, archive: str, ctids: list[int], upload_kib: int = 0)
     if not ctids:
         raise InputError("a backup of no CT")
     rate = ["--upload-ratelimit", str(upload_kib)] if upload_kib > 0 else []
+    # a checkpoint every CHECKPOINT s commits what was sent: a killed backup resumes from there
     return ["borg", "create", "--json", "--files-cache=ctime,size,inode", "--compression=lz4", *rate,
+            "--checkpoint-interval", str(CHECKPOINT), "--lock-wait", str(LOCK_WAIT),
             "--comment", COMMENT_PREFIX + " ".join(str(c) for c in sorted(ctids)),
             f"{repo.location}::{archive}", "--", *(str(c) for c in sorted(ctids))]
 
 
+def missing_repository(stderr: str) -> bool:
+    """borg's "Repository … does not exist." (the first backup: init it)."""
+    return "does not exist" in stderr and "Repository" in stderr
+
+
 def list_argv(repo: Repo) -> list[str]:
-    return ["borg", "list", "--format", "{name}{TAB}{comment}{NL}", repo.location]
+    return ["borg", "list", "--lock-wait", str(LOCK_WAIT), "--format", "{name}{TAB}{comment}{NL}", repo.location]
 
 
 def extract_argv(repo: Repo, archive: str, ctid: int) -> list[str]:

@@ -60,6 +60,11 @@ class Dirty:
         """Events were lost: every CT counts as changed (and ready at once)."""
         with self._lock:
             self.overflows += 1
+        self.ready(ctids, now)
+
+    def ready(self, ctids: Iterable[int], now: float) -> None:
+        """These changed (a scan says so): due at once."""
+        with self._lock:
             for ctid in ctids:
                 self._changes[ctid] = _Change(now - self.max_wait, now - self.settle)
 
@@ -74,7 +79,8 @@ class Dirty:
             return due
 
     def put_back(self, ctids: Iterable[int], now: float) -> None:
-        """A backup of these failed: they are dirty again (due at once, by age)."""
+        """A backup of these failed or waited: dirty again, due at once (a change
+        marked meanwhile keeps its own times)."""
         with self._lock:
             for ctid in ctids:
                 self._changes.setdefault(ctid, _Change(now - self.max_wait, now - self.settle))

@@ -1,0 +1,134 @@
+"""The backup daemon's cycle: take the CTs that changed (watch.Dirty), wait while
+the node is busy (up to max_hold), back them up in one archive with borg at low
+CPU and I/O priority and a bandwidth limit, record the restore point, and on
+failure keep the CTs dirty and retry with a growing pause. Its surroundings —
+clock, borg runner, pressure reading — are arguments, so the policy is tested
+without borg; the integration tests run it with the real one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import borg, pressure, scan
+from .catalogue import Catalogue, Point
+from .config import BackupConfig
+from .watch import Dirty
+
+Run = Callable[[list[str], str, dict[str, str]], "subprocess.CompletedProcess[str]"]
+Log = Callable[[str], None]
+RETRY_MAX = 60.0  # s: the longest pause between attempts while the repository fails
+
+
+def run_borg(argv: list[str], cwd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str            # done | held | failed
+    ctids: tuple[int, ...]
+    detail: str = ""
+
+
+class Cycle:
+    """One storage node's backups. `step(now)` does at most one backup."""
+
+    def __init__(self, cfg: BackupConfig, catalogue: Catalogue, dirty: Dirty, log: Log,
+                 run: Run = run_borg, busy: Callable[[], pressure.Busy] | None = None) -> None:
+        self.cfg, self.catalogue, self.dirty, self.log, self.run = cfg, catalogue, dirty, log, run
+        self.busy = busy or (lambda: pressure.now(cfg.limits.io_pressure, cfg.limits.load_per_cpu))
+        self.env = borg.env(cfg.repo)
+        self.held_since: float | None = None
+        self.failures = 0
+        self.retry_at = 0.0
+        self.error = ""       # the repository's last error while it fails ("" when fine)
+
+    def _prefix(self) -> list[str]:
+        lim = self.cfg.limits
+        return ["nice", "-n", str(lim.nice), "ionice", "-c2", "-n", str(lim.ionice)]
+
+    def step(self, now: float) -> Outcome | None:
+        if now < self.retry_at:
+            return None
+        due = [c for c in self.dirty.take(now) if (Path(self.cfg.data) / str(c)).is_dir()]
+        if not due:
+            return None
+        b = self.busy()
+        if b.busy:
+            self.held_since = self.held_since or now
+            if now - self.held_since < self.cfg.limits.max_hold:
+                self.dirty.put_back(due, now)
+                return Outcome("held", tuple(due), b.why)
+            self.log(f"backing up anyway after {now - self.held_since:.0f} s held ({b.why})")
+        self.held_since = None
+        return self._backup(due, now)
+
+    def _backup(self, due: list[int], now: float) -> Outcome:
+        name = borg.archive_name(self.cfg.node, now)
+        argv = self._prefix() + borg.create_argv(self.cfg.repo, name, due, self.cfg.limits.upload >> 10)
+        p = self.run(argv, self.cfg.data, self.env)
+        if p.returncode != borg.OK and p.returncode != borg.WARNING and borg.missing_repository(p.stderr):
+            init = self.run(borg.init_argv(self.cfg.repo), self.cfg.data, self.env)
+            if init.returncode == borg.OK:
+                self.log(f"initialised the repository {self.cfg.repo.location}")
+                p = self.run(argv, self.cfg.data, self.env)
+            else:
+                p = init
+        if p.returncode in (borg.OK, borg.WARNING):
+            try:
+                made = borg.parse_create(p.stdout)
+            except Exception as exc:  # noqa: BLE001 - reported, retried
+                return self._failed(due, now, str(exc))
+            self.catalogue.record(Point(made.name, now, tuple(due), made.files, made.original, made.deduplicated))
+            if self.error:
+                self.log(f"repository back: {self.cfg.repo.location}")
+            self.failures, self.error = 0, ""
+            # borg's warnings (e.g. a file that vanished while read) are changes: the CT is dirty again
+            # through inotify, so the next cycle takes it
+            return Outcome("done", tuple(due), f"{made.files} files, {made.deduplicated} bytes new")
+        return self._failed(due, now, _last_line(p.stderr) or f"borg exited {p.returncode}")
+
+    def _failed(self, due: list[int], now: float, why: str) -> Outcome:
+        self.dirty.put_back(due, now)
+        self.failures += 1
+        pause = min(RETRY_MAX, 2.0 ** min(self.failures, 6))
+        self.retry_at = now + pause
+        if why != self.error:
+            self.log(f"ALARM backup failed: {why} (CTs {' '.join(map(str, due))} stay due; retrying every "
+                     f"{pause:.0f} s at most {RETRY_MAX:.0f})")
+        self.error = why
+        return Outcome("failed", tuple(due), why)
+
+    def rescan(self, now: float) -> list[int]:
+        """The inventory scan: CTs changed since their newest restore point (or with none)."""
+        started = {c: int(p.at * 1e9) for c, p in self.catalogue.newest.items()}
+        due = scan.due(Path(self.cfg.data), started)
+        self.dirty.ready(due, now)
+        return due
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def serve(cycle: Cycle, stop: threading.Event, clock: Callable[[], float] = time.time, tick: float = 0.25) -> None:
+    """The daemon's loop: a scan at start and every scan_every, a step every tick."""
+    next_scan = 0.0
+    while not stop.is_set():
+        now = clock()
+        if now >= next_scan:
+            due = cycle.rescan(now)
+            cycle.log(f"inventory scan: {len(due)} CT(s) changed since their newest restore point")
+            next_scan = now + cycle.cfg.scan_every
+        out = cycle.step(now)
+        if out is not None and out.kind == "done":
+            cycle.log(f"restore point of CT {' '.join(map(str, out.ctids))}: {out.detail}")
+        stop.wait(tick if out is None or out.kind != "done" else 0)
