@@ -88,6 +88,12 @@ class Catalogue:
                                for p in sorted(keep.values(), key=lambda p: p.at)))
         tmp.replace(self.path)
 
+    def recorded(self) -> set[str]:
+        """Every archive name in the log (since its last compaction: the newest per CT before it)."""
+        if not self.path.exists():
+            return set()
+        return {p.archive for p in map(_parse, self.path.read_text(errors="replace").splitlines()) if p}
+
     def states(self, ctids: list[int], now: float, rpo: float) -> list[CtState]:
         out = []
         for c in sorted(ctids):

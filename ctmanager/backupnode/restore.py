@@ -1,0 +1,93 @@
+"""Restores and checks, on the storage node (its credential may read restore
+points, never remove them).
+
+A restore extracts into a staging folder beside the target first, so a failed
+or interrupted extract changes nothing. In place (the CT stopped by the
+manager first), the CT's folder is then swapped for the staged one with two
+renames on the same filesystem; the old content is removed only after the swap.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from ..errors import CtmError, InputError
+from . import borg
+from .config import BackupConfig
+from .daemon import Run, run_borg
+
+
+class RestoreFailed(CtmError):
+    exit_code = 1
+
+
+def archives(cfg: BackupConfig, run: Run = run_borg) -> list[borg.Archive]:
+    p = run(borg.list_argv(cfg.repo), cfg.state_dir, borg.env(cfg.repo))
+    if p.returncode != borg.OK:
+        raise RestoreFailed(f"listing {cfg.repo.location}: {_why(p)}")
+    return borg.parse_list(p.stdout)
+
+
+def pick(points: list[borg.Archive], ctid: int, at: float | None, name: str | None) -> borg.Archive:
+    """The restore point to use: by name, else the newest at or before `at` (None: the newest)."""
+    mine = borg.points(points, ctid)
+    if name is not None:
+        found = [a for a in mine if a.name == name]
+        if not found:
+            raise InputError(f"no restore point {name!r} of CT {ctid} (ctbackup list {ctid})", where="--archive")
+        return found[0]
+    chosen = borg.newest_before(mine, ctid, at)
+    if chosen is None:
+        when = "" if at is None else f" at or before {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(at))}"
+        raise InputError(f"CT {ctid} has no restore point{when} (ctbackup list {ctid})", where="--at")
+    return chosen
+
+
+def extract(cfg: BackupConfig, archive: borg.Archive, ctid: int, into: Path, run: Run = run_borg) -> Path:
+    """The CT's files from `archive` into into/<CTID> (which must not exist yet)."""
+    final = into / str(ctid)
+    if final.exists():
+        raise InputError(f"{final} exists: restore into an empty folder", where="--to")
+    into.mkdir(parents=True, exist_ok=True)
+    staging = into / f".ctbackup-restore-{ctid}-{int(time.time())}"
+    staging.mkdir()
+    try:
+        p = run(borg.extract_argv(cfg.repo, archive.name, ctid), str(staging), borg.env(cfg.repo))
+        if p.returncode not in (borg.OK, borg.WARNING) or not (staging / str(ctid)).is_dir():
+            raise RestoreFailed(f"extracting CT {ctid} from {archive.name}: {_why(p)}")
+        (staging / str(ctid)).rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def in_place(cfg: BackupConfig, archive: borg.Archive, ctid: int, run: Run = run_borg) -> Path:
+    """Replace <data>/<CTID> by its content at `archive` (the CT must be stopped)."""
+    data = Path(cfg.data)
+    target = data / str(ctid)
+    work = data / f".ctbackup-{ctid}-{int(time.time() * 1000)}"
+    restored = extract(cfg, archive, ctid, work, run)
+    old = work / "before"
+    if target.exists():
+        target.rename(old)
+    restored.rename(target)
+    shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def verify(cfg: BackupConfig, recorded: set[str], run: Run = run_borg) -> dict[str, object]:
+    """`borg check --verify-data` (re-reads every chunk) and the archives this node
+    made that the repository no longer lists (deleted: an alarm; see catalogue.py)."""
+    listed = {a.name for a in archives(cfg, run)}
+    p = run(borg.check_argv(cfg.repo, verify_data=True), cfg.state_dir, borg.env(cfg.repo))
+    missing = sorted(recorded - listed)
+    return {"checked": p.returncode == borg.OK, "check_error": "" if p.returncode == borg.OK else _why(p),
+            "archives": len(listed), "missing": missing}
+
+
+def _why(p: subprocess.CompletedProcess[str]) -> str:
+    lines = [line.strip() for line in (p.stderr or "").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else f"borg exited {p.returncode}"
