@@ -1,0 +1,145 @@
+"""`ctbackup`: a storage node's continuous backups of every CT's /data.
+
+    ctbackup run                              the daemon: inotify + hourly scan -> borg, append-only
+    ctbackup status                           per CT: newest restore point, age, OK/LATE/NEVER, alarm
+    ctbackup list CTID                        a CT's restore points, oldest first
+    ctbackup restore CTID [--at T | --archive NAME] (--to DIR | --in-place)
+                                              DIR/<CTID>, or the CT's own folder (stop the CT first)
+    ctbackup verify                           borg check --verify-data; archives deleted behind our back
+
+Config: $CTBACKUP_CONFIG, default /etc/ctmanager/ctbackup.toml (see config.py).
+Every command but `run` prints one JSON line. Exit codes: 0 done, 1 failed (the
+JSON says why), 2 bad input. Nothing of the manager or the store is imported:
+this runs as root on every storage node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import CtmError, InputError
+from ..wire import validate as v
+from . import borg, restore, scan
+from .catalogue import Catalogue
+from .config import DEFAULT, ENV_VAR, BackupConfig, load
+from .daemon import Cycle, serve
+from .watch import Dirty, Watcher
+
+
+def _log(line: str) -> None:
+    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} ctbackup: {line}\n")
+    sys.stderr.flush()
+
+
+def cmd_run(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:
+    catalogue = Catalogue(Path(cfg.state_dir))
+    dirty = Dirty()
+    cycle = Cycle(cfg, catalogue, dirty, _log)
+    data = Path(cfg.data)
+
+    def lost() -> None:
+        _log("ALARM inotify lost events (queue overflow or watch limit): every CT is due")
+        dirty.mark_all([c for c, _ in scan.ct_folders(data)], time.time())
+
+    watcher = Watcher(data, lambda ctid: dirty.mark(ctid, time.time()), lost)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    watcher.start()
+    _log(f"watching {data} for {cfg.node}; repository {cfg.repo.location}; RPO {cfg.rpo} s")
+    try:
+        serve(cycle, stop)
+    finally:
+        watcher.stop()
+    return {"stopped": True}
+
+
+def cmd_status(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:
+    cts = [c for c, _ in scan.ct_folders(Path(cfg.data))]
+    states = Catalogue(Path(cfg.state_dir)).states(cts, time.time(), cfg.rpo)
+    return {"node": cfg.node, "rpo": cfg.rpo, "repository": cfg.repo.location, "cts": [asdict(s) for s in states]}
+
+
+def cmd_list(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:
+    points = restore.archives(cfg)
+    return {"ctid": args.ctid, "points": [{"archive": a.name, "at": a.at} for a in borg.points(points, args.ctid)]}
+
+
+def cmd_restore(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:
+    chosen = restore.pick(restore.archives(cfg), args.ctid, args.at, args.archive)
+    if args.in_place:
+        where = restore.in_place(cfg, chosen, args.ctid)
+    else:
+        where = restore.extract(cfg, chosen, args.ctid, Path(v.path(args.to, "--to")))
+    return {"ctid": args.ctid, "archive": chosen.name, "at": chosen.at, "path": str(where), "in_place": args.in_place}
+
+
+def cmd_verify(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:
+    report = restore.verify(cfg, Catalogue(Path(cfg.state_dir)).recorded())
+    if report["missing"] or not report["checked"]:
+        raise restore.RestoreFailed(json.dumps(report))
+    return report
+
+
+def when(text: str) -> float:
+    """--at: an ISO time (2026-12-02T22:41:00Z; no zone means UTC) or epoch seconds."""
+    t = text.strip()
+    try:
+        if v.is_digits(t.replace(".", "", 1)):
+            return float(t)
+        d = datetime.fromisoformat(t.replace("Z", "+00:00"))
+        return (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time like 2026-12-02T22:41:00Z: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="ctbackup", description="a storage node's continuous backups of /data")
+    top.add_argument("--config", help=f"config file (default: ${ENV_VAR}, else {DEFAULT})")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    ctid = v.int_arg(1, v.MAX_CTID)
+    sub.add_parser("run", help="the daemon (inotify and an hourly scan feed borg)")
+    sub.add_parser("status", help="per CT: newest restore point, its age, OK/LATE/NEVER")
+    p = sub.add_parser("list", help="a CT's restore points")
+    p.add_argument("ctid", type=ctid)
+    p = sub.add_parser("restore", help="a CT's /data as it was at a restore point")
+    p.add_argument("ctid", type=ctid)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--at", type=when, help="the newest point at or before this time (default: the newest)")
+    which.add_argument("--archive", help="this restore point (ctbackup list)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", metavar="DIR", help="into DIR/<CTID> (must not exist)")
+    where.add_argument("--in-place", action="store_true", help="replace the CT's folder (the CT must be stopped)")
+    sub.add_parser("verify", help="re-read every chunk; find archives deleted behind our back")
+    return top
+
+
+COMMANDS = {"run": cmd_run, "status": cmd_status, "list": cmd_list, "restore": cmd_restore, "verify": cmd_verify}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load(Path(v.path(args.config or os.environ.get(ENV_VAR) or DEFAULT, "--config")))
+        out = COMMANDS[args.command](cfg, args)
+    except (CtmError, ValueError, KeyError, OSError) as exc:  # one JSON line, never a traceback
+        message = str(exc) if not isinstance(exc, OSError) else f"{exc.filename or ''}: {exc.strerror or exc}"
+        print(json.dumps({"ok": False, "error": message}))
+        return 2 if isinstance(exc, InputError) else 1
+    if args.command != "run":
+        print(json.dumps({"ok": True, **out}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
