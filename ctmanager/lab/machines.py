@@ -250,8 +250,8 @@ def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, name: st
     config.write_text(layout.manager_toml(lab, slot, manager_ip, REPORT_PORT,
                                           metricsct.relay(queries.cts(store, rack=slot)), name,
                                           storagenodes.storage_known_hosts(lab)))
-    mine = [(p.stem, p) for p in sorted((shared / "managers").glob("*.toml"))
-            if f'rack = "rack-{slot}"' in p.read_text()]
+    mine = sorted((p.stem, p) for p in (shared / "managers").glob("*.toml")
+                  if f'rack = "rack-{slot}"' in p.read_text())  # by name, as the tests take the first
     consoles = {n: (lab.root / "hosts" / f"{n}.console").read_text().split()[0]
                 for n in [*(x.hostname for x in nodes + storage), *(m for m, _ in mine)]}
     # A PostgreSQL URL holds the store's password: it goes to files only root reads
