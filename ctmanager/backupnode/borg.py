@@ -61,6 +61,7 @@ class Created:
     original: int          # bytes read
     deduplicated: int      # bytes new to the repository (what went over the wire, compressed)
     duration: float
+    repository: int = 0    # bytes the whole repository holds, deduplicated and compressed
 
 
 def env(repo: Repo) -> dict[str, str]:
@@ -129,9 +130,11 @@ def check_argv(repo: Repo, verify_data: bool = True) -> list[str]:
 
 def parse_create(text: str) -> Created:
     try:
-        a = json.loads(text)["archive"]
+        got = json.loads(text)
+        a = got["archive"]
         return Created(str(a["name"]), int(a["stats"]["nfiles"]), int(a["stats"]["original_size"]),
-                       int(a["stats"]["deduplicated_size"]), float(a["duration"]))
+                       int(a["stats"]["deduplicated_size"]), float(a["duration"]),
+                       int(got.get("cache", {}).get("stats", {}).get("unique_csize", 0)))
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"borg create printed no archive summary ({type(exc).__name__}: {exc})") from None
 

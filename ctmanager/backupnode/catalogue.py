@@ -29,6 +29,7 @@ class Point:
     files: int = 0
     original: int = 0
     new: int = 0
+    repository: int = 0   # the repository's size after this archive (borg's unique_csize)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def _parse(line: str) -> Point | None:
             return None
         return Point(str(d["archive"]), float(d["at"]),
                      tuple(int(c) for c in d["ctids"]), int(d.get("files", 0)), int(d.get("original", 0)),
-                     int(d.get("new", 0)))
+                     int(d.get("new", 0)), int(d.get("repository", 0)))
     except (ValueError, KeyError, TypeError):
         return None  # a torn last line (power cut mid-append): the archive is in the repository anyway
 
@@ -57,6 +58,7 @@ class Catalogue:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "points.jsonl"
         self.newest: dict[int, Point] = {}
+        self.last: Point | None = None   # the newest archive of all: the repository's size as of then
         self.count = 0
         state_dir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
@@ -69,6 +71,8 @@ class Catalogue:
 
     def _remember(self, p: Point) -> None:
         self.count += 1
+        if self.last is None or self.last.at <= p.at:
+            self.last = p
         for c in p.ctids:
             if c not in self.newest or self.newest[c].at <= p.at:
                 self.newest[c] = p

@@ -32,7 +32,7 @@ from ..wire import validate as v
 from . import borg, restore, scan
 from .catalogue import Catalogue
 from .config import DEFAULT, ENV_VAR, BackupConfig, load
-from .daemon import Cycle, serve
+from .daemon import STATE_FILE, Cycle, serve
 from .watch import Dirty, Watcher
 
 
@@ -66,8 +66,23 @@ def cmd_run(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_status(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:
     cts = [c for c, _ in scan.ct_folders(Path(cfg.data))]
-    states = Catalogue(Path(cfg.state_dir)).states(cts, time.time(), cfg.rpo)
-    return {"node": cfg.node, "rpo": cfg.rpo, "repository": cfg.repo.location, "cts": [asdict(s) for s in states]}
+    catalogue = Catalogue(Path(cfg.state_dir))
+    states = catalogue.states(cts, time.time(), cfg.rpo)
+    return {"node": cfg.node, "rpo": cfg.rpo, "repository": cfg.repo.location,
+            "repository_bytes": catalogue.last.repository if catalogue.last else 0,
+            **_daemon(Path(cfg.state_dir)), "cts": [asdict(s) for s in states]}
+
+
+def _daemon(state_dir: Path) -> dict[str, Any]:
+    """Whether the daemon runs (its pid is alive) and the repository's error it last met."""
+    try:
+        d = json.loads((state_dir / STATE_FILE).read_text())
+        pid = int(d["pid"])
+        os.kill(pid, 0)
+        running = Path(f"/proc/{pid}/cmdline").read_bytes().find(b"ctbackup") >= 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"daemon": False, "error": "", "error_since": None}
+    return {"daemon": running, "error": str(d.get("error") or ""), "error_since": d.get("error_since")}
 
 
 def cmd_list(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:

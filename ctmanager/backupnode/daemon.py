@@ -8,6 +8,7 @@ without borg; the integration tests run it with the real one.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -24,6 +25,7 @@ from .watch import Dirty
 Run = Callable[[list[str], str, dict[str, str]], "subprocess.CompletedProcess[str]"]
 Log = Callable[[str], None]
 RETRY_MAX = 60.0  # s: the longest pause between attempts while the repository fails
+STATE_FILE = "daemon.json"
 
 
 def run_borg(argv: list[str], cwd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -49,6 +51,17 @@ class Cycle:
         self.failures = 0
         self.retry_at = 0.0
         self.error = ""       # the repository's last error while it fails ("" when fine)
+        self.error_since = 0.0
+        self.started = 0.0
+        self.state_file = Path(cfg.state_dir) / STATE_FILE
+
+    def note(self, now: float) -> None:
+        """What `ctbackup status` tells of the daemon: its pid and the repository's error."""
+        body = {"pid": os.getpid(), "started": self.started, "noted": now,
+                "error": self.error, "error_since": self.error_since or None}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body) + "\n")
+        tmp.replace(self.state_file)
 
     def _prefix(self) -> list[str]:
         lim = self.cfg.limits
@@ -86,10 +99,13 @@ class Cycle:
                 made = borg.parse_create(p.stdout)
             except Exception as exc:  # noqa: BLE001 - reported, retried
                 return self._failed(due, now, str(exc))
-            self.catalogue.record(Point(made.name, now, tuple(due), made.files, made.original, made.deduplicated))
+            self.catalogue.record(Point(made.name, now, tuple(due), made.files, made.original, made.deduplicated,
+                                       made.repository))
             if self.error:
                 self.log(f"repository back: {self.cfg.repo.location}")
-            self.failures, self.error = 0, ""
+                self.failures, self.error, self.error_since = 0, "", 0.0
+                self.note(now)
+            self.failures = 0
             # borg's warnings (e.g. a file that vanished while read) are changes: the CT is dirty again
             # through inotify, so the next cycle takes it
             return Outcome("done", tuple(due), f"{made.files} files, {made.deduplicated} bytes new")
@@ -103,7 +119,8 @@ class Cycle:
         if why != self.error:
             self.log(f"ALARM backup failed: {why} (CTs {' '.join(map(str, due))} stay due; retrying every "
                      f"{pause:.0f} s at most {RETRY_MAX:.0f})")
-        self.error = why
+            self.error, self.error_since = why, self.error_since or now
+            self.note(now)
         return Outcome("failed", tuple(due), why)
 
     def rescan(self, now: float) -> list[int]:
@@ -122,6 +139,8 @@ def _last_line(text: str) -> str:
 def serve(cycle: Cycle, stop: threading.Event, clock: Callable[[], float] = time.time, tick: float = 0.25) -> None:
     """The daemon's loop: a scan at start and every scan_every, a step every tick."""
     next_scan = 0.0
+    cycle.started = clock()
+    cycle.note(cycle.started)
     while not stop.is_set():
         now = clock()
         if now >= next_scan:

@@ -145,8 +145,26 @@ def _wait(store: Any, slot: int, timeout: float, say: Any, lab: layout.Lab) -> b
         if up == len(want):
             return True
         if time.monotonic() > deadline:
+            _why_not(rows, lab, say)
             return False
         time.sleep(0.2)
+
+
+def _why_not(rows: list[Any], lab: layout.Lab, say: Any) -> None:
+    """What a lab that did not converge shows (CI keeps only the output): the CTs not
+    UP, the newest lines of the rack's manager and HN logs, and the free disk."""
+    import shutil
+
+    late = [f"{r[0]} {r[1]}: {r[6]} on {r[4] or 'no HN'}, report {r[8]} s old" for r in rows
+            if r[5] == "UP" and r[6] != "UP"]
+    say(f"not UP: {'; '.join(late[:8])}")
+    logs = [m.log for m in managers.of(lab)] + sorted(lab.logs.glob("hn-*.log"))
+    for log in logs:
+        lines = log.read_text(errors="replace").strip().splitlines()[-4:] if log.exists() else ["(no log)"]
+        for line in lines:
+            say(f"{log.name}: {line[:240]}")
+    free = shutil.disk_usage(lab.root)
+    say(f"disk of {lab.root}: {free.free >> 20} MiB free of {free.total >> 20} MiB")
 
 
 def cmd_lab_status(args: argparse.Namespace) -> int:

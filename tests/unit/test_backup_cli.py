@@ -51,6 +51,8 @@ def test_the_daemon_backs_up_what_changes_and_a_restore_gives_the_earlier_data(t
         first = wait("the first restore point (the start's scan)", newest)
         (data / "1005" / "log").write_text("two\n")
         second = wait("a restore point after the change", lambda: (n := newest()) != first and n)
+        code, out = ctbackup(config, "status")
+        assert out["daemon"] is True and out["error"] == "" and out["repository_bytes"] > 0
         code, listed = ctbackup(config, "list", "1005")
         assert code == 0 and [p["archive"] for p in listed["points"]] == [first, second]
         code, out = ctbackup(config, "restore", "1005", "--archive", first, "--to", str(tmp_path / "back"))
@@ -59,6 +61,7 @@ def test_the_daemon_backs_up_what_changes_and_a_restore_gives_the_earlier_data(t
         daemon.send_signal(signal.SIGTERM)
         _, err = daemon.communicate(timeout=30)
     assert daemon.returncode == 0 and "restore point of CT 1005" in err and "pw" not in err
+    assert ctbackup(config, "status")[1]["daemon"] is False
     code, out = ctbackup(config, "restore", "1005", "--to", str(tmp_path / "back"))
     assert code == 2 and "exists" in out["error"]
     code, out = ctbackup(config, "restore", "1005", "--at", "2001-01-01T00:00:00Z", "--to", str(tmp_path / "x"))
