@@ -94,7 +94,19 @@ def parse_name(name: str) -> tuple[str, float] | None:
 
 
 def init_argv(repo: Repo) -> list[str]:
-    return ["borg", "init", "--encryption=repokey-blake2", "--append-only", repo.location]
+    """Not --append-only in the repository's own config: the storage node's key is held
+    to appending by its forced command on the backup node (`borg serve --append-only`),
+    and the prune key, whose command lacks it, must be able to free space."""
+    return ["borg", "init", "--encryption=repokey-blake2", repo.location]
+
+
+def prune_argv(repo: Repo, keep_within: str) -> list[str]:
+    return ["borg", "prune", "--lock-wait", str(LOCK_WAIT), "--keep-within", keep_within, "--stats",
+            repo.location]
+
+
+def compact_argv(repo: Repo) -> list[str]:
+    return ["borg", "compact", "--lock-wait", str(LOCK_WAIT), repo.location]
 
 
 def create_argv(repo: Repo, archive: str, ctids: list[int], upload_kib: int = 0) -> list[str]:

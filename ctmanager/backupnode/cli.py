@@ -6,6 +6,7 @@
     ctbackup restore CTID [--at T | --archive NAME] (--to DIR | --in-place)
                                               DIR/<CTID>, or the CT's own folder (stop the CT first)
     ctbackup verify                           borg check --verify-data; archives deleted behind our back
+    ctbackup prune --keep-within 30d          with the prune key's config (the backup side): older points go
 
 Config: $CTBACKUP_CONFIG, default /etc/ctmanager/ctbackup.toml (see config.py).
 Every command but `run` prints one JSON line. Exit codes: 0 done, 1 failed (the
@@ -101,9 +102,17 @@ def cmd_restore(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_verify(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:
     report = restore.verify(cfg, Catalogue(Path(cfg.state_dir)).recorded())
-    if report["missing"] or not report["checked"]:
-        raise restore.RestoreFailed(json.dumps(report))
+    missing = list(report["missing"])
+    if missing:
+        raise restore.RestoreFailed(f"{len(missing)} restore point(s) this node made are gone from the "
+                                    f"repository (deleted behind its back): {' '.join(missing[:5])}")
+    if not report["checked"]:
+        raise restore.RestoreFailed(f"borg check --verify-data failed: {report['check_error']}")
     return report
+
+
+def cmd_prune(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:
+    return restore.prune(cfg, args.keep_within)
 
 
 def when(text: str) -> float:
@@ -136,10 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--to", metavar="DIR", help="into DIR/<CTID> (must not exist)")
     where.add_argument("--in-place", action="store_true", help="replace the CT's folder (the CT must be stopped)")
     sub.add_parser("verify", help="re-read every chunk; find archives deleted behind our back")
+    p = sub.add_parser("prune", help="remove restore points older than --keep-within and free their space "
+                                     "(a config with the prune key: the storage node's key cannot)")
+    p.add_argument("--keep-within", required=True, metavar="AGE", help="e.g. 30d (H, d, w, m, y)")
     return top
 
 
-COMMANDS = {"run": cmd_run, "status": cmd_status, "list": cmd_list, "restore": cmd_restore, "verify": cmd_verify}
+COMMANDS = {"run": cmd_run, "status": cmd_status, "list": cmd_list, "restore": cmd_restore, "verify": cmd_verify,
+            "prune": cmd_prune}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,10 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import CtmError, InputError
+from ..wire import validate as v
 from . import borg
 from .config import BackupConfig
 from .daemon import Run, run_borg
@@ -78,7 +80,7 @@ def in_place(cfg: BackupConfig, archive: borg.Archive, ctid: int, run: Run = run
     return target
 
 
-def verify(cfg: BackupConfig, recorded: set[str], run: Run = run_borg) -> dict[str, object]:
+def verify(cfg: BackupConfig, recorded: set[str], run: Run = run_borg) -> dict[str, Any]:
     """`borg check --verify-data` (re-reads every chunk) and the archives this node
     made that the repository no longer lists (deleted: an alarm; see catalogue.py)."""
     listed = {a.name for a in archives(cfg, run)}
@@ -86,6 +88,22 @@ def verify(cfg: BackupConfig, recorded: set[str], run: Run = run_borg) -> dict[s
     missing = sorted(recorded - listed)
     return {"checked": p.returncode == borg.OK, "check_error": "" if p.returncode == borg.OK else _why(p),
             "archives": len(listed), "missing": missing}
+
+
+def prune(cfg: BackupConfig, keep_within: str, run: Run = run_borg) -> dict[str, object]:
+    """Restore points older than `keep_within` (e.g. 30d) removed and their space freed:
+    run with the prune key (its forced command lacks --append-only); with the storage
+    node's key borg "succeeds" and frees nothing, which is the point of that key."""
+    if not (v.is_digits(keep_within[:-1]) and keep_within[-1:] in ("H", "d", "w", "m", "y")
+            and int(keep_within[:-1]) > 0):
+        raise InputError(f"--keep-within: a count and H, d, w, m or y, like 30d (got {keep_within!r})")
+    before = len(archives(cfg, run))
+    for argv in (borg.prune_argv(cfg.repo, keep_within), borg.compact_argv(cfg.repo)):
+        p = run(argv, cfg.state_dir, borg.env(cfg.repo))
+        if p.returncode not in (borg.OK, borg.WARNING):
+            raise RestoreFailed(f"{argv[1]} of {cfg.repo.location}: {_why(p)}")
+    after = len(archives(cfg, run))
+    return {"archives_before": before, "archives_after": after, "keep_within": keep_within}
 
 
 def _why(p: subprocess.CompletedProcess[str]) -> str:

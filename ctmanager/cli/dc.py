@@ -76,6 +76,13 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"rendered into {outdir}: {len(report.written)} written, {len(report.removed)} removed, {report.unchanged} unchanged")
     return 0
 
+def _backup_cell(b: tuple[str, float | None] | None) -> str | None:
+    """OK 12s, ALARM 3m, NEVER; None: no storage node's backups read yet."""
+    if b is None:
+        return None
+    return b[0] if b[1] is None else f"{b[0]} {age(b[1])}"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     with store_of(args) as store:
         if not queries.initialised(store):
@@ -91,10 +98,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             d["since"] = when(d["since"])
             if d["crash_loop"] is not None:
                 d["crash_loop"] = {"crashes": d["crash_loop"][0], "since": when(d["crash_loop"][1])}
+            if d["backup"] is not None:
+                d["backup"] = {"state": d["backup"][0], "age": d["backup"][1]}
         emit_json(out)
     else:
         # CRASH_LOOP: the manager leaves that CT down (OPST DOWN) until `ctmanager ct reset CT`.
+        # BACKUP: its newest restore point against the RPO (ALARM past 2 x RPO), as its rack's leader last read it.
         table(tuple(k.upper() for k in queries.STATUS_FIELDS),
-              [(*r[:7], when(r[7]), age(r[8]), None if r[9] is None else f"{r[9][0]} crashes", r[10])
-               for r in rows])
+              [(*r[:7], when(r[7]), age(r[8]), None if r[9] is None else f"{r[9][0]} crashes", r[10],
+                _backup_cell(r[11])) for r in rows])
     return 0

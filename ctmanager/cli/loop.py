@@ -73,9 +73,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from ..dnsroutes import sync
     from ..dnsroutes.worker import DnsWorker
+    from ..manager.backups import BackupWatch
     from ..manager.daemon import Manager
     from ..manager.mover import Mover
-    from ..manager.passes import executor_for, storage_for
+    from ..manager.passes import backups_for, executor_for, storage_for
+    from ..monitoring.metrics import MetricsSender
     from ..store.watch import open_watch
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -92,9 +94,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             try:
                 mover = Mover(store.path, dc, config.slot, lambda s: storage_for(s, config), config.moves,
                               config.settings, sync.unpublished, config.timers.dead_after)
+                watch = BackupWatch(store.path, config.slot, lambda s: backups_for(s, config), config.backups,
+                                    MetricsSender(config.graphite, config.metrics_prefix))
                 manager = Manager(store, dc, config, executor_for(store, config),
                                   dns=DnsWorker(store.path, rack=config.slot), watch=open_watch(store.path),
-                                  mover=mover)
+                                  mover=mover, workers=[watch])
             except OSError as exc:
                 raise InputError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from None
             manager.leadership.own_name = True  # the name is ours: a crashed earlier run's lease is taken at once

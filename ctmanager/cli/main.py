@@ -15,7 +15,26 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import CtmError
-from . import ct, dc, dns, edge, hn, lab, loop, mail, manager, metrics, move, rack, route, sim, socks, store, tenant
+from . import (
+    backup,
+    ct,
+    dc,
+    dns,
+    edge,
+    hn,
+    lab,
+    loop,
+    mail,
+    manager,
+    metrics,
+    move,
+    rack,
+    route,
+    sim,
+    socks,
+    store,
+    tenant,
+)
 from .common import Registry
 
 PROG = "ctmanager"
@@ -52,7 +71,7 @@ def build_parser() -> Parser:
     for module in (rack, tenant, move, ct, route):
         module.register(reg)
     dc.register_views(reg)
-    for module in (loop, manager, hn, lab, sim, dns, metrics, mail, edge, socks, store):
+    for module in (loop, manager, hn, lab, sim, dns, metrics, mail, edge, socks, store, backup):
         module.register(reg)
     return top
 

@@ -72,6 +72,7 @@ class SlotRange:
     first: int
     count: int
     realm: str = ""  # where its racks stand (a DNS label; "" = no realm named)
+    backup: str = ""  # the address of its racks' backup node (ctbackup's repositories; "" = none)
 
     @property
     def last(self) -> int:
@@ -146,6 +147,10 @@ class DcTemplate:
     def realm_of(self, slot: int) -> str:
         """The realm of the slot range `slot` is in ("" for none, or no such slot)."""
         return next((r.realm for r in self.slots if slot in r), "")
+
+    def backup_of(self, slot: int) -> str:
+        """The backup node of the slot range `slot` is in ("" for none)."""
+        return next((r.backup for r in self.slots if slot in r), "")
 
     @property
     def realms(self) -> tuple[str, ...]:

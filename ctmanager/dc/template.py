@@ -137,8 +137,9 @@ def _slots(tables: list[tomlread.Table], supernet: ipaddress.IPv4Network, top: t
         first = t.check("first", lambda x, f: v.integer(x, f, minimum=0, maximum=65535), t.int("first"))
         count = t.check("count", lambda x, f: v.integer(x, f, minimum=1, maximum=65536), t.int("count"))
         realm = t.check("realm", v.label, t.str("realm")) if t.str("realm", None) is not None else ""
+        backup = str(t.check("backup", v.ipv4, t.str("backup"))) if t.str("backup", None) is not None else ""
         t.done()
-        rng = SlotRange(first, count, realm)
+        rng = SlotRange(first, count, realm, backup)
         if rng.last >= racks_in_supernet:
             raise t.error(
                 "count",
@@ -148,6 +149,12 @@ def _slots(tables: list[tomlread.Table], supernet: ipaddress.IPv4Network, top: t
             if rng.first <= other.last and other.first <= rng.last:
                 raise t.error("first", f"slots {rng.first}–{rng.last} overlap slots {other.first}–{other.last}")
         out.append(rng)
+    for t, rng in zip(tables, out):
+        # a rack's backups go to a node outside every rack: losing a rack never loses its backups
+        slot = _slot_of(supernet, ipaddress.IPv4Address(rng.backup)) if rng.backup else None
+        if slot is not None and any(slot in r for r in out):
+            raise t.error("backup", f"{rng.backup} lies inside rack slot {slot}'s network; a backup node needs "
+                                    "an address outside every rack (like the zone services)")
     return tuple(out)
 
 

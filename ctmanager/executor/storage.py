@@ -5,6 +5,7 @@ Failures are typed: StorageFailed (the node ran it and said why) or SshError."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ class StorageNodes:
         """`addresses`: storage node hostname -> address; `command`: how ctstorage is run there."""
         self.addresses, self.ssh, self.command = dict(addresses), ssh, list(command)
         self._remotes: dict[str, Remote] = {}
+        self.tool = os.path.basename(self.command[-1] if self.command else "ctstorage")
 
     def learn(self, addresses: dict[str, str]) -> None:
         """The DC's storage nodes as the store has them now (racks come and go)."""
@@ -62,7 +64,7 @@ class StorageNodes:
                 raise ValueError("not an object")
         except (ValueError, IndexError):
             err = out.err.decode(errors="replace").strip().splitlines()
-            raise StorageFailed(f"{node}: ctstorage {args[0]}: exit {out.rc}: {(err or ['no output'])[-1][:300]}") \
+            raise StorageFailed(f"{node}: {self.tool} {args[0]}: exit {out.rc}: {(err or ['no output'])[-1][:300]}") \
                 from None
         if not got.get("ok"):
             raise StorageFailed(f"{node}: {str(got.get('error', 'failed'))[:300]}")

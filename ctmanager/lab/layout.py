@@ -102,6 +102,11 @@ def ctstorage_path() -> str:
     return str(Path(ctagent_path()).with_name("ctstorage"))
 
 
+def ctbackup_path() -> str:
+    """The ctbackup of this installation (beside ctagent)."""
+    return str(Path(ctagent_path()).with_name("ctbackup"))
+
+
 def _metrics(graphite: str) -> str:
     """The [metrics] section: the daemon's own figures to the rack's carbon relay."""
     return f'\n[metrics]\ngraphite = "{graphite}"   # the metrics CT\'s carbon relay\n' if graphite else ""
@@ -141,6 +146,9 @@ dead_after = 16.0
 [moves]               # tenant moves into this rack: ctstorage on the storage nodes, over [ssh]
 storage_command = ["{ctstorage_path()}"]
 known_hosts = "{storage_known or lab.known_hosts}"   # every storage node of the DC lab
+[backups]             # ctbackup on the storage nodes: `ctmanager backup`, the leader's alarms
+command = ["{ctbackup_path()}"]
+poll_every = 10.0
 """
 
 

@@ -77,7 +77,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
-SetEnv CTSTORAGE_CONFIG={here / 'ctstorage.toml'}
+SetEnv CTSTORAGE_CONFIG={here / 'ctstorage.toml'} CTBACKUP_CONFIG={here / 'ctbackup.toml'}
 """)
     Path("/run/sshd").mkdir(exist_ok=True)
     pid = spawn(["ip", "netns", "exec", ns, "/usr/sbin/sshd", "-D", "-e", "-f", str(here / "sshd_config")],

@@ -45,6 +45,10 @@
     max_passes = 3          # copies while the tenant runs, before it is stopped for the last one
     stop_timeout = 60.0     # s the source may take to stop the tenant; else the move rolls back
     start_timeout = 120.0   # s the tenant may take to be UP and resolvable here; else it rolls back
+    [backups]               # optional: ctbackup on this rack's storage nodes (`ctmanager backup`)
+    command = ["ctbackup"]  # how ctbackup is run on a storage node (over [ssh], [moves] known_hosts)
+    poll_every = 30.0       # s: the leader reads every storage node's backup status this often:
+                            # an alarm in its log per CT past 2 x RPO, restore point ages to carbon
     [retention]             # optional: how long the store keeps history
     journal_days = 7        # finished intents (the journal of actions)
     events_days = 90        # audit events (every configuration change)
@@ -93,6 +97,14 @@ class MoveSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    """How this rack's manager reads its storage nodes' backups (manager/backups.py)."""
+
+    command: tuple[str, ...] = ("ctbackup",)
+    poll_every: float = 30.0
+
+
+@dataclass(frozen=True)
 class ManagerConfig:
     file: str
     slot: int
@@ -114,6 +126,7 @@ class ManagerConfig:
     name: str = "manager"  # unique among the rack's managers: the lease's holder
     lease_ttl: float = 2.0
     moves: MoveSettings = MoveSettings()
+    backups: BackupSettings = BackupSettings()
 
 
 def find(explicit: str | None) -> Path:
@@ -181,10 +194,16 @@ def load(path: Path) -> ManagerConfig:
         raise lease.error("ttl", f"must be between 1 and 300 seconds (got {ttl!r})")
     lease.done()
     moving = _moves(top.table("moves", required=False))
+    backing = top.table("backups", required=False)
+    command = backing.strs("command", ["ctbackup"])
+    if not command:
+        raise backing.error("command", "must not be empty")
+    backups = BackupSettings(tuple(command), _seconds(backing, "poll_every", 30.0))
+    backing.done()
     top.done()
     return ManagerConfig(file, int(rack[5:]), listen, key, tuple(agent_command), settings, action_timeout,
                          concurrency, reconcile, full_every, agent_port, interval, fence, fence_command, graphite,
-                         prefix, retention, name, float(ttl), moving)
+                         prefix, retention, name, float(ttl), moving, backups)
 
 
 def _moves(t: tomlread.Table) -> MoveSettings:

@@ -38,7 +38,7 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..dc.model import DcTemplate
@@ -74,14 +74,16 @@ class Manager(Leading):
                  events: Events | None = None, fencer: Fencer | None = None, dns: Any = None,
                  metrics: MetricsSender | None = None, receiver: Receiver | None = None,
                  holder: str | None = None, poll: bool = True, watch: Watch | None = None,
-                 mono: Callable[[], float] = time.monotonic, mover: Any = None) -> None:
+                 mono: Callable[[], float] = time.monotonic, mover: Any = None, workers: Sequence[Any] = ()) -> None:
         """`poll`: wake at least every 0.5 s (0.05 s with actions in flight, whose
         results come from executor threads); the simulator wakes the loop itself.
         `watch`: the store's change signal; with it, a configuration edit is taken
         in at once (PostgreSQL: its NOTIFY wakes the loop; SQLite: checked every
         watch.POLL s) rather than at the next CONFIG_CHECK_EVERY. `holder`: what
         the lease and `manager status` say of this process. `mono`: the monotonic
-        clock the lease is believed by."""
+        clock the lease is believed by. `mover`, `workers`: threads that work while this
+        manager leads (the tenant moves, the backup watch): each has `lease_of`,
+        `start()`, `stopping` and `wake`."""
         self.store, self.dc, self.config, self.executor, self.clock = store, dc, config, executor, clock
         self.transport: Transport = UdpTransport(config.listen, config.key) if transport is None else transport
         self.events: Events = events or LogEvents()
@@ -103,9 +105,9 @@ class Manager(Leading):
         store.fence = self.leadership.check  # every write of this manager needs its lease
         if dns is not None:
             dns.lease_of = self.lease
-        self.mover = mover  # the tenant moves into this rack (manager/mover.py): run while leading
-        if mover is not None:
-            mover.lease_of = self.lease
+        self.workers = [w for w in (mover, *workers) if w is not None]  # mover: manager/mover.py
+        for w in self.workers:
+            w.lease_of = self.lease
         self.seq = 0
         self.agents: list[tuple[str, int]] = []  # where heartbeats go: each HN's agent
         self.hn_ips: dict[str, str] = {}
@@ -137,8 +139,8 @@ class Manager(Leading):
         self._check_in(now)
         if self.dns is not None:
             self.dns.start()
-        if self.mover is not None:
-            self.mover.start()
+        for w in self.workers:
+            w.start()
         t = self.config.timers
         log.info("manager %s of rack-%d (%s), standby until it leads; %d CTs, %d HNs; lease ttl %gs, "
                  "fence_after %gs, dead_after %gs", self.config.name, self.config.slot, self.holder,
@@ -175,9 +177,9 @@ class Manager(Leading):
         if self.dns is not None:
             self.dns.stopping.set()
             self.dns.poke()
-        if self.mover is not None:
-            self.mover.stopping.set()
-            self.mover.wake.set()
+        for w in self.workers:
+            w.stopping.set()
+            w.wake.set()
 
     def step(self, now: float, act: bool = True) -> float:
         """One round; returns when the next round is due at the latest. `act=False`:

@@ -63,6 +63,16 @@ def storage_for(store: Store, config: ManagerConfig) -> Any:
     return StorageNodes(addresses, ssh, list(config.moves.storage_command))
 
 
+def backups_for(store: Store, config: ManagerConfig, rack: int | None = None) -> Any:
+    """ctbackup on the storage nodes of this rack (or `rack`), with the storage nodes' pinned keys."""
+    from ..executor.backups import BackupNodes
+
+    slot = config.slot if rack is None else rack
+    addresses = {n.hostname: n.ip for n in queries.nodes(store, rack=slot) if n.role == "storage"}
+    ssh = dataclasses.replace(config.ssh, known_hosts=config.moves.known_hosts or config.ssh.known_hosts)
+    return BackupNodes(addresses, ssh, list(config.backups.command))
+
+
 RECONCILE = "ctmanager reconcile"  # the lease holder's name while a CLI pass acts
 PASS_TTL = 60.0  # s the lease of a pass lasts before its actions are known (then: their deadline)
 

@@ -223,6 +223,7 @@ class Inventory:
         self.store.execute("DELETE FROM observed WHERE ct_id = ?", (ct.ctid,))
         self.store.execute("DELETE FROM placements WHERE ct_id = ?", (ct.ctid,))
         self.store.execute("DELETE FROM crash_loops WHERE ct_id = ?", (ct.ctid,))
+        self.store.execute("DELETE FROM backup_points WHERE ct_id = ?", (ct.ctid,))
         self.store.execute("DELETE FROM cts WHERE ct_id = ?", (ct.ctid,))
         self.store.execute("INSERT INTO removed (ct_id, hostname, purge, removed_at, rack) VALUES (?, ?, ?, ?, ?) "
                            "ON CONFLICT(ct_id) DO UPDATE SET hostname = excluded.hostname, purge = excluded.purge, "

@@ -339,4 +339,16 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (move, ct_id)
     );
     """,
+    # 14 -> 15: each CT's newest restore point as its rack's leader last read it from the
+    # storage node's ctbackup (`status` shows it against the RPO; manager/backups.py)
+    """
+    CREATE TABLE backup_points (
+        ct_id      INTEGER PRIMARY KEY,
+        node       TEXT NOT NULL,
+        rpo        DOUBLE PRECISION NOT NULL,
+        newest     TEXT,
+        newest_at  DOUBLE PRECISION,
+        checked_at DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]

@@ -384,7 +384,7 @@ def flip(store: Store, dc: DcTemplate, move: Move, now: float, forward: bool) ->
             ip, storage = c.src_ip, c.src_storage
         store.execute("UPDATE cts SET rack = ?, ip = ?, storage = ?, updated_at = ? WHERE ct_id = ?",
                       (to, ip, storage, now, c.ctid))
-        for table in ("placements", "observed", "rejections", "crash_loops"):
+        for table in ("placements", "observed", "rejections", "crash_loops", "backup_points"):
             store.execute(f"DELETE FROM {table} WHERE ct_id = ?", (c.ctid,))  # noqa: S608 - fixed names
         store.execute("INSERT INTO removed (ct_id, hostname, purge, removed_at, rack) VALUES (?, ?, 0, ?, ?) "
                       "ON CONFLICT(ct_id) DO UPDATE SET hostname = excluded.hostname, purge = 0, "

@@ -10,6 +10,7 @@ from ..dc import template
 from ..dc.model import Ct, DcTemplate, Node, Route, rack_name
 from ..errors import InputError, NotFoundError, StoreError
 from ..wire.validate import is_digits
+from .backups import Known
 from .db import Row, Store
 from .rows import ct_from_row, node_from_row, route_from_row
 
@@ -117,7 +118,7 @@ def routes(store: Store, *, tenant: str | None = None) -> list[Route]:
 
 
 STATUS_FIELDS = ("ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since", "report_age", "crash_loop",
-                 "manager")
+                 "manager", "backup")
 
 
 def status(store: Store, now: float | None = None, stale_after: float = 3.0, rack: int | None = None
@@ -129,21 +130,29 @@ def status(store: Store, now: float | None = None, stale_after: float = 3.0, rac
     another machine than the manager's sees the same.
     `crash_loop` is (crashes, since) for a CT the manager leaves down, else None.
     `manager`: the name of the manager that leads the CT's rack (None: none does).
+    `backup`: (OK | LATE | ALARM | NEVER, age of the newest restore point) as the
+    rack's leader last read it (None: never read; store/backups.py).
     `rack`: only that rack's CTs."""
     now = store.now() if now is None else now
     rows = store.query(
         """SELECT c.ct_id, c.hostname, c.tenant, c.ip, o.hn, c.admst,
                   CASE WHEN r.stored_at IS NULL OR ? - r.stored_at > ? THEN 'UNKNOWN'
                        ELSE coalesce(o.opst, 'UNKNOWN') END,
-                  o.since, r.stored_at, l.count, l.since, c.rack
+                  o.since, r.stored_at, l.count, l.since, c.rack, b.node, b.rpo, b.newest, b.newest_at, b.checked_at
            FROM cts c LEFT JOIN observed o ON o.ct_id = c.ct_id LEFT JOIN hn_reports r ON r.hn = o.hn
-                LEFT JOIN crash_loops l ON l.ct_id = c.ct_id
+                LEFT JOIN crash_loops l ON l.ct_id = c.ct_id LEFT JOIN backup_points b ON b.ct_id = c.ct_id
            WHERE c.rack = ? OR ? = 1
            ORDER BY c.ct_id""", (now, stale_after, rack or 0, 1 if rack is None else 0)
     )
     leader = {r[0]: r[1] for r in store.query("SELECT rack, holder FROM leases WHERE expires > ?", (now,))}
+    def backup(r: Row) -> tuple[str, float | None] | None:
+        if r[12] is None:
+            return None
+        state, age = Known(int(r[0]), str(r[12]), float(r[13]), r[14], r[15], float(r[16])).state(now)
+        return state, None if age is None else round(age, 1)
+
     return [(*r[:8], None if r[8] is None else round(now - r[8], 1),
-             None if r[9] is None else (int(r[9]), float(r[10])), leader.get(r[11])) for r in rows]
+             None if r[9] is None else (int(r[9]), float(r[10])), leader.get(r[11]), backup(r)) for r in rows]
 
 
 def initialised(store: Store) -> bool:

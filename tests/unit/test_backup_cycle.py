@@ -90,12 +90,12 @@ def test_a_failing_repository_keeps_cts_due_backs_off_and_alarms_once(tmp_path: 
     assert cyc.step(T + 20).kind == "done" and cyc.error == "" and "repository back" in log[-1]  # type: ignore[union-attr]
 
 
-def test_a_missing_repository_is_initialised_append_only_and_the_backup_made(tmp_path: Path) -> None:
+def test_a_missing_repository_is_initialised_and_the_backup_made(tmp_path: Path) -> None:
     cyc, fake, log = _cycle(tmp_path, [False])
     fake.missing = True
     cyc.dirty.mark(1005, T)
     assert cyc.step(T + 2).kind == "done"  # type: ignore[union-attr]
-    assert ["borg", "init", "--encryption=repokey-blake2", "--append-only", "/r"] in fake.calls
+    assert ["borg", "init", "--encryption=repokey-blake2", "/r"] in fake.calls
     assert "initialised" in log[0]
 
 

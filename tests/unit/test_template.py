@@ -42,6 +42,9 @@ BAD = [
     ("range-backwards", 'cts = "4.1-255.254"', 'cts = "255.1-4.1"', "network.cts", "ends before it starts"),
     ("gateway-in-range", 'gateway = "0.1"', 'gateway = "1.5"', "network.nodes", "contains the gateway"),
     ("zone-service-in-rack", '"10.0.2.10"', '"10.101.0.10"', "zone_services.ldap[0]", "inside rack slot 101"),
+    ("backup-in-rack", 'backup = "10.0.4.10"', 'backup = "10.103.0.9"', "slots[0].backup", "inside rack slot 103"),
+    ("backup-not-an-address", 'backup = "10.0.5.10"', 'backup = "backup.example"', "slots[1].backup",
+     "not an IPv4 address"),
     ("bad-path", 'data = "/vz/data"', 'data = "/vz/data; rm -rf /"', "paths.data", "absolute path"),
     ("wrong-type", "ttl = 60", 'ttl = "60"', "dc.ttl", "must be an integer"),
     ("sku-role", 'role = "storage"', 'role = "disk"', "skus.storage.role", "must be one of"),
@@ -104,3 +107,10 @@ def test_bad_manifest(tmp_path: Path, old: str, new: str, where: str, message: s
     path = tmp_path / "m.toml"
     path.write_text(text.replace(old, new, 1))
     assert_input_error(lambda: manifest.load(path, dc), path, where, message)
+
+
+def test_each_slot_range_names_its_realm_and_backup_node() -> None:
+    dc = template.load(EXAMPLE_DIR / "example.toml")
+    assert (dc.realm_of(102), dc.backup_of(102)) == ("eu-west", "10.0.4.10")
+    assert (dc.realm_of(201), dc.backup_of(201)) == ("us-east", "10.0.5.10")
+    assert dc.backup_of(999) == ""
