@@ -94,9 +94,13 @@ class Catalogue:
 
     def recorded(self) -> set[str]:
         """Every archive name in the log (since its last compaction: the newest per CT before it)."""
+        return set(self.points())
+
+    def points(self) -> dict[str, Point]:
+        """Every point in the log by archive name (what each one read and added)."""
         if not self.path.exists():
-            return set()
-        return {p.archive for p in map(_parse, self.path.read_text(errors="replace").splitlines()) if p}
+            return {}
+        return {p.archive: p for p in map(_parse, self.path.read_text(errors="replace").splitlines()) if p}
 
     def states(self, ctids: list[int], now: float, rpo: float) -> list[CtState]:
         out = []

@@ -31,7 +31,7 @@ from typing import Any
 from ..errors import CtmError, InputError
 from ..wire import validate as v
 from . import borg, restore, scan
-from .catalogue import Catalogue
+from .catalogue import Catalogue, Point
 from .config import DEFAULT, ENV_VAR, BackupConfig, load
 from .daemon import STATE_FILE, Cycle, serve
 from .watch import Dirty, Watcher
@@ -87,8 +87,17 @@ def _daemon(state_dir: Path) -> dict[str, Any]:
 
 
 def cmd_list(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """The repository's restore points of the CT; with what this node's log says each
+    one read and added (a point it did not make, or from before a compaction: unknown)."""
     points = restore.archives(cfg)
-    return {"ctid": args.ctid, "points": [{"archive": a.name, "at": a.at} for a in borg.points(points, args.ctid)]}
+    made = Catalogue(Path(cfg.state_dir)).points()
+    return {"ctid": args.ctid, "points": [{"archive": a.name, "at": a.at, **_sizes(made.get(a.name))}
+                                          for a in borg.points(points, args.ctid)]}
+
+
+def _sizes(p: Point | None) -> dict[str, Any]:
+    return {"files": None, "read_bytes": None, "new_bytes": None} if p is None else \
+        {"files": p.files, "read_bytes": p.original, "new_bytes": p.new}
 
 
 def cmd_restore(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         store.close()
     for o in out:
         o["cts"] = [{**c, "hostname": names[c["ctid"]].hostname, "tenant": names[c["ctid"]].tenant,
-                     "at": when(c["at"]),
+                     "at": when(c["at"]), "epoch": c["at"],
                      "state": "ALARM" if c["alarm"] and c["state"] != "NEVER" else c["state"]}
                     for c in o["cts"] if c["ctid"] in names]
     if want_json(args):
@@ -86,11 +86,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         daemon = "daemon running" if o["daemon"] else "DAEMON NOT RUNNING"
         trouble = f"; REPOSITORY FAILS since {when(o['error_since'])}: {o['error']}" if o["error"] else ""
         print(f"{o['node']}: {o['repository']}, {_size(o['repository_bytes'])}, RPO {o['rpo']} s, {daemon}{trouble}")
-    rows = [(c["ctid"], c["hostname"], c["tenant"], o["node"], c["newest"], c["at"], age(c["age"]), c["state"])
+    rows = [(c["ctid"], c["hostname"], c["tenant"], o["node"], c["at"], age(c["age"]), c["state"])
             for o in out for c in o["cts"]]
-    if rows:
-        table(("CTID", "HOSTNAME", "TENANT", "NODE", "NEWEST", "AT", "AGE", "STATE"), rows)
+    if rows:  # AT: the newest restore point's time (its archive: backup list CT)
+        table(("CTID", "HOSTNAME", "TENANT", "NODE", "NEWEST", "AGE", "STATE"), rows)
     return 1 if failed else 0
+
+
+def _size_or_none(n: int | None) -> str | None:
+    return None if n is None else _size(n)
 
 
 def _size(n: int) -> str:
@@ -121,11 +125,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         store.close()
     if want_json(args):
         emit_json({"ctid": ct.ctid, "hostname": ct.hostname, "node": ct.storage,
-                   "points": [{"archive": p["archive"], "at": when(p["at"])} for p in points]})
+                   "points": [{**p, "at": when(p["at"]), "epoch": p["at"]} for p in points]})
     elif not points:
         print(f"CT {ct.ctid} {ct.hostname}: no restore point yet on {ct.storage}")
     else:
-        table(("ARCHIVE", "AT"), [(p["archive"], when(p["at"])) for p in points])
+        # one archive holds every CT that changed in its cycle: FILES and sizes are the whole archive's
+        table(("ARCHIVE", "AT", "FILES", "READ", "NEW"),
+              [(p["archive"], when(p["at"]), p.get("files"), _size_or_none(p.get("read_bytes")),
+                _size_or_none(p.get("new_bytes"))) for p in points])
     return 0
 
 

@@ -65,6 +65,12 @@ def register(reg: Registry) -> None:
                      "until `lab fault heal`", "ctmanager lab fault kill-manager mgr-101-a"))
     p.add_argument("hn", nargs="?", metavar="NAME", help="this manager (default: the one that leads now)")
     p.add_argument("--restart", action="store_true", help="start it again at once, as systemd would")
+    p = with_dir(cmd(faults, "kill-backup", cmd_fault, "kill -9 a storage node's backup daemon and its borg "
+                     "(as systemd stops a unit)", "ctmanager lab fault kill-backup storage-101-4 --restart"))
+    p.add_argument("hn", nargs=1, metavar="NODE", help="the storage node")
+    p.add_argument("--restart", action="store_true", help="start it again at once, as systemd would")
+    with_dir(cmd(faults, "backup-node-down", cmd_fault, "stop the DC's backup nodes until `lab fault heal` "
+                 "(repositories unreachable)", "ctmanager lab fault backup-node-down"))
 
 
 def _say(args: argparse.Namespace) -> Any:
@@ -228,6 +234,10 @@ def cmd_fault(args: argparse.Namespace) -> int:
         faults.heal(lab, args.hn, say)
     elif kind == "kill-agent":
         faults.kill_agent(lab, args.hn[0], say)
+    elif kind == "kill-backup":
+        faults.kill_backup(lab, args.hn[0], args.restart, say)
+    elif kind == "backup-node-down":
+        faults.backup_node_down(lab, say)
     else:
         faults.kill_manager(lab, args.hn, args.restart, say)
     if want_json(args):

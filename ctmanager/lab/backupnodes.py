@@ -60,7 +60,7 @@ def passphrase(dc: layout.Lab, node: str) -> Path:
     return dc.keys / f"backup-{node}.pass"
 
 
-def config_path(lab: layout.Lab, node: Node) -> Path:
+def config_path(lab: layout.Lab, node: str) -> Path:
     return storagenodes.folder(lab, node) / "ctbackup.toml"
 
 
@@ -139,7 +139,7 @@ def attach(lab: layout.Lab, dc: layout.Lab, template: DcTemplate, node: Node, sh
         write_atomic(passphrase(dc, node.hostname), (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
     here = storagenodes.folder(lab, node)
     data = lab.root / "data" / node.hostname
-    config_path(lab, node).write_text(ctbackup_toml(node.hostname, data, here / "ctbackup",
+    config_path(lab, node.hostname).write_text(ctbackup_toml(node.hostname, data, here / "ctbackup",
                                                     f"ssh://root@{address}{repo}", key, known_hosts(dc),
                                                     passphrase(dc, node.hostname)))
     prune = folder(dc, address) / "prune"
@@ -147,15 +147,20 @@ def attach(lab: layout.Lab, dc: layout.Lab, template: DcTemplate, node: Node, sh
     (prune / f"{node.hostname}.toml").write_text(
         ctbackup_toml(node.hostname, data, prune / f"state-{node.hostname}", f"ssh://root@{address}{repo}",
                       prune_key(dc), known_hosts(dc), passphrase(dc, node.hostname)))
-    start_daemon(lab, node, spawn)
+    start_daemon(lab, node.hostname, spawn)
     return address
 
 
-def start_daemon(lab: layout.Lab, node: Node, spawn: Spawn) -> int:
-    pid = spawn(["ip", "netns", "exec", lab.netns(node.hostname), layout.ctbackup_path(), "--config",
-                 str(config_path(lab, node)), "run"], lab.logs / f"{node.hostname}-ctbackup.log")
-    lab.set_pid(daemon_name(node.hostname), pid)
+def start_daemon(lab: layout.Lab, node: str, spawn: Spawn) -> int:
+    pid = spawn(["ip", "netns", "exec", lab.netns(node), layout.ctbackup_path(), "--config",
+                 str(config_path(lab, node)), "run"], lab.logs / f"{node}-ctbackup.log")
+    lab.set_pid(daemon_name(node), pid)
     return pid
+
+
+def addresses(dc: layout.Lab) -> list[str]:
+    """The backup nodes the lab started."""
+    return sorted(n[len("backup-"):] for n in dc.read_state().get("pids", {}) if n.startswith("backup-"))
 
 
 def daemon_name(node: str) -> str:

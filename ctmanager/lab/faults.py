@@ -9,6 +9,10 @@
                        watchdog then resets the HN `watchdog_timeout` later
     kill-manager [NAME]  kill -9 the leading manager (or NAME) and keep it down
                        until `heal`; --restart starts it again at once (as systemd)
+    kill-backup NODE   kill -9 a storage node's ctbackup and the borg it runs (as
+                       systemd stops a unit's cgroup); --restart starts it again
+    backup-node-down   the DC's backup nodes stop (sshd and its borg serve sessions
+                       killed): repositories unreachable until `heal`
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 from ..errors import InputError
 from ..store import lease as leases
 from ..store import open_store
-from . import layout, managers
+from . import backupnodes, layout, managers
 from .rack import LabError, sh, spawn
 
 
@@ -80,6 +84,8 @@ def heal(lab: layout.Lab, names: list[str], say: Callable[[str], None]) -> None:
             say(f"{n}: link up, agent powered on")
         else:
             say(f"{n}: link up")
+    if not names:
+        _backup_nodes_up(lab, say)
     running = managers.pids(lab)
     for m in mgrs if names else managers.of(lab):
         if m.link:
@@ -115,6 +121,52 @@ def kill_manager(lab: layout.Lab, name: str | None, restart: bool, say: Callable
         say(f"{m.name} was not running")
     if restart:
         say(f"{m.name}: started again (pid {managers.start(lab, m, spawn)})")
+
+
+def kill_backup(lab: layout.Lab, node: str, restart: bool, say: Callable[[str], None]) -> None:
+    pid = _state(lab)["pids"].get(backupnodes.daemon_name(node))
+    if pid is None:
+        raise InputError(f"no ctbackup of {node!r} in the lab", where="NODE")
+    _kill_group(pid)
+    say(f"{node}: ctbackup (pid {pid}) and its borg killed")
+    if restart:
+        say(f"{node}: ctbackup started again (pid {backupnodes.start_daemon(lab, node, spawn)})")
+
+
+def backup_node_down(lab: layout.Lab, say: Callable[[str], None]) -> None:
+    for address in backupnodes.addresses(lab):
+        pid = backupnodes.node_pid(lab, address)
+        _kill_group(pid)
+        folder = str(backupnodes.folder(lab, address))
+        for proc in Path("/proc").iterdir():  # its borg serve sessions (sshd gives each its own session)
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in argv and any(folder.encode() in a for a in argv) and proc.name.isdigit():
+                _kill(int(proc.name))
+        say(f"backup node {address}: down")
+
+
+def _backup_nodes_up(lab: layout.Lab, say: Callable[[str], None]) -> None:
+    for address in backupnodes.addresses(lab):
+        if not alive(backupnodes.node_pid(lab, address)):
+            say(f"backup node {address}: up again (pid {backupnodes.start_node(lab, address, spawn)})")
+
+
+def _kill_group(pid: int | None) -> None:
+    if pid and alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            _kill(pid)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def leader(lab: layout.Lab) -> managers.LabManager:

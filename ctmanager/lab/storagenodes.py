@@ -39,8 +39,8 @@ def storage_authorized_keys(dc: layout.Lab) -> Path:
     return dc.keys / "storage_authorized_keys"
 
 
-def folder(lab: layout.Lab, node: Node) -> Path:
-    return lab.root / "storage" / node.hostname
+def folder(lab: layout.Lab, node: Node | str) -> Path:
+    return lab.root / "storage" / (node if isinstance(node, str) else node.hostname)
 
 
 def veth(slot: int, position: int) -> str:
