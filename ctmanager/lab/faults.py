@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import InputError
 from ..store import lease as leases
 from ..store import open_store
+from ..wire.validate import is_digits
 from . import backupnodes, layout, managers
 from .rack import LabError, sh, spawn
 
@@ -143,7 +144,7 @@ def backup_node_down(lab: layout.Lab, say: Callable[[str], None]) -> None:
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"serve" in argv and any(folder.encode() in a for a in argv) and proc.name.isdigit():
+            if b"serve" in argv and any(folder.encode() in a for a in argv) and is_digits(proc.name):
                 _kill(int(proc.name))
         say(f"backup node {address}: down")
 
