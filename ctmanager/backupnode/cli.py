@@ -7,6 +7,7 @@
                                               DIR/<CTID>, or the CT's own folder (stop the CT first)
     ctbackup verify                           borg check --verify-data; archives deleted behind our back
     ctbackup prune --keep-within 30d          with the prune key's config (the backup side): older points go
+    ctbackup hook [--data /data] -- CMD ...   inside a CT: run CMD (e.g. a dump) before each of its backups
 
 Config: $CTBACKUP_CONFIG, default /etc/ctmanager/ctbackup.toml (see config.py).
 Every command but `run` prints one JSON line. Exit codes: 0 done, 1 failed (the
@@ -30,7 +31,7 @@ from typing import Any
 
 from ..errors import CtmError, InputError
 from ..wire import validate as v
-from . import borg, restore, scan
+from . import borg, hook, restore, scan
 from .catalogue import Catalogue, Point
 from .config import DEFAULT, ENV_VAR, BackupConfig, load
 from .daemon import STATE_FILE, Cycle, serve
@@ -157,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="remove restore points older than --keep-within and free their space "
                                      "(a config with the prune key: the storage node's key cannot)")
     p.add_argument("--keep-within", required=True, metavar="AGE", help="e.g. 30d (H, d, w, m, y)")
+    p = sub.add_parser("hook", help="inside a CT: ask for a pre-backup hook and run CMD for each backup "
+                                    "(at most every hook_every; needs no config)")
+    p.add_argument("--data", default="/data", help="the CT's /data (default /data)")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD", help="the hook, e.g. -- pg_dump -f dump.sql")
     return top
 
 
@@ -164,8 +169,27 @@ COMMANDS = {"run": cmd_run, "status": cmd_status, "list": cmd_list, "restore": c
             "prune": cmd_prune}
 
 
+def cmd_hook(args: argparse.Namespace) -> int:
+    cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not cmd:
+        print(json.dumps({"ok": False, "error": "give the hook after --, e.g. ctbackup hook -- pg_dump -f d.sql"}))
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    _log(f"pre-backup hook for {args.data}: {' '.join(cmd)}")
+    hook.serve(Path(v.path(args.data, "--data")), cmd, stop.is_set, _log)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "hook":  # inside a CT: no config, nothing of the storage node
+        try:
+            return cmd_hook(args)
+        except (CtmError, OSError) as exc:
+            print(json.dumps({"ok": False, "error": str(exc)}))
+            return 2 if isinstance(exc, InputError) else 1
     try:
         cfg = load(Path(v.path(args.config or os.environ.get(ENV_VAR) or DEFAULT, "--config")))
         out = COMMANDS[args.command](cfg, args)

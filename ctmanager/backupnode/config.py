@@ -4,6 +4,8 @@
     node = "storage-101-4"               # this storage node (archive names)
     state_dir = "/var/lib/ctbackup"      # its catalogue and borg's cache (the files cache)
     rpo = 60                             # s: a restore point older than 2 x this is an alarm
+    hook_every = 300                     # s: a CT with a pre-backup hook (hook.py) is asked at most this often
+    hook_timeout = 30                    # s a cycle waits for the hooks' answers
 
     [repository]                         # one per storage node, in its realm's place on the backup node
     location = "ssh://ctbackup@10.101.1.9/./eu-west/storage-101-4"
@@ -57,6 +59,8 @@ class BackupConfig:
     repo: Repo
     limits: Limits
     scan_every: int = 3600
+    hook_every: float = 300.0
+    hook_timeout: float = 30.0
 
 
 def location(value: object, field: str) -> str:
@@ -82,6 +86,8 @@ def load(path: Path) -> BackupConfig:
     state = top.check("state_dir", v.path, top.str("state_dir", "/var/lib/ctbackup"))
     rpo = int(_number(top, "rpo", 60, 5, 86400))
     scan_every = int(_number(top, "scan_every", 3600, 60, 7 * 86400))
+    hook_every = _number(top, "hook_every", 300, 0, 86400)
+    hook_timeout = _number(top, "hook_timeout", 30, 1, 3600)
     r = top.table("repository")
     loc = r.check("location", location, r.str("location"))
     ssh = loc.startswith("ssh://")
@@ -99,4 +105,4 @@ def load(path: Path) -> BackupConfig:
                     _number(lt, "max_hold", 20, 0, 3600))
     lt.done()
     top.done()
-    return BackupConfig(data, node, state, rpo, repo, limits, scan_every)
+    return BackupConfig(data, node, state, rpo, repo, limits, scan_every, hook_every, hook_timeout)

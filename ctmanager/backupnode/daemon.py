@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import borg, pressure, scan
+from . import borg, hook, pressure, scan
 from .catalogue import Catalogue, Point
 from .config import BackupConfig
 from .watch import Dirty
@@ -53,6 +53,7 @@ class Cycle:
         self.error = ""       # the repository's last error while it fails ("" when fine)
         self.error_since = 0.0
         self.started = 0.0
+        self.hooked_at: dict[int, float] = {}  # CTID -> when its pre-backup hook was last asked
         self.state_file = Path(cfg.state_dir) / STATE_FILE
 
     def note(self, now: float) -> None:
@@ -83,7 +84,25 @@ class Cycle:
         self.held_since = None
         return self._backup(due, now)
 
+    def _hooks(self, due: list[int], now: float) -> float:
+        """Ask the CTs with a pre-backup hook (not asked within hook_every); returns when
+        the answers came (the restore point is as of then)."""
+        data = Path(self.cfg.data)
+        ask = {c: data / str(c) for c in due if hook.wanted(data / str(c))
+               and now - self.hooked_at.get(c, -1e18) >= self.cfg.hook_every}
+        if not ask:
+            return now
+        started = time.monotonic()
+        answers = hook.ask(ask, self.cfg.hook_timeout)
+        for ctid, code in answers.items():
+            self.hooked_at[ctid] = now
+            if code != 0:
+                self.log(f"CT {ctid}: its pre-backup hook " + (f"did not answer in {self.cfg.hook_timeout:g} s"
+                         if code is None else f"failed (exit {code})") + "; backed up as it is")
+        return now + (time.monotonic() - started)
+
     def _backup(self, due: list[int], now: float) -> Outcome:
+        now = self._hooks(due, now)
         name = borg.archive_name(self.cfg.node, now)
         argv = self._prefix() + borg.create_argv(self.cfg.repo, name, due, self.cfg.limits.upload >> 10)
         p = self.run(argv, self.cfg.data, self.env)

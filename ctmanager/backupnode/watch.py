@@ -21,6 +21,7 @@ from ..wire import validate as v
 
 SETTLE = 2.0      # s without events before a changed CT is backed up (a burst becomes one restore point)
 MAX_WAIT = 20.0   # s after its first change a CT is backed up even while writes go on
+HOOK_DIR, REQUEST, READY = ".ctbackup", "request", "ready"  # a CT's pre-backup handshake (hook.py)
 
 
 def ctid_of(path: str, root: str) -> int | None:
@@ -30,6 +31,12 @@ def ctid_of(path: str, root: str) -> int | None:
         return None
     first = path[len(base):].split("/", 1)[0]
     return int(first) if v.is_digits(first) and len(first) <= 9 else None
+
+
+def _handshake(path: str, root: str) -> bool:
+    """The pre-backup hook's request and answer (hook.py) are no change of the CT's data."""
+    rest = path[len(root.rstrip("/")) + 1:].split("/")
+    return len(rest) >= 3 and rest[1] == HOOK_DIR and rest[2] in (REQUEST, READY)
 
 
 @dataclass
@@ -106,6 +113,7 @@ class Watcher:
         mask = 0
         for name in self.MASK_NAMES:
             mask |= getattr(pyinotify, name)
+        self._mask = mask
         self._wm = pyinotify.WatchManager()
         self._notifier = pyinotify.ThreadedNotifier(self._wm, self._event)
         self._notifier.daemon = True
@@ -124,6 +132,12 @@ class Watcher:
         if event.mask & self._pyinotify.IN_Q_OVERFLOW:
             self.lost()
             return
+        if event.mask & self._pyinotify.IN_MOVED_TO and event.dir:
+            # auto_add follows folders made here, not folders moved in (an in-place
+            # restore swaps a CT's whole folder in): watch the tree that arrived
+            added = self._wm.add_watch(event.pathname, self._mask, rec=True, auto_add=True, quiet=True)
+            if any(wd < 0 for wd in added.values()):
+                self.lost()
         ctid = ctid_of(event.pathname, self.root)
-        if ctid is not None:
+        if ctid is not None and not _handshake(event.pathname, self.root):
             self.changed(ctid)

@@ -67,6 +67,20 @@ def test_inotify_sees_writes_deep_in_a_ct_and_in_folders_made_after_the_start(tm
         wait_for(1005, tmp_path / "1005" / "a" / "f")
         (tmp_path / "1006" / "new" / "deeper").mkdir(parents=True)   # a CT's folder made now
         wait_for(1006, tmp_path / "1006" / "new" / "deeper" / "g")
+        # a whole tree moved in (an in-place restore's swap) is watched too
+        (tmp_path / ".staging" / "1007" / "sub").mkdir(parents=True)
+        (tmp_path / ".staging" / "1007").rename(tmp_path / "1007")
+        time.sleep(0.3)  # the move's own event, before the writes in the moved tree
+        seen.clear()
+        wait_for(1007, tmp_path / "1007" / "sub" / "h")
+        # the pre-backup handshake's files are not changes
+        (tmp_path / "1005" / ".ctbackup").mkdir()
+        time.sleep(0.3)
+        seen.clear()
+        (tmp_path / "1005" / ".ctbackup" / "request").write_text("n1")
+        (tmp_path / "1005" / ".ctbackup" / "ready").write_text("n1")
+        time.sleep(0.5)
+        assert 1005 not in seen
         assert lost == []
     finally:
         w.stop()
