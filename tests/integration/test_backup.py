@@ -105,6 +105,11 @@ def test_a_write_is_backed_up_within_the_rpo_and_restored_as_of_the_earlier_time
     assert after[CT]["opst"] == "UP"
     assert {h: (r["opst"], r["since"]) for h, r in after.items() if h != CT} == \
         {h: (r["opst"], r["since"]) for h, r in before.items() if h != CT}
+    # the restored folder was swapped in: its changes are still seen
+    in_ct(rack, CT, f"echo {second} > /data/probe")
+    restored = time.time()
+    wait_for("a restore point of a write after the in-place restore", lambda: point_after(rack, CT, restored),
+             timeout=RPO)
     # the manager's leader reads the points too: status shows each CT's against the RPO
     wait_for("status showing the CT's backup OK", lambda: (rack.status()[CT].get("backup") or {}).get("state") == "OK",
              timeout=30)
@@ -161,6 +166,35 @@ def test_the_backup_node_down_is_an_alarm_the_ct_runs_on_and_backups_catch_up_af
              timeout=120, every=1)
     wait_for("the manager saying it is fine again", lambda: "fine again" in rack.manager_log(), timeout=30)
     assert status(rack)["error"] == ""
+
+
+HOOK = """mkdir -p /data/.ctbackup && echo $$ > /data/.ctbackup/hook
+while [ -e /data/.ctbackup/hook ]; do
+  r=$(cat /data/.ctbackup/request 2>/dev/null)
+  if [ -n "$r" ] && [ "$r" != "$(cut -d' ' -f1 /data/.ctbackup/ready 2>/dev/null)" ]; then
+    date +%s > /data/dump.txt && echo "$r 0" > /data/.ctbackup/ready
+  fi
+  sleep 0.2
+done
+"""
+
+
+def test_a_cts_pre_backup_hook_runs_before_its_backup_and_its_output_is_in_the_point(rack: Rack,
+                                                                                     tmp_path: Path) -> None:
+    """The handshake in the CT's /data (backupnode/hook.py), here answered by a shell loop in the CT."""
+    name = "myhost"
+    (data_of(rack, name) / "hook.sh").write_text(HOOK)
+    in_ct(rack, name, "nohup sh /data/hook.sh >/dev/null 2>&1 &")
+    try:
+        wait_for("the hook's marker", lambda: (data_of(rack, name) / ".ctbackup" / "hook").exists(), timeout=20)
+        in_ct(rack, name, "echo change > /data/change")
+        wrote = time.time()
+        got = wait_for("a restore point after the change", lambda: point_after(rack, name, wrote), timeout=RPO)
+        rack.cli("backup", "restore", name, "--archive", got["archive"], "--to", str(tmp_path))
+        dumped = float((tmp_path / str(ctid(rack, name)) / "dump.txt").read_text())
+        assert dumped >= int(wrote)  # the hook ran for this backup, and its dump is in it
+    finally:
+        (data_of(rack, name) / ".ctbackup" / "hook").unlink(missing_ok=True)  # the loop ends
 
 
 def test_a_tree_of_100000_files_under_a_trickle_of_changes_keeps_its_rpo(rack: Rack) -> None:

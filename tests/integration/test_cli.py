@@ -27,14 +27,14 @@ def test_main_flow(example_store, tmp_path: Path) -> None:
     cli("tenant", "add", "bigco", "--rack", "102", "--apps", "jira,bamboo", "--memory", "16G")
     assert "(was relay-101)" in cli("route", "set", "myhost", "smtp", "relay-101-2").stdout
     status = cli("status").stdout.splitlines()
-    assert [c.strip() for c in status[0].split(" | ")] == ["CTID", "HOSTNAME", "TENANT", "IP", "HN", "ADMST", "OPST", "SINCE", "REPORT_AGE", "CRASH_LOOP", "MANAGER"]
+    assert [c.strip() for c in status[0].split(" | ")] == ["CTID", "HOSTNAME", "TENANT", "IP", "HN", "ADMST", "OPST", "SINCE", "REPORT_AGE", "CRASH_LOOP", "MANAGER", "BACKUP"]
     rows = json.loads(cli("status", "--json").stdout)
     assert set(rows[0]) == {"ctid", "hostname", "tenant", "ip", "hn", "admst", "opst", "since", "report_age", "crash_loop",
-                            "manager"}
+                            "manager", "backup"}
     bigco = next(r for r in rows if r["hostname"] == "bigco")
     assert bigco == {"ctid": bigco["ctid"], "hostname": "bigco", "tenant": "bigco", "ip": "10.102.4.1", "hn": None,
                      "admst": "UP", "opst": "UNKNOWN", "since": None, "report_age": None, "crash_loop": None,
-                     "manager": None}
+                     "manager": None, "backup": None}
     assert len(rows) == 14 and len(status) == 15
     cli("ct", "set", "bigco", "--admst", "down")
     assert json.loads(cli("ct", "show", "bigco", "--json").stdout)["admst"] == "DOWN"
@@ -133,7 +133,7 @@ def test_a_crash_loop_shows_in_status_and_ct_reset_clears_it(example_store) -> N
     with open_store(cli.store) as store, store.transaction(config=False):  # as the manager daemon records it
         loop.mark_crash_loops(store, [(queries.find_ct(store, "acme").ctid, 5)], 1_800_000_000.0)
     acme = next(line for line in cli("status").stdout.splitlines() if " acme " in line)
-    assert [c.strip() for c in acme.split("|")][-2:] == ["5 crashes", "-"], acme  # no manager leads here
+    assert [c.strip() for c in acme.split("|")][-3:] == ["5 crashes", "-", "-"], acme  # no manager leads here
     rows = {r["hostname"]: r for r in json.loads(cli("status", "--json").stdout)}
     assert rows["acme"]["crash_loop"] == {"crashes": 5, "since": "2027-01-15T08:00:00Z"}
     assert rows["myhost"]["crash_loop"] is None
