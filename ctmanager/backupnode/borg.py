@@ -31,6 +31,7 @@ COMMENT_PREFIX = "cts "
 OK, WARNING, ERROR = 0, 1, 2
 CHECKPOINT = 10   # s
 LOCK_WAIT = 10    # s a create waits for the repository's lock (a previous one still closing)
+RESTORE_LOCK_WAIT = 900  # s a restore, check or prune waits for a running backup to finish
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,14 @@ class Created:
     repository: int = 0    # bytes the whole repository holds, deduplicated and compressed
 
 
-def env(repo: Repo) -> dict[str, str]:
+def env(repo: Repo, reader: bool = False) -> dict[str, str]:
     """borg's environment: the passphrase from its file (never in argv or the
-    environment itself), pinned SSH, and refusals instead of prompts."""
+    environment itself), pinned SSH, and refusals instead of prompts. `reader`: for
+    listings, restores and checks, a base folder of their own, since the daemon's
+    running backup holds its cache's lock for its whole length."""
+    base = v.path(repo.base_dir, "base_dir")
     e = {"BORG_PASSCOMMAND": f"cat {shlex.quote(v.path(repo.passphrase_file, 'passphrase_file'))}",
-         "BORG_BASE_DIR": v.path(repo.base_dir, "base_dir"),
+         "BORG_BASE_DIR": f"{base}-read" if reader else base,
          "BORG_RELOCATED_REPO_ACCESS_IS_OK": "no", "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
          "LANG": "C.UTF-8"}
     if repo.location.startswith("ssh://"):
@@ -101,12 +105,12 @@ def init_argv(repo: Repo) -> list[str]:
 
 
 def prune_argv(repo: Repo, keep_within: str) -> list[str]:
-    return ["borg", "prune", "--lock-wait", str(LOCK_WAIT), "--keep-within", keep_within, "--stats",
+    return ["borg", "prune", "--lock-wait", str(RESTORE_LOCK_WAIT), "--keep-within", keep_within, "--stats",
             repo.location]
 
 
 def compact_argv(repo: Repo) -> list[str]:
-    return ["borg", "compact", "--lock-wait", str(LOCK_WAIT), repo.location]
+    return ["borg", "compact", "--lock-wait", str(RESTORE_LOCK_WAIT), repo.location]
 
 
 def create_argv(repo: Repo, archive: str, ctids: list[int], upload_kib: int = 0) -> list[str]:
@@ -127,17 +131,24 @@ def missing_repository(stderr: str) -> bool:
     return "does not exist" in stderr and "Repository" in stderr
 
 
-def list_argv(repo: Repo) -> list[str]:
-    return ["borg", "list", "--lock-wait", str(LOCK_WAIT), "--format", "{name}{TAB}{comment}{NL}", repo.location]
+def list_argv(repo: Repo, bypass_lock: bool = False) -> list[str]:
+    """`bypass_lock`: read the last committed state without the repository's lock, which
+    a running backup holds for its whole length (a listing is only read)."""
+    lock = ["--bypass-lock"] if bypass_lock else ["--lock-wait", str(LOCK_WAIT)]
+    return ["borg", "list", *lock, "--format", "{name}{TAB}{comment}{NL}", repo.location]
 
 
 def extract_argv(repo: Repo, archive: str, ctid: int) -> list[str]:
-    """Run in the folder to restore into: the CT's files land in ./<CTID>/."""
-    return ["borg", "extract", "--numeric-ids", f"{repo.location}::{archive}", "--", str(ctid)]
+    """Run in the folder to restore into: the CT's files land in ./<CTID>/. It waits for
+    a running backup to let the repository go (RESTORE_LOCK_WAIT), as a restore is rare
+    and wanted; the daemon's next cycle waits for it in turn."""
+    return ["borg", "extract", "--lock-wait", str(RESTORE_LOCK_WAIT), "--numeric-ids", f"{repo.location}::{archive}",
+            "--", str(ctid)]
 
 
 def check_argv(repo: Repo, verify_data: bool = True) -> list[str]:
-    return ["borg", "check", *(["--verify-data"] if verify_data else []), repo.location]
+    return ["borg", "check", "--lock-wait", str(RESTORE_LOCK_WAIT), *(["--verify-data"] if verify_data else []),
+            repo.location]
 
 
 def parse_create(text: str) -> Created:

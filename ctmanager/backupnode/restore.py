@@ -26,8 +26,9 @@ class RestoreFailed(CtmError):
     exit_code = 1
 
 
-def archives(cfg: BackupConfig, run: Run = run_borg) -> list[borg.Archive]:
-    p = run(borg.list_argv(cfg.repo), cfg.state_dir, borg.env(cfg.repo))
+def archives(cfg: BackupConfig, run: Run = run_borg, bypass_lock: bool = True) -> list[borg.Archive]:
+    Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)  # borg runs in it (a prune side's first run)
+    p = run(borg.list_argv(cfg.repo, bypass_lock), cfg.state_dir, borg.env(cfg.repo, reader=True))
     if p.returncode != borg.OK:
         raise RestoreFailed(f"listing {cfg.repo.location}: {_why(p)}")
     return borg.parse_list(p.stdout)
@@ -57,7 +58,7 @@ def extract(cfg: BackupConfig, archive: borg.Archive, ctid: int, into: Path, run
     staging = into / f".ctbackup-restore-{ctid}-{int(time.time())}"
     staging.mkdir()
     try:
-        p = run(borg.extract_argv(cfg.repo, archive.name, ctid), str(staging), borg.env(cfg.repo))
+        p = run(borg.extract_argv(cfg.repo, archive.name, ctid), str(staging), borg.env(cfg.repo, reader=True))
         if p.returncode not in (borg.OK, borg.WARNING) or not (staging / str(ctid)).is_dir():
             raise RestoreFailed(f"extracting CT {ctid} from {archive.name}: {_why(p)}")
         (staging / str(ctid)).rename(final)
@@ -84,7 +85,7 @@ def verify(cfg: BackupConfig, recorded: set[str], run: Run = run_borg) -> dict[s
     """`borg check --verify-data` (re-reads every chunk) and the archives this node
     made that the repository no longer lists (deleted: an alarm; see catalogue.py)."""
     listed = {a.name for a in archives(cfg, run)}
-    p = run(borg.check_argv(cfg.repo, verify_data=True), cfg.state_dir, borg.env(cfg.repo))
+    p = run(borg.check_argv(cfg.repo, verify_data=True), cfg.state_dir, borg.env(cfg.repo, reader=True))
     missing = sorted(recorded - listed)
     return {"checked": p.returncode == borg.OK, "check_error": "" if p.returncode == borg.OK else _why(p),
             "archives": len(listed), "missing": missing}
