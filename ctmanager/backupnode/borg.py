@@ -31,7 +31,7 @@ COMMENT_PREFIX = "cts "
 OK, WARNING, ERROR = 0, 1, 2
 CHECKPOINT = 10   # s
 LOCK_WAIT = 10    # s a create waits for the repository's lock (a previous one still closing)
-RESTORE_LOCK_WAIT = 900  # s a restore, check or prune waits for a running backup to finish
+RESTORE_LOCK_WAIT = 900  # s a restore, check or prune tries for the repository while a backup holds it
 
 
 @dataclass(frozen=True)
@@ -105,12 +105,12 @@ def init_argv(repo: Repo) -> list[str]:
 
 
 def prune_argv(repo: Repo, keep_within: str) -> list[str]:
-    return ["borg", "prune", "--lock-wait", str(RESTORE_LOCK_WAIT), "--keep-within", keep_within, "--stats",
+    return ["borg", "prune", "--lock-wait", str(LOCK_WAIT), "--keep-within", keep_within, "--stats",
             repo.location]
 
 
 def compact_argv(repo: Repo) -> list[str]:
-    return ["borg", "compact", "--lock-wait", str(RESTORE_LOCK_WAIT), repo.location]
+    return ["borg", "compact", "--lock-wait", str(LOCK_WAIT), repo.location]
 
 
 def create_argv(repo: Repo, archive: str, ctids: list[int], upload_kib: int = 0) -> list[str]:
@@ -126,6 +126,11 @@ def create_argv(repo: Repo, archive: str, ctids: list[int], upload_kib: int = 0)
             f"{repo.location}::{archive}", "--", *(str(c) for c in sorted(ctids))]
 
 
+def lock_timeout(stderr: str) -> bool:
+    """borg's "Failed to create/acquire the lock ... (timeout)": another borg holds the repository."""
+    return "Failed to create/acquire the lock" in stderr
+
+
 def missing_repository(stderr: str) -> bool:
     """borg's "Repository … does not exist." (the first backup: init it)."""
     return "does not exist" in stderr and "Repository" in stderr
@@ -139,15 +144,13 @@ def list_argv(repo: Repo, bypass_lock: bool = False) -> list[str]:
 
 
 def extract_argv(repo: Repo, archive: str, ctid: int) -> list[str]:
-    """Run in the folder to restore into: the CT's files land in ./<CTID>/. It waits for
-    a running backup to let the repository go (RESTORE_LOCK_WAIT), as a restore is rare
-    and wanted; the daemon's next cycle waits for it in turn."""
-    return ["borg", "extract", "--lock-wait", str(RESTORE_LOCK_WAIT), "--numeric-ids", f"{repo.location}::{archive}",
+    """Run in the folder to restore into: the CT's files land in ./<CTID>/."""
+    return ["borg", "extract", "--lock-wait", str(LOCK_WAIT), "--numeric-ids", f"{repo.location}::{archive}",
             "--", str(ctid)]
 
 
 def check_argv(repo: Repo, verify_data: bool = True) -> list[str]:
-    return ["borg", "check", "--lock-wait", str(RESTORE_LOCK_WAIT), *(["--verify-data"] if verify_data else []),
+    return ["borg", "check", "--lock-wait", str(LOCK_WAIT), *(["--verify-data"] if verify_data else []),
             repo.location]
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..wire import validate as v
 from . import borg, hook, pressure, scan
 from .catalogue import Catalogue, Point
 from .config import BackupConfig
@@ -26,6 +27,7 @@ Run = Callable[[list[str], str, dict[str, str]], "subprocess.CompletedProcess[st
 Log = Callable[[str], None]
 RETRY_MAX = 60.0  # s: the longest pause between attempts while the repository fails
 STATE_FILE = "daemon.json"
+HOLD_PREFIX = "hold-"  # a restore, check or prune running: <state_dir>/hold-<pid> (restore.holding)
 
 
 def run_borg(argv: list[str], cwd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -68,8 +70,17 @@ class Cycle:
         lim = self.cfg.limits
         return ["nice", "-n", str(lim.nice), "ionice", "-c2", "-n", str(lim.ionice)]
 
+    def held_by(self) -> int | None:
+        """The pid of a restore, check or prune running now (its hold file; stale ones go)."""
+        for mark in Path(self.cfg.state_dir).glob(f"{HOLD_PREFIX}*"):
+            pid = mark.name[len(HOLD_PREFIX):]
+            if v.is_digits(pid) and Path(f"/proc/{pid}").exists():
+                return int(pid)
+            mark.unlink(missing_ok=True)
+        return None
+
     def step(self, now: float) -> Outcome | None:
-        if now < self.retry_at:
+        if now < self.retry_at or self.held_by() is not None:
             return None
         due = [c for c in self.dirty.take(now) if (Path(self.cfg.data) / str(c)).is_dir()]
         if not due:

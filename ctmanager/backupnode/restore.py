@@ -1,6 +1,12 @@
 """Restores and checks, on the storage node (its credential may read restore
 points, never remove them).
 
+borg's repository lock is not fair (a waiter with a long --lock-wait looks again only
+every minute), and the daemon backs up every few seconds: a restore, check or prune
+therefore holds the daemon (a `hold-<pid>` file in its state folder: no new backup
+starts while that process lives) and tries with a short wait until the running
+backup lets go.
+
 A restore extracts into a staging folder beside the target first, so a failed
 or interrupted extract changes nothing. In place (the CT stopped by the
 manager first), the CT's folder is then swapped for the staged one with two
@@ -9,9 +15,12 @@ renames on the same filesystem; the old content is removed only after the swap.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +28,34 @@ from ..errors import CtmError, InputError
 from ..wire import validate as v
 from . import borg
 from .config import BackupConfig
-from .daemon import Run, run_borg
+from .daemon import HOLD_PREFIX, Run, run_borg
 
 
 class RestoreFailed(CtmError):
     exit_code = 1
+
+
+@contextlib.contextmanager
+def holding(cfg: BackupConfig) -> Iterator[None]:
+    """While this runs, the daemon starts no backup (daemon.held_by)."""
+    state = Path(cfg.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    mark = state / f"{HOLD_PREFIX}{os.getpid()}"
+    mark.write_text(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        mark.unlink(missing_ok=True)
+
+
+def run_locked(run: Run, argv: list[str], cwd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`argv`, tried again while another borg holds the repository, RESTORE_LOCK_WAIT at most."""
+    deadline = time.monotonic() + borg.RESTORE_LOCK_WAIT
+    while True:
+        p = run(argv, cwd, env)
+        if p.returncode == borg.ERROR and borg.lock_timeout(p.stderr) and time.monotonic() < deadline:
+            continue
+        return p
 
 
 def archives(cfg: BackupConfig, run: Run = run_borg, bypass_lock: bool = True) -> list[borg.Archive]:
@@ -58,7 +90,9 @@ def extract(cfg: BackupConfig, archive: borg.Archive, ctid: int, into: Path, run
     staging = into / f".ctbackup-restore-{ctid}-{int(time.time())}"
     staging.mkdir()
     try:
-        p = run(borg.extract_argv(cfg.repo, archive.name, ctid), str(staging), borg.env(cfg.repo, reader=True))
+        with holding(cfg):
+            p = run_locked(run, borg.extract_argv(cfg.repo, archive.name, ctid), str(staging),
+                           borg.env(cfg.repo, reader=True))
         if p.returncode not in (borg.OK, borg.WARNING) or not (staging / str(ctid)).is_dir():
             raise RestoreFailed(f"extracting CT {ctid} from {archive.name}: {_why(p)}")
         (staging / str(ctid)).rename(final)
@@ -85,7 +119,9 @@ def verify(cfg: BackupConfig, recorded: set[str], run: Run = run_borg) -> dict[s
     """`borg check --verify-data` (re-reads every chunk) and the archives this node
     made that the repository no longer lists (deleted: an alarm; see catalogue.py)."""
     listed = {a.name for a in archives(cfg, run)}
-    p = run(borg.check_argv(cfg.repo, verify_data=True), cfg.state_dir, borg.env(cfg.repo, reader=True))
+    with holding(cfg):
+        p = run_locked(run, borg.check_argv(cfg.repo, verify_data=True), cfg.state_dir,
+                       borg.env(cfg.repo, reader=True))
     missing = sorted(recorded - listed)
     return {"checked": p.returncode == borg.OK, "check_error": "" if p.returncode == borg.OK else _why(p),
             "archives": len(listed), "missing": missing}
@@ -100,7 +136,7 @@ def prune(cfg: BackupConfig, keep_within: str, run: Run = run_borg) -> dict[str,
         raise InputError(f"--keep-within: a count and H, d, w, m or y, like 30d (got {keep_within!r})")
     before = len(archives(cfg, run))
     for argv in (borg.prune_argv(cfg.repo, keep_within), borg.compact_argv(cfg.repo)):
-        p = run(argv, cfg.state_dir, borg.env(cfg.repo))
+        p = run_locked(run, argv, cfg.state_dir, borg.env(cfg.repo))
         if p.returncode not in (borg.OK, borg.WARNING):
             raise RestoreFailed(f"{argv[1]} of {cfg.repo.location}: {_why(p)}")
     after = len(archives(cfg, run))

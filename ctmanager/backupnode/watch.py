@@ -10,6 +10,7 @@ The daemon also scans at start and hourly (scan.py) for what events miss.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -118,15 +119,28 @@ class Watcher:
         self._notifier = pyinotify.ThreadedNotifier(self._wm, self._event)
         self._notifier.daemon = True
         self._pyinotify = pyinotify
+        logging.getLogger("pyinotify").addFilter(self._filter)
         added = self._wm.add_watch(self.root, mask, rec=True, auto_add=True, quiet=True)
         if any(wd < 0 for wd in added.values()):  # e.g. fs.inotify.max_user_watches reached
             self.lost()
+
+    def _filter(self, record: logging.LogRecord) -> bool:
+        """pyinotify logs the watches it could not add on its own (auto_add): a folder
+        gone before it was watched (ENOENT) is nothing; any other (ENOSPC: the watch
+        limit) means changes there go unseen: events are lost."""
+        text = record.getMessage()
+        if "add_watch" in text and "ENOENT" in text:
+            return False
+        if "add_watch" in text:
+            self.lost()
+        return True
 
     def start(self) -> None:
         self._notifier.start()
 
     def stop(self) -> None:
         self._notifier.stop()
+        logging.getLogger("pyinotify").removeFilter(self._filter)
 
     def _event(self, event: Any) -> None:
         if event.mask & self._pyinotify.IN_Q_OVERFLOW:

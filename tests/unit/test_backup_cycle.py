@@ -103,3 +103,17 @@ def test_the_inventory_scan_makes_never_backed_up_cts_due(tmp_path: Path) -> Non
     cyc, fake, _ = _cycle(tmp_path, [False])
     assert cyc.rescan(T) == [1005, 1006]
     assert cyc.step(T).ctids == (1005, 1006)  # type: ignore[union-attr]
+
+
+def test_a_running_restore_holds_the_daemon_and_a_dead_ones_hold_goes(tmp_path: Path) -> None:
+    import os
+
+    from ctmanager.backupnode.restore import holding
+
+    cyc, fake, _ = _cycle(tmp_path, [False])
+    cyc.dirty.mark(1005, T)
+    with holding(cyc.cfg):  # this process: alive
+        assert cyc.held_by() == os.getpid() and cyc.step(T + 3) is None and fake.calls == []
+    (tmp_path / "state" / "hold-999999999").write_text("999999999\n")  # no such process
+    out = cyc.step(T + 4)
+    assert out is not None and out.kind == "done" and not (tmp_path / "state" / "hold-999999999").exists()
