@@ -119,14 +119,15 @@ class Node:
         return got
 
     def points(self) -> list[tuple[float, set[int]]]:
-        lines = (Path(self.cfg.state_dir) / "points.jsonl").read_text().splitlines()
+        log = Path(self.cfg.state_dir) / "points.jsonl"
+        lines = log.read_text().splitlines() if log.exists() else []
         return sorted((float(d["at"]), set(d["ctids"])) for d in map(json.loads, lines))
 
     def wait_all(self, ctids: list[int], after: float, timeout: float) -> float:
         """Until every CT has a point started after `after`; returns when."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            have = set().union(*[c for at, c in self.points() if at > after]) if self.points() else set()
+            have: set[int] = set().union(*[c for at, c in self.points() if at > after])
             if set(ctids) <= have:
                 return time.time()
             time.sleep(0.5)
