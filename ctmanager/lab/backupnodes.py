@@ -86,18 +86,8 @@ def ensure_node(dc: layout.Lab, address: str, bridge: str, sh: Sh, spawn: Spawn)
         pub = Path(f"{prune_key(dc)}.pub").read_text().strip()
         write_atomic(authorized, f'restrict,command="borg serve --restrict-to-path {here / "repos"}" {pub}\n'
                      .encode(), 0o600)
-    (here / "sshd_config").write_text(f"""# Written by `ctmanager lab up`: the backup node {address}.
-ListenAddress {address}
-Port 22
-HostKey {host_key}
-PidFile {here / 'sshd.pid'}
-AuthorizedKeysFile {authorized}
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-""")
+    (here / "sshd_config").write_text(layout.sshd_text(f"the backup node {address}", address, host_key,
+                                                       here / "sshd.pid", authorized))
     Path("/run/sshd").mkdir(exist_ok=True)
     start_node(dc, address, spawn)
     kind, body = Path(f"{host_key}.pub").read_text().split()[:2]

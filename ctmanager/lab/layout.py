@@ -199,19 +199,24 @@ dead_after = 16.0
 
 def sshd_config(lab: Lab, node: Node, host_key: Path) -> str:
     hdir = lab.hn_dir(node.hostname)
-    return f"""# Written by `ctmanager lab up`: sshd of {node.hostname}, in its network namespace.
-ListenAddress {node.ip}
+    return sshd_text(f"sshd of {node.hostname}, in its network namespace", node.ip, host_key, hdir / "sshd.pid",
+                     lab.authorized_keys, f"CTAGENT_CONFIG={hdir / 'ctagent.toml'}")
+
+
+def sshd_text(what: str, address: str, host_key: Path, pid_file: Path, authorized: Path, env: str = "") -> str:
+    """One sshd of the lab (an HN's, a storage node's, a backup node's): keys only, root by key."""
+    return f"""# Written by `ctmanager lab up`: {what}.
+ListenAddress {address}
 Port 22
 HostKey {host_key}
-PidFile {hdir / 'sshd.pid'}
-AuthorizedKeysFile {lab.authorized_keys}
+PidFile {pid_file}
+AuthorizedKeysFile {authorized}
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
-SetEnv CTAGENT_CONFIG={hdir / 'ctagent.toml'}
-"""
+""" + (f"SetEnv {env}\n" if env else "")
 
 
 def python() -> str:

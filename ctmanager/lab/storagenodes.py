@@ -66,19 +66,9 @@ def up(lab: layout.Lab, dc: layout.Lab, slot: int, node: Node, net: RackNet, sh:
     write_atomic(authorized, (have + ("" if mine in have else mine)).encode(), 0o600)
     (here / "ctstorage.toml").write_text(ctstorage_toml(node, lab.root / "data" / node.hostname, dc,
                                                         f"/run/ctm-lab-ssh/{node.hostname}"))
-    (here / "sshd_config").write_text(f"""# Written by `ctmanager lab up`: sshd of {node.hostname}, in its network namespace.
-ListenAddress {node.ip}
-Port 22
-HostKey {host_key}
-PidFile {here / 'sshd.pid'}
-AuthorizedKeysFile {authorized}
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-SetEnv CTSTORAGE_CONFIG={here / 'ctstorage.toml'} CTBACKUP_CONFIG={here / 'ctbackup.toml'}
-""")
+    (here / "sshd_config").write_text(layout.sshd_text(
+        f"sshd of {node.hostname}, in its network namespace", node.ip, host_key, here / "sshd.pid", authorized,
+        f"CTSTORAGE_CONFIG={here / 'ctstorage.toml'} CTBACKUP_CONFIG={here / 'ctbackup.toml'}"))
     Path("/run/sshd").mkdir(exist_ok=True)
     pid = spawn(["ip", "netns", "exec", ns, "/usr/sbin/sshd", "-D", "-e", "-f", str(here / "sshd_config")],
                 lab.logs / f"{node.hostname}.log")
