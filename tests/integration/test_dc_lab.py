@@ -31,7 +31,9 @@ def test_both_racks_come_up_each_on_its_own_hns(dc: DcLab) -> None:
     st = json.loads(dc.r101.cli("lab", "status", "--dir", dc.r101.inv["lab_dir"], "--json").stdout)
     assert [r["rack"] for r in st["racks"]] == ["rack-101", "rack-102"]
     assert all(p["alive"] for r in st["racks"] for p in r["processes"]), st
-    assert {p["name"] for p in st["racks"][1]["processes"]} == {"mgr-102-a", "hn-102-1", "hn-102-2", "storage-102-3"}
+    # each rack runs its own manager, HNs, storage node and that node's backup daemon, nothing of the other's
+    assert {p["name"] for p in st["racks"][1]["processes"]} == {
+        "mgr-102-a", "hn-102-1", "hn-102-2", "storage-102-3", "ctbackup-storage-102-3"}
 
 
 def test_a_ct_added_to_rack_102_is_started_by_its_manager_and_a_drain_in_rack_101_leaves_rack_102_alone(
