@@ -32,6 +32,10 @@ OK, WARNING, ERROR = 0, 1, 2
 CHECKPOINT = 10   # s
 LOCK_WAIT = 10    # s a create waits for the repository's lock (a previous one still closing)
 RESTORE_LOCK_WAIT = 900  # s a restore, check or prune tries for the repository while a backup holds it
+# borg drops a files cache entry after this many runs that did not see its file (its default, 20, is
+# for runs of the same folders; ours take the CTs that changed, so a quiet CT's unchanged files would
+# be read and hashed again whole after 20 other CTs' cycles); deleted files' entries go after as many
+FILES_CACHE_TTL = 100_000
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ def env(repo: Repo, reader: bool = False) -> dict[str, str]:
     running backup holds its cache's lock for its whole length."""
     base = v.path(repo.base_dir, "base_dir")
     e = {"BORG_PASSCOMMAND": f"cat {shlex.quote(v.path(repo.passphrase_file, 'passphrase_file'))}",
-         "BORG_BASE_DIR": f"{base}-read" if reader else base,
+         "BORG_BASE_DIR": f"{base}-read" if reader else base, "BORG_FILES_CACHE_TTL": str(FILES_CACHE_TTL),
          "BORG_RELOCATED_REPO_ACCESS_IS_OK": "no", "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
          "LANG": "C.UTF-8"}
     if repo.location.startswith("ssh://"):

@@ -80,3 +80,23 @@ def test_verify_reads_everything_and_names_an_archive_deleted_behind_our_back(no
     env = {**os.environ, **borg.env(cfg.repo)}
     subprocess.run(["borg", "delete", f"{cfg.repo.location}::{first}"], env=env, check=True, capture_output=True)
     assert restore.verify(cfg, cat.recorded())["missing"] == [first]
+
+
+def test_a_quiet_ct_is_not_read_again_after_many_cycles_of_others(node) -> None:
+    """borg forgets a file after 20 runs that did not see it unless told otherwise; the
+    daemon's runs take only the CTs that changed, so a quiet CT must stay known."""
+    cfg, cat = node
+    for ctid in (1005, 1006):
+        (Path(cfg.data) / str(ctid)).mkdir(parents=True)
+        (Path(cfg.data) / str(ctid) / "f").write_bytes(os.urandom(3000))
+    # borg never remembers the run's newest file (timestamp granularity): another one after f
+    (Path(cfg.data) / "1005" / "newest").write_bytes(b"x")
+    _backup(cfg, cat, T, [1005])
+    for i in range(22):
+        (Path(cfg.data) / "1006" / "f").write_bytes(os.urandom(3000))
+        _backup(cfg, cat, T + 1 + i, [1006])
+    argv = borg.create_argv(cfg.repo, borg.archive_name(cfg.node, T + 100), [1005])
+    p = subprocess.run([*argv[:2], "--list", *argv[2:]], cwd=cfg.data, env={**os.environ, **borg.env(cfg.repo)},
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "U 1005/f" in p.stderr.splitlines(), p.stderr  # U: unchanged, known from the files cache
