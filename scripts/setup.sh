@@ -14,9 +14,11 @@ cd "$(dirname "$0")/.."
 # PostgreSQL 15: the DC-wide store (the tests and the DC lab run private clusters of it).
 # rsync: a tenant move copies each CT's /data between storage nodes with it, over SSH.
 # borgbackup: the storage nodes' continuous backups (append-only repositories on a backup node).
+# bird2: the border routers' BGP (and BFD) to the clouds, and the lab's "cloud" side;
+# strongswan-swanctl + charon-systemd: IPsec peerings' swanctl.conf is loaded by the real charon.
 APT_PACKAGES=(python3 python3-venv python3-pip lxc openssh-server openssh-client daemontools iproute2 procps
               bind9 bind9-dnsutils collectd-core graphite-carbon postfix nginx-light openssl
-              dante-server libpq5 postgresql-15 rsync borgbackup)
+              dante-server libpq5 postgresql-15 rsync borgbackup bird2 strongswan-swanctl charon-systemd)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -1,7 +1,7 @@
 """Entry point: argument parsing, store location, one-line errors, exit codes.
 
 Every command lives in one module per object or area (dc, rack, tenant, ct,
-route, hn, loop, dns, metrics, mail, edge, socks, lab, sim), each with a
+route, hn, loop, dns, metrics, mail, edge, socks, peering, lab, sim), each with a
 `register(reg)`. Exit codes: 0 ok, 2 bad input (nothing changed), 1
 environment/store problem. Heavy modules (jinja2, the renderer) are imported by
 the commands that use them, so `status` on 10,000 CTs stays fast.
@@ -28,6 +28,7 @@ from . import (
     manager,
     metrics,
     move,
+    peering,
     rack,
     route,
     sim,
@@ -71,7 +72,7 @@ def build_parser() -> Parser:
     for module in (rack, tenant, move, ct, route):
         module.register(reg)
     dc.register_views(reg)
-    for module in (loop, manager, hn, lab, sim, dns, metrics, mail, edge, socks, store, backup):
+    for module in (loop, manager, hn, lab, sim, dns, metrics, mail, edge, socks, peering, store, backup):
         module.register(reg)
     return top
 

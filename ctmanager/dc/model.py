@@ -120,6 +120,54 @@ class TenantEntry:
 
 
 @dataclass(frozen=True)
+class Border:
+    """A border router: where peerings end. `address` is its DC-side address (outside
+    every rack, like the zone services); the DC's core routes the clouds' CIDRs to it."""
+
+    name: str
+    address: str
+    uplink: str = "eth0"  # its DC-side interface
+
+
+@dataclass(frozen=True)
+class Bfd:
+    interval_ms: int = 100  # BFD's min rx/tx interval
+    multiplier: int = 3     # missed packets before the session is down
+
+
+@dataclass(frozen=True)
+class Peering:
+    """A cloud network (a VPC) as one more segment of the DC: a dedicated link presented
+    as a VLAN (`vlan`) or an IPsec tunnel (`ipsec`), with one eBGP session over it."""
+
+    name: str
+    kind: Literal["vlan", "ipsec"]
+    border: str
+    local: ipaddress.IPv4Interface     # our link address and the link's prefix (/30 or /31)
+    remote: ipaddress.IPv4Address      # the provider's link address
+    asn: int
+    peer_asn: int
+    accept: tuple[ipaddress.IPv4Network, ...]  # the cloud CIDRs we import (and nothing else)
+    racks: tuple[int, ...]             # the slots that use it: exported to the cloud, routed to it
+    vlan: int = 0                      # 802.1Q id (vlan)
+    interface: str = ""                # the border's port the VLAN (or the tunnel's endpoint) is on
+    max_prefixes: int = 100
+    hold_time: int = 90                # s: BGP's, when there is no BFD
+    bfd: Bfd | None = None
+    services: tuple[tuple[str, str], ...] = ()  # (routing name, address in the cloud)
+    gateway: str = ""                  # ipsec: the provider's tunnel endpoint
+    local_gateway: str = ""            # ipsec: ours
+    secret_file: str = ""              # ipsec: a swanctl secrets file holding the PSK (never rendered)
+
+    tunnel_id: int = 0                 # ipsec: the XFRM interface id (unique, like a VLAN id)
+
+    @property
+    def link(self) -> str:
+        """The border's interface for this peering: vl<id> for a VLAN, xf<id> for a tunnel."""
+        return f"vl{self.vlan}" if self.kind == "vlan" else f"xf{self.tunnel_id}"
+
+
+@dataclass(frozen=True)
 class DcTemplate:
     name: str
     infra_zone: str
@@ -136,6 +184,11 @@ class DcTemplate:
     rack_services: tuple[RackService, ...] = ()
     racks: tuple[RackEntry, ...] = ()
     tenants: tuple[TenantEntry, ...] = ()
+    borders: tuple[Border, ...] = ()
+    peerings: tuple[Peering, ...] = ()
+
+    def peerings_of(self, slot: int) -> tuple[Peering, ...]:
+        return tuple(p for p in self.peerings if slot in p.racks)
 
     @property
     def resolvers(self) -> tuple[str, ...]:

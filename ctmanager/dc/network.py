@@ -18,6 +18,13 @@ def rack_network(supernet: ipaddress.IPv4Network, slot: int) -> ipaddress.IPv4Ne
     return ipaddress.IPv4Network((base, RACK_PREFIX))
 
 
+def slot_of(supernet: ipaddress.IPv4Network, addr: ipaddress.IPv4Address) -> int | None:
+    """The slot whose /16 holds `addr` (None: outside the supernet)."""
+    if addr not in supernet:
+        return None
+    return (int(addr) - int(supernet.network_address)) >> (32 - RACK_PREFIX)
+
+
 @dataclass(frozen=True)
 class RackNet:
     bridge: str

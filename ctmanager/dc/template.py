@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..wire import validate as v
+from . import peering, tomlread
 from . import resources as res
-from . import tomlread
 from .model import (
     DcTemplate,
     Network,
@@ -26,7 +26,7 @@ from .model import (
     SlotRange,
     TenantEntry,
 )
-from .network import RACK_PREFIX
+from .network import RACK_PREFIX, slot_of
 from .network import rack_network as rack_network  # re-exported: part of this module's API
 
 SKU_ROLES = ("compute", "storage")
@@ -68,6 +68,10 @@ def _build(top: tomlread.Table, base: Path) -> DcTemplate:
     services = _rack_services(top.table("rack_services", required=False), defaults, max_compute, network)
     racks = _racks(top.tables("racks"), slots, base)
     tenants = _tenants(top.tables("tenants"), defaults, max_compute, {r.slot for r in racks}, slots)
+    taken = {a: f"zone service {k}'s" for k, addrs in zone_services.items() for a in addrs}
+    taken.update({r.backup: "a backup node's address" for r in slots if r.backup})
+    borders = peering.borders(top.table("borders", required=False), network.supernet, slots, taken)
+    peerings = peering.peerings(top.tables("peerings"), network.supernet, slots, borders, taken, services)
     top.done()
     return DcTemplate(
         name=name,
@@ -85,6 +89,8 @@ def _build(top: tomlread.Table, base: Path) -> DcTemplate:
         rack_services=services,
         racks=racks,
         tenants=tenants,
+        borders=borders,
+        peerings=peerings,
     )
 
 
@@ -151,7 +157,7 @@ def _slots(tables: list[tomlread.Table], supernet: ipaddress.IPv4Network, top: t
         out.append(rng)
     for t, rng in zip(tables, out):
         # a rack's backups go to a node outside every rack: losing a rack never loses its backups
-        slot = _slot_of(supernet, ipaddress.IPv4Address(rng.backup)) if rng.backup else None
+        slot = slot_of(supernet, ipaddress.IPv4Address(rng.backup)) if rng.backup else None
         if slot is not None and any(slot in r for r in out):
             raise t.error("backup", f"{rng.backup} lies inside rack slot {slot}'s network; a backup node needs "
                                     "an address outside every rack (like the zone services)")
@@ -188,7 +194,7 @@ def _zone_services(
             raise t.error(key, "needs at least one address")
         for i, text in enumerate(addrs):
             addr = t.check(f"{key}[{i}]", v.ipv4, text)
-            slot = _slot_of(supernet, addr)
+            slot = slot_of(supernet, addr)
             if slot is not None and any(slot in r for r in slots):
                 raise t.error(f"{key}[{i}]", f"{addr} lies inside rack slot {slot}'s network; zone services need their own range")
         out[key] = tuple(addrs)
@@ -196,12 +202,6 @@ def _zone_services(
         raise t.error("resolvers", "is required (the DNS resolvers every CT uses)")
     t.done()
     return out
-
-
-def _slot_of(supernet: ipaddress.IPv4Network, addr: ipaddress.IPv4Address) -> int | None:
-    if addr not in supernet:
-        return None
-    return (int(addr) - int(supernet.network_address)) >> (32 - RACK_PREFIX)
 
 
 def _paths(t: tomlread.Table) -> Paths:

@@ -74,6 +74,10 @@ class Table:
     def keys(self) -> list[str]:
         return list(self._data)
 
+    def is_bool(self, key: str) -> bool:
+        """Whether `key` holds true or false (for a key that is a switch or a table)."""
+        return isinstance(self._data.get(key), bool)
+
     def _get(self, key: str, default: Any, kinds: tuple[type, ...], what: str, secret: bool = False) -> Any:
         self._seen.add(key)
         if key not in self._data:

@@ -7,6 +7,7 @@ Two zones per DC:
     <service>-<slot>.rack-<slot>.<infra>.  A  one per pool member (pooled rack services)
     <route>.rack-<slot>.<infra>.     CNAME  the rack service's pool or first CT (e.g. `metrics`,
                                      which service CTs' collectd resolves through their search path)
+    <svc>.rack-<slot>.<infra>.       A  a cloud service of a peering the rack uses (e.g. `s3`)
   tenant zone (<dc.tenant_zone>.internal, e.g. example.net.internal)
     <tenant>.<tzone>.                CNAME  its core CT's infra name
     <route>.<tenant>.<tzone>.        CNAME  the route's target CT or pool, in the infra zone
@@ -113,6 +114,11 @@ def desired(dc: DcTemplate, cts: Iterable[Ct], nodes: Iterable[Node], routes: It
             name = absolute(f"{svc.route}.{rack_name(slot)}.{z.infra}")
             if target and (name, "A") not in out:
                 add(name, "CNAME", [target], slot)
+    # a cloud peering's service names (s3, …) for the racks that use it: the cloud's address
+    # (two links to one VPC name the same services; the template checked they agree)
+    for slot in sorted({ct.rack for ct in ct_by_name.values()}):
+        for svc, addr in sorted({s for p in dc.peerings_of(slot) for s in p.services}):
+            add(absolute(f"{svc}.{rack_name(slot)}.{z.infra}"), "A", [addr], slot)
     for ct in ct_by_name.values():
         if ct.tenant and ct.hostname == ct.tenant:  # the tenant's core CT
             add(absolute(f"{ct.tenant}.{z.tenant}"), "CNAME", [infra_name[ct.hostname]], ct.rack)

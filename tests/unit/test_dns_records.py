@@ -34,6 +34,7 @@ def test_addresses_pools_and_routing_cnames(dc) -> None:  # type: ignore[no-unty
         f"hn-101-1.{i} 60 A 10.101.1.1",
         f"relay-101.{i} 60 A 10.101.2.2 10.101.2.3",  # a pool: one name, several addresses
         f"smtp.{i} 60 CNAME relay-101.{i}",  # the rack's own routing name, for CTs without a tenant
+        f"s3.{i} 60 A 172.31.0.10",  # the cloud service of the peerings rack-101 uses (two links, one name)
         f"myhost.{t} 60 CNAME myhost.{i}",  # the tenant's own name -> its core CT
         f"smtp.myhost.{t} 60 CNAME relay-101.{i}",  # the route; socks points at nothing and publishes nothing
     }

@@ -1,0 +1,52 @@
+"""Everything a border router gets, as relative path -> text, and a peering as plain
+data (for `peering show --json` and the tables)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..dc.model import Border, DcTemplate, Peering, rack_name
+from ..errors import NotFoundError
+from . import bird, links
+
+
+def border_files(dc: DcTemplate, border: Border) -> dict[str, str]:
+    """bird.conf, network/* (systemd-networkd) and, with IPsec peerings, swanctl.conf."""
+    files = {"bird.conf": bird.render(dc, border)}
+    files.update({f"network/{name}": text for name, text in links.networkd(dc, border).items()})
+    swan = links.swanctl(dc, border)
+    if swan is not None:
+        files["swanctl.conf"] = swan
+    return files
+
+
+def find(dc: DcTemplate, name: str) -> Peering:
+    for p in dc.peerings:
+        if p.name == name:
+            return p
+    known = ", ".join(p.name for p in dc.peerings) or "none in the DC template"
+    raise NotFoundError(f"no peering {name!r} (peerings: {known})")
+
+
+def border(dc: DcTemplate, name: str) -> Border:
+    for b in dc.borders:
+        if b.name == name:
+            return b
+    known = ", ".join(b.name for b in dc.borders) or "none in the DC template"
+    raise NotFoundError(f"no border router {name!r} (borders: {known})")
+
+
+def as_dict(p: Peering) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": p.name, "kind": p.kind, "border": p.border, "link": p.link, "local": str(p.local),
+        "remote": str(p.remote), "asn": p.asn, "peer_asn": p.peer_asn, "accept": [str(n) for n in p.accept],
+        "racks": [rack_name(s) for s in p.racks], "max_prefixes": p.max_prefixes, "hold_time": p.hold_time,
+        "bfd": None if p.bfd is None else {"interval_ms": p.bfd.interval_ms, "multiplier": p.bfd.multiplier},
+        "services": dict(p.services), "interface": p.interface,
+    }
+    if p.kind == "vlan":
+        out["vlan"] = p.vlan
+    else:
+        out.update({"tunnel_id": p.tunnel_id, "gateway": p.gateway, "local_gateway": p.local_gateway,
+                    "secret_file": p.secret_file})
+    return out
