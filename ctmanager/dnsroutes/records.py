@@ -117,8 +117,8 @@ def desired(dc: DcTemplate, cts: Iterable[Ct], nodes: Iterable[Node], routes: It
     # a cloud peering's service names (s3, …) for the racks that use it: the cloud's address
     # (two links to one VPC name the same services; the template checked they agree)
     for slot in sorted({ct.rack for ct in ct_by_name.values()}):
-        for svc, addr in sorted({s for p in dc.peerings_of(slot) for s in p.services}):
-            add(absolute(f"{svc}.{rack_name(slot)}.{z.infra}"), "A", [addr], slot)
+        for cloud, addr in sorted({s for p in dc.peerings_of(slot) for s in p.services}):
+            add(absolute(f"{cloud}.{rack_name(slot)}.{z.infra}"), "A", [addr], slot)
     for ct in ct_by_name.values():
         if ct.tenant and ct.hostname == ct.tenant:  # the tenant's core CT
             add(absolute(f"{ct.tenant}.{z.tenant}"), "CNAME", [infra_name[ct.hostname]], ct.rack)
