@@ -71,6 +71,14 @@ def register(reg: Registry) -> None:
     p.add_argument("--restart", action="store_true", help="start it again at once, as systemd would")
     with_dir(cmd(faults, "backup-node-down", cmd_fault, "stop the DC's backup nodes until `lab fault heal` "
                  "(repositories unreachable)", "ctmanager lab fault backup-node-down"))
+    p = with_dir(cmd(faults, "link-cut", cmd_fault, "a cloud peering's link drops everything at the provider's end "
+                     "until `lab fault heal` (the carrier stays up)", "ctmanager lab fault link-cut aws-vpc1-a"))
+    p.add_argument("hn", nargs=1, metavar="PEERING")
+    for name, what in (("cloud-announce", "announces"), ("cloud-withdraw", "withdraws")):
+        p = with_dir(cmd(faults, name, cmd_fault, f"the provider of a peering's cloud {what} a prefix over every link",
+                         f"ctmanager lab fault {name} aws-vpc1-a 10.0.0.0/16"))
+        p.add_argument("hn", nargs=1, metavar="PEERING")
+        p.add_argument("prefix", metavar="PREFIX")
 
 
 def _say(args: argparse.Namespace) -> Any:
@@ -238,6 +246,15 @@ def cmd_fault(args: argparse.Namespace) -> int:
         faults.kill_backup(lab, args.hn[0], args.restart, say)
     elif kind == "backup-node-down":
         faults.backup_node_down(lab, say)
+    elif kind in ("link-cut", "cloud-announce", "cloud-withdraw"):
+        from ..lab import borders
+        from ..lab.rack import sh
+        with store_of(args) as store:
+            dc = queries.dc_template(store)
+        if kind == "link-cut":
+            borders.cut(lab, dc, args.hn[0], sh, say)
+        else:
+            borders.announce(lab, dc, args.hn[0], args.prefix, sh, kind == "cloud-withdraw", say)
     else:
         faults.kill_manager(lab, args.hn, args.restart, say)
     if want_json(args):

@@ -14,6 +14,8 @@ from ..store import queries
 from .common import Registry, store_of, want_json
 from .output import emit_json, table
 
+DEFAULT_SOCKET = "/run/bird/bird.ctl"
+
 
 def register(reg: Registry) -> None:
     cmd, group = reg.cmd, reg.group
@@ -25,6 +27,13 @@ def register(reg: Registry) -> None:
             "swanctl.conf (IPsec)", "ctmanager peering config /srv/border-configs --border border-1")
     p.add_argument("out", help="a folder: OUT/<border>/bird.conf, OUT/<border>/network/…")
     p.add_argument("--border", help="only this border router (default: every one)")
+    p = cmd(g, "status", cmd_status, "what BIRD says of each peering: session up/down since when, routes accepted "
+            "and refused", "ctmanager peering status --socket /run/bird/bird.ctl")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--socket", help="the border's BIRD control socket (default /run/bird/bird.ctl; run this "
+                       "on the border router)")
+    where.add_argument("--lab-dir", metavar="DIR", help="the lab's folder: every border router of the lab")
+    p.add_argument("--border", help="only this border router's peerings")
 
 
 def _dc(args: argparse.Namespace) -> DcTemplate:
@@ -85,3 +94,37 @@ def cmd_config(args: argparse.Namespace) -> int:
         for name in written:
             sys.stdout.write(f"wrote {name}\n")
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..peering import files, status
+    dc = _dc(args)
+    borders = [files.border(dc, args.border)] if args.border else list(dc.borders)
+    if not args.lab_dir and len(borders) > 1:
+        raise CtmError("one socket is one border router: name it with --border "
+                       f"({', '.join(b.name for b in borders)}), or use --lab-dir in the lab")
+    rows = []
+    for b in borders:
+        if args.lab_dir:
+            from ..lab import borders as labborders
+            from ..lab import layout
+            sock = str(labborders.socket(layout.Lab(args.lab_dir), b.name))
+        else:
+            sock = args.socket or DEFAULT_SOCKET
+        sessions = status.read(sock)
+        for p in dc.peerings:
+            if p.border != b.name:
+                continue
+            s = status.of(sessions, p.name)
+            rows.append({"peering": p.name, "border": b.name, "state": s.bgp_state if s else "missing",
+                         "up": bool(s and s.up), "since": s.since if s else None, "imported": s.imported if s else 0,
+                         "exported": s.exported if s else 0, "received": s.received if s else 0,
+                         "refused": s.filtered if s else 0,
+                         "info": (s.info if s else "no such protocol in BIRD: is the rendered config loaded?")})
+    if want_json(args):
+        emit_json(rows)
+    else:
+        table(("PEERING", "BORDER", "STATE", "SINCE", "IMPORTED", "EXPORTED", "REFUSED", "INFO"),
+              [(r["peering"], r["border"], r["state"], r["since"] or "-", r["imported"], r["exported"], r["refused"],
+                r["info"] or "-") for r in rows])
+    return 0 if rows and all(r["up"] for r in rows) else 1

@@ -13,6 +13,11 @@
                        systemd stops a unit's cgroup); --restart starts it again
     backup-node-down   the DC's backup nodes stop (sshd and its borg serve sessions
                        killed): repositories unreachable until `heal`
+    link-cut PEERING   a cloud peering's link drops everything at the provider's end
+                       (the carrier stays up: only BFD, or BGP's hold time, notices)
+    cloud-announce PEERING PREFIX / cloud-withdraw PEERING PREFIX
+                       the provider of that peering's cloud announces (withdraws) a
+                       prefix over every link: the border's filters decide
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from ..errors import InputError
 from ..store import lease as leases
 from ..store import open_store
 from ..wire.validate import is_digits
-from . import backupnodes, layout, managers
+from . import backupnodes, borders, layout, managers
 from .rack import LabError, sh, spawn
 
 
@@ -87,6 +92,7 @@ def heal(lab: layout.Lab, names: list[str], say: Callable[[str], None]) -> None:
             say(f"{n}: link up")
     if not names:
         _backup_nodes_up(lab, say)
+        borders.uncut(lab, say, sh)
     running = managers.pids(lab)
     for m in mgrs if names else managers.of(lab):
         if m.link:

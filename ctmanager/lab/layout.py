@@ -26,8 +26,9 @@ NETNS_PREFIX = "ctlab-"
 
 def is_lab_link(name: str) -> bool:
     """The lab's bridge (ctlab<slot>) and host veth ends (ctl<slot>h<pos>, a
-    namespaced manager's ctl<slot>m<i>, a storage node's ctl<slot>s<pos>)."""
-    return bool(re.fullmatch(r"ctlab\d+|ctl\d+[hms]\d+", name))
+    namespaced manager's ctl<slot>m<i>, a storage node's ctl<slot>s<pos>, a border
+    router's uplink ctlb<i>)."""
+    return bool(re.fullmatch(r"ctlab\d+|ctl\d+[hms]\d+|ctlb\d+", name))
 
 
 class Lab:

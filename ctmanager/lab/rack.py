@@ -38,7 +38,7 @@ from ..monitoring.provision import write_service
 from ..render import ctfiles
 from ..store import Store, queries
 from ..wire.validate import is_digits
-from . import backupnodes, dnsserver, layout, managers, metricsct, storagenodes
+from . import backupnodes, borders, dnsserver, layout, managers, metricsct, storagenodes
 
 REPORT_PORT = 7070
 TOOLS = ("lxc-start", "sshd", "svscan", "ip", "ssh-keygen", "mount", "named", "dig", "tsig-keygen", "collectd")
@@ -132,6 +132,7 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     lab.write_state({**lab.read_state(), "store": str(store.path)})
     if dns:
         dnsserver.up(lab, store, dc, lab.bridge(slot), spawn, progress)
+        borders.up(lab, dc, sh, spawn, progress)  # the DC's border routers and the clouds they peer with
     for node in stores:
         address = backupnodes.attach(lab, dc_lab or lab, dc, node, sh, spawn)
         if address:

@@ -13,7 +13,7 @@ import pytest
 
 from ctmanager.dc import template
 from ctmanager.errors import InputError
-from ctmanager.peering import bird, files
+from ctmanager.peering import bird, files, status
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DIR = ROOT / "templates" / "dc"
@@ -163,3 +163,21 @@ def test_service_names_go_to_the_racks_that_use_the_peering(tmp_path: Path) -> N
     dc = _dc(tmp_path)
     assert [p.name for p in dc.peerings_of(101)] == ["aws-vpc1-a", "aws-vpc1-b"]
     assert dc.peerings_of(103) == ()
+
+
+FACTS = Path(__file__).resolve().parent / "facts"
+
+
+def test_birds_own_word_on_two_links_and_on_one_cut() -> None:
+    """Captured from the lab: both sessions up with three hostile routes refused; then one
+    link cut silently (BFD took the session down)."""
+    both = status.parse((FACTS / "bird-protocols-all.txt").read_text())
+    assert sorted(both) == ["p_aws_vpc1_a", "p_aws_vpc1_b"]  # device, static, kernel, bfd: not sessions
+    a = status.of(both, "aws-vpc1-a")
+    assert a is not None and a.up and (a.imported, a.exported, a.received, a.filtered) == (2, 2, 5, 3)
+    cut = status.parse((FACTS / "bird-protocols-all-cut.txt").read_text())
+    down = status.of(cut, "aws-vpc1-a")
+    assert down is not None and not down.up and down.bgp_state == "Active"
+    assert down.info == "Error: BFD session down" and down.imported == 0
+    assert status.of(cut, "aws-vpc1-b").up  # type: ignore[union-attr]
+    assert status.of(cut, "nope") is None
