@@ -20,3 +20,6 @@ ctmanager lab up --hns 3
 export CTMANAGER_CONFIG=/var/lib/ctmanager-lab/manager.toml
 ctmanager hn list
 ctmanager status
+ctmanager peering list
+ctmanager peering status --lab-dir /var/lib/ctmanager-lab || true  # the sessions may still be coming up
+ctmanager ct exec acme -- python3 -c "import socket; print(socket.create_connection(('s3', 80), 5).recv(100).decode().strip())" || true

@@ -28,7 +28,7 @@ from typing import Any
 from ..dc.model import Border, DcTemplate, Peering
 from ..errors import InputError
 from ..peering import files
-from . import layout
+from . import layout, storagenodes
 
 Sh = Callable[..., Any]
 Spawn = Callable[[list[str], Path], int]
@@ -62,6 +62,7 @@ def cloud_link(p: Peering) -> str:
 def up(lab: layout.Lab, dc: DcTemplate, sh: Sh, spawn: Spawn, progress: Callable[[str], None]) -> None:
     if not dc.peerings:
         return
+    storagenodes.route_between_racks(lab)  # the host is the DC's core: it forwards between racks and borders
     for i, b in enumerate(dc.borders):
         _border(lab, dc, b, i, sh)
     for name, ps in clouds(dc):
