@@ -24,7 +24,7 @@ def register(reg: Registry) -> None:
     p = cmd(g, "show", cmd_show, "one peering, whole", "ctmanager peering show aws-vpc1-a")
     p.add_argument("name")
     p = cmd(g, "config", cmd_config, "write each border router's files: bird.conf, network/ (systemd-networkd), "
-            "swanctl.conf (IPsec)", "ctmanager peering config /srv/border-configs --border border-1")
+            "swanctl.conf (IPsec); and routes/rack-N.txt, the routes each rack's gateway needs to the clouds", "ctmanager peering config /srv/border-configs --border border-1")
     p.add_argument("out", help="a folder: OUT/<border>/bird.conf, OUT/<border>/network/…")
     p.add_argument("--border", help="only this border router (default: every one)")
     p = cmd(g, "status", cmd_status, "what BIRD says of each peering: session up/down since when, routes accepted "
@@ -78,16 +78,19 @@ def cmd_config(args: argparse.Namespace) -> int:
     borders = [files.border(dc, args.border)] if args.border else list(dc.borders)
     if not borders:
         raise CtmError("the DC template has no border routers ([borders.NAME], see README: Cloud peering)")
-    out, written = Path(args.out), []
-    for b in borders:
-        for rel, text in files.border_files(dc, b).items():
-            path = out / b.name / rel
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(path, text.encode(), 0o644)
-            except OSError as exc:
-                raise CtmError(f"{path}: {exc.strerror}") from None
-            written.append(str(path))
+    # everything rendered before anything is written: a bad template leaves OUT as it was
+    todo = {f"{b.name}/{rel}": text for b in borders for rel, text in files.border_files(dc, b).items()}
+    if not args.border:
+        todo.update(files.rack_routes(dc))
+    written = []
+    for rel, text in todo.items():
+        path = Path(args.out) / rel
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, text.encode(), 0o644)
+        except OSError as exc:
+            raise CtmError(f"{path}: {exc.strerror}") from None
+        written.append(str(path))
     if want_json(args):
         emit_json({"written": written})
     else:

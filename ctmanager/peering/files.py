@@ -20,6 +20,23 @@ def border_files(dc: DcTemplate, border: Border) -> dict[str, str]:
     return files
 
 
+def rack_routes(dc: DcTemplate) -> dict[str, str]:
+    """Per rack that uses a peering, `routes/rack-N.txt`: the routes its gateway (the ToR,
+    or the DC core behind it) needs so the rack's HNs and CTs reach the clouds via their
+    border router, one `ip route` argument line each."""
+    by_border = {b.name: b for b in dc.borders}
+    out: dict[str, str] = {}
+    for slot in sorted({s for p in dc.peerings for s in p.racks}):
+        routes: dict[str, list[str]] = {}
+        for p in dc.peerings_of(slot):
+            for net in p.accept:
+                routes.setdefault(f"{net} via {by_border[p.border].address}", []).append(p.name)
+        lines = [f"# rack-{slot}: routes to the clouds it peers with, for its gateway (rendered by ctmanager)"]
+        lines += [f"{route}  # peering {', '.join(names)}" for route, names in sorted(routes.items())]
+        out[f"routes/{rack_name(slot)}.txt"] = "\n".join(lines) + "\n"
+    return out
+
+
 def find(dc: DcTemplate, name: str) -> Peering:
     for p in dc.peerings:
         if p.name == name:

@@ -181,3 +181,13 @@ def test_birds_own_word_on_two_links_and_on_one_cut() -> None:
     assert down.info == "Error: BFD session down" and down.imported == 0
     assert status.of(cut, "aws-vpc1-b").up  # type: ignore[union-attr]
     assert status.of(cut, "nope") is None
+
+
+def test_each_rack_gateway_gets_routes_to_the_clouds_of_its_peerings_only(tmp_path: Path) -> None:
+    dc = _dc(tmp_path, IPSEC)  # gce-vpn is rack-101's alone
+    routes = files.rack_routes(dc)
+    assert sorted(routes) == ["routes/rack-101.txt", "routes/rack-102.txt"]
+    assert routes["routes/rack-101.txt"].splitlines()[1:] == [
+        "172.31.0.0/16 via 10.0.6.1  # peering aws-vpc1-a, aws-vpc1-b", "192.168.128.0/20 via 10.0.6.1  # peering gce-vpn"]
+    assert routes["routes/rack-102.txt"].splitlines()[1:] == [
+        "172.31.0.0/16 via 10.0.6.1  # peering aws-vpc1-a, aws-vpc1-b"]
