@@ -55,8 +55,11 @@ def cmd_tenant_add(args: argparse.Namespace) -> int:
 def cmd_tenant_list(args: argparse.Namespace) -> int:
     with store_of(args) as store:
         rows = queries.tenants(store)
+        zone = queries.dc_template(store).tenant_zone
     if want_json(args):
-        emit_json(rows)
+        # the public name (what mail and the edge are addressed to) and the internal view's
+        emit_json([{**r, "fqdn": f"{r['name']}.{zone}", "internal_fqdn": f"{r['name']}.{zone}.internal"}
+                   for r in rows])
     else:
         table(("TENANT", "RACK", "REALM", "CORE CTID", "CORE IP", "APPS", "ROUTES", "MOVING"),
               [(r["name"], r["rack"], r["realm"] or "-", r["core_ctid"], r["core_ip"], r["apps"], r["routes"],

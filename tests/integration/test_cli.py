@@ -243,3 +243,26 @@ def test_manager_status_before_any_manager_ran(example_store: Cli) -> None:
     bad = cli("manager", "status", "--rack", "105", check=False)
     assert bad.returncode == 2 and bad.stdout == "" and bad.stderr == \
         "ctmanager: error: --rack: no rack-105 installed (ctmanager rack list)\n"
+
+
+def test_tenant_list_json_gives_each_tenants_public_and_internal_name(example_store: Cli) -> None:
+    rows = {r["name"]: r for r in json.loads(example_store("tenant", "list", "--json").stdout)}
+    assert (rows["myhost"]["fqdn"], rows["myhost"]["internal_fqdn"]) == ("myhost.example.net",
+                                                                          "myhost.example.net.internal")
+    example_store("tenant", "add", "globex", "--rack", "rack-101")
+    got = {r["name"]: r["fqdn"] for r in json.loads(example_store("tenant", "list", "--json").stdout)}
+    assert got["globex"] == "globex.example.net"
+
+
+def test_peering_views_and_config(example_store: Cli, tmp_path: Path) -> None:
+    rows = json.loads(example_store("peering", "list", "--json").stdout)
+    assert [r["name"] for r in rows] == ["aws-vpc1-a", "aws-vpc1-b"] and rows[0]["bfd"] == {"interval_ms": 100,
+                                                                                             "multiplier": 3}
+    assert "vlan:           301" in example_store("peering", "show", "aws-vpc1-a").stdout
+    bad = example_store("peering", "show", "nope", check=False)
+    assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "aws-vpc1-a, aws-vpc1-b" in bad.stderr
+    wrote = json.loads(example_store("peering", "config", str(tmp_path / "out"), "--json").stdout)["written"]
+    assert str(tmp_path / "out" / "border-1" / "bird.conf") in wrote
+    assert (tmp_path / "out" / "routes" / "rack-101.txt").read_text().count("172.31.0.0/16 via 10.0.6.1") == 1
+    down = example_store("peering", "status", "--socket", str(tmp_path / "nobird.ctl"), check=False)
+    assert down.returncode != 0 and down.stderr.count("\n") == 1 and "is BIRD running there?" in down.stderr
