@@ -16,9 +16,11 @@ cd "$(dirname "$0")/.."
 # borgbackup: the storage nodes' continuous backups (append-only repositories on a backup node).
 # bird2: the border routers' BGP (and BFD) to the clouds, and the lab's "cloud" side;
 # strongswan-swanctl + charon-systemd: IPsec peerings' swanctl.conf is loaded by the real charon.
+# systemd: `systemd-analyze verify` checks the units in agents/ and templates/ (nothing is booted).
 APT_PACKAGES=(python3 python3-venv python3-pip lxc openssh-server openssh-client daemontools iproute2 procps
               bind9 bind9-dnsutils collectd-core graphite-carbon postfix nginx-light openssl
-              dante-server libpq5 postgresql-15 rsync borgbackup bird2 strongswan-swanctl charon-systemd)
+              dante-server libpq5 postgresql-15 rsync borgbackup bird2 strongswan-swanctl charon-systemd
+              systemd)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
