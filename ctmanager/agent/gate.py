@@ -62,7 +62,7 @@ def check(command: str, agent: str, config: str = "") -> list[str]:
         out = [*prefix, "apply", args[0], _ctid(args[1])]
         flags = args[2:]
         while flags:
-            if flags[0] == "--purge-data" and args[0] == "destroy":
+            if flags[0] == "--purge-data":  # ctagent itself says which actions take it
                 out.append(flags.pop(0))
             elif flags[0] == "--epoch" and len(flags) > 1 and is_digits(flags[1]) and len(flags[1]) <= 18:
                 out += [flags.pop(0), flags.pop(0)]

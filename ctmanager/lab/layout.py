@@ -98,6 +98,18 @@ def ctagent_path() -> str:
     return str(here) if here.exists() else (shutil.which("ctagent") or "ctagent")
 
 
+def ctgate_path() -> str:
+    """The ctgate of this installation (beside ctagent): the manager key's forced command."""
+    return str(Path(ctagent_path()).with_name("ctgate"))
+
+
+def manager_key_line(public_key: str) -> str:
+    """An HN's authorized_keys line for the manager's key: ctagent through ctgate, nothing else
+    (its config comes from CTAGENT_CONFIG, which the HN's sshd sets)."""
+    command = f"{ctgate_path()} --agent {ctagent_path()}"
+    return f'restrict,command="{command}" {public_key.strip()}\n'
+
+
 def ctstorage_path() -> str:
     """The ctstorage of this installation (beside ctagent)."""
     return str(Path(ctagent_path()).with_name("ctstorage"))

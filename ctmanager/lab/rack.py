@@ -112,7 +112,7 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     lab.keys.mkdir(mode=0o700, exist_ok=True)
     write_atomic(lab.rack_key, (secrets.token_hex(32) + "\n").encode(), 0o600)
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ctmanager-lab", "-f", str(lab.ssh_key))
-    lab.authorized_keys.write_text(Path(f"{lab.ssh_key}.pub").read_text())
+    lab.authorized_keys.write_text(layout.manager_key_line(Path(f"{lab.ssh_key}.pub").read_text()))
     known = []
     rack_hns = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
     for node in nodes:

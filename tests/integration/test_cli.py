@@ -266,3 +266,16 @@ def test_peering_views_and_config(example_store: Cli, tmp_path: Path) -> None:
     assert (tmp_path / "out" / "routes" / "rack-101.txt").read_text().count("172.31.0.0/16 via 10.0.6.1") == 1
     down = example_store("peering", "status", "--socket", str(tmp_path / "nobird.ctl"), check=False)
     assert down.returncode != 0 and down.stderr.count("\n") == 1 and "is BIRD running there?" in down.stderr
+
+
+def test_the_proxies_folder_holds_what_ctmanager_renders_for_the_example(example_store: Cli, tmp_path: Path) -> None:
+    """proxies/ is for reading: it must stay what the example DC renders today."""
+    example_store("socks", "allow", "jira", "203.0.113.0/24", "--port", "443")
+    example_store("edge", "config", str(tmp_path / "nginx-edge.conf"))
+    example_store("socks", "config", str(tmp_path / "danted.conf"), "--listen", "10.101.2.4:1080",
+                  "--external", "10.101.2.4")
+    (tmp_path / "postfix-main.cf.snippet").write_text(
+        example_store("mail", "postfix-config", "--mailmap", "127.0.0.1:10027").stdout)
+    for name in ("nginx-edge.conf", "danted.conf", "postfix-main.cf.snippet"):
+        assert (tmp_path / name).read_text() == (ROOT / "proxies" / name).read_text(), \
+            f"proxies/{name} is not what ctmanager renders now: render it again (proxies/README.md)"

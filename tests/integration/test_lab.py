@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
 from pathlib import Path
 
 from labrack import Rack, all_up, wait_for
@@ -297,3 +298,21 @@ def test_the_rack_s_metrics_land_in_the_metrics_ct_s_carbon(rack: Rack) -> None:
     assert all(v >= 0 for v in wait_for("the summary of the CTs' load", summary_load, timeout=60, every=1))
     logs = rack.cli("ct", "exec", metrics_ct, "--", "sh", "-c", "cat /data/log/carbon-*/current").stdout
     assert "Error tagging" not in logs and "MetricLineReceiver connection with" not in logs, logs[-2000:]
+
+
+def test_the_managers_key_runs_ctagent_through_the_gate_and_nothing_else(rack: Rack) -> None:
+    hn = sorted(rack.hns)[0]
+    ssh = ["ssh", "-i", rack.inv["ssh_key"], "-o", f"UserKnownHostsFile={rack.inv['known_hosts']}",
+           "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+           f"root@{rack.hns[hn]['address']}"]
+    for command, why in (("id", "only ctagent may run"),
+                         ("ctagent apply start 1005; rm -rf /", "CTID must be"),
+                         ("ctagent run", "not for the manager's key"),
+                         ("/bin/sh -c id", "only ctagent may run")):
+        p = subprocess.run([*ssh, command], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 126 and p.stdout == "", (command, p)
+        assert p.stderr.strip().splitlines()[-1].startswith(f"ctgate: refused: {why}"), (command, p.stderr)
+    observed = subprocess.run([*ssh, "ctagent observe"], capture_output=True, text=True, timeout=30)
+    assert observed.returncode == 0 and isinstance(json.loads(observed.stdout), (list, dict)), observed.stderr
+    # and every manager action goes through it: exec inside a CT, with its exit code
+    assert rack.cli("ct", "exec", "acme", "--", "sh", "-c", "exit 3", check=False).returncode == 3

@@ -34,7 +34,7 @@ def test_what_the_manager_runs_passes_to_the_gates_own_ctagent(command: str, arg
     ("ctagent apply start 1005 ; rm -rf /", "does not take ';'"),
     ("ctagent apply reboot 1005", "ACTION one of"),
     ("ctagent apply start 0", "CTID must be"),
-    ("ctagent apply start 1005 --purge-data", "does not take '--purge-data'"),
+    ("ctagent apply start 1005 --purge-data --rm", "does not take '--rm'"),
     ("ctagent apply stop 1005 --epoch x", "does not take '--epoch'"),
     ("ctagent run", "not for the manager's key"),
     ("ctagent observe --all", "not for the manager's key"),

@@ -15,13 +15,13 @@ import pytest
 from ctmanager.agent import config as agentconfig
 
 ROOT = Path(__file__).resolve().parents[2]
-UNITS = sorted([*ROOT.glob("agents/*.service"), *ROOT.glob("templates/storage/*.service")])
+UNITS = sorted([*ROOT.glob("agents/*.service"), *ROOT.glob("proxies/*.service"), *ROOT.glob("templates/storage/*.service")])
 RUNS = sorted([*ROOT.glob("agents/*.run"), *ROOT.glob("templates/storage/*.run")])
 BIN = Path(sys.executable).parent
 
 
 def test_there_are_units_and_run_scripts() -> None:
-    assert {u.name for u in UNITS} >= {"ctagent.service", "ctbackup.service"}
+    assert {u.name for u in UNITS} >= {"ctagent.service", "ctbackup.service", "ctmailmap.service"}
     assert {r.name for r in RUNS} >= {"ctagent.run", "ctbackup.run"}
 
 
