@@ -15,8 +15,8 @@ import pytest
 from ctmanager.agent import config as agentconfig
 
 ROOT = Path(__file__).resolve().parents[2]
-UNITS = sorted([*ROOT.glob("agents/*.service"), *ROOT.glob("proxies/*.service"), *ROOT.glob("templates/storage/*.service")])
-RUNS = sorted([*ROOT.glob("agents/*.run"), *ROOT.glob("templates/storage/*.run")])
+UNITS = sorted([*ROOT.glob("agents/*.service"), *ROOT.glob("manager/*.service"), *ROOT.glob("proxies/*.service"), *ROOT.glob("templates/storage/*.service")])
+RUNS = sorted([*ROOT.glob("agents/*.run"), *ROOT.glob("manager/*.run"), *ROOT.glob("templates/storage/*.run")])
 BIN = Path(sys.executable).parent
 
 
