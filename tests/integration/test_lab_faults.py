@@ -101,3 +101,27 @@ def test_healing_a_partition_never_runs_a_ct_twice(rack: Rack, watch: TwiceWatch
     wait_for(f"leftovers on {hn} destroyed", lambda: not rack.on_hn(
         hn, "lxc-ls", "-P", rack.hns[hn]["lxcpath"]).stdout.split(), timeout=15)
     assert all(len(hns) == 1 for hns in rack.running().values())
+
+
+def test_an_agent_restart_leaves_its_cts_running_and_fences_nothing(rack: Rack, watch: TwiceWatcher) -> None:
+    """What an upgrade does (`systemctl restart ctagent`): SIGTERM, and the supervisor starts
+    it again. Its CTs keep their processes; nobody fences or moves anything, for longer than
+    dead_after."""
+    hn = busiest(rack)
+    kept = on(rack, hn)
+    pattern = f"ctagent -c {rack.hns[hn]['agent_config']} run"
+
+    def agent_pid() -> str:
+        return rack.on_hn(hn, "pgrep", "-f", pattern).stdout.strip()
+
+    old = wait_for(f"{hn}'s agent", agent_pid, timeout=10)
+    log_at, hn_log_at = len(rack.manager_log()), len(rack.hn_log(hn))
+    rack.on_hn(hn, "pkill", "-TERM", "-f", pattern)
+    wait_for(f"{hn}'s agent started again", lambda: (pid := agent_pid()) and pid != old, timeout=10)
+    deadline = time.monotonic() + DEAD_AFTER + 4
+    while time.monotonic() < deadline:  # nothing may happen: checked all along, not only at the end
+        assert on(rack, hn) == kept, f"{hn}'s CTs changed after an agent restart"
+        time.sleep(0.5)
+    new_log = rack.manager_log()[log_at:]
+    assert f"{hn} is DEAD" not in new_log and not re.search(rf"(start|stop) \d+ on {hn}", new_log), new_log[-2000:]
+    assert "FENCED" not in rack.hn_log(hn)[hn_log_at:]
