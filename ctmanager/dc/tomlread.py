@@ -82,7 +82,7 @@ class Table:
         self._seen.add(key)
         if key not in self._data:
             if default is _REQUIRED:
-                typo = difflib.get_close_matches(key, [k for k in self._data if k not in self._seen], n=1)
+                typo = difflib.get_close_matches(key, [k for k in self._data if k not in self._seen], n=1, cutoff=0.8)
                 if typo:  # report the misspelt key the user wrote, not the one they meant
                     raise self.error(typo[0], f"unknown key (did you mean {key!r}?)")
                 raise self.error(key, "is required")
