@@ -311,7 +311,8 @@ def test_the_managers_key_runs_ctagent_through_the_gate_and_nothing_else(rack: R
                          ("/bin/sh -c id", "only ctagent may run")):
         p = subprocess.run([*ssh, command], capture_output=True, text=True, timeout=30)
         assert p.returncode == 126 and p.stdout == "", (command, p)
-        assert p.stderr.strip().splitlines()[-1].startswith(f"ctgate: refused: {why}"), (command, p.stderr)
+        last = p.stderr.strip().splitlines()[-1]
+        assert last.startswith("ctgate: refused: ") and why in last, (command, p.stderr)
     observed = subprocess.run([*ssh, "ctagent observe"], capture_output=True, text=True, timeout=30)
     assert observed.returncode == 0 and isinstance(json.loads(observed.stdout), (list, dict)), observed.stderr
     # and every manager action goes through it: exec inside a CT, with its exit code
