@@ -3,11 +3,13 @@ data (for `peering show --json` and the tables)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from ..dc.model import Border, DcTemplate, Peering, rack_name
 from ..errors import NotFoundError
 from . import bird, links
+
+T = TypeVar("T", Border, Peering)
 
 
 def border_files(dc: DcTemplate, border: Border) -> dict[str, str]:
@@ -38,19 +40,19 @@ def rack_routes(dc: DcTemplate) -> dict[str, str]:
 
 
 def find(dc: DcTemplate, name: str) -> Peering:
-    for p in dc.peerings:
-        if p.name == name:
-            return p
-    known = ", ".join(p.name for p in dc.peerings) or "none in the DC template"
-    raise NotFoundError(f"no peering {name!r} (peerings: {known})")
+    return _named(dc.peerings, name, "peering")
 
 
 def border(dc: DcTemplate, name: str) -> Border:
-    for b in dc.borders:
-        if b.name == name:
-            return b
-    known = ", ".join(b.name for b in dc.borders) or "none in the DC template"
-    raise NotFoundError(f"no border router {name!r} (borders: {known})")
+    return _named(dc.borders, name, "border router")
+
+
+def _named(items: tuple[T, ...], name: str, what: str) -> T:
+    for item in items:
+        if item.name == name:
+            return item
+    known = ", ".join(i.name for i in items) or "none in the DC template"
+    raise NotFoundError(f"no {what} {name!r} ({what.split()[0]}s: {known})")
 
 
 def as_dict(p: Peering) -> dict[str, Any]:
