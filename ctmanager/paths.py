@@ -37,6 +37,10 @@ KINDS: dict[str, Kind] = {
     "templates": Kind("templates", "templates (DC, manifests, CT and storage configs)", ENV_VAR),
     # a CT's /sw/collectd: collectd's base config and the tagged plugin repo (lab software trees)
     "collectd": Kind("monitoring/collectd", "collectd config and plugin repo"),
+    # the deploy folders ops copy onto machines; `lab machine` installs from them too
+    "agents": Kind("agents", "HN deploy files (agents/: ctagent unit, sshd snippet, authorized_keys)"),
+    "manager": Kind("manager", "manager deploy files (manager/: ctmanager unit)"),
+    "proxies": Kind("proxies", "edge, mail and SOCKS deploy files (proxies/)"),
 }
 SHARE = Path("share") / "ctmanager"
 _CHECKOUT = Path(__file__).resolve().parent.parent

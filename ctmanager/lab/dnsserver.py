@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..dc.model import DcTemplate
 from ..dnsroutes import bind, sync
+from ..files import write_atomic
 from ..store import Store, open_store
 from ..store import dns as dnsrows
 from ..store.db import default_path, is_url
@@ -20,7 +21,9 @@ from . import layout
 
 
 def up(lab: layout.Lab, store: Store, dc: DcTemplate, bridge: str, spawn: Callable[[list[str], Path], int],
-       progress: Callable[[str], None]) -> None:
+       progress: Callable[[str], None], key_at: Path | None = None) -> None:
+    """`key_at`: where the publishers find the TSIG key (the same path on each of their
+    machines; a copy is put there); default: the lab's own bind folder."""
     from .rack import LabError, sh
 
     resolvers = list(dc.resolvers)
@@ -35,7 +38,12 @@ def up(lab: layout.Lab, store: Store, dc: DcTemplate, bridge: str, spawn: Callab
         if time.monotonic() > deadline:
             raise LabError(f"named did not answer on {resolvers[0]}:53 (see {lab.logs / 'named.log'})")
         time.sleep(0.1)
-    sync.configure(store, f"{resolvers[0]}:53", str(files["key"]))
+    key = files["key"]
+    if key_at is not None:
+        key_at.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(key_at, key.read_bytes(), 0o600)
+        key = key_at
+    sync.configure(store, f"{resolvers[0]}:53", str(key))
     report = sync.sync(store, sync.require_server(store))
     if report.error:
         raise LabError(f"publishing to the lab's DNS server: {report.error}")

@@ -12,6 +12,11 @@ when no pet came for `watchdog_timeout`, this does what a node reset does to
 the CTs and the agent: kills them (the node then stays "off": the agent is not
 restarted until `ctmanager lab fault heal HN` removes the `agent.down` flag,
 which `lab fault kill-agent` sets too).
+
+On a machine of its own (lab/machines.py) the agent is the deploy files'
+ctagent.service and this runs as `hn_init --watchdog AGENT_CONFIG`: the watchdog
+only, whose reset kills the agent, stops its unit (no restart until `heal` starts
+it) and kills the CTs.
 """
 
 from __future__ import annotations
@@ -75,40 +80,67 @@ class LabWatchdog(threading.Thread):
             os.close(keep)
 
 
-def main(argv: list[str]) -> int:
-    """`hn_init SSHD_CONFIG CTAGENT AGENT_CONFIG` in a lab namespace, or
-    `hn_init --machine CTAGENT AGENT_CONFIG` on a machine of its own (its sshd and
-    cgroups are the system's: see lab/machines.py)."""
+AGENT_UNIT = "ctagent.service"  # agents/ctagent.service, on a machine
+
+
+def _kill_cts(lxcpath: Path) -> None:
+    for ct in sorted(p.name for p in lxcpath.iterdir() if is_digits(p.name)) if lxcpath.is_dir() else ():
+        subprocess.run(["lxc-stop", "-P", str(lxcpath), "-n", ct, "-k"], capture_output=True, timeout=30)
+
+
+def _resetting(silent: float) -> None:
+    sys.stderr.write(f"hn_init: WATCHDOG: not petted for {silent:.1f}s: resetting this HN "
+                     "(its agent and CTs are killed; `ctmanager lab fault heal` powers it on)\n")
+
+
+def watchdog_only(agent_config: str) -> int:
+    """The lab watchdog beside the agent's own unit: a reset kills the agent (SIGKILL,
+    then a stop, so systemd does not start it again) and its CTs."""
     from ..agent.config import load
 
-    machine = argv[:1] == ["--machine"]
-    sshd_config: str | None
-    if machine:
-        sshd_config = None
-        ctagent, agent_config = argv[1:]
-    else:
-        sshd_config, ctagent, agent_config = argv
+    config = load(Path(agent_config))
+    if config.watchdog == "none":
+        sys.stderr.write(f"hn_init: {agent_config} has no watchdog: nothing to watch\n")
+        return 1
+
+    def reset(silent: float) -> None:
+        _resetting(silent)
+        subprocess.run(["systemctl", "kill", "--kill-whom=main", "-s", "KILL", AGENT_UNIT], timeout=30)
+        subprocess.run(["systemctl", "stop", AGENT_UNIT], timeout=60)
+        _kill_cts(Path(config.lxcpath))
+        sys.stderr.write("hn_init: WATCHDOG: reset done\n")
+
+    dog = LabWatchdog(Path(config.watchdog), config.timers.watchdog_timeout, reset)
+    dog.run()  # until killed: systemd stops it
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """`hn_init SSHD_CONFIG CTAGENT AGENT_CONFIG` in a lab namespace, or
+    `hn_init --watchdog AGENT_CONFIG` on a machine of its own (its sshd, cgroups and
+    agent unit are the system's: see lab/machines.py)."""
+    from ..agent.config import load
+
+    if argv[:1] == ["--watchdog"]:
+        return watchdog_only(*argv[1:])
+    sshd_config, ctagent, agent_config = argv
     config = load(Path(agent_config))
     hdir = Path(agent_config).parent
     down_flag, pid_file = hdir / "agent.down", hdir / "ctagent.pid"
-    if not machine:
-        mount_cgroups()
+    mount_cgroups()
     agent_argv = [ctagent, "-c", agent_config, "run"]
-    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", sshd_config]) if sshd_config else None
+    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", sshd_config])
     agent: subprocess.Popen[bytes] | None = None
     lock = threading.Lock()
 
     def reset(silent: float) -> None:
         """What a node reset does to the agent and the CTs."""
-        sys.stderr.write(f"hn_init: WATCHDOG: not petted for {silent:.1f}s: resetting this HN "
-                         "(its agent and CTs are killed; `ctmanager lab fault heal` powers it on)\n")
+        _resetting(silent)
         down_flag.touch()
         with lock:
             if agent is not None and agent.poll() is None:
                 agent.kill()
-        lxcpath = Path(config.lxcpath)
-        for ct in sorted(p.name for p in lxcpath.iterdir() if is_digits(p.name)) if lxcpath.is_dir() else ():
-            subprocess.run(["lxc-stop", "-P", str(lxcpath), "-n", ct, "-k"], capture_output=True, timeout=30)
+        _kill_cts(Path(config.lxcpath))
         sys.stderr.write("hn_init: WATCHDOG: reset done\n")
 
     if config.watchdog != "none":
@@ -122,7 +154,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     while not stopping:
-        if sshd is not None and sshd.poll() is not None:
+        if sshd.poll() is not None:
             sys.stderr.write(f"hn_init: sshd exited {sshd.returncode}; restarting it\n")
             time.sleep(0.5)
             sshd = subprocess.Popen(sshd.args)

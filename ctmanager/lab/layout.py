@@ -39,6 +39,7 @@ class Lab:
         self.logs = self.root / "logs"
         self.rack_key = self.keys / "rack.key"
         self.ssh_key = self.keys / "id_ed25519"
+        self.console_key = self.keys / "console_key"   # machines: the tests' shell on each (not gated)
         self.authorized_keys = self.keys / "authorized_keys"
         self.known_hosts = self.keys / "known_hosts"
         self.manager_config = self.root / "manager.toml"
@@ -90,6 +91,7 @@ class Lab:
 
 
 AGENT_PORT = 7071
+MACHINE_AGENT_CONFIG = "/etc/ctagent/ctagent.toml"  # a machine's (agents/ctagent.service reads it)
 
 
 def ctagent_path() -> str:
@@ -126,21 +128,26 @@ def _metrics(graphite: str) -> str:
 
 
 def manager_toml(lab: Lab, slot: int, address: str, port: int, graphite: str = "", name: str = "",
-                 storage_known: Path | None = None) -> str:
-    """`name`: the manager's (unique in its rack); `address`: where it hears reports."""
+                 storage_known: Path | None = None, secrets: Path | None = None) -> str:
+    """`name`: the manager's (unique in its rack); `address`: where it hears reports;
+    `secrets`: the folder of the manager's own copies of the keys and known_hosts
+    (a manager machine's /etc/ctmanager), else the lab's."""
     v.label(name or f"mgr-{slot}-a", "manager name")
+    rack_key, ssh_key, known = ((secrets / "rack.key", secrets / "id_ed25519", secrets / "known_hosts") if secrets
+                                else (lab.rack_key, lab.ssh_key, lab.known_hosts))
+    storage_known = secrets / "storage_known_hosts" if secrets else storage_known
     return f"""# Written by `ctmanager lab up`: a manager of the lab rack.
 rack = "rack-{slot}"
 name = "{name or f'mgr-{slot}-a'}"
 listen = "{address}:{port}"
-key_file = "{lab.rack_key}"
+key_file = "{rack_key}"
 agent_command = ["{ctagent_path()}"]   # its config comes from CTAGENT_CONFIG, set by each HN's sshd
 agent_port = {AGENT_PORT}                 # heartbeats go to every HN's agent here
 
 [ssh]
 user = "root"
-key_file = "{lab.ssh_key}"
-known_hosts = "{lab.known_hosts}"
+key_file = "{ssh_key}"
+known_hosts = "{known}"
 connect_timeout = 5.0
 action_timeout = 30.0
 concurrency = 8
@@ -158,7 +165,7 @@ dead_after = 16.0
 
 [moves]               # tenant moves into this rack: ctstorage on the storage nodes, over [ssh]
 storage_command = ["{ctstorage_path()}"]
-known_hosts = "{storage_known or lab.known_hosts}"   # every storage node of the DC lab
+known_hosts = "{storage_known or known}"   # every storage node of the DC lab
 [backups]             # ctbackup on the storage nodes: `ctmanager backup`, the leader's alarms
 command = ["{ctbackup_path()}"]
 poll_every = 10.0
@@ -241,7 +248,7 @@ def _strings(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"  # JSON strings are TOML basic strings
 
 
-def _inventory_hn(n: Node, console: list[str], hdir: Path, log: Path) -> str:
+def _inventory_hn(n: Node, console: list[str], hdir: Path, log: Path, agent_config: Path | None = None) -> str:
     return f"""
 [[hns]]
 name = "{n.hostname}"
@@ -249,7 +256,7 @@ address = "{n.ip}"
 console = {_strings(console)}   # a shell on the HN (tests look and rehearse faults through it)
 ctagent = "{ctagent_path()}"
 lxcpath = "{hdir / 'lxc'}"
-agent_config = "{hdir / 'ctagent.toml'}"
+agent_config = "{agent_config or hdir / 'ctagent.toml'}"
 log = "{log}"
 """
 
@@ -301,12 +308,12 @@ def machines_inventory_toml(lab: Lab, store: Locator, slot: int, config: Path, n
                             console_known: Path) -> str:
     """`consoles`: each machine's address on the console network (HNs, storage
     nodes, managers); `managers`: (name, config) of each of the rack's managers."""
-    ssh = ["ssh", "-i", str(lab.ssh_key), "-o", f"UserKnownHostsFile={console_known}", "-o",
+    ssh = ["ssh", "-i", str(lab.console_key), "-o", f"UserKnownHostsFile={console_known}", "-o",
            "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
            # one connection per machine, reused: a console command then takes milliseconds
            "-o", "ControlMaster=auto", "-o", "ControlPath=/run/ctm-console-%C", "-o", "ControlPersist=300"]
     hns = "".join(_inventory_hn(n, [*ssh, f"root@{consoles[n.hostname]}"], lab.hn_dir(n.hostname),
-                                lab.logs / f"{n.hostname}.log") for n in nodes)
+                                lab.logs / f"{n.hostname}.log", Path(MACHINE_AGENT_CONFIG)) for n in nodes)
     hns += "".join(_inventory_storage(n, lab.root / "data" / n.hostname, [*ssh, f"root@{consoles[n.hostname]}"])
                    for n in storage)
     mgrs = "".join(f"""
@@ -320,7 +327,8 @@ log = "{lab.logs / 'manager.log'}"   # on its machine
 {_inventory_head(lab, store, slot, config)}
 [faults]   # how to rehearse failures here: shell commands on the HN's console ({{hn_dir}}: its folder)
 partition = "ip link set eth1 down"
-heal = "ip link set eth1 up; rm -f {{hn_dir}}/agent.down"
-kill_agent = "touch {{hn_dir}}/agent.down; kill -9 $(cat {{hn_dir}}/ctagent.pid)"
-kill_manager = "systemctl kill -s KILL ctm-manager.service"   # on the leading manager; systemd starts it again
+heal = "ip link set eth1 up; systemctl start ctagent.service"
+# SIGKILL, then a stop: systemd must not start it again (a hung agent stays hung)
+kill_agent = "systemctl kill --kill-whom=main -s KILL ctagent.service; systemctl stop ctagent.service"
+kill_manager = "systemctl kill -s KILL ctmanager.service"   # on the leading manager; systemd starts it again
 {hns}{mgrs}"""

@@ -37,9 +37,10 @@ from ..dc.network import rack_context
 from ..errors import InputError
 from ..files import write_atomic
 from ..storagenode.cli import DEFAULT_CONFIG as DEFAULT_STORAGE_CONFIG
-from ..store import Store, queries
+from ..store import Store, pg, queries
+from ..store.db import is_url
 from ..wire import validate as v
-from . import dnsserver, layout, metricsct, storagenodes
+from . import deploy, dnsserver, layout, metricsct, storagenodes
 from .rack import REPORT_PORT, LabError, pin_mac, prototype, seed_data, sh, software
 
 ROOT = "/srv/ctmanager"
@@ -48,6 +49,9 @@ UNIT_PREFIX = "ctm-"
 # Debian starts these on install where systemd runs; ctmanager runs its own
 # (named on the resolver addresses, a lab CT's collectd...) or none of them.
 DISTRO_SERVICES = ("named", "nginx", "postfix", "danted", "collectd", "carbon-cache", "lxc-net")
+MANAGER_USER = "ctmanager"          # manager/ctmanager.service's User=
+MANAGER_ETC = Path("/etc/ctmanager")  # its config, keys and pgpass (the unit's paths)
+TSIG_KEY = MANAGER_ETC / "tsig.key"   # the DNS key's path in the store: the same on every machine that publishes
 CONSOLE_IF = "eth0"    # the machines' first NIC: the console network
 RACK_IF = "eth1"       # the rack network
 
@@ -70,7 +74,7 @@ def setup(role: str, name: str, store: Store, lab: layout.Lab, slot: int, manage
     if role == "storage":
         _storage(lab, store, slot, _node(store, slot, name, "storage"), say)
     elif role == "dns":
-        dnsserver.up(lab, store, dc, RACK_IF, _service_spawner("named"), say)
+        dnsserver.up(lab, store, dc, RACK_IF, _service_spawner("named"), say, key_at=TSIG_KEY)
     elif role == "hn":
         _hn(lab, dc, store, slot, _node(store, slot, name, "compute"), manager_ip, dns_ip, say)
     else:
@@ -119,7 +123,8 @@ def _storage(lab: layout.Lab, store: Store, slot: int, node: Node, say: Callable
     lab.keys.chmod(0o700)
     if not lab.rack_key.exists():
         write_atomic(lab.rack_key, (secrets.token_hex(32) + "\n").encode(), 0o600)
-    for key, comment in ((lab.ssh_key, "ctmanager-manager"), (storagenodes.storage_key(lab), "ctmanager-storage")):
+    for key, comment in ((lab.ssh_key, "ctmanager-manager"), (storagenodes.storage_key(lab), "ctmanager-storage"),
+                         (lab.console_key, "ctmanager-console")):
         if not key.exists():
             sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key))
     dc, cts = queries.dc_template(store), queries.cts(store, rack=slot)
@@ -127,7 +132,7 @@ def _storage(lab: layout.Lab, store: Store, slot: int, node: Node, say: Callable
     data.mkdir(parents=True, exist_ok=True)
     for ct in cts:
         seed_data(lab, dc, ct)
-    _authorize(lab.ssh_key, storagenodes.storage_key(lab))
+    _authorize(_pub(lab.ssh_key), _pub(storagenodes.storage_key(lab)), _pub(lab.console_key))
     config = Path(DEFAULT_STORAGE_CONFIG)
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(storagenodes.ctstorage_toml(node, data, lab))
@@ -139,11 +144,16 @@ def _storage(lab: layout.Lab, store: Store, slot: int, node: Node, say: Callable
     say(f"{node.hostname}: /data of {len(cts)} CTs in {data}, ctstorage ({config}) behind sshd on {node.ip}")
 
 
-def _authorize(*keys: Path) -> None:
-    """root's authorized_keys: exactly these keys (the manager's, a storage node's peers')."""
+def _pub(key: Path) -> str:
+    return Path(f"{key}.pub").read_text().strip() + "\n"
+
+
+def _authorize(*lines: str) -> None:
+    """root's authorized_keys: exactly these lines (the console's key everywhere; the
+    manager's, gated on an HN; a storage node's peers')."""
     ssh_dir = Path("/root/.ssh")
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    write_atomic(ssh_dir / "authorized_keys", "".join(Path(f"{k}.pub").read_text() for k in keys).encode(), 0o600)
+    write_atomic(ssh_dir / "authorized_keys", "".join(lines).encode(), 0o600)
 
 
 def _publish(lab: layout.Lab, name: str, rack_ip: str | None) -> str:
@@ -204,19 +214,24 @@ def _hn(lab: layout.Lab, dc: DcTemplate, store: Store, slot: int, node: Node, ma
     for d in ("state", "lxc", "ctconf"):
         (hdir / d).mkdir(parents=True, exist_ok=True)
     rack_hns = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
-    conf = hdir / "ctagent.toml"
-    conf.write_text(layout.agent_toml(lab, dc, slot, node, manager_ip.split(","), REPORT_PORT, rack_hns,
-                                      metricsct.relay(queries.cts(store, rack=slot))))
-    Path("/etc/ctagent").mkdir(exist_ok=True)
-    default = Path("/etc/ctagent/ctagent.toml")  # where `ctagent apply` over SSH looks
-    if default.is_symlink() or default.exists():
-        default.unlink()
-    default.symlink_to(conf)
-    _authorize(lab.ssh_key)
+    # From here on as agents/README.md says: the config where the unit and the gate read it,
+    # the tools in /usr/local/bin, the sshd snippet, the managers' key through ctgate, the unit.
+    conf = Path(layout.MACHINE_AGENT_CONFIG)
+    conf.parent.mkdir(exist_ok=True)
+    if conf.is_symlink():
+        conf.unlink()
+    write_atomic(conf, layout.agent_toml(lab, dc, slot, node, manager_ip.split(","), REPORT_PORT, rack_hns,
+                                         metricsct.relay(queries.cts(store, rack=slot))).encode(), 0o644)
+    deploy.link_tools("ctagent", "ctgate")
+    deploy.sshd_snippet()
+    _authorize(deploy.managers_authorized_keys([_pub(lab.ssh_key)]), _pub(lab.console_key))
     console = _publish(lab, node.hostname, node.ip)
-    _service("hn", [layout.python(), "-m", "ctmanager.lab.hn_init", "--machine", layout.ctagent_path(), str(conf)],
-             lab.logs / f"{node.hostname}.log")
-    say(f"{node.hostname}: {node.ip} on {net.bridge} ({RACK_IF}), console {console}, ctagent under hn_init")
+    log = lab.logs / f"{node.hostname}.log"
+    # the lab's stand-in for /dev/watchdog (a FIFO the agent pets), first: the agent opens it
+    _service("watchdog", [layout.python(), "-m", "ctmanager.lab.hn_init", "--watchdog", str(conf)], log)
+    deploy.start(deploy.install_unit("agents", "ctagent.service", deploy.log_to(log)))
+    say(f"{node.hostname}: {node.ip} on {net.bridge} ({RACK_IF}), console {console}, "
+        f"ctagent.service from agents/ (the manager's key gated), the lab watchdog beside it")
 
 
 def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, name: str,
@@ -229,13 +244,13 @@ def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, name: st
     everyone = queries.nodes(store)
     nodes = [n for n in everyone if n.role == "compute" and n.rack == slot]
     storage = [n for n in everyone if n.role == "storage" and n.rack == slot]
-    if any(c in str(store.path) for c in '"\\$`\n'):
-        raise LabError("the store locator may not contain quotes, backslashes, $ or newlines (it goes into a "
-                       "systemd environment file)")
+    if not is_url(str(store.path)):
+        raise LabError("a manager machine runs manager/ctmanager.service as its own user: the store must be "
+                       "PostgreSQL (postgresql://USER:PW@HOST/DB), not a file")
     missing = [n.hostname for n in nodes + storage if not (lab.root / "hosts" / f"{n.hostname}.known").exists()]
     if missing:
         raise LabError(f"set the HNs and storage nodes up before the manager: no host key from {', '.join(missing)}")
-    _authorize(lab.ssh_key)  # the tests' console (a manager killed, its log read)
+    _authorize(_pub(lab.console_key))  # the tests' console (a manager killed, its log read)
     _publish(lab, name, None)
     shared = lab.root / "shared"
     for d in ("managers", "inventory"):
@@ -247,15 +262,16 @@ def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, name: st
     console_known = lab.keys / "console_known_hosts"
     consoles_of = [n.hostname for n in everyone] + [p.stem for p in sorted((shared / "managers").glob("*.toml"))]
     write_atomic(console_known, _known(lab, sorted(set(consoles_of + [name])), "console").encode(), 0o644)
-    config.write_text(layout.manager_toml(lab, slot, manager_ip, REPORT_PORT,
-                                          metricsct.relay(queries.cts(store, rack=slot)), name,
-                                          storagenodes.storage_known_hosts(lab)))
+    # the config names the manager's own copies (/etc/ctmanager); the tests read it here too
+    config_text = layout.manager_toml(lab, slot, manager_ip, REPORT_PORT, metricsct.relay(queries.cts(store, rack=slot)),
+                                      name, secrets=MANAGER_ETC)
+    config.write_text(config_text)
     mine = sorted((p.stem, p) for p in (shared / "managers").glob("*.toml")
                   if f'rack = "rack-{slot}"' in p.read_text())  # by name, as the tests take the first
     consoles = {n: (lab.root / "hosts" / f"{n}.console").read_text().split()[0]
                 for n in [*(x.hostname for x in nodes + storage), *(m for m, _ in mine)]}
     # A PostgreSQL URL holds the store's password: it goes to files only root reads
-    # (the inventory, the unit's environment file), never onto a command line (ps).
+    # (the inventory) or only the manager does (its pgpass), never onto a command line (ps).
     # manager_config and manager_log name one manager: the rack's first, on every rewrite
     inventory = layout.machines_inventory_toml(lab, store.path, slot, mine[0][1], nodes, storage, mine, consoles,
                                                console_known)
@@ -264,11 +280,29 @@ def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, name: st
     if lab.inventory.exists() or lab.inventory.is_symlink():
         lab.inventory.unlink()
     lab.inventory.symlink_to(rack_inventory)
-    env_file = lab.root / "manager.env"
-    write_atomic(env_file, f'CTMANAGER_STORE="{store.path}"\n'.encode(), 0o600)
-    _service("manager", [layout.python(), "-m", "ctmanager", "run", "--config", str(config)],
-             lab.logs / "manager.log", env_file)
-    say(f"manager: listening on {manager_ip}:{REPORT_PORT}; inventory {rack_inventory}")
+    _install_manager(lab, str(store.path), config_text)
+    say(f"manager: ctmanager.service from manager/ as user {MANAGER_USER}, listening on {manager_ip}:{REPORT_PORT}; "
+        f"inventory {rack_inventory}")
+
+
+def _install_manager(lab: layout.Lab, store_url: str, config_text: str) -> None:
+    """As manager/README.md says: the service's user, its config and its own copies of
+    the keys in /etc/ctmanager, the store's password in its pgpass, the unit (the lab's
+    drop-in: the store's address and a log file the tests read)."""
+    user = deploy.system_user(MANAGER_USER, f"/var/lib/{MANAGER_USER}")
+    MANAGER_ETC.mkdir(mode=0o755, exist_ok=True)
+    for src, name, mode in ((lab.rack_key, "rack.key", 0o600), (lab.ssh_key, "id_ed25519", 0o600),
+                            (lab.known_hosts, "known_hosts", 0o644),
+                            (storagenodes.storage_known_hosts(lab), "storage_known_hosts", 0o644),
+                            (lab.root / "bind" / "tsig.key", "tsig.key", 0o600)):  # the store names this path
+        if src.exists():
+            deploy.give(src, MANAGER_ETC / name, user, mode)
+    deploy.give_text(config_text, MANAGER_ETC / "manager.toml", user, 0o644)
+    bare, line = pg.split_password(store_url)
+    deploy.give_text(line, MANAGER_ETC / "store.pgpass", user, 0o600)
+    deploy.link_tools("ctmanager")
+    drop_in = deploy.log_to(lab.logs / "manager.log") + f'Environment="CTMANAGER_STORE={bare}"\n'
+    deploy.start(deploy.install_unit("manager", "ctmanager.service", drop_in))
 
 
 def _bridge(bridge: str, address: str) -> None:
@@ -290,7 +324,7 @@ def _address(interface: str) -> str:
     return m.group(1)
 
 
-def _service(name: str, argv: list[str], log: Path, env_file: Path | None = None) -> int:
+def _service(name: str, argv: list[str], log: Path) -> int:
     """Run `argv` as the systemd service ctm-NAME (enabled, restarted when it dies);
     returns its PID. KillMode=process: stopping an HN's service leaves its CTs."""
     unit = f"{UNIT_PREFIX}{name}.service"
@@ -303,7 +337,6 @@ After=network-online.target
 [Service]
 ExecStart={shlex.join(argv)}
 Environment=PYTHONUNBUFFERED=1
-{f"EnvironmentFile={env_file}" if env_file else ""}
 Restart=always
 RestartSec=1
 KillMode=process

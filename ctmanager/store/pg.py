@@ -15,9 +15,11 @@ import contextlib
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import psycopg
 from psycopg import errors as pgerrors
+from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import StoreError
 from ..wire.validate import is_digits
@@ -48,6 +50,26 @@ def connect(url: str, application_name: str = "ctmanager", **kwargs: Any) -> psy
         raise StoreError(f"{redact(url)}: cannot connect to the store: {scrub(_first_line(exc), url)}") from None
     except Exception as exc:  # noqa: BLE001 - a malformed URL is a ProgrammingError or a ValueError
         raise StoreError(f"{redact(url)}: not a usable PostgreSQL URL: {scrub(_first_line(exc), url)}") from None
+
+
+def _pgpass_field(field: str) -> str:
+    return field.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def split_password(url: str) -> tuple[str, str]:
+    """A URL split into the URL without its password (for a unit's environment) and
+    the matching pgpass line (for a file only its user reads: libpq's PGPASSFILE)."""
+    try:
+        info = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 - psycopg's message echoes the URL, password included
+        raise StoreError(f"{redact(url)}: not a usable PostgreSQL URL") from None
+    host, port = str(info.get("host", "localhost")), str(info.get("port", "5432"))
+    user, db, password = str(info.get("user", "")), str(info.get("dbname", "")), str(info.get("password", ""))
+    if not (user and db and password):
+        raise StoreError(f"{redact(url)}: the URL must name its user, password and database "
+                         "(postgresql://USER:PW@HOST/DB)")
+    bare = f"postgresql://{quote(user, safe='')}@{host}:{port}/{quote(db, safe='')}"
+    return bare, ":".join(_pgpass_field(f) for f in (host, port, db, user, password)) + "\n"
 
 
 def lock_key(name: str) -> int:

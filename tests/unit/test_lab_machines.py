@@ -48,7 +48,6 @@ def test_a_machines_inventory_reaches_every_hn_storage_node_and_manager_through_
     """What the suite on one rack's manager machine reads of another rack: consoles
     (SSH, pinned keys) for HNs, storage nodes and managers; the config in the shared folder."""
     import tomllib
-    from pathlib import Path
 
     from ctmanager.dc.model import Node
     from ctmanager.lab import layout
@@ -68,5 +67,10 @@ def test_a_machines_inventory_reaches_every_hn_storage_node_and_manager_through_
         assert f"UserKnownHostsFile={tmp_path / 'console_known'}" in console and "StrictHostKeyChecking=yes" in console
     assert inv["storage"][0]["data"] == str(lab.root / "data" / "storage-102-3")
     assert inv["managers"][0]["config"] == str(config) and "log" in inv["managers"][0]
-    assert Path(inv["hns"][0]["agent_config"]).name == "ctagent.toml"
-    assert "systemctl kill" in inv["faults"]["kill_manager"]
+    # the agent is agents/ctagent.service: its config where the unit reads it; the tests'
+    # console is a key of its own (the manager's is gated on the HNs)
+    assert inv["hns"][0]["agent_config"] == "/etc/ctagent/ctagent.toml"
+    assert all(str(lab.console_key) in e["console"] for e in (inv["hns"][0], inv["storage"][0], inv["managers"][0]))
+    assert inv["ssh_key"] == str(lab.ssh_key) != str(lab.console_key)
+    assert "ctmanager.service" in inv["faults"]["kill_manager"]
+    assert "ctagent.service" in inv["faults"]["kill_agent"] and "ctagent.service" in inv["faults"]["heal"]
