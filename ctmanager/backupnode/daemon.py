@@ -27,6 +27,7 @@ Run = Callable[[list[str], str, dict[str, str]], "subprocess.CompletedProcess[st
 Log = Callable[[str], None]
 RETRY_MAX = 60.0  # s: the longest pause between attempts while the repository fails
 STATE_FILE = "daemon.json"
+HOLD_SLACK = 5.0  # s: a hold ends this much before a CT's restore point would outgrow the RPO
 HOLD_PREFIX = "hold-"  # a restore, check or prune running: <state_dir>/hold-<pid> (restore.holding)
 
 
@@ -50,6 +51,7 @@ class Cycle:
         self.busy = busy or (lambda: pressure.now(cfg.limits.io_pressure, cfg.limits.load_per_cpu))
         self.env = borg.env(cfg.repo)
         self.held_since: float | None = None
+        self.last_took = 0.0  # s the last borg create took
         self.failures = 0
         self.retry_at = 0.0
         self.error = ""       # the repository's last error while it fails ("" when fine)
@@ -87,13 +89,26 @@ class Cycle:
             return None
         b = self.busy()
         if b.busy:
-            self.held_since = self.held_since or now
-            if now - self.held_since < self.cfg.limits.max_hold:
+            if self.held_since is None:
+                self.held_since = now
+                self.log(f"holding backups: the node is busy ({b.why}); {self.cfg.limits.max_hold:g} s at most")
+            late = self.rpo_at_risk(due, now)
+            if now - self.held_since < self.cfg.limits.max_hold and not late:
                 self.dirty.put_back(due, now)
                 return Outcome("held", tuple(due), b.why)
-            self.log(f"backing up anyway after {now - self.held_since:.0f} s held ({b.why})")
+            self.log(f"backing up anyway after {now - self.held_since:.0f} s held ({b.why})"
+                     + (f": CT {late}'s restore point would be older than the RPO ({self.cfg.rpo} s)" if late else ""))
         self.held_since = None
         return self._backup(due, now)
+
+    def rpo_at_risk(self, due: list[int], now: float) -> int | None:
+        """A due CT whose newest restore point would be older than the RPO before the next
+        one lands, were the cycle held any longer (a cycle takes about as long as the last)."""
+        newest = self.catalogue.newest
+        for c in due:
+            if c in newest and now + HOLD_SLACK + self.last_took - newest[c].at >= self.cfg.rpo:
+                return c
+        return None
 
     def _hooks(self, due: list[int], now: float) -> float:
         """Ask the CTs with a pre-backup hook (not asked within hook_every); returns when
@@ -116,7 +131,9 @@ class Cycle:
         now = self._hooks(due, now)
         name = borg.archive_name(self.cfg.node, now)
         argv = self._prefix() + borg.create_argv(self.cfg.repo, name, due, self.cfg.limits.upload >> 10)
+        took = time.monotonic()
         p = self.run(argv, self.cfg.data, self.env)
+        self.last_took = time.monotonic() - took
         if p.returncode != borg.OK and p.returncode != borg.WARNING and borg.missing_repository(p.stderr):
             init = self.run(borg.init_argv(self.cfg.repo), self.cfg.data, self.env)
             if init.returncode == borg.OK:

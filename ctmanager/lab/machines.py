@@ -13,8 +13,11 @@ other racks through its rack's gateway. Provisioning order: the storage nodes
 its sshd, for tenant moves), then dns and the HNs, then the managers (they pin
 the host keys and write the inventory the test suite reads).
 
-Daemons run as systemd services (/etc/systemd/system/ctm-*.service), restarted
-when they die, logging to <root>/logs. HNs are reached from the manager over two networks: the rack
+The agent and the manager run the deploy folders' units as shipped
+(agents/ctagent.service, manager/ctmanager.service: see lab/deploy.py), with a
+drop-in for what the lab changes; the lab's own daemons (named, the HNs' stand-in
+watchdog) are systemd services ctm-NAME. All are restarted when they die and log to
+<root>/logs. HNs are reached from the manager over two networks: the rack
 network (the manager's SSH, as in production) and a console network (the
 machines' first NIC: Vagrant's, or a real rack's out-of-band one), which the test
 suite uses to look at an HN and to rehearse faults, and which a cut rack link

@@ -78,6 +78,25 @@ def test_a_busy_node_holds_backups_up_to_max_hold(tmp_path: Path) -> None:
     assert cyc.step(T + 22).kind == "done"  # type: ignore[union-attr]
 
 
+def test_a_hold_ends_early_when_a_restore_point_would_outgrow_the_rpo(tmp_path: Path) -> None:
+    """RPO 60 s, max_hold 10 s; the last cycle took 40 s: a CT backed up at T may be held
+    only while a cycle started now still lands before T + 60 (minus the slack)."""
+    busy = [False]
+    cyc, fake, log = _cycle(tmp_path, busy)
+    cyc.dirty.mark(1005, T)
+    assert cyc.step(T + 2).kind == "done"  # type: ignore[union-attr]  # point at T + 2
+    cyc.last_took = 40.0
+    busy[0] = True
+    cyc.dirty.mark(1005, T + 5)
+    assert cyc.step(T + 8).kind == "held"  # type: ignore[union-attr]  # 8 + 5 + 40 - 2 < 60
+    assert "holding backups" in log[-1] and "io pressure" in log[-1]
+    out = cyc.step(T + 9)
+    assert out is not None and out.kind == "held"
+    out = cyc.step(T + 17.5)  # 17.5 + 5 + 40 - 2 >= 60, though held only 9.5 s of max_hold 10
+    assert out is not None and out.kind == "done"
+    assert "CT 1005's restore point would be older than the RPO (60 s)" in log[-1], log
+
+
 def test_a_failing_repository_keeps_cts_due_backs_off_and_alarms_once(tmp_path: Path) -> None:
     cyc, fake, log = _cycle(tmp_path, [False])
     fake.fail = "ssh: connect to host 10.101.1.9 port 22: Connection refused"
