@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import subprocess
+import tomllib
 from pathlib import Path
 
 from labrack import Rack, all_up, wait_for
@@ -184,13 +185,14 @@ def test_hn_bridges_keep_the_mac_of_their_rack_nic(rack: Rack) -> None:
 def test_a_changed_host_key_is_refused(rack: Rack, tmp_path: Path) -> None:
     ct = next(iter(rack.status().values()))  # whichever HN runs it (earlier tests move CTs)
     address = rack.hns[ct["hn"]]["address"]
-    known = Path(rack.inv["known_hosts"]).read_text().splitlines()
+    pinned = tomllib.loads(Path(rack.config).read_text())["ssh"]["known_hosts"]  # the manager's own copy
+    known = Path(pinned).read_text().splitlines()
     other = next(line for line in known if line.split()[0] != address).split()[1:]  # another HN's key
     bad = tmp_path / "known_hosts"
     bad.write_text("".join(f"{address} {' '.join(other)}\n" if line.split()[0] == address else f"{line}\n"
                            for line in known))
     conf = tmp_path / "manager.toml"
-    conf.write_text(Path(rack.config).read_text().replace(rack.inv["known_hosts"], str(bad)))
+    conf.write_text(Path(rack.config).read_text().replace(f'"{pinned}"', f'"{bad}"'))
     p = rack.cli("ct", "exec", ct["hostname"], "--", "true", check=False, CTMANAGER_CONFIG=str(conf))
     assert p.returncode != 0 and "host key CHANGED" in p.stderr and "refusing to connect" in p.stderr
 
@@ -316,4 +318,5 @@ def test_the_managers_key_runs_ctagent_through_the_gate_and_nothing_else(rack: R
     observed = subprocess.run([*ssh, "ctagent observe"], capture_output=True, text=True, timeout=30)
     assert observed.returncode == 0 and isinstance(json.loads(observed.stdout), (list, dict)), observed.stderr
     # and every manager action goes through it: exec inside a CT, with its exit code
-    assert rack.cli("ct", "exec", "acme", "--", "sh", "-c", "exit 3", check=False).returncode == 3
+    up = next(r["hostname"] for r in rack.status().values() if r["opst"] == "UP")
+    assert rack.cli("ct", "exec", up, "--", "sh", "-c", "exit 3", check=False).returncode == 3
