@@ -19,6 +19,7 @@ from .common import (
     overrides,
     parse_rack,
     resource_args,
+    seconds_in,
     store_of,
     want_json,
     with_config,
@@ -72,6 +73,8 @@ def register(reg: Registry) -> None:
                             "run a command inside a CT through its HN's agent; exit code passed through",
                             "ctmanager ct exec myhost -- svstat /data/service/httpd"))
     p.add_argument("ct", help="CTID or hostname")
+    p.add_argument("--timeout", type=seconds_in(0.1, 86400), default=None, metavar="S",
+                   help="give up on the command after S seconds (default: the config's [ssh] action_timeout)")
     p.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 
 
@@ -190,6 +193,9 @@ def cmd_ct_exec(args: argparse.Namespace) -> int:
     from ..manager import passes
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if argv is args.argv and argv and argv[0].startswith("-"):  # everything after the CT is the command
+        raise InputError(f"{argv[0]!r} after the CT would run in it: options go before the CT, and the command "
+                         f"after --, e.g. ctmanager ct exec --timeout 60 {args.ct} -- uptime")
     if not argv:
         raise InputError("give the command after --, e.g. ctmanager ct exec myhost -- uptime")
     config, store, dc = manager_setup(args)
@@ -201,7 +207,7 @@ def cmd_ct_exec(args: argparse.Namespace) -> int:
         if not up:
             raise InputError(f"CT {ct.ctid} {ct.hostname} is not running on any reachable HN (see: ctmanager status)")
         out = executor.hn(up[0]).run([*config.agent_command, "exec", str(ct.ctid), "--", *argv], b"",
-                                     config.action_timeout)
+                                     args.timeout or config.action_timeout)
     finally:
         executor.close()
         store.close()

@@ -47,6 +47,11 @@ def install_unit(kind: str, name: str, drop_in: str = "") -> str:
     return name
 
 
+def unit_escape(value: str) -> str:
+    """`value` inside a quoted unit setting: systemd reads % as a specifier, \\ and " as quoting."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+
+
 def log_to(log: Path) -> str:
     """A drop-in's lines sending a unit's output to `log` (the lab's tests read it there)."""
     log.parent.mkdir(parents=True, exist_ok=True)

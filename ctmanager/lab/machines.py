@@ -304,7 +304,7 @@ def _install_manager(lab: layout.Lab, store_url: str, config_text: str) -> None:
     bare, line = pg.split_password(store_url)
     deploy.give_text(line, MANAGER_ETC / "store.pgpass", user, 0o600)
     deploy.link_tools("ctmanager")
-    drop_in = deploy.log_to(lab.logs / "manager.log") + f'Environment="CTMANAGER_STORE={bare}"\n'
+    drop_in = deploy.log_to(lab.logs / "manager.log") + f'Environment="CTMANAGER_STORE={deploy.unit_escape(bare)}"\n'
     deploy.start(deploy.install_unit("manager", "ctmanager.service", drop_in))
 
 

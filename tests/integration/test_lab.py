@@ -202,6 +202,11 @@ def test_an_ssh_timeout_is_reported(rack: Rack, tmp_path: Path) -> None:
     conf.write_text(Path(rack.config).read_text().replace("action_timeout = 30.0", "action_timeout = 0.5"))
     p = rack.cli("ct", "exec", "myhost", "--", "sleep", "5", check=False, CTMANAGER_CONFIG=str(conf))
     assert p.returncode != 0 and "timed out after 0.5 s" in p.stderr
+    # per command: --timeout; an option after the CT would be part of the command, so it is refused
+    p = rack.cli("ct", "exec", "--timeout", "0.7", "myhost", "--", "sleep", "5", check=False)
+    assert p.returncode != 0 and "timed out after 0.7 s" in p.stderr
+    p = rack.cli("ct", "exec", "myhost", "--timeout", "0.7", "--", "true", check=False)
+    assert p.returncode == 2 and "options go before the CT" in p.stderr and p.stdout == ""
 
 
 def test_a_malformed_spec_is_refused_and_changes_nothing(rack: Rack) -> None:

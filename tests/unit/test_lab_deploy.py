@@ -72,3 +72,9 @@ def test_a_manager_machines_config_names_its_own_copies(tmp_path: Path) -> None:
     assert cfg["moves"]["known_hosts"] == str(etc / "storage_known_hosts")
     lab_cfg = tomllib.loads(layout.manager_toml(lab, 101, "10.101.0.2", 7070))
     assert lab_cfg["ssh"]["key_file"] == str(lab.ssh_key) and lab_cfg["key_file"] == str(lab.rack_key)
+
+
+def test_a_value_in_a_drop_in_keeps_its_percent_signs_and_quotes() -> None:
+    # quote() makes %XX of an @ in a user name; systemd would read %4 as a specifier
+    assert deploy.unit_escape("postgresql://u%40x@h:5432/d") == "postgresql://u%%40x@h:5432/d"
+    assert deploy.unit_escape('a"b\\c') == 'a\\"b\\\\c'
