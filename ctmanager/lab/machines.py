@@ -1,6 +1,6 @@
 """The lab rack on real machines (the Vagrant rack, or hosts of your own): the same
 pieces as `lab up` — prototype and software trees, per-CT /data, the HN's agent
-under hn_init's watchdog, BIND on the DC's resolver addresses, the manager daemon,
+beside the lab's watchdog, BIND on the DC's resolver addresses, the manager daemon,
 the inventory — but each set up in place on its own machine by
 `ctmanager lab machine ROLE NAME`.
 
