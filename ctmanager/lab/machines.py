@@ -350,8 +350,7 @@ StandardError=append:{log}
 WantedBy=multi-user.target
 """)
     sh("systemctl", "daemon-reload")
-    sh("systemctl", "enable", unit)
-    sh("systemctl", "restart", unit)
+    deploy.start(unit)
     pid = sh("systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
     return int(pid) if v.is_digits(pid) else 0
 
