@@ -8,7 +8,8 @@
     target <= 100 ms;
   - `dns verify` of those 10,000 records (AXFR + compare); target <= 2 s.
 
-Usage: python bench/bench_dns.py [--records 10000] [--no-record]
+Usage: python bench/bench_dns.py [--records 10000] [--changes 20] [--no-record] [--smoke]
+(--smoke: 100 records, 2 changes; see bench/README.md)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from bindserver import Bind, free_port
-from harness import ctm, emit
+from harness import ctm, emit, parse_args
 
 from ctmanager.dnsroutes import publisher, records, sync
 from ctmanager.dnsroutes.records import Change, RRset
@@ -37,8 +38,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=10_000)
     ap.add_argument("--changes", type=int, default=20)
-    ap.add_argument("--no-record", action="store_true")
-    args = ap.parse_args()
+    args = parse_args(ap, records=100, changes=2)
     base = Path(tempfile.mkdtemp(prefix="ctm-bench-dns-"))
     env = {**os.environ, "CTMANAGER_STORE": str(base / "ctm.db")}
     port = free_port()
@@ -91,7 +91,7 @@ def main() -> int:
          "<= 2 s", "yes" if verify_s <= 2 else "NO"),
     ]
     emit("dns", ["Real BIND 9 on loopback, TSIG hmac-sha256; publisher batches 1,000 changes per update message."],
-         rows, record=not args.no_record)
+         rows, record=not args.no_record, smoke=args.smoke)
     return 0
 
 

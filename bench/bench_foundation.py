@@ -6,7 +6,8 @@ appends them to bench/RESULTS.md with the machine noted.
     then again with nothing changed (target <= 0.3 s);
   - `ctmanager status --json` on 10,000 CTs, whole process (target <= 0.5 s).
 
-Usage: python bench/bench_foundation.py [--outdir DIR] [--repeat N] [--no-record]
+Usage: python bench/bench_foundation.py [--repeat N] [--racks 16 --hns 40 --cts 10000] [--no-record] [--smoke]
+(--smoke: 2 racks x 4 nodes x 50 CTs, one repetition; see bench/README.md)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import emit
+from harness import emit, parse_args
 
 from ctmanager.dc.model import NodeSpec
 from ctmanager.render.tree import render_tree
@@ -33,7 +34,8 @@ from ctmanager.store import inventory, open_store
 RACKS, HNS, CTS = 16, 40, 10_000
 
 
-def build_store(work: Path) -> Path:
+def build_store(work: Path, racks: int = RACKS, hns: int = HNS, cts: int = CTS) -> Path:
+    """A store of `racks` racks x `hns` nodes (the last one storage) x `cts` CTs, on SQLite."""
     text = (ROOT / "templates/dc/example.toml").read_text()
     text = text[: text.index("[[racks]]")]  # the DC without its installed racks/tenants
     (work / "dc.toml").write_text(text)
@@ -42,15 +44,15 @@ def build_store(work: Path) -> Path:
     with store.transaction():
         dc = inventory.init(store, work / "dc.toml")
         inv = inventory.Inventory(store, dc)
-        for r in range(RACKS):
+        for r in range(racks):
             slot = 101 + r
-            nodes = tuple(NodeSpec(p, "storage" if p == HNS else "compute", f"SN{slot}X{p:03d}",
-                                   f"52:54:{slot >> 8:02x}:{slot & 0xff:02x}:00:{p:02x}") for p in range(1, HNS + 1))
+            nodes = tuple(NodeSpec(p, "storage" if p == hns else "compute", f"SN{slot}X{p:03d}",
+                                   f"52:54:{slot >> 8:02x}:{slot & 0xff:02x}:00:{p:02x}") for p in range(1, hns + 1))
             inv.install_rack(slot, nodes, "bench")
         have = store.one("SELECT count(*) FROM cts")[0]
-        for i in range(CTS - have):
-            inv.add_tenant(f"t{i:05d}", 101 + i % RACKS, ("jira", "postgresql"), dc.defaults)
-    assert store.one("SELECT count(*) FROM cts")[0] == CTS
+        for i in range(cts - have):
+            inv.add_tenant(f"t{i:05d}", 101 + i % racks, ("jira", "postgresql"), dc.defaults)
+    assert store.one("SELECT count(*) FROM cts")[0] == cts
     store.close()
     return path
 
@@ -116,29 +118,31 @@ def bench_status(store_path: Path, repeat: int) -> list[float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
-    args = ap.parse_args()
+    ap.add_argument("--racks", type=int, default=RACKS, help=f"racks in the DC (default {RACKS})")
+    ap.add_argument("--hns", type=int, default=HNS, help=f"nodes per rack, the last one storage (default {HNS})")
+    ap.add_argument("--cts", type=int, default=CTS, help=f"CTs in all (default {CTS:,})")
+    args = parse_args(ap, repeat=1, racks=2, hns=4, cts=50)
     # /tmp is on the same ext4 disk here; /dev/shm is tmpfs. Never inside the repo.
     with tempfile.TemporaryDirectory() as disk_tmp, tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
         t0 = time.perf_counter()
-        store_path = build_store(Path(disk_tmp))
+        store_path = build_store(Path(disk_tmp), args.racks, args.hns, args.cts)
         setup = time.perf_counter() - t0
         rows = []
         for label, outdir in (("disk (ext4, /tmp)", Path(disk_tmp) / "out"), ("tmpfs (/dev/shm)", Path(shm) / "out")):
             cold, warm, files = bench_render(store_path, outdir, args.repeat)
             base = bench_baseline(outdir.with_name("baseline"), rendered_sizes(outdir), args.repeat)
             ratio = statistics.median(cold) / statistics.median(base)
-            rows.append((f"render {CTS} CTs, {files} files, cold, {label} ({ratio:.1f}x the baseline)",
+            rows.append((f"render {args.cts} CTs, {files} files, cold, {label} ({ratio:.1f}x the baseline)",
                          min(cold), statistics.median(cold), 1.0))
             rows.append((f"baseline: bare create of the same {files} files, one process, {label}",
                          min(base), statistics.median(base), None))
             rows.append((f"render again, nothing changed, {label}", min(warm), statistics.median(warm), 0.3))
-        st = bench_status(store_path, max(5, args.repeat))
-        rows.append((f"status --json, {CTS} CTs, whole process", min(st), statistics.median(st), 0.5))
-    intro = [f"Store: {RACKS} racks x {HNS} nodes, {CTS} CTs (built in {setup:.1f} s, not timed below).", ""]
+        st = bench_status(store_path, args.repeat if args.smoke else max(5, args.repeat))
+        rows.append((f"status --json, {args.cts} CTs, whole process", min(st), statistics.median(st), 0.5))
+    intro = [f"Store: {args.racks} racks x {args.hns} nodes, {args.cts} CTs (built in {setup:.1f} s, not timed below).", ""]
     emit("foundation", intro, [(name, f"{best:.3f} s", f"{med:.3f} s", "" if target is None else f"<= {target} s",
                                 "" if target is None else ("yes" if med <= target else "NO"))
-                               for name, best, med, target in rows], record=not args.no_record)
+                               for name, best, med, target in rows], record=not args.no_record, smoke=args.smoke)
     return 0
 
 

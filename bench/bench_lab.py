@@ -8,7 +8,8 @@
     median <= 1 s. The manager's log timestamps have millisecond resolution and
     come from the same clock as the kill time.
 
-Usage: python bench/bench_lab.py [--kills 20] [--no-record]
+Usage: python bench/bench_lab.py [--kills 20] [--no-record] [--smoke]
+(--smoke: 2 kills; see bench/README.md)
 Takes down any lab first; leaves none behind.
 """
 
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from harness import ctm, emit, fresh_lab
+from harness import ctm, emit, fresh_lab, parse_args
 from labrack import Rack, wait_for
 
 
@@ -43,8 +44,7 @@ def crash_lines(log: str, ctid: int, hn: str) -> list[float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kills", type=int, default=20)
-    ap.add_argument("--no-record", action="store_true")
-    args = ap.parse_args()
+    args = parse_args(ap, kills=2)
     base, env = fresh_lab("bench_lab")
     for n in (1, 2):  # the example rack has 8 CTs; the issue times 3 HNs x 10
         ctm(env, "ct", "add", f"build-101-{n}", "--rack", "rack-101", "--memory", "1G")
@@ -78,7 +78,7 @@ def main() -> int:
          "(recorded)", "-"],
     ]
     emit("lab", ["Real LXC CTs in HN namespaces; report_interval 1 s; the agent wakes on lxc-monitor events."],
-         rows, record=not args.no_record)
+         rows, record=not args.no_record, smoke=args.smoke)
     return 0
 
 

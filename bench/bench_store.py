@@ -21,7 +21,9 @@ backends in one run: SQLite in a temporary file, PostgreSQL in a private cluster
     reporting each second and nothing changing: rows written per second, by
     table (only rows that changed should be).
 
-Usage: python bench/bench_store.py [--samples N] [--skip-dc] [--no-record]
+Usage: python bench/bench_store.py [--samples N] [--skip-dc] [--no-record] [--smoke]
+(--smoke: 2 samples; the DC parts on 2 racks x 4 nodes x 50 CTs and a rack of 5 HNs
+and 50 CTs, 2 s of steady state; see bench/README.md)
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import Row, emit
+from harness import Row, emit, parse_args
 
 from ctmanager.executor.runner import Result
 from ctmanager.executor.ssh import SshSettings
@@ -99,7 +101,7 @@ class Rack:
         select.select(list(also), [], [], max(min(timeout, 0.1), 0.0))
 
     # Executor
-    def submit(self, actions: Iterable[Action], spec_of: Any, done: Callable[[Any], None]) -> None:
+    def submit(self, actions: Iterable[Action], spec_of: Any, done: Callable[[Any], None], epoch: int = 0) -> None:
         at = time.perf_counter()
         for a in actions:
             self.told.append((at, a))
@@ -138,6 +140,8 @@ def edit_to_action(locator: Locator, samples: int, *, signal: bool = True) -> li
     def wait_for(cond: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + 30
         while not cond():
+            if not thread.is_alive():
+                raise SystemExit(f"bench_store: the manager's loop ended (see above) waiting for {what}")
             if time.monotonic() > deadline:
                 raise SystemExit(f"bench_store: timed out waiting for {what}")
             time.sleep(0.005)
@@ -239,7 +243,8 @@ def big_rack(work: Path, hns: int, cts: int) -> Path:
     return path
 
 
-def steady_writes(locator: Locator, hns: list[str], seconds: float) -> tuple[float, dict[str, int], int]:
+def steady_writes(locator: Locator, hns: list[str], seconds: float, settle: float = 12.0, converge: float = 300.0
+                  ) -> tuple[float, dict[str, int], int]:
     """(rows/s, rows by table, reports/s) a converged manager writes while nothing changes."""
     rack = Rack(hns, every=1.0)
     store = open_store(locator)
@@ -271,12 +276,14 @@ def steady_writes(locator: Locator, hns: list[str], seconds: float) -> tuple[flo
     thread = threading.Thread(target=m.run, daemon=True)
     thread.start()
     want = len(queries.cts(store, rack=101))
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + converge
     while len(rack.running) < want or len(rack.told) != want:
+        if not thread.is_alive():
+            raise SystemExit("bench_store: the manager's loop ended (see above) before the big rack converged")
         if time.monotonic() > deadline:
             raise SystemExit(f"bench_store: the big rack did not converge ({len(rack.running)}/{want})")
         time.sleep(0.2)
-    time.sleep(12.0)  # a full plan and the status rows settle
+    time.sleep(settle)  # a full plan and the status rows settle
     seq0 = rack.seq
     counting.set()
     time.sleep(seconds)
@@ -291,8 +298,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--skip-dc", action="store_true", help="only the latency parts (the DC parts build stores: ~2 min)")
-    ap.add_argument("--no-record", action="store_true")
-    args = ap.parse_args()
+    args = parse_args(ap, samples=2)
     base = Path(tempfile.mkdtemp(prefix="ctm-bench-store-"))
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="ctm-bench-pg-"))).start()  # its own folder: postgres must reach it
     rows: list[Row] = []
@@ -307,41 +313,47 @@ def main() -> None:
             rows.append(_row(f"ctmailmap follows tenant add, {name}", sorted(mailmap_follows(locator, args.samples)),
                              0.100))
         if not args.skip_dc:
-            rows += dc_rows(base, cluster)
+            rows += dc_rows(base, cluster, tiny=args.smoke)
     finally:
         cluster.stop()
         shutil.rmtree(cluster.folder, ignore_errors=True)
         shutil.rmtree(base, ignore_errors=True)
     emit("bench_store: the DC-wide store", ["A ct set --admst committed on the CLI's connection until the manager's "
          "executor is handed the stop or start (the manager's real loop, test HNs reporting every 100 ms).", ""],
-         rows, record=not args.no_record)
+         rows, record=not args.no_record, smoke=args.smoke)
 
 
-def dc_rows(base: Path, cluster: Cluster) -> list[Row]:
+def dc_rows(base: Path, cluster: Cluster, *, tiny: bool = False) -> list[Row]:
+    """The DC parts; `tiny` (--smoke): the same steps on a DC of 2 racks x 4 nodes x 50 CTs,
+    a rack of 5 HNs and 50 CTs, 2 s of steady state after 2 s to settle."""
     import bench_foundation
 
     from ctmanager.store import copy as storecopy
 
+    racks, nodes, cts = (2, 4, 50) if tiny else (bench_foundation.RACKS, bench_foundation.HNS, bench_foundation.CTS)
+    rack_hns, rack_cts = (5, 50) if tiny else (200, 10_000)
+    seconds, settle, converge = (2.0, 2.0, 60.0) if tiny else (20.0, 12.0, 300.0)
     rows: list[Row] = []
     (base / "dc").mkdir()
-    dc_file = bench_foundation.build_store(base / "dc")
+    dc_file = bench_foundation.build_store(base / "dc", racks, nodes, cts)
     dc_url = cluster.create_database("bench_dc")
     storecopy.copy(dc_file, dc_url)
-    lite, pg = status_whole_process(dc_file), status_whole_process(dc_url)
-    rows.append(("status --json, whole process, 10,000 CTs / 16 racks, SQLite", f"{lite[0]:.2f} s",
+    repeat = 2 if tiny else 5
+    lite, pg = status_whole_process(dc_file, repeat), status_whole_process(dc_url, repeat)
+    rows.append((f"status --json, whole process, {cts:,} CTs / {racks} racks, SQLite", f"{lite[0]:.2f} s",
                  f"{statistics.median(lite):.2f} s", "-", "-"))
-    rows.append(("status --json, whole process, 10,000 CTs / 16 racks, PostgreSQL", f"{pg[0]:.2f} s",
+    rows.append((f"status --json, whole process, {cts:,} CTs / {racks} racks, PostgreSQL", f"{pg[0]:.2f} s",
                  f"{statistics.median(pg):.2f} s (x{statistics.median(pg) / statistics.median(lite):.2f} SQLite)",
                  "<= 0.5 s", "yes" if statistics.median(pg) <= 0.5 else "NO"))
     (base / "rack").mkdir()
-    rack_file = big_rack(base / "rack", 200, 10_000)
+    rack_file = big_rack(base / "rack", rack_hns, rack_cts)
     rack_url = cluster.create_database("bench_rack")
     storecopy.copy(rack_file, rack_url)
     with open_store(rack_url) as s:
         hns = [n.hostname for n in queries.nodes(s, rack=101) if n.role == "compute"]
-    per_s, by_table, reports = steady_writes(rack_url, hns, 20.0)
-    detail = ", ".join(f"{t} {n / 20.0:.0f}/s" for t, n in sorted(by_table.items(), key=lambda kv: -kv[1]))
-    rows.append((f"steady-state writes, 200 HNs / 10,000 CTs, PostgreSQL ({reports} reports/s)",
+    per_s, by_table, reports = steady_writes(rack_url, hns, seconds, settle, converge)
+    detail = ", ".join(f"{t} {n / seconds:.0f}/s" for t, n in sorted(by_table.items(), key=lambda kv: -kv[1]))
+    rows.append((f"steady-state writes, {rack_hns} HNs / {rack_cts:,} CTs, PostgreSQL ({reports} reports/s)",
                  "-", f"{per_s:.0f} rows/s ({detail or 'none'})", "only changed rows", "-"))
     return rows
 

@@ -8,10 +8,19 @@ Admission (before a CT may start here): the node is not drained, the CTID is not
 already used here by another CT, and the memory and disk of the CTs running
 here plus this one fit the HN's capacity (minus the memory reserve). A refusal
 is a *rejection* with its own exit code, so the scheduler tries another HN.
+
+A CT whose /data is sealed on its storage node (`ctstorage seal`, before the
+final copy of a tenant move: the marker `<data>/<CTID>.sealed` beside its
+folder, seen here at ctfiles.data_dir(paths, ct) + ".sealed") is not started:
+result "sealed", exit 6, checked after the fence. No other HN would do better,
+so it is not a rejection. Stopping, creating and destroying still work. The HNs
+must see a new marker at once: mount the storage with `lookupcache=positive`
+(or `none`), so NFS never answers from a cached "no such file".
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -29,6 +38,10 @@ from .node import DiskNode, Node, SpecBook
 
 
 class Rejected(Exception):
+    pass
+
+
+class Sealed(Exception):
     pass
 
 
@@ -58,6 +71,8 @@ def apply(config: AgentConfig, driver: Driver, action: str, ctid: int, stdin: by
         out.result, out.message = "bad_input", str(exc)
     except Rejected as exc:
         out.result, out.message = "rejected", str(exc)
+    except Sealed as exc:
+        out.result, out.message = "sealed", str(exc)
     except DriverError as exc:
         out.result = "rejected" if exc.refused else ("temporary" if exc.temporary else "failed")
         out.message = str(exc)
@@ -78,6 +93,7 @@ def _run(config: AgentConfig, driver: Driver, node: Node, action: str, ctid: int
             return  # already running: nothing to admit, nothing to do
         if action == "start":
             check_fence(config, node, now)
+            check_seal(config, spec)
         admit(config, node, states, spec, changing=action == "set")
         old = store.get(ctid)
         live: tuple[str, ...] = ()
@@ -123,6 +139,15 @@ def check_fence(config: AgentConfig, node: Node, now: float) -> None:
     why = fence_verdict(config.hn, fenced, at, now, config.timers.fence_after)
     if why:
         raise Rejected(why)
+
+
+def check_seal(config: AgentConfig, spec: specs.Spec) -> None:
+    """No CT starts on a /data its storage node sealed: a tenant move copied it
+    away, and what the CT would write there is lost (or worse, runs twice)."""
+    marker = Path(ctfiles.data_dir(config.paths, spec.ct) + ".sealed")
+    if os.path.lexists(marker):  # whatever it holds, even a link: only ctstorage unseals
+        raise Sealed(f"CT {spec.ct.ctid}: its /data on {spec.ct.storage} is sealed (a tenant move copied it "
+                     "away): not started")
 
 
 def fence_verdict(hn: str, fenced: bool | None, at: float | None, now: float, fence_after: float) -> str:

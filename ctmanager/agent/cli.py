@@ -8,7 +8,9 @@
 
 Exit codes of apply: 0 done, 1 failed, 2 bad input, 3 rejected (admission or the
 runtime refused: try another HN), 4 temporary (retry), 5 stale (--epoch is older
-than a manager epoch this HN has seen: that manager no longer leads; nothing done).
+than a manager epoch this HN has seen: that manager no longer leads; nothing done),
+6 sealed (start: the CT's /data is sealed on its storage node, a tenant move copied
+it away; not started). See wire/results.py.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..dnsroutes.worker import DnsWorker
     from ..manager.backups import BackupWatch
     from ..manager.daemon import Manager
-    from ..manager.mover import Mover
+    from ..manager.effects import StorageEffects
     from ..manager.passes import backups_for, executor_for, storage_for
     from ..monitoring.metrics import MetricsSender
     from ..store.watch import open_watch
@@ -92,13 +92,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise ConflictError(f"a manager named {config.name} already runs for rack-{config.slot} on this "
                                     "store; give each manager of a rack its own `name` in its config")
             try:
-                mover = Mover(store.path, dc, config.slot, lambda s: storage_for(s, config), config.moves,
-                              config.settings, sync.unpublished, config.timers.dead_after)
                 watch = BackupWatch(store.path, config.slot, lambda s: backups_for(s, config), config.backups,
                                     MetricsSender(config.graphite, config.metrics_prefix))
                 manager = Manager(store, dc, config, executor_for(store, config),
                                   dns=DnsWorker(store.path, rack=config.slot), watch=open_watch(store.path),
-                                  mover=mover, workers=[watch])
+                                  storage=StorageEffects(storage_for(store, config)), dns_pending=sync.unpublished,
+                                  workers=[watch])
             except OSError as exc:
                 raise InputError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from None
             manager.leadership.own_name = True  # the name is ours: a crashed earlier run's lease is taken at once

@@ -13,6 +13,7 @@ import time
 
 from ..dc.model import rack_name
 from ..errors import InputError
+from ..reconcile.moving import Move
 from ..store import lease as leases
 from ..store import moves, queries
 from ..wire import validate as v
@@ -106,13 +107,13 @@ def _change(args: argparse.Namespace) -> int:
     return _wait(args, m) if args.wait else _show(args, m)
 
 
-def _show(args: argparse.Namespace, m: moves.Move) -> int:
+def _show(args: argparse.Namespace, m: Move) -> int:
     if want_json(args):
         emit_json(m.as_json())
     return 0
 
 
-def _dry_run(args: argparse.Namespace, m: moves.Move) -> int:
+def _dry_run(args: argparse.Namespace, m: Move) -> int:
     if want_json(args):
         emit_json({**m.as_json(), "dry_run": True, "not_moved": NOT_MOVED})
         return 0
@@ -128,7 +129,7 @@ def _dry_run(args: argparse.Namespace, m: moves.Move) -> int:
     return 0
 
 
-def _wait(args: argparse.Namespace, m: moves.Move) -> int:
+def _wait(args: argparse.Namespace, m: Move) -> int:
     """Print the move's new log lines until it is online (or done) or rolled back."""
     deadline = time.monotonic() + args.timeout
     shown: set[str] = set()
@@ -161,7 +162,7 @@ def _wait(args: argparse.Namespace, m: moves.Move) -> int:
     return 0 if ok and settled else 1
 
 
-def _summary(m: moves.Move) -> str:
+def _summary(m: Move) -> str:
     down = f", downtime {m.downtime:.1f} s" if m.downtime is not None else ""
     if m.phase in ("done", "online"):
         passes = f"{m.passes - 1} pre-copy pass(es) and the final one" if m.precopy else "one whole copy"

@@ -24,13 +24,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Result:
     action: Action
-    result: str  # done | rejected | failed | temporary | bad_input
+    result: str  # done | rejected | failed | temporary | bad_input | stale | sealed (wire/results.py)
     message: str
     seconds: float
 
     @property
     def ok(self) -> bool:
-        return self.result == "done"
+        return self.result == "done"  # "sealed" is not: the CT did not start
 
     def as_json(self) -> dict[str, Any]:
         a = self.action

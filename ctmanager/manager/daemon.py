@@ -56,9 +56,11 @@ from ..wire.spec import spec_for
 from ..wire.udp import UdpTransport
 from .config import ManagerConfig
 from .core import Core, reports_to_save
+from .effects import Storage
 from .leadership import Leadership, takeover_budget
 from .leading import PRUNE_EVERY, Leading
 from .ports import CommandFencer, Events, Executor, Fencer, LogEvents, Transport
+from .workflows import IDLE_EVERY, MOVES_EVERY, Pending, Workflows
 
 log = logging.getLogger(__name__)
 NO_METRICS = Metrics(0.0, 0, 0, 0, 0, 0)
@@ -68,22 +70,25 @@ HOLD_CHECK_EVERY = 5.0  # s between looks for tenant moves out of this rack whos
 HOLD_GRACE = 30.0  # s past a held move's deadline before this rack lets it go (its runner may be taking over)
 
 
-class Manager(Leading):
+class Manager(Leading, Workflows):
     def __init__(self, store: Store, dc: DcTemplate, config: ManagerConfig, executor: Executor, *,
                  transport: Transport | None = None, clock: Callable[[], float] = time.time,
                  events: Events | None = None, fencer: Fencer | None = None, dns: Any = None,
                  metrics: MetricsSender | None = None, receiver: Receiver | None = None,
                  holder: str | None = None, poll: bool = True, watch: Watch | None = None,
-                 mono: Callable[[], float] = time.monotonic, mover: Any = None, workers: Sequence[Any] = ()) -> None:
+                 mono: Callable[[], float] = time.monotonic, storage: Storage | None = None,
+                 dns_pending: Pending | None = None, workers: Sequence[Any] = ()) -> None:
         """`poll`: wake at least every 0.5 s (0.05 s with actions in flight, whose
         results come from executor threads); the simulator wakes the loop itself.
         `watch`: the store's change signal; with it, a configuration edit is taken
         in at once (PostgreSQL: its NOTIFY wakes the loop; SQLite: checked every
         watch.POLL s) rather than at the next CONFIG_CHECK_EVERY. `holder`: what
         the lease and `manager status` say of this process. `mono`: the monotonic
-        clock the lease is believed by. `mover`, `workers`: threads that work while this
-        manager leads (the tenant moves, the backup watch): each has `lease_of`,
-        `start()`, `stopping` and `wake`."""
+        clock the lease is believed by. `storage`: the storage nodes, for the
+        tenant moves into this rack (manager/workflows.py; None: moves wait);
+        `dns_pending`: which of a moved tenant's names are not published yet.
+        `workers`: threads that work while this manager leads (the backup
+        watch): each has `lease_of`, `start()`, `stopping` and `wake`."""
         self.store, self.dc, self.config, self.executor, self.clock = store, dc, config, executor, clock
         self.transport: Transport = UdpTransport(config.listen, config.key) if transport is None else transport
         self.events: Events = events or LogEvents()
@@ -105,7 +110,10 @@ class Manager(Leading):
         store.fence = self.leadership.check  # every write of this manager needs its lease
         if dns is not None:
             dns.lease_of = self.lease
-        self.workers = [w for w in (mover, *workers) if w is not None]  # mover: manager/mover.py
+        self.storage, self.dns_pending = storage, dns_pending
+        self.move_results: deque[tuple[int, str, int, Any]] = deque()  # (move, step key, epoch, Outcome)
+        self._init_workflows()
+        self.workers = [w for w in workers if w is not None]
         for w in self.workers:
             w.lease_of = self.lease
         self.seq = 0
@@ -205,6 +213,9 @@ class Manager(Leading):
             self.tick(now, None if full else changed)
         if now >= self.next_check_in:
             self._store_step("check-in", lambda: self._check_in(now), now)
+        if leading and (now >= self.next_moves or self.move_results):
+            busy = self._store_step("moves", lambda: self._workflows(now), now)
+            self.next_moves = now + (MOVES_EVERY if busy is True else IDLE_EVERY)
         if leading and now >= self.next_hold_check:
             self.next_hold_check = now + HOLD_CHECK_EVERY
             self._store_step("moves", lambda: self._release_overdue_holds(), now)
@@ -212,8 +223,9 @@ class Manager(Leading):
             self.next_prune = now + PRUNE_EVERY
             self._store_step("prune", lambda: self._prune(now), now)
         wake = min(self.next_full, self.next_check_in, self.next_beat if leading else self.next_full,
+                   self.next_moves if leading else self.next_full,
                    now + self.config.lease_ttl / 12)  # the lease's renewals and a standby's looks
-        return min(wake, now + (0.05 if self.busy else 0.5)) if self.poll else wake
+        return min(wake, now + (0.05 if self.busy or self._inflight else 0.5)) if self.poll else wake
 
     # ---- inputs --------------------------------------------------------------
     def _watch_moved(self, now: float) -> bool:
@@ -327,7 +339,7 @@ class Manager(Leading):
         for alarm in d.plan.alarms:
             self.events.alarm(alarm)
         cfg = core.configured
-        written: list[int] = []
+        written: list[tuple[Action, int]] = []
         lost: set[int] = set()
         full = only is None
         fresh = not self._observed_rows  # the store's status rows are unknown: rewrite them all
@@ -344,7 +356,7 @@ class Manager(Leading):
                 if d.plan.place:
                     lost = persist.save_placements(self.store, d.plan.place, now, d.was)
                 written = persist.journal(self.store, [a for a in d.actions if a.ctid not in lost], now, slot,
-                                          self.leadership.epoch)
+                                          self.leadership.epoch)  # re-checked against the CTs' rows
                 persist.save_reports(self.store, bodies)
                 persist.touch_reports(self.store, times)
                 persist.save_observed(self.store, rows, gone, self._observed_rows, slot, everything=fresh and full)
@@ -367,6 +379,12 @@ class Manager(Leading):
         for hn in saved.keys() | {hn for hn, _ in times}:
             self.pending_reports.pop(hn, None)
         actions = [a for a in d.actions if a.ctid not in lost]
+        dropped = [a for a in actions if a not in {k for k, _ in written}]
+        if dropped:  # the configuration changed under this plan (a hold, a flip, ct set): replanned
+            core.abandon(dropped)
+            self._config_token = None
+            log.info("dropped before handing out (their CTs' rows changed meanwhile): %s",
+                     "; ".join(f"{a.kind} {a.ctid} on {a.hn}" for a in dropped))
         if lost:
             core.abandon(a for a in d.actions if a.ctid in lost)
             self._config_token = None
@@ -386,8 +404,7 @@ class Manager(Leading):
         if not self.leading:  # the lease ran out while recording: the next leader replans these intents
             core.abandon(actions)
             return
-        for jid, a in zip(written, actions):
-            self._hand_out(jid, a, cfg.cts)
+        self._hand_out_all(written, cfg.cts)
 
     def _hand_out(self, jid: int, a: Action, cts: Any) -> None:
         self.events.action(a)
@@ -401,6 +418,15 @@ class Manager(Leading):
                              self.leadership.epoch)
 
     # ---- the store -------------------------------------------------------------
+    def _workflows(self, now: float) -> bool:
+        """Certify this rack's held tenants, then step the moves into it."""
+        held = self.certify(now)
+        return self.run_moves() or held
+
+    def _hand_out_all(self, kept: list[tuple[Action, int]], cts: Any) -> None:
+        for a, jid in kept:
+            self._hand_out(jid, a, cts)
+
     def _store_step(self, what: str, fn: Callable[[], Any], now: float) -> Any:
         """Run a store step; on trouble, say so (at most every TROUBLE_EVERY s per
         kind) and return False: the daemon goes on and the step is retried."""

@@ -53,6 +53,7 @@ class Leading:
     next_check_in: float
     next_prune: float
     stopping: bool
+    stop_moves: Callable[[], None]  # Workflows'
 
     def step(self, now: float, act: bool = True) -> float:
         raise NotImplementedError  # Manager's
@@ -124,6 +125,7 @@ class Leading:
         self.results.clear()
         self.unjournaled.clear()
         self.fence_results.clear()
+        self.stop_moves()
         if self.core is not None:
             self.core.busy.clear()  # a standby tracks nothing in flight; the next Core starts afresh anyway
         self.next_check_in = now

@@ -173,7 +173,8 @@ def execute(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Execu
     with store.transaction(config=False):  # fenced: the lease is checked under the write lock
         lost = persist.save_placements(store, p.place, inputs.now, inputs.decision.was)
         actions = [a for a in p.actions if a.ctid not in lost]
-        ids = persist.journal(store, actions, inputs.now, config.slot, lease.epoch)
+        kept = persist.journal(store, actions, inputs.now, config.slot, lease.epoch)  # re-checked
+    actions, ids = [a for a, _ in kept], [jid for _, jid in kept]
     cts = inputs.configured.cts
     results = executor.run_all(actions, lambda c: spec_for(cts[c], dc) if c in cts else None, lease.epoch)
     by_action = {(r.action.kind, r.action.ctid, r.action.hn): r for r in results}

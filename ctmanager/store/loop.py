@@ -115,17 +115,39 @@ def save_placements(store: Store, place: Mapping[int, str], now: float,
     return lost
 
 
-def journal(store: Store, actions: Iterable[Action], now: float, slot: int, epoch: int = 0) -> list[int]:
+STARTS = ("start", "set")  # actions that may bring a CT up, or write its config: re-checked before they are journaled
+
+
+def journal(store: Store, actions: Iterable[Action], now: float, slot: int, epoch: int = 0
+            ) -> list[tuple[Action, int]]:
     """Write the intent before acting: a manager that dies mid-way finds it on
-    restart. `epoch`: the lease's it was decided under."""
-    ids = []
+    restart. `epoch`: the lease's it was decided under. A start or set is
+    re-checked here, inside the caller's transaction, against the CT's current
+    row: a plan may have been decided on a configuration read before a `ct set`,
+    a tenant move's hold or its flip committed (the store's write lock orders
+    them), and what no longer holds is dropped, not handed out. Returns the
+    (action, journal id) of each kept one, in order."""
+    kept = []
     for a in actions:
+        if a.kind in STARTS and not _may_start(store, a, slot):
+            continue
         row = store.execute(
             "INSERT INTO journal (at, kind, ct_id, hn, reason, purge, state, rack, epoch) "
             "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) RETURNING id",
             (now, a.kind, a.ctid, a.hn, a.reason, int(a.purge), slot, epoch)).fetchall()[0]
-        ids.append(int(row[0]))
-    return ids
+        kept.append((a, int(row[0])))
+    return kept
+
+
+def _may_start(store: Store, a: Action, slot: int) -> bool:
+    """The CT is still configured in rack `slot`, and (a start) ADMST UP, not held
+    by a tenant move, not left down in a crash loop."""
+    row = store.one("SELECT c.rack, c.admst, EXISTS (SELECT 1 FROM moves m WHERE m.tenant = c.tenant AND m.hold = 1 "
+                    "AND m.finished_at IS NULL), EXISTS (SELECT 1 FROM crash_loops l WHERE l.ct_id = c.ct_id) "
+                    "FROM cts c WHERE c.ct_id = ?", (a.ctid,))
+    if row is None or int(row[0]) != slot:
+        return False
+    return a.kind != "start" or (row[1] == "UP" and not row[2] and not row[3])
 
 
 def finish(store: Store, journal_id: int, a: Action, result: str, message: str, now: float,

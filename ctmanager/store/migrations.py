@@ -351,4 +351,25 @@ MIGRATIONS: list[str] = [
         checked_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # 15 -> 16: tenant moves inside the loop (reconcile/moving.py). `hold_version`: the
+    # configuration version from which the hold is visible; `token`: the fencing
+    # token (the runner's lease epoch) its storage writes carry; `sealed`: the
+    # leaving side's /data is sealed on its storage node. `move_acks`: a rack's leader
+    # certifies, under its epoch and the configuration version it acted on, that none
+    # of a held tenant's CTs runs (or can run) on any of its HNs (reconcile/release.py).
+    """
+    ALTER TABLE moves ADD COLUMN hold_version BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE moves ADD COLUMN token BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE moves ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE move_acks (
+        move     BIGINT NOT NULL,
+        rack     INTEGER NOT NULL,
+        epoch    BIGINT NOT NULL,
+        version  BIGINT NOT NULL,
+        released INTEGER NOT NULL,
+        detail   TEXT NOT NULL DEFAULT '',
+        at       DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (move, rack)
+    );
+    """,
 ]

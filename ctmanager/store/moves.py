@@ -13,87 +13,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from ..dc import ipam, template
 from ..dc.model import DcTemplate, rack_name
 from ..errors import ConflictError, InputError, NotFoundError
+from ..reconcile import moving
+from ..reconcile.moving import Move, MoveCt
 from ..wire import validate as v
 from . import queries
 from .db import Row, Store
 from .rows import checked
 
-OPEN = ("copy", "cutover", "online", "delete", "rollback")
-PHASES = OPEN + ("done", "rolled-back")
+OPEN = tuple(p.value for p in moving.OPEN)
+PHASES = moving.PHASES
 LOG_KEEP = 40  # lines of a move's own log kept in its row
 FIELDS = ("phase", "step", "hold", "flipped", "keep_source", "aborting", "passes", "bytes", "last_delta",
-          "deadline", "held_at", "stopped_at", "online_at", "finished_at", "downtime", "error")
-
-
-@dataclass(frozen=True)
-class MoveCt:
-    ctid: int
-    hostname: str
-    src_ip: str
-    dst_ip: str  # '' until the cutover gives it one
-    src_storage: str
-    dst_storage: str
-    bytes: int = 0  # of its /data at the last pass
-    files: int = 0
-
-
-@dataclass(frozen=True)
-class Move:
-    id: int
-    tenant: str
-    src: int
-    dst: int
-    phase: str
-    step: str
-    hold: bool
-    flipped: bool
-    precopy: bool
-    keep_source: bool
-    aborting: bool
-    bwlimit: int  # bytes/s, 0 = none
-    routes: dict[str, tuple[str, str]]  # service -> (target at the source, target at the destination)
-    passes: int
-    bytes: int  # copied in all passes
-    last_delta: int  # copied by the last pass
-    created_at: float
-    updated_at: float
-    deadline: float | None
-    held_at: float | None  # when the hold began (a cutover's stop, or a rollback's after the flip)
-    stopped_at: float | None
-    online_at: float | None
-    finished_at: float | None
-    downtime: float | None
-    error: str
-    log: tuple[str, ...]
-    cts: tuple[MoveCt, ...] = ()
-
-    @property
-    def open(self) -> bool:
-        return self.finished_at is None
-
-    @property
-    def rack(self) -> int:
-        """Where the tenant's CTs are configured now."""
-        return self.dst if self.flipped else self.src
-
-    def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "tenant": self.tenant, "from": rack_name(self.src), "to": rack_name(self.dst),
-                "phase": self.phase, "step": self.step, "held": self.hold, "in": rack_name(self.rack),
-                "precopy": self.precopy, "keep_source": self.keep_source, "abort_requested": self.aborting,
-                "bwlimit": self.bwlimit, "passes": self.passes, "bytes_copied": self.bytes,
-                "last_delta": self.last_delta, "created_at": self.created_at, "stopped_at": self.stopped_at,
-                "online_at": self.online_at, "finished_at": self.finished_at, "downtime": self.downtime,
-                "error": self.error, "routes": {s: list(t) for s, t in self.routes.items()},
-                "cts": [{"ctid": c.ctid, "hostname": c.hostname, "from_ip": c.src_ip, "to_ip": c.dst_ip or None,
-                         "from_storage": c.src_storage, "to_storage": c.dst_storage, "bytes": c.bytes,
-                         "files": c.files} for c in self.cts],
-                "log": list(self.log)}
+          "deadline", "held_at", "stopped_at", "online_at", "finished_at", "downtime", "error", "hold_version",
+          "token", "sealed")
 
 
 # ---- reading -------------------------------------------------------------------
@@ -110,7 +47,8 @@ def _move(row: Row, cts: tuple[MoveCt, ...]) -> Move:
                     int(row["passes"]), int(row["bytes"]), int(row["last_delta"]), float(row["created_at"]),
                     float(row["updated_at"]), _opt(row["deadline"]), _opt(row["held_at"]), _opt(row["stopped_at"]),
                     _opt(row["online_at"]), _opt(row["finished_at"]), _opt(row["downtime"]), str(row["error"]),
-                    tuple(str(x) for x in json.loads(row["log"])), cts)
+                    tuple(str(x) for x in json.loads(row["log"])), cts, int(row["hold_version"]), int(row["token"]),
+                    bool(row["sealed"]))
     return checked(f"move {row['id']}", build)
 
 

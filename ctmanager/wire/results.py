@@ -3,7 +3,19 @@ JSON result on stdout and its exit code. The manager's executor reads these;
 the agent writes them. A rejection has its own code so the scheduler tries
 another HN; "temporary" means try again later; "stale" means the action came
 from a manager whose epoch is older than one the HN has seen (a deposed leader):
-nothing was done."""
+nothing was done; "sealed" means a start found the CT's /data sealed on its
+storage node (`ctstorage seal`: a tenant move copied it away): not started, on
+this HN or any other, until the move unseals it. Permanent, like a rejection,
+but no other HN would do better.
+
+    exit  result
+    0     done
+    1     failed
+    2     bad_input
+    3     rejected     admission or the runtime refused: try another HN
+    4     temporary    try again later
+    5     stale        the sender's epoch is older than one the HN has seen
+    6     sealed       start only: the CT's /data is sealed"""
 
 from __future__ import annotations
 
@@ -13,9 +25,9 @@ from typing import Any
 
 ACTIONS = ("start", "stop", "create", "destroy", "set")
 NEEDS_SPEC = ("start", "create", "set")
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TEMPORARY, EXIT_STALE = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TEMPORARY, EXIT_STALE, EXIT_SEALED = 0, 1, 2, 3, 4, 5, 6
 RESULT_OF_EXIT = {EXIT_OK: "done", EXIT_FAILED: "failed", EXIT_BAD_INPUT: "bad_input", EXIT_REJECTED: "rejected",
-                  EXIT_TEMPORARY: "temporary", EXIT_STALE: "stale"}
+                  EXIT_TEMPORARY: "temporary", EXIT_STALE: "stale", EXIT_SEALED: "sealed"}
 EXIT_OF_RESULT = {result: code for code, result in RESULT_OF_EXIT.items()}
 
 
@@ -28,7 +40,7 @@ class ApplyOutcome:
     action: str
     ctid: int
     hn: str
-    result: str = "done"  # done | rejected | failed | temporary | bad_input | stale
+    result: str = "done"  # done | rejected | failed | temporary | bad_input | stale | sealed
     changed: bool = False
     message: str = ""
     opst: str | None = None

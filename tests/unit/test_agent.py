@@ -16,6 +16,7 @@ from ctmanager.agent.drivers.lxc import LxcDriver, parse_ls
 from ctmanager.agent.drivers.openvz import OpenVzDriver, check, parse_vzlist
 from ctmanager.dc.model import Ct, Resources
 from ctmanager.errors import InputError
+from ctmanager.render import ctfiles
 from ctmanager.wire import results
 from ctmanager.wire import spec as specs
 from ctmanager.wire.results import ApplyOutcome
@@ -286,3 +287,35 @@ def test_apply_refuses_an_epoch_older_than_one_the_hn_has_seen(tmp_path: Path) -
     assert applying.apply(cfg, rt, "stop", 1005, b"", epoch=4).result == "done"
     rt.states[1005] = "UP"
     assert applying.apply(cfg, rt, "stop", 1005, b"").result == "done"  # by hand, no --epoch: not fenced
+
+
+def test_a_ct_whose_data_is_sealed_is_not_started_but_stops(tmp_path: Path) -> None:
+    """A tenant move sealed the CT's /data on its storage node: a start is refused
+    with its own result and exit code (not a rejection: no HN would do better)."""
+    c = ct()
+    data = tmp_path / "vz-data"
+    cfg = agent_config.load(write_config(tmp_path, f'[capacity]\nmemory = "8G"\ndisk = "1T"\nreserve_memory = 0\n'
+                                                   f'[paths]\ndata = "{data}"\n'))
+    cfg.fence_file.parent.mkdir(parents=True, exist_ok=True)
+    cfg.fence_file.write_text(json.dumps({"fenced": False, "at": time.time()}))
+    rt = FakeRuntime({})
+
+    def start() -> ApplyOutcome:
+        return applying.apply(cfg, rt, "start", c.ctid, json.dumps(spec_json(c)).encode(), epoch=3)
+
+    assert start().result == "done"
+    marker = Path(ctfiles.data_dir(cfg.paths, c) + ".sealed")
+    assert marker == data / c.storage / f"{c.ctid}.sealed"  # the storage node's <data>/<CTID>.sealed, as mounted
+    marker.parent.mkdir(parents=True)
+    marker.write_text(json.dumps({"token": 7, "sealed_at": time.time()}))
+    assert (start().result, start().changed) == ("done", False)  # already running: nothing to start
+    stopped = applying.apply(cfg, rt, "stop", c.ctid, b"", epoch=3)  # stopping always works
+    assert (stopped.result, stopped.changed) == ("done", True)
+    out = start()
+    assert (out.result, out.exit_code, out.changed) == ("sealed", results.EXIT_SEALED, False)
+    assert out.message == f"CT {c.ctid}: its /data on {c.storage} is sealed (a tenant move copied it away): not started"
+    assert json.loads(out.emit())["result"] == "sealed" and results.result_of(results.EXIT_SEALED) == "sealed"
+    assert rt.calls == ["create 1005", "start 1005", "stop 1005"] and rt.states[c.ctid] == "DOWN"
+    marker.unlink()  # unsealed (the move rolled back): it starts again
+    assert start().result == "done" and rt.states[c.ctid] == "UP"
+    assert len(results.RESULT_OF_EXIT) == len(results.EXIT_OF_RESULT) == 7  # one code per result

@@ -172,8 +172,14 @@ def test_the_journal_accepts_set_after_the_migration_and_keeps_its_rows(tmp_path
     db.close()
     store = open_store(path)
     assert store.version == schema.VERSION
-    ids = loop.journal(store, [Action("set", 1001, "hn-1", "drift: spec changed")], 2.0, 101)
-    assert ids == [42]  # ids go on from the kept rows
+    db = sqlite3.connect(path)  # the CT the set is for (a set is journaled only for a CT of the rack)
+    db.execute("INSERT INTO cts (ct_id, hostname, rack, env, ip, storage, admst, memory, swap, disk, cpus, cpuunits, "
+               "cpulimit, created_at, updated_at) VALUES (1001, 'c', 101, 'prod', '10.101.4.1', 's', 'UP', 1, 0, 1, "
+               "1, 1, 100, 0, 0)")
+    db.commit()
+    db.close()
+    kept = loop.journal(store, [Action("set", 1001, "hn-1", "drift: spec changed")], 2.0, 101)
+    assert [jid for _, jid in kept] == [42]  # ids go on from the kept rows
     assert [tuple(r) for r in store.query("SELECT id, kind, state FROM journal ORDER BY id")] == \
         [(41, "start", "done"), (42, "set", "pending")]
     assert store.one("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'journal_pending'")

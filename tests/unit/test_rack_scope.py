@@ -32,7 +32,7 @@ def test_each_rack_s_manager_touches_only_its_own_rows(inv: inventory.Inventory)
     jid = loop.journal  # the results: one rejection per rack
     with store.transaction(config=False):
         for slot, ctid, hn in ((101, a, "hn-101-2"), (102, g, "hn-102-2")):
-            [i] = jid(store, [Action("start", ctid, hn, "x")], now, slot)
+            [(_, i)] = jid(store, [Action("start", ctid, hn, "x")], now, slot)
             loop.finish(store, i, Action("start", ctid, hn, "x"), "rejected", "no room", now, s, slot)
     # rack-101's manager restarts: a fresh observed view, its own interrupted intents
     with store.transaction(config=False):

@@ -1,0 +1,96 @@
+"""The manager's storage port: a tenant move's effects (reconcile/moving.py
+Effect: pulls, seals, unseals, removals) run on the storage nodes in the
+background, one batch per step, and each batch's Outcome comes back to the loop
+(as an action's Result does). `StorageEffects` runs them with ctstorage over SSH
+(executor/storage.py); the simulator has its own storage nodes behind the same
+two methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from ..errors import CtmError
+from ..reconcile.moving import Effect, EffectKind, Outcome
+
+log = logging.getLogger(__name__)
+SPACE_MARGIN = 1.05  # the destination must have this much more free space than the tenant's /data
+MIN_PULL_TIMEOUT = 600.0
+
+Done = Callable[[Outcome], None]
+
+
+class Storage(Protocol):
+    def submit(self, effects: Sequence[Effect], bwlimit: int, done: Done) -> None:
+        """Run one step's effects in the background; `done(outcome)` once, when all ended."""
+
+    def cancel(self, effects: Sequence[Effect]) -> None:
+        """Stop the running pulls among `effects` (an abort, or this manager no longer leads)."""
+
+    def learn(self, addresses: dict[str, str]) -> None:
+        """The storage nodes' addresses (racks installed since are learnt as they come)."""
+
+
+class StorageEffects:
+    """The real port: ctstorage on the storage nodes (executor.storage.StorageNodes)."""
+
+    def __init__(self, nodes: Any) -> None:
+        self.nodes = nodes
+
+    def learn(self, addresses: dict[str, str]) -> None:
+        self.nodes.learn(addresses)
+
+    def submit(self, effects: Sequence[Effect], bwlimit: int, done: Done) -> None:
+        threading.Thread(target=lambda: done(self._run(list(effects), bwlimit)), name="move-effects",
+                         daemon=True).start()
+
+    def cancel(self, effects: Sequence[Effect]) -> None:
+        for e in effects:
+            if e.kind == EffectKind.PULL:
+                try:
+                    self.nodes.cancel(e.node, e.ctid)
+                except CtmError as exc:
+                    log.warning("cancelling the pull of CT %d on %s: %s", e.ctid, e.node, exc)
+
+    def _run(self, effects: list[Effect], bwlimit: int) -> Outcome:
+        from ..executor.storage import StaleToken
+
+        started, delta, sizes = time.monotonic(), 0, []
+        try:
+            if any(e.check_space for e in effects):
+                self._check_space(effects)
+            for e in effects:
+                if e.kind == EffectKind.PULL:
+                    src = self.nodes.info(e.source, e.ctid)
+                    if not src.exists:
+                        return Outcome(False, f"{e.source} has no /data of CT {e.ctid} ({src.path})")
+                    timeout = max(MIN_PULL_TIMEOUT, src.bytes / max(bwlimit, 1 << 20) * 3)
+                    got = self.nodes.pull(e.node, e.ctid, e.source, src.path, bwlimit, timeout, e.token)
+                    delta += got.bytes
+                    sizes.append((e.ctid, got.total_bytes, got.files))
+                elif e.kind == EffectKind.SEAL:
+                    self.nodes.seal(e.node, e.ctid, e.token)
+                elif e.kind == EffectKind.UNSEAL:
+                    self.nodes.unseal(e.node, e.ctid, e.token)
+                else:
+                    self.nodes.remove(e.node, e.ctid)
+        except StaleToken as exc:
+            return Outcome(False, str(exc), stale=True)
+        except CtmError as exc:  # StorageFailed, SshError: said in one line
+            return Outcome(False, str(exc))
+        return Outcome(True, delta=delta, took=time.monotonic() - started, sizes=tuple(sizes))
+
+    def _check_space(self, effects: list[Effect]) -> None:
+        from ..executor.storage import StorageFailed
+
+        pulls = [e for e in effects if e.kind == EffectKind.PULL]
+        need = sum(self.nodes.info(e.source, e.ctid).bytes for e in pulls)
+        for node in sorted({e.node for e in pulls}):
+            free = self.nodes.info(node, pulls[0].ctid).free
+            if free < need * SPACE_MARGIN:
+                raise StorageFailed(f"target storage full: {node} has {free / (1 << 20):.1f} MiB free, the "
+                                    f"tenant's /data needs {need / (1 << 20):.1f} MiB")
