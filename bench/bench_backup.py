@@ -26,7 +26,9 @@ node's I/O pressure is high). Needs root (sshd) and borg.
 The backup node's disk is a tmpfs of its own and its sshd runs at nice 19 (on real
 machines it is another host: its writes and CPU are not the storage node's).
 
-Usage: python bench/bench_backup.py [--cts 100] [--seconds 180] [--no-record]
+Usage: python bench/bench_backup.py [--cts 100] [--files 1000] [--seconds 180] [--no-record] [--smoke]
+(--smoke: 2 CTs of 20 files, 5 s of writer, one cycle-vs-full pair (1 CT changed),
+one 2.5 s window of each kind, one restore of 1 MiB in 100 files; see bench/README.md)
 """
 
 from __future__ import annotations
@@ -53,15 +55,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import emit  # noqa: E402
+from harness import emit, parse_args  # noqa: E402
 
 from ctmanager.backupnode import borg  # noqa: E402
 from ctmanager.backupnode.config import load  # noqa: E402
 from ctmanager.lab.backupnodes import ctbackup_toml  # noqa: E402
 from ctmanager.lab.layout import ctbackup_path  # noqa: E402
 
-FILES = 1000        # per CT
-BIG_FILES = 10_000  # the restore's CT: 1 GiB in these
+FILES = 1000        # per CT (--files)
+BIG_FILES = 10_000  # the restore's CT: 1 GiB in these (--smoke: 1 MiB in 100)
 BIG_CT = 5000
 
 
@@ -219,7 +221,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def windows(node: Node, ctids: list[int], switch: Callable[[bool], None], count: int = 4,
-            seconds: float = 15) -> tuple[list[float], list[float]]:
+            seconds: float = 15.0) -> tuple[list[float], list[float]]:
     """fsync latencies (ms) with `switch(False)` and `switch(True)` in alternating windows,
     the writer running throughout; the first second of each window is left out."""
     writer, probe = Writer(node.data, ctids), Probe(node.data / str(ctids[0]) / "app.log")
@@ -323,11 +325,15 @@ def cycle_rows(compared: dict[int, tuple[Runs, Runs]]) -> list[tuple[str, str, s
 
 
 def main() -> None:
+    global FILES
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cts", type=int, default=100)
+    ap.add_argument("--files", type=int, default=FILES, help=f"files of 1 KiB per CT (default {FILES})")
     ap.add_argument("--seconds", type=float, default=180.0, help="the writer's time with the daemon (RPO phase)")
-    ap.add_argument("--no-record", action="store_true")
-    args = ap.parse_args()
+    args = parse_args(ap, cts=2, files=20, seconds=5.0)
+    FILES = args.files
+    runs, count, window = (1, 1, 2.5) if args.smoke else (3, 4, 15.0)  # cycle-vs-full pairs; fsync windows
+    big_files, big_bytes = (100, 1 << 20) if args.smoke else (BIG_FILES, 1 << 30)
     if os.geteuid() != 0 or not shutil.which("borg"):
         raise SystemExit("bench_backup needs root and borg (bash scripts/setup.sh)")
     base = Path(tempfile.mkdtemp(prefix="ctm-bench-backup-"))
@@ -341,35 +347,38 @@ def main() -> None:
         initial = time.time() - t0
         node.stop()
         print(f"bench: initial backup {initial:.0f} s; cycle vs full...", flush=True)
-        compared = {n: cycle_vs_full(node, ctids, n) for n in (1, 10)}
+        compared = {n: cycle_vs_full(node, ctids, n, runs) for n in ((1,) if args.smoke else (1, 10))}
         print(f"bench: writer with the daemon ({args.seconds:g} s)...", flush=True)
         writer = rpo_phase(node, ctids, args.seconds)
         last = max(t for t, _ in writer.writes)
         lags = covered(node, writer.writes, 300)
         cycles = sum(1 for a, _ in node.points() if writer.writes[0][0] <= a <= last)
-        print("bench: fsync probe, the daemon paused and running in turns (2 min)...", flush=True)
-        quiet, busy = windows(node, ctids, lambda on: node.pause(not on))
+        print(f"bench: fsync probe, the daemon paused and running in turns ({2 * count * window:g} s)...", flush=True)
+        quiet, busy = windows(node, ctids, lambda on: node.pause(not on), count, window)
         node.stop()
-        print("bench: fsync probe, a nice-19 loop of process starts off and on in turns (2 min)...", flush=True)
-        calm, spawning = windows(node, ctids, Spawner())
-        print("bench: 1 GiB in 10,000 files, backed up, then restored...", flush=True)
+        print(f"bench: fsync probe, a nice-19 loop of process starts off and on in turns ({2 * count * window:g} s)...",
+              flush=True)
+        calm, spawning = windows(node, ctids, Spawner(), count, window)
+        print(f"bench: {big_bytes >> 20} MiB in {big_files:,} files, backed up, then restored...", flush=True)
         big = node.data / str(BIG_CT)
-        for f in range(BIG_FILES):
+        for f in range(big_files):
             d = big / str(f % 100)
             d.mkdir(parents=True, exist_ok=True)
-            (d / str(f)).write_bytes(os.urandom((1 << 30) // BIG_FILES))
-        sample = hashlib.sha256((big / "7" / "4207").read_bytes()).hexdigest()
+            (d / str(f)).write_bytes(os.urandom(big_bytes // big_files))
+        pick = big_files * 42 // 100 + 7  # 4207 of 10,000
+        sample_path = Path(str(pick % 100)) / str(pick)
+        sample = hashlib.sha256((big / sample_path).read_bytes()).hexdigest()
         wrote = time.time()
         node.start()
         node.wait_all([BIG_CT], wrote, 1800)
         node.stop()
         restores = []
-        for i in range(2):
+        for i in range(1 if args.smoke else 2):
             into = base / f"restore-{i}"
             t = time.perf_counter()
             node.ctbackup("restore", str(BIG_CT), "--to", str(into), timeout=1800)
             restores.append(time.perf_counter() - t)
-            if hashlib.sha256((into / str(BIG_CT) / "7" / "4207").read_bytes()).hexdigest() != sample:
+            if hashlib.sha256((into / str(BIG_CT) / sample_path).read_bytes()).hexdigest() != sample:
                 raise SystemExit("the restored file differs")
             shutil.rmtree(into)
     finally:
@@ -383,7 +392,7 @@ def main() -> None:
              f"{len(writer.writes)} writes in {args.seconds:g} s, {cycles} restore points made meanwhile. "
              f"Initial backup of the {args.cts * FILES} files: {initial:.0f} s. The fsync probe runs in one CT's "
              "folder on the storage node's file system (the folder a CT's /data binds), not through a CT, in "
-             "alternating 15 s windows (4 of each).", ""]
+             f"alternating {window:g} s windows ({count} of each).", ""]
     rows = [
         ("write -> restore point holding it", f"{min(lags):.1f} s", f"{statistics.median(lags):.1f} s",
          "p99 <= 60 s", "yes" if pct(lags, 0.99) <= 60 else "NO"),
@@ -394,10 +403,11 @@ def main() -> None:
         ("fsync p99 without / with process starts at nice 19", "-",
          f"{pct(calm, 0.99):.2f} / {pct(spawning, 0.99):.2f} ms", "-", "-"),
         ("  with / without (this machine's floor)", "-", f"{spawn_ratio:.2f}x", "-", "-"),
-        ("restore 1 GiB in 10,000 files", f"{min(restores):.1f} s", f"{statistics.median(restores):.1f} s",
+        (f"restore {big_bytes >> 20} MiB in {big_files:,} files", f"{min(restores):.1f} s",
+         f"{statistics.median(restores):.1f} s",
          "<= 60 s", "yes" if max(restores) <= 60 else "NO"),
     ]
-    emit("continuous backup", intro, rows, record=not args.no_record)
+    emit("continuous backup", intro, rows, record=not args.no_record, smoke=args.smoke)
     shutil.rmtree(base, ignore_errors=True)
 
 

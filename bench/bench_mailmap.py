@@ -8,7 +8,8 @@ Target: >= 20,000 lookups/s, p99 <= 1 ms. Then the same beside a flood client
 or 64 KB of newlines or of pipelined lookups again and again, never reading,
 until the daemon drops it. Target: the normal clients still >= 20,000 lookups/s, p99 <= 2 ms.
 
-Usage: python bench/bench_mailmap.py [--seconds 5] [--conns 16] [--no-record]
+Usage: python bench/bench_mailmap.py [--seconds 5] [--conns 16] [--no-record] [--smoke]
+(--smoke: 0.5 s of load on 4 connections, each way; see bench/README.md)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import Row, emit
+from harness import Row, emit, parse_args
 
 KEYS = [b"get jira@myhost.example.net\n", b"get bob@myhost.example.net\n", b"get myhost.example.net\n",
         b"get x@nowhere.example.org\n", b"get confluence@acme.example.net\n"]
@@ -81,8 +82,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--conns", type=int, default=16, help="connections (default 16)")
-    ap.add_argument("--no-record", action="store_true")
-    args = ap.parse_args()
+    args = parse_args(ap, seconds=0.5, conns=4)
     base = Path(tempfile.mkdtemp(prefix="ctm-bench-mailmap-"))
     env = {**os.environ, "CTMANAGER_STORE": str(base / "ctm.db")}
     subprocess.run([sys.executable, "-m", "ctmanager", "init", "example"], cwd=ROOT, env=env, check=True,
@@ -102,7 +102,7 @@ def main() -> int:
                 if time.monotonic() > deadline:
                     raise SystemExit("ctmailmap did not start") from None
                 time.sleep(0.05)
-        asyncio.run(load(port, 1.0, args.conns))  # warm up
+        asyncio.run(load(port, min(1.0, args.seconds), args.conns))  # warm up
         total, lat = asyncio.run(load(port, args.seconds, args.conns))
         stop, flood_conns = multiprocessing.Event(), multiprocessing.Value("i", 0)
         flooder = multiprocessing.Process(target=flood, args=(port, stop, flood_conns))
@@ -131,7 +131,7 @@ def main() -> int:
     emit("mailmap", ["Daemon in its own process (asyncio, one core); load from a second process; the flood from a "
                      "third: connections sending 64 KB of \\n then closing, or 64 KB of \\n or of pipelined lookups "
                      f"again and again, never reading ({flood_conns.value:,} flood connections in "
-                     f"{args.seconds + 0.5:g} s)."], rows, record=not args.no_record)
+                     f"{args.seconds + 0.5:g} s)."], rows, record=not args.no_record, smoke=args.smoke)
     return 0
 
 

@@ -3,7 +3,7 @@
 racks (rack-101, rack-102, 3 + 2 HNs, real LXC, sshd, rsync, BIND) on a private
 PostgreSQL store. Needs root.
 
-The tenant `acme` gets 1 GiB of /data in 10,000 files. It is moved back and forth
+The tenant `acme` gets 1 GiB of /data in 10,000 files (--gib, --files). It is moved back and forth
 (`tenant move --wait`) while a writer rewrites 1 % of its files (100, same size,
 new content) during each move's copy phase, as the tenant's own CT would.
 
@@ -23,7 +23,12 @@ The bandwidth limit is the manager's default ([moves] bwlimit = 50M): the lab's
 network's share. Without one, a copy of 1 GiB here takes a second or two and no
 method can be ten times faster than that.
 
-Usage: python bench/bench_move.py [--moves 3] [--no-record] [--gib 1.0]
+The moves go through the CLI only (`tenant move`, `tenant moves --json`), the
+DC lab is built by tests/integration/labrack.py's dc_lab: nothing here knows how the
+manager carries a move out.
+
+Usage: python bench/bench_move.py [--moves 3] [--gib 1.0] [--files 10000] [--no-record] [--smoke]
+(--smoke: one move and one naive move of 1 MiB in 100 files; see bench/README.md)
 """
 
 from __future__ import annotations
@@ -46,13 +51,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from harness import ctm, emit  # noqa: E402
-from labrack import DcLab, wait_for  # noqa: E402
+from harness import emit, parse_args  # noqa: E402
+from labrack import DcLab, dc_lab, wait_for  # noqa: E402
 
 from ctmanager.lab.pgserver import Cluster  # noqa: E402
 
 TENANT = "acme"
-FILES = 10_000
+FILES = 10_000  # --files
+MOVE_TIMEOUT = 1800.0  # s: a move not online (nor finished) by then fails the benchmark
 
 
 def data_dir(dc: DcLab, rack: str, ctid: int) -> Path:
@@ -134,7 +140,10 @@ def one_move(dc: DcLab, size: int, naive: bool) -> dict[str, float]:
     started = time.time()
     if not naive:
         writer.start()
-    while (x := poll())["phase"] not in ("online", "rolled-back"):
+    # settled as `tenant move --wait` has it: online (the source kept), or finished (rolled back, ...)
+    while (x := poll())["phase"] != "online" and x["finished_at"] is None:
+        if time.time() - started > MOVE_TIMEOUT:
+            raise SystemExit(f"move {m['id']}: still {x['phase']} after {MOVE_TIMEOUT:g} s")
         time.sleep(0.05)
     total = time.time() - started
     dns.join(30)
@@ -158,12 +167,31 @@ def one_move(dc: DcLab, size: int, naive: bool) -> dict[str, float]:
             "copied_mib": float(x["bytes_copied"]) / (1 << 20)}  # type: ignore[arg-type]
 
 
+def run(dc: DcLab, args: argparse.Namespace) -> tuple[list[dict[str, float]], list[dict[str, float]], int]:
+    """Seed the tenant's /data, then `args.moves` moves each followed by a naive one (back);
+    (the moves' figures, the naive ones', the file size)."""
+    ctid = int(json.loads(dc.r101.cli("ct", "show", TENANT, "--json").stdout)["ctid"])
+    t = time.monotonic()
+    size = seed(data_dir(dc, "rack-101", ctid), args.gib)
+    print(f"seeded {FILES} files of {size} bytes in {time.monotonic() - t:.1f} s", flush=True)
+    moves, naive = [], []
+    for i in range(args.moves):
+        moves.append(one_move(dc, size, naive=False))
+        print(f"move {i + 1}: {moves[-1]}", flush=True)
+        naive.append(one_move(dc, size, naive=True))
+        print(f"naive {i + 1}: {naive[-1]}", flush=True)
+    wait_for("acme UP", lambda: dc.r101.status()[TENANT]["opst"] == "UP", timeout=60)
+    return moves, naive, size
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--moves", type=int, default=3)
-    ap.add_argument("--gib", type=float, default=1.0)
-    ap.add_argument("--no-record", action="store_true")
-    args = ap.parse_args()
+    global FILES
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--moves", type=int, default=3, help="moves, and as many naive ones (default 3)")
+    ap.add_argument("--gib", type=float, default=1.0, help="the tenant's /data, GiB (default 1)")
+    ap.add_argument("--files", type=int, default=FILES, help=f"in that many files (default {FILES:,})")
+    args = parse_args(ap, moves=1, gib=1 / 1024, files=100)
+    FILES = args.files
     if os.geteuid() != 0 or not shutil.which("rsync"):
         raise SystemExit("bench_move needs root and rsync (bash scripts/setup.sh)")
     base = Path(tempfile.mkdtemp(prefix="ctm-bench-move-"))
@@ -172,24 +200,10 @@ def main() -> int:
     env = {**os.environ, "CTMANAGER_STORE": url, "CTMANAGER_LAB_DIR": str(base / "lab")}
     subprocess.run([sys.executable, "-m", "ctmanager", "lab", "down", "--dir", "/var/lib/ctmanager-lab"], cwd=ROOT,
                    env=env, capture_output=True)
-    ctm(env, "init", "example")
-    ctm(env, "rack", "install", "rack-102", str(ROOT / "templates/dc/manifests/rack-102.toml"))
-    ctm(env, "lab", "up", "--racks", "101,102", "--hns", "3", "--timeout", "150")
     try:
-        dc = DcLab(base)
-        ctid = int(json.loads(dc.r101.cli("ct", "show", TENANT, "--json").stdout)["ctid"])
-        t = time.monotonic()
-        size = seed(data_dir(dc, "rack-101", ctid), args.gib)
-        print(f"seeded {FILES} files of {size} bytes in {time.monotonic() - t:.1f} s", flush=True)
-        moves, naive = [], []
-        for i in range(args.moves):
-            moves.append(one_move(dc, size, naive=False))
-            print(f"move {i + 1}: {moves[-1]}", flush=True)
-            naive.append(one_move(dc, size, naive=True))
-            print(f"naive {i + 1}: {naive[-1]}", flush=True)
-        wait_for("acme UP", lambda: dc.r101.status()[TENANT]["opst"] == "UP", timeout=60)
+        with dc_lab(url, base) as dc:  # the example DC, rack-102 installed, both racks up (3 HNs each)
+            moves, naive, _ = run(dc, args)
     finally:
-        subprocess.run([sys.executable, "-m", "ctmanager", "lab", "down"], cwd=ROOT, env=env, capture_output=True)
         cluster.stop()
     med = statistics.median(m["downtime"] for m in moves)
     nmed = statistics.median(m["downtime"] for m in naive)
@@ -208,12 +222,13 @@ def main() -> int:
         ("total move time", f"{min(m['total'] for m in moves):.1f} s",
          f"{statistics.median(m['total'] for m in moves):.1f} s", "recorded", "-"),
         ("files rewritten during each move's copy", "-", f"{statistics.median(m['rewritten'] for m in moves):.0f}",
-         "100 (1 %)", "-"),
+         f"{FILES // 100} (1 %)", "-"),
     ]
     emit("tenant move", [f"DC lab rack-101 + rack-102 on PostgreSQL; tenant {TENANT} with {args.gib:g} GiB of /data "
                          f"in {FILES} files; {args.moves} moves and {args.moves} naive ones, alternating racks; bandwidth "
                          "limit 50 MiB/s (the default) for both ways; every move's destination checked byte for "
-                         "byte against the source at the stop.", ""], rows, record=not args.no_record)
+                         "byte against the source at the stop.", ""], rows, record=not args.no_record,
+         smoke=args.smoke)
     return 0
 
 

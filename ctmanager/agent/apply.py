@@ -20,7 +20,6 @@ must see a new marker at once: mount the storage with `lookupcache=positive`
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -93,7 +92,7 @@ def _run(config: AgentConfig, driver: Driver, node: Node, action: str, ctid: int
             return  # already running: nothing to admit, nothing to do
         if action == "start":
             check_fence(config, node, now)
-            check_seal(config, spec)
+            check_seal(config, node, spec)
         admit(config, node, states, spec, changing=action == "set")
         old = store.get(ctid)
         live: tuple[str, ...] = ()
@@ -141,11 +140,10 @@ def check_fence(config: AgentConfig, node: Node, now: float) -> None:
         raise Rejected(why)
 
 
-def check_seal(config: AgentConfig, spec: specs.Spec) -> None:
+def check_seal(config: AgentConfig, node: Node, spec: specs.Spec) -> None:
     """No CT starts on a /data its storage node sealed: a tenant move copied it
     away, and what the CT would write there is lost (or worse, runs twice)."""
-    marker = Path(ctfiles.data_dir(config.paths, spec.ct) + ".sealed")
-    if os.path.lexists(marker):  # whatever it holds, even a link: only ctstorage unseals
+    if node.sealed(ctfiles.data_dir(config.paths, spec.ct) + ".sealed"):
         raise Sealed(f"CT {spec.ct.ctid}: its /data on {spec.ct.storage} is sealed (a tenant move copied it "
                      "away): not started")
 

@@ -46,6 +46,8 @@ class Node(Protocol):
     def see_epoch(self, epoch: int) -> int:
         """Record that a manager of `epoch` spoke (the newest one is kept, across
         restarts); returns the newest epoch seen before this one."""
+    def sealed(self, marker: str) -> bool:
+        """Whether a storage node's seal marker (`<data>/<CTID>.sealed`, through the mount) is there."""
 
 
 class SpecStore:
@@ -162,6 +164,9 @@ class DiskNode:
 
     def drained(self) -> bool:
         return self.config.drain_flag.exists()
+
+    def sealed(self, marker: str) -> bool:
+        return os.path.lexists(marker)  # whatever it holds, even a link: only ctstorage unseals
 
     def see_epoch(self, epoch: int) -> int:
         path = Path(self.config.state_dir) / "epoch"

@@ -350,61 +350,70 @@ class Manager(Leading, Workflows):
             self.quorum_at = self.leadership.mono()
         slot = self.config.slot
 
-        def record() -> None:
-            nonlocal written, lost
-            with self.store.transaction(config=False):
-                if d.plan.place:
-                    lost = persist.save_placements(self.store, d.plan.place, now, d.was)
-                written = persist.journal(self.store, [a for a in d.actions if a.ctid not in lost], now, slot,
-                                          self.leadership.epoch)  # re-checked against the CTs' rows
-                persist.save_reports(self.store, bodies)
-                persist.touch_reports(self.store, times)
-                persist.save_observed(self.store, rows, gone, self._observed_rows, slot, everything=fresh and full)
-                persist.mark_crash_loops(self.store, loops, now)
-                if full and cfg.removed:
-                    for ctid in persist.forget_removed(self.store, cfg, core.observed, now, self.config.settings, slot):
-                        log.info("CT %d is gone from every HN; forgetting it", ctid)
+        def commit() -> None:
+            """The second half: record, then hand out (a stalled process runs it late)."""
+            def record() -> None:
+                nonlocal written, lost
+                with self.store.transaction(config=False):
+                    if d.plan.place:
+                        lost = persist.save_placements(self.store, d.plan.place, now, d.was)
+                    written = persist.journal(self.store, [a for a in d.actions if a.ctid not in lost], now, slot,
+                                              self.leadership.epoch)  # re-checked against the CTs' rows
+                    persist.save_reports(self.store, bodies)
+                    persist.touch_reports(self.store, times)
+                    persist.save_observed(self.store, rows, gone, self._observed_rows, slot, everything=fresh and full)
+                    persist.mark_crash_loops(self.store, loops, now)
+                    if full and cfg.removed:
+                        for ctid in persist.forget_removed(self.store, cfg, core.observed, now, self.config.settings, slot):
+                            log.info("CT %d is gone from every HN; forgetting it", ctid)
 
-        # A steady rack between full plans writes nothing: no transaction at all.
-        if (d.plan.place or d.actions or bodies or times or rows or gone or loops
-                or (full and cfg.removed) or (fresh and full)) and not self._store_step("tick", record, now):
-            core.abandon(d.actions)  # nothing of this plan is recorded: none of it runs
-            self._config_token = None  # and the next step reloads placements from the store
-            self._observed_rows.clear()  # unknown what the store holds: the next full plan rewrites it
-            return
-        self._saved_reports.update(saved)
-        del core.new_crash_loops[:len(loops)]  # a failed step keeps them queued (and the CTs down)
-        for ctid, count in loops:
-            self.events.crash_loop(ctid, count, self.config.settings.crash_window)
-        for hn in saved.keys() | {hn for hn, _ in times}:
-            self.pending_reports.pop(hn, None)
-        actions = [a for a in d.actions if a.ctid not in lost]
-        dropped = [a for a in actions if a not in {k for k, _ in written}]
-        if dropped:  # the configuration changed under this plan (a hold, a flip, ct set): replanned
-            core.abandon(dropped)
-            self._config_token = None
-            log.info("dropped before handing out (their CTs' rows changed meanwhile): %s",
-                     "; ".join(f"{a.kind} {a.ctid} on {a.hn}" for a in dropped))
-        if lost:
-            core.abandon(a for a in d.actions if a.ctid in lost)
-            self._config_token = None
-            log.info("placement of CT(s) %s changed while planning (ct move?); replanning",
-                     ", ".join(map(str, sorted(lost))))
-        if only is None:
-            for note in d.plan.notes:
-                self.events.note(note)
-        if self.fencer is not None and d.view.quorum:
-            for hn in core.to_fence(now):
-                self.events.fencing(hn, self.config.timers.fence_after, (self.config.fence_command or ("fence",))[0])
-                self.fencer.fence(hn, self.hn_ips.get(hn, ""), lambda *r: self.fence_results.append(r))
-        if only is None:  # one figure per full plan (every full_plan_every): the loop's pulse
-            self.metrics.send_many({"plan_ms": (time.perf_counter() - started) * 1000, "actions": len(actions),
-                                    "quorum": int(d.view.quorum), "dead_hns": len(d.view.dead),
-                                    "alarms": len(d.plan.alarms), "in_flight": len(core.busy)}, now)
-        if not self.leading:  # the lease ran out while recording: the next leader replans these intents
-            core.abandon(actions)
-            return
-        self._hand_out_all(written, cfg.cts)
+            # A steady rack between full plans writes nothing: no transaction at all.
+            if (d.plan.place or d.actions or bodies or times or rows or gone or loops
+                    or (full and cfg.removed) or (fresh and full)) and not self._store_step("tick", record, now):
+                core.abandon(d.actions)  # nothing of this plan is recorded: none of it runs
+                self._config_token = None  # and the next step reloads placements from the store
+                self._observed_rows.clear()  # unknown what the store holds: the next full plan rewrites it
+                return
+            self._saved_reports.update(saved)
+            del core.new_crash_loops[:len(loops)]  # a failed step keeps them queued (and the CTs down)
+            for ctid, count in loops:
+                self.events.crash_loop(ctid, count, self.config.settings.crash_window)
+            for hn in saved.keys() | {hn for hn, _ in times}:
+                self.pending_reports.pop(hn, None)
+            actions = [a for a in d.actions if a.ctid not in lost]
+            dropped = [a for a in actions if a not in {k for k, _ in written}]
+            if dropped:  # the configuration changed under this plan (a hold, a flip, ct set): replanned
+                core.abandon(dropped)
+                self._config_token = None
+                log.info("dropped before handing out (their CTs' rows changed meanwhile): %s",
+                         "; ".join(f"{a.kind} {a.ctid} on {a.hn}" for a in dropped))
+            if lost:
+                core.abandon(a for a in d.actions if a.ctid in lost)
+                self._config_token = None
+                log.info("placement of CT(s) %s changed while planning (ct move?); replanning",
+                         ", ".join(map(str, sorted(lost))))
+            if only is None:
+                for note in d.plan.notes:
+                    self.events.note(note)
+            if self.fencer is not None and d.view.quorum:
+                for hn in core.to_fence(now):
+                    self.events.fencing(hn, self.config.timers.fence_after, (self.config.fence_command or ("fence",))[0])
+                    self.fencer.fence(hn, self.hn_ips.get(hn, ""), lambda *r: self.fence_results.append(r))
+            if only is None:  # one figure per full plan (every full_plan_every): the loop's pulse
+                self.metrics.send_many({"plan_ms": (time.perf_counter() - started) * 1000, "actions": len(actions),
+                                        "quorum": int(d.view.quorum), "dead_hns": len(d.view.dead),
+                                        "alarms": len(d.plan.alarms), "in_flight": len(core.busy)}, now)
+            if not self.leading:  # the lease ran out while recording: the next leader replans these intents
+                core.abandon(actions)
+                return
+            self._hand_out_all(written, cfg.cts)
+
+        self._after_decide(commit)
+
+    def _after_decide(self, commit: Callable[[], None]) -> None:
+        """Between deciding and recording: the real daemon goes straight on; the
+        simulator may stall here (GC, CPU, a slow store) to try the races of that gap."""
+        commit()
 
     def _hand_out(self, jid: int, a: Action, cts: Any) -> None:
         self.events.action(a)

@@ -80,7 +80,7 @@ class SimRuntime:
             self.starting.discard(ctid)
             if hn.boots == boots and hn.powered:
                 self.running[ctid] = hn.local()
-                hn.rack.ct_up(hn.hn, ctid)
+                hn.rack.ct_up(hn.hn, ctid, hn.storage_of(ctid))
                 hn.wake(0.0)  # the runtime's event stream (lxc-monitor)
         hn.rack.clock.after(START_TIME, up)
 
@@ -95,7 +95,7 @@ class SimRuntime:
         def down() -> None:
             if hn.boots == boots and ctid in self.running:
                 del self.running[ctid]
-                hn.rack.ct_down(hn.hn, ctid)
+                hn.rack.ct_down(hn.hn, ctid, hn.storage_of(ctid))
                 hn.rack.log(hn.hn, f"CT {ctid} stopped ({why})")
                 hn.wake(0.0)
         hn.rack.clock.after(STOP_TIME, down)
@@ -114,7 +114,8 @@ class SimRuntime:
 class MemoryNode:
     """The HN's shared state in memory: specs, the fence file, the drain flag."""
 
-    def __init__(self) -> None:
+    def __init__(self, sealed: Callable[[str, int], bool] | None = None) -> None:
+        self._sealed = sealed  # (storage node, CTID) -> whether its /data is sealed there
         self.raw: dict[int, tuple[wirespec.Spec, str, bytes]] = {}  # CTID -> (spec, its hash, the file)
         self._all: dict[int, wirespec.Spec] | None = None
         self._hashes: dict[int, str] | None = None
@@ -163,6 +164,13 @@ class MemoryNode:
     def lock(self, ctid: int) -> Iterator[None]:
         yield  # one simulated process at a time
 
+    def sealed(self, marker: str) -> bool:
+        """`<paths.data>/<storage>/<CTID>.sealed`, as the HN sees it through its mount."""
+        if self._sealed is None:
+            return False
+        folder, _, name = marker.rpartition("/")
+        return self._sealed(folder.rpartition("/")[2], int(name.split(".")[0]))
+
     def see_epoch(self, epoch: int) -> int:
         seen, self.epoch = self.epoch, max(self.epoch, epoch)
         return seen
@@ -178,7 +186,7 @@ class SimAgent:
                                   reserve_memory=0, lxcpath="", paths=DEFAULT_PATHS, voters=voters, watchdog="sim",
                                   timers=timers, metrics_prefix=f"sim.{hn}")
         self.runtime = SimRuntime(self)
-        self.node = MemoryNode()
+        self.node = MemoryNode(rack.dc.data.sealed if rack.dc is not None else None)
         self.alive = False  # the agent process runs (and is not stuck in a hung runtime)
         self.stuck = False
         self.powered = True
@@ -206,6 +214,11 @@ class SimAgent:
     def local(self) -> float:
         return self.rack.clock.now + self.offset
 
+    def storage_of(self, ctid: int) -> str:
+        """The storage node of the /data this HN runs CT `ctid` on (its config's)."""
+        got = self.node.raw.get(ctid)
+        return got[0].ct.storage if got is not None else ""
+
     # ---- life cycle ------------------------------------------------------
     def boot(self) -> None:
         """Start the agent process (after a boot, or again after it was killed)."""
@@ -231,7 +244,7 @@ class SimAgent:
         """Node reset: every CT dies at once, the agent with them."""
         self.rack.log(self.hn, f"RESET ({why}); {len(self.running)} CT(s) killed")
         for ctid in sorted(self.running):
-            self.rack.ct_down(self.hn, ctid)
+            self.rack.ct_down(self.hn, ctid, self.storage_of(ctid))
         self.running.clear()
         self.runtime.starting.clear()
         self.alive = self.powered = False

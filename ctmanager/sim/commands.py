@@ -50,11 +50,14 @@ def parse_cmdlist(text: str, source: str = "cmdlist") -> list[tuple[float, str]]
     return out
 
 
-def apply(rack: SimRack, cmd: str) -> None:
+def apply(rack: SimRack, cmd: str, everyone: set[str] | None = None, quiet: bool = False) -> None:
+    """`everyone`: the nodes a `network NODE off` cuts NODE from (default: the rack's);
+    `quiet`: not logged (a DC applies `heal` to each of its racks, logged once)."""
     words = cmd.split()
-    everyone = set(rack.nodes)
+    everyone = set(rack.nodes) if everyone is None else everyone
     rack.links_changing()
-    rack.log("cmd", cmd)
+    if not quiet:
+        rack.log("cmd", cmd)
 
     def hn(name: str) -> str:
         if name not in rack.agents:

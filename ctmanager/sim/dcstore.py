@@ -39,7 +39,7 @@ cts = "4.1-255.254"
 
 [[slots]]
 first = 101
-count = 1
+count = 2
 
 [skus.compute]
 role = "compute"
@@ -100,3 +100,28 @@ def rack_store(hns: int, cts: int, clock: Callable[[], float] | None = None) -> 
     """A fresh store holding one rack of `hns` HNs (hn-101-1 ...) and `cts` CTs
     (1000 ...); `clock`: the store's (the simulated true time)."""
     return Store.memory(_image(hns, cts), clock)
+
+
+@lru_cache(maxsize=16)
+def _dc_image(hns: int, cts: int, tenants: int) -> bytes:
+    d = dc()
+    store = Store.memory()
+    with store.transaction():
+        set_dc(store, d, TEMPLATE, "sim-dc.toml")
+        inv = Inventory(store, d, now=lambda: 0.0)
+        for slot, serial in ((SLOT, 1), (SLOT + 1, 2)):
+            nodes = tuple(NodeSpec(i, "compute", f"SIM{serial}HN{i:03d}", f"52:54:00:0{serial}:01:{i:02x}")
+                          for i in range(1, hns + 1))
+            nodes += (NodeSpec(STORAGE_POSITION, "storage", f"SIM{serial}ST001", f"52:54:00:0{serial}:02:01"),)
+            inv.install_rack(slot, nodes, "sim")
+            for i in range(cts):
+                inv.add_ct(f"ct{slot}-{i}", slot, resources=CT_RESOURCES)
+        for t in range(tenants):
+            inv.add_tenant(f"t{t + 1}", SLOT, (), CT_RESOURCES)
+    return store.image()
+
+
+def dc_store(hns: int, cts: int, tenants: int, clock: Callable[[], float] | None = None) -> Store:
+    """A fresh store of a DC of two racks (101, 102), each of `hns` HNs, a storage
+    node and `cts` CTs of its own; tenants t1, t2 ... live in rack-101."""
+    return Store.memory(_dc_image(hns, cts, tenants), clock)

@@ -30,6 +30,7 @@ from ..store.db import Store
 from ..store.link import StoreLink
 from ..wire.reports import Receiver, Report
 from . import dcstore
+from .storage import SimStoragePort
 from .world import Inbox
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ class SimManager:
         self.life = 0
         self.alive = False
         self.issued: list[tuple[float, Action]] = []
+        self.stall_next = 0.0  # s the next decision waits before it is recorded (`stall` command)
+        self.stalled_until = 0.0
         self._next: float | None = None
         self.start()
 
@@ -73,11 +76,14 @@ class SimManager:
         life = self.life
         self.transport = HeartbeatInbox(self)
         link = StoreLink(self.rack.store, lambda: self.alive and self.rack.reaches_store(self.name))
-        self.daemon = Manager(
+        storage = None if self.rack.dc is None else SimStoragePort(
+            self.rack.dc, self.name, lambda: self.alive and self.life == life, lambda: self.wake(0.0))
+        self.daemon = SimDaemon(
             cast(Store, link), dcstore.dc(), self.config, SimSsh(self, life), transport=self.transport,
             clock=self.local, events=SimEvents(self.rack, self.name), fencer=SimBmc(self, life) if self.config.fence_command
             else None, receiver=Receiver(b"", self.rack.slot, quiet=True), holder=f"sim manager (life {life})",
-            poll=False, mono=self.local)
+            poll=False, mono=self.local, storage=storage)
+        self.daemon.owner = self
         self.daemon.leadership.own_name = True  # as `ctmanager run`, which holds its name's lock
         self._next = None
         try:
@@ -112,6 +118,9 @@ class SimManager:
         if life != self.life or when != self._next:
             return  # a step of an earlier life, or one an earlier wake-up replaced
         self._next = None
+        if self.stalled_until > self.rack.clock.now:  # stuck between deciding and recording: nothing else runs
+            self.wake(self.stalled_until - self.rack.clock.now)
+            return
         wake = self.daemon.step(self.local())
         self.wake(max(wake - self.local(), 1e-6))  # never 0: float rounding of the skewed clock could spin
 
@@ -119,6 +128,29 @@ class SimManager:
         if self.alive:
             self.transport.inbox.append(report)
             self.wake(REACT)
+
+
+class SimDaemon(Manager):
+    """The real daemon; only the gap between a decision and its record can be
+    stretched (a GC pause, a slow store, an unfair write lock), as `stall` asks."""
+
+    owner: SimManager
+
+    def _after_decide(self, commit: Callable[[], None]) -> None:
+        o = self.owner
+        if o.stall_next <= 0:
+            return commit()
+        stall, o.stall_next = o.stall_next, 0.0
+        o.stalled_until = o.rack.clock.now + stall
+        o.rack.log(o.name, f"stalls {stall:g}s between deciding and recording")
+        life = o.life
+
+        def resume() -> None:
+            if life == o.life:
+                o.stalled_until = 0.0
+                commit()
+                o.wake(0.0)
+        o.rack.clock.after(stall, resume)
 
 
 class HeartbeatInbox(Inbox):
@@ -164,7 +196,9 @@ class SimEvents:
         pass
 
     def trouble(self, line: str) -> None:
-        if self.rack.reaches_store(self.name):  # the store's own failure: a bug
+        if "does not lead" in line:  # fenced: a write after the lease ran out (e.g. a stall) is refused, rightly
+            self.rack.log(self.name, "a write refused: it no longer leads")
+        elif self.rack.reaches_store(self.name):  # the store's own failure: a bug
             self.rack.violation(f"{self.name}'s store failed: {line}")
         else:
             self.rack.log(self.name, "store unreachable")

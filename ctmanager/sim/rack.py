@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..fencing.quorum import MANAGER, is_quorum
 from ..fencing.timers import FenceTimers
@@ -33,6 +34,9 @@ from . import dcstore
 from .agent import SimAgent
 from .manager import ACTION_TIMEOUT, SimManager
 from .world import STORE, Clock, Network, Weather
+
+if TYPE_CHECKING:
+    from .dc import SimDc
 
 
 @dataclass(frozen=True)
@@ -53,24 +57,31 @@ class Setup:
 class SimRack:
     slot = 101
 
-    def __init__(self, setup: Setup) -> None:
-        self.setup = setup
-        self.clock = Clock()
-        self.rng = random.Random(setup.seed)
-        self.net = Network(self.clock, self.rng, Weather(**setup.weather.__dict__))
+    def __init__(self, setup: Setup, dc: SimDc | None = None, slot: int = 101) -> None:
+        """`dc`: a rack of a simulated DC (sim/dc.py), sharing its clock, network,
+        store, storage nodes, log and truth; else a world of its own."""
+        self.setup, self.dc, self.slot = setup, dc, slot
         self.timers, self.interval = setup.timers, setup.interval
         self.settings = Settings(stale_after=setup.stale_after)
         names = [f"hn-{self.slot}-{i}" for i in range(1, setup.hns + 1)]
         self.voters = frozenset(names) | {MANAGER}
-        self.store = dcstore.rack_store(setup.hns, setup.cts, lambda: self.clock.now)  # a real store, true time
         self.store_up = True
+        if dc is None:
+            self.clock = Clock()
+            self.rng = random.Random(setup.seed)
+            self.net = Network(self.clock, self.rng, Weather(**setup.weather.__dict__))
+            self.store = dcstore.rack_store(setup.hns, setup.cts, lambda: self.clock.now)  # a real store, true time
+            self.lines: list[str] = []
+            self.violations: list[str] = []
+            self.up: dict[int, set[str]] = {}  # the truth: CTID -> HNs where it runs
+            mgrs = [MANAGER] if setup.managers == 1 else [f"mgr-{chr(ord('a') + i)}" for i in range(setup.managers)]
+        else:
+            self.clock, self.rng, self.net, self.store = dc.clock, dc.rng, dc.net, dc.store
+            self.lines, self.violations, self.up = dc.lines, dc.violations, dc.up
+            mgrs = [f"mgr-{slot}-{chr(ord('a') + i)}" for i in range(setup.managers)]
         self.configured = persist.configured(self.store, dcstore.dc(), self.slot)
-        self.lines: list[str] = []
-        self.violations: list[str] = []
-        self.up: dict[int, set[str]] = {}  # the truth: CTID -> HNs where it runs
         # (manager, voter) -> last time the voter was reachable from that manager, both ways
         self.last_link: dict[tuple[str, str], float] = {}
-        mgrs = [MANAGER] if setup.managers == 1 else [f"mgr-{chr(ord('a') + i)}" for i in range(setup.managers)]
         self.nodes = frozenset([*names, *mgrs, STORE])
         offsets = {n: self.rng.uniform(-setup.skew, setup.skew) if setup.skew else 0.0 for n in [*names, *mgrs]}
         self.agents = {n: SimAgent(self, n, frozenset(names), setup.timers, setup.interval, setup.reboot_after,
@@ -87,15 +98,19 @@ class SimRack:
     def log(self, who: str, what: str) -> None:
         self.lines.append(f"{self.clock.now:8.2f} {who:<9} {what}")
 
-    def ct_up(self, hn: str, ctid: int) -> None:
+    def ct_up(self, hn: str, ctid: int, storage: str = "") -> None:
         where = self.up.setdefault(ctid, set())
         if where - {hn}:
             self.violation(f"CT {ctid} UP on {hn} while UP on {', '.join(sorted(where - {hn}))}")
         where.add(hn)
         self.log(hn, f"CT {ctid} UP")
+        if self.dc is not None and storage:
+            self.dc.data.started(storage, ctid, hn)
 
-    def ct_down(self, hn: str, ctid: int) -> None:
+    def ct_down(self, hn: str, ctid: int, storage: str = "") -> None:
         self.up.get(ctid, set()).discard(hn)
+        if self.dc is not None and storage:
+            self.dc.data.write(storage, ctid, hn)
 
     def violation(self, what: str) -> None:
         self.violations.append(f"{self.clock.now:.2f}: {what}")
@@ -154,7 +169,8 @@ class SimRack:
         """What is wrong now with where CTs run (empty: every ADMST UP CT runs
         exactly once), and intents left pending longer than an action may take."""
         wrong = []
-        for ctid, ct in sorted(self.configured.cts.items()):
+        cfg = persist.configured(self.store, dcstore.dc(), self.slot) if self.dc is not None else self.configured
+        for ctid, ct in sorted(cfg.cts.items()):
             n = len(self.up.get(ctid, ()))
             if ct.admst == "UP" and n != 1:
                 wrong.append(f"CT {ctid} runs on {n} HNs")

@@ -10,14 +10,20 @@ list of faults, and the event log it must produce.
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..fencing.timers import FenceTimers
 from .commands import SimError, parse_cmdlist, run
 from .rack import Setup, SimRack
 from .world import Weather
 
-KEYS = {"hns", "cts", "end", "seed", "reboot_after", "timers", "weather", "description", "fence_command", "managers"}
+if TYPE_CHECKING:
+    from .dc import SimDc
+
+KEYS = {"hns", "cts", "end", "seed", "reboot_after", "timers", "weather", "description", "fence_command", "managers",
+        "tenants"}
 
 
 def load(folder: Path) -> tuple[Setup, list[tuple[float, str]], float]:
@@ -48,3 +54,20 @@ def play(folder: Path) -> SimRack:
     run(rack, schedule, end)
     rack.log("end", "; ".join(rack.converged()) or "every ADMST UP CT runs on exactly one HN")
     return rack
+
+
+def play_dc(folder: Path) -> SimDc:
+    """A scenario of tests/scenarios/moves/: a DC of two racks (sim/dc.py); its
+    setup.toml may also say `tenants` (default 1); defaults: 3 HNs and 2 CTs per
+    rack, one manager per rack."""
+    from .dc import SimDc, run as run_dc
+
+    data = tomllib.loads((folder / "setup.toml").read_text())
+    setup, schedule, end = load(folder)
+    if "hns" not in data or "cts" not in data or "managers" not in data:
+        setup = replace(setup, hns=int(data.get("hns", 3)), cts=int(data.get("cts", 2)),
+                        managers=int(data.get("managers", 1)))
+    dc = SimDc(setup, int(data.get("tenants", 1)))
+    run_dc(dc, schedule, end)
+    dc.log("end", "; ".join(dc.converged()) or "every move ended; every ADMST UP CT runs on exactly one HN")
+    return dc

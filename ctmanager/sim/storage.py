@@ -1,0 +1,131 @@
+"""The simulated storage nodes: every CT's /data as a version number per node,
+seals and fencing tokens as ctstorage keeps them, and the manager's storage port
+(manager/effects.py) over them.
+
+A running CT writes its /data when it starts and when it stops (and every
+WRITE_EVERY s in between): each write is a new version of that CT's data. A pull
+copies the source's version as it is when the pull ends. That is enough to catch
+what matters, as invariants checked while the schedule runs:
+  - a CT never starts on /data older than the newest version written anywhere
+    (a stale copy: a lost write, e.g. a rollback that forgot the destination's);
+  - nothing writes a sealed /data (after the final copy the source is never
+    written: what it would write is lost);
+  - a CT never comes up on a sealed /data (ctagent must refuse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from ..manager.effects import Done
+from ..reconcile.moving import Effect, EffectKind, Outcome
+
+if TYPE_CHECKING:
+    from .dc import SimDc
+
+LATENCY = 0.1  # s an SSH command to a storage node takes
+PULL_TIME = 0.5  # s one CT's pull takes
+WRITE_EVERY = 2.0
+MIB = 1 << 20
+
+
+class SimData:
+    def __init__(self, dc: SimDc) -> None:
+        self.dc = dc
+        self.version: dict[tuple[str, int], int] = {}  # (node, CTID) -> its /data's version there
+        self.newest: dict[int, int] = {}  # CTID -> the newest version written anywhere
+        self.seals: dict[tuple[str, int], int] = {}  # sealed (node, CTID) -> token
+        self.tokens: dict[tuple[str, int], int] = {}
+
+    def sealed(self, node: str, ctid: int) -> bool:
+        return (node, ctid) in self.seals
+
+    def write(self, node: str, ctid: int, who: str) -> None:
+        if self.sealed(node, ctid):
+            self.dc.violation(f"CT {ctid} on {who} wrote its sealed /data on {node}")
+        v = max(self.version.get((node, ctid), 0), self.newest.get(ctid, 0)) + 1
+        if self.version.get((node, ctid), 0) < self.newest.get(ctid, 0):
+            v = self.version.get((node, ctid), 0) + 1  # writing on a stale copy: a fork (reported at its start)
+        self.version[node, ctid] = v
+        self.newest[ctid] = max(self.newest.get(ctid, 0), v)
+
+    def started(self, node: str, ctid: int, who: str) -> None:
+        if self.sealed(node, ctid):
+            self.dc.violation(f"CT {ctid} came up on {who} on its sealed /data on {node}")
+        have, newest = self.version.get((node, ctid), 0), self.newest.get(ctid, 0)
+        if have < newest:
+            self.dc.violation(f"CT {ctid} came up on {who} on stale /data on {node} (version {have} < {newest})")
+        self.write(node, ctid, who)
+
+    # ---- ctstorage ---------------------------------------------------------------
+    def pull(self, to: str, ctid: int, source: str, token: int) -> Outcome:
+        if token < self.tokens.get((to, ctid), 0):
+            return Outcome(False, f"stale token {token}", stale=True)
+        self.tokens[to, ctid] = token
+        if (source, ctid) not in self.version:
+            return Outcome(False, f"{source} has no /data of CT {ctid}")
+        before = self.version.get((to, ctid), 0)
+        self.version[to, ctid] = self.version[source, ctid]
+        moved = MIB if before != self.version[to, ctid] else 0
+        return Outcome(True, delta=moved, took=PULL_TIME, sizes=((ctid, MIB, 1),))
+
+    def seal(self, node: str, ctid: int, token: int) -> Outcome:
+        self.seals[node, ctid] = max(token, self.seals.get((node, ctid), 0))
+        return Outcome(True)
+
+    def unseal(self, node: str, ctid: int, token: int) -> Outcome:
+        if token < self.seals.get((node, ctid), 0):
+            return Outcome(False, f"stale token {token}", stale=True)
+        self.seals.pop((node, ctid), None)
+        return Outcome(True)
+
+    def remove(self, node: str, ctid: int) -> Outcome:
+        for d in (self.version, self.seals, self.tokens):
+            d.pop((node, ctid), None)
+        return Outcome(True)
+
+
+class SimStoragePort:
+    """One manager's storage port: effects run after their latency, if the
+    manager (still) reaches the storage node."""
+
+    def __init__(self, dc: SimDc, manager: str, alive: Callable[[], bool], wake: Callable[[], None]) -> None:
+        self.dc, self.manager, self.alive, self.wake = dc, manager, alive, wake
+
+    def learn(self, addresses: dict[str, str]) -> None:
+        pass
+
+    def cancel(self, effects: Sequence[Effect]) -> None:
+        pass  # a pull lands or not: the token decides whether it may
+
+    def submit(self, effects: Sequence[Effect], bwlimit: int, done: Done) -> None:
+        took = LATENCY + PULL_TIME * sum(e.kind == EffectKind.PULL for e in effects)
+        batch = list(effects)
+
+        def run() -> None:
+            data, total, delta = self.dc.data, Outcome(True), 0
+            sizes: list[tuple[int, int, int]] = []
+            for e in batch:
+                if not (self.dc.net.up(self.manager, e.node) and self.dc.net.up(e.node, self.manager)):
+                    total = Outcome(False, f"cannot connect to {e.node}")
+                    break
+                if e.kind == EffectKind.PULL:
+                    got = data.pull(e.node, e.ctid, e.source, e.token)
+                    delta += got.delta
+                    sizes.extend(got.sizes)
+                elif e.kind == EffectKind.SEAL:
+                    got = data.seal(e.node, e.ctid, e.token)
+                elif e.kind == EffectKind.UNSEAL:
+                    got = data.unseal(e.node, e.ctid, e.token)
+                else:
+                    got = data.remove(e.node, e.ctid)
+                if not got.ok:
+                    total = got
+                    break
+            if total.ok:
+                total = Outcome(True, delta=delta, took=took, sizes=tuple(sizes))
+            if self.alive():
+                done(total)
+                self.wake()
+        self.dc.clock.after(took, run)
