@@ -60,7 +60,8 @@ def play_dc(folder: Path) -> SimDc:
     """A scenario of tests/scenarios/moves/: a DC of two racks (sim/dc.py); its
     setup.toml may also say `tenants` (default 1); defaults: 3 HNs and 2 CTs per
     rack, one manager per rack."""
-    from .dc import SimDc, run as run_dc
+    from .dc import SimDc
+    from .dc import run as run_dc
 
     data = tomllib.loads((folder / "setup.toml").read_text())
     setup, schedule, end = load(folder)
