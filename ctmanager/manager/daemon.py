@@ -206,7 +206,10 @@ class Manager(Leading, Workflows):
         full = now >= self.next_full
         if full or now >= self.next_config_check or self._config_token is None or self._watch_moved(now):
             self.next_config_check = now + CONFIG_CHECK_EVERY
-            full = self._store_step("reload", lambda: self._reload_if_changed(now), now) or full
+            reloaded = self._store_step("reload", lambda: self._reload_if_changed(now), now)
+            if reloaded:
+                self.next_moves = now  # a move begun, a hold, an abort: the workflows look at once
+            full = reloaded or full
         if full:
             self.next_full = now + self.config.full_plan_every
         if leading and act and (full or changed):
