@@ -64,6 +64,7 @@ class Core:
         self.new_crash_loops: list[tuple[int, int]] = []
         self._cleared: set[int] = set()
         self._died: set[int] = set()  # CTs seen going from UP to DOWN: their next restart counts as a crash
+        self.quorum = False  # the last decision's: it had quorum and was not warming up (it may act)
 
     def reconfigure(self, configured: Configured, placements: Placements) -> None:
         """New configured state or placements from the store (a CLI edit)."""
@@ -142,6 +143,7 @@ class Core:
         side never acts). Marks them in flight and records new placements in
         memory (the caller persists both before executing)."""
         view = self.failover.step(now, self.configured.hns)
+        self.quorum = view.quorum and not self.warming_up(now)
         if view.dead != self.observed.dead:
             only = None  # who is dead changed: every CT may move
             self.observed.dead = view.dead

@@ -76,7 +76,7 @@ class Workflows:
         assert core is not None
         slot, epoch = self.config.slot, self.leadership.epoch
         held = moveacks.held_in(self.store, slot)
-        if not held or not core.membership.hears_quorum(now):
+        if not held or not core.quorum:  # as plan(): a leader acts only with quorum, never while warming up
             return bool(held)
         version = self.store.config_version()
         listed = {ctid: set(where) for ctid, where in core.observed.where.items()}

@@ -182,8 +182,8 @@ def _unseal(m: Move, f: Facts, rack: int, flip: bool | None) -> Advance:
         return Advance(effects=_side(m, f, EffectKind.UNSEAL, rack), changes={"token": f.epoch})
     if o.stale:
         return WAIT
-    if not o.ok:  # the hold stays; the step is tried again
-        return Advance({"error": f"unsealing failed (retried): {o.error}"}, f"unsealing failed: {o.error}")
+    if not o.ok:  # the hold stays; the step is tried again (the move's error still says why it rolls back)
+        return Advance(say=f"unsealing failed (retried): {o.error}")
     done = {"step": Step.START.value, "sealed": False, "hold": False, "deadline": f.now + f.start_timeout}
     if flip is False:
         return Advance(done, f"/data unsealed at {rack_name(rack)}", flip=False, config=True)
@@ -196,9 +196,8 @@ def _remove(m: Move, f: Facts, rack: int, then: dict[str, object], say: str) -> 
         return Advance(effects=_side(m, f, EffectKind.REMOVE, rack))
     if o.stale:
         return WAIT
-    if not o.ok:
-        return Advance({"error": o.error}, f"removing the copies on {rack_name(rack)}'s side failed (retried): "
-                                           f"{o.error}")
+    if not o.ok:  # tried again; said in the log only (a move that ends well has no error)
+        return Advance(say=f"removing the copies on {rack_name(rack)}'s side failed (retried): {o.error}")
     return Advance(dict(then), f"{say} ({', '.join(sorted({n for n, _ in m.side(rack)}))})")
 
 

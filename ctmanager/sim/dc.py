@@ -107,8 +107,16 @@ class SimDc:
             case ["heal"] | ["weather", *_] | ["store", *_]:
                 for i, rack in enumerate(self.racks.values()):
                     apply_fault(rack, cmd, quiet=i > 0)
+            case ["partition", *_]:  # within the rack of the first node named (the other rack is not in it)
+                named = [n.strip() for w in words[1:] for n in w.split(",") if n.strip() not in ("", "|", STORE)]
+                if not named:
+                    raise SimError(f"{cmd!r}: name a node")
+                rack = self.rack_of(named[0])
+                apply_fault(rack, cmd, everyone=set(rack.nodes))
             case _:
                 target = next((w for w in words[1:] if w in self.nodes and w != STORE), None)
+                if target is None and STORE in words:  # `network store off`: one store for every rack
+                    target = next(iter(self.racks[SLOTS[0]].managers))
                 if target is None:
                     raise SimError(f"unknown command {cmd!r}")
                 apply_fault(self.rack_of(target), cmd, everyone=set(self.nodes))

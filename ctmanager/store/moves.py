@@ -279,7 +279,9 @@ def record_sizes(store: Store, move: Move, sizes: Iterable[tuple[int, int, int]]
 def ask_abort(store: Store, move: Move, now: float, *, runner_alive: bool = True) -> Move:
     """Ask the move's runner to roll it back. Without one (the destination rack has
     no leading manager) a move that has not flipped is released here and now: the
-    source starts the tenant again; the runner removes the partial copies later."""
+    source starts the tenant again, and the move ends (its partial copies are left).
+    Once a seal may be on the source's /data (its seal or final step), the move
+    stays open, rolling back: only the runner's token lifts that seal."""
     if move.phase not in ("copy", "cutover"):
         hint = ""
         if move.phase == "online" and move.keep_source:
@@ -289,6 +291,11 @@ def ask_abort(store: Store, move: Move, now: float, *, runner_alive: bool = True
             hint = f"; once it is done, move it back: ctmanager tenant move {move.tenant} --to {rack_name(move.src)}"
         raise ConflictError(f"move {move.id} of {move.tenant} is {move.phase}: too late to abort{hint}")
     if not runner_alive and not move.flipped:
+        if move.step in ("seal", "final") or move.sealed:  # its /data may be sealed: only the runner unseals it
+            return update(store, move, now, f"aborted by ops while {rack_name(move.dst)} has no leading manager: "
+                          f"released at the source here; its /data may be sealed until {rack_name(move.dst)}'s "
+                          "manager leads again and unseals it", phase="rollback", step="unseal", hold=False,
+                          aborting=False, error="aborted by ops")
         nodes = ", ".join(sorted({c.dst_storage for c in move.cts}))
         return update(store, move, now, f"aborted by ops while {rack_name(move.dst)} has no leading manager: "
                       f"released at the source here; a partial copy on {nodes}, if any, is left there",
@@ -352,7 +359,8 @@ def release_overdue(store: Store, rack: int, now: float, grace: float, led: Call
     """Moves out of `rack` that hold its tenants down past their deadline + `grace`
     while the destination has no leading manager (`led()`: the racks that have
     one): nobody would ever end the hold. Released here, as a rollback that has
-    nothing to flip back; the destination's manager, once back, cleans up."""
+    nothing to flip back; the destination's manager, once back, unseals the
+    source's /data (a seal may be on) and cleans up."""
     out = []
     ids = overdue(store, rack, now, grace)
     racks_led = led() if ids else set()
@@ -361,7 +369,7 @@ def release_overdue(store: Store, rack: int, now: float, grace: float, led: Call
         if m.dst in racks_led:
             continue
         out.append(update(store, m, now, f"held past its deadline while {rack_name(m.dst)} has no leading manager: "
-                          f"released by {rack_name(rack)}'s manager", phase="rollback", step="start", hold=False,
+                          f"released by {rack_name(rack)}'s manager", phase="rollback", step="unseal", hold=False,
                           error=f"{rack_name(m.dst)}'s manager was gone mid-cutover", deadline=now + 300.0))
     return out
 
