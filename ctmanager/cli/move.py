@@ -1,7 +1,7 @@
 """`ctmanager tenant move|moves`: move a tenant to another rack with its data.
 
 The CLI only records the move (store/moves.py); the destination rack's leading
-manager runs it (manager/mover.py) and the record says how far it got, so any
+manager steps it from its loop (manager/workflows.py) and the record says how far it got, so any
 process may die at any point and the move goes on or rolls back from there.
 """
 

@@ -86,7 +86,7 @@ class Retention:
 
 @dataclass(frozen=True)
 class MoveSettings:
-    """How this rack's manager runs the tenant moves into its rack (manager/mover.py)."""
+    """How this rack's manager runs the tenant moves into its rack (manager/workflows.py)."""
 
     storage_command: tuple[str, ...] = ("ctstorage",)
     known_hosts: str = ""  # the storage nodes' pinned host keys ("" = the [ssh] known_hosts)

@@ -104,8 +104,9 @@ def _seal(m: Move, f: Facts) -> Advance:
 
 def _final(m: Move, f: Facts) -> Advance:
     o = f.outcome
-    if o is None:
-        return Advance(effects=_pulls(m, f, m.other), changes={"token": f.epoch})
+    if o is None:  # (a move without pre-copy checks the room there on its one pull)
+        first = m.phase == Phase.CUTOVER and m.passes == 0
+        return Advance(effects=_pulls(m, f, m.other, first=first), changes={"token": f.epoch})
     if o.stale:
         return WAIT
     if not o.ok:
@@ -122,7 +123,7 @@ def _start(m: Move, f: Facts) -> Advance:
     if not f.online:
         downtime = f.now - (m.stopped_at or f.now)
         return Advance({"phase": Phase.ONLINE.value, "step": "", "online_at": f.now, "downtime": downtime,
-                        "deadline": None}, f"online in {rack_name(m.dst)}: UP and resolvable; downtime "
+                        "deadline": None, "aborting": False}, f"online in {rack_name(m.dst)}: UP and resolvable; downtime "
                                            f"{downtime:.1f} s")
     if f.refused:
         return rollback(m, f, f.refused)
@@ -160,7 +161,7 @@ def _back(m: Move, f: Facts) -> Advance:
         if step == Step.UNSEAL:
             return _unseal(m, f, m.src, flip=False)
         return WAIT
-    if step == Step.UNSEAL:
+    if step in (Step.UNSEAL, Step.STOP, Step.SEAL, Step.FINAL):  # (only UNSEAL is written; the others unseal too)
         return _unseal(m, f, m.src, flip=None)
     if step == Step.START:
         if not f.online:

@@ -14,6 +14,7 @@ Ops commands (besides the fault commands of sim/commands.py):
     tenant move T --to SLOT [--no-precopy]
     tenant abort T
     ct set HOSTNAME --admst up|down
+    ct move HOSTNAME HN | ct reset HOSTNAME
     hn drain HN | hn undrain HN
     stall MANAGER SECONDS      its next decision waits this long before it is recorded
     storage NODE off|on        (network) the storage node cut from everyone / back
@@ -89,6 +90,12 @@ class SimDc:
             case ["ct", "set", name, "--admst", ("up" | "down") as state]:
                 self.log("ops", cmd)
                 self._edit(lambda: inv.set_ct(name, admst=state.upper()))
+            case ["ct", "move", name, hn]:
+                self.log("ops", cmd)
+                self._edit(lambda: inv.move_ct(name, hn))
+            case ["ct", "reset", name]:
+                self.log("ops", cmd)
+                self._edit(lambda: inv.reset_ct(name))
             case ["hn", "drain" | "undrain" as what, hn]:
                 self.log("ops", cmd)
                 self._edit(lambda: inv.set_drained(hn, what == "drain"))

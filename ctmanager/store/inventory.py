@@ -306,6 +306,7 @@ class Inventory:
         """Place a CT on another HN of its rack (the reconcile loop stops it on the
         old one first). Returns the CT and where it was placed before."""
         ct = queries.find_ct(self.store, ref)
+        moves.busy(self.store, ct.tenant)  # its rack may change under it: the move places it
         node = queries.compute_node(self.store, to)
         if node.rack != ct.rack:
             raise InputError(f"{to} is in rack-{node.rack}; CT {ct.ctid} lives in rack-{ct.rack}")

@@ -361,6 +361,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE moves ADD COLUMN hold_version BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE moves ADD COLUMN token BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE moves ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+    UPDATE moves SET hold_version = 1 WHERE hold = 1 AND finished_at IS NULL;
     CREATE TABLE move_acks (
         move     BIGINT NOT NULL,
         rack     INTEGER NOT NULL,

@@ -1,8 +1,9 @@
 """Tenant moves in the store: each move's durable record, and the writes the
-workflow makes (manager/mover.py runs it; cli/tenant.py starts, aborts, lists).
+workflow makes (reconcile/movesteps.py decides, manager/workflows.py steps it from the
+destination leader's loop; cli/move.py starts, aborts, lists).
 
 A move row says where the workflow is (phase, step), so whichever process runs
-it next resumes there: copy -> cutover (stop, final, start) -> online -> delete
+it next resumes there: copy -> cutover (stop, seal, final, start) -> online -> delete
 -> done, or rollback -> rolled-back. Every change here is check-then-act in the
 caller's transaction. `hold` keeps the tenant's CTs down in whichever rack they
 are configured (store/loop.configured reads it), and `flip` moves the CT rows
