@@ -28,7 +28,7 @@ from ..dc import resources as res
 from ..errors import InputError
 from ..render import ctfiles
 from ..wire import spec as specs
-from ..wire.results import ACTIONS, NEEDS_SPEC, ApplyOutcome
+from ..wire.results import ACTIONS, NEEDS_SPEC, ActionResult, ApplyOutcome
 from ..wire.validate import format_size
 from .config import AgentConfig
 from .drivers import Driver, DriverError
@@ -61,22 +61,23 @@ def apply(config: AgentConfig, driver: Driver, action: str, ctid: int, stdin: by
             # Under the CT's lock: a stale action queued behind the new leader's must
             # not run after it (a start undoing its stop).
             if epoch is not None and epoch < (newest := node.see_epoch(epoch)):
-                out.result = "stale"
+                out.result = ActionResult.STALE
                 out.message = (f"{config.hn} has seen manager epoch {newest}; this action of epoch {epoch} "
                                "comes from a manager that no longer leads: not done")
                 return out
             _run(config, driver, node, action, ctid, spec, raw, purge, out, time.time() if now is None else now)
     except InputError as exc:
-        out.result, out.message = "bad_input", str(exc)
+        out.result, out.message = ActionResult.BAD_INPUT, str(exc)
     except Rejected as exc:
-        out.result, out.message = "rejected", str(exc)
+        out.result, out.message = ActionResult.REJECTED, str(exc)
     except Sealed as exc:
-        out.result, out.message = "sealed", str(exc)
+        out.result, out.message = ActionResult.SEALED, str(exc)
     except DriverError as exc:
-        out.result = "rejected" if exc.refused else ("temporary" if exc.temporary else "failed")
+        out.result = (ActionResult.REJECTED if exc.refused else ActionResult.TEMPORARY if exc.temporary else
+                      ActionResult.FAILED)
         out.message = str(exc)
     except OSError as exc:
-        out.result, out.message = "failed", f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+        out.result, out.message = ActionResult.FAILED, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
     return out
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..reconcile.state import Action
-from ..wire.results import message_of, result_of
+from ..wire.results import ActionResult, message_of, result_of
 from .ssh import Remote, SshError, SshSettings
 
 log = logging.getLogger(__name__)
@@ -24,13 +24,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Result:
     action: Action
-    result: str  # done | rejected | failed | temporary | bad_input | stale | sealed (wire/results.py)
+    result: ActionResult
     message: str
     seconds: float
 
     @property
     def ok(self) -> bool:
-        return self.result == "done"  # "sealed" is not: the CT did not start
+        return self.result == ActionResult.DONE  # "sealed" is not: the CT did not start
 
     def as_json(self) -> dict[str, Any]:
         a = self.action
@@ -65,7 +65,8 @@ class Executor:
         try:
             out = self.hn(action.hn).run(argv, stdin, self.timeout)
         except SshError as exc:
-            return Result(action, "temporary" if exc.temporary else "failed", str(exc), time.monotonic() - started)
+            return Result(action, ActionResult.TEMPORARY if exc.temporary else ActionResult.FAILED, str(exc),
+                          time.monotonic() - started)
         result = result_of(out.rc)
         message = message_of(out.out)
         if message is None:
@@ -106,7 +107,7 @@ class Executor:
         finished = {(r.action.kind, r.action.ctid, r.action.hn) for r in results}
         for a in acts:
             if (a.kind, a.ctid, a.hn) not in finished:
-                results.append(Result(a, "failed", f"no result within {self.timeout:g} s per action", self.timeout))
+                results.append(Result(a, ActionResult.FAILED, f"no result within {self.timeout:g} s per action", self.timeout))
         return results
 
     def close(self) -> None:

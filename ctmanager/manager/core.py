@@ -31,6 +31,7 @@ from ..reconcile.crashes import CrashCounter
 from ..reconcile.plan import plan
 from ..reconcile.state import Action, Configured, Observed, Placements, Plan, Settings
 from ..wire.reports import Metrics, Report
+from ..wire.results import ActionResult
 
 SETTLE = 3.0  # s after an action before its CT is planned without a fresh report
 RUNNING = float("inf")
@@ -110,7 +111,7 @@ class Core:
 
     def finished(self, action: Action, result: str, now: float) -> None:
         self.busy[action.ctid, action.hn] = now + SETTLE
-        if result == "rejected":
+        if result == ActionResult.REJECTED:
             rejected = {**self.placements.rejected, (action.ctid, action.hn): now + self.settings.reject_memory}
             self.placements = Placements(self.placements.where, rejected)
 

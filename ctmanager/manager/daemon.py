@@ -52,6 +52,7 @@ from ..store import loop as persist
 from ..store.watch import POLL as WATCH_POLL
 from ..store.watch import Watch
 from ..wire.reports import Metrics, Receiver, Report
+from ..wire.results import ActionResult
 from ..wire.spec import spec_for
 from ..wire.udp import UdpTransport
 from .config import ManagerConfig
@@ -301,7 +302,7 @@ class Manager(Leading, Workflows):
             jid, r, of_epoch = self.results.popleft()
             if of_epoch != epoch:
                 continue  # an action of an earlier leadership: its intent was closed and replanned
-            if r.result == "stale":  # an HN has seen a newer epoch: another manager leads
+            if r.result == ActionResult.STALE:  # an HN has seen a newer epoch: another manager leads
                 self.events.leadership(f"{r.action.hn} refused {r.action.kind} {r.action.ctid}: {r.message}")
                 change = self.leadership.step_down("an HN has seen a newer epoch", self.config.lease_ttl)
                 if change is not None:

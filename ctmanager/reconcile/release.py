@@ -27,9 +27,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .state import Action
+from .state import Action, JournalState
 
-ENDED = ("done", "rejected")  # outcomes known for sure: a start that ran, or one refused before it ran
+ENDED = (JournalState.DONE, JournalState.REJECTED)  # known for sure: a start that ran, or one refused before it
 STOPPED = ("stop", "destroy")
 REASON = "released for a tenant move"
 
@@ -42,7 +42,7 @@ class Intent:
     kind: str
     ctid: int
     hn: str
-    state: str  # pending | done | rejected | failed
+    state: JournalState
     epoch: int
     at: float  # journaled, on the deciding manager's clock
     finished_at: float | None = None  # on the same manager's clock (or its successor's, for an interrupted one)
@@ -58,7 +58,7 @@ class Verdict:
 def proven(starts: Iterable[Intent], stop: Intent, action_timeout: float) -> bool:
     """Whether the done `stop` came after every start in `starts` (same CT, same HN)."""
     for t in starts:
-        if t.id > stop.id or t.epoch > stop.epoch or t.state == "pending":
+        if t.id > stop.id or t.epoch > stop.epoch or t.state == JournalState.PENDING:
             return False
         if t.epoch < stop.epoch:
             continue  # the agent saw the stop's epoch: an older start was before it, or is refused
@@ -82,14 +82,14 @@ def verdict(ctids: Iterable[int], intents: Iterable[Intent], listed: Mapping[int
     why = ""
     for ctid in sorted(set(ctids)):
         mine = rows.get(ctid, [])
-        pending = next((i for i in mine if i.state == "pending"), None)
+        pending = next((i for i in mine if i.state == JournalState.PENDING), None)
         if ctid in in_flight or pending is not None:
             why = why or f"CT {ctid}: an action is in flight" + (f" on {pending.hn}" if pending else "")
             continue
         hns = set(listed.get(ctid, ())) | {i.hn for i in mine if i.kind == "start"}
         for hn in sorted(hns - dead):
             starts = [i for i in mine if i.hn == hn and i.kind == "start"]
-            done = [i for i in mine if i.hn == hn and i.kind in STOPPED and i.state == "done"]
+            done = [i for i in mine if i.hn == hn and i.kind in STOPPED and i.state == JournalState.DONE]
             if any(proven(starts, s, action_timeout) for s in done):
                 continue
             young = [t for t in starts if t.epoch == epoch and t.state not in ENDED and now < t.at + action_timeout]

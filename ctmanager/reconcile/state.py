@@ -4,12 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal
 
 from ..dc.model import Ct
 from ..wire.reports import Report
 
 ActionKind = Literal["start", "stop", "destroy", "set"]  # set: write a running CT's new spec, limits live
+
+
+class JournalState(StrEnum):
+    """An intent in the journal: pending until its outcome is known for sure (done:
+    it ran; rejected: refused before it ran), else failed (an error, a timeout, a
+    lost connection, or interrupted by a change of leader: it may still have run)."""
+
+    PENDING = "pending"
+    DONE = "done"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+    @classmethod
+    def of(cls, result: str) -> JournalState:
+        """The journal's word for an action's result (wire/results.ActionResult)."""
+        return cls.DONE if result == "done" else cls.REJECTED if result == "rejected" else cls.FAILED
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from ..reconcile.state import Action
 from ..store.db import Store
 from ..store.link import StoreLink
 from ..wire.reports import Receiver, Report
+from ..wire.results import ActionResult
 from . import dcstore
 from .storage import SimStoragePort
 from .world import Inbox
@@ -235,7 +236,7 @@ class SimSsh:
         def result(kind: str, message: str) -> None:
             if self.life != owner.life:
                 return
-            done(Result(a, kind, message, owner.local() - sent))
+            done(Result(a, ActionResult(kind), message, owner.local() - sent))
             owner.wake(0.0)
 
         me = owner.name

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from ..dc.model import Ct, DcTemplate
-from ..reconcile.state import Action, Configured, Hn, Observed, Placements, Settings
+from ..reconcile.state import Action, Configured, Hn, JournalState, Observed, Placements, Settings
 from ..wire.reports import Report, ReportError, parse_body
 from ..wire.spec import spec_for, spec_hash
 from . import moves, queries
@@ -153,10 +153,10 @@ def _may_start(store: Store, a: Action, slot: int) -> bool:
 def finish(store: Store, journal_id: int, a: Action, result: str, message: str, now: float,
            settings: Settings, slot: int) -> None:
     """Close an intent with the outcome of its action (done, rejected, failed, ...)."""
-    state = result if result in ("done", "rejected") else "failed"
+    state = JournalState.of(result)
     store.execute("UPDATE journal SET state = ?, detail = ?, finished_at = ? WHERE id = ?",
                   (state, message, now, journal_id))
-    if result == "rejected":
+    if state == JournalState.REJECTED:
         store.execute(
             "INSERT INTO rejections (ct_id, hn, until, reason, rack) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(ct_id, hn) DO UPDATE SET until = excluded.until, reason = excluded.reason",

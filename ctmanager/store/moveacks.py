@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from ..reconcile.moving import Move, Release
 from ..reconcile.release import Intent
+from ..reconcile.state import JournalState
 from . import moves
 from .db import Store
 
@@ -28,7 +29,7 @@ def intents(store: Store, ctids: Iterable[int], rack: int) -> list[Intent]:
     marks = ",".join("?" * len(ids))
     rows = store.query(f"SELECT id, kind, ct_id, hn, state, epoch, at, finished_at FROM journal "  # noqa: S608
                        f"WHERE rack = ? AND ct_id IN ({marks}) ORDER BY id", (rack, *ids))
-    return [Intent(int(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4]), int(r[5]), float(r[6]),
+    return [Intent(int(r[0]), str(r[1]), int(r[2]), str(r[3]), JournalState(r[4]), int(r[5]), float(r[6]),
                    None if r[7] is None else float(r[7])) for r in rows]
 
 

@@ -21,18 +21,34 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 ACTIONS = ("start", "stop", "create", "destroy", "set")
 NEEDS_SPEC = ("start", "create", "set")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_TEMPORARY, EXIT_STALE, EXIT_SEALED = 0, 1, 2, 3, 4, 5, 6
-RESULT_OF_EXIT = {EXIT_OK: "done", EXIT_FAILED: "failed", EXIT_BAD_INPUT: "bad_input", EXIT_REJECTED: "rejected",
-                  EXIT_TEMPORARY: "temporary", EXIT_STALE: "stale", EXIT_SEALED: "sealed"}
+
+
+class ActionResult(StrEnum):
+    """What an action came to (a str: it is written to JSON and the journal as is)."""
+
+    DONE = "done"
+    FAILED = "failed"
+    BAD_INPUT = "bad_input"
+    REJECTED = "rejected"
+    TEMPORARY = "temporary"
+    STALE = "stale"
+    SEALED = "sealed"
+
+
+RESULT_OF_EXIT = {EXIT_OK: ActionResult.DONE, EXIT_FAILED: ActionResult.FAILED, EXIT_BAD_INPUT: ActionResult.BAD_INPUT,
+                  EXIT_REJECTED: ActionResult.REJECTED, EXIT_TEMPORARY: ActionResult.TEMPORARY,
+                  EXIT_STALE: ActionResult.STALE, EXIT_SEALED: ActionResult.SEALED}
 EXIT_OF_RESULT = {result: code for code, result in RESULT_OF_EXIT.items()}
 
 
-def result_of(exit_code: int) -> str:
-    return RESULT_OF_EXIT.get(exit_code, "failed")
+def result_of(exit_code: int) -> ActionResult:
+    return RESULT_OF_EXIT.get(exit_code, ActionResult.FAILED)
 
 
 @dataclass
@@ -40,7 +56,7 @@ class ApplyOutcome:
     action: str
     ctid: int
     hn: str
-    result: str = "done"  # done | rejected | failed | temporary | bad_input | stale | sealed
+    result: ActionResult = ActionResult.DONE
     changed: bool = False
     message: str = ""
     opst: str | None = None
