@@ -51,6 +51,7 @@ from ctmanager.fencing.quorum import MANAGER
 from ctmanager.lab.pgserver import Cluster
 from ctmanager.manager.config import ManagerConfig
 from ctmanager.manager.daemon import Manager
+from ctmanager.manager.ports import ManagerEnv
 from ctmanager.reconcile.state import Action, Settings
 from ctmanager.store import inventory, open_store, queries
 from ctmanager.store.db import Locator
@@ -130,8 +131,9 @@ def edit_to_action(locator: Locator, samples: int, *, signal: bool = True) -> li
     config = ManagerConfig(file="bench", slot=101, listen=("127.0.0.1", 0), key=KEY, agent_command=("ctagent",),
                            ssh=SshSettings("root", "/k", "/kh"), action_timeout=30.0, concurrency=4,
                            settings=Settings(), full_plan_every=10.0, metrics_prefix="bench")
-    m = Manager(store, queries.dc_template(store), config, rack, transport=rack, events=Quiet(),  # type: ignore[arg-type]
-                receiver=Receiver(KEY, 101), holder="bench", watch=open_watch(locator) if signal else None)
+    env = ManagerEnv(store, rack, rack, events=Quiet(), receiver=Receiver(KEY, 101),  # type: ignore[arg-type]
+                     watch=open_watch(locator) if signal else None)
+    m = Manager(queries.dc_template(store), config, env, holder="bench")
     thread = threading.Thread(target=m.run, daemon=True)
     thread.start()
     cli = open_store(locator)
@@ -271,8 +273,9 @@ def steady_writes(locator: Locator, hns: list[str], seconds: float, settle: floa
     config = ManagerConfig(file="bench", slot=101, listen=("127.0.0.1", 0), key=KEY, agent_command=("ctagent",),
                            ssh=SshSettings("root", "/k", "/kh"), action_timeout=30.0, concurrency=64,
                            settings=Settings(), full_plan_every=10.0, metrics_prefix="bench")
-    m = Manager(store, queries.dc_template(store), config, rack, transport=rack, events=Quiet(),  # type: ignore[arg-type]
-                receiver=Receiver(KEY, 101), holder="bench", watch=open_watch(locator))
+    env = ManagerEnv(store, rack, rack, events=Quiet(), receiver=Receiver(KEY, 101),  # type: ignore[arg-type]
+                     watch=open_watch(locator))
+    m = Manager(queries.dc_template(store), config, env, holder="bench")
     thread = threading.Thread(target=m.run, daemon=True)
     thread.start()
     want = len(queries.cts(store, rack=101))

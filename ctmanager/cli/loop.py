@@ -77,8 +77,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..manager.daemon import Manager
     from ..manager.effects import StorageEffects
     from ..manager.passes import backups_for, executor_for, storage_for
+    from ..manager.ports import ManagerEnv
     from ..monitoring.metrics import MetricsSender
     from ..store.watch import open_watch
+    from ..wire.udp import UdpTransport
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s ctmanager %(levelname)s %(message)s")
@@ -94,10 +96,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             try:
                 watch = BackupWatch(store.path, config.slot, lambda s: backups_for(s, config), config.backups,
                                     MetricsSender(config.graphite, config.metrics_prefix))
-                manager = Manager(store, dc, config, executor_for(store, config),
-                                  dns=DnsWorker(store.path, rack=config.slot), watch=open_watch(store.path),
-                                  storage=StorageEffects(storage_for(store, config)), dns_pending=sync.unpublished,
-                                  workers=[watch])
+                env = ManagerEnv(store, executor_for(store, config), UdpTransport(config.listen, config.key),
+                                 dns=DnsWorker(store.path, rack=config.slot), watch=open_watch(store.path),
+                                 storage=StorageEffects(storage_for(store, config)), dns_pending=sync.unpublished,
+                                 workers=[watch])
+                manager = Manager(dc, config, env)
             except OSError as exc:
                 raise InputError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from None
             manager.leadership.own_name = True  # the name is ours: a crashed earlier run's lease is taken at once

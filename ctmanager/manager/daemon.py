@@ -38,7 +38,7 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from ..dc.model import DcTemplate
@@ -46,21 +46,20 @@ from ..errors import StoreError
 from ..fencing.quorum import MANAGER
 from ..monitoring.metrics import MetricsSender
 from ..reconcile.state import Action
-from ..store import Store, moves, queries, retention
 from ..store import lease as leases
 from ..store import loop as persist
+from ..store import moves, queries, retention
 from ..store.watch import POLL as WATCH_POLL
 from ..store.watch import Watch
 from ..wire.reports import Metrics, Receiver, Report
 from ..wire.results import ActionResult
 from ..wire.spec import spec_for
-from ..wire.udp import UdpTransport
 from .config import ManagerConfig
 from .core import Core, reports_to_save
 from .effects import Storage
 from .leadership import Leadership, takeover_budget
 from .leading import PRUNE_EVERY, Leading
-from .ports import CommandFencer, Events, Executor, Fencer, LogEvents, Transport
+from .ports import CommandFencer, Events, Fencer, ManagerEnv, Transport
 from .workflows import IDLE_EVERY, MOVES_EVERY, Pending, Workflows
 
 log = logging.getLogger(__name__)
@@ -72,32 +71,25 @@ HOLD_GRACE = 30.0  # s past a held move's deadline before this rack lets it go (
 
 
 class Manager(Leading, Workflows):
-    def __init__(self, store: Store, dc: DcTemplate, config: ManagerConfig, executor: Executor, *,
-                 transport: Transport | None = None, clock: Callable[[], float] = time.time,
-                 events: Events | None = None, fencer: Fencer | None = None, dns: Any = None,
-                 metrics: MetricsSender | None = None, receiver: Receiver | None = None,
-                 holder: str | None = None, poll: bool = True, watch: Watch | None = None,
-                 mono: Callable[[], float] = time.monotonic, storage: Storage | None = None,
-                 dns_pending: Pending | None = None, workers: Sequence[Any] = ()) -> None:
-        """`poll`: wake at least every 0.5 s (0.05 s with actions in flight, whose
-        results come from executor threads); the simulator wakes the loop itself.
-        `watch`: the store's change signal; with it, a configuration edit is taken
-        in at once (PostgreSQL: its NOTIFY wakes the loop; SQLite: checked every
-        watch.POLL s) rather than at the next CONFIG_CHECK_EVERY. `holder`: what
-        the lease and `manager status` say of this process. `mono`: the monotonic
-        clock the lease is believed by. `storage`: the storage nodes, for the
-        tenant moves into this rack (manager/workflows.py; None: moves wait);
-        `dns_pending`: which of a moved tenant's names are not published yet.
-        `workers`: threads that work while this manager leads (the backup
-        watch): each has `lease_of`, `start()`, `stopping` and `wake`."""
-        self.store, self.dc, self.config, self.executor, self.clock = store, dc, config, executor, clock
-        self.transport: Transport = UdpTransport(config.listen, config.key) if transport is None else transport
-        self.events: Events = events or LogEvents()
-        self.fencer: Fencer | None = fencer if fencer is not None else (
+    def __init__(self, dc: DcTemplate, config: ManagerConfig, env: ManagerEnv, *, holder: str | None = None,
+                 poll: bool = True) -> None:
+        """`env`: its surroundings (manager/ports.ManagerEnv). `poll`: wake at least
+        every 0.5 s (0.05 s with actions or storage work in flight, whose results
+        come from threads); the simulator wakes the loop itself. With `env.watch`
+        a configuration edit is taken in at once (PostgreSQL: its NOTIFY wakes the
+        loop; SQLite: checked every watch.POLL s) rather than at the next
+        CONFIG_CHECK_EVERY. `holder`: what the lease and `manager status` say of
+        this process."""
+        store = env.store
+        self.env = env
+        self.store, self.dc, self.config, self.executor, self.clock = store, dc, config, env.executor, env.clock
+        self.transport: Transport = env.transport
+        self.events: Events = env.events
+        self.fencer: Fencer | None = env.fencer if env.fencer is not None else (
             CommandFencer(config.fence_command) if config.fence_command else None)
-        self.dns = dns
-        self.metrics = metrics or MetricsSender(config.graphite, config.metrics_prefix)
-        self.receiver = receiver or Receiver(config.key, config.slot)
+        self.dns = dns = env.dns
+        self.metrics = env.metrics or MetricsSender(config.graphite, config.metrics_prefix)
+        self.receiver = env.receiver or Receiver(config.key, config.slot)
         self.holder = holder or f"ctmanager run pid {os.getpid()} on {socket.gethostname()}"
         # Filled by executor and fence threads: deque appends and pops are atomic.
         self.results: deque[tuple[int, Any, int]] = deque()  # (journal id, executor Result, epoch)
@@ -107,14 +99,15 @@ class Manager(Leading, Workflows):
         self.unjournaled: list[tuple[int, Any]] = []  # finished actions whose outcome is not in the store yet
         self.boot_id = str(uuid.uuid4())  # also the lease's instance: a restart leads with a new epoch
         self.leadership = Leadership(store, config.slot, config.name, self.boot_id, self.holder, config.lease_ttl,
-                                     mono)
+                                     env.mono)
         store.fence = self.leadership.check  # every write of this manager needs its lease
         if dns is not None:
             dns.lease_of = self.lease
-        self.storage, self.dns_pending = storage, dns_pending
+        self.storage: Storage | None = env.storage
+        self.dns_pending: Pending | None = env.dns_pending
         self.move_results: deque[tuple[int, str, int, Any]] = deque()  # (move, step key, epoch, Outcome)
         self._init_workflows()
-        self.workers = [w for w in workers if w is not None]
+        self.workers = list(env.workers)
         for w in self.workers:
             w.lease_of = self.lease
         self.seq = 0
@@ -124,7 +117,7 @@ class Manager(Leading, Workflows):
         self.issued = 0  # actions handed to the executor (for benchmarks and logs)
         self.started_at = 0.0
         self._config_token: int | None = None
-        self.watch = watch
+        self.watch: Watch | None = env.watch
         self._watch_seen: tuple[int, int, int] | None = None
         self._watch_backoff = self._watch_retry_at = 0.0
         self.next_beat = self.next_full = 0.0

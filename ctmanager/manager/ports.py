@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..reconcile.state import Action
@@ -63,6 +65,49 @@ class Events(Protocol):
     def crash_loop(self, ctid: int, crashes: int, window: float) -> None: ...
     def leadership(self, line: str) -> None:
         """Took the lease, resumed the journal, or stopped leading."""
+
+
+class Worker(Protocol):
+    """Something that works while this manager leads (the DNS worker, the backup
+    watch: threads of their own, fenced by the lease the manager hands them)."""
+
+    lease_of: Callable[[], Any]
+    stopping: threading.Event
+    wake: threading.Event
+
+    def start(self) -> None: ...
+
+
+@dataclass
+class ManagerEnv:
+    """Everything a `Manager` takes from its surroundings, in one place:
+    `ctmanager run` builds it from the real things (cli/loop.py), the simulator
+    from simulated ones (sim/manager.py), and the daemon's code is the same.
+
+    `store`: the store (a link to it in the simulator); `executor`: actions over
+    SSH; `transport`: signed UDP reports in, heartbeats out; `clock`: wall time
+    (what reports and the journal say); `mono`: the monotonic clock the lease is
+    believed by; `events`: the decision log; `fencer`: powers a silent HN off
+    (None: wait dead_after); `storage`: the storage nodes, for tenant moves
+    (manager/effects.py; None: moves wait); `dns_pending`: which of a moved
+    tenant's names are not published yet; `dns`: the DNS worker; `watch`: the
+    store's change signal (a configuration edit is taken in at once);
+    `workers`: other threads that work while it leads (the backup watch)."""
+
+    store: Any  # store.db.Store (Any: the simulator's StoreLink stands in for one)
+    executor: Executor
+    transport: Transport
+    clock: Callable[[], float] = time.time
+    mono: Callable[[], float] = time.monotonic
+    events: Events = field(default_factory=lambda: LogEvents())
+    fencer: Fencer | None = None
+    storage: Any = None  # manager.effects.Storage
+    dns_pending: Callable[[Any, set[str]], list[str]] | None = None
+    dns: Any = None  # dnsroutes.worker.DnsWorker: lease_of, start(), poke(), stopping
+    metrics: Any = None  # monitoring.metrics.MetricsSender (None: the config's)
+    receiver: Receiver | None = None  # (None: one for the config's key and rack)
+    watch: Any = None  # store.watch.Watch
+    workers: Sequence[Worker] = ()
 
 
 class CommandFencer:

@@ -24,7 +24,7 @@ from ..executor.runner import Result
 from ..executor.ssh import SshSettings
 from ..manager.config import ManagerConfig
 from ..manager.daemon import Manager
-from ..manager.ports import FenceDone, SpecOf
+from ..manager.ports import FenceDone, ManagerEnv, SpecOf
 from ..reconcile.state import Action
 from ..store.db import Store
 from ..store.link import StoreLink
@@ -79,11 +79,11 @@ class SimManager:
         link = StoreLink(self.rack.store, lambda: self.alive and self.rack.reaches_store(self.name))
         storage = None if self.rack.dc is None else SimStoragePort(
             self.rack.dc, self.name, lambda: self.alive and self.life == life, lambda: self.wake(0.0))
-        self.daemon = SimDaemon(
-            cast(Store, link), dcstore.dc(), self.config, SimSsh(self, life), transport=self.transport,
-            clock=self.local, events=SimEvents(self.rack, self.name), fencer=SimBmc(self, life) if self.config.fence_command
-            else None, receiver=Receiver(b"", self.rack.slot, quiet=True), holder=f"sim manager (life {life})",
-            poll=False, mono=self.local, storage=storage)
+        env = ManagerEnv(cast(Store, link), SimSsh(self, life), self.transport, clock=self.local, mono=self.local,
+                         events=SimEvents(self.rack, self.name),
+                         fencer=SimBmc(self, life) if self.config.fence_command else None,
+                         receiver=Receiver(b"", self.rack.slot, quiet=True), storage=storage)
+        self.daemon = SimDaemon(dcstore.dc(), self.config, env, holder=f"sim manager (life {life})", poll=False)
         self.daemon.owner = self
         self.daemon.leadership.own_name = True  # as `ctmanager run`, which holds its name's lock
         self._next = None

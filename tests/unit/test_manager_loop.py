@@ -20,6 +20,7 @@ from ctmanager.executor.ssh import SshSettings
 from ctmanager.fencing.quorum import MANAGER
 from ctmanager.manager.config import ManagerConfig
 from ctmanager.manager.daemon import CONFIG_CHECK_EVERY, PRUNE_EVERY, Manager
+from ctmanager.manager.ports import ManagerEnv
 from ctmanager.reconcile.state import Action, Settings
 from ctmanager.store import inventory, open_store, queries
 from ctmanager.store import lease as leases
@@ -119,9 +120,9 @@ class Loop:
         config = ManagerConfig(file="test", slot=101, listen=("127.0.0.1", 0), key=KEY, agent_command=("ctagent",),
                                ssh=SshSettings("root", "/k", "/kh"), action_timeout=30.0, concurrency=1,
                                settings=Settings(), full_plan_every=1.0, metrics_prefix="test")
-        self.m = Manager(self.store, queries.dc_template(self.store), config, self.executor,
-                         transport=self.transport, clock=lambda: self.now, events=self.events,
-                         receiver=Receiver(KEY, 101), holder="test manager", poll=False, mono=lambda: self.mono)
+        env = ManagerEnv(self.store, self.executor, self.transport, clock=lambda: self.now, mono=lambda: self.mono,
+                         events=self.events, receiver=Receiver(KEY, 101))
+        self.m = Manager(queries.dc_template(self.store), config, env, holder="test manager", poll=False)
         self.m.start()
         assert not self.m.leading  # a manager starts as a standby,
         if lead:
