@@ -27,9 +27,9 @@ from pathlib import Path
 from ..dc import resources as res
 from ..errors import InputError
 from ..render import ctfiles
+from ..validate import format_size
 from ..wire import spec as specs
 from ..wire.results import ACTIONS, NEEDS_SPEC, ActionResult, ApplyOutcome
-from ..wire.validate import format_size
 from .config import AgentConfig
 from .drivers import Driver, DriverError
 from .drivers.base import OPST_UP

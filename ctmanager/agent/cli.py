@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CtmError
+from ..validate import MAX_CTID, is_digits
 from ..wire import results
-from ..wire.validate import MAX_CTID, is_digits
 from . import apply as applying
 from .config import load
 

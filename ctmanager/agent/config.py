@@ -37,13 +37,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import validate as v
 from ..dc import tomlread
 from ..dc.model import Paths
 from ..errors import InputError
 from ..fencing.timers import FenceTimers, from_table
-from ..wire import validate as v
+from ..validate import hostport, metric_name
 from ..wire.reports import read_key
-from ..wire.validate import hostport, metric_name
 
 RUNTIMES = ("lxc", "openvz")
 DEFAULT_PATHS = Paths(prototype="/vz/proto/debian-12", software="/vz/sw", data="/vz/data", config="/vz/ctconf",

@@ -19,8 +19,8 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from ..validate import MAX_CTID, is_digits
 from ..wire.results import ACTIONS
-from ..wire.validate import MAX_CTID, is_digits
 
 REFUSED = 126  # what a shell returns for a command it may not run
 

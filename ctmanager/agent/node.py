@@ -18,8 +18,8 @@ from typing import Protocol
 
 from ..errors import InputError
 from ..files import same_content, write_atomic
+from ..validate import is_digits
 from ..wire import spec as specs
-from ..wire.validate import is_digits
 from .config import AgentConfig
 
 

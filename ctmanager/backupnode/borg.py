@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from .. import validate as v
 from ..errors import InputError
-from ..wire import validate as v
 
 NAME_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 _NAME = re.compile(r"(?P<node>[a-z0-9][a-z0-9-]*)-(?P<at>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)")

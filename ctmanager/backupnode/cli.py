@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .. import validate as v
 from ..errors import CtmError, InputError
-from ..wire import validate as v
 from . import borg, hook, restore, scan
 from .catalogue import Catalogue, Point
 from .config import DEFAULT, ENV_VAR, BackupConfig, load

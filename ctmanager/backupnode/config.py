@@ -30,9 +30,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import validate as v
 from ..dc import tomlread
 from ..errors import InputError
-from ..wire import validate as v
 from .borg import Repo
 
 ENV_VAR = "CTBACKUP_CONFIG"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..wire import validate as v
+from .. import validate as v
 from . import borg, hook, pressure, scan
 from .catalogue import Catalogue, Point
 from .config import BackupConfig

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..wire import validate as v
+from .. import validate as v
 from .watch import HOOK_DIR, READY, REQUEST
 
 MARKER = "hook"

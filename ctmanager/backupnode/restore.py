@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import validate as v
 from ..errors import CtmError, InputError
-from ..wire import validate as v
 from . import borg
 from .config import BackupConfig
 from .daemon import HOLD_PREFIX, Run, run_borg

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..wire import validate as v
+from .. import validate as v
 
 SLACK_NS = 10_000_000  # 10 ms: file times come from the kernel's coarse clock (a tick, ~4 ms)
 

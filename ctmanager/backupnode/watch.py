@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import validate as v
 from ..errors import CtmError
-from ..wire import validate as v
 
 SETTLE = 2.0      # s without events before a changed CT is backed up (a burst becomes one restore point)
 MAX_WAIT = 20.0   # s after its first change a CT is backed up even while writes go on

@@ -8,11 +8,11 @@ import argparse
 import time
 from typing import Any
 
+from .. import validate as v
 from ..dc.model import rack_name
 from ..errors import CtmError, InputError, NotFoundError
 from ..store import lease as leases
 from ..store import queries
-from ..wire import validate as v
 from .common import Registry, editing, manager_setup, parse_rack, seconds_in, want_json, with_config
 from .output import age, emit_json, table, when
 

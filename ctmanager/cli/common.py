@@ -10,10 +10,10 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .. import validate as v
 from ..errors import CtmError, NotFoundError
 from ..store import Store, default_path, open_store, queries
 from ..store import dns as dnsrows
-from ..wire import validate as v
 
 if TYPE_CHECKING:
     from ..store.inventory import Inventory
@@ -121,12 +121,12 @@ def manager_setup(args: argparse.Namespace) -> tuple[Any, Store, Any]:
 
 
 def parse_rack(text: str, field: str = "rack") -> int:
-    from ..dc.template import parse_rack as parse
+    from ..dc.model import parse_rack as parse
 
     return parse(text, field)
 
 
-integer_in, seconds_in = v.int_arg, v.seconds_arg  # bounded argparse types (wire.validate)
+integer_in, seconds_in = v.int_arg, v.seconds_arg  # bounded argparse types (ctmanager.validate)
 integer = integer_in(-(2**63), 2**63 - 1)
 positive = integer_in(1, 2**31 - 1)
 port = integer_in(1, 65535)

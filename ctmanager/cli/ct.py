@@ -139,7 +139,7 @@ def cmd_ct_rm(args: argparse.Namespace) -> int:
     return 0
 
 def cmd_ct_list(args: argparse.Namespace) -> int:
-    from ..wire.validate import format_size
+    from ..validate import format_size
 
     with store_of(args) as store:
         cts = queries.cts(store, rack=parse_rack(args.rack) if args.rack else None, tenant=args.tenant)

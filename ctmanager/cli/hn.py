@@ -7,7 +7,7 @@ from typing import Any
 
 from ..store import lease as leases
 from ..store import queries
-from ..wire.validate import format_size
+from ..validate import format_size
 from .common import Registry, parse_rack, store_of, want_json
 from .output import age, emit_json, table
 

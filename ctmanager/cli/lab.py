@@ -182,7 +182,7 @@ def _why_not(rows: list[Any], lab: layout.Lab, say: Any) -> None:
 
 
 def cmd_lab_status(args: argparse.Namespace) -> int:
-    from ..lab.rack import sh
+    from ..lab.shell import sh
 
     lab = layout.Lab(args.dir)
     state = lab.read_state()
@@ -248,7 +248,7 @@ def cmd_fault(args: argparse.Namespace) -> int:
         faults.backup_node_down(lab, say)
     elif kind in ("link-cut", "cloud-announce", "cloud-withdraw"):
         from ..lab import borders
-        from ..lab.rack import sh
+        from ..lab.shell import sh
         with store_of(args) as store:
             dc = queries.dc_template(store)
         if kind == "link-cut":

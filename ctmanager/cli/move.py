@@ -11,12 +11,12 @@ import argparse
 import sys
 import time
 
+from .. import validate as v
 from ..dc.model import rack_name
 from ..errors import InputError
 from ..reconcile.moving import Move
 from ..store import lease as leases
 from ..store import moves, queries
-from ..wire import validate as v
 from .common import Registry, editing, parse_rack, seconds_in, store_of, want_json
 from .output import age, emit_json, table
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from .. import validate as v
 from ..dc.model import rack_name
 from ..store import queries
-from ..wire import validate as v
 from .common import Registry, app_list, editing, overrides, parse_rack, resource_args, store_of, want_json
 from .ct import ct_json
 from .output import emit_json, table

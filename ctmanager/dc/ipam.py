@@ -12,7 +12,7 @@ import socket
 from collections.abc import Iterable
 
 from ..errors import ExhaustedError, InputError
-from ..wire.validate import MAX_CTID
+from ..validate import MAX_CTID
 from .model import OffsetRange
 
 Net = ipaddress.IPv4Network

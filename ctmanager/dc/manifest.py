@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..wire import validate as v
+from .. import validate as v
 from . import tomlread
 from .model import DcTemplate, NodeSpec
 

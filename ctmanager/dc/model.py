@@ -8,6 +8,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .. import validate as v
+from ..errors import InputError
+
 Admst = Literal["UP", "DOWN"]
 ADMST_VALUES: tuple[str, ...] = ("UP", "DOWN")
 
@@ -218,6 +221,16 @@ class DcTemplate:
 
 def rack_name(slot: int) -> str:
     return f"rack-{slot}"
+
+
+def parse_rack(text: object, field: str, *, file: str | None = None) -> int:
+    """`rack-101` or `101` -> 101."""
+    s = str(text)
+    digits = s[5:] if s.startswith("rack-") else s
+    if not v.is_digits(digits) or len(digits) > 5:
+        where = f"{file}: {field}" if file else field
+        raise InputError(f"is not a rack like rack-101 (got {s!r})", where=where)
+    return int(digits)
 
 
 @dataclass(frozen=True)

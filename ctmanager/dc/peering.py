@@ -12,9 +12,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from ..wire import validate as v
+from .. import validate as v
 from . import tomlread
-from .model import Bfd, Border, Peering, RackService, SlotRange
+from .model import Bfd, Border, Peering, RackService, SlotRange, parse_rack  # the one rack-name parser
 from .network import slot_of
 
 KINDS = ("vlan", "ipsec")
@@ -113,7 +113,6 @@ def _accept(t: tomlread.Table, supernet: ipaddress.IPv4Network, taken: dict[str,
 
 
 def _racks(t: tomlread.Table, slots: tuple[SlotRange, ...]) -> tuple[int, ...]:
-    from .template import parse_rack  # the one rack-name parser
     texts = t.strs("racks")
     if not texts:
         raise t.error("racks", "needs the racks that use the peering (e.g. [\"rack-101\"], or [\"*\"] for all)")

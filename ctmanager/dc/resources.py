@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from .. import validate as v
 from ..errors import InputError
-from ..wire import validate as v
 from .model import Resources, Sku
 
 KEYS = ("memory", "swap", "disk", "cpus", "cpuunits", "cpulimit")

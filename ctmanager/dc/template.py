@@ -10,8 +10,8 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+from .. import validate as v
 from ..errors import InputError
-from ..wire import validate as v
 from . import peering, tomlread
 from . import resources as res
 from .model import (
@@ -25,6 +25,7 @@ from .model import (
     Sku,
     SlotRange,
     TenantEntry,
+    parse_rack,
 )
 from .network import RACK_PREFIX, slot_of
 from .network import rack_network as rack_network  # re-exported: part of this module's API
@@ -283,13 +284,3 @@ def _tenants(tables: list[tomlread.Table], defaults: Resources, limit: Sku, rack
         t.done()
         out.append(TenantEntry(name, slot, apps, _resources(rt, defaults, limit), realm))
     return tuple(out)
-
-
-def parse_rack(text: object, field: str, *, file: str | None = None) -> int:
-    """`rack-101` or `101` -> 101."""
-    s = str(text)
-    digits = s[5:] if s.startswith("rack-") else s
-    if not v.is_digits(digits) or len(digits) > 5:
-        where = f"{file}: {field}" if file else field
-        raise InputError(f"is not a rack like rack-101 (got {s!r})", where=where)
-    return int(digits)

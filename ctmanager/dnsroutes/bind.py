@@ -15,10 +15,10 @@ import ipaddress
 import subprocess
 from pathlib import Path
 
+from .. import validate as v
 from ..dc.model import DcTemplate
 from ..errors import CtmError, InputError
 from ..files import write_atomic
-from ..wire import validate as v
 from .records import absolute, zones
 
 KEY_NAME = "ctmanager"

@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from .. import validate as v
 from ..dc.model import Ct, DcTemplate, Node, Route, rack_name
 from ..errors import InputError
-from ..wire import validate as v
 
 RdType = str  # "A" | "CNAME"
 

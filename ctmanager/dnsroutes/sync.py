@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..store import Store, queries
 from ..store import dns as dnsrows
 from ..store.inventory import Inventory
-from ..wire.validate import hostport
+from ..validate import hostport
 from . import publisher, records
 from .records import Change, RRset
 

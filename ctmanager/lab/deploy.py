@@ -15,7 +15,7 @@ from .. import paths
 from ..errors import InputError
 from ..files import write_atomic
 from . import layout
-from .rack import sh
+from .shell import sh
 
 BIN = Path("/usr/local/bin")
 UNITS = Path("/etc/systemd/system")

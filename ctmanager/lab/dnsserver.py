@@ -18,14 +18,13 @@ from ..store import Store, open_store
 from ..store import dns as dnsrows
 from ..store.db import default_path, is_url
 from . import layout
+from .shell import LabError, sh
 
 
 def up(lab: layout.Lab, store: Store, dc: DcTemplate, bridge: str, spawn: Callable[[list[str], Path], int],
        progress: Callable[[str], None], key_at: Path | None = None) -> None:
     """`key_at`: where the publishers find the TSIG key (the same path on each of their
     machines; a copy is put there); default: the lab's own bind folder."""
-    from .rack import LabError, sh
-
     resolvers = list(dc.resolvers)
     for ip in resolvers:
         sh("ip", "addr", "replace", f"{ip}/32", "dev", bridge)

@@ -31,9 +31,10 @@ from typing import Any
 from ..errors import InputError
 from ..store import lease as leases
 from ..store import open_store
-from ..wire.validate import is_digits
+from ..validate import is_digits
 from . import backupnodes, borders, layout, managers
-from .rack import LabError, sh, spawn
+from .rack import spawn
+from .shell import LabError, sh
 
 
 def _state(lab: layout.Lab) -> dict[str, Any]:

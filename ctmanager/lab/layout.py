@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import validate as v
 from ..dc.model import Node, Paths
 from ..store.db import Locator
-from ..wire import validate as v
 
 DEFAULT_DIR = "/var/lib/ctmanager-lab"
 ENV_VAR = "CTMANAGER_LAB_DIR"

@@ -35,6 +35,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import validate as v
 from ..dc.model import DcTemplate, Node
 from ..dc.network import rack_context
 from ..errors import InputError
@@ -42,9 +43,9 @@ from ..files import write_atomic
 from ..storagenode.cli import DEFAULT_CONFIG as DEFAULT_STORAGE_CONFIG
 from ..store import Store, pg, queries
 from ..store.db import is_url
-from ..wire import validate as v
 from . import deploy, dnsserver, layout, metricsct, storagenodes
-from .rack import REPORT_PORT, LabError, pin_mac, prototype, seed_data, sh, software
+from .rack import REPORT_PORT, pin_mac, prototype, seed_data, software
+from .shell import LabError, sh
 
 ROOT = "/srv/ctmanager"
 ROLES = ("storage", "dns", "hn", "manager")

@@ -32,28 +32,17 @@ from pathlib import Path
 
 from ..dc.model import Ct, DcTemplate, Node
 from ..dc.network import RackNet, rack_context
-from ..errors import CtmError, InputError
+from ..errors import InputError
 from ..files import write_atomic
 from ..monitoring.provision import write_service
 from ..render import ctfiles
 from ..store import Store, queries
-from ..wire.validate import is_digits
+from ..validate import is_digits
 from . import backupnodes, borders, dnsserver, layout, managers, metricsct, storagenodes
+from .shell import LabError, sh
 
 REPORT_PORT = 7070
 TOOLS = ("lxc-start", "sshd", "svscan", "ip", "ssh-keygen", "mount", "named", "dig", "tsig-keygen", "collectd")
-
-
-class LabError(CtmError):
-    pass
-
-
-def sh(*argv: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess[str]:
-    full = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
-    p = subprocess.run(full, capture_output=True, text=True, timeout=60)
-    if check and p.returncode != 0:
-        raise LabError(f"{' '.join(full)}: exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}")
-    return p
 
 
 def pin_mac(bridge: str, port: str | None = None, ns: str | None = None) -> None:

@@ -64,14 +64,14 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import validate as v
 from ..dc import tomlread
 from ..errors import InputError
 from ..executor.ssh import SshSettings
 from ..fencing.timers import FenceTimers, from_table
 from ..reconcile.state import Settings
-from ..wire import validate as v
+from ..validate import hostport, metric_name
 from ..wire.reports import read_key
-from ..wire.validate import hostport, metric_name
 
 ENV_VAR = "CTMANAGER_CONFIG"
 

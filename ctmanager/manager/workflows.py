@@ -40,6 +40,14 @@ if TYPE_CHECKING:
     from .ports import Events
 
 log = logging.getLogger(__name__)
+
+
+class Changed(CtmError):
+    """The move's row changed between reading it and writing its step: read again."""
+
+
+def _state(m: Move) -> tuple[object, ...]:
+    return m.phase, m.step, m.flipped, m.hold, m.aborting, m.passes, m.sealed, m.finished_at
 MOVES_EVERY = 0.25  # s between two looks at the moves while one is open (and at every configuration change)
 IDLE_EVERY = 2.0  # s between looks while none is
 RETRY_EVERY = 5.0  # s after a failed batch of effects before the same step hands them out again
@@ -120,6 +128,8 @@ class Workflows:
                     if after is None:
                         break
                     m = after
+            except Changed as exc:
+                log.info("%s", exc)
             except CtmError as exc:  # this move's trouble is said and tried again; the others go on
                 log.warning("move %d (%s): %s; retrying", m.id, m.tenant, exc)
         return bool(open_moves)
@@ -168,6 +178,9 @@ class Workflows:
         changes = dict(step.changes)
         try:
             with self.store.transaction(config=step.config):
+                now_row = moves.get(self.store, m.id)  # check-then-act: an abort, or the source releasing an
+                if _state(now_row) != _state(m):  # overdue hold, may have landed since this step was decided
+                    raise Changed(f"move {m.id} changed meanwhile ({now_row.phase} {now_row.step}); stepped again")
                 if changes.get("hold") is True:  # a new hold: seen from the next configuration version on
                     changes["hold_version"] = self.store.config_version() + 1
                     moveacks.forget(self.store, m.id, m.rack)

@@ -16,11 +16,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import validate as v
 from ..dc.model import DcTemplate, rack_name
 from ..errors import InputError
 from ..files import write_atomic
-from ..wire import validate as v
-from ..wire.validate import hostport
+from ..validate import hostport
 
 _ADDR = re.compile(r"[A-Za-z0-9.-]{1,253}")
 

@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import validate as v
 from ..errors import CtmError, InputError
-from ..wire import validate as v
 from . import autolink
 from .autolink import esc
 from .collectd import MISSING, Checker

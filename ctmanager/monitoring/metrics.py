@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..wire.validate import hostport
+from ..validate import hostport
 
 log = logging.getLogger(__name__)
 QUEUE = 10_000

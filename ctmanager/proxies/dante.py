@@ -14,9 +14,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .. import validate as v
 from ..errors import InputError
-from ..wire import validate as v
-from ..wire.validate import hostport
+from ..validate import hostport
 
 _APP = re.compile(r"[a-z0-9]([a-z0-9_-]{0,30}[a-z0-9])?")
 

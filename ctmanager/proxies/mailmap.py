@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
+from .. import validate as v
 from ..errors import InputError, StoreError
 from ..store.db import Locator, default_path, is_url, redact
 from ..store.watch import POLL, open_watch
-from ..wire import validate as v
-from ..wire.validate import hostport
+from ..validate import hostport
 from .mailconn import BAD, Clients, Limits
 
 log = logging.getLogger("ctmailmap")

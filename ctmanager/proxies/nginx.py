@@ -21,8 +21,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .. import validate as v
 from ..errors import InputError
-from ..wire import validate as v
 
 _PATH = re.compile(r"/(?:[A-Za-z0-9._~-]{1,63}/){1,16}")  # at least one segment: "/" is the default route
 MAX_PATH = 256

@@ -3,7 +3,7 @@ answered by ctmailmap (tcp_table), so the router keeps no per-tenant state."""
 
 from __future__ import annotations
 
-from ..wire.validate import hostport
+from ..validate import hostport
 
 
 def main_cf(mailmap: str) -> str:

@@ -12,9 +12,9 @@ from typing import Any
 import jinja2
 
 from .. import __version__
+from .. import validate as v
 from ..errors import RenderError
 from ..paths import template_dirs
-from ..wire import validate as v
 
 
 class Engine:

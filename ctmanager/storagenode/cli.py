@@ -54,9 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import validate as v
 from ..dc import tomlread
 from ..errors import CtmError, InputError
-from ..wire import validate as v
 from . import fence, rsync
 from .fence import Failed
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CtmError
-from ..wire.validate import is_digits
+from ..validate import is_digits
 
 TOKENS = ".tokens"
 MAX_TOKEN = (1 << 63) - 1

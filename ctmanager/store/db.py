@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import StoreError
-from ..wire.validate import is_digits
+from ..validate import is_digits
 
 DEFAULT_PATH = "/var/lib/ctmanager/ctmanager.db"
 ENV_VAR = "CTMANAGER_STORE"
@@ -89,42 +89,14 @@ def scrub(text: str, locator: Locator) -> str:
     return re.sub(r'(percent-encoded token: )"[^"]*"', r"\1***", text)
 
 
-def open_store(locator: Locator, *, create: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Store:
-    """`create`: a store that does not exist yet (a new file, an empty database)
-    is made one; without it that is refused and nothing is written."""
-    if is_url(locator):
-        from .pg import PgStore
-        return PgStore(str(locator), busy_timeout_ms=busy_timeout_ms, create=create)
-    from .sqlite import SqliteStore
-    path = Path(locator)
-    if not create and not path.exists():
-        raise StoreError(f"no store at {path}; create one with: ctmanager --store {path} init TEMPLATE")
-    if create:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from None
-    return SqliteStore(path, busy_timeout_ms=busy_timeout_ms, create=create)
+# The backend that makes private in-memory stores (`Store.memory`): store/sqlite.py
+# registers itself when it is imported (store/__init__ imports it, through backends).
+_memory: Callable[[bytes | None, Callable[[], float] | None], Store] | None = None
 
 
-def is_new(locator: Locator) -> bool:
-    """No store there yet: no file, or a database without ctmanager's tables."""
-    if is_url(locator):
-        from .pg import database_is_empty
-        return database_is_empty(str(locator))
-    return not Path(locator).exists()
-
-
-def discard_new(locator: Locator) -> None:
-    """Undo the making of a store that holds no configuration yet (a failed
-    `init` leaves nothing half-made behind); an initialised store is never touched."""
-    if is_url(locator):
-        from .pg import drop_uninitialised
-        drop_uninitialised(str(locator))
-        return
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{locator}{suffix}")
+def register_memory(make: Callable[[bytes | None, Callable[[], float] | None], Store]) -> None:
+    global _memory
+    _memory = make
 
 
 class Store(abc.ABC):
@@ -150,8 +122,9 @@ class Store(abc.ABC):
         """A private in-memory SQLite store (the simulator runs one per schedule),
         from an `image()` of another if given; `clock`: the store's clock (Store.now
         and NOW_SQL) instead of this machine's."""
-        from .sqlite import SqliteStore
-        return SqliteStore.memory(image, clock)
+        if _memory is None:
+            raise StoreError("no in-memory store backend is loaded (ctmanager.store.sqlite)")
+        return _memory(image, clock)
 
     def image(self) -> bytes:
         raise StoreError(f"{self.where}: only an SQLite store has an image")

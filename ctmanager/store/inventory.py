@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import validate as v
 from ..dc import ipam, manifest, template
 from ..dc.model import ADMST_VALUES, Ct, DcTemplate, NodeSpec, Resources, rack_name
 from ..errors import ConflictError, InputError, NotFoundError
-from ..wire import validate as v
 from . import moves, queries
 from .db import Store
 

@@ -16,12 +16,12 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .. import validate as v
 from ..dc import ipam, template
 from ..dc.model import DcTemplate, rack_name
 from ..errors import ConflictError, InputError, NotFoundError
 from ..reconcile import moving
 from ..reconcile.moving import Move, MoveCt
-from ..wire import validate as v
 from . import queries
 from .db import Row, Store
 from .rows import checked

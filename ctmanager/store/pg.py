@@ -22,7 +22,7 @@ from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import StoreError
-from ..wire.validate import is_digits
+from ..validate import is_digits
 from .db import BUSY_TIMEOUT_MS, CONFIG_VERSION, Params, Store, redact, scrub
 from .schema import VERSION, statements, tables, upgrade_path
 

@@ -9,7 +9,7 @@ from typing import Any
 from ..dc import template
 from ..dc.model import Ct, DcTemplate, Node, Route, rack_name
 from ..errors import InputError, NotFoundError, StoreError
-from ..wire.validate import is_digits
+from ..validate import is_digits
 from .backups import Known
 from .db import Row, Store
 from .rows import ct_from_row, node_from_row, route_from_row
@@ -199,3 +199,35 @@ def compute_node(store: Store, name: str) -> Node:
 def placement(store: Store, ctid: int) -> str | None:
     row = store.one("SELECT hn FROM placements WHERE ct_id = ?", (ctid,))
     return None if row is None else str(row[0])
+
+
+def rack_installed(store: Store, slot: int) -> bool:
+    return store.one("SELECT 1 FROM racks WHERE slot = ?", (slot,)) is not None
+
+
+def tenant_exists(store: Store, name: str) -> bool:
+    return store.one("SELECT 1 FROM tenants WHERE name = ?", (name,)) is not None
+
+
+def rack_ips(store: Store, rack: int) -> list[str]:
+    """The addresses of the CTs configured in `rack`."""
+    return [str(r[0]) for r in store.query("SELECT ip FROM cts WHERE rack = ?", (rack,))]
+
+
+def route_target(store: Store, tenant: str, service: str) -> str | None:
+    """Where tenant's route `service` points, if it has one."""
+    row = store.one("SELECT target FROM routes WHERE tenant = ? AND service = ?", (tenant, service))
+    return None if row is None else str(row[0])
+
+
+def pools(store: Store, dc: DcTemplate) -> dict[str, list[str]]:
+    """Pool name (<service>-<slot>) -> member CT hostnames, for pooled rack services."""
+    pooled = tuple(s.name for s in dc.rack_services if s.pool)
+    out: dict[str, list[str]] = {}
+    if pooled:
+        marks = ",".join("?" * len(pooled))
+        for host, svc, rack in store.query(
+                f"SELECT hostname, service, rack FROM cts WHERE service IN ({marks}) ORDER BY hostname",  # noqa: S608
+                pooled):
+            out.setdefault(f"{svc}-{rack}", []).append(host)
+    return out

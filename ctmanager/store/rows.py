@@ -13,9 +13,9 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .. import validate as v
 from ..dc.model import Ct, Node, Resources, Route
 from ..errors import InputError, StoreError
-from ..wire import validate as v
 from .db import Row
 
 T = TypeVar("T")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import StoreError
-from ..wire.validate import is_digits
+from ..validate import is_digits
 from .db import CONFIG_VERSION, Locator, is_url, redact
 
 Token = tuple[int, int, int]  # (device or 0, inode or connection generation, change counter)

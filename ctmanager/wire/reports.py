@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 from ..errors import InputError
 from ..files import check_private
-from .validate import is_label
+from ..validate import is_label
 
 log = logging.getLogger(__name__)
 

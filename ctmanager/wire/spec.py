@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import validate as v
 from ..dc import resources as res
 from ..dc.model import Ct, DcTemplate
 from ..dc.network import rack_context, search_domains
 from ..errors import InputError
-from . import validate as v
 
 MAX_SPEC = 64 * 1024
 HASH_LEN = 16  # hex chars of a spec hash: 64 bits, plenty to tell one CT's configs apart

@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 from ...dc.model import Paths, Resources
+from ...validate import is_digits
 from ...wire.spec import Spec
-from ...wire.validate import is_digits
 from .base import OPST_DOWN, OPST_UP, DriverError, Runner, failed, render_ct_files, run
 
 # LXC states -> OPST. A CT that is starting or frozen holds its /data: UP.

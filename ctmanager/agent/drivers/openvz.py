@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ...dc.model import Paths
 from ...render import ctfiles
+from ...validate import vz_size
 from ...wire.spec import Spec
-from ...wire.validate import vz_size
 from .base import OPST_DOWN, OPST_UP, Completed, DriverError, Runner, failed, render_ct_files, run
 
 CONF_DIR = "/etc/vz/conf"

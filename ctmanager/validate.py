@@ -13,7 +13,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from ..errors import InputError
+from .errors import InputError
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _PATH = re.compile(r"/(?:[A-Za-z0-9._+-]+/)*[A-Za-z0-9._+-]*\Z")  # no nested "+/?)*": that backtracks exponentially
