@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 from harness import emit, parse_args
 
 from ctmanager.dc.model import NodeSpec
+from ctmanager.operations import inventory
 from ctmanager.render.tree import render_tree
-from ctmanager.store import inventory, open_store
+from ctmanager.store import open_store
 
 RACKS, HNS, CTS = 16, 40, 10_000
 

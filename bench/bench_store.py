@@ -52,8 +52,9 @@ from ctmanager.lab.pgserver import Cluster
 from ctmanager.manager.config import ManagerConfig
 from ctmanager.manager.daemon import Manager
 from ctmanager.manager.ports import ManagerEnv
+from ctmanager.operations import inventory
 from ctmanager.reconcile.state import Action, Settings
-from ctmanager.store import inventory, open_store, queries
+from ctmanager.store import open_store, queries
 from ctmanager.store.db import Locator
 from ctmanager.store.watch import open_watch
 from ctmanager.wire.reports import CtState, Metrics, Receiver, Report

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from ctmanager.lab.pgserver import Cluster, PgError
-from ctmanager.store import inventory, open_store
+from ctmanager.operations import inventory
+from ctmanager.store import open_store
 from ctmanager.store.db import Locator, is_url
 
 ROOT = Path(__file__).resolve().parent.parent

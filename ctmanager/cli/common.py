@@ -16,7 +16,7 @@ from ..store import Store, default_path, open_store, queries
 from ..store import dns as dnsrows
 
 if TYPE_CHECKING:
-    from ..store.inventory import Inventory
+    from ..operations.inventory import Inventory
 
 DNS_LOCK_WAIT = 3.0  # seconds an edit waits for the DNS publisher's lock
 RES_OPTS = ("memory", "swap", "disk", "cpus", "cpuunits", "cpulimit")
@@ -65,7 +65,7 @@ def store_of(args: argparse.Namespace) -> Store:
 @contextlib.contextmanager
 def editing(args: argparse.Namespace) -> Iterator[tuple[Store, Inventory]]:
     """Store + Inventory inside one write transaction, then the DNS publish."""
-    from ..store.inventory import Inventory
+    from ..operations.inventory import Inventory
     with store_of(args) as store:
         dc = queries.dc_template(store)
         # The publisher's lock from before the commit to after the publish, so the

@@ -179,7 +179,7 @@ def cmd_ct_history(args: argparse.Namespace) -> int:
 
 
 def cmd_ct_move(args: argparse.Namespace) -> int:
-    from ..store.inventory import Inventory
+    from ..operations.inventory import Inventory
     with store_of(args) as store:
         with store.transaction():
             ct, old = Inventory(store, queries.dc_template(store)).move_ct(args.ct, args.to)

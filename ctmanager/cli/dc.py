@@ -9,7 +9,8 @@ from typing import Any
 
 from ..errors import NotFoundError, StoreError
 from ..store import default_path, open_store, queries
-from ..store.db import discard_new, is_new, redact
+from ..store.backends import discard_new, is_new
+from ..store.db import redact
 from .common import Registry, parse_rack, positive, store_of, want_json
 from .output import age, emit_json, table, when
 
@@ -37,8 +38,8 @@ def register_views(reg: Registry) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from ..operations import inventory
     from ..paths import find_dc_template
-    from ..store import inventory
 
     path = find_dc_template(args.template)
     store_path = default_path(getattr(args, "store", None))

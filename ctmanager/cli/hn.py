@@ -66,7 +66,7 @@ def cmd_hn_list(args: argparse.Namespace) -> int:
     return 0
 
 def _set_drain(args: argparse.Namespace, drained: bool) -> int:
-    from ..store.inventory import Inventory
+    from ..operations.inventory import Inventory
     with store_of(args) as store:
         with store.transaction():
             Inventory(store, queries.dc_template(store)).set_drained(args.hn, drained)

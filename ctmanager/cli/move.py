@@ -1,6 +1,6 @@
 """`ctmanager tenant move|moves`: move a tenant to another rack with its data.
 
-The CLI only records the move (store/moves.py); the destination rack's leading
+The CLI only records the move (operations/moves.py); the destination rack's leading
 manager steps it from its loop (manager/workflows.py) and the record says how far it got, so any
 process may die at any point and the move goes on or rolls back from there.
 """
@@ -14,6 +14,7 @@ import time
 from .. import validate as v
 from ..dc.model import rack_name
 from ..errors import InputError
+from ..operations import moves as moveops
 from ..reconcile.moving import Move
 from ..store import lease as leases
 from ..store import moves, queries
@@ -67,11 +68,11 @@ def cmd_tenant_move(args: argparse.Namespace) -> int:
     if args.dry_run:
         with store_of(args) as store:
             dc = queries.dc_template(store)
-            m = moves.prepare(store, dc, v.label(args.name, "tenant"), dst)
+            m = moveops.prepare(store, dc, v.label(args.name, "tenant"), dst)
         return _dry_run(args, m)
     with editing(args) as (store, inv):
-        m = moves.begin(store, inv.dc, v.label(args.name, "tenant"), dst, store.now(), precopy=not args.no_precopy,
-                        keep_source=args.keep_source, bwlimit=bwlimit)
+        m = moveops.begin(store, inv.dc, v.label(args.name, "tenant"), dst, store.now(),
+                          precopy=not args.no_precopy, keep_source=args.keep_source, bwlimit=bwlimit)
         led = dst in leases.leaders(store)
     if not want_json(args):
         print(f"move {m.id}: tenant {m.tenant} {rack_name(m.src)} -> {rack_name(m.dst)}, {len(m.cts)} CT(s); "

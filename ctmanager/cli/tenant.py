@@ -68,11 +68,9 @@ def cmd_tenant_list(args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_set(args: argparse.Namespace) -> int:
-    from ..store import moves
-
     realm = "" if args.no_realm else v.label(args.realm, "--realm")
     with editing(args) as (store, inv):
-        old = moves.set_realm(store, inv.dc, args.name, realm)
+        old = inv.set_realm(args.name, realm)
     if want_json(args):
         emit_json({"tenant": args.name, "realm": realm or None, "was": old or None})
     else:

@@ -19,7 +19,6 @@ from pathlib import Path
 from ..errors import InputError
 from ..store import Store, queries
 from ..store import dns as dnsrows
-from ..store.inventory import Inventory
 from ..validate import hostport
 from . import publisher, records
 from .records import Change, RRset
@@ -47,7 +46,7 @@ class SyncReport:
 def desired(store: Store, owners: dict[str, int] | None = None) -> dict[tuple[str, str], RRset]:
     dc = queries.dc_template(store)
     return records.desired(dc, queries.cts(store), queries.nodes(store), queries.routes(store),
-                           Inventory(store, dc).pools(), owners)
+                           queries.pools(store, dc), owners)
 
 
 def pending(store: Store, only: set[str] | None = None, rack: int | None = None) -> tuple[list[Change], dict[str, int]]:

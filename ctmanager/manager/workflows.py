@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..dc.model import rack_name
 from ..dnsroutes import records
 from ..errors import CtmError, InputError
+from ..operations import moves as moveops
 from ..reconcile import release
 from ..reconcile.movesteps import advance, rollback
 from ..reconcile.moving import Effect, EffectKind, Facts, Move, Outcome, Phase, Step
@@ -188,7 +189,7 @@ class Workflows:
                     moves.record_sizes(self.store, m, step.sizes)
                 after = moves.update(self.store, m, now, step.say, **changes) if changes or step.say else m
                 if step.flip is not None:
-                    after = moves.flip(self.store, self.dc, after, now, forward=step.flip)
+                    after = moveops.flip(self.store, self.dc, after, now, forward=step.flip)
         except InputError as exc:  # no free address there, a CT edited meanwhile: nothing of the flip was written
             back = rollback(m, self._facts(m, now, None), f"cannot configure the CTs in {rack_name(m.other)}: {exc}")
             with self.store.transaction(config=back.config):

@@ -30,7 +30,7 @@ from ..wire.reports import Receiver, Report
 from .world import Inbox
 
 if TYPE_CHECKING:
-    from .rack import SimRack
+    from .ports import AgentRack
 
 G = 1 << 30
 STOP_TIME = 0.3  # s a CT takes to stop
@@ -177,7 +177,7 @@ class MemoryNode:
 
 
 class SimAgent:
-    def __init__(self, rack: SimRack, hn: str, voters: frozenset[str], timers: FenceTimers,
+    def __init__(self, rack: AgentRack, hn: str, voters: frozenset[str], timers: FenceTimers,
                  interval: float, reboot_after: float | None, offset: float = 0.0) -> None:
         self.rack, self.hn, self.timers = rack, hn, timers
         self.reboot_after = reboot_after

@@ -1,6 +1,6 @@
 """A simulated DC of two racks (101, 102) on one store: each rack its HNs,
 its manager pair and a storage node; tenants t1, t2 ... live in rack-101 and
-move. Ops commands go through the real store edits (store/moves.py, the
+move. Ops commands go through the real edits (operations/: moves.py, the
 Inventory), faults through sim/commands.py, and every manager is the real
 daemon, tenant moves included (manager/workflows.py).
 
@@ -26,8 +26,9 @@ import random
 from dataclasses import replace
 
 from ..errors import CtmError
+from ..operations import moves as moveops
+from ..operations.inventory import Inventory
 from ..store import moves, queries
-from ..store.inventory import Inventory
 from . import dcstore
 from .commands import SimError
 from .commands import apply as apply_fault
@@ -79,8 +80,8 @@ class SimDc:
         match words:
             case ["tenant", "move", tenant, "--to", slot, *rest] if set(rest) <= {"--no-precopy"}:
                 self.log("ops", cmd)
-                self._edit(lambda: moves.begin(self.store, dcstore.dc(), tenant, int(slot), self.clock.now,
-                                               precopy="--no-precopy" not in rest))
+                self._edit(lambda: moveops.begin(self.store, dcstore.dc(), tenant, int(slot), self.clock.now,
+                                                 precopy="--no-precopy" not in rest))
             case ["tenant", "abort", tenant]:
                 self.log("ops", cmd)
                 m = moves.open_of(self.store, tenant)

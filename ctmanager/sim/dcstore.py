@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..dc import template
 from ..dc.model import DcTemplate, NodeSpec, Resources
+from ..operations.inventory import Inventory, set_dc
 from ..store.db import Store
-from ..store.inventory import Inventory, set_dc
 
 SLOT = 101
 G = 1 << 30

@@ -35,7 +35,7 @@ from .storage import SimStoragePort
 from .world import Inbox
 
 if TYPE_CHECKING:
-    from .rack import SimRack
+    from .ports import ManagerRack
 
 SSH_LATENCY = 0.05  # s each way
 CONNECT_TIMEOUT = 5.0
@@ -46,7 +46,7 @@ REACT = 0.001  # s from a report's arrival to the step that takes it in
 RESTART_AFTER = 5.0  # s systemd waits before it starts a manager that exited again
 
 
-def manager_config(rack: SimRack, name: str) -> ManagerConfig:
+def manager_config(rack: ManagerRack, name: str) -> ManagerConfig:
     s = rack.setup
     return ManagerConfig(name=name,
         file="sim", slot=rack.slot, listen=("127.0.0.1", 0), key=b"", agent_command=("ctagent",),
@@ -56,7 +56,7 @@ def manager_config(rack: SimRack, name: str) -> ManagerConfig:
 
 
 class SimManager:
-    def __init__(self, rack: SimRack, name: str, offset: float = 0.0) -> None:
+    def __init__(self, rack: ManagerRack, name: str, offset: float = 0.0) -> None:
         self.rack, self.name = rack, name
         self.offset = offset  # the manager host's clock minus true time
         self.config = manager_config(rack, name)
@@ -171,7 +171,7 @@ class HeartbeatInbox(Inbox):
 class SimEvents:
     """The decision log, in the simulator's event-log format."""
 
-    def __init__(self, rack: SimRack, name: str) -> None:
+    def __init__(self, rack: ManagerRack, name: str) -> None:
         self.rack, self.name = rack, name
 
     def news(self, line: str) -> None:

@@ -36,7 +36,7 @@ from .manager import ACTION_TIMEOUT, SimManager
 from .world import STORE, Clock, Network, Weather
 
 if TYPE_CHECKING:
-    from .dc import SimDc
+    from .ports import DcView, Lessee
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Setup:
 class SimRack:
     slot = 101
 
-    def __init__(self, setup: Setup, dc: SimDc | None = None, slot: int = 101) -> None:
+    def __init__(self, setup: Setup, dc: DcView | None = None, slot: int = 101) -> None:
         """`dc`: a rack of a simulated DC (sim/dc.py), sharing its clock, network,
         store, storage nodes, log and truth; else a world of its own."""
         self.setup, self.dc, self.slot = setup, dc, slot
@@ -156,7 +156,7 @@ class SimRack:
             self.violation(f"{manager} acted from a minority side ({len(side)} of {len(self.voters)} voters): "
                            f"{action}")
 
-    def check_lease(self, manager: SimManager, epoch: int, what: str) -> None:
+    def check_lease(self, manager: Lessee, epoch: int, what: str) -> None:
         """A manager acts (or votes) only while the store says it holds the lease
         of `epoch`: so no two managers ever act for the rack at once."""
         lease = leases.current(self.store, self.slot)

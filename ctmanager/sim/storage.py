@@ -22,7 +22,7 @@ from ..manager.effects import Done
 from ..reconcile.moving import Effect, EffectKind, Outcome
 
 if TYPE_CHECKING:
-    from .dc import SimDc
+    from .ports import DcView
 
 LATENCY = 0.1  # s an SSH command to a storage node takes
 PULL_TIME = 0.5  # s one CT's pull takes
@@ -31,7 +31,7 @@ MIB = 1 << 20
 
 
 class SimData:
-    def __init__(self, dc: SimDc) -> None:
+    def __init__(self, dc: DcView) -> None:
         self.dc = dc
         self.version: dict[tuple[str, int], int] = {}  # (node, CTID) -> its /data's version there
         self.newest: dict[int, int] = {}  # CTID -> the newest version written anywhere
@@ -90,7 +90,7 @@ class SimStoragePort:
     """One manager's storage port: effects run after their latency, if the
     manager (still) reaches the storage node."""
 
-    def __init__(self, dc: SimDc, manager: str, alive: Callable[[], bool], wake: Callable[[], None]) -> None:
+    def __init__(self, dc: DcView, manager: str, alive: Callable[[], bool], wake: Callable[[], None]) -> None:
         self.dc, self.manager, self.alive, self.wake = dc, manager, alive, wake
 
     def learn(self, addresses: dict[str, str]) -> None:

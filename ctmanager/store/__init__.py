@@ -1,8 +1,10 @@
-"""The store: the only place with SQL. Configured state (written by the CLI
-through `inventory`), the reconcile loop's rows (`loop`), DNS ownership (`dns`),
-the proxies' configuration (`proxies`), reads by intent (`queries`), and the
-change counter readers wait on (`watch`). `db` is the SQLite backend."""
+"""The store: the only place with SQL. Configured state (the rows the
+operations write: `edits`, `moves`), the reconcile loop's rows (`loop`), DNS
+ownership (`dns`), the proxies' configuration (`proxies`), reads by intent
+(`queries`), and the change counter readers wait on (`watch`). `db` is the backends' interface,
+`sqlite` and `pg` the backends, `backends` picks one for a locator."""
 
-from .db import Store, default_path, open_store
+from .backends import open_store
+from .db import Store, default_path
 
 __all__ = ["Store", "default_path", "open_store"]

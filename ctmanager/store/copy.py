@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ConflictError, InputError
-from .db import Locator, Store, discard_new, is_new, is_url, open_store, redact
+from .backends import discard_new, is_new, open_store
+from .db import Locator, Store, is_url, redact
 from .schema import SERIAL_COLUMNS, tables
 
 BATCH = 5000  # rows per executemany: memory stays flat on a large DC

@@ -1,4 +1,4 @@
-"""The store's backend interface and how a locator picks one.
+"""The store's backend interface (which backend a locator picks: backends.py).
 
 `--store` / $CTMANAGER_STORE is a file path (SQLite, the embedded default for one
 machine: `sqlite.py`) or a `postgresql://` URL (the DC-wide store every rack's

@@ -84,6 +84,25 @@ def crash_loop(store: Store, ctid: int) -> tuple[int, float] | None:
     return None if row is None else (int(row[0]), float(row[1]))
 
 
+# ---- the DC ----------------------------------------------------------------------
+def set_template(store: Store, text: str, file: str, first_ctid: int) -> None:
+    """The store is the store of the DC whose template is `text` (read from `file`);
+    CTIDs are counted from `first_ctid`."""
+    store.set_meta("template", text)
+    store.set_meta("template_file", file)
+    store.set_meta("next_ctid", str(first_ctid))
+
+
+def ctid_counter(store: Store) -> int | None:
+    """The next CTID to give out (None: not counted yet)."""
+    value = store.get_meta("next_ctid")
+    return int(value) if value else None
+
+
+def set_ctid_counter(store: Store, value: int) -> None:
+    store.set_meta("next_ctid", str(value))
+
+
 # ---- racks and nodes -------------------------------------------------------------
 def insert_rack(store: Store, slot: int, name: str, network: str, source: str, at: float) -> None:
     store.execute("INSERT INTO racks(slot, name, network, manifest, installed_at) VALUES (?, ?, ?, ?, ?)",
@@ -187,6 +206,11 @@ def set_tenant_realm(store: Store, name: str, realm: str) -> None:
 def put_route(store: Store, tenant: str, service: str, target: str) -> None:
     store.execute("INSERT INTO routes(tenant, service, target) VALUES (?, ?, ?) "
                   "ON CONFLICT(tenant, service) DO UPDATE SET target = excluded.target", (tenant, service, target))
+
+
+def retarget_route(store: Store, tenant: str, service: str, target: str) -> None:
+    """Point an existing route elsewhere (a route removed meanwhile stays removed)."""
+    store.execute("UPDATE routes SET target = ? WHERE tenant = ? AND service = ?", (target, tenant, service))
 
 
 def delete_route(store: Store, tenant: str, service: str) -> None:

@@ -47,7 +47,7 @@ def spec_hashes(store: Store, dc: DcTemplate, cts: Iterable[Ct]) -> dict[int, st
 
 def mark_crash_loops(store: Store, loops: Iterable[tuple[int, int]], now: float) -> None:
     """Record CTs the manager found in a crash loop (CTID, crashes): they stay
-    down until `ct reset` or `ct set --admst up` deletes the row (store.inventory).
+    down until `ct reset` or `ct set --admst up` deletes the row (operations/cts.py).
     The caller holds a `transaction(config=False)`: this is the loop's own state."""
     for ctid, count in loops:
         store.execute("INSERT INTO crash_loops (ct_id, since, count) VALUES (?, ?, ?) "

@@ -6,8 +6,9 @@ A move row says where the workflow is (phase, step), so whichever process runs
 it next resumes there: copy -> cutover (stop, seal, final, start) -> online -> delete
 -> done, or rollback -> rolled-back. Every change here is check-then-act in the
 caller's transaction. `hold` keeps the tenant's CTs down in whichever rack they
-are configured (store/loop.configured reads it), and `flip` moves the CT rows
-from one rack to the other in one transaction, both ways.
+are configured (store/loop.configured reads it). Starting a move and its flip
+(the CT rows from one rack to the other, both ways) are operations
+(operations/moves.py): what they decide is theirs, the rows they write are here.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import validate as v
-from ..dc import ipam, template
-from ..dc.model import DcTemplate, rack_name
-from ..errors import ConflictError, InputError, NotFoundError
+from ..dc.model import rack_name
+from ..errors import ConflictError, NotFoundError
 from ..reconcile import moving
 from ..reconcile.moving import Move, MoveCt
-from . import queries
 from .db import Row, Store
 from .rows import checked
 
@@ -139,43 +138,14 @@ def actions(store: Store, ctids: Iterable[int], rack: int, since: float
     return pending, done
 
 
-def busy(store: Store, tenant: str | None) -> None:
-    """Refuse an edit of a tenant whose move is open (its CTs are the workflow's)."""
-    if tenant is None:
-        return
-    m = open_of(store, tenant)
-    if m is None:
-        return
-    if m.phase == "online" and m.keep_source:
-        raise ConflictError(f"tenant {tenant} was moved to {rack_name(m.dst)} with its source copy kept (move "
-                            f"{m.id}); delete that copy first: ctmanager tenant move {tenant} --delete-source")
-    raise ConflictError(f"tenant {tenant} is being moved to {rack_name(m.dst)} (move {m.id}, {m.phase}); "
-                        f"wait for it or abort it: ctmanager tenant move {tenant} --abort")
-
-
-def route_target(store: Store, hostname: str) -> None:
-    """Refuse to remove a CT an open move will point a tenant's route at."""
-    for r in store.query("SELECT id, tenant, routes FROM moves WHERE finished_at IS NULL"):
-        if any(hostname in pair for pair in json.loads(r[2]).values()):
-            raise ConflictError(f"CT {hostname} is a route target of tenant {r[1]}'s open move {r[0]}; "
-                                f"wait for it or abort it: ctmanager tenant move {r[1]} --abort")
+def open_routes(store: Store) -> list[tuple[int, str, dict[str, tuple[str, str]]]]:
+    """(move, tenant, routes: service -> (target at the source, at the destination))
+    of every open move."""
+    return [(int(r[0]), str(r[1]), {s: (str(a), str(b)) for s, (a, b) in json.loads(r[2]).items()})
+            for r in store.query("SELECT id, tenant, routes FROM moves WHERE finished_at IS NULL")]
 
 
 # ---- starting one ----------------------------------------------------------------
-def check_realm(dc: DcTemplate, tenant: str, realm: str, slot: int, what: str) -> None:
-    """A tenant pinned to `realm` may have nothing in a rack of another realm."""
-    if realm and dc.realm_of(slot) != realm:
-        where = f"realm {dc.realm_of(slot)!r}" if dc.realm_of(slot) else "no realm"
-        raise InputError(f"{what}: tenant {tenant} is pinned to realm {realm!r}, and {rack_name(slot)} is in "
-                         f"{where}; nothing was changed")
-
-
-def known_realm(dc: DcTemplate, realm: str) -> None:
-    if realm and realm not in dc.realms:
-        raise InputError(f"unknown realm {realm!r} (the DC template has: {', '.join(dc.realms) or 'none'})",
-                         where="--realm")
-
-
 def tenant_realm(store: Store, tenant: str) -> str:
     row = store.one("SELECT realm FROM tenants WHERE name = ?", (tenant,))
     if row is None:
@@ -183,70 +153,18 @@ def tenant_realm(store: Store, tenant: str) -> str:
     return v.label(row[0], "realm") if row[0] else ""
 
 
-def prepare(store: Store, dc: DcTemplate, tenant: str, dst: int) -> Move:
-    """What a move of `tenant` to rack `dst` would do (not written): refuses a move
-    that cannot be, in one line. Routes to the source rack's services go to the
-    destination's service of the same name; routes to anything else stay."""
-    src = queries.tenant_rack(store, tenant)
-    realm = tenant_realm(store, tenant)
-    busy(store, tenant)
-    if not store.one("SELECT 1 FROM racks WHERE slot = ?", (dst,)):
-        raise NotFoundError(f"{rack_name(dst)} is not installed (see: ctmanager rack list)")
-    if dst == src:
-        raise InputError(f"tenant {tenant} lives in {rack_name(src)} already")
-    check_realm(dc, tenant, realm, dst, "refused")
-    cts = queries.cts(store, tenant=tenant)
-    if not cts:
-        raise ConflictError(f"tenant {tenant} has no CTs to move")
-    storage = _storage_of(store, dst)
-    if not [n for n in queries.nodes(store, rack=dst) if n.role == "compute"]:
-        raise ConflictError(f"{rack_name(dst)} has no HNs to run tenant {tenant}'s CTs")
-    routes: dict[str, tuple[str, str]] = {}
-    for r in queries.routes(store, tenant=tenant):
-        routes[r.service] = (r.target, _route_at(store, dc, r.target, src, dst))
-    plan = tuple(MoveCt(c.ctid, c.hostname, c.ip, "", c.storage, storage) for c in cts)
-    return Move(0, tenant, src, dst, "copy", "", False, False, True, False, False, 0, routes, 0, 0, 0,
-                0.0, 0.0, None, None, None, None, None, None, "", (), plan)
-
-
-def _route_at(store: Store, dc: DcTemplate, target: str, src: int, dst: int) -> str:
-    """Where a route to `target` points once the tenant lives in `dst`."""
-    row = store.one("SELECT service, rack FROM cts WHERE hostname = ?", (target,))
-    if row is not None:
-        service, rack = row
-        if rack != src or service is None:
-            return target  # the tenant's own CT (it moves with it) or something outside the source rack
-        there = store.one("SELECT hostname FROM cts WHERE rack = ? AND service = ? ORDER BY hostname LIMIT 1",
-                          (dst, service))
-        if there is None:
-            raise ConflictError(f"{rack_name(dst)} has no {service} CT to take over route target {target}")
-        return str(there[0])
-    for svc in dc.rack_services:  # a pool: <service>-<slot>
-        if svc.pool and target == f"{svc.name}-{src}":
-            return f"{svc.name}-{dst}"
-    return target
-
-
-def _storage_of(store: Store, rack: int) -> str:
-    node = queries.least_used_storage(store, rack)
-    if node is None:
-        raise ConflictError(f"{rack_name(rack)} has no storage node to hold the tenant's /data")
-    return node
-
-
-def begin(store: Store, dc: DcTemplate, tenant: str, dst: int, now: float, *, precopy: bool = True,
-          keep_source: bool = False, bwlimit: int = 0) -> Move:
-    """Record a new move (the caller's transaction); the destination's manager runs it."""
-    m = prepare(store, dc, tenant, dst)
+def insert(store: Store, m: Move, now: float) -> Move:
+    """Record move `m` (its id is given here), each of its CTs without an address
+    in the destination yet."""
     store.execute("INSERT INTO moves (tenant, src, dst, phase, step, precopy, keep_source, bwlimit, routes, "
                   "created_at, updated_at, log) VALUES (?, ?, ?, 'copy', '', ?, ?, ?, ?, ?, ?, '[]')",
-                  (tenant, m.src, m.dst, int(precopy), int(keep_source), bwlimit,
+                  (m.tenant, m.src, m.dst, int(m.precopy), int(m.keep_source), m.bwlimit,
                    json.dumps({s: list(t) for s, t in m.routes.items()}), now, now))
-    row = store.one("SELECT id FROM moves WHERE tenant = ? AND finished_at IS NULL", (tenant,))
+    row = store.one("SELECT id FROM moves WHERE tenant = ? AND finished_at IS NULL", (m.tenant,))
     store.executemany("INSERT INTO move_cts (move, ct_id, hostname, src_ip, dst_ip, src_storage, dst_storage) "
                       "VALUES (?, ?, ?, ?, '', ?, ?)",
                       [(row[0], c.ctid, c.hostname, c.src_ip, c.src_storage, c.dst_storage) for c in m.cts])
-    store.event("tenant.move", tenant, f"move {row[0]}: {rack_name(m.src)} -> {rack_name(m.dst)}")
+    store.event("tenant.move", m.tenant, f"move {row[0]}: {rack_name(m.src)} -> {rack_name(m.dst)}")
     return get(store, int(row[0]))
 
 
@@ -305,49 +223,9 @@ def ask_abort(store: Store, move: Move, now: float, *, runner_alive: bool = True
     return update(store, move, now, "abort requested", aborting=True)
 
 
-def flip(store: Store, dc: DcTemplate, move: Move, now: float, forward: bool) -> Move:
-    """Configure the tenant's CTs in the other rack, in one transaction (the
-    caller's): rows, addresses (new ones in the destination's /16, the old ones
-    back on the way back), storage node, routes, the tenant's rack; the rack left
-    gets tombstones (its HNs drop the CT configs, /data kept) and loses the CTs'
-    placements and status rows. Ends the hold."""
-    to, away = (move.dst, move.src) if forward else (move.src, move.dst)
-    if move.flipped == forward:
-        raise ConflictError(f"move {move.id}: the CTs are in {rack_name(to)} already")
-    net = template.rack_network(dc.network.supernet, to)
-    used = [r[0] for r in store.query("SELECT ip FROM cts WHERE rack = ?", (to,))] + sorted(reserved_ips(store))
-    for c in move.cts:
-        cur = queries.find_ct(store, str(c.ctid))
-        if cur.rack != away:
-            raise ConflictError(f"move {move.id}: CT {c.ctid} is in {rack_name(cur.rack)}, not {rack_name(away)}")
-        if forward:
-            pool = dc.network.services if cur.service else dc.network.cts
-            ip = c.dst_ip or ipam.allocate(net, pool, used, what=f"CTs in {rack_name(to)}")
-            used.append(ip)
-            store.execute("UPDATE move_cts SET dst_ip = ? WHERE move = ? AND ct_id = ?", (ip, move.id, c.ctid))
-            storage = c.dst_storage
-        else:
-            ip, storage = c.src_ip, c.src_storage
-        store.execute("UPDATE cts SET rack = ?, ip = ?, storage = ?, updated_at = ? WHERE ct_id = ?",
-                      (to, ip, storage, now, c.ctid))
-        for table in ("placements", "observed", "rejections", "crash_loops", "backup_points"):
-            store.execute(f"DELETE FROM {table} WHERE ct_id = ?", (c.ctid,))  # noqa: S608 - fixed names
-        store.execute("INSERT INTO removed (ct_id, hostname, purge, removed_at, rack) VALUES (?, ?, 0, ?, ?) "
-                      "ON CONFLICT(ct_id) DO UPDATE SET hostname = excluded.hostname, purge = 0, "
-                      "removed_at = excluded.removed_at, rack = excluded.rack", (c.ctid, c.hostname, now, away))
-    for service, (at_src, at_dst) in move.routes.items():
-        store.execute("UPDATE routes SET target = ? WHERE tenant = ? AND service = ?",
-                      (at_dst if forward else at_src, move.tenant, service))
-    store.execute("UPDATE tenants SET rack = ? WHERE name = ?", (to, move.tenant))
-    what = f"CTs configured in {rack_name(to)}" + (
-        ": " + ", ".join(f"{c.hostname} {c.src_ip} -> {ip}" for c, ip in _ips(store, move)) if forward else
-        " again, at their old addresses")
-    return update(store, move, now, what, flipped=forward, hold=False)
-
-
-def _ips(store: Store, move: Move) -> list[tuple[MoveCt, str]]:
-    fresh = {c.ctid: c.dst_ip for c in _cts(store, move.id)}
-    return [(c, fresh[c.ctid]) for c in move.cts]
+def set_dst_ip(store: Store, move: Move, ctid: int, ip: str) -> None:
+    """CT `ctid`'s address in the move's destination."""
+    store.execute("UPDATE move_cts SET dst_ip = ? WHERE move = ? AND ct_id = ?", (ip, move.id, ctid))
 
 
 def overdue(store: Store, rack: int, now: float, grace: float) -> list[int]:
@@ -373,19 +251,3 @@ def release_overdue(store: Store, rack: int, now: float, grace: float, led: Call
                           f"released by {rack_name(rack)}'s manager", phase="rollback", step="unseal", hold=False,
                           error=f"{rack_name(m.dst)}'s manager was gone mid-cutover", deadline=now + 300.0))
     return out
-
-
-def set_realm(store: Store, dc: DcTemplate, tenant: str, realm: str) -> str:
-    """Pin `tenant` to `realm` ('' = unpin). Returns the realm it had."""
-    old = tenant_realm(store, tenant)
-    known_realm(dc, realm)
-    if realm:
-        busy(store, tenant)
-        slot = queries.tenant_rack(store, tenant)
-        if dc.realm_of(slot) != realm:
-            raise InputError(f"cannot pin tenant {tenant} to realm {realm!r}: it lives in {rack_name(slot)}, in "
-                             + (f"realm {dc.realm_of(slot)!r}" if dc.realm_of(slot) else "no realm")
-                             + f"; move it first (ctmanager tenant move {tenant} --to RACK)")
-    store.execute("UPDATE tenants SET realm = ? WHERE name = ?", (realm, tenant))
-    store.event("tenant.realm", tenant, f"{old or '-'} -> {realm or '-'}")
-    return old

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ..errors import StoreError
-from .db import BUSY_TIMEOUT_MS, Params, Store
+from .db import BUSY_TIMEOUT_MS, Params, Store, register_memory
 from .schema import VERSION, statements, upgrade_path
 
 
@@ -166,6 +166,9 @@ class SqliteStore(Store):
             self.db.executemany(sql, rows)
         except sqlite3.Error as exc:
             raise _error(self.where, exc) from None
+
+
+register_memory(SqliteStore.memory)  # Store.memory: a private in-memory SQLite store
 
 
 def _flock(path: Path) -> Callable[[], None] | None:

@@ -41,7 +41,8 @@ def test_an_unknown_provider_is_refused() -> None:
 
 def test_the_machines_have_the_example_dcs_addresses_in_both_racks(tmp_path: Path) -> None:
     from ctmanager.dc import manifest
-    from ctmanager.store import inventory, open_store, queries
+    from ctmanager.operations import inventory
+    from ctmanager.store import open_store, queries
 
     with open_store(tmp_path / "ctm.db", create=True) as store:
         with store.transaction():

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from ctmanager.cli.main import build_parser, main
-from ctmanager.store import inventory, open_store
+from ctmanager.operations import inventory
+from ctmanager.store import open_store
 from tests.conftest import EXAMPLE, ROOT, dump
 
 SKIP = {"run", "reconcile", "ct exec", "sim run", "sim random", "dns sync", "dns verify"}  # daemons, SSH, DNS servers

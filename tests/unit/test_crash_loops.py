@@ -12,9 +12,10 @@ from ctmanager.dc.model import Ct, Resources
 from ctmanager.errors import NotFoundError
 from ctmanager.fencing.timers import FenceTimers
 from ctmanager.manager.core import Core
+from ctmanager.operations import inventory
 from ctmanager.reconcile.crashes import CrashCounter
 from ctmanager.reconcile.state import Action, Configured, Hn, Placements, Settings
-from ctmanager.store import inventory, loop, open_store, queries
+from ctmanager.store import loop, open_store, queries
 from ctmanager.wire.reports import CtState, Metrics, Report
 
 G = 1 << 30

@@ -20,7 +20,8 @@ from ctmanager.agent.drivers.openvz import OpenVzDriver
 from ctmanager.agent.node import SpecStore
 from ctmanager.dc import resources as res
 from ctmanager.dc.model import DcTemplate
-from ctmanager.store import Store, inventory, loop, open_store, queries
+from ctmanager.operations import inventory
+from ctmanager.store import Store, loop, open_store, queries
 from ctmanager.wire import spec as specs
 from ctmanager.wire.results import ApplyOutcome
 

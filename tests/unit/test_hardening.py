@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from ctmanager import validate as v
 from ctmanager.cli import common
 from ctmanager.errors import ConflictError, InputError
+from ctmanager.operations import inventory
 from ctmanager.render.tree import render_tree
-from ctmanager.store import inventory, queries
+from ctmanager.store import queries
 from ctmanager.wire import spec as wirespec
-from ctmanager.wire import validate as v
 from ctmanager.wire.spec import spec_for
 from tests.conftest import dump, manager_toml
 

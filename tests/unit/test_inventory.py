@@ -9,8 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ctmanager.dc import manifest
 from ctmanager.errors import ConflictError, ExhaustedError, InputError, NotFoundError
-from ctmanager.store import inventory, open_store, queries
+from ctmanager.operations import inventory
+from ctmanager.store import open_store, queries
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "templates" / "dc" / "example.toml"
@@ -34,11 +36,11 @@ def test_init_places_services_and_tenants(inv: inventory.Inventory) -> None:
 
 
 def test_occupied_slot_is_refused(inv: inventory.Inventory) -> None:
-    nodes = inventory.manifest.load(ROOT / "templates/dc/manifests/rack-102.toml", inv.dc)
+    nodes = manifest.load(ROOT / "templates/dc/manifests/rack-102.toml", inv.dc)
     with pytest.raises(ConflictError, match="slot 101 is occupied"):
         change(inv, inv.install_rack, 101, nodes, "m")
     with pytest.raises(ConflictError, match="already installed as hn-101-1"):
-        change(inv, inv.install_rack, 102, inventory.manifest.load(ROOT / "templates/dc/manifests/rack-101.toml", inv.dc), "m")
+        change(inv, inv.install_rack, 102, manifest.load(ROOT / "templates/dc/manifests/rack-101.toml", inv.dc), "m")
 
 
 def test_duplicates_are_refused(inv: inventory.Inventory) -> None:
@@ -83,7 +85,7 @@ def test_tenant_rm_removes_cts_and_routes(inv: inventory.Inventory) -> None:
 
 
 def test_tenant_ct_must_share_the_rack(inv: inventory.Inventory) -> None:
-    change(inv, inv.install_rack, 102, inventory.manifest.load(ROOT / "templates/dc/manifests/rack-102.toml", inv.dc), "m")
+    change(inv, inv.install_rack, 102, manifest.load(ROOT / "templates/dc/manifests/rack-102.toml", inv.dc), "m")
     with pytest.raises(InputError, match="lives in rack-101"):
         change(inv, inv.add_ct, "x", 102, resources=inv.dc.defaults, tenant="myhost")
 

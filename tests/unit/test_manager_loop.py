@@ -21,10 +21,11 @@ from ctmanager.fencing.quorum import MANAGER
 from ctmanager.manager.config import ManagerConfig
 from ctmanager.manager.daemon import CONFIG_CHECK_EVERY, PRUNE_EVERY, Manager
 from ctmanager.manager.ports import ManagerEnv
+from ctmanager.operations import inventory
 from ctmanager.reconcile.state import Action, Settings
-from ctmanager.store import inventory, open_store, queries
 from ctmanager.store import lease as leases
 from ctmanager.store import loop as persist
+from ctmanager.store import open_store, queries
 from ctmanager.store import proxies as proxyrows
 from ctmanager.wire.reports import CtState, Metrics, Receiver, Report
 

@@ -17,14 +17,16 @@ import pytest
 
 from ctmanager.dc import manifest
 from ctmanager.errors import ConflictError, InputError
+from ctmanager.operations import inventory
+from ctmanager.operations import moves as moveops
 from ctmanager.reconcile import release
 from ctmanager.reconcile.movesteps import advance
 from ctmanager.reconcile.moving import Advance, Effect, EffectKind, Facts, Move, Outcome
 from ctmanager.reconcile.plan import plan
 from ctmanager.reconcile.state import Action, Observed, Placements, Settings
 from ctmanager.storagenode import rsync
-from ctmanager.store import inventory, moveacks, moves, queries
 from ctmanager.store import loop as persist
+from ctmanager.store import moveacks, moves, queries
 from ctmanager.wire.reports import CtState, Metrics, Report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +52,7 @@ def dc2(inv: inventory.Inventory) -> inventory.Inventory:
 
 
 def started(inv: inventory.Inventory, **kw) -> Move:
-    return change(inv, moves.begin, inv.store, inv.dc, "myhost", 102, inv.store.now(), **kw)
+    return change(inv, moveops.begin, inv.store, inv.dc, "myhost", 102, inv.store.now(), **kw)
 
 
 class Loop:
@@ -107,7 +109,7 @@ class Loop:
             moves.record_sizes(self.store, m, a.sizes)
             m = moves.update(self.store, m, self.now, a.say, **changes) if changes or a.say else m
             if a.flip is not None:
-                m = moves.flip(self.store, self.inv.dc, m, self.now, forward=a.flip)
+                m = moveops.flip(self.store, self.inv.dc, m, self.now, forward=a.flip)
                 self.trail.append(("flip", a.flip))
         return m
 
@@ -271,17 +273,17 @@ def test_realms_refuse_placement_and_moves_outside(dc2: inventory.Inventory) -> 
     assert dc2.dc.realm_of(101) == "eu-west" and dc2.dc.realm_of(201) == "us-east"
     assert moves.tenant_realm(dc2.store, "initech") == "eu-west"  # from the example template
     with pytest.raises(InputError, match="pinned to realm 'eu-west', and rack-201 is in realm 'us-east'"):
-        change(dc2, moves.begin, dc2.store, dc2.dc, "initech", 201, 0.0)
+        change(dc2, moveops.begin, dc2.store, dc2.dc, "initech", 201, 0.0)
     assert moves.listing(dc2.store) == []  # nothing recorded, nothing copied
     with pytest.raises(InputError, match="cannot place it"):
         change(dc2, dc2.add_tenant, "euco", 201, (), dc2.dc.defaults, "eu-west")
     with pytest.raises(InputError, match="unknown realm 'mars'"):
-        change(dc2, moves.set_realm, dc2.store, dc2.dc, "myhost", "mars")
+        change(dc2, dc2.set_realm, "myhost", "mars")
     with pytest.raises(InputError, match="cannot pin tenant myhost to realm 'us-east'"):
-        change(dc2, moves.set_realm, dc2.store, dc2.dc, "myhost", "us-east")
-    assert change(dc2, moves.set_realm, dc2.store, dc2.dc, "myhost", "eu-west") == ""
+        change(dc2, dc2.set_realm, "myhost", "us-east")
+    assert change(dc2, dc2.set_realm, "myhost", "eu-west") == ""
     assert started(dc2).dst == 102  # eu-west to eu-west is fine
-    assert change(dc2, moves.begin, dc2.store, dc2.dc, "acme", 201, 0.0).dst == 201  # unpinned: anywhere
+    assert change(dc2, moveops.begin, dc2.store, dc2.dc, "acme", 201, 0.0).dst == 201  # unpinned: anywhere
 
 
 @pytest.mark.parametrize("text,got", [

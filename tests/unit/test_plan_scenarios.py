@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from ctmanager import validate as v
 from ctmanager.dc.model import Ct, Resources
 from ctmanager.reconcile import Configured, Hn, Observed, Placements, plan
-from ctmanager.wire import validate as v
 from ctmanager.wire.reports import CtState, Metrics, Report
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios" / "plan"

@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ctmanager import validate as v
 from ctmanager.dc import manifest, template, tomlread
 from ctmanager.errors import CtmError, InputError
-from ctmanager.store import inventory
+from ctmanager.operations import inventory
 from ctmanager.wire import spec as wirespec
-from ctmanager.wire import validate as v
 from ctmanager.wire.reports import CtState, Metrics, Receiver, Report, sign
 from tests.conftest import dump
 

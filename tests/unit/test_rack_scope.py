@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from ctmanager.dc import manifest
+from ctmanager.operations import inventory
 from ctmanager.reconcile.state import Action, Observed, Settings
-from ctmanager.store import inventory, loop, queries
+from ctmanager.store import loop, queries
 from tests.conftest import ROOT
 
 RACK102 = ROOT / "templates/dc/manifests/rack-102.toml"

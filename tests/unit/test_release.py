@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from ctmanager.operations import inventory
 from ctmanager.reconcile.release import REASON, Intent, proven, verdict
 from ctmanager.reconcile.state import Action, Settings
-from ctmanager.store import inventory, moveacks, moves, queries
 from ctmanager.store import loop as persist
+from ctmanager.store import moveacks, moves, queries
 from tests.unit.test_moves import change, started, two_racks
 
 EPOCH = 4  # the certifying leader's

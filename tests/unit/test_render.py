@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from ctmanager.errors import RenderError
+from ctmanager.operations import inventory
 from ctmanager.render.engine import Engine
 from ctmanager.render.tree import render_tree
-from ctmanager.store import inventory, open_store
+from ctmanager.store import open_store, queries
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "templates" / "dc" / "example.toml"
@@ -91,7 +92,7 @@ def test_changes_rewrite_only_affected_files_and_remove_stale(store, tmp_path: P
     out = tmp_path / "out"
     render_tree(store, out)
     (out / "rack-101" / "notes.txt").write_text("ops notes\n")  # not ours: never deleted
-    inv = inventory.Inventory(store, inventory.queries.dc_template(store))
+    inv = inventory.Inventory(store, queries.dc_template(store))
     with store.transaction():
         inv.set_ct("acme", resources=inv.dc.defaults.__class__(**{**inv.dc.defaults.__dict__, "memory": 6 << 30}))
         inv.rm_tenant("initech")
@@ -147,7 +148,7 @@ def test_error_in_one_ct_leaves_folder_as_it_was(store, tmp_path: Path, monkeypa
     from ctmanager.dc import manifest
     from ctmanager.render import output, tree
 
-    inv = inventory.Inventory(store, inventory.queries.dc_template(store))
+    inv = inventory.Inventory(store, queries.dc_template(store))
     with store.transaction():
         inv.install_rack(102, manifest.load(ROOT / "templates/dc/manifests/rack-102.toml", inv.dc), "test")
         inv.add_tenant("globex", 102, ("jira",), inv.dc.defaults)

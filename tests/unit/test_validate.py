@@ -1,7 +1,7 @@
 import pytest
 
+from ctmanager import validate as v
 from ctmanager.errors import InputError
-from ctmanager.wire import validate as v
 
 BAD_LABELS = [
     ("MyHost", "lower case"),

@@ -1,0 +1,54 @@
+"""Which backend a locator picks, and the making and unmaking of a store there.
+
+`--store` / $CTMANAGER_STORE is a file path (SQLite: `sqlite.py`) or a
+`postgresql://` URL (PostgreSQL: `pg.py`). `db.py` is the interface both backends
+implement and imports neither of them; this module chooses between them. The
+PostgreSQL driver is imported only when a URL asks for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from ..errors import StoreError
+from .db import BUSY_TIMEOUT_MS, Locator, Store, is_url
+from .sqlite import SqliteStore  # also registers the in-memory store (Store.memory)
+
+
+def open_store(locator: Locator, *, create: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Store:
+    """`create`: a store that does not exist yet (a new file, an empty database)
+    is made one; without it that is refused and nothing is written."""
+    if is_url(locator):
+        from .pg import PgStore
+        return PgStore(str(locator), busy_timeout_ms=busy_timeout_ms, create=create)
+    path = Path(locator)
+    if not create and not path.exists():
+        raise StoreError(f"no store at {path}; create one with: ctmanager --store {path} init TEMPLATE")
+    if create:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from None
+    return SqliteStore(path, busy_timeout_ms=busy_timeout_ms, create=create)
+
+
+def is_new(locator: Locator) -> bool:
+    """No store there yet: no file, or a database without ctmanager's tables."""
+    if is_url(locator):
+        from .pg import database_is_empty
+        return database_is_empty(str(locator))
+    return not Path(locator).exists()
+
+
+def discard_new(locator: Locator) -> None:
+    """Undo the making of a store that holds no configuration yet (a failed
+    `init` leaves nothing half-made behind); an initialised store is never touched."""
+    if is_url(locator):
+        from .pg import drop_uninitialised
+        drop_uninitialised(str(locator))
+        return
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{locator}{suffix}")
