@@ -58,6 +58,7 @@ from ctmanager.lab.pgserver import Cluster  # noqa: E402
 
 TENANT = "acme"
 FILES = 10_000  # --files
+START = time.monotonic()
 MOVE_TIMEOUT = 1800.0  # s: a move not online (nor finished) by then fails the benchmark
 
 
@@ -160,7 +161,9 @@ def one_move(dc: DcLab, size: int, naive: bool) -> dict[str, float]:
     # the source was kept (--keep-source) and has not changed since the stop: all of it must be there
     if digest(data_dir(dc, dst, ctid)) != digest(data_dir(dc, src, ctid)):
         raise SystemExit(f"move {x['id']}: the destination's copy differs from the source at the stop")
+    t = time.monotonic()
     dc.r101.cli("tenant", "move", TENANT, "--delete-source", "--wait", timeout=600)
+    print(f"    source copy deleted in {time.monotonic() - t:.1f} s", flush=True)
     stopped = float(x["stopped_at"])  # type: ignore[arg-type]
     return {"downtime": float(x["downtime"]), "dns_downtime": dns.at - stopped if dns.at else float("nan"),  # type: ignore[arg-type]
             "passes": float(x["passes"]) - 1, "total": total, "rewritten": float(writer.done),  # type: ignore[arg-type]
@@ -170,6 +173,7 @@ def one_move(dc: DcLab, size: int, naive: bool) -> dict[str, float]:
 def run(dc: DcLab, args: argparse.Namespace) -> tuple[list[dict[str, float]], list[dict[str, float]], int]:
     """Seed the tenant's /data, then `args.moves` moves each followed by a naive one (back);
     (the moves' figures, the naive ones', the file size)."""
+    print(f"DC lab up after {time.monotonic() - START:.1f} s", flush=True)
     ctid = int(json.loads(dc.r101.cli("ct", "show", TENANT, "--json").stdout)["ctid"])
     t = time.monotonic()
     size = seed(data_dir(dc, "rack-101", ctid), args.gib)
@@ -203,6 +207,8 @@ def main() -> int:
     try:
         with dc_lab(url, base) as dc:  # the example DC, rack-102 installed, both racks up (3 HNs each)
             moves, naive, _ = run(dc, args)
+            down = time.monotonic()
+        print(f"DC lab down in {time.monotonic() - down:.1f} s", flush=True)
     finally:
         cluster.stop()
     med = statistics.median(m["downtime"] for m in moves)

@@ -267,8 +267,9 @@ def down(lab: layout.Lab, progress: Callable[[str], None]) -> None:
             if ns in namespaces and lxcpath.is_dir():
                 for ct in sorted(p.name for p in lxcpath.iterdir() if is_digits(p.name)):
                     sh("lxc-stop", "-P", str(lxcpath), "-n", ct, "-k", ns=ns, check=False)
-        for name, pid in here.read_state().get("pids", {}).items():
-            _kill_group(pid)
+        pids = here.read_state().get("pids", {})
+        _kill_groups(list(pids.values()))  # all at once: one deadline, not one per process
+        for name in pids:
             progress(f"stopped {name}")
     for ns in namespaces:
         # lxc-monitord and CT monitors leave the process groups; anything still in
@@ -298,19 +299,30 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 8
-    while time.monotonic() < deadline:
+def _kill_groups(pids: list[int]) -> None:
+    """SIGTERM every process group, wait (8 s at most, for all of them together),
+    then SIGKILL what is left."""
+    alive = []
+    for pid in pids:
         try:
-            os.killpg(pid, 0)
+            os.killpg(pid, signal.SIGTERM)
+            alive.append(pid)
         except ProcessLookupError:
-            return
+            pass
+    deadline = time.monotonic() + 8
+    while alive and time.monotonic() < deadline:
         time.sleep(0.05)
+        alive = [pid for pid in alive if _group_alive(pid)]
+    for pid in alive:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _group_alive(pid: int) -> bool:
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, 0)
     except ProcessLookupError:
-        pass
+        return False
+    return True
