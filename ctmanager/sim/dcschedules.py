@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 
+from ..store import moves
 from .dc import SLOTS, SimDc, run
 from .rack import Setup
 from .schedules import SeedOutcome, _fault
@@ -77,5 +78,7 @@ def run_seed(seed: int, minutes: float = 10.0) -> SeedOutcome:
     # Calm: ops leave ADMST as they set it; a tenant set down stays down (converged() asks only for UP ones).
     run(dc, schedule, end)
     actions = sum(len(m.issued) for r in dc.racks.values() for m in r.managers.values())
+    ended = tuple(m.phase + (" (copied back)" if any("copied back" in line for line in m.log) else "")
+                  for m in moves.listing(dc.store, limit=10_000))
     return SeedOutcome(seed, tuple(dc.violations), tuple(dc.converged()), tuple(schedule), dc.net.delivered,
-                       actions)
+                       actions, ended)

@@ -31,6 +31,7 @@ class SeedOutcome:
     commands: tuple[tuple[float, str], ...]
     delivered: int
     actions: int
+    moves: tuple[str, ...] = ()  # how each tenant move ended (DC schedules): done, rolled-back, ...
 
     @property
     def ok(self) -> bool:
