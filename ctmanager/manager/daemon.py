@@ -196,7 +196,10 @@ class Manager(Leading, Workflows):
             self.heartbeat(now)
             self.next_beat = now + self.config.report_interval
         if leading:
-            changed |= self._take_results(now)
+            results = self._take_results(now)
+            if results:  # a stop that proves a held CT down, a start a move waits for: look at once
+                self.next_moves = min(self.next_moves, now)
+            changed |= results
         full = now >= self.next_full
         if full or now >= self.next_config_check or self._config_token is None or self._watch_moved(now):
             self.next_config_check = now + CONFIG_CHECK_EVERY

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from ..errors import CtmError
@@ -20,6 +21,7 @@ from ..reconcile.moving import Effect, EffectKind, Outcome
 log = logging.getLogger(__name__)
 SPACE_MARGIN = 1.05  # the destination must have this much more free space than the tenant's /data
 MIN_PULL_TIMEOUT = 600.0
+MAX_PARALLEL = 8  # effects of one batch at once (a tenant of many CTs: one SSH session each)
 
 Done = Callable[[Outcome], None]
 
@@ -57,32 +59,57 @@ class StorageEffects:
                     log.warning("cancelling the pull of CT %d on %s: %s", e.ctid, e.node, exc)
 
     def _run(self, effects: list[Effect], bwlimit: int) -> Outcome:
+        """The batch in its order, kind by kind (seals before the final pulls: the
+        seal is a guard of its own, so it lands before the copy is taken); the
+        effects of one kind at once (different CTs or nodes). The outcome is the
+        first failure, a stale token first of all; a kind that failed stops the
+        batch."""
         from ..executor.storage import StaleToken
 
-        started, delta, sizes = time.monotonic(), 0, []
+        started = time.monotonic()
         try:
             if any(e.check_space for e in effects):
                 self._check_space(effects)
-            for e in effects:
-                if e.kind == EffectKind.PULL:
-                    src = self.nodes.info(e.source, e.ctid)
-                    if not src.exists:
-                        return Outcome(False, f"{e.source} has no /data of CT {e.ctid} ({src.path})")
-                    timeout = max(MIN_PULL_TIMEOUT, src.bytes / max(bwlimit, 1 << 20) * 3)
-                    got = self.nodes.pull(e.node, e.ctid, e.source, src.path, bwlimit, timeout, e.token)
-                    delta += got.bytes
-                    sizes.append((e.ctid, got.total_bytes, got.files))
-                elif e.kind == EffectKind.SEAL:
-                    self.nodes.seal(e.node, e.ctid, e.token)
-                elif e.kind == EffectKind.UNSEAL:
-                    self.nodes.unseal(e.node, e.ctid, e.token)
-                else:
-                    self.nodes.remove(e.node, e.ctid)
-        except StaleToken as exc:
-            return Outcome(False, str(exc), stale=True)
-        except CtmError as exc:  # StorageFailed, SshError: said in one line
+        except CtmError as exc:
             return Outcome(False, str(exc))
-        return Outcome(True, delta=delta, took=time.monotonic() - started, sizes=tuple(sizes))
+        done: list[Any] = []
+        kinds = list(dict.fromkeys(e.kind for e in effects))
+        with ThreadPoolExecutor(max_workers=min(len(effects), MAX_PARALLEL) or 1,
+                                thread_name_prefix="move-effect") as pool:
+            for kind in kinds:
+                got = list(pool.map(lambda e: self._one(e, bwlimit), [e for e in effects if e.kind == kind]))
+                done += got
+                if any(isinstance(r, (CtmError, str)) for r in got):
+                    break
+        stale = [r for r in done if isinstance(r, StaleToken)]
+        if stale:
+            return Outcome(False, str(stale[0]), stale=True)
+        failed = [r for r in done if isinstance(r, (CtmError, str))]
+        if failed:
+            return Outcome(False, str(failed[0]))
+        pulls = [r for r in done if isinstance(r, tuple)]
+        return Outcome(True, delta=sum(p[0] for p in pulls), took=time.monotonic() - started,
+                       sizes=tuple(p[1] for p in pulls))
+
+    def _one(self, e: Effect, bwlimit: int) -> tuple[int, tuple[int, int, int]] | CtmError | str | None:
+        """One effect: a pull's (bytes brought, (CTID, bytes, files)), None, or what went wrong."""
+        try:
+            if e.kind == EffectKind.PULL:
+                src = self.nodes.info(e.source, e.ctid)
+                if not src.exists:
+                    return f"{e.source} has no /data of CT {e.ctid} ({src.path})"
+                timeout = max(MIN_PULL_TIMEOUT, src.bytes / max(bwlimit, 1 << 20) * 3)
+                got = self.nodes.pull(e.node, e.ctid, e.source, src.path, bwlimit, timeout, e.token)
+                return got.bytes, (e.ctid, got.total_bytes, got.files)
+            if e.kind == EffectKind.SEAL:
+                self.nodes.seal(e.node, e.ctid, e.token)
+            elif e.kind == EffectKind.UNSEAL:
+                self.nodes.unseal(e.node, e.ctid, e.token)
+            else:
+                self.nodes.remove(e.node, e.ctid)
+        except CtmError as exc:  # StorageFailed, StaleToken, SshError: said in one line
+            return exc
+        return None
 
     def _check_space(self, effects: list[Effect]) -> None:
         from ..executor.storage import StorageFailed

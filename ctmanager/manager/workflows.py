@@ -49,7 +49,7 @@ class Changed(CtmError):
 
 def _state(m: Move) -> tuple[object, ...]:
     return m.phase, m.step, m.flipped, m.hold, m.aborting, m.passes, m.sealed, m.finished_at
-MOVES_EVERY = 0.25  # s between two looks at the moves while one is open (and at every configuration change)
+MOVES_EVERY = 0.1  # s between two looks while a tenant is held or a move is open: its downtime runs (two reads)
 IDLE_EVERY = 2.0  # s between looks while none is
 RETRY_EVERY = 5.0  # s after a failed batch of effects before the same step hands them out again
 Pending = Callable[[Any, set[str]], list[str]]  # names among these whose DNS records are not published yet

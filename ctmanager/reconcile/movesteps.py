@@ -91,32 +91,35 @@ def _stop(m: Move, f: Facts) -> Advance:
 
 
 def _seal(m: Move, f: Facts) -> Advance:
-    o = f.outcome
-    if o is None:
-        return Advance(effects=_side(m, f, EffectKind.SEAL, m.rack), changes={"token": f.epoch})
-    if o.stale:
-        return WAIT
-    if not o.ok:
-        return rollback(m, f, f"sealing the /data of {rack_name(m.rack)} failed: {o.error}")
-    return Advance({"step": Step.FINAL.value, "sealed": True},
-                   f"/data sealed on {', '.join(sorted({n for n, _ in m.side(m.rack)}))}")
-
-
-def _final(m: Move, f: Facts) -> Advance:
+    """Seal the leaving side's /data, then take the final copy: one batch, in that
+    order (the storage port keeps it). The certificate proved every CT down, so
+    the copy reads still data; the seal, landed first, keeps any of them from
+    starting there again (ctagent refuses it) even if that proof were wrong."""
     o = f.outcome
     if o is None:  # (a move without pre-copy checks the room there on its one pull)
         first = m.phase == Phase.CUTOVER and m.passes == 0
-        return Advance(effects=_pulls(m, f, m.other, first=first), changes={"token": f.epoch})
+        return Advance(effects=_side(m, f, EffectKind.SEAL, m.rack) + _pulls(m, f, m.other, first=first),
+                       changes={"token": f.epoch, "sealed": True})
+    return _final(m, f, f"sealing the /data of {rack_name(m.rack)} or its final copy failed")
+
+
+def _final(m: Move, f: Facts, failed: str = "the final copy failed") -> Advance:
+    """The outcome of the final copy (a row left at step `final` takes it again)."""
+    o = f.outcome
+    if o is None:
+        return Advance(effects=_pulls(m, f, m.other), changes={"token": f.epoch})
     if o.stale:
         return WAIT
     if not o.ok:
-        return rollback(m, f, f"the final copy failed: {o.error}")
+        return rollback(m, f, f"{failed}: {o.error}")
     counts = {"passes": m.passes + 1, "bytes": m.bytes + o.delta, "last_delta": o.delta}
+    sealed = ", ".join(sorted({n for n, _ in m.side(m.rack)}))
     if m.phase == Phase.ROLLBACK:  # the copy back is in: the source may run it again
-        return Advance({**counts, "step": Step.UNSEAL.value}, f"copied back: {_mib(o.delta)} in {o.took:.1f} s",
-                       sizes=o.sizes)
+        return Advance({**counts, "step": Step.UNSEAL.value}, f"/data sealed on {sealed}; copied back: "
+                       f"{_mib(o.delta)} in {o.took:.1f} s", sizes=o.sizes)
     return Advance({**counts, "step": Step.START.value, "deadline": f.now + f.start_timeout},
-                   f"final pass: {_mib(o.delta)} in {o.took:.1f} s", flip=True, config=True, sizes=o.sizes)
+                   f"/data sealed on {sealed}; final pass: {_mib(o.delta)} in {o.took:.1f} s", flip=True,
+                   config=True, sizes=o.sizes)
 
 
 def _start(m: Move, f: Facts) -> Advance:

@@ -8,8 +8,8 @@ simulator runs that loop among faults. No clock, no thread, no store here.
     cutover   stop:  hold the tenant down where it is configured; wait for that
                      rack's leader to certify it let every CT go (reconcile/release.py)
               seal:  seal the leaving side's /data on its storage node (ctagent
-                     refuses to start a CT on it)
-              final: the last pull, carrying the runner's epoch as fencing token
+                     refuses to start a CT on it), and, in the same batch, the last
+                     pull, carrying the runner's epoch as fencing token
               (flip): the CT rows go to the other rack, in one transaction
               start: wait until every CT is UP there and its names resolve
     online    the downtime is recorded; then delete (or rest, with --keep-source)
@@ -49,7 +49,7 @@ class Step(StrEnum):
     NONE = ""
     STOP = "stop"
     SEAL = "seal"
-    FINAL = "final"
+    FINAL = "final"  # (rows of an earlier version: the final pull alone)
     UNSEAL = "unseal"
     START = "start"
     CLEANUP = "cleanup"

@@ -16,7 +16,7 @@ what matters, as invariants checked while the schedule runs:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..manager.effects import Done
 from ..reconcile.moving import Effect, EffectKind, Outcome
@@ -100,32 +100,45 @@ class SimStoragePort:
         pass  # a pull lands or not: the token decides whether it may
 
     def submit(self, effects: Sequence[Effect], bwlimit: int, done: Done) -> None:
-        took = LATENCY + PULL_TIME * sum(e.kind == EffectKind.PULL for e in effects)
-        batch = list(effects)
+        """Kind by kind, in the batch's order, as the real port runs them: each kind
+        lands LATENCY after the one before (pulls PULL_TIME more), so a seal is on
+        before the final pull reads; the first failure ends the batch."""
+        kinds = list(dict.fromkeys(e.kind for e in effects))
+        groups = [[e for e in effects if e.kind == k] for k in kinds]
+        took = sum(LATENCY + (PULL_TIME if g[0].kind == EffectKind.PULL else 0.0) for g in groups)
+        state = {"delta": 0, "sizes": []}  # type: dict[str, Any]
 
-        def run() -> None:
-            data, total, delta = self.dc.data, Outcome(True), 0
-            sizes: list[tuple[int, int, int]] = []
-            for e in batch:
-                if not (self.dc.net.up(self.manager, e.node) and self.dc.net.up(e.node, self.manager)):
-                    total = Outcome(False, f"cannot connect to {e.node}")
+        def run(i: int) -> None:
+            failed = None
+            for e in groups[i]:
+                failed = self._apply(e, state)
+                if failed is not None:
                     break
-                if e.kind == EffectKind.PULL:
-                    got = data.pull(e.node, e.ctid, e.source, e.token)
-                    delta += got.delta
-                    sizes.extend(got.sizes)
-                elif e.kind == EffectKind.SEAL:
-                    got = data.seal(e.node, e.ctid, e.token)
-                elif e.kind == EffectKind.UNSEAL:
-                    got = data.unseal(e.node, e.ctid, e.token)
-                else:
-                    got = data.remove(e.node, e.ctid)
-                if not got.ok:
-                    total = got
-                    break
-            if total.ok:
-                total = Outcome(True, delta=delta, took=took, sizes=tuple(sizes))
+            if failed is None and i + 1 < len(groups):
+                nxt = groups[i + 1][0].kind
+                self.dc.clock.after(LATENCY + (PULL_TIME if nxt == EffectKind.PULL else 0.0), run, i + 1)
+                return
+            total = failed or Outcome(True, delta=state["delta"], took=took, sizes=tuple(state["sizes"]))
             if self.alive():
                 done(total)
                 self.wake()
-        self.dc.clock.after(took, run)
+        if groups:
+            first = groups[0][0].kind
+            self.dc.clock.after(LATENCY + (PULL_TIME if first == EffectKind.PULL else 0.0), run, 0)
+
+    def _apply(self, e: Effect, state: dict[str, Any]) -> Outcome | None:
+        """One effect on the storage node (None: done), if this manager reaches it."""
+        data = self.dc.data
+        if not (self.dc.net.up(self.manager, e.node) and self.dc.net.up(e.node, self.manager)):
+            return Outcome(False, f"cannot connect to {e.node}")
+        if e.kind == EffectKind.PULL:
+            got = data.pull(e.node, e.ctid, e.source, e.token)
+            state["delta"] += got.delta
+            state["sizes"].extend(got.sizes)
+        elif e.kind == EffectKind.SEAL:
+            got = data.seal(e.node, e.ctid, e.token)
+        elif e.kind == EffectKind.UNSEAL:
+            got = data.unseal(e.node, e.ctid, e.token)
+        else:
+            got = data.remove(e.node, e.ctid)
+        return None if got.ok else got

@@ -108,11 +108,9 @@ def test_a_forward_move_copies_stops_seals_flips_starts_and_deletes() -> None:
     r.now = T0 + 5
     a = r.step(release=cert(r.m))
     assert r.m.step == "seal" and not a.effects and "let every CT go at configuration version 41" in a.say
-    assert r.step().effects == side(K.SEAL, SRC)
-    r.step(outcome=OK)
-    assert (r.m.step, r.m.sealed) == ("final", True)
-    assert r.step(epoch=9).effects == pulls(SRC, DST, token=9)  # a new leader's: its epoch fences the copy
-    assert r.m.token == 9
+    # a new leader's step: its epoch fences the seal and the copy; the seal comes first in the batch
+    assert r.step(epoch=9).effects == side(K.SEAL, SRC, token=9) + pulls(SRC, DST, token=9)
+    assert (r.m.step, r.m.sealed, r.m.token) == ("seal", True, 9)  # (sealed from the hand-out on)
     a = r.step(epoch=9, outcome=OK)
     assert a.flip is True and a.config and r.at() == ("cutover", "start", False, True)
     assert (r.m.passes, r.m.deadline) == (3, T0 + 5 + 120)
@@ -189,7 +187,7 @@ def test_an_abort_after_the_flip_is_a_cutover_back_unless_it_is_online_already()
 
 @pytest.mark.parametrize("m,outcome,error", [
     (move(), FAILED, "copy pass 1 failed: rsync was killed"),
-    (cut("seal"), FAILED, "sealing the /data of rack-101 failed"),
+    (cut("seal"), FAILED, "sealing the /data of rack-101 or its final copy failed: rsync was killed"),
     (cut("final"), FAILED, "the final copy failed: rsync was killed"),
     (cut("start", flipped=True, hold=False), None, "not online in rack-102 within 120 s"),
 ])
@@ -225,10 +223,8 @@ def test_a_rollback_after_the_flip_copies_the_destination_back_before_flipping_b
         assert r.step(release=release).idle
     r.step(release=cert(r.m))
     assert r.m.step == "seal"
-    assert r.step().effects == side(K.SEAL, DST)
-    r.step(outcome=OK)
-    assert (r.m.step, r.m.sealed) == ("final", True)
-    assert r.step().effects == pulls(DST, SRC)  # what the tenant wrote there comes back
+    assert r.step().effects == side(K.SEAL, DST) + pulls(DST, SRC)  # what the tenant wrote there comes back
+    assert (r.m.step, r.m.sealed) == ("seal", True)
     a = r.step(outcome=OK)
     assert r.at() == ("rollback", "unseal", True, True) and a.flip is None
     assert r.step().effects == side(K.UNSEAL, SRC)

@@ -71,6 +71,7 @@ class Loop:
         self.certifying = {101, 102}  # leaders whose configuration shows the hold already
         self.up = True
         self.fail = ""  # every copy fails so
+        self.stall_pulls = False  # the final batch lands its seals, then its runner dies (no outcome)
         ct = queries.find_ct(inv.store, "myhost")
         self.data = {(ct.storage, ct.ctid): "written at rack-101"}
         self.sealed: set[tuple[str, int]] = set()
@@ -113,9 +114,13 @@ class Loop:
                 self.trail.append(("flip", a.flip))
         return m
 
-    def effects(self, effects: tuple[Effect, ...]) -> Outcome:
-        if self.fail and any(e.kind == EffectKind.PULL for e in effects):
-            return Outcome(False, self.fail)
+    def effects(self, effects: tuple[Effect, ...]) -> Outcome | None:
+        """The batch kind by kind, as the storage port runs it: seals land before a
+        failing pull does (None: the runner died before the pulls ended)."""
+        stall = self.stall_pulls and any(e.kind == EffectKind.SEAL for e in effects)  # the final batch
+        if (self.fail or stall) and any(e.kind == EffectKind.PULL for e in effects):
+            self.effects(tuple(e for e in effects if e.kind != EffectKind.PULL))
+            return None if stall else Outcome(False, self.fail)
         for e in effects:
             self.trail.append(e)
             at = (e.node, e.ctid)
@@ -143,7 +148,9 @@ class Loop:
         a = advance(m, self.facts(m, None))
         m = self.write(m, a)
         if a.effects:  # done at once: their outcome is the next look's
-            m = self.write(m, advance(m, self.facts(m, self.effects(a.effects))))
+            outcome = self.effects(a.effects)
+            if outcome is not None:
+                m = self.write(m, advance(m, self.facts(m, outcome)))
         return m
 
     def run(self, m: Move, until: Callable[[Move], bool] = lambda m: False, rounds: int = 30) -> Move:
@@ -206,7 +213,7 @@ def test_a_failure_before_online_rolls_back_to_the_source_unchanged(dc2: invento
     if when == "copy":
         loop.fail = "target storage full: No space left on device"
     if when == "final":
-        m = loop.run(m, until=lambda m: m.step == "final")
+        m = loop.run(m, until=lambda m: m.step == "seal")
         loop.fail = "rsync was killed (exit 20)"
     if when == "start":  # flipped, never UP there: the way back is a cutover, the destination's writes kept
         loop.up = False
@@ -338,7 +345,9 @@ def test_a_sealed_source_released_without_its_runner_is_unsealed_when_it_comes_b
         dc2: inventory.Inventory, how: str) -> None:
     """Only the runner's token lifts the seal: the move stays open until it is back."""
     loop = Loop(dc2)
-    m = loop.run(started(dc2), until=lambda m: m.step == "final")
+    loop.stall_pulls = True  # the seal landed, the final pull never returned
+    m = loop.run(started(dc2), until=lambda m: bool(loop.sealed))
+    loop.stall_pulls = False
     ct = queries.find_ct(dc2.store, "myhost")
     assert loop.sealed == {(ct.storage, ct.ctid)} and m.sealed
     loop.leaders = {101}  # rack-102's manager is gone
