@@ -42,6 +42,9 @@ class StorageEffects:
 
     def __init__(self, nodes: Any) -> None:
         self.nodes = nodes
+        # (source node, CTID) -> its /data's path there, from an earlier pass: the final
+        # pull (the tenant down, every second counted) goes without asking again
+        self._paths: dict[tuple[str, int], str] = {}
 
     def learn(self, addresses: dict[str, str]) -> None:
         self.nodes.learn(addresses)
@@ -95,11 +98,15 @@ class StorageEffects:
         """One effect: a pull's (bytes brought, (CTID, bytes, files)), None, or what went wrong."""
         try:
             if e.kind == EffectKind.PULL:
-                src = self.nodes.info(e.source, e.ctid)
-                if not src.exists:
-                    return f"{e.source} has no /data of CT {e.ctid} ({src.path})"
-                timeout = max(MIN_PULL_TIMEOUT, src.bytes / max(bwlimit, 1 << 20) * 3)
-                got = self.nodes.pull(e.node, e.ctid, e.source, src.path, bwlimit, timeout, e.token)
+                path, size = self._paths.get((e.source, e.ctid)), 0
+                if path is None:
+                    src = self.nodes.info(e.source, e.ctid)
+                    if not src.exists:
+                        return f"{e.source} has no /data of CT {e.ctid} ({src.path})"
+                    path, size = src.path, src.bytes
+                timeout = max(MIN_PULL_TIMEOUT, size / max(bwlimit, 1 << 20) * 3)
+                got = self.nodes.pull(e.node, e.ctid, e.source, path, bwlimit, timeout, e.token)
+                self._paths[e.source, e.ctid] = path
                 return got.bytes, (e.ctid, got.total_bytes, got.files)
             if e.kind == EffectKind.SEAL:
                 self.nodes.seal(e.node, e.ctid, e.token)
@@ -107,6 +114,7 @@ class StorageEffects:
                 self.nodes.unseal(e.node, e.ctid, e.token)
             else:
                 self.nodes.remove(e.node, e.ctid)
+                self._paths.pop((e.node, e.ctid), None)
         except CtmError as exc:  # StorageFailed, StaleToken, SshError: said in one line
             return exc
         return None
