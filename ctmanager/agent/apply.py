@@ -65,7 +65,12 @@ def apply(config: AgentConfig, driver: Driver, action: str, ctid: int, stdin: by
                 out.message = (f"{config.hn} has seen manager epoch {newest}; this action of epoch {epoch} "
                                "comes from a manager that no longer leads: not done")
                 return out
-            _run(config, driver, node, action, ctid, spec, raw, purge, out, time.time() if now is None else now)
+            if epoch is None:  # a hand-run action: no manager waits for it
+                _run(config, driver, node, action, ctid, spec, raw, purge, out, time.time() if now is None else now)
+            else:
+                with node.applying(ctid, epoch):  # the daemon's reports wait for it to settle the epoch
+                    _run(config, driver, node, action, ctid, spec, raw, purge, out,
+                         time.time() if now is None else now)
     except InputError as exc:
         out.result, out.message = ActionResult.BAD_INPUT, str(exc)
     except Rejected as exc:

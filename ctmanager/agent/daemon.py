@@ -168,6 +168,17 @@ class Agent:
                     continue
             self.membership.hear(report.hn, report.sent_at, now, report.hears)
 
+    def settled(self) -> int:
+        """The newest manager epoch this HN has seen such that no action of an older
+        one still runs here: a manager that took over waits for it before it acts
+        on what its predecessor left in flight (manager/core.py). Sent in reports."""
+        try:
+            oldest = self.node.oldest_applying()
+        except OSError as exc:
+            log.warning("cannot read the running actions in %s: %s", self.config.state_dir, exc)
+            return 0
+        return self.epoch if oldest is None or oldest >= self.epoch else oldest
+
     def _see_epoch(self, epoch: int) -> int:
         """The node's newest epoch, after recording `epoch` (an `apply` may have seen
         a newer one). A state_dir that cannot be written costs the record, not the agent."""
@@ -205,7 +216,7 @@ class Agent:
             cfg.rack, cfg.hn, self.boot_id, self.seq, now, self.node.drained(), reports.Metrics(
                 round(self.load(), 3), cfg.memory, max(cfg.memory - mem_used, 0), cfg.disk,
                 max(cfg.disk - disk_used, 0), up),
-            cts, self.guard.fenced, self.membership.hears(now))
+            cts, self.guard.fenced, self.membership.hears(now), self.settled())
 
     def send_metrics(self, report: reports.Report, now: float) -> None:
         """The HN's figures and each running CT's cgroup CPU and memory (queued; never blocks)."""

@@ -8,6 +8,7 @@ in memory (the same protocol), so it runs the real `apply` and the real daemon.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -48,6 +49,10 @@ class Node(Protocol):
         restarts); returns the newest epoch seen before this one."""
     def sealed(self, marker: str) -> bool:
         """Whether a storage node's seal marker (`<data>/<CTID>.sealed`, through the mount) is there."""
+    def applying(self, ctid: int, epoch: int) -> AbstractContextManager[None]:
+        """While an action of a manager of `epoch` runs on CT `ctid` here."""
+    def oldest_applying(self) -> int | None:
+        """The oldest epoch among the actions running here now (None: none runs)."""
 
 
 class SpecStore:
@@ -181,6 +186,32 @@ class DiskNode:
             if epoch > seen:
                 write_atomic(path, f"{epoch}\n".encode(), 0o644)
             return seen
+
+    @contextmanager
+    def applying(self, ctid: int, epoch: int) -> Iterator[None]:
+        """A marker `state_dir/applying/CTID` ("EPOCH PID") while the action runs (under
+        the CT's lock); one left by a process that died is ignored (its PID is gone)."""
+        folder = Path(self.config.state_dir) / "applying"
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = folder / str(ctid)
+        write_atomic(marker, f"{epoch} {os.getpid()}\n".encode(), 0o644)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                marker.unlink()
+
+    def oldest_applying(self) -> int | None:
+        folder = Path(self.config.state_dir) / "applying"
+        oldest = None
+        for marker in folder.iterdir() if folder.is_dir() else ():
+            try:
+                epoch, pid = (int(x) for x in marker.read_text().split())
+                os.kill(pid, 0)
+            except (OSError, ValueError):  # gone meanwhile, unreadable, or its process is dead
+                continue
+            oldest = epoch if oldest is None else min(oldest, epoch)
+        return oldest
 
     @contextmanager
     def lock(self, ctid: int) -> Iterator[None]:

@@ -66,6 +66,9 @@ class Core:
         self._cleared: set[int] = set()
         self._died: set[int] = set()  # CTs seen going from UP to DOWN: their next restart counts as a crash
         self.quorum = False  # the last decision's: it had quorum and was not warming up (it may act)
+        # (CTID, HN) -> (epoch, deadline): a predecessor's action that may still run there; its CT
+        # waits until that HN reports it settled the epoch (no older action runs), or the deadline
+        self.awaiting: dict[tuple[int, str], tuple[int, float]] = {}
 
     def reconfigure(self, configured: Configured, placements: Placements) -> None:
         """New configured state or placements from the store (a CLI edit)."""
@@ -107,7 +110,21 @@ class Core:
             if hn == report.hn and until != RUNNING and report.sent_at >= until - SETTLE:
                 del self.busy[ctid, hn]  # the HN has reported since the action finished
                 changed.add(ctid)
+        for (ctid, hn), (epoch, _) in list(self.awaiting.items()):
+            if hn == report.hn and report.epoch >= epoch:  # no action older than this leader's runs there now
+                del self.awaiting[ctid, hn]
+                self.busy.pop((ctid, hn), None)
+                changed.add(ctid)
         return changed
+
+    def await_settled(self, lost: Iterable[tuple[int, str]], epoch: int, deadline: float) -> None:
+        """Actions a former leader left in flight (its intents, closed at the takeover):
+        their CTs count as busy until each HN reports `epoch` settled (the agent then
+        refuses anything older, and nothing older still runs), or until `deadline`
+        (an HN that cannot say so: an older agent)."""
+        for ctid, hn in lost:
+            self.awaiting[ctid, hn] = (epoch, deadline)
+            self.busy[ctid, hn] = RUNNING
 
     def finished(self, action: Action, result: str, now: float) -> None:
         self.busy[action.ctid, action.hn] = now + SETTLE
@@ -117,6 +134,11 @@ class Core:
 
     def expire(self, now: float) -> set[int]:
         changed = set()
+        for key, (_, deadline) in list(self.awaiting.items()):
+            if deadline <= now:
+                del self.awaiting[key]
+                self.busy.pop(key, None)
+                changed.add(key[0])
         for (ctid, hn), until in list(self.busy.items()):
             if until <= now:
                 del self.busy[ctid, hn]

@@ -103,7 +103,11 @@ class Leading:
         self.events.leadership(f"leads rack-{slot}: {change.why}")
         if lost:
             self.events.leadership(f"resuming: {len(lost)} action(s) were in flight when the last leader stopped "
-                                   f"({'; '.join(lost[:5])}); replanning them")
+                                   f"({'; '.join(map(str, lost[:5]))}); their CTs wait until each HN shows it "
+                                   "settled this epoch, then are replanned")
+            if self.core is not None:
+                self.core.await_settled([(i.ctid, i.hn) for i in lost], self.leadership.epoch,
+                                        now + self.config.action_timeout)
         if old is not None and self.core is not None:
             # Whom we heard and when is true whoever led: the first heartbeat says so, and
             # an HN counts us in at once (contact counts only from now: mutual_at is new).

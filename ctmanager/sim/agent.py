@@ -116,6 +116,7 @@ class MemoryNode:
 
     def __init__(self, sealed: Callable[[str, int], bool] | None = None) -> None:
         self._sealed = sealed  # (storage node, CTID) -> whether its /data is sealed there
+        self.running_epochs: dict[int, int] = {}  # CTID -> epoch of the action running on it
         self.raw: dict[int, tuple[wirespec.Spec, str, bytes]] = {}  # CTID -> (spec, its hash, the file)
         self._all: dict[int, wirespec.Spec] | None = None
         self._hashes: dict[int, str] | None = None
@@ -164,6 +165,14 @@ class MemoryNode:
     def lock(self, ctid: int) -> Iterator[None]:
         yield  # one simulated process at a time
 
+    @contextlib.contextmanager
+    def applying(self, ctid: int, epoch: int) -> Iterator[None]:
+        self.running_epochs[ctid] = epoch  # held on by SimAgent.apply until its answer (the runtime's time)
+        yield
+
+    def oldest_applying(self) -> int | None:
+        return min(self.running_epochs.values(), default=None)
+
     def sealed(self, marker: str) -> bool:
         """`<paths.data>/<storage>/<CTID>.sealed`, as the HN sees it through its mount."""
         if self._sealed is None:
@@ -207,6 +216,8 @@ class SimAgent:
     @hung_runtime.setter
     def hung_runtime(self, hung: bool) -> None:
         self.runtime.hung = hung
+        if not hung:
+            self.node.running_epochs.clear()  # the hung commands return at last
         if not hung and self.stuck:  # the stuck command returns at last
             self.stuck = False
             self.wake(0.0)
@@ -247,6 +258,7 @@ class SimAgent:
             self.rack.ct_down(self.hn, ctid, self.storage_of(ctid))
         self.running.clear()
         self.runtime.starting.clear()
+        self.node.running_epochs.clear()  # every process died with the node
         self.alive = self.powered = False
         self.boots += 1  # the old life's timers end
         if self.reboot_after is not None:
@@ -302,10 +314,12 @@ class SimAgent:
         finally:
             rt.why = "fenced"
         if not rt.took:
+            self.node.running_epochs.pop(ctid, None)
             return reply(out.result, out.message)
         boots = self.boots
 
         def answer() -> None:
+            self.node.running_epochs.pop(ctid, None)  # the command returns now (its runtime call took this long)
             if self.boots == boots and self.powered:
                 reply(out.result, out.message)
             else:

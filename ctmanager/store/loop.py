@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from typing import NamedTuple
 
 from ..dc.model import Ct, DcTemplate
 from ..reconcile.state import Action, Configured, Hn, JournalState, Observed, Placements, Settings
@@ -164,16 +165,26 @@ def finish(store: Store, journal_id: int, a: Action, result: str, message: str, 
         store.event("ct.rejected", str(a.ctid), f"{a.hn}: {message}")
 
 
-def interrupted(store: Store, now: float, slot: int) -> list[str]:
+class Interrupted(NamedTuple):
+    kind: str
+    ctid: int
+    hn: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.ctid} on {self.hn}"
+
+
+def interrupted(store: Store, now: float, slot: int) -> list[Interrupted]:
     """Intents a previous manager of rack `slot` wrote but never finished. The plan
     is level-based and placements were saved before acting, so the next plan
     redoes exactly what is still needed, on the same HN; these are closed and
-    reported. Another rack's pending intents are its manager's, running or not."""
+    returned (the new leader leaves their CTs alone until each HN has settled its
+    epoch: manager/core.py). Another rack's pending intents are its manager's."""
     rows = store.query("SELECT id, kind, ct_id, hn FROM journal WHERE state = 'pending' AND rack IN (?, 0) "
                        "ORDER BY id", (slot,))
     store.execute("UPDATE journal SET state = 'failed', detail = 'interrupted: the manager stopped; replanned', "
                   "finished_at = ? WHERE state = 'pending' AND rack IN (?, 0)", (now, slot))
-    return [f"{r['kind']} {r['ct_id']} on {r['hn']}" for r in rows]
+    return [Interrupted(str(r["kind"]), int(r["ct_id"]), str(r["hn"])) for r in rows]
 
 
 def pending_before(store: Store, before: float, slot: int) -> list[tuple[str, int, str]]:

@@ -99,7 +99,9 @@ class Report(NamedTuple):
     cts: tuple[CtState, ...]
     fenced: bool = False  # the agent lost quorum and stopped its CTs; it admits none
     hears: Mapping[str, float] = NOBODY  # voter -> seconds since the sender heard it
-    epoch: int = 0  # a manager's heartbeat: the lease epoch it leads with (agents: 0, not sent)
+    # A manager's heartbeat: the lease epoch it leads with. An agent's report: the newest
+    # epoch it has seen with no action of an older one still running there (0: none).
+    epoch: int = 0
 
     def body(self) -> bytes:
         extra = {"epoch": self.epoch} if self.epoch else {}

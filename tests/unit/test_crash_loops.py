@@ -184,4 +184,4 @@ def test_the_journal_accepts_set_after_the_migration_and_keeps_its_rows(tmp_path
     assert [tuple(r) for r in store.query("SELECT id, kind, state FROM journal ORDER BY id")] == \
         [(41, "start", "done"), (42, "set", "pending")]
     assert store.one("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'journal_pending'")
-    assert loop.interrupted(store, 3.0, 101) == ["set 1001 on hn-1"]  # the pending-index query still works
+    assert [str(i) for i in loop.interrupted(store, 3.0, 101)] == ["set 1001 on hn-1"]  # the pending-index query still works

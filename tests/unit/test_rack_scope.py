@@ -39,7 +39,7 @@ def test_each_rack_s_manager_touches_only_its_own_rows(inv: inventory.Inventory)
     with store.transaction(config=False):
         loop.save_observed(store, [], [], {}, 101, everything=True)
         lost = loop.interrupted(store, now, 101)
-    assert lost == [f"start {a} on hn-101-1"]
+    assert [str(i) for i in lost] == [f"start {a} on hn-101-1"]
     assert [r[0] for r in store.query("SELECT ct_id FROM observed")] == [g]
     assert [r[0] for r in store.query("SELECT ct_id FROM journal WHERE state = 'pending'")] == [g]
     p101, p102 = loop.placements(store, now, 101), loop.placements(store, now, 102)
