@@ -224,7 +224,7 @@ class Manager(Leading, Workflows):
             self._store_step("prune", lambda: self._prune(now), now)
         wake = min(self.next_full, self.next_check_in, self.next_beat if leading else self.next_full,
                    self.next_moves if leading else self.next_full,
-                   now + self.config.lease_ttl / 12)  # the lease's renewals and a standby's looks
+                   now + max(self.leadership.due_in(), 0.001))  # the lease's renewal, a standby's next look
         return min(wake, now + (0.05 if self.busy or self._inflight else 0.5)) if self.poll else wake
 
     # ---- inputs --------------------------------------------------------------

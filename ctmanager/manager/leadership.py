@@ -66,6 +66,14 @@ class Leadership:
     def epoch(self) -> int:
         return self.lease.epoch if self.lease is not None else 0
 
+    def due_in(self) -> float:
+        """Seconds until this side of the lease needs a look: a leader's renewal (or
+        the end of its belief), a standby's next look at a free lease."""
+        mono = self.mono()
+        if self.lease is not None:
+            return max(min(self.next_renew, self.valid_until) - mono, 0.0)
+        return max(max(self.next_try, self.hold_off_until) - mono, 0.0) or POLL
+
     def step(self, can_lead: bool) -> Change | None:
         mono = self.mono()
         if self.lease is not None:
