@@ -10,7 +10,9 @@ new content) during each move's copy phase, as the tenant's own CT would.
 - downtime: from the stop at the source (the hold) to the tenant UP at the
   destination with its name published; the workflow records it, and a watcher
   polling the DNS server (dig, every 50 ms) sees the new address within it.
-  Target: median <= 5 s over >= 3 moves.
+  Target: median <= 1.5 s over >= 3 moves (issue: moves inside the loop). Its parts,
+  from the move's own log: the source leader's certificate (it let every CT
+  go: its stop, proved done), the seal and the final copy, the start there.
 - the naive way, in the same run, on the same tenant and the same bandwidth
   limit: stop, copy everything, start (`tenant move --no-precopy`). Target:
   naive downtime / move downtime >= 10.
@@ -152,10 +154,14 @@ def one_move(dc: DcLab, size: int, naive: bool) -> dict[str, float]:
     if x["stopped_at"] is None:
         raise SystemExit(f"move {x['id']} ended {x['phase']}: {x['error']}")
     t0 = float(x["stopped_at"])  # type: ignore[arg-type]
+    marks: dict[str, float] = {}
     for line in x["log"]:  # type: ignore[attr-defined]
         at, _, text = str(line).partition(" ")
         if float(at) >= t0 - 0.001:
             print(f"    +{float(at) - t0:6.3f} s  {text[:100]}", flush=True)
+            for key, word in (("released", "let every CT go"), ("final", "final pass"), ("online", "online in")):
+                if word in text:
+                    marks.setdefault(key, float(at) - t0)
     if x["phase"] != "online":
         raise SystemExit(f"move {x['id']} ended {x['phase']}: {x['error']}")
     # the source was kept (--keep-source) and has not changed since the stop: all of it must be there
@@ -167,7 +173,10 @@ def one_move(dc: DcLab, size: int, naive: bool) -> dict[str, float]:
     stopped = float(x["stopped_at"])  # type: ignore[arg-type]
     return {"downtime": float(x["downtime"]), "dns_downtime": dns.at - stopped if dns.at else float("nan"),  # type: ignore[arg-type]
             "passes": float(x["passes"]) - 1, "total": total, "rewritten": float(writer.done),  # type: ignore[arg-type]
-            "copied_mib": float(x["bytes_copied"]) / (1 << 20)}  # type: ignore[arg-type]
+            "copied_mib": float(x["bytes_copied"]) / (1 << 20),  # type: ignore[arg-type]
+            "released": marks.get("released", float("nan")),
+            "final": marks.get("final", float("nan")) - marks.get("released", float("nan")),
+            "start": marks.get("online", float("nan")) - marks.get("final", float("nan"))}
 
 
 def run(dc: DcLab, args: argparse.Namespace) -> tuple[list[dict[str, float]], list[dict[str, float]], int]:
@@ -217,7 +226,11 @@ def main() -> int:
     passes = max(m["passes"] for m in moves)
     rows = [
         ("downtime (stop -> UP + name published)", f"{min(m['downtime'] for m in moves):.2f} s", f"{med:.2f} s",
-         "median <= 5 s", "yes" if med <= 5 else "NO"),
+         "median <= 1.5 s", "yes" if med <= 1.5 else "NO"),
+        *((f"  {what}", f"{min(m[key] for m in moves):.2f} s", f"{statistics.median(m[key] for m in moves):.2f} s",
+           "-", "-") for key, what in (("released", "the source's certificate (its stop, proved)"),
+                                       ("final", "then the seal and the final copy"),
+                                       ("start", "then the start there and the name"))),
         ("  seen by dig (new address resolving)", f"{min(m['dns_downtime'] for m in moves):.2f} s",
          f"{statistics.median(m['dns_downtime'] for m in moves):.2f} s", "-", "-"),
         ("naive downtime (stop, copy all, start)", f"{min(m['downtime'] for m in naive):.2f} s", f"{nmed:.2f} s",

@@ -54,12 +54,16 @@ class StorageEffects:
                          daemon=True).start()
 
     def cancel(self, effects: Sequence[Effect]) -> None:
-        for e in effects:
-            if e.kind == EffectKind.PULL:
+        pulls = [e for e in effects if e.kind == EffectKind.PULL]
+
+        def run() -> None:  # in the background: the loop never waits on SSH
+            for e in pulls:
                 try:
                     self.nodes.cancel(e.node, e.ctid)
                 except CtmError as exc:
                     log.warning("cancelling the pull of CT %d on %s: %s", e.ctid, e.node, exc)
+        if pulls:
+            threading.Thread(target=run, name="move-cancel", daemon=True).start()
 
     def _run(self, effects: list[Effect], bwlimit: int) -> Outcome:
         """The batch in its order, kind by kind (seals before the final pulls: the

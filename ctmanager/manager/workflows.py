@@ -73,6 +73,7 @@ class Workflows:
         self._outcomes: dict[int, tuple[str, Outcome]] = {}
         self._retry_at: dict[int, float] = {}
         self._certified: dict[tuple[int, int], tuple[bool, str]] = {}  # what this leader wrote last
+        self._cancelled: set[int] = set()  # moves whose pulls in flight were told to stop
         self.next_moves = 0.0
 
     def _hand_out_all(self, kept: list[tuple[Action, int]], cts: Any) -> None:
@@ -100,8 +101,12 @@ class Workflows:
             if stops:
                 for a in stops:
                     core.busy[a.ctid, a.hn] = RUNNING
-                with self.store.transaction(config=False):
-                    kept = persist.journal(self.store, stops, now, slot, epoch)
+                try:
+                    with self.store.transaction(config=False):
+                        kept = persist.journal(self.store, stops, now, slot, epoch)
+                except CtmError:
+                    core.abandon(stops)  # not recorded: not handed out, and not in flight
+                    raise
                 self._hand_out_all(kept, core.configured.cts)
             if self._certified.get((m.id, slot)) != (v.released, v.why):
                 with self.store.transaction(config=False):
@@ -120,6 +125,7 @@ class Workflows:
             move_id, key, epoch, outcome = self.move_results.popleft()
             if self._inflight.get(move_id, ("", ()))[0] == key and epoch == self.leadership.epoch:
                 del self._inflight[move_id]
+                self._cancelled.discard(move_id)
                 self._outcomes[move_id] = (key, outcome)
         open_moves = moves.to_run(self.store, self.config.slot)
         for m in open_moves:
@@ -143,11 +149,13 @@ class Workflows:
         self._inflight.clear()
         self._outcomes.clear()
         self._certified.clear()
+        self._cancelled.clear()
 
     def _step_move(self, m: Move) -> Move | None:
         key = f"{m.phase}/{m.step}/{m.passes}"
         if m.id in self._inflight:
-            if m.aborting and self.storage is not None:
+            if m.aborting and self.storage is not None and m.id not in self._cancelled:
+                self._cancelled.add(m.id)  # once: the pull ends, and its outcome comes back as for any batch
                 self.storage.cancel(self._inflight[m.id][1])
             return None
         got = self._outcomes.pop(m.id, None)
