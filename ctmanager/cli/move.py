@@ -36,8 +36,10 @@ def register(reg: Registry) -> None:
     p.add_argument("name", help="the tenant")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--to", metavar="RACK", help="the rack to move it to (rack-102 or 102)")
-    what.add_argument("--abort", action="store_true", help="stop the tenant's open move: it is started again at "
-                      "the source, unchanged, and the partial copies are removed (only before it is online)")
+    what.add_argument("--abort", action="store_true", help="stop the tenant's open move and roll it back: before "
+                      "the cutover it runs on at the source, unchanged; after it, the destination's /data is copied "
+                      "back first (nothing written there is lost); the partial copies are removed (only before it is "
+                      "online)")
     what.add_argument("--delete-source", action="store_true",
                       help="a move made with --keep-source: delete the source copy now")
     p.add_argument("--dry-run", action="store_true", help="say what the move would do; change nothing")
@@ -124,8 +126,9 @@ def _dry_run(args: argparse.Namespace, m: Move) -> int:
               f"address {c.src_ip} -> a new one in {rack_name(m.dst)}'s /16; same CTID")
     for service, (a, b) in sorted(m.routes.items()):
         print(f"  route {service}: {a}" + (f" -> {b}" if a != b else " (unchanged)"))
-    print("  copy while it runs, stop at the source, copy the rest, start at the destination, publish DNS; "
-          "then delete the source copy" + (" (kept: --keep-source)" if args.keep_source else ""))
+    print("  copy while it runs; stop at the source (its manager proves every CT down); seal the source /data and "
+          "copy the rest; start at the destination, publish DNS; then delete the source copy"
+          + (" (kept: --keep-source)" if args.keep_source else ""))
     print(f"  {NOT_MOVED}")
     return 0
 

@@ -165,6 +165,9 @@ class Workflows:
             return None
         if outcome is not None and not outcome.ok:
             self._retry_at[m.id] = now + RETRY_EVERY
+            if outcome.stale:  # only a newer runner of this move has a newer token: this one is deposed
+                log.warning("move %d (%s): %s: another manager runs this move now; waiting", m.id, m.tenant,
+                            outcome.error)
         step = advance(m, self._facts(m, now, outcome))
         if step.idle:
             return None

@@ -7,7 +7,7 @@ that dies anywhere is replaced by one that asks again and gets the same effects.
 from __future__ import annotations
 
 from ..dc.model import rack_name
-from .moving import WAIT, Advance, Effect, EffectKind, Facts, Move, Outcome, Phase, Step
+from .moving import WAIT, Advance, Effect, EffectKind, Facts, Move, Outcome, Phase, Step, fencing_token
 
 
 def advance(m: Move, f: Facts) -> Advance:
@@ -34,12 +34,16 @@ def _pulls(m: Move, f: Facts, to: int, first: bool = False) -> tuple[Effect, ...
     """Pull every CT's /data from the side of rack m.rack to the side of rack `to`."""
     src = {ctid: node for node, ctid in m.side(m.rack)}
     dst = {ctid: node for node, ctid in m.side(to)}
-    return tuple(Effect(EffectKind.PULL, dst[c.ctid], c.ctid, source=src[c.ctid], token=f.epoch, check_space=first)
+    return tuple(Effect(EffectKind.PULL, dst[c.ctid], c.ctid, source=src[c.ctid], token=_token(m, f), check_space=first)
                  for c in m.cts)
 
 
+def _token(m: Move, f: Facts) -> int:
+    return fencing_token(m.id, f.epoch)
+
+
 def _side(m: Move, f: Facts, kind: EffectKind, rack: int) -> tuple[Effect, ...]:
-    return tuple(Effect(kind, node, ctid, token=f.epoch) for node, ctid in m.side(rack))
+    return tuple(Effect(kind, node, ctid, token=_token(m, f)) for node, ctid in m.side(rack))
 
 
 def _failed(o: Outcome) -> bool:
@@ -54,7 +58,7 @@ def _copy(m: Move, f: Facts) -> Advance:
         return _begin_cutover(m, f, "no pre-copy asked: stopping the tenant for one whole copy")
     o = f.outcome
     if o is None:
-        return Advance(effects=_pulls(m, f, m.dst, first=m.passes == 0), changes={"token": f.epoch})
+        return Advance(effects=_pulls(m, f, m.dst, first=m.passes == 0), changes={"token": _token(m, f)})
     if o.stale:
         return WAIT
     if not o.ok:
@@ -99,7 +103,7 @@ def _seal(m: Move, f: Facts) -> Advance:
     if o is None:  # (a move without pre-copy checks the room there on its one pull)
         first = m.phase == Phase.CUTOVER and m.passes == 0
         return Advance(effects=_side(m, f, EffectKind.SEAL, m.rack) + _pulls(m, f, m.other, first=first),
-                       changes={"token": f.epoch, "sealed": True})
+                       changes={"token": _token(m, f), "sealed": True})
     return _final(m, f, f"sealing the /data of {rack_name(m.rack)} or its final copy failed")
 
 
@@ -107,7 +111,7 @@ def _final(m: Move, f: Facts, failed: str = "the final copy failed") -> Advance:
     """The outcome of the final copy (a row left at step `final` takes it again)."""
     o = f.outcome
     if o is None:
-        return Advance(effects=_pulls(m, f, m.other), changes={"token": f.epoch})
+        return Advance(effects=_pulls(m, f, m.other), changes={"token": _token(m, f)})
     if o.stale:
         return WAIT
     if not o.ok:
@@ -183,7 +187,7 @@ def _unseal(m: Move, f: Facts, rack: int, flip: bool | None) -> Advance:
     and a seal handed out before a rollback may have landed after it."""
     o = f.outcome
     if o is None:
-        return Advance(effects=_side(m, f, EffectKind.UNSEAL, rack), changes={"token": f.epoch})
+        return Advance(effects=_side(m, f, EffectKind.UNSEAL, rack), changes={"token": _token(m, f)})
     if o.stale:
         return WAIT
     if not o.ok:  # the hold stays; the step is tried again (the move's error still says why it rolls back)

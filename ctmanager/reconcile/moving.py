@@ -9,7 +9,7 @@ simulator runs that loop among faults. No clock, no thread, no store here.
                      rack's leader to certify it let every CT go (reconcile/release.py)
               seal:  seal the leaving side's /data on its storage node (ctagent
                      refuses to start a CT on it), and, in the same batch, the last
-                     pull, carrying the runner's epoch as fencing token
+                     pull, carrying a fencing token (the move and the runner's epoch)
               (flip): the CT rows go to the other rack, in one transaction
               start: wait until every CT is UP there and its names resolve
     online    the downtime is recorded; then delete (or rest, with --keep-source)
@@ -53,6 +53,18 @@ class Step(StrEnum):
     UNSEAL = "unseal"
     START = "start"
     CLEANUP = "cleanup"
+
+
+EPOCH_BITS = 32  # lease epochs are seconds of the store's clock (or the last + 1): below 2**32 until 2106
+
+
+def fencing_token(move_id: int, epoch: int) -> int:
+    """The token a move's storage writes (pulls, seals, unseals) carry, checked by
+    the storage node per CT: a later move of the CT outranks every earlier one
+    (move ids only grow), and within a move a newer leader of the runner's rack
+    outranks an older one (its epochs only grow). Epochs of different racks, which
+    say nothing of each other, are never compared."""
+    return (move_id << EPOCH_BITS) | min(max(epoch, 0), (1 << EPOCH_BITS) - 1)
 
 
 OPEN = (Phase.COPY, Phase.CUTOVER, Phase.ONLINE, Phase.DELETE, Phase.ROLLBACK)
@@ -101,7 +113,7 @@ class Move:
     log: tuple[str, ...]
     cts: tuple[MoveCt, ...] = ()
     hold_version: int = 0  # the configuration version from which the hold is visible
-    token: int = 0  # the fencing token (runner's epoch) of its last storage write
+    token: int = 0  # the fencing token of its last storage write (fencing_token: the move and the runner's epoch)
     sealed: bool = False  # the leaving side's /data is sealed
 
     @property
@@ -180,7 +192,7 @@ class Release:
 @dataclass(frozen=True)
 class Facts:
     now: float  # the store's clock
-    epoch: int  # the runner's lease epoch: the token of its storage writes
+    epoch: int  # the runner's lease epoch (its storage writes carry fencing_token(move, epoch))
     release: Release | None = None  # move.rack's leader's certificate for this move
     online: str = "?"  # '' when every CT is UP in move.rack and resolvable; else why not
     refused: str = ""  # why the tenant cannot start in move.rack at all

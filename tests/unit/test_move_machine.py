@@ -13,12 +13,24 @@ from typing import Any
 import pytest
 
 from ctmanager.reconcile.movesteps import advance, rollback
-from ctmanager.reconcile.moving import Advance, Effect, Facts, Move, MoveCt, Outcome, Phase, Release, Step
+from ctmanager.reconcile.moving import (
+    Advance,
+    Effect,
+    Facts,
+    Move,
+    MoveCt,
+    Outcome,
+    Phase,
+    Release,
+    Step,
+    fencing_token,
+)
 from ctmanager.reconcile.moving import EffectKind as K
 
 S1, S2, D = "storage-101-1", "storage-101-2", "storage-102-3"
 CTS = (MoveCt(1001, "myhost", "10.101.4.10", "", S1, D), MoveCt(1002, "myhost-db", "10.101.4.11", "", S2, D))
 EPOCH = 7
+TOKEN = fencing_token(3, EPOCH)  # move 3 (every move here), by a runner of epoch 7
 T0 = 1000.0
 OK = Outcome(True, delta=1 << 10, took=0.5, sizes=((1001, 5 << 20, 10), (1002, 1 << 20, 3)))
 BIG = Outcome(True, delta=50 << 20, took=9.0)
@@ -55,12 +67,12 @@ def cert(m: Move, *, rack: int | None = None, version: int | None = None, releas
                    "" if released else "CT 1001: waiting for hn-101-1 to stop it")
 
 
-def pulls(src: tuple[str, ...], dst: tuple[str, ...], token: int = EPOCH, first: bool = False) -> tuple[Effect, ...]:
+def pulls(src: tuple[str, ...], dst: tuple[str, ...], token: int = TOKEN, first: bool = False) -> tuple[Effect, ...]:
     return tuple(Effect(K.PULL, d, c.ctid, source=s, token=token, check_space=first)
                  for c, s, d in zip(CTS, src, dst))
 
 
-def side(kind: K, nodes: tuple[str, ...], token: int = EPOCH) -> tuple[Effect, ...]:
+def side(kind: K, nodes: tuple[str, ...], token: int = TOKEN) -> tuple[Effect, ...]:
     return tuple(Effect(kind, n, c.ctid, token=token) for c, n in zip(CTS, nodes))
 
 
@@ -95,7 +107,7 @@ class Run:
 def test_a_forward_move_copies_stops_seals_flips_starts_and_deletes() -> None:
     r = Run(move())
     assert r.step().effects == pulls(SRC, DST, first=True)  # the first pass checks the room there
-    assert r.m.token == EPOCH
+    assert r.m.token == TOKEN
     r.step(outcome=BIG)  # much copied: another pass, no room check
     assert (r.at(), r.m.passes, r.m.bytes) == (("copy", "", False, False), 1, 50 << 20)
     assert r.step().effects == pulls(SRC, DST)
@@ -109,8 +121,8 @@ def test_a_forward_move_copies_stops_seals_flips_starts_and_deletes() -> None:
     a = r.step(release=cert(r.m))
     assert r.m.step == "seal" and not a.effects and "let every CT go at configuration version 41" in a.say
     # a new leader's step: its epoch fences the seal and the copy; the seal comes first in the batch
-    assert r.step(epoch=9).effects == side(K.SEAL, SRC, token=9) + pulls(SRC, DST, token=9)
-    assert (r.m.step, r.m.sealed, r.m.token) == ("seal", True, 9)  # (sealed from the hand-out on)
+    assert r.step(epoch=9).effects == side(K.SEAL, SRC, token=fencing_token(3, 9)) + pulls(SRC, DST, token=fencing_token(3, 9))
+    assert (r.m.step, r.m.sealed, r.m.token) == ("seal", True, fencing_token(3, 9))  # (sealed from the hand-out on)
     a = r.step(epoch=9, outcome=OK)
     assert a.flip is True and a.config and r.at() == ("cutover", "start", False, True)
     assert (r.m.passes, r.m.deadline) == (3, T0 + 5 + 120)
@@ -121,7 +133,7 @@ def test_a_forward_move_copies_stops_seals_flips_starts_and_deletes() -> None:
     assert [e for e in r.trail if getattr(e, "kind", None) == K.REMOVE] == []  # nothing deleted before online
     r.step()
     assert r.m.phase == "delete"
-    assert r.step().effects == (Effect(K.REMOVE, S1, 1001, token=EPOCH), Effect(K.REMOVE, S2, 1002, token=EPOCH))
+    assert r.step().effects == (Effect(K.REMOVE, S1, 1001, token=TOKEN), Effect(K.REMOVE, S2, 1002, token=TOKEN))
     r.step(outcome=FAILED)  # tried again, said in the log: a move that ends well has no error
     assert (r.m.phase, r.m.error) == ("delete", "") and "failed (retried)" in r.m.log[-1]
     assert r.step().effects == side(K.REMOVE, SRC)
@@ -160,7 +172,7 @@ def test_a_stop_timeout_rolls_back_unsealing_before_the_hold_ends(release: str |
     assert r.step(online="CT 1001 is not UP in rack-101 yet").idle
     r.step(online="")
     assert r.m.step == "cleanup"
-    assert r.step().effects == (Effect(K.REMOVE, D, 1001, token=EPOCH), Effect(K.REMOVE, D, 1002, token=EPOCH))
+    assert r.step().effects == (Effect(K.REMOVE, D, 1001, token=TOKEN), Effect(K.REMOVE, D, 1002, token=TOKEN))
     r.step(outcome=OK)
     assert (r.m.phase, r.m.finished_at) == ("rolled-back", T0 + 61) and "did not let" in r.m.error
     assert ("flip", False) not in r.trail and ("flip", True) not in r.trail
