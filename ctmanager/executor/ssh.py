@@ -43,6 +43,22 @@ class SshTimeout(SshError):
     pass
 
 
+class NotPinned(Exception):
+    """The server's host key is not in known_hosts (our own policy raises it: no
+    decision rests on the text of paramiko's message)."""
+
+
+def refuse_unpinned() -> paramiko.MissingHostKeyPolicy:
+    """paramiko's policy for a host key that is not pinned: refuse, typed."""
+    import paramiko
+
+    class Refuse(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+            raise NotPinned(hostname)
+
+    return Refuse()
+
+
 @dataclass(frozen=True)
 class SshSettings:
     user: str
@@ -87,7 +103,7 @@ class Remote:
                             "banner_timeout": s.connect_timeout, "auth_timeout": s.connect_timeout},
         )
         client = conn.client
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.set_missing_host_key_policy(refuse_unpinned())
         client.get_host_keys().clear()
         try:
             client.load_host_keys(s.known_hosts)
@@ -98,10 +114,10 @@ class Remote:
         except paramiko.BadHostKeyException as exc:
             raise HostKeyError(f"{self.name} ({self.address}): host key CHANGED (got {exc.key.get_fingerprint().hex()}, "
                                f"pinned in {s.known_hosts}); refusing to connect") from None
+        except NotPinned:
+            raise HostKeyError(f"{self.name} ({self.address}): host key is not pinned in {s.known_hosts}; "
+                               "refusing to connect") from None
         except paramiko.SSHException as exc:
-            if "not found in known_hosts" in str(exc):
-                raise HostKeyError(f"{self.name} ({self.address}): host key is not pinned in {s.known_hosts}; "
-                                   "refusing to connect") from None
             raise SshError(f"{self.name} ({self.address}): ssh: {exc}") from None
         except TimeoutError:
             raise SshTimeout(f"{self.name} ({self.address}): ssh connect timed out after {s.connect_timeout:g} s") from None
