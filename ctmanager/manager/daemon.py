@@ -59,8 +59,8 @@ from .core import Core, reports_to_save
 from .effects import Storage
 from .leadership import Leadership, takeover_budget
 from .leading import PRUNE_EVERY, Leading
-from .ports import CommandFencer, Events, Fencer, ManagerEnv, Transport
-from .workflows import IDLE_EVERY, MOVES_EVERY, Pending, Workflows
+from .ports import CommandFencer, Events, Fencer, ManagerEnv, Pending, Transport
+from .workflows import IDLE_EVERY, MOVES_EVERY, Workflows
 
 log = logging.getLogger(__name__)
 NO_METRICS = Metrics(0.0, 0, 0, 0, 0, 0)

@@ -24,6 +24,7 @@ FENCE_TIMEOUT = 60.0  # s a fence command may take
 
 FenceDone = Callable[[str, int, str], None]  # (HN, exit code, detail)
 SpecOf = Callable[[int], Mapping[str, Any] | None]
+Pending = Callable[[Any, set[str]], list[str]]  # (store, names) -> those whose DNS records are not published yet
 
 
 class Transport(Protocol):
@@ -102,7 +103,7 @@ class ManagerEnv:
     events: Events = field(default_factory=lambda: LogEvents())
     fencer: Fencer | None = None
     storage: Any = None  # manager.effects.Storage
-    dns_pending: Callable[[Any, set[str]], list[str]] | None = None
+    dns_pending: Pending | None = None
     dns: Any = None  # dnsroutes.worker.DnsWorker: lease_of, start(), poke(), stopping
     metrics: Any = None  # monitoring.metrics.MetricsSender (None: the config's)
     receiver: Receiver | None = None  # (None: one for the config's key and rack)

@@ -30,6 +30,7 @@ from ..reconcile.state import Action
 from ..store import loop as persist
 from ..store import moveacks, moves, queries
 from .core import RUNNING
+from .ports import Pending
 
 if TYPE_CHECKING:
     from ..dc.model import DcTemplate
@@ -52,7 +53,6 @@ def _state(m: Move) -> tuple[object, ...]:
 MOVES_EVERY = 0.1  # s between two looks while a tenant is held or a move is open: its downtime runs (two reads)
 IDLE_EVERY = 2.0  # s between looks while none is
 RETRY_EVERY = 5.0  # s after a failed batch of effects before the same step hands them out again
-Pending = Callable[[Any, set[str]], list[str]]  # names among these whose DNS records are not published yet
 
 
 class Workflows:

@@ -122,22 +122,6 @@ def refusals(store: Store, ctid: int, rack: int, now: float) -> dict[str, str]:
         "SELECT hn, reason FROM rejections WHERE ct_id = ? AND rack = ? AND until > ?", (ctid, rack, now))}
 
 
-def actions(store: Store, ctids: Iterable[int], rack: int, since: float
-            ) -> tuple[list[tuple[int, str]], list[tuple[int, str, str, float]]]:
-    """Rack `rack`'s journal for these CTs: the intents still pending (CTID, HN),
-    and those finished since `since` (CTID, HN, "kind state", finished_at), e.g.
-    "start done" or "start rejected"."""
-    ids = sorted(set(ctids))
-    marks = ",".join("?" * len(ids))
-    pending = [(int(r[0]), str(r[1])) for r in store.query(
-        f"SELECT ct_id, hn FROM journal WHERE state = 'pending' AND rack = ? AND ct_id IN ({marks})",  # noqa: S608
-        (rack, *ids))] if ids else []
-    done = [(int(r[0]), str(r[1]), f"{r[2]} {r[4]}", float(r[3])) for r in store.query(
-        f"SELECT ct_id, hn, kind, finished_at, state FROM journal WHERE state <> 'pending' AND rack = ? "  # noqa: S608
-        f"AND finished_at >= ? AND ct_id IN ({marks})", (rack, since, *ids))] if ids else []
-    return pending, done
-
-
 def open_routes(store: Store) -> list[tuple[int, str, dict[str, tuple[str, str]]]]:
     """(move, tenant, routes: service -> (target at the source, at the destination))
     of every open move."""
