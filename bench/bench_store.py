@@ -277,9 +277,9 @@ def steady_writes(locator: Locator, hns: list[str], seconds: float, settle: floa
     env = ManagerEnv(store, rack, rack, events=Quiet(), receiver=Receiver(KEY, 101),  # type: ignore[arg-type]
                      watch=open_watch(locator))
     m = Manager(queries.dc_template(store), config, env, holder="bench")
+    want = len(queries.cts(store, rack=101))  # before the loop starts: from then on its thread owns the connection
     thread = threading.Thread(target=m.run, daemon=True)
     thread.start()
-    want = len(queries.cts(store, rack=101))
     deadline = time.monotonic() + converge
     while len(rack.running) < want or len(rack.told) != want:
         if not thread.is_alive():
