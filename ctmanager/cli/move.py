@@ -126,8 +126,8 @@ def _dry_run(args: argparse.Namespace, m: Move) -> int:
               f"address {c.src_ip} -> a new one in {rack_name(m.dst)}'s /16; same CTID")
     for service, (a, b) in sorted(m.routes.items()):
         print(f"  route {service}: {a}" + (f" -> {b}" if a != b else " (unchanged)"))
-    print("  copy while it runs; stop at the source (its manager proves every CT down); seal the source /data and "
-          "copy the rest; start at the destination, publish DNS; then delete the source copy"
+    print("  copy while it runs; stop at the source and seal its /data (its manager proves every CT down); copy "
+          "the rest; start at the destination, publish DNS; then delete the source copy"
           + (" (kept: --keep-source)" if args.keep_source else ""))
     print(f"  {NOT_MOVED}")
     return 0

@@ -18,7 +18,7 @@ def advance(m: Move, f: Facts) -> Advance:
     if m.phase == Phase.CUTOVER:
         if m.aborting and m.step != Step.START:
             return rollback(m, f, "aborted by ops")
-        return {Step.STOP: _stop, Step.SEAL: _seal, Step.FINAL: _final}.get(Step(m.step), _start)(m, f)
+        return {Step.SEAL: _seal, Step.STOP: _stop, Step.FINAL: _final}.get(Step(m.step), _start)(m, f)
     if m.phase == Phase.ONLINE:
         return WAIT if m.keep_source else Advance({"phase": Phase.DELETE.value, "step": ""},
                                                    "deleting the source copy")
@@ -74,7 +74,7 @@ def _copy(m: Move, f: Facts) -> Advance:
 
 # ---- cutover (either way: from m.rack to m.other) -----------------------------------------
 def _begin_cutover(m: Move, f: Facts, say: str) -> Advance:
-    return Advance({"phase": Phase.CUTOVER.value, "step": Step.STOP.value, "hold": True, "held_at": f.now,
+    return Advance({"phase": Phase.CUTOVER.value, "step": Step.SEAL.value, "hold": True, "held_at": f.now,
                     "stopped_at": f.now, "deadline": f.now + f.stop_timeout}, say, config=True)
 
 
@@ -84,9 +84,11 @@ def _released(m: Move, f: Facts) -> bool:
 
 
 def _stop(m: Move, f: Facts) -> Advance:
+    if not m.sealed or f.outcome is not None:  # a row held before it sealed (seal first), or that seal's outcome
+        return _seal(m, f)
     if _released(m, f):
         assert f.release is not None
-        return Advance({"step": Step.SEAL.value}, f"{rack_name(m.rack)}'s leader (epoch {f.release.epoch}) let "
+        return Advance({"step": Step.FINAL.value}, f"{rack_name(m.rack)}'s leader (epoch {f.release.epoch}) let "
                        f"every CT go at configuration version {f.release.version}")
     if f.now > (m.deadline or 0):
         why = f.release.detail if f.release is not None else "its leader has not answered"
@@ -95,16 +97,21 @@ def _stop(m: Move, f: Facts) -> Advance:
 
 
 def _seal(m: Move, f: Facts) -> Advance:
-    """Seal the leaving side's /data, then take the final copy: one batch, in that
-    order (the storage port keeps it). The certificate proved every CT down, so
-    the copy reads still data; the seal, landed first, keeps any of them from
-    starting there again (ctagent refuses it) even if that proof were wrong."""
+    """Seal the leaving side's /data as the hold begins, while its leader stops the
+    CTs: off the downtime's path, and a guard of its own from then on (ctagent
+    refuses to start a CT on it, so a start decided before the hold landed fails
+    there). A running CT goes on writing until its stop; the final copy waits for
+    the certificate. `sealed` is written as the seal is handed out (it may be on
+    from then: an abort leaves it to the runner, who holds the token)."""
     o = f.outcome
-    if o is None:  # (a move without pre-copy checks the room there on its one pull)
-        first = m.phase == Phase.CUTOVER and m.passes == 0
-        return Advance(effects=_side(m, f, EffectKind.SEAL, m.rack) + _pulls(m, f, m.other, first=first),
-                       changes={"token": _token(m, f), "sealed": True})
-    return _final(m, f, f"sealing the /data of {rack_name(m.rack)} or its final copy failed")
+    if o is None:
+        return Advance(effects=_side(m, f, EffectKind.SEAL, m.rack), changes={"token": _token(m, f), "sealed": True})
+    if o.stale:
+        return WAIT
+    if not o.ok:
+        return rollback(m, f, f"sealing the /data of {rack_name(m.rack)} failed: {o.error}")
+    return Advance({"step": Step.STOP.value}, f"/data sealed on {_nodes(m, m.rack)}; waiting for "
+                   f"{rack_name(m.rack)}'s leader to let every CT go")
 
 
 def _final(m: Move, f: Facts, failed: str = "the final copy failed") -> Advance:
@@ -116,14 +123,12 @@ def _final(m: Move, f: Facts, failed: str = "the final copy failed") -> Advance:
         return WAIT
     if not o.ok:
         return rollback(m, f, f"{failed}: {o.error}")
-    counts = {"passes": m.passes + 1, "bytes": m.bytes + o.delta, "last_delta": o.delta}
-    sealed = ", ".join(sorted({n for n, _ in m.side(m.rack)}))
+    counts = {"passes": m.passes + 1, "bytes": m.bytes + o.delta, "last_delta": o.delta, "sealed": True}
     if m.phase == Phase.ROLLBACK:  # the copy back is in: the source may run it again
-        return Advance({**counts, "step": Step.UNSEAL.value}, f"/data sealed on {sealed}; copied back: "
-                       f"{_mib(o.delta)} in {o.took:.1f} s", sizes=o.sizes)
+        return Advance({**counts, "step": Step.UNSEAL.value}, f"copied back: {_mib(o.delta)} in {o.took:.1f} s",
+                       sizes=o.sizes)
     return Advance({**counts, "step": Step.START.value, "deadline": f.now + f.start_timeout},
-                   f"/data sealed on {sealed}; final pass: {_mib(o.delta)} in {o.took:.1f} s", flip=True,
-                   config=True, sizes=o.sizes)
+                   f"final pass: {_mib(o.delta)} in {o.took:.1f} s", flip=True, config=True, sizes=o.sizes)
 
 
 def _start(m: Move, f: Facts) -> Advance:
@@ -147,7 +152,7 @@ def rollback(m: Move, f: Facts, error: str) -> Advance:
     destination's /data copied back first (nothing it wrote is lost)."""
     base = {"phase": Phase.ROLLBACK.value, "error": error, "aborting": False}
     if m.flipped:
-        return Advance({**base, "step": Step.STOP.value, "hold": True, "held_at": f.now, "sealed": False,
+        return Advance({**base, "step": Step.SEAL.value, "hold": True, "held_at": f.now, "sealed": False,
                         "deadline": f.now + f.stop_timeout}, f"rolling back: {error}; holding it in "
                        f"{rack_name(m.dst)} to copy its /data back", config=True)
     return Advance({**base, "step": Step.UNSEAL.value, "deadline": f.now + f.start_timeout},
@@ -158,8 +163,10 @@ def _back(m: Move, f: Facts) -> Advance:
     step = Step(m.step)
     if m.flipped:  # configured in the destination, held: the way back is a cutover
         if step == Step.STOP:
+            if not m.sealed or f.outcome is not None:  # (as forward)
+                return _seal(m, f)
             if _released(m, f):
-                return Advance({"step": Step.SEAL.value}, f"{rack_name(m.rack)} let every CT go")
+                return Advance({"step": Step.FINAL.value}, f"{rack_name(m.rack)} let every CT go")
             return WAIT  # however long: it must stop here before it may start there
         if step == Step.SEAL:
             return _seal(m, f)
@@ -206,7 +213,11 @@ def _remove(m: Move, f: Facts, rack: int, then: dict[str, object], say: str) -> 
         return WAIT
     if not o.ok:  # tried again; said in the log only (a move that ends well has no error)
         return Advance(say=f"removing the copies on {rack_name(rack)}'s side failed (retried): {o.error}")
-    return Advance(dict(then), f"{say} ({', '.join(sorted({n for n, _ in m.side(rack)}))})")
+    return Advance(dict(then), f"{say} ({_nodes(m, rack)})")
+
+
+def _nodes(m: Move, rack: int) -> str:
+    return ", ".join(sorted({n for n, _ in m.side(rack)}))
 
 
 def _mib(n: int) -> str:

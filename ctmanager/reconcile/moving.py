@@ -1,15 +1,18 @@
 """A tenant move as a pure state machine: `advance(move, facts)` says what to
 write and which storage effects to hand out next. The destination rack's leading
-manager steps it from its own loop (manager/moves.py), as it steps plan(); the
+manager steps it from its own loop (manager/workflows.py), as it steps plan(); the
 simulator runs that loop among faults. No clock, no thread, no store here.
 
     copy      pull each CT's /data to the destination's storage node while the
               tenant runs, until a pass moves little (or max_passes)
-    cutover   stop:  hold the tenant down where it is configured; wait for that
-                     rack's leader to certify it let every CT go (reconcile/release.py)
-              seal:  seal the leaving side's /data on its storage node (ctagent
-                     refuses to start a CT on it), and, in the same batch, the last
-                     pull, carrying a fencing token (the move and the runner's epoch)
+    cutover   seal:  hold the tenant down where it is configured and, as the hold
+                     begins, seal the leaving side's /data on its storage node
+                     (ctagent refuses to start a CT on it; the CTs still running
+                     write on until their stop)
+              stop:  wait for that rack's leader to certify it let every CT go
+                     (reconcile/release.py)
+              final: the last pull, carrying a fencing token (the move and the
+                     runner's epoch)
               (flip): the CT rows go to the other rack, in one transaction
               start: wait until every CT is UP there and its names resolve
     online    the downtime is recorded; then delete (or rest, with --keep-source)
@@ -17,7 +20,7 @@ simulator runs that loop among faults. No clock, no thread, no store here.
     rollback  before the flip: unseal, release the hold, wait until UP at the
               source, remove the partial copies -> rolled-back. After the flip the
               way back is a cutover the other way: hold at the destination, its
-              leader's certificate, seal, copy the destination's /data back (what
+              leader's certificate (sealed meanwhile), copy the destination's /data back (what
               the tenant wrote there is kept), unseal the source, flip back, start.
 
 Every safety rule is an acknowledgement or a token: a certificate of the leaving

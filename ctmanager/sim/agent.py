@@ -75,6 +75,8 @@ class SimRuntime:
         self.starting.add(ctid)
         self.took += START_TIME
         hn, boots = self.hn, self.hn.boots
+        if hn.rack.dc is not None:  # ctagent checked the seal just now: the runtime is told to start it
+            hn.rack.dc.data.starting(hn.storage_of(ctid), ctid, hn.hn)
 
         def up() -> None:
             self.starting.discard(ctid)

@@ -6,7 +6,7 @@ daemon, tenant moves included (manager/workflows.py).
 
 Invariants, besides each rack's (sim/rack.py): a CT never runs on two HNs of
 the DC at once (so never in two racks); sim/storage.py's for /data (no start on
-stale or sealed /data, no write to a sealed one); and at the end, every move
+stale or sealed /data, no write after the final copy); and at the end, every move
 ended (online at the destination, or rolled back) with each ADMST UP CT running
 on exactly one HN of the rack it is configured in.
 

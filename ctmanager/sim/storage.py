@@ -8,9 +8,15 @@ copies the source's version as it is when the pull ends. That is enough to catch
 what matters, as invariants checked while the schedule runs:
   - a CT never starts on /data older than the newest version written anywhere
     (a stale copy: a lost write, e.g. a rollback that forgot the destination's);
-  - nothing writes a sealed /data (after the final copy the source is never
-    written: what it would write is lost);
-  - a CT never comes up on a sealed /data (ctagent must refuse).
+  - after the final copy the source /data is never written (what it would
+    write is lost). The seal goes on as the hold begins, while the CTs still
+    run: their writes until the stop are what the final copy takes. The final
+    copy is a pull from a sealed /data with a token at least the seal's (a
+    deposed runner's late pass has an older one);
+  - ctagent never hands a CT to the runtime to start on a /data sealed at
+    that moment (it must refuse). A start that passed before the seal landed
+    is in flight, as any start decided before the hold: the certificate waits
+    for a stop after it, and the final copy for the certificate.
 """
 
 from __future__ import annotations
@@ -37,22 +43,25 @@ class SimData:
         self.newest: dict[int, int] = {}  # CTID -> the newest version written anywhere
         self.seals: dict[tuple[str, int], int] = {}  # sealed (node, CTID) -> token
         self.tokens: dict[tuple[str, int], int] = {}
+        self.final: set[tuple[str, int]] = set()  # (node, CTID) the final copy was taken from (while sealed)
 
     def sealed(self, node: str, ctid: int) -> bool:
         return (node, ctid) in self.seals
 
     def write(self, node: str, ctid: int, who: str) -> None:
-        if self.sealed(node, ctid):
-            self.dc.violation(f"CT {ctid} on {who} wrote its sealed /data on {node}")
+        if (node, ctid) in self.final:
+            self.dc.violation(f"CT {ctid} on {who} wrote its /data on {node} after the final copy was taken")
         v = max(self.version.get((node, ctid), 0), self.newest.get(ctid, 0)) + 1
         if self.version.get((node, ctid), 0) < self.newest.get(ctid, 0):
             v = self.version.get((node, ctid), 0) + 1  # writing on a stale copy: a fork (reported at its start)
         self.version[node, ctid] = v
         self.newest[ctid] = max(self.newest.get(ctid, 0), v)
 
-    def started(self, node: str, ctid: int, who: str) -> None:
+    def starting(self, node: str, ctid: int, who: str) -> None:
         if self.sealed(node, ctid):
-            self.dc.violation(f"CT {ctid} came up on {who} on its sealed /data on {node}")
+            self.dc.violation(f"CT {ctid} was started on {who} on its sealed /data on {node}")
+
+    def started(self, node: str, ctid: int, who: str) -> None:
         have, newest = self.version.get((node, ctid), 0), self.newest.get(ctid, 0)
         if have < newest:
             self.dc.violation(f"CT {ctid} came up on {who} on stale /data on {node} (version {have} < {newest})")
@@ -65,6 +74,8 @@ class SimData:
         self.tokens[to, ctid] = token
         if (source, ctid) not in self.version:
             return Outcome(False, f"{source} has no /data of CT {ctid}")
+        if token >= self.seals.get((source, ctid), token + 1):
+            self.final.add((source, ctid))
         before = self.version.get((to, ctid), 0)
         self.version[to, ctid] = self.version[source, ctid]
         moved = MIB if before != self.version[to, ctid] else 0
@@ -78,11 +89,13 @@ class SimData:
         if token < self.seals.get((node, ctid), 0):
             return Outcome(False, f"stale token {token}", stale=True)
         self.seals.pop((node, ctid), None)
+        self.final.discard((node, ctid))
         return Outcome(True)
 
     def remove(self, node: str, ctid: int) -> Outcome:
         for d in (self.version, self.seals, self.tokens):
             d.pop((node, ctid), None)
+        self.final.discard((node, ctid))
         return Outcome(True)
 
 

@@ -46,5 +46,8 @@ def test_any_one_guard_alone_prevents_it(monkeypatch: pytest.MonkeyPatch, kept: 
         if guard != kept:
             take_away(monkeypatch, guard)
     dc = play_dc(A)
-    assert not dc.violations, "\n".join(dc.lines)
+    # "started ... on its sealed /data" is the seal guard's own invariant (ctagent refuses): without that guard, a
+    # start there is harmless as long as the others keep the tenant in one rack and no write is lost
+    own = "on its sealed /data" if kept != "seal" else "\0"
+    assert not [v for v in dc.violations if own not in v], "\n".join(dc.lines)
     assert not dc.converged(), "\n".join(dc.lines)

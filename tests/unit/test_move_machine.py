@@ -47,13 +47,13 @@ def move(**kw: Any) -> Move:
 def cut(step: str, **kw: Any) -> Move:
     """A forward cutover at `step` (held at the source since T0, version 41)."""
     return move(**{"phase": "cutover", "step": step, "hold": True, "held_at": T0, "stopped_at": T0,
-                   "deadline": T0 + 60, "hold_version": 41, "sealed": step == "final", **kw})
+                   "deadline": T0 + 60, "hold_version": 41, "sealed": step in ("stop", "final"), **kw})
 
 
 def back(step: str, **kw: Any) -> Move:
     """A rollback after the flip (held in the destination, version 51)."""
     return move(**{"phase": "rollback", "step": step, "hold": True, "flipped": True, "held_at": T0,
-                   "stopped_at": T0 - 30, "deadline": T0 + 60, "hold_version": 51, "sealed": step == "final",
+                   "stopped_at": T0 - 30, "deadline": T0 + 60, "hold_version": 51, "sealed": step in ("stop", "final"),
                    "error": "not online in rack-102", **kw})
 
 
@@ -112,17 +112,22 @@ def test_a_forward_move_copies_stops_seals_flips_starts_and_deletes() -> None:
     assert (r.at(), r.m.passes, r.m.bytes) == (("copy", "", False, False), 1, 50 << 20)
     assert r.step().effects == pulls(SRC, DST)
     a = r.step(outcome=OK)  # a pass that moved little: hold the tenant for the final copy
-    assert r.at() == ("cutover", "stop", True, False) and a.config and a.sizes == OK.sizes
+    assert r.at() == ("cutover", "seal", True, False) and a.config and a.sizes == OK.sizes
     assert (r.m.passes, r.m.stopped_at, r.m.deadline, r.m.hold_version) == (2, T0, T0 + 60, 41)
+    # sealed as the hold begins, while the source stops the CTs (it needs no certificate)
+    assert r.step().effects == side(K.SEAL, SRC)
+    assert (r.m.step, r.m.sealed) == ("seal", True)  # (sealed from the hand-out on: an abort leaves it to the runner)
+    a = r.step(outcome=OK)
+    assert r.m.step == "stop" and not a.effects and "/data sealed on storage-101-1, storage-101-2" in a.say
     for release in (None, cert(r.m, released=False), cert(r.m, version=40), cert(r.m, rack=102),
                     cert(r.m, version=0)):
         assert r.step(release=release).idle  # nothing but the source's release of this hold lets it on
     r.now = T0 + 5
     a = r.step(release=cert(r.m))
-    assert r.m.step == "seal" and not a.effects and "let every CT go at configuration version 41" in a.say
-    # a new leader's step: its epoch fences the seal and the copy; the seal comes first in the batch
-    assert r.step(epoch=9).effects == side(K.SEAL, SRC, token=fencing_token(3, 9)) + pulls(SRC, DST, token=fencing_token(3, 9))
-    assert (r.m.step, r.m.sealed, r.m.token) == ("seal", True, fencing_token(3, 9))  # (sealed from the hand-out on)
+    assert r.m.step == "final" and not a.effects and "let every CT go at configuration version 41" in a.say
+    # a new leader's step: its epoch fences the copy
+    assert r.step(epoch=9).effects == pulls(SRC, DST, token=fencing_token(3, 9))
+    assert (r.m.step, r.m.sealed, r.m.token) == ("final", True, fencing_token(3, 9))
     a = r.step(epoch=9, outcome=OK)
     assert a.flip is True and a.config and r.at() == ("cutover", "start", False, True)
     assert (r.m.passes, r.m.deadline) == (3, T0 + 5 + 120)
@@ -179,9 +184,9 @@ def test_a_stop_timeout_rolls_back_unsealing_before_the_hold_ends(release: str |
 
 
 @pytest.mark.parametrize("m,outcome", [
-    (move(), None), (move(passes=1), OK), (cut("stop"), None), (cut("seal"), None), (cut("seal"), OK),
+    (move(), None), (move(passes=1), OK), (cut("seal"), None), (cut("seal"), OK), (cut("stop"), None),
     (cut("final"), None), (cut("final"), OK),  # an abort wins over the flip
-], ids=["copy", "copy-done", "stop", "seal", "seal-done", "final", "final-done"])
+], ids=["copy", "copy-done", "seal", "seal-done", "stop", "final", "final-done"])
 def test_an_abort_before_the_flip_rolls_back_at_the_source(m: Move, outcome: Outcome | None) -> None:
     a = advance(replace(m, aborting=True), facts(release=cert(m), outcome=outcome))
     assert a.flip is None and not a.effects
@@ -192,27 +197,27 @@ def test_an_abort_before_the_flip_rolls_back_at_the_source(m: Move, outcome: Out
 def test_an_abort_after_the_flip_is_a_cutover_back_unless_it_is_online_already() -> None:
     m = cut("start", flipped=True, hold=False, deadline=T0 + 120, aborting=True)
     a = advance(m, facts(online="CT 1001 is not UP in rack-102 yet"))
-    assert (a.changes["phase"], a.changes["step"], a.changes["hold"], a.flip) == ("rollback", "stop", True, None)
+    assert (a.changes["phase"], a.changes["step"], a.changes["hold"], a.flip) == ("rollback", "seal", True, None)
     assert a.config and a.changes["error"] == "aborted by ops"
     assert advance(m, facts(online="")).changes["phase"] == "online"  # too late: it runs there
 
 
 @pytest.mark.parametrize("m,outcome,error", [
     (move(), FAILED, "copy pass 1 failed: rsync was killed"),
-    (cut("seal"), FAILED, "sealing the /data of rack-101 or its final copy failed: rsync was killed"),
+    (cut("seal", sealed=True), FAILED, "sealing the /data of rack-101 failed: rsync was killed"),
     (cut("final"), FAILED, "the final copy failed: rsync was killed"),
     (cut("start", flipped=True, hold=False), None, "not online in rack-102 within 120 s"),
 ])
 def test_a_failure_rolls_back(m: Move, outcome: Outcome | None, error: str) -> None:
     a = advance(m, facts(T0 + 200, outcome=outcome, online="CT 1001 is not UP in rack-102 yet"))
     assert a.changes["phase"] == "rollback" and error in a.changes["error"] and a.flip is None
-    assert a.changes["step"] == ("stop" if m.flipped else "unseal")
+    assert a.changes["step"] == ("seal" if m.flipped else "unseal")
 
 
 def test_every_hn_refusing_it_rolls_back_at_once() -> None:
     m = cut("start", flipped=True, hold=False, deadline=T0 + 120)
     a = advance(m, facts(online="CT 1001 is not UP", refused="every HN of rack-102 rejected CT 1001: no memory"))
-    assert a.changes["step"] == "stop" and "rejected CT 1001" in a.changes["error"]
+    assert a.changes["step"] == "seal" and "rejected CT 1001" in a.changes["error"]
 
 
 @pytest.mark.parametrize("m", [
@@ -228,15 +233,17 @@ def test_a_rollback_after_the_flip_copies_the_destination_back_before_flipping_b
     r = Run(cut("start", flipped=True, hold=False, sealed=True, deadline=T0 + 120), T0 + 121)
     r.version = 50
     a = r.step(online="CT 1001 is not UP in rack-102 yet")
-    assert r.at() == ("rollback", "stop", True, True) and a.config and r.m.hold_version == 51
+    assert r.at() == ("rollback", "seal", True, True) and a.config and r.m.hold_version == 51
     assert not r.m.sealed  # the leaving side is the destination now: not sealed yet
+    assert r.step().effects == side(K.SEAL, DST)  # sealed there as the hold begins
+    r.step(outcome=OK)
+    assert (r.m.step, r.m.sealed) == ("stop", True)
     for release in (None, cert(r.m, rack=101), cert(r.m, version=50), cert(r.m, released=False)):
         r.now += 1000  # however long: it must stop there before it may start here
         assert r.step(release=release).idle
     r.step(release=cert(r.m))
-    assert r.m.step == "seal"
-    assert r.step().effects == side(K.SEAL, DST) + pulls(DST, SRC)  # what the tenant wrote there comes back
-    assert (r.m.step, r.m.sealed) == ("seal", True)
+    assert r.m.step == "final"
+    assert r.step().effects == pulls(DST, SRC)  # what the tenant wrote there comes back
     a = r.step(outcome=OK)
     assert r.at() == ("rollback", "unseal", True, True) and a.flip is None
     assert r.step().effects == side(K.UNSEAL, SRC)
@@ -255,14 +262,14 @@ def test_a_rollback_after_the_flip_copies_the_destination_back_before_flipping_b
 
 def test_a_failed_step_of_the_way_back_holds_again_for_a_new_certificate() -> None:
     a = advance(back("final"), facts(outcome=FAILED))
-    assert (a.changes["step"], a.changes["hold"], a.changes["sealed"]) == ("stop", True, False) and a.config
+    assert (a.changes["step"], a.changes["hold"], a.changes["sealed"]) == ("seal", True, False) and a.config
     a = advance(back("unseal"), facts(outcome=FAILED))  # the copy back is in: unsealing is retried
     assert a.changes == {} and "unsealing failed (retried)" in a.say and a.flip is None
 
 
 def test_rollback_is_told_where_the_cts_are() -> None:
     assert rollback(cut("final"), facts(), "x").changes["step"] == "unseal"
-    assert rollback(cut("start", flipped=True), facts(), "x").changes["step"] == "stop"
+    assert rollback(cut("start", flipped=True), facts(), "x").changes["step"] == "seal"
 
 
 PHASE_STEPS = [(p, s) for p in Phase for s in Step]
@@ -283,3 +290,11 @@ def test_every_phase_and_step_has_an_answer(phase: Phase, step: Step) -> None:
                         assert a.changes["phase"] in {p.value for p in Phase}
                     if "step" in a.changes:
                         assert a.changes["step"] in {s.value for s in Step}
+
+
+def test_a_row_held_but_not_sealed_seals_before_anything_else() -> None:
+    """A row an older runner left at `stop` before any seal: sealed first, even if released."""
+    m = cut("stop", sealed=False)
+    a = advance(m, facts(release=cert(m)))
+    assert a.effects == side(K.SEAL, SRC) and a.changes["sealed"] is True
+    assert advance(replace(m, sealed=True), facts(outcome=OK, release=cert(m))).changes == {"step": "stop"}

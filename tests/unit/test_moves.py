@@ -171,7 +171,8 @@ def test_a_move_copies_holds_seals_flips_and_deletes_the_source_copy(dc2: invent
     loop.leaders = {102}  # no leader in rack-101: nobody lets the tenant go
     m = loop.run(started(dc2), rounds=5)
     assert (m.phase, m.step, m.hold) == ("cutover", "stop", True) and moves.held(dc2.store) == {"myhost"}
-    assert not loop.sealed and queries.find_ct(dc2.store, "myhost").rack == 101
+    # sealed as the hold began, while nobody has let it go yet: the final copy waits, the CT stays configured here
+    assert loop.sealed == {(before.storage, before.ctid)} and queries.find_ct(dc2.store, "myhost").rack == 101
     loop.leaders = {101, 102}
     m = loop.run(m, until=lambda m: m.step == "start")
     assert [tuple(r) for r in dc2.store.query("SELECT kind, hn, state FROM journal WHERE rack = 101 ORDER BY id")] \
@@ -223,7 +224,7 @@ def test_a_failure_before_online_rolls_back_to_the_source_unchanged(dc2: invento
         loop.certifying = {101}  # nothing flips back before rack-102's leader lets the tenant go
         m = loop.run(m, rounds=5)
         assert (m.phase, m.step, m.flipped, m.hold) == ("rollback", "stop", True, True)
-        assert queries.find_ct(dc2.store, "myhost").rack == 102 and (DST_NODE, before.ctid) not in loop.sealed
+        assert queries.find_ct(dc2.store, "myhost").rack == 102 and (DST_NODE, before.ctid) in loop.sealed
         loop.certifying, loop.up = {101, 102}, True
     if when == "abort":
         m = loop.step(m)
