@@ -12,7 +12,7 @@ new content) during each move's copy phase, as the tenant's own CT would.
   polling the DNS server (dig, every 50 ms) sees the new address within it.
   Target: median <= 1.5 s over >= 3 moves (issue: moves inside the loop). Its parts,
   from the move's own log: the source leader's certificate (it let every CT
-  go: its stop, proved done), the seal and the final copy, the start there.
+  go: its stop, proved done; the seal went on meanwhile), the final copy, the start there.
 - the naive way, in the same run, on the same tenant and the same bandwidth
   limit: stop, copy everything, start (`tenant move --no-precopy`). Target:
   naive downtime / move downtime >= 10.
@@ -25,11 +25,13 @@ The bandwidth limit is the manager's default ([moves] bwlimit = 50M): the lab's
 network's share. Without one, a copy of 1 GiB here takes a second or two and no
 method can be ten times faster than that.
 
-The moves go through the CLI only (`tenant move`, `tenant moves --json`), the
+The moves go through the CLI only (`tenant move --wait`, `tenant moves --json`), the
 DC lab is built by tests/integration/labrack.py's dc_lab: nothing here knows how the
 manager carries a move out.
 
-Usage: python bench/bench_move.py [--moves 3] [--gib 1.0] [--files 10000] [--no-record] [--smoke]
+Usage: python bench/bench_move.py [--moves 3] [--gib 1.0] [--files 10000] [--trace] [--no-record] [--smoke]
+(--trace: after each move, both racks' manager log lines from the stop to online,
+timed from the stop: which action or step the downtime went to)
 (--smoke: one move and one naive move of 1 MiB in 100 files; see bench/README.md)
 """
 
@@ -40,6 +42,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -55,6 +58,8 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from harness import emit, parse_args  # noqa: E402
 from labrack import DcLab, dc_lab, wait_for  # noqa: E402
+
+from datetime import datetime  # noqa: E402
 
 from ctmanager.lab.pgserver import Cluster  # noqa: E402
 
@@ -123,31 +128,54 @@ class DnsWatch(threading.Thread):
             time.sleep(0.05)
 
 
-def one_move(dc: DcLab, size: int, naive: bool) -> dict[str, float]:
+def trace(dc: DcLab, t0: float, t1: float) -> None:
+    """Both racks' manager log lines stamped within [t0, t1] (wall clock), timed from t0."""
+    lines = []
+    for lab in (dc.r101, dc.r102):
+        for line in lab.manager_log().splitlines():
+            try:
+                at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            except ValueError:
+                continue
+            if t0 - 0.05 <= at <= t1 + 0.05:
+                lines.append((at, line[24:].replace("ctmanager ", "", 1)))
+    for at, text in sorted(lines):
+        print(f"      {at - t0:+7.3f} s  {text[:110]}", flush=True)
+
+
+def one_move(dc: DcLab, size: int, naive: bool, show: bool = False) -> dict[str, float]:
     src = rack_of(dc)
     dst = "rack-102" if src == "rack-101" else "rack-101"
     ctid = int(json.loads(dc.r101.cli("ct", "show", TENANT, "--json").stdout)["ctid"])
     old_ip = json.loads(dc.r101.cli("ct", "show", TENANT, "--json").stdout)["ip"]
-    state = {"phase": "copy"}
-    args = ["tenant", "move", TENANT, "--to", dst, "--keep-source", "--json"] + (["--no-precopy"] if naive else [])
-    m = json.loads(dc.r101.cli(*args).stdout)
-
-    def poll() -> dict[str, object]:
-        x = next(y for y in json.loads(dc.r101.cli("tenant", "moves", TENANT, "--json").stdout) if y["id"] == m["id"])
-        state["phase"] = str(x["phase"])
-        return x
-
-    writer = Rewriter(data_dir(dc, src, ctid), size, lambda: state["phase"] == "copy")
+    copying = threading.Event()
+    copying.set()
+    writer = Rewriter(data_dir(dc, src, ctid), size, copying.is_set)
     dns = DnsWatch(old_ip)
     dns.start()
     started = time.time()
     if not naive:
         writer.start()
-    # settled as `tenant move --wait` has it: online (the source kept), or finished (rolled back, ...)
-    while (x := poll())["phase"] != "online" and x["finished_at"] is None:
-        if time.time() - started > MOVE_TIMEOUT:
-            raise SystemExit(f"move {m['id']}: still {x['phase']} after {MOVE_TIMEOUT:g} s")
-        time.sleep(0.05)
+    # One CLI process follows the move (`--wait` prints its log as it goes): polling with a new CLI process
+    # every few ms would take a core of this 2-core machine away from the move it measures.
+    argv = [sys.executable, "-m", "ctmanager", "tenant", "move", TENANT, "--to", dst, "--keep-source", "--wait",
+            "--timeout", str(int(MOVE_TIMEOUT))] + (["--no-precopy"] if naive else [])
+    env = {**os.environ, "CTMANAGER_STORE": dc.r101.store, "CTMANAGER_CONFIG": dc.r101.config}
+    out: list[str] = []
+    with subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
+        assert p.stdout is not None
+        for line in p.stdout:
+            out.append(line)
+            if "stopping the tenant" in line:  # the copy phase ended: the tenant's writes stop with it
+                copying.clear()
+    copying.clear()
+    got = re.search(r"^move (\d+):", "".join(out), re.M)
+    if got is None:
+        raise SystemExit("tenant move printed no move id:\n" + "".join(out)[-2000:])
+    x = next(y for y in json.loads(dc.r101.cli("tenant", "moves", TENANT, "--json").stdout)
+             if y["id"] == int(got.group(1)))
+    if x["phase"] != "online" and x["finished_at"] is None:
+        raise SystemExit(f"move {x['id']}: still {x['phase']} after {MOVE_TIMEOUT:g} s")
     total = time.time() - started
     dns.join(30)
     dns.stop.set()
@@ -162,6 +190,8 @@ def one_move(dc: DcLab, size: int, naive: bool) -> dict[str, float]:
             for key, word in (("released", "let every CT go"), ("final", "final pass"), ("online", "online in")):
                 if word in text:
                     marks.setdefault(key, float(at) - t0)
+    if show and x["online_at"] is not None:
+        trace(dc, t0, float(x["online_at"]))  # type: ignore[arg-type]
     if x["phase"] != "online":
         raise SystemExit(f"move {x['id']} ended {x['phase']}: {x['error']}")
     # the source was kept (--keep-source) and has not changed since the stop: all of it must be there
@@ -189,7 +219,7 @@ def run(dc: DcLab, args: argparse.Namespace) -> tuple[list[dict[str, float]], li
     print(f"seeded {FILES} files of {size} bytes in {time.monotonic() - t:.1f} s", flush=True)
     moves, naive = [], []
     for i in range(args.moves):
-        moves.append(one_move(dc, size, naive=False))
+        moves.append(one_move(dc, size, naive=False, show=args.trace))
         print(f"move {i + 1}: {moves[-1]}", flush=True)
         naive.append(one_move(dc, size, naive=True))
         print(f"naive {i + 1}: {naive[-1]}", flush=True)
@@ -203,6 +233,7 @@ def main() -> int:
     ap.add_argument("--moves", type=int, default=3, help="moves, and as many naive ones (default 3)")
     ap.add_argument("--gib", type=float, default=1.0, help="the tenant's /data, GiB (default 1)")
     ap.add_argument("--files", type=int, default=FILES, help=f"in that many files (default {FILES:,})")
+    ap.add_argument("--trace", action="store_true", help="print the managers' log lines of each move's downtime")
     args = parse_args(ap, moves=1, gib=1 / 1024, files=100)
     FILES = args.files
     if os.geteuid() != 0 or not shutil.which("rsync"):
@@ -229,7 +260,7 @@ def main() -> int:
          "median <= 1.5 s", "yes" if med <= 1.5 else "NO"),
         *((f"  {what}", f"{min(m[key] for m in moves):.2f} s", f"{statistics.median(m[key] for m in moves):.2f} s",
            "-", "-") for key, what in (("released", "the source's certificate (its stop, proved)"),
-                                       ("final", "then the seal and the final copy"),
+                                       ("final", "then the final copy (the source sealed meanwhile)"),
                                        ("start", "then the start there and the name"))),
         ("  seen by dig (new address resolving)", f"{min(m['dns_downtime'] for m in moves):.2f} s",
          f"{statistics.median(m['dns_downtime'] for m in moves):.2f} s", "-", "-"),
