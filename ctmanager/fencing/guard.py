@@ -30,6 +30,9 @@ class FenceStep:
     news: str = ""  # one line for the log when the fence state changed
 
 
+CALM = FenceStep(False, (), True)  # the usual round: nothing to stop, pet (immutable: one is enough)
+
+
 @dataclass
 class FenceGuard:
     membership: Membership
@@ -44,7 +47,7 @@ class FenceGuard:
             if self.fenced:
                 self.fenced = False
                 news = f"quorum regained: {m.describe(now)}; admitting CTs again"
-            return FenceStep(False, (), True, news)
+            return FenceStep(False, (), True, news) if news else CALM
         news = ""
         if not self.fenced:
             self.fenced = True

@@ -64,21 +64,25 @@ class Membership:
         if sender == me or sender not in voters:
             return
         heard = received if received < sent_at else sent_at
-        if heard > self.heard_at.get(sender, -1.0):
-            self.heard_at[sender] = heard
+        heard_at = self.heard_at
+        if heard > heard_at.get(sender, -1.0):
+            heard_at[sender] = heard
         seen = self.seen_at
-        if received > seen.get(sender, -1.0):
+        get = seen.get
+        if received > get(sender, -1.0):
             seen[sender] = received
         age = hears.get(me)
         if age is not None:
             # Not before we started: the voter may have heard the one before us under
             # our name (a manager's earlier run, or the leader before this one).
-            mutual = min(heard, sent_at - age)
+            mutual = sent_at - age
+            if heard <= mutual:
+                mutual = heard  # min(heard, sent_at - age)
             if mutual > self.mutual_at.get(sender, -1.0) and mutual >= self.started:
                 self.mutual_at[sender] = mutual
         for voter, age in hears.items():  # runs for every datagram: kept lean
             at = received - age
-            if at > seen.get(voter, -1.0) and voter != me and voter in voters:
+            if at > get(voter, -1.0) and voter != me and voter in voters:
                 seen[voter] = at
 
     def hears(self, now: float) -> dict[str, float]:
@@ -92,13 +96,23 @@ class Membership:
         return {v for v, at in self.mutual_at.items() if now - at <= self.window}
 
     def quorum(self, now: float) -> bool:
-        return is_quorum(self.connected(now) | {self.me}, self.voters)
+        return self._quorum_within(self.mutual_at, now)  # is_quorum(connected(now) | {me})
 
     def hears_quorum(self, now: float) -> bool:
         """One way only: the voters heard within the window would, with us, make a
         quorum. What a standby manager, which sends nothing, can know."""
-        side = {v for v, at in self.heard_at.items() if now - at <= self.window}
-        return is_quorum(side | {self.me}, self.voters)
+        return self._quorum_within(self.heard_at, now)
+
+    def _quorum_within(self, times: dict[str, float], now: float) -> bool:
+        """is_quorum({voters in `times` within the window} | {me}) without building
+        the set: every agent round and every manager step asks."""
+        window, voters, me = self.window, self.voters, self.me
+        n, manager = 1 if me in voters else 0, me == MANAGER
+        for v, at in times.items():
+            if now - at <= window and v != me:
+                n += v in voters
+                manager = manager or v == MANAGER
+        return 2 * n > len(voters) or (2 * n == len(voters) and manager)
 
     def describe(self, now: float) -> str:
         side = sorted(self.connected(now))

@@ -106,11 +106,11 @@ class Core:
             was_up = {c.ctid for c in old.cts if c.opst == "UP"}
             self._died |= {c.ctid for c in report.cts if c.opst == "DOWN" and c.ctid in was_up}
         changed |= moved
-        for (ctid, hn), until in list(self.busy.items()):
+        for (ctid, hn), until in list(self.busy.items()) if self.busy else ():
             if hn == report.hn and until != RUNNING and report.sent_at >= until - SETTLE:
                 del self.busy[ctid, hn]  # the HN has reported since the action finished
                 changed.add(ctid)
-        for (ctid, hn), (epoch, _) in list(self.awaiting.items()):
+        for (ctid, hn), (epoch, _) in list(self.awaiting.items()) if self.awaiting else ():
             if hn == report.hn and report.epoch >= epoch:  # no action older than this leader's runs there now
                 del self.awaiting[ctid, hn]
                 self.busy.pop((ctid, hn), None)

@@ -74,11 +74,13 @@ class Leadership:
             return max(min(self.next_renew, self.valid_until) - mono, 0.0)
         return max(max(self.next_try, self.hold_off_until) - mono, 0.0) or POLL
 
-    def step(self, can_lead: bool) -> Change | None:
+    def step(self, can_lead: bool | Callable[[], bool]) -> Change | None:
+        """`can_lead`: or a function that says so, asked only when a standby would try."""
         mono = self.mono()
         if self.lease is not None:
             return self._keep(mono)
-        if not can_lead or mono < self.hold_off_until or mono < self.next_try:
+        if mono < self.hold_off_until or mono < self.next_try or not (
+                can_lead() if callable(can_lead) else can_lead):
             return None
         self.next_try = mono + POLL
         try:

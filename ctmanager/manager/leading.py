@@ -80,7 +80,8 @@ class Leading:
             change = self.leadership.step_down(f"no quorum for {self.config.timers.fence_after:g}s; the lease is "
                                                "released for a manager that can lead", self.config.lease_ttl)
         else:
-            change = self.leadership.step(self.core.membership.hears_quorum(now))
+            membership = self.core.membership
+            change = self.leadership.step(lambda: membership.hears_quorum(now))
         if change is not None:
             (self._took_over if change.gained else self._stepped_down)(now, change)
 

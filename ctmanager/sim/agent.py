@@ -191,6 +191,7 @@ class SimAgent:
     def __init__(self, rack: AgentRack, hn: str, voters: frozenset[str], timers: FenceTimers,
                  interval: float, reboot_after: float | None, offset: float = 0.0) -> None:
         self.rack, self.hn, self.timers = rack, hn, timers
+        self.clock = rack.clock  # the rack's (read for every datagram heard)
         self.reboot_after = reboot_after
         self.config = AgentConfig(file="sim", rack=rack.slot, hn=hn, key=b"", runtime="sim", report_to=(),
                                   report_interval=interval, state_dir="/nonexistent", memory=64 * G, disk=1 << 40,
@@ -225,7 +226,7 @@ class SimAgent:
             self.wake(0.0)
 
     def local(self) -> float:
-        return self.rack.clock.now + self.offset
+        return self.clock.now + self.offset
 
     def storage_of(self, ctid: int) -> str:
         """The storage node of the /data this HN runs CT `ctid` on (its config's)."""
@@ -286,12 +287,13 @@ class SimAgent:
         if boots != self.boots or when != self._next or not (self.alive and self.powered) or self.stuck:
             return
         self._next = None
+        now = self.local()
         try:
-            wake = self.agent.step(self.local())
+            wake = self.agent.step(now)
         except SimHang:
             self.stuck = True  # the daemon waits on the runtime: no reports, no pets
             return
-        self.wake(max(wake - self.local(), 1e-6))  # never 0: float rounding of the skewed clock could spin
+        self.wake(max(wake - now, 1e-6))  # never 0: float rounding of the skewed clock could spin
 
     def hear(self, report: Report) -> None:
         """A datagram wakes the real daemon, which takes it in (`listen`); the rest

@@ -58,6 +58,7 @@ def manager_config(rack: ManagerRack, name: str) -> ManagerConfig:
 class SimManager:
     def __init__(self, rack: ManagerRack, name: str, offset: float = 0.0) -> None:
         self.rack, self.name = rack, name
+        self.clock = rack.clock  # the rack's (read on every step and store call)
         self.offset = offset  # the manager host's clock minus true time
         self.config = manager_config(rack, name)
         self.life = 0
@@ -69,7 +70,7 @@ class SimManager:
         self.start()
 
     def local(self) -> float:
-        return self.rack.clock.now + self.offset
+        return self.clock.now + self.offset
 
     def start(self) -> None:
         self.life += 1
@@ -109,11 +110,11 @@ class SimManager:
         """Make sure the daemon steps within `delay` s (one timer pending at a time)."""
         if not self.alive:
             return
-        when = self.rack.clock.now + max(delay, 0.0)
+        when = self.clock.now + (delay if delay > 0.0 else 0.0)
         if self._next is not None and self._next <= when:
             return
         self._next = when
-        self.rack.clock.at(when, self._step, self.life, when)
+        self.clock.at(when, self._step, self.life, when)
 
     def _step(self, life: int, when: float) -> None:
         if life != self.life or when != self._next:
@@ -122,8 +123,9 @@ class SimManager:
         if self.stalled_until > self.rack.clock.now:  # stuck between deciding and recording: nothing else runs
             self.wake(self.stalled_until - self.rack.clock.now)
             return
-        wake = self.daemon.step(self.local())
-        self.wake(max(wake - self.local(), 1e-6))  # never 0: float rounding of the skewed clock could spin
+        now = self.local()
+        wake = self.daemon.step(now)
+        self.wake(max(wake - now, 1e-6))  # never 0: float rounding of the skewed clock could spin
 
     def hear(self, report: Report) -> None:
         if self.alive:

@@ -81,6 +81,7 @@ class Network:
         cut, w, rnd, at, arrive = self.cut, self.weather, self.rng.random, self.clock.at, self._arrive
         loss, dup, jitter, base = w.loss, w.duplicate, w.jitter, w.delay
         now = self.clock.now
+        together: list[tuple[str, Callable[[Any], None]]] = []  # without jitter: all arrive at once
         for dst, deliver in hearers:
             if dst == src or (src, dst) in cut:
                 continue
@@ -90,13 +91,24 @@ class Network:
             if dup and rnd() < dup:
                 copies = 2
             for _ in range(copies):
-                at(now + (base + (rnd() * jitter if jitter else 0.0)), arrive, src, dst, deliver, message)
+                if jitter:
+                    at(now + (base + rnd() * jitter), arrive, src, dst, deliver, message)
+                else:
+                    together.append((dst, deliver))
+        if together:
+            # One event for datagrams due at the same instant, scheduled one after the
+            # other: nothing can run between them, so they arrive in the same order.
+            at(now + base, self._arrive_all, src, together, message)
 
     def _arrive(self, src: str, dst: str, deliver: Callable[[Any], None], message: Any) -> None:
         if (src, dst) in self.cut:
             return  # the link was cut while the datagram was on its way
         self.delivered += 1
         deliver(message)
+
+    def _arrive_all(self, src: str, hearers: list[tuple[str, Callable[[Any], None]]], message: Any) -> None:
+        for dst, deliver in hearers:
+            self._arrive(src, dst, deliver, message)
 
     def partition(self, groups: list[set[str]], everyone: set[str]) -> None:
         """Only nodes in the same group hear each other; nodes in no group are alone."""
