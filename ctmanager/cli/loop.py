@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..manager.daemon import Manager
     from ..manager.effects import StorageEffects
     from ..manager.passes import backups_for, executor_for, storage_for
-    from ..manager.ports import ManagerEnv
+    from ..manager.ports import Doorbell, ManagerEnv, ThreadRunner
     from ..monitoring.metrics import MetricsSender
     from ..store.watch import open_watch
     from ..wire.udp import UdpTransport
@@ -94,12 +94,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise ConflictError(f"a manager named {config.name} already runs for rack-{config.slot} on this "
                                     "store; give each manager of a rack its own `name` in its config")
             try:
+                bell = Doorbell()  # the loop's: a job's outcome wakes it
+                runner = ThreadRunner(bell)  # the leader-only workers' I/O, off the loop
                 watch = BackupWatch(store.path, config.slot, lambda s: backups_for(s, config), config.backups,
-                                    MetricsSender(config.graphite, config.metrics_prefix))
+                                    runner, MetricsSender(config.graphite, config.metrics_prefix))
                 env = ManagerEnv(store, executor_for(store, config), UdpTransport(config.listen, config.key),
-                                 dns=DnsWorker(store.path, rack=config.slot), watch=open_watch(store.path),
+                                 dns=DnsWorker(store.path, runner, rack=config.slot), watch=open_watch(store.path),
                                  storage=StorageEffects(storage_for(store, config)), dns_pending=sync.unpublished,
-                                 workers=[watch])
+                                 workers=[watch], bell=bell)
                 manager = Manager(dc, config, env)
             except OSError as exc:
                 raise InputError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from None

@@ -25,7 +25,9 @@ One `step(now)`:
   4. (leader) plan the CTs whose observed state changed at once, and every CT
      every `full_plan_every` or after a reload;
   5. (leader) record placements (check-then-act against concurrent `ct move`), intents
-     and observed state in one transaction, then hand the actions out.
+     and observed state in one transaction, then hand the actions out;
+  6. step the leader-only workers (ports.Worker: the DNS publisher, the backup
+     watch): they take in their finished jobs and, leading, hand out what is due.
 A store that is busy or broken costs a step, never the daemon: nothing decided
 in a failed step is executed, and the step is retried.
 """
@@ -59,7 +61,7 @@ from .core import Core, reports_to_save
 from .effects import Storage
 from .leadership import Leadership, takeover_budget
 from .leading import PRUNE_EVERY, Leading
-from .ports import CommandFencer, Events, Fencer, ManagerEnv, Pending, Transport
+from .ports import CommandFencer, Events, Fencer, Mailbox, ManagerEnv, Pending, Transport, Worker
 from .workflows import IDLE_EVERY, MOVES_EVERY, Workflows
 
 log = logging.getLogger(__name__)
@@ -87,13 +89,14 @@ class Manager(Leading, Workflows):
         self.events: Events = env.events
         self.fencer: Fencer | None = env.fencer if env.fencer is not None else (
             CommandFencer(config.fence_command) if config.fence_command else None)
-        self.dns = dns = env.dns
+        self.dns = env.dns
         self.metrics = env.metrics or MetricsSender(config.graphite, config.metrics_prefix)
         self.receiver = env.receiver or Receiver(config.key, config.slot)
         self.holder = holder or f"ctmanager run pid {os.getpid()} on {socket.gethostname()}"
-        # Filled by executor and fence threads: deque appends and pops are atomic.
-        self.results: deque[tuple[int, Any, int]] = deque()  # (journal id, executor Result, epoch)
-        self.fence_results: deque[tuple[str, int, str]] = deque()
+        # Filled by executor, fence and storage threads; each append rings the loop awake (run()).
+        self.bell = env.bell
+        self.results: deque[tuple[int, Any, int]] = Mailbox(self.bell)  # (journal id, executor Result, epoch)
+        self.fence_results: deque[tuple[str, int, str]] = Mailbox(self.bell)
         self.stopping = False
         self.pending_reports: dict[str, tuple[Report, float]] = {}
         self.unjournaled: list[tuple[int, Any]] = []  # finished actions whose outcome is not in the store yet
@@ -101,13 +104,12 @@ class Manager(Leading, Workflows):
         self.leadership = Leadership(store, config.slot, config.name, self.boot_id, self.holder, config.lease_ttl,
                                      env.mono)
         store.fence = self.leadership.check  # every write of this manager needs its lease
-        if dns is not None:
-            dns.lease_of = self.lease
         self.storage: Storage | None = env.storage
         self.dns_pending: Pending | None = env.dns_pending
-        self.move_results: deque[tuple[int, str, int, Any]] = deque()  # (move, step key, epoch, Outcome)
+        self.move_results: deque[tuple[int, str, int, Any]] = Mailbox(self.bell)  # (move, step key, epoch, Outcome)
         self._init_workflows()
-        self.workers = list(env.workers)
+        # Leader-only work stepped by this loop (ports.Worker); their jobs' writes are fenced by this lease.
+        self.workers: list[Worker] = ([env.dns] if env.dns is not None else []) + list(env.workers)
         for w in self.workers:
             w.lease_of = self.lease
         self.seq = 0
@@ -139,10 +141,6 @@ class Manager(Leading, Workflows):
         self._reload_if_changed(now)
         assert self.core is not None
         self._check_in(now)
-        if self.dns is not None:
-            self.dns.start()
-        for w in self.workers:
-            w.start()
         t = self.config.timers
         log.info("manager %s of rack-%d (%s), standby until it leads; %d CTs, %d HNs; lease ttl %gs, "
                  "fence_after %gs, dead_after %gs", self.config.name, self.config.slot, self.holder,
@@ -156,17 +154,22 @@ class Manager(Leading, Workflows):
 
     def run(self) -> None:
         self.start()
+        bell = self.bell.open()
         try:
             while not self.stopping:
                 wake = self.step(self.clock())
-                timeout, also = wake - self.clock(), ()  # type: tuple[float, tuple[int, ...]]
+                timeout, also = wake - self.clock(), (bell,)  # type: tuple[float, tuple[int, ...]]
                 if self.watch is not None:
                     fd = self.watch.fileno()
-                    also = () if fd is None else (fd,)
-                    timeout = timeout if also else min(timeout, WATCH_POLL)
+                    also = (bell,) if fd is None else (bell, fd)
+                    timeout = timeout if fd is not None else min(timeout, WATCH_POLL)
                 self.transport.wait(timeout, also)
+                self.bell.clear()
             self._drain()
         finally:
+            self.bell.close()
+            for w in self.workers:
+                w.close()
             if self.leadership.step_down("stopping", 0.0) is not None:
                 log.info("manager %s: stopped; the lease of rack-%d is released", self.config.name, self.config.slot)
             try:
@@ -176,12 +179,6 @@ class Manager(Leading, Workflows):
 
     def stop(self) -> None:
         self.stopping = True
-        if self.dns is not None:
-            self.dns.stopping.set()
-            self.dns.poke()
-        for w in self.workers:
-            w.stopping.set()
-            w.wake.set()
 
     def step(self, now: float, act: bool = True) -> float:
         """One round; returns when the next round is due at the latest. `act=False`:
@@ -222,9 +219,12 @@ class Manager(Leading, Workflows):
         if leading and now >= self.next_prune:
             self.next_prune = now + PRUNE_EVERY
             self._store_step("prune", lambda: self._prune(now), now)
+        for w in self.workers:  # (a stopping daemon, draining, starts no new job)
+            w.step(now, leading and act)
         wake = min(self.next_full, self.next_check_in, self.next_beat if leading else self.next_full,
                    self.next_moves if leading else self.next_full,
-                   now + max(self.leadership.due_in(), 0.001))  # the lease's renewal, a standby's next look
+                   now + max(self.leadership.due_in(), 0.001),  # the lease's renewal, a standby's next look
+                   *(w.due(now) for w in self.workers))
         return min(wake, now + (0.05 if self.busy or self._inflight else 0.5)) if self.poll else wake
 
     # ---- inputs --------------------------------------------------------------

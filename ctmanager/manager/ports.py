@@ -1,17 +1,21 @@
 """The manager daemon's surroundings, as ports (Proxmox's pve-ha-manager keeps
 its CRM behind one environment interface the same way): the daemon (daemon.py)
 and the fault simulator (ctmanager/sim) run the same `Manager` with different
-ports. Here: the port interfaces and the real decision log and fencer; the real
+ports. Here: the port interfaces, the real decision log and fencer, and the
+background runner the leader-only workers hand their I/O to; the real
 transport is wire/udp.py, the store and the SSH executor are ports too (store/,
 executor/), and the clock is a plain callable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -68,15 +72,101 @@ class Events(Protocol):
         """Took the lease, resumed the journal, or stopped leading."""
 
 
+class Doorbell:
+    """Wakes the real loop's wait when a background thread leaves something for it
+    (an action's result, a storage batch's outcome): it is taken in at once, not at
+    the next poll. A self-pipe, opened by the real loop only (the simulator steps
+    the loop itself and never opens one: ringing is then nothing)."""
+
+    def __init__(self) -> None:
+        self._r: int | None = None
+        self._w: int | None = None
+
+    def open(self) -> int:
+        if self._r is None:
+            self._r, self._w = os.pipe()
+            os.set_blocking(self._r, False)
+            os.set_blocking(self._w, False)
+        return self._r
+
+    def ring(self) -> None:
+        if self._w is not None:
+            with contextlib.suppress(OSError):  # a full pipe rings already; a closed one has nobody to wake
+                os.write(self._w, b"\0")
+
+    def clear(self) -> None:
+        """Before the step that looks (a ring after this wakes the next wait)."""
+        if self._r is not None:
+            with contextlib.suppress(OSError):
+                while os.read(self._r, 4096):
+                    pass
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            if fd is not None:
+                os.close(fd)
+        self._r = self._w = None
+
+
+class Mailbox(deque):  # type: ignore[type-arg]
+    """A deque background threads append to (appends and pops are atomic) that
+    rings the loop's doorbell on every append."""
+
+    def __init__(self, bell: Doorbell) -> None:
+        super().__init__()
+        self.bell = bell
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        self.bell.ring()
+
+
 class Worker(Protocol):
-    """Something that works while this manager leads (the DNS worker, the backup
-    watch: threads of their own, fenced by the lease the manager hands them)."""
+    """Leader-only work in one steppable shape (the DNS publisher, the backup
+    watch), as tenant moves are: the leader's loop steps it every round and wakes
+    by `due`; the worker decides when to work from `now` alone and hands its I/O
+    to a `Runner`, whose outcome it takes in at a later step. A standby's step
+    starts nothing."""
 
-    lease_of: Callable[[], Any]
-    stopping: threading.Event
-    wake: threading.Event
+    # What a job's store writes are fenced by, asked at submit time (set by the
+    # daemon: Manager.lease; None: unfenced, a worker run outside a daemon).
+    lease_of: Callable[[], Any] | None
 
-    def start(self) -> None: ...
+    def step(self, now: float, leading: bool) -> None:
+        """Take in finished jobs; then, leading, submit what is due (cheap when nothing is)."""
+
+    def due(self, now: float) -> float:
+        """When it wants its next step at the latest (inf: not before something changes)."""
+
+    def close(self) -> None:
+        """The daemon stops: let go of what its jobs hold."""
+
+
+class Runner(Protocol):
+    def submit(self, job: Callable[[], Any], done: Callable[[Any], None], name: str = "job") -> None:
+        """Run `job` in the background; `done` with what it returned, or with the
+        exception it raised. `done` runs on the job's thread: it only queues."""
+
+
+class ThreadRunner:
+    """The real runner: each job on a thread of its own, so a slow DNS server or
+    storage node never stalls the loop (a worker has one job at a time). `bell`:
+    the loop's (ManagerEnv.bell), rung once a job's outcome is queued."""
+
+    def __init__(self, bell: Doorbell | None = None) -> None:
+        self.bell = bell
+
+    def submit(self, job: Callable[[], Any], done: Callable[[Any], None], name: str = "job") -> None:
+        def run() -> None:
+            try:
+                out = job()
+            except Exception as exc:  # noqa: BLE001 - handed to the worker's next step, which says it
+                out = exc
+            done(out)
+            if self.bell is not None:
+                self.bell.ring()
+
+        threading.Thread(target=run, name=name, daemon=True).start()
 
 
 @dataclass
@@ -91,9 +181,12 @@ class ManagerEnv:
     believed by; `events`: the decision log; `fencer`: powers a silent HN off
     (None: wait dead_after); `storage`: the storage nodes, for tenant moves
     (manager/effects.py; None: moves wait); `dns_pending`: which of a moved
-    tenant's names are not published yet; `dns`: the DNS worker; `watch`: the
-    store's change signal (a configuration edit is taken in at once);
-    `workers`: other threads that work while it leads (the backup watch)."""
+    tenant's names are not published yet; `dns`: the DNS worker (a Worker the
+    daemon also pokes after a reload); `watch`: the store's change signal (a
+    configuration edit is taken in at once); `workers`: other work while it
+    leads (the backup watch), stepped by the loop as `dns` is; `bell`: wakes the
+    real loop when a background thread leaves it something (the workers' runner
+    rings it too)."""
 
     store: Any  # store.db.Store (Any: the simulator's StoreLink stands in for one)
     executor: Executor
@@ -104,11 +197,12 @@ class ManagerEnv:
     fencer: Fencer | None = None
     storage: Any = None  # manager.effects.Storage
     dns_pending: Pending | None = None
-    dns: Any = None  # dnsroutes.worker.DnsWorker: lease_of, start(), poke(), stopping
+    dns: Any = None  # dnsroutes.worker.DnsWorker: a Worker with poke()
     metrics: Any = None  # monitoring.metrics.MetricsSender (None: the config's)
     receiver: Receiver | None = None  # (None: one for the config's key and rack)
     watch: Any = None  # store.watch.Watch
     workers: Sequence[Worker] = ()
+    bell: Doorbell = field(default_factory=Doorbell)  # background threads ring it when they leave a result
 
 
 class CommandFencer:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bindserver import Bind, free_port
@@ -157,18 +158,46 @@ def test_records_already_there_as_wanted_are_adopted_not_conflicts(bind: tuple[C
     assert cli("dns", "diff").stdout.strip() == "nothing pending"
 
 
+class Stepping:
+    """The manager's DNS worker stepped as the daemon's loop steps it (on a thread
+    of the test's, with the real background runner), leading, poked at will."""
+
+    def __init__(self, store: Any) -> None:
+        import threading
+
+        from ctmanager.dnsroutes.worker import DnsWorker
+        from ctmanager.manager.ports import ThreadRunner
+
+        self.worker = DnsWorker(store, ThreadRunner(), verify_every=3600)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import time
+
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            self.worker.step(now, True)
+            time.sleep(min(max(self.worker.due(now) - time.monotonic(), 0.0), 0.5))
+
+    def __enter__(self) -> Stepping:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+
+
 def test_the_manager_s_dns_worker_retries_pending_changes_until_the_server_is_back(bind: tuple[Cli, Bind]) -> None:
     import time
-
-    from ctmanager.dnsroutes.worker import DnsWorker
 
     cli, server = bind
     cli("dns", "sync")
     server.stop()
     cli("route", "set", "myhost", "smtp", "relay-101-2")  # cannot publish: queued
-    worker = DnsWorker(cli.store, verify_every=3600)
-    worker.start()
-    try:
+    with Stepping(cli.store) as loop:
+        worker = loop.worker
         worker.poke()
         deadline = time.monotonic() + 10
         while not worker._last_error:  # it tried, failed, and is backing off
@@ -181,10 +210,6 @@ def test_the_manager_s_dns_worker_retries_pending_changes_until_the_server_is_ba
         while server.query("smtp.myhost.example.net.internal.", "CNAME") != want:
             assert time.monotonic() < deadline, "the worker did not publish the queued change"
             time.sleep(0.05)
-    finally:
-        worker.stopping.set()
-        worker.poke()
-        worker.join(10)
     assert cli("dns", "diff").stdout.strip() == "nothing pending"
 
 
@@ -196,31 +221,25 @@ def test_edits_while_the_manager_s_dns_worker_is_busy_are_each_published_once(bi
     import threading
     import time
 
-    from ctmanager.dnsroutes.worker import DnsWorker
-
     cli, server = bind
     cli("dns", "sync")
-    worker, done = DnsWorker(cli.store, verify_every=3600), threading.Event()
-
-    def poke() -> None:  # as eager as a worker can be: awake the moment an edit commits
-        while not done.is_set():
-            worker.poke()
-            time.sleep(0.001)
-    poker = threading.Thread(target=poke, daemon=True)
-    worker.start()
-    poker.start()
-    try:
-        for target in ["relay-101-2", "relay-101", "relay-101-1", "relay-101"] * 3:
-            p = cli("route", "set", "myhost", "smtp", target)
-            assert "dns: published 1 change(s)" in p.stderr, p.stderr
-            assert server.query("smtp.myhost.example.net.internal.", "CNAME") == \
-                [f"{target}.rack-101.uc-inf.net.internal."]
-    finally:
-        done.set()
-        poker.join(10)
-        worker.stopping.set()
-        worker.poke()
-        worker.join(10)
+    done = threading.Event()
+    with Stepping(cli.store) as loop:
+        def poke() -> None:  # as eager as a worker can be: awake the moment an edit commits
+            while not done.is_set():
+                loop.worker.poke()
+                time.sleep(0.001)
+        poker = threading.Thread(target=poke, daemon=True)
+        poker.start()
+        try:
+            for target in ["relay-101-2", "relay-101", "relay-101-1", "relay-101"] * 3:
+                p = cli("route", "set", "myhost", "smtp", target)
+                assert "dns: published 1 change(s)" in p.stderr, p.stderr
+                assert server.query("smtp.myhost.example.net.internal.", "CNAME") == \
+                    [f"{target}.rack-101.uc-inf.net.internal."]
+        finally:
+            done.set()
+            poker.join(10)
     out = json.loads(cli("dns", "diff", "--json").stdout)
     assert out == {"pending": [], "conflicts": []}
 

@@ -20,7 +20,7 @@ from ctmanager.executor.ssh import SshSettings
 from ctmanager.fencing.quorum import MANAGER
 from ctmanager.manager.config import ManagerConfig
 from ctmanager.manager.daemon import CONFIG_CHECK_EVERY, PRUNE_EVERY, Manager
-from ctmanager.manager.ports import ManagerEnv
+from ctmanager.manager.ports import ManagerEnv, ThreadRunner
 from ctmanager.operations import inventory
 from ctmanager.reconcile.state import Action, Settings
 from ctmanager.store import lease as leases
@@ -110,7 +110,7 @@ class Events:
 class Loop:
     """A manager on a store file, and the CLI's own connection to the same file."""
 
-    def __init__(self, path: Path, busy_timeout_ms: int = 10_000, lead: bool = True) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int = 10_000, lead: bool = True, **env_kw: Any) -> None:
         self.path = path
         self.cli = open_store(path)
         self.store = open_store(path, busy_timeout_ms=busy_timeout_ms)
@@ -122,7 +122,7 @@ class Loop:
                                ssh=SshSettings("root", "/k", "/kh"), action_timeout=30.0, concurrency=1,
                                settings=Settings(), full_plan_every=1.0, metrics_prefix="test")
         env = ManagerEnv(self.store, self.executor, self.transport, clock=lambda: self.now, mono=lambda: self.mono,
-                         events=self.events, receiver=Receiver(KEY, 101))
+                         events=self.events, receiver=Receiver(KEY, 101), **env_kw)
         self.m = Manager(queries.dc_template(self.store), config, env, holder="test manager", poll=False)
         self.m.start()
         assert not self.m.leading  # a manager starts as a standby,
@@ -276,7 +276,8 @@ def test_an_edge_route_for_a_missing_tenant_is_refused_inside_the_transaction(lo
 
 
 def test_the_dns_worker_survives_a_broken_store(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A raw sqlite3 error used to end the worker thread without a word."""
+    """A raw sqlite3 error used to end the worker thread without a word: now the
+    job's error comes back to the worker's step, which says it and backs off."""
     path = tmp_path / "dc.db"
     with open_store(path, create=True) as s, s.transaction():
         inventory.init(s, EXAMPLE)
@@ -284,19 +285,78 @@ def test_the_dns_worker_survives_a_broken_store(tmp_path: Path, caplog: pytest.L
     raw.execute("DROP TABLE dns_state")
     raw.commit()
     raw.close()
-    worker = DnsWorker(path)
+    worker = DnsWorker(path, ThreadRunner())
+    worker.poke()
     with caplog.at_level(logging.ERROR, logger="ctmanager.dnsroutes.worker"):
-        worker.start()
-        worker.poke()
         deadline = time.monotonic() + 10
         while "dns_state" not in caplog.text and time.monotonic() < deadline:
+            worker.step(0.0, True)
             time.sleep(0.02)
-    assert worker.is_alive()
     assert "no such table: dns_state" in caplog.text
-    worker.stopping.set()
-    worker.poke()
-    worker.join(5)
-    assert not worker.is_alive()
+    assert worker.due(0.0) == 1.0  # retried after the backoff's first second
+
+
+class Recorder:
+    """A leader-only worker (ports.Worker) that only records how it is stepped."""
+
+    def __init__(self) -> None:
+        self.lease_of: Callable[[], Any] | None = None
+        self.steps: list[tuple[float, bool, Any]] = []
+        self.closed = False
+
+    def step(self, now: float, leading: bool) -> None:
+        assert self.lease_of is not None
+        self.steps.append((now, leading, self.lease_of()))
+
+    def due(self, now: float) -> float:
+        return now + 0.25
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_loop_steps_its_workers_leading_or_not_and_wakes_when_they_are_due(tmp_path: Path) -> None:
+    path = tmp_path / "dc.db"
+    with open_store(path, create=True) as s, s.transaction():
+        inventory.init(s, EXAMPLE)
+    worker = Recorder()
+    loop = Loop(path, lead=False, workers=[worker])
+    loop.step()
+    assert worker.steps[-1] == (loop.now, False, None)  # a standby's: it starts nothing
+    loop.reports()
+    loop.step()
+    assert loop.m.leading and worker.steps[-1] == (loop.now, True, loop.m.leadership.lease)
+    assert loop.m.step(loop.now) == loop.now + 0.25  # the worker's due is the loop's next wake-up
+    loop.m.step(loop.now, act=False)  # draining a stopping daemon: nothing new
+    assert worker.steps[-1][1] is False
+
+
+def test_a_reload_pokes_the_dns_worker_whose_job_is_fenced_by_the_lease(tmp_path: Path) -> None:
+    from ctmanager.dnsroutes.sync import SyncReport
+    from ctmanager.dnsroutes.worker import Synced
+
+    class Runner:
+        def __init__(self) -> None:
+            self.jobs: list[tuple[Any, Callable[[Any], None]]] = []
+
+        def submit(self, job: Any, done: Callable[[Any], None], name: str = "job") -> None:
+            self.jobs.append((job, done))
+
+    path = tmp_path / "dc.db"
+    with open_store(path, create=True) as s, s.transaction():
+        inventory.init(s, EXAMPLE)
+    runner = Runner()
+    loop = Loop(path, dns=DnsWorker(path, runner))
+    [(job, done)] = runner.jobs  # poked as it took the lease: a sync, fenced by this leadership's lease
+    lease, verify = job.args
+    assert (lease.rack, lease.holder, lease.epoch, verify) == (101, "manager", loop.m.leadership.epoch, False)
+    runner.jobs.clear()
+    done(Synced(SyncReport()))
+    loop.step(CONFIG_CHECK_EVERY)
+    assert runner.jobs == []  # nothing changed: nothing to publish
+    loop.edit(lambda inv: inv.set_drained("hn-101-1", True))
+    loop.step(CONFIG_CHECK_EVERY)
+    assert len(runner.jobs) == 1  # the reload poked it
 
 
 def test_a_crash_loop_is_recorded_and_survives_a_reload(loop: Loop) -> None:
