@@ -9,8 +9,10 @@ exchange (fabric's runner threads have no join timeout).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -126,6 +128,11 @@ class Remote:
         self._conn = conn
         fresh: paramiko.Transport | None = conn.client.get_transport()
         assert fresh is not None
+        if isinstance(fresh.sock, socket.socket):  # (a proxied transport's channel has no Nagle to turn off)
+            # Each command is a few small messages each way: without this, Nagle's algorithm against the server's
+            # delayed ACK holds one of them ~40 ms (measured: exec of `true` 47 ms median, 2 ms with it).
+            with contextlib.suppress(OSError):
+                fresh.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return fresh
 
     def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 30.0) -> Output:

@@ -110,8 +110,8 @@ def _seal(m: Move, f: Facts) -> Advance:
         return WAIT
     if not o.ok:
         return rollback(m, f, f"sealing the /data of {rack_name(m.rack)} failed: {o.error}")
-    return Advance({"step": Step.STOP.value}, f"/data sealed on {_nodes(m, m.rack)}; waiting for "
-                   f"{rack_name(m.rack)}'s leader to let every CT go")
+    return Advance({"step": Step.STOP.value}, f"/data sealed on {_nodes(m, m.rack)}; waiting for the certificate "
+                   f"of {rack_name(m.rack)}'s leader")
 
 
 def _final(m: Move, f: Facts, failed: str = "the final copy failed") -> Advance:
