@@ -51,7 +51,8 @@ def register(reg: Registry) -> None:
                         "copy; for a tenant that is down anyway)")
     p.add_argument("--bwlimit", metavar="RATE", help="bandwidth of the copy per second, e.g. 50M "
                    "(default: the manager's [moves] bwlimit)")
-    p.add_argument("--wait", action="store_true", help="follow the move until it is online or rolled back")
+    p.add_argument("--wait", action="store_true", help="follow the move until it is online or rolled back; exit 0 when it ended as asked (online or done; "
+                   "with --abort: rolled back), 1 otherwise")
     p.add_argument("--timeout", type=seconds_in(1, 7 * 86400), default=3600.0,
                    help="with --wait: give up waiting after this many seconds (the move goes on)")
     p = reg.cmd(tenants, "moves", cmd_tenant_moves,
@@ -155,7 +156,7 @@ def _wait(args: argparse.Namespace, m: Move) -> int:
             if settled or time.monotonic() > deadline:
                 break
             time.sleep(WAIT_POLL)
-    ok = m.phase in ("done", "online")
+    ok = m.phase == "rolled-back" if getattr(args, "abort", False) else m.phase in ("done", "online")  # as asked
     if want_json(args):
         emit_json(m.as_json())
     elif not settled:
