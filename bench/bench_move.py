@@ -50,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,8 +59,6 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from harness import emit, parse_args  # noqa: E402
 from labrack import DcLab, dc_lab, wait_for  # noqa: E402
-
-from datetime import datetime  # noqa: E402
 
 from ctmanager.lab.pgserver import Cluster  # noqa: E402
 
