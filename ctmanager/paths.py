@@ -116,6 +116,22 @@ def find_dc_template(ref: str) -> Path:
     raise InputError(f"no DC template {ref!r}: not a file, and not a name found in {searched}")
 
 
+def find_manifest(ref: str) -> Path:
+    """A rack's delivery manifest by path, or by name on the search path
+    (`rack-102` -> dc/manifests/rack-102.toml): a plain install has no repository."""
+    path = Path(ref)
+    if _is_file(path):
+        return path
+    if "/" not in ref and not ref.endswith(".toml"):
+        for d in template_dirs():
+            hit = d / "dc" / "manifests" / f"{ref}.toml"
+            if _is_file(hit):
+                return hit
+    ref = ref[:200]
+    searched = ", ".join(str(d / "dc" / "manifests") for d in template_dirs()) or "(no template folders found)"
+    raise InputError(f"no manifest {ref!r}: not a file, and not a name found in {searched}")
+
+
 def _is_file(path: Path) -> bool:
     """Path.is_file, but a name too long (or otherwise unusable) is just not a file."""
     try:

@@ -82,6 +82,50 @@ def zone(value: object, field: str) -> str:
     return value
 
 
+MAX_NAME = 253  # characters of a DNS name, without its trailing dot (RFC 1035: 255 octets on the wire)
+
+
+def dns_name(value: object, field: str) -> str:
+    """A DNS name (dotted labels; a trailing dot is dropped), lower case: each label
+    a DNS label, the whole at most 253 characters. The message says which limit a
+    name breaks (a long name of short labels is not a label's fault)."""
+    if not isinstance(value, str) or not value.rstrip("."):
+        raise _fail(field, value, "must be a non-empty DNS name")
+    name = value.rstrip(".")
+    bad = next((part for part in name.split(".") if not _LABEL.match(part)), None)
+    if bad is not None:
+        why = "is longer than 63 characters" if len(bad) > 63 else "is not a DNS label (a-z, 0-9 and inner '-')"
+        raise _fail(field, value[:300], f"has a label {bad[:80]!r} that {why}")
+    if len(name) > MAX_NAME:
+        raise _fail(field, value[:300], f"is {len(name)} characters long; a DNS name has at most {MAX_NAME}")
+    return name
+
+
+def zones_overlap(a: str, b: str) -> bool:
+    """Two zones are one, or one lies inside the other: a DNS server cannot serve
+    both as separate zones (the same zone twice, or names claimed by two)."""
+    a, b = a.lower().rstrip("."), b.lower().rstrip(".")
+    return a == b or a.endswith("." + b) or b.endswith("." + a)
+
+
+# A rack slot: slot N is the N-th /16 of the supernet, and rack N's rows, specs and
+# reports carry N. 0 is no rack (a DNS record set from before racks were recorded
+# is rack 0's: anyone's), and more than 255 would not fit a /8. The one rule for the
+# template, the store's rows, CT specs and ctagent's config.
+SLOT_MIN, SLOT_MAX = 1, 255
+# A node's position in its rack: position P has the P-th address of the template's
+# nodes range, inside the rack's /16 (the manifest allows at most that range's size).
+POSITION_MAX = 65534
+
+
+def slot(value: object, field: str) -> int:
+    return integer(value, field, minimum=SLOT_MIN, maximum=SLOT_MAX)
+
+
+def position(value: object, field: str, *, maximum: int = POSITION_MAX) -> int:
+    return integer(value, field, minimum=1, maximum=min(maximum, POSITION_MAX))
+
+
 def path(value: object, field: str) -> str:
     """An absolute path with a safe alphabet and no `..` component: the one rule
     for every path that lands in a config (named.conf, carbon.conf, nginx.conf,

@@ -88,13 +88,15 @@ class AgentConfig:
 def load(path: Path) -> AgentConfig:
     top = tomlread.load(path)
     file = str(path)
-    rack = top.check("rack", lambda x, f: v.integer(x, f, minimum=1, maximum=255), top.int("rack"))
+    rack = top.check("rack", v.slot, top.int("rack"))  # the one slot rule (validate.slot)
     hn = top.check("hn", v.label, top.str("hn"))
     key_file = top.check("key_file", v.path, top.str("key_file"))
     runtime = top.str("runtime", "lxc")
     if runtime not in RUNTIMES:
         raise top.error("runtime", f"must be one of {', '.join(RUNTIMES)} (got {runtime!r})")
     report_to = tuple(top.check(f"report_to[{i}]", hostport, a) for i, a in enumerate(top.strs("report_to")))
+    if not report_to:  # nobody would hear it: the rack's managers would fail it over as dead
+        raise top.error("report_to", "must list the rack's managers and peer agents (IP:PORT), not be empty")
     interval = top.number("report_interval", 1.0)
     if not 0.05 <= float(interval) <= 60:
         raise top.error("report_interval", f"must be between 0.05 and 60 seconds (got {interval!r})")
@@ -107,6 +109,11 @@ def load(path: Path) -> AgentConfig:
     memory = cap.any("memory")
     disk = cap.any("disk")
     reserve = cap.any("reserve_memory")
+    memory_n = v.size(memory, f"{file}: capacity.memory") if memory is not None else _mem_total()
+    reserve_n = v.size(reserve, f"{file}: capacity.reserve_memory", minimum=0) if reserve is not None else 256 << 20
+    if reserve_n >= memory_n:  # nothing left to promise: every CT would be refused
+        raise cap.error("reserve_memory", f"must be less than capacity.memory ({v.format_size(reserve_n)} >= "
+                        f"{v.format_size(memory_n)})")
     cap.done()
     lxc = top.table("lxc", required=False)
     lxcpath = lxc.check("lxcpath", v.path, lxc.str("lxcpath", f"{state_dir}/lxc"))
@@ -131,9 +138,9 @@ def load(path: Path) -> AgentConfig:
     return AgentConfig(
         file=file, rack=rack, hn=hn, key=read_key(Path(key_file), file), runtime=runtime, report_to=report_to,
         report_interval=float(interval), state_dir=state_dir,
-        memory=v.size(memory, f"{file}: capacity.memory") if memory is not None else _mem_total(),
+        memory=memory_n,
         disk=v.size(disk, f"{file}: capacity.disk") if disk is not None else _disk_total(paths.data),
-        reserve_memory=v.size(reserve, f"{file}: capacity.reserve_memory", minimum=0) if reserve is not None else 256 << 20,
+        reserve_memory=reserve_n,
         lxcpath=lxcpath, paths=paths, listen=listen, voters=voters, watchdog=watchdog, timers=timers,
         graphite=graphite, metrics_prefix=prefix,
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import InputError
-from ..files import same_content, write_atomic
+from ..files import open_lock, same_content, write_atomic
 from ..validate import is_digits
 from ..wire import spec as specs
 from .config import AgentConfig
@@ -176,7 +176,7 @@ class DiskNode:
     def see_epoch(self, epoch: int) -> int:
         path = Path(self.config.state_dir) / "epoch"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_suffix(".lock"), "w") as f:
+        with os.fdopen(open_lock(path.with_suffix(".lock")), "r+") as f:  # never truncated, never a link
             fcntl.flock(f, fcntl.LOCK_EX)  # read-compare-write: two applies may race
             try:
                 text = path.read_text().strip()
@@ -194,7 +194,7 @@ class DiskNode:
         folder = Path(self.config.state_dir) / "applying"
         folder.mkdir(parents=True, exist_ok=True)
         marker = folder / str(ctid)
-        write_atomic(marker, f"{epoch} {os.getpid()}\n".encode(), 0o644)
+        write_atomic(marker, f"{epoch} {os.getpid()}\n".encode(), 0o644, sync=False)  # gone with the action
         try:
             yield
         finally:
@@ -218,6 +218,6 @@ class DiskNode:
         """One action per CT at a time on this HN (the daemon and a CLI may both act)."""
         locks = Path(self.config.state_dir) / "locks"
         locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{ctid}.lock", "w") as f:
+        with os.fdopen(open_lock(locks / f"{ctid}.lock"), "r+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             yield

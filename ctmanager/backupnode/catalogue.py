@@ -12,10 +12,10 @@ NEVER (none yet); ALARM when older than 2 x RPO.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..files import append, write_atomic
 from . import borg
 
 COMPACT_OVER = 8 << 20  # bytes: at start, a larger log is rewritten with each CT's newest point only
@@ -79,18 +79,13 @@ class Catalogue:
 
     def record(self, p: Point) -> None:
         line = json.dumps({**asdict(p), "ctids": list(p.ctids)}, separators=(",", ":")) + "\n"
-        with open(self.path, "a") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append(self.path, line.encode())
         self._remember(p)
 
     def _compact(self) -> None:
         keep = {p.archive: p for p in self.newest.values()}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps({**asdict(p), "ctids": list(p.ctids)}, separators=(",", ":")) + "\n"
-                               for p in sorted(keep.values(), key=lambda p: p.at)))
-        tmp.replace(self.path)
+        write_atomic(self.path, "".join(json.dumps({**asdict(p), "ctids": list(p.ctids)}, separators=(",", ":")) + "\n"
+                                        for p in sorted(keep.values(), key=lambda p: p.at)).encode(), 0o644)
 
     def recorded(self) -> set[str]:
         """Every archive name in the log (since its last compaction: the newest per CT before it)."""

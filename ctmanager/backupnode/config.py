@@ -33,6 +33,7 @@ from pathlib import Path
 from .. import validate as v
 from ..dc import tomlread
 from ..errors import InputError
+from ..files import check_private
 from .borg import Repo
 
 ENV_VAR = "CTBACKUP_CONFIG"
@@ -98,6 +99,10 @@ def load(path: Path) -> BackupConfig:
                 if ssh else "",
                 int(_number(r, "connect_timeout", 5, 1, 120)))
     r.done()
+    # borg reads them on every cycle: a secret others may read is refused before the first
+    check_private(repo.passphrase_file, "borg passphrase file", where=f"{path}: repository.passphrase_file")
+    if repo.key_file:
+        check_private(repo.key_file, "backup SSH key", where=f"{path}: repository.key_file")
     lt = top.table("limits", required=False)
     limits = Limits(lt.check("upload", lambda x, f: v.size(x, f, minimum=1 << 10), lt.scalar("upload", "20M")),
                     int(_number(lt, "nice", 10, 0, 19)), int(_number(lt, "ionice", 7, 0, 7)),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import validate as v
+from ..files import write_atomic
 from . import borg, hook, pressure, scan
 from .catalogue import Catalogue, Point
 from .config import BackupConfig
@@ -64,9 +65,7 @@ class Cycle:
         """What `ctbackup status` tells of the daemon: its pid and the repository's error."""
         body = {"pid": os.getpid(), "started": self.started, "noted": now,
                 "error": self.error, "error_since": self.error_since or None}
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body) + "\n")
-        tmp.replace(self.state_file)
+        write_atomic(self.state_file, (json.dumps(body) + "\n").encode(), 0o644, sync=False)  # rewritten often
 
     def _prefix(self) -> list[str]:
         lim = self.cfg.limits

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import validate as v
+from ..errors import CtmError
+from ..files import make_dirs, write_atomic
 from .watch import HOOK_DIR, READY, REQUEST
 
 MARKER = "hook"
@@ -34,10 +36,10 @@ def wanted(ct_folder: Path) -> bool:
     return (ct_folder / HOOK_DIR / MARKER).exists()
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+def _write(path: Path, text: str, under: Path) -> None:
+    """The daemon runs as the storage node's root and the folder is the CT's: a link
+    planted at the file or at HOOK_DIR is refused, never written through."""
+    write_atomic(path, text.encode(), 0o644, under=under)
 
 
 def _read(path: Path) -> str:
@@ -53,16 +55,21 @@ def ask(folders: dict[int, Path], timeout: float, clock: Callable[[], float] = t
     CTID -> the hook's exit code, or None for no answer in time."""
     nonces = {}
     for ctid, folder in folders.items():
-        nonces[ctid] = secrets.token_hex(8)
-        _write(folder / HOOK_DIR / REQUEST, nonces[ctid] + "\n")
+        try:
+            _write(folder / HOOK_DIR / REQUEST, (nonce := secrets.token_hex(8)) + "\n", folder)
+            nonces[ctid] = nonce
+        except (CtmError, OSError):
+            pass  # not asked (a link planted in its hook folder): no answer, backed up as it is
     deadline = clock() + timeout
     answers: dict[int, int | None] = {c: None for c in folders}
     while True:
         for ctid, folder in folders.items():
+            if ctid not in nonces:
+                continue
             nonce, _, code = _read(folder / HOOK_DIR / READY).partition(" ")
             if answers[ctid] is None and nonce == nonces[ctid]:
                 answers[ctid] = int(code) if v.is_digits(code.strip()) else 1
-        if all(a is not None for a in answers.values()) or clock() >= deadline:
+        if all(answers[c] is not None for c in nonces) or clock() >= deadline:
             return answers
         sleep(POLL)
 
@@ -71,8 +78,8 @@ def serve(data: Path, argv: list[str], stop: Callable[[], bool] = lambda: False,
           log: Callable[[str], None] = lambda line: None) -> None:
     """The CT's side: keep the marker, run `argv` (in `data`) for every new request, answer."""
     folder = data / HOOK_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / MARKER).write_text(f"{os.getpid()}\n")
+    make_dirs(folder, under=data)
+    _write(folder / MARKER, f"{os.getpid()}\n", data)
     try:
         while not stop():
             nonce = _read(folder / REQUEST)
@@ -80,7 +87,7 @@ def serve(data: Path, argv: list[str], stop: Callable[[], bool] = lambda: False,
                 started = time.monotonic()
                 code = subprocess.run(argv, cwd=data).returncode
                 log(f"pre-backup hook {argv[0]}: exit {code} in {time.monotonic() - started:.1f} s")
-                _write(folder / READY, f"{nonce} {code}\n")
+                _write(folder / READY, f"{nonce} {code}\n", data)
             time.sleep(POLL)
     finally:
         (folder / MARKER).unlink(missing_ok=True)  # no marker: the daemon does not wait for a hook that is gone

@@ -26,6 +26,7 @@ from typing import Any
 
 from .. import validate as v
 from ..errors import CtmError, InputError
+from ..files import write_atomic
 from . import borg
 from .config import BackupConfig
 from .daemon import HOLD_PREFIX, Run, run_borg
@@ -41,7 +42,7 @@ def holding(cfg: BackupConfig) -> Iterator[None]:
     state = Path(cfg.state_dir)
     state.mkdir(parents=True, exist_ok=True)
     mark = state / f"{HOLD_PREFIX}{os.getpid()}"
-    mark.write_text(f"{os.getpid()}\n")
+    write_atomic(mark, f"{os.getpid()}\n".encode(), 0o644, sync=False)
     try:
         yield
     finally:
@@ -84,7 +85,7 @@ def pick(points: list[borg.Archive], ctid: int, at: float | None, name: str | No
 def extract(cfg: BackupConfig, archive: borg.Archive, ctid: int, into: Path, run: Run = run_borg) -> Path:
     """The CT's files from `archive` into into/<CTID> (which must not exist yet)."""
     final = into / str(ctid)
-    if final.exists():
+    if os.path.lexists(final):  # a link too: the rename would fail at the end
         raise InputError(f"{final} exists: restore into an empty folder", where="--to")
     into.mkdir(parents=True, exist_ok=True)
     staging = into / f".ctbackup-restore-{ctid}-{int(time.time())}"

@@ -13,7 +13,7 @@ from ..dc.model import rack_name
 from ..errors import CtmError, InputError, NotFoundError
 from ..store import lease as leases
 from ..store import queries
-from .common import Registry, editing, manager_setup, parse_rack, seconds_in, want_json, with_config
+from .common import Registry, editing, installed_rack, manager_setup, seconds_in, want_json, with_config
 from .output import age, emit_json, table, when
 
 RESTORE_HELP = ("restore a CT's /data as it was at a restore point: --to DIR on its storage node, or --in-place "
@@ -51,7 +51,11 @@ def _nodes(args: argparse.Namespace) -> tuple[Any, Any, int]:
     from ..manager.passes import backups_for
 
     config, store, _dc = manager_setup(args)
-    rack = parse_rack(args.rack, "--rack") if getattr(args, "rack", None) else config.slot
+    try:
+        rack = installed_rack(store, args.rack) if getattr(args, "rack", None) else config.slot
+    except BaseException:
+        store.close()
+        raise
     return store, backups_for(store, config, rack), rack
 
 

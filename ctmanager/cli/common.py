@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -30,20 +31,27 @@ class Registry:
     def __init__(self, sub: Any, common: argparse.ArgumentParser) -> None:
         self.sub, self.common = sub, common
         self.groups: dict[str, Any] = {}
+        self._group_parsers: dict[int, argparse.ArgumentParser] = {}  # id(sub-commands) -> the group's parser
 
     def cmd(self, parent: Any, name: str, func: Handler, help: str, example: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = parent.add_parser(
             name, parents=[self.common], help=help, description=help, epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
+        group = self._group_parsers.get(id(parent))
+        if group is not None and group.epilog is None:  # `ctmanager ct --help` shows an example too: its first
+            group.epilog = f"example:\n  {example}"
         return p
 
     def group(self, name: str, help: str, parent: Any = None) -> Any:
-        """A command with sub-commands; nested under `parent` (a group) if given."""
-        p = (parent or self.sub).add_parser(name, help=help, description=help)
+        """A command with sub-commands; nested under `parent` (a group) if given.
+        Its --help ends with the example of its first command."""
+        p = (parent or self.sub).add_parser(name, help=help, description=help,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter)
         dest = "action" if parent is None else f"{name}_command"
         g = p.add_subparsers(dest=dest, metavar="ACTION", parser_class=type(p))
         g.required = True
+        self._group_parsers[id(g)] = p
         if parent is None:
             self.groups[name] = g
         return g
@@ -99,6 +107,8 @@ def publish_dns(store: Store) -> None:
         sys.stderr.write(f"dns: published {len(report.applied)} change(s) to {server.host}:{server.port}\n")
     for _change, why in report.conflicts:
         sys.stderr.write(f"dns: CONFLICT {why}\n")
+    for why in report.collisions:
+        sys.stderr.write(f"dns: COLLISION {why} (left out)\n")
     if report.error:
         sys.stderr.write(f"dns: {len(report.pending)} change(s) PENDING ({report.error}); "
                          "sent when the server answers (ctmanager dns sync)\n")
@@ -126,10 +136,28 @@ def parse_rack(text: str, field: str = "rack") -> int:
     return parse(text, field)
 
 
+def installed_rack(store: Store, text: str, field: str = "--rack") -> int:
+    """A rack filter (`ct list --rack`, `hn list --rack`): a rack that is not
+    installed is an error, not an empty list that reads as "no CTs there"."""
+    slot = parse_rack(text, field)
+    if not queries.rack_installed(store, slot):
+        raise NotFoundError(f"no rack-{slot} installed (ctmanager rack list)", where=field)
+    return slot
+
+
 integer_in, seconds_in = v.int_arg, v.seconds_arg  # bounded argparse types (ctmanager.validate)
 integer = integer_in(-(2**63), 2**63 - 1)
 positive = integer_in(1, 2**31 - 1)
 port = integer_in(1, 65535)
+
+
+def out_path(text: str) -> str:
+    """An output path (`… config OUT`, `render OUTDIR`): printed back, logged and often
+    quoted into the files written, so a control character (a newline, an escape, a
+    bidi override, an undecodable byte) is refused here, in one line, before any write."""
+    if not text or any(unicodedata.category(c)[0] == "C" or c in "\u2028\u2029" for c in text):
+        raise argparse.ArgumentTypeError(f"must be a path without control characters (got {ascii(text)[:200]})")
+    return text
 
 
 def resource_args(p: argparse.ArgumentParser) -> None:

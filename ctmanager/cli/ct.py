@@ -13,6 +13,7 @@ from .common import (
     Registry,
     app_list,
     editing,
+    installed_rack,
     integer,
     integer_in,
     manager_setup,
@@ -102,6 +103,9 @@ def cmd_ct_add(args: argparse.Namespace) -> int:
 def cmd_ct_set(args: argparse.Namespace) -> int:
     from ..dc import resources
 
+    if args.admst is None and args.env is None and args.apps is None and not overrides(args):
+        raise InputError(f"nothing to change for {args.ct}: give --admst, --env, --apps or a resource "
+                         "(--memory, --swap, --disk, --cpus, --cpuunits, --cpulimit)")
     with editing(args) as (store, inv):
         current = queries.find_ct(store, args.ct)
         res = resources.with_overrides(current.resources, inv.dc.max_compute, overrides(args), "ct")
@@ -132,17 +136,29 @@ def cmd_ct_reset(args: argparse.Namespace) -> int:
 def cmd_ct_rm(args: argparse.Namespace) -> int:
     with editing(args) as (store, inv):
         ct = inv.rm_ct(args.ct, purge=args.purge_data)
+        grace = inv.dc.ip_quarantine
     if want_json(args):
-        emit_json({"removed": ct.ctid, "hostname": ct.hostname})
+        emit_json({"removed": ct.ctid, "hostname": ct.hostname, "ip": ct.ip, "ip_quarantine": grace})
     else:
-        print(f"removed CT {ct.ctid} {ct.hostname}")
+        print(f"removed CT {ct.ctid} {ct.hostname}; {quarantine_note([ct], grace)}")
     return 0
+
+
+def quarantine_note(cts: list[Any], grace: float) -> str:
+    """What `ct rm` and `tenant rm` say of the addresses they freed (operations/rules.leave_rack)."""
+    ips = ", ".join(c.ip for c in cts)
+    racks = ", ".join(sorted({rack_name(c.rack) for c in cts}))
+    return (f"address {ips} not handed out again until every HN of {racks} reported it gone, or for "
+            f"{grace:g} s ([ipam] quarantine)")
 
 def cmd_ct_list(args: argparse.Namespace) -> int:
     from ..validate import format_size
 
     with store_of(args) as store:
-        cts = queries.cts(store, rack=parse_rack(args.rack) if args.rack else None, tenant=args.tenant)
+        rack = installed_rack(store, args.rack) if args.rack else None
+        if args.tenant:
+            queries.tenant_rack(store, args.tenant)  # an unknown tenant is an error, not an empty list
+        cts = queries.cts(store, rack=rack, tenant=args.tenant)
     if want_json(args):
         emit_json([ct_json(c) for c in cts])
     else:
@@ -155,12 +171,19 @@ def cmd_ct_show(args: argparse.Namespace) -> int:
     with store_of(args) as store:
         data = ct_json(queries.find_ct(store, args.ct))
     if want_json(args):
-        emit_json(data)
+        emit_json(data)  # sizes in bytes, for programs
     else:
+        from ..validate import format_size
+
         width = max(map(len, data))
         for k, v in data.items():
+            if k in SIZES and isinstance(v, int):
+                v = format_size(v)  # as `ct list` says them (3G)
             print(f"{k:<{width}}  {', '.join(v) if isinstance(v, list) else ('-' if v is None else v)}")
     return 0
+
+
+SIZES = ("memory", "swap", "disk")
 
 def cmd_ct_history(args: argparse.Namespace) -> int:
     with store_of(args) as store:
@@ -186,11 +209,13 @@ def cmd_ct_move(args: argparse.Namespace) -> int:
     if want_json(args):
         emit_json({"ctid": ct.ctid, "from": old, "to": args.to})
     else:
-        print(f"CT {ct.ctid} {ct.hostname}: {old or 'unplaced'} -> {args.to} (stopped there first, then started here)")
+        print(f"CT {ct.ctid} {ct.hostname}: not placed on any HN yet (nothing to stop): it starts on {args.to}"
+              if old is None else f"CT {ct.ctid} {ct.hostname}: {old} -> {args.to} (stopped there first, then "
+              "started here)")
     return 0
 
 def cmd_ct_exec(args: argparse.Namespace) -> int:
-    from ..manager import passes
+    from ..manager import passes, reach
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if argv is args.argv and argv and argv[0].startswith("-"):  # everything after the CT is the command
@@ -198,18 +223,24 @@ def cmd_ct_exec(args: argparse.Namespace) -> int:
                          f"after --, e.g. ctmanager ct exec --timeout 60 {args.ct} -- uptime")
     if not argv:
         raise InputError("give the command after --, e.g. ctmanager ct exec myhost -- uptime")
-    config, store, dc = manager_setup(args)
-    executor = passes.executor_for(store, config)
+    config, store, _dc = manager_setup(args)
     try:
+        # the CT's rack and its HNs from the store: any rack's CT, whichever rack's config was given
         ct = queries.find_ct(store, args.ct)
-        view = passes.gather(store, dc, config, executor)
-        up = [hn for hn, s in view.observed.where.get(ct.ctid, {}).items() if s == "UP"]
-        if not up:
-            raise InputError(f"CT {ct.ctid} {ct.hostname} is not running on any reachable HN (see: ctmanager status)")
-        out = executor.hn(up[0]).run([*config.agent_command, "exec", str(ct.ctid), "--", *argv], b"",
-                                     args.timeout or config.action_timeout)
+        cfg = reach.rack_config(config, ct.rack)
+        executor = passes.executor_for(store, cfg)
+        try:
+            up, unreachable = reach.running_on(store, cfg, ct, lambda hn: reach.observe(executor, cfg, hn))
+            if not up:
+                why = "; ".join(f"{hn}: {msg}" for hn, msg in sorted(unreachable.items()))
+                raise InputError(f"CT {ct.ctid} {ct.hostname} is not running on any reachable HN of "
+                                 f"{rack_name(ct.rack)}{f' (unreachable: {why})' if why else ''} "
+                                 "(see: ctmanager status)")
+            out = executor.hn(up[0]).run([*cfg.agent_command, "exec", str(ct.ctid), "--", *argv], b"",
+                                         args.timeout or cfg.action_timeout)
+        finally:
+            executor.close()
     finally:
-        executor.close()
         store.close()
     sys.stdout.buffer.write(out.out)
     sys.stderr.buffer.write(out.err)

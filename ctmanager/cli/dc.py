@@ -11,7 +11,7 @@ from ..errors import NotFoundError, StoreError
 from ..store import default_path, open_store, queries
 from ..store.backends import discard_new, is_new
 from ..store.db import redact
-from .common import Registry, parse_rack, positive, store_of, want_json
+from .common import Registry, out_path, parse_rack, positive, store_of, want_json
 from .output import age, emit_json, table, when
 
 
@@ -25,7 +25,7 @@ def register_views(reg: Registry) -> None:
     p = reg.cmd(reg.sub, "render", cmd_render,
                 "render every CT's OpenVZ/LXC/resolv.conf files and storage exports into OUTDIR",
                 "ctmanager render /srv/ctconf --diff     # show what would change, write nothing")
-    p.add_argument("outdir")
+    p.add_argument("outdir", type=out_path)
     p.add_argument("--diff", action="store_true", help="print a unified diff of what would change; write nothing")
     p.add_argument("--workers", type=positive, help="render processes (default: the CPUs this process may use)")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import CtmError
 from ..store import dns as dnsrows
 from ..store import queries
-from .common import Registry, port, seconds_in, store_of, want_json
+from .common import Registry, out_path, port, seconds_in, store_of, want_json
 from .output import emit_json
 
 
@@ -32,7 +32,7 @@ def register(reg: Registry) -> None:
     p.add_argument("--no-repair", action="store_true", help="only report drift")
     p = cmd(dns, "bind-config", cmd_dns_bind_config, "write a BIND 9 config for the DC's zones (and a TSIG key)",
             "ctmanager dns bind-config /etc/ctmanager/bind --listen 10.100.0.53")
-    p.add_argument("out")
+    p.add_argument("out", type=out_path)
     p.add_argument("--listen", default="127.0.0.1",
                    help="address(es) named listens on, comma-separated (default 127.0.0.1)")
     p.add_argument("--port", type=port, default=53)
@@ -59,13 +59,16 @@ def cmd_dns_diff(args: argparse.Namespace) -> int:
         conflicts = dnsrows.conflicts(store)
     if want_json(args):
         emit_json({"pending": [str(c) for c in report.pending],
-                   "conflicts": [{"name": r[0], "detail": r[1]} for r in conflicts]})
+                   "conflicts": [{"name": r[0], "detail": r[1]} for r in conflicts],
+                   "collisions": report.collisions})
     else:
         for c in report.pending:
             print(c)
         for r in conflicts:
             print(f"! {r[0]}: {r[1]}")
-        if not report.pending and not conflicts:
+        for why in report.collisions:  # two record sets of ours claim one name: the second is left out
+            print(f"! COLLISION {why}")
+        if not report.pending and not conflicts and not report.collisions:
             print("nothing pending")
     return 0
 
@@ -87,12 +90,14 @@ def cmd_dns_sync(args: argparse.Namespace) -> int:
     if want_json(args):
         emit_json({"applied": [str(c) for c in report.applied], "pending": [str(c) for c in report.pending],
                    "conflicts": [why for _, why in report.conflicts], "error": report.error,
-                   "messages": report.messages})
+                   "messages": report.messages, "collisions": report.collisions})
     else:
         for c in report.pending if args.dry_run else report.applied:
             print(c)
         for _, why in report.conflicts:
             print(f"CONFLICT {why}")
+        for why in report.collisions:
+            print(f"COLLISION {why} (left out)")
         if args.dry_run:
             print(f"{len(report.pending)} change(s) would be sent")
         elif report.error:
@@ -100,7 +105,7 @@ def cmd_dns_sync(args: argparse.Namespace) -> int:
         else:
             print(f"published {len(report.applied)} change(s) in {report.messages} message(s); "
                   f"{len(report.conflicts)} conflict(s)")
-    return 1 if report.error or report.conflicts else 0
+    return 1 if report.error or report.conflicts or report.collisions else 0
 
 
 def cmd_dns_verify(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from ..errors import CtmError, InputError
 from ..files import write_atomic
 from ..store import Store, queries
 from ..store import proxies as proxyrows
-from .common import Registry, port, store_of, want_json
+from .common import Registry, out_path, port, store_of, want_json
 from .output import emit_json, table
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def register(reg: Registry) -> None:
     p.add_argument("--tenant", default="")
     cmd(paths, "list", cmd_path_list, "list path routes", "ctmanager edge path list")
     p = cmd(edge, "config", cmd_edge_config, "write the edge's nginx.conf", "ctmanager edge config /etc/nginx/edge.conf")
-    p.add_argument("out", help="the file to write")
+    p.add_argument("out", type=out_path, help="the file to write")
     p.add_argument("--cert", default="", help="TLS certificate (PEM); with --key, the edge terminates HTTPS")
     p.add_argument("--key", default="")
     p.add_argument("--prefix", default="/var/lib/ctmanager-edge", help="pid, logs and temp files")

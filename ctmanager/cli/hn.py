@@ -8,7 +8,7 @@ from typing import Any
 from ..store import lease as leases
 from ..store import queries
 from ..validate import format_size
-from .common import Registry, parse_rack, store_of, want_json
+from .common import Registry, installed_rack, store_of, want_json
 from .output import age, emit_json, table
 
 
@@ -33,7 +33,7 @@ def cmd_hn_list(args: argparse.Namespace) -> int:
         now = store.now()  # report ages on the store's clock, as they were stamped
         rack = None
         if args.rack:
-            rack = parse_rack(args.rack, "--rack")
+            rack = installed_rack(store, args.rack)
         reports = queries.hn_reports(store)
         leaders = leases.leaders(store)
         rows: list[dict[str, Any]] = []
@@ -70,8 +70,15 @@ def _set_drain(args: argparse.Namespace, drained: bool) -> int:
     with store_of(args) as store:
         with store.transaction():
             Inventory(store, queries.dc_template(store)).set_drained(args.hn, drained)
+            node = queries.compute_node(store, args.hn)
+            # the scheduler moves a drained HN's CTs only to another HN that takes CTs: none left, they stay
+            stay = drained and not any(n.role == "compute" and not n.drained and n.hostname != args.hn
+                                       for n in queries.nodes(store, rack=node.rack))
     if want_json(args):
-        emit_json({"hn": args.hn, "drained": drained})
+        emit_json({"hn": args.hn, "drained": drained, **({"cts_stay": stay} if drained else {})})
+    elif stay:
+        print(f"{args.hn} drained: nothing new is placed on it, but no other HN of rack-{node.rack} takes CTs, "
+              "so its CTs stay where they are (nothing to move them to; undrain or add an HN)")
     else:
         print(f"{args.hn} {'drained: its CTs move away' if drained else 'undrained: the scheduler may use it again'}")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import sys
 from collections.abc import Sequence
 
@@ -44,11 +45,23 @@ STORE_HELP = ("the store: an SQLite file or a postgresql:// URL (default: $CTMAN
               "/var/lib/ctmanager/ctmanager.db)")
 
 
+_json_errors = False  # --json was given: errors are {"error": "..."} too (set before parsing: usage errors)
+
+
+def fail(message: str, prog: str = PROG) -> None:
+    """The CLI's one way to say what went wrong: one line on stderr, plain text,
+    or a JSON object under --json (scripts parse stderr as they parse stdout)."""
+    if _json_errors:
+        sys.stderr.write(json.dumps({"error": message}) + "\n")
+    else:
+        sys.stderr.write(f"{prog}: error: {message}\n")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (plus the exit code 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+        fail(f"{message} (see: {self.prog} --help)", self.prog)
         sys.exit(2)
 
 
@@ -84,15 +97,19 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global _json_errors
+    words = list(sys.argv[1:] if argv is None else argv)
+    # --json among the options (not in a command after --, e.g. ct exec's)
+    _json_errors = "--json" in (words[:words.index("--")] if "--" in words else words)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     try:
         return int(args.func(args) or 0)
     except CtmError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        fail(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted\n")
+        fail("interrupted")
         return 130
     except BrokenPipeError:  # `ctmanager status | head`
         return 0
@@ -100,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A path the command was given that the OS refuses (too long, a loop, not a
         # folder) is bad input; anything else is this machine's trouble. One line either way.
         name = "" if exc.filename is None else str(exc.filename).encode("unicode_escape").decode("ascii")[:200]
-        sys.stderr.write(f"{PROG}: error: {name + ': ' if name else ''}{exc.strerror or exc}\n")
+        fail(f"{name + ': ' if name else ''}{exc.strerror or exc}")
         return 2 if exc.errno in BAD_PATH else 1
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import CtmError, InputError
 from ..store import queries
-from .common import Registry, integer_in, parse_rack, store_of, want_json
+from .common import Registry, integer_in, out_path, parse_rack, store_of, want_json
 from .output import emit_json
 
 
@@ -17,7 +17,7 @@ def register(reg: Registry) -> None:
     p = cmd(metrics, "carbon-config", cmd_carbon_config,
             "write carbon-relay/cache/aggregator configs for a rack: full resolution on disk, summaries north",
             "ctmanager metrics carbon-config /etc/carbon/rack-101 --rack rack-101 --top 10.100.0.20:2003")
-    p.add_argument("out")
+    p.add_argument("out", type=out_path)
     p.add_argument("--rack", required=True, help="e.g. rack-101")
     p.add_argument("--top", required=True, metavar="HOST:PORT", help="the DC's top-level store (line protocol)")
     p.add_argument("--listen", default="0.0.0.0", help="address the daemons listen on (default 0.0.0.0)")

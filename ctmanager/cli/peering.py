@@ -9,9 +9,9 @@ from pathlib import Path
 
 from ..dc.model import DcTemplate, rack_name
 from ..errors import CtmError
-from ..files import write_atomic
+from ..files import preflight, write_atomic
 from ..store import queries
-from .common import Registry, store_of, want_json
+from .common import Registry, out_path, store_of, want_json
 from .output import emit_json, table
 
 DEFAULT_SOCKET = "/run/bird/bird.ctl"
@@ -25,7 +25,7 @@ def register(reg: Registry) -> None:
     p.add_argument("name")
     p = cmd(g, "config", cmd_config, "write each border router's files: bird.conf, network/ (systemd-networkd), "
             "swanctl.conf (IPsec); and routes/rack-N.txt, the routes each rack's gateway needs to the clouds", "ctmanager peering config /srv/border-configs --border border-1")
-    p.add_argument("out", help="a folder: OUT/<border>/bird.conf, OUT/<border>/network/…")
+    p.add_argument("out", type=out_path, help="a folder: OUT/<border>/bird.conf, OUT/<border>/network/…")
     p.add_argument("--border", help="only this border router (default: every one)")
     p = cmd(g, "status", cmd_status, "what BIRD says of each peering: session up/down since when, routes accepted "
             "and refused", "ctmanager peering status --socket /run/bird/bird.ctl")
@@ -82,12 +82,14 @@ def cmd_config(args: argparse.Namespace) -> int:
     todo = {f"{b.name}/{rel}": text for b in borders for rel, text in files.border_files(dc, b).items()}
     if not args.border:
         todo.update(files.rack_routes(dc))
+    for rel in todo:
+        preflight(Path(args.out) / rel)  # a link at any name refuses the command before any write
     written = []
     for rel, text in todo.items():
         path = Path(args.out) / rel
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, text.encode(), 0o644)
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            write_atomic(path, text.encode(), 0o644, under=args.out, make_parents=True)  # no link below OUT
         except OSError as exc:
             raise CtmError(f"{path}: {exc.strerror}") from None
         written.append(str(path))

@@ -14,19 +14,22 @@ def register(reg: Registry) -> None:
     p = reg.cmd(racks, "install", cmd_rack_install, "install a delivered rack into a free slot",
                 "ctmanager rack install 102 rack-102.toml")
     p.add_argument("slot", help="slot number or rack name (102 or rack-102)")
-    p.add_argument("manifest", help="delivery manifest (TOML): [[nodes]] position, sku, serial, mac")
+    p.add_argument("manifest", help="delivery manifest (TOML): [[nodes]] position, sku, serial, mac; a path, or "
+                   "the name of one shipped with ctmanager (rack-102: templates/dc/manifests/rack-102.toml)")
     reg.cmd(racks, "list", cmd_rack_list, "list installed racks", "ctmanager rack list --json")
 
 
 def cmd_rack_install(args: argparse.Namespace) -> int:
     from ..dc import manifest
+    from ..paths import find_manifest
 
     slot = parse_rack(args.slot, "slot")
+    path = find_manifest(args.manifest)
     with store_of(args) as store:
         dc = queries.dc_template(store)
-        nodes = manifest.load(args.manifest, dc)
+        nodes = manifest.load(path, dc)
     with editing(args) as (store, inv):
-        done = inv.install_rack(slot, nodes, str(args.manifest))
+        done = inv.install_rack(slot, nodes, str(path))
     if want_json(args):
         emit_json({"slot": done.slot, "rack": done.name, "network": done.network,
                    "nodes": [{"hostname": h, "role": r, "ip": ip} for h, r, ip in done.nodes],

@@ -10,7 +10,7 @@ from ..errors import CtmError
 from ..files import write_atomic
 from ..store import Store, queries
 from ..store import proxies as proxyrows
-from .common import Registry, integer_in, store_of, want_json
+from .common import Registry, integer_in, out_path, store_of, want_json
 from .output import emit_json, table
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ def register(reg: Registry) -> None:
     cmd(socks, "list", cmd_list, "list the ACLs", "ctmanager socks list")
     p = cmd(socks, "config", cmd_config, "write the proxy's sockd.conf", "ctmanager socks config /etc/danted.conf "
             "--listen 10.101.2.4:1080 --external 10.101.2.4")
-    p.add_argument("out")
+    p.add_argument("out", type=out_path)
     p.add_argument("--listen", default="0.0.0.0:1080", metavar="IP:PORT")
     p.add_argument("--external", required=True, metavar="IP", help="the address outbound connections leave from")
 

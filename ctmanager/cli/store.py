@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..store import copy as storecopy
-from ..store.db import default_path, redact
+from ..store.db import parse_locator, redact
 from .common import Registry, want_json
 from .output import emit_json
 
@@ -20,7 +20,7 @@ def register(reg: Registry) -> None:
 
 
 def cmd_store_copy(args: argparse.Namespace) -> int:
-    src, dst = default_path(args.src), default_path(args.dst)
+    src, dst = parse_locator(args.src, "SRC"), parse_locator(args.dst, "DST")
 
     def progress(line: str) -> None:
         if not want_json(args):

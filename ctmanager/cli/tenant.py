@@ -78,10 +78,15 @@ def cmd_tenant_set(args: argparse.Namespace) -> int:
     return 0
 
 def cmd_tenant_rm(args: argparse.Namespace) -> int:
+    from .ct import quarantine_note
+
     with editing(args) as (store, inv):
         removed = inv.rm_tenant(args.name, purge=args.purge_data)
+        grace = inv.dc.ip_quarantine
     if want_json(args):
-        emit_json({"tenant": args.name, "removed_cts": [c.ctid for c in removed]})
+        emit_json({"tenant": args.name, "removed_cts": [c.ctid for c in removed],
+                   "ips": [c.ip for c in removed], "ip_quarantine": grace})
     else:
-        print(f"removed tenant {args.name} and CT(s) {', '.join(str(c.ctid) for c in removed)}")
+        print(f"removed tenant {args.name} and CT(s) {', '.join(str(c.ctid) for c in removed)}; "
+              f"{quarantine_note(list(removed), grace)}")
     return 0

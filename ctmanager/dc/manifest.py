@@ -17,7 +17,7 @@ def load(path: Path | str, dc: DcTemplate) -> tuple[NodeSpec, ...]:
     seen: dict[str, dict[object, int]] = {"position": {}, "serial": {}, "mac": {}}
     max_pos = dc.network.nodes.size
     for i, t in enumerate(tables):
-        position = t.check("position", lambda x, f: v.integer(x, f, minimum=1, maximum=max_pos), t.int("position"))
+        position = t.check("position", lambda x, f: v.position(x, f, maximum=max_pos), t.int("position"))
         sku = t.str("sku")
         if sku not in dc.skus:
             raise t.error("sku", f"unknown SKU {sku!r} (the DC template has: {', '.join(sorted(dc.skus))})")

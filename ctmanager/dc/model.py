@@ -189,6 +189,7 @@ class DcTemplate:
     tenants: tuple[TenantEntry, ...] = ()
     borders: tuple[Border, ...] = ()
     peerings: tuple[Peering, ...] = ()
+    ip_quarantine: float = 120.0  # s an address freed by a CT leaving its rack stays taken ([ipam] quarantine)
 
     def peerings_of(self, slot: int) -> tuple[Peering, ...]:
         return tuple(p for p in self.peerings if slot in p.racks)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import validate as v
 from ..errors import InputError
-from . import peering, tomlread
+from . import names, peering, tomlread
 from . import resources as res
 from .model import (
     DcTemplate,
@@ -60,6 +60,7 @@ def _build(top: tomlread.Table, base: Path) -> DcTemplate:
     dc.done()
 
     network = _network(top.table("network"))
+    quarantine = _ipam(top.table("ipam", required=False))
     slots = _slots(top.tables("slots", required=True), network.supernet, top)
     skus = _skus(top.table("skus"))
     zone_services = _zone_services(top.table("zone_services"), network.supernet, slots)
@@ -74,7 +75,7 @@ def _build(top: tomlread.Table, base: Path) -> DcTemplate:
     borders = peering.borders(top.table("borders", required=False), network.supernet, slots, taken)
     peerings = peering.peerings(top.tables("peerings"), network.supernet, slots, borders, taken, services)
     top.done()
-    return DcTemplate(
+    built = DcTemplate(
         name=name,
         infra_zone=infra_zone,
         tenant_zone=tenant_zone,
@@ -92,7 +93,13 @@ def _build(top: tomlread.Table, base: Path) -> DcTemplate:
         tenants=tenants,
         borders=borders,
         peerings=peerings,
+        ip_quarantine=quarantine,
     )
+    try:  # names across sections: zones apart, no name of two kinds, every name fits DNS
+        names.template_names(built)
+    except InputError as exc:
+        raise InputError(exc.message, where=f"{top.file}: {exc.where}") from None
+    return built
 
 
 def _offset(t: tomlread.Table, key: str, text: str) -> int:
@@ -115,6 +122,20 @@ def _range(t: tomlread.Table, key: str) -> OffsetRange:
     if rng.first > rng.last:
         raise t.error(key, f"range {text!r} ends before it starts")
     return rng
+
+
+# An address freed while its CT may still run on an HN cut off from its manager is
+# taken until the rack's HNs reported the CT gone, or this long: an HN without quorum
+# stops its CTs within fence_after and is reset by its watchdog within
+# watchdog_timeout; dead_after (16 s by default) + watchdog_timeout (10 s) is the least.
+MIN_QUARANTINE = 26
+
+
+def _ipam(t: tomlread.Table) -> float:
+    q = t.check("quarantine", lambda x, f: v.integer(x, f, minimum=MIN_QUARANTINE, maximum=30 * 86400),
+                t.int("quarantine", 120))
+    t.done()
+    return float(q)
 
 
 def _network(t: tomlread.Table) -> Network:
@@ -141,12 +162,14 @@ def _slots(tables: list[tomlread.Table], supernet: ipaddress.IPv4Network, top: t
     racks_in_supernet = 1 << (RACK_PREFIX - supernet.prefixlen)
     out: list[SlotRange] = []
     for t in tables:
-        first = t.check("first", lambda x, f: v.integer(x, f, minimum=0, maximum=65535), t.int("first"))
-        count = t.check("count", lambda x, f: v.integer(x, f, minimum=1, maximum=65536), t.int("count"))
+        first = t.check("first", v.slot, t.int("first"))  # the one slot rule (validate.slot)
+        count = t.check("count", lambda x, f: v.integer(x, f, minimum=1, maximum=v.SLOT_MAX), t.int("count"))
         realm = t.check("realm", v.label, t.str("realm")) if t.str("realm", None) is not None else ""
         backup = str(t.check("backup", v.ipv4, t.str("backup"))) if t.str("backup", None) is not None else ""
         t.done()
         rng = SlotRange(first, count, realm, backup)
+        if rng.last > v.SLOT_MAX:
+            raise t.error("count", f"slot {rng.last} is past the last slot a rack may have ({v.SLOT_MAX})")
         if rng.last >= racks_in_supernet:
             raise t.error(
                 "count",

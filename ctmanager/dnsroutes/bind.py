@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import validate as v
 from ..dc.model import DcTemplate
 from ..errors import CtmError, InputError
-from ..files import write_atomic
+from ..files import make_dirs, preflight, write_atomic
 from .records import absolute, zones
 
 KEY_NAME = "ctmanager"
@@ -35,14 +35,21 @@ def render(dc: DcTemplate, out: Path, listen: str, port: int) -> dict[str, Path]
         raise InputError(f"--port must be 1-65535 (got {port})")
     out = out.resolve()
     v.path(str(out), "OUT")  # named.conf quotes it: a quote or newline would end the string
-    (out / "zones").mkdir(parents=True, exist_ok=True)
     key = out / "tsig.key"
+    z = zones(dc)
+    zone_files = {zone: out / "zones" / f"{zone.rstrip('.')}.zone" for zone in (z.infra, z.tenant)}
+    # a link at any name we write (or at OUT/zones) refuses the whole command before any write
+    for path in (key, out / "named.conf"):
+        preflight(path)
+    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out / "zones", under=out)
+    for path in zone_files.values():
+        preflight(path)
     if not key.exists():
         p = subprocess.run(["tsig-keygen", "-a", "hmac-sha256", KEY_NAME], capture_output=True, text=True, timeout=30)
         if p.returncode != 0:
             raise CtmError(f"tsig-keygen failed: {p.stderr.strip()} (apt-get install bind9)")
-        write_atomic(key, p.stdout.encode(), 0o600)
-    z = zones(dc)
+        write_atomic(key, p.stdout.encode(), 0o600, under=out)
     ns = absolute(f"ns.{z.infra}")
     conf = [f'include "{key}";',
             "options {",
@@ -68,11 +75,11 @@ def render(dc: DcTemplate, out: Path, listen: str, port: int) -> dict[str, Path]
                  f"    update-policy {{ grant {KEY_NAME} zonesub ANY; }};",
                  f"    allow-transfer {{ key {KEY_NAME}; }};",
                  "};"]
-        zf = out / "zones" / f"{bare}.zone"
+        zf = zone_files[zone]
         if not zf.exists():  # BIND owns it (and its journal) once running: written once
             write_atomic(zf, (f"$TTL {dc.ttl}\n"
                               f"@ IN SOA {ns} hostmaster.{zone} 1 3600 600 604800 {dc.ttl}\n"
                               f"@ IN NS {ns}\n"
-                              + (f"ns IN A {addr}\n" if zone == z.infra else "")).encode(), 0o644)
+                              + (f"ns IN A {addr}\n" if zone == z.infra else "")).encode(), 0o644, under=out)
     write_atomic(out / "named.conf", ("\n".join(conf) + "\n").encode(), 0o644)
     return {"named.conf": out / "named.conf", "key": key}

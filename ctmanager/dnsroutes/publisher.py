@@ -76,7 +76,29 @@ def read_key(path: Path) -> TsigKey:
         secret = base64.b64decode(m.group(3), validate=True)
     except ValueError:
         raise InputError("the TSIG secret is not base64", where=str(path)) from None
-    return TsigKey(m.group(1), m.group(2), secret)
+    algorithm = _ALIASES.get(m.group(2), m.group(2))
+    key = TsigKey(m.group(1), algorithm, secret)
+    _exercise(key, path)
+    return key
+
+
+# BIND writes HMAC-MD5 by its short name; dnspython knows it by the long one.
+_ALIASES = {"hmac-md5": "hmac-md5.sig-alg.reg.int"}
+
+
+def _exercise(key: TsigKey, path: Path) -> None:
+    """Sign and verify a test message with the key, as every later publish will: a key
+    dnspython cannot use (an unknown algorithm) is refused now, in one line, not at
+    every later edit with a traceback."""
+    try:
+        keyring = _keyring(key)
+        query = dns.message.make_query("ctmanager-check.invalid.", "SOA")
+        query.use_tsig(keyring, keyname=dns.name.from_text(key.name))
+        dns.message.from_wire(query.to_wire(), keyring=keyring)
+    except Exception as exc:  # noqa: BLE001  dnspython says KeyError, AttributeError, ...: all mean unusable
+        raise InputError(f"TSIG key {key.name!r} cannot sign with algorithm {key.algorithm!r} "
+                         f"({type(exc).__name__}); use hmac-sha256 (tsig-keygen -a hmac-sha256 NAME)",
+                         where=str(path)) from None
 
 
 @dataclass(frozen=True)

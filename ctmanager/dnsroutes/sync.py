@@ -41,21 +41,26 @@ class SyncReport:
     error: str = ""
     messages: int = 0
     drift: list[str] = field(default_factory=list)  # verify: owned records the zone does not hold as published
+    collisions: list[str] = field(default_factory=list)  # names two record sets claim (left out; records.desired)
 
 
-def desired(store: Store, owners: dict[str, int] | None = None) -> dict[tuple[str, str], RRset]:
+def desired(store: Store, owners: dict[str, int] | None = None,
+            collisions: list[str] | None = None) -> dict[tuple[str, str], RRset]:
     dc = queries.dc_template(store)
     return records.desired(dc, queries.cts(store), queries.nodes(store), queries.routes(store),
-                           queries.pools(store, dc), owners)
+                           queries.pools(store, dc), owners, collisions)
 
 
-def pending(store: Store, only: set[str] | None = None, rack: int | None = None) -> tuple[list[Change], dict[str, int]]:
+def pending(store: Store, only: set[str] | None = None, rack: int | None = None,
+            collisions: list[str] | None = None) -> tuple[list[Change], dict[str, int]]:
     """What the store implies and the server was not sent yet (only the names in
     `only`; only those rack `rack` publishes), and the rack owning each name.
     A name's rack is the one it belongs to now; a deletion's, the rack that
-    published it (0 for records from before racks were recorded: anyone's)."""
+    published it (0 for records from before racks were recorded: anyone's).
+    A name two record sets claim (a store from before names were reserved) goes
+    to `collisions`, its first claim kept: the rest of the DC still publishes."""
     wanted: dict[str, int] = {}
-    changes = records.diff(desired(store, wanted), published(store))
+    changes = records.diff(desired(store, wanted, [] if collisions is None else collisions), published(store))
     had = dnsrows.owners(store)
     owner = {c.name: wanted[c.name] if c.new is not None else had.get(c.name, 0) for c in changes}
     keep = [c for c in changes if (only is None or c.name in only) and (rack is None or owner[c.name] in (rack, 0))]
@@ -111,8 +116,8 @@ def sync(store: Store, server: publisher.Server | None, *, dry_run: bool = False
 def _sync(store: Store, server: publisher.Server | None, *, dry_run: bool, only: set[str] | None,
           rack: int | None) -> SyncReport:
     dc = queries.dc_template(store)
-    changes, owner = pending(store, only, rack)
     report = SyncReport()
+    changes, owner = pending(store, only, rack, report.collisions)
     if dry_run or server is None or not changes:
         report.pending = changes
         if server is None and changes:

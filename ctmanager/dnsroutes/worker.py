@@ -116,6 +116,8 @@ class DnsWorker:
             log.info("dns: published %d change(s)", len(report.applied))
         for _, why in report.conflicts:
             log.warning("dns conflict: %s", why)
+        for why in report.collisions:
+            log.warning("dns collision (left out): %s", why)
         if report.error:
             self._backoff = min((self._backoff or MIN_BACKOFF / 2) * 2, MAX_BACKOFF)
             self._retry_at = now + self._backoff

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..dc.model import DcTemplate, Node
-from ..files import write_atomic
+from ..files import append, write_atomic
 from . import layout, storagenodes
 
 Sh = Callable[..., Any]
@@ -86,13 +86,12 @@ def ensure_node(dc: layout.Lab, address: str, bridge: str, sh: Sh, spawn: Spawn)
         pub = Path(f"{prune_key(dc)}.pub").read_text().strip()
         write_atomic(authorized, f'restrict,command="borg serve --restrict-to-path {here / "repos"}" {pub}\n'
                      .encode(), 0o600)
-    (here / "sshd_config").write_text(layout.sshd_text(f"the backup node {address}", address, host_key,
-                                                       here / "sshd.pid", authorized))
+    write_atomic(here / "sshd_config", (layout.sshd_text(f"the backup node {address}", address, host_key,
+                                                       here / "sshd.pid", authorized)).encode(), 0o644)
     Path("/run/sshd").mkdir(exist_ok=True)
     start_node(dc, address, spawn)
     kind, body = Path(f"{host_key}.pub").read_text().split()[:2]
-    with open(known_hosts(dc), "a") as f:
-        f.write(f"{address} {kind} {body}\n")
+    append(known_hosts(dc), f"{address} {kind} {body}\n".encode())
 
 
 def start_node(dc: layout.Lab, address: str, spawn: Spawn) -> int:
@@ -129,14 +128,13 @@ def attach(lab: layout.Lab, dc: layout.Lab, template: DcTemplate, node: Node, sh
         write_atomic(passphrase(dc, node.hostname), (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
     here = storagenodes.folder(lab, node)
     data = lab.root / "data" / node.hostname
-    config_path(lab, node.hostname).write_text(ctbackup_toml(node.hostname, data, here / "ctbackup",
+    write_atomic(config_path(lab, node.hostname), (ctbackup_toml(node.hostname, data, here / "ctbackup",
                                                     f"ssh://root@{address}{repo}", key, known_hosts(dc),
-                                                    passphrase(dc, node.hostname)))
+                                                    passphrase(dc, node.hostname))).encode(), 0o644)
     prune = folder(dc, address) / "prune"
     prune.mkdir(exist_ok=True)
-    (prune / f"{node.hostname}.toml").write_text(
-        ctbackup_toml(node.hostname, data, prune / f"state-{node.hostname}", f"ssh://root@{address}{repo}",
-                      prune_key(dc), known_hosts(dc), passphrase(dc, node.hostname)))
+    write_atomic(prune / f"{node.hostname}.toml", (ctbackup_toml(node.hostname, data, prune / f"state-{node.hostname}", f"ssh://root@{address}{repo}",
+                      prune_key(dc), known_hosts(dc), passphrase(dc, node.hostname))).encode(), 0o644)
     start_daemon(lab, node.hostname, spawn)
     return address
 

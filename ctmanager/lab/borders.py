@@ -27,6 +27,7 @@ from typing import Any
 
 from ..dc.model import Border, DcTemplate, Peering
 from ..errors import InputError
+from ..files import write_atomic
 from ..peering import files
 from . import layout, storagenodes
 
@@ -75,7 +76,7 @@ def up(lab: layout.Lab, dc: DcTemplate, sh: Sh, spawn: Spawn, progress: Callable
         for rel, text in files.border_files(dc, b).items():
             path = here / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            write_atomic(path, text.encode(), 0o644)
         pid = spawn(["ip", "netns", "exec", layout.Lab.netns(b.name), "bird", "-f", "-c", str(here / "bird.conf"),
                      "-s", str(socket(lab, b.name)), "-P", str(here / "bird.pid")], lab.logs / f"{b.name}.log")
         lab.set_pid(b.name, pid)
@@ -126,7 +127,7 @@ def _cloud(lab: layout.Lab, dc: DcTemplate, name: str, ps: list[Peering], sh: Sh
         sh("ip", "addr", "replace", f"{addr}/32", "dev", "lo", ns=ns)
     announce = here / "announce.json"
     if not announce.exists():
-        announce.write_text(json.dumps([str(n) for n in ps[0].accept]) + "\n")
+        write_atomic(announce, (json.dumps([str(n) for n in ps[0].accept]) + "\n").encode(), 0o644)
     write_cloud_config(lab, name, ps)
     pid = spawn(["ip", "netns", "exec", ns, "bird", "-f", "-c", str(here / "bird.conf"), "-s", str(here / "bird.ctl"),
                  "-P", str(here / "bird.pid")], lab.logs / f"{name}.log")
@@ -157,7 +158,7 @@ def write_cloud_config(lab: layout.Lab, name: str, ps: list[Peering]) -> None:
                   f"  hold time {p.hold_time};", f"  keepalive time {max(1, p.hold_time // 3)};",
                   "  connect retry time 5;", "  error wait time 1, 30;", *(["  bfd on;"] if p.bfd else []),
                   "  ipv4 { import all; export where proto = \"announce\"; };", "}"]
-    (here / "bird.conf").write_text("\n".join(lines) + "\n")
+    write_atomic(here / "bird.conf", ("\n".join(lines) + "\n").encode(), 0o644)
 
 
 def cloud_of(lab: layout.Lab, peering: str) -> str:
@@ -207,7 +208,7 @@ def announce(lab: layout.Lab, dc: DcTemplate, peering: str, prefix: str, sh: Sh,
     here = folder(lab, cloud)
     have = json.loads((here / "announce.json").read_text())
     want = [n for n in have if n != str(net)] + ([] if withdraw else [str(net)])
-    (here / "announce.json").write_text(json.dumps(want) + "\n")
+    write_atomic(here / "announce.json", (json.dumps(want) + "\n").encode(), 0o644)
     names = lab.read_state()["clouds"][cloud]
     write_cloud_config(lab, cloud, [p for p in dc.peerings if p.name in names])
     sh("birdc", "-s", str(here / "bird.ctl"), "configure")

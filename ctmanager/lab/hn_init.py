@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..files import write_atomic
 from ..validate import is_digits
 
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids")
@@ -163,7 +164,7 @@ def main(argv: list[str]) -> int:
                 if agent is not None:
                     sys.stderr.write(f"hn_init: ctagent exited {agent.returncode}; restarting it\n")
                 agent = subprocess.Popen(agent_argv)
-                pid_file.write_text(f"{agent.pid}\n")
+                write_atomic(pid_file, f"{agent.pid}\n".encode(), 0o644)
         time.sleep(0.2)
     for child in (sshd, agent):
         if child is not None:

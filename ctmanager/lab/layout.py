@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import validate as v
 from ..dc.model import Node, Paths
+from ..files import write_atomic
 from ..store.db import Locator
 
 DEFAULT_DIR = "/var/lib/ctmanager-lab"
@@ -74,9 +75,7 @@ class Lab:
 
     def write_state(self, state: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(self.state_file)
+        write_atomic(self.state_file, json.dumps(state, indent=1).encode(), 0o644, sync=False)
 
     def set_pid(self, name: str, pid: int) -> None:
         state = self.read_state()

@@ -139,7 +139,7 @@ def _storage(lab: layout.Lab, store: Store, slot: int, node: Node, say: Callable
     _authorize(_pub(lab.ssh_key), _pub(storagenodes.storage_key(lab)), _pub(lab.console_key))
     config = Path(DEFAULT_STORAGE_CONFIG)
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(storagenodes.ctstorage_toml(node, data, lab))
+    write_atomic(config, (storagenodes.ctstorage_toml(node, data, lab)).encode(), 0o644)
     _publish(lab, node.hostname, node.ip)
     # every storage node of the DC published so far (each one's provisioning rewrites it)
     storage = [n.hostname for n in queries.nodes(store) if n.role == "storage"]
@@ -167,8 +167,8 @@ def _publish(lab: layout.Lab, name: str, rack_ip: str | None) -> str:
     key = Path("/etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
     console = _address(CONSOLE_IF)
     if rack_ip:
-        (lab.root / "hosts" / f"{name}.known").write_text(f"{rack_ip} {key[0]} {key[1]}\n")
-    (lab.root / "hosts" / f"{name}.console").write_text(f"{console} {key[0]} {key[1]}\n")
+        write_atomic(lab.root / "hosts" / f"{name}.known", f"{rack_ip} {key[0]} {key[1]}\n".encode(), 0o644)
+    write_atomic(lab.root / "hosts" / f"{name}.console", f"{console} {key[0]} {key[1]}\n".encode(), 0o644)
     return console
 
 
@@ -269,7 +269,7 @@ def _manager(lab: layout.Lab, store: Store, slot: int, manager_ip: str, name: st
     # the config names the manager's own copies (/etc/ctmanager); the tests read it here too
     config_text = layout.manager_toml(lab, slot, manager_ip, REPORT_PORT, metricsct.relay(queries.cts(store, rack=slot)),
                                       name, secrets=MANAGER_ETC)
-    config.write_text(config_text)
+    write_atomic(config, config_text.encode(), 0o644)
     mine = sorted((p.stem, p) for p in (shared / "managers").glob("*.toml")
                   if f'rack = "rack-{slot}"' in p.read_text())  # by name, as the tests take the first
     consoles = {n: (lab.root / "hosts" / f"{n}.console").read_text().split()[0]
@@ -333,7 +333,7 @@ def _service(name: str, argv: list[str], log: Path) -> int:
     returns its PID. KillMode=process: stopping an HN's service leaves its CTs."""
     unit = f"{UNIT_PREFIX}{name}.service"
     log.parent.mkdir(parents=True, exist_ok=True)
-    Path("/etc/systemd/system", unit).write_text(f"""# Written by `ctmanager lab machine`.
+    write_atomic(Path("/etc/systemd/system", unit), (f"""# Written by `ctmanager lab machine`.
 [Unit]
 Description=ctmanager lab machine: {name}
 After=network-online.target
@@ -349,7 +349,7 @@ StandardError=append:{log}
 
 [Install]
 WantedBy=multi-user.target
-""")
+""").encode(), 0o644)
     sh("systemctl", "daemon-reload")
     deploy.start(unit)
     pid = sh("systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()

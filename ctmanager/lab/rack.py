@@ -101,7 +101,7 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     lab.keys.mkdir(mode=0o700, exist_ok=True)
     write_atomic(lab.rack_key, (secrets.token_hex(32) + "\n").encode(), 0o600)
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ctmanager-lab", "-f", str(lab.ssh_key))
-    lab.authorized_keys.write_text(layout.manager_key_line(Path(f"{lab.ssh_key}.pub").read_text()))
+    write_atomic(lab.authorized_keys, (layout.manager_key_line(Path(f"{lab.ssh_key}.pub").read_text())).encode(), 0o644)
     known = []
     rack_hns = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
     for node in nodes:
@@ -111,13 +111,13 @@ def up(store: Store, lab: layout.Lab, slot: int, hn_count: int, progress: Callab
     for node in stores:
         progress(f"{node.hostname}: namespace {lab.netns(node.hostname)}, {node.ip}, sshd for ctstorage")
         known.append(storagenodes.up(lab, dc_lab or lab, slot, node, net, sh, spawn))
-    lab.known_hosts.write_text("".join(known))
+    write_atomic(lab.known_hosts, ("".join(known)).encode(), 0o644)
     for m in mgrs:
-        m.config.write_text(layout.manager_toml(lab, slot, m.ip, REPORT_PORT, graphite, m.name,
-                                                storagenodes.storage_known_hosts(dc_lab or lab)))
+        write_atomic(m.config, (layout.manager_toml(lab, slot, m.ip, REPORT_PORT, graphite, m.name,
+                                                storagenodes.storage_known_hosts(dc_lab or lab))).encode(), 0o644)
         managers.network(lab, slot, net, m, sh)
-    lab.inventory.write_text(layout.inventory_toml(lab, store.path, slot, nodes, net.gateway,
-                                                   [(m.name, m.log, m.config) for m in mgrs], stores))
+    write_atomic(lab.inventory, (layout.inventory_toml(lab, store.path, slot, nodes, net.gateway,
+                                                   [(m.name, m.log, m.config) for m in mgrs], stores)).encode(), 0o644)
     lab.write_state({**lab.read_state(), "store": str(store.path)})
     if dns:
         dnsserver.up(lab, store, dc, lab.bridge(slot), spawn, progress)
@@ -154,7 +154,7 @@ def software(lab: layout.Lab, envs: tuple[str, ...]) -> None:
     """One RO software tree per environment."""
     for env in envs:
         (lab.root / "sw" / env).mkdir(parents=True, exist_ok=True)
-        (lab.root / "sw" / env / "VERSION").write_text(f"{env} software tree (lab)\n")
+        write_atomic(lab.root / "sw" / env / "VERSION", f"{env} software tree (lab)\n".encode(), 0o644)
         monitoring_sw(lab.root / "sw" / env)
 
 
@@ -167,8 +167,8 @@ def prototype(lab: layout.Lab) -> None:
         if not (proto / link).is_symlink():
             (proto / link).symlink_to(target)
     for f in ("passwd", "group", "nsswitch.conf"):
-        shutil.copy(f"/etc/{f}", proto / "etc" / f)
-    (proto / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+        write_atomic(proto / "etc" / f, Path(f"/etc/{f}").read_bytes(), 0o644)
+    write_atomic(proto / "etc" / "hosts", b"127.0.0.1 localhost\n", 0o644)
     if not (proto / "etc" / "mtab").is_symlink():
         (proto / "etc" / "mtab").symlink_to("/proc/self/mounts")  # collectd's df plugin reads it
     (proto / "etc" / "resolv.conf").touch()  # mount point of the per-CT file
@@ -189,11 +189,10 @@ def monitoring_sw(sw: Path) -> None:
     lib = sw / "lib" / "python"
     shutil.copytree(Path(__file__).resolve().parents[1], lib / "ctmanager", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(pyinotify.__file__, lib / "pyinotify.py")
+    write_atomic(lib / "pyinotify.py", Path(pyinotify.__file__).read_bytes(), 0o644)
     (sw / "bin").mkdir(exist_ok=True)
     tool = sw / "bin" / "ctautolink"
-    tool.write_text("#!/bin/sh\nPYTHONPATH=/sw/lib/python exec /usr/bin/python3 -m ctmanager.monitoring.ctautolink \"$@\"\n")
-    tool.chmod(0o755)
+    write_atomic(tool, (b"#!/bin/sh\nPYTHONPATH=/sw/lib/python exec /usr/bin/python3 -m ctmanager.monitoring.ctautolink \"$@\"\n"), 0o755)
 
 
 def seed_data(lab: layout.Lab, dc: DcTemplate, ct: Ct) -> None:
@@ -204,7 +203,7 @@ def seed_data(lab: layout.Lab, dc: DcTemplate, ct: Ct) -> None:
     if ct.service == metricsct.SERVICE:
         metricsct.seed(data, dc, ct)
     (data / "www").mkdir(parents=True, exist_ok=True)
-    (data / "www" / "index.html").write_text(f"{ct.hostname} ({ct.tenant or ct.service or 'ct'}) CT {ct.ctid}\n")
+    write_atomic(data / "www" / "index.html", f"{ct.hostname} ({ct.tenant or ct.service or 'ct'}) CT {ct.ctid}\n".encode(), 0o644)
     write_service(data, "httpd",
                   "#!/bin/sh\nexec /usr/bin/python3 -m http.server 80 --bind 0.0.0.0 --directory /data/www 2>&1\n")
 
@@ -232,9 +231,9 @@ def _hn(lab: layout.Lab, dc: DcTemplate, slot: int, node: Node, net: RackNet, ra
     pin_mac(bridge, "eth0", ns=ns)
     host_key = hdir / "ssh_host_ed25519_key"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(host_key))
-    (hdir / "sshd_config").write_text(layout.sshd_config(lab, node, host_key))
+    write_atomic(hdir / "sshd_config", (layout.sshd_config(lab, node, host_key)).encode(), 0o644)
     agent = layout.agent_toml(lab, dc, slot, node, manager_ips, REPORT_PORT, rack_hns, graphite)
-    (hdir / "ctagent.toml").write_text(agent)
+    write_atomic(hdir / "ctagent.toml", agent.encode(), 0o644)
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
     pid = spawn(["ip", "netns", "exec", ns, sys.executable, "-m", "ctmanager.lab.hn_init",
                   str(hdir / "sshd_config"), layout.ctagent_path(), str(hdir / "ctagent.toml")],

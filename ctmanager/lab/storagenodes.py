@@ -19,7 +19,7 @@ from typing import Any
 
 from ..dc.model import Node
 from ..dc.network import RackNet
-from ..files import write_atomic
+from ..files import append, write_atomic
 from . import layout, netns
 
 Sh = Callable[..., Any]
@@ -64,19 +64,18 @@ def up(lab: layout.Lab, dc: layout.Lab, slot: int, node: Node, net: RackNet, sh:
     have = authorized.read_text() if authorized.exists() else Path(f"{storage_key(dc)}.pub").read_text()
     mine = Path(f"{lab.ssh_key}.pub").read_text()
     write_atomic(authorized, (have + ("" if mine in have else mine)).encode(), 0o600)
-    (here / "ctstorage.toml").write_text(ctstorage_toml(node, lab.root / "data" / node.hostname, dc,
-                                                        f"/run/ctm-lab-ssh/{node.hostname}"))
-    (here / "sshd_config").write_text(layout.sshd_text(
+    write_atomic(here / "ctstorage.toml", (ctstorage_toml(node, lab.root / "data" / node.hostname, dc,
+                                                        f"/run/ctm-lab-ssh/{node.hostname}")).encode(), 0o644)
+    write_atomic(here / "sshd_config", (layout.sshd_text(
         f"sshd of {node.hostname}, in its network namespace", node.ip, host_key, here / "sshd.pid", authorized,
-        f"CTSTORAGE_CONFIG={here / 'ctstorage.toml'} CTBACKUP_CONFIG={here / 'ctbackup.toml'}"))
+        f"CTSTORAGE_CONFIG={here / 'ctstorage.toml'} CTBACKUP_CONFIG={here / 'ctbackup.toml'}")).encode(), 0o644)
     Path("/run/sshd").mkdir(exist_ok=True)
     pid = spawn(["ip", "netns", "exec", ns, "/usr/sbin/sshd", "-D", "-e", "-f", str(here / "sshd_config")],
                 lab.logs / f"{node.hostname}.log")
     lab.set_pid(node.hostname, pid)
     pub = Path(f"{host_key}.pub").read_text().split()
     line = f"{node.ip} {pub[0]} {pub[1]}\n"
-    with open(storage_known_hosts(dc), "a") as f:
-        f.write(line)
+    append(storage_known_hosts(dc), line.encode())
     return line
 
 

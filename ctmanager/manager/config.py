@@ -69,6 +69,7 @@ from ..dc import tomlread
 from ..errors import InputError
 from ..executor.ssh import SshSettings
 from ..fencing.timers import FenceTimers, from_table
+from ..files import check_private
 from ..reconcile.state import Settings
 from ..validate import hostport, metric_name
 from ..wire.reports import read_key
@@ -158,6 +159,7 @@ def load(path: Path) -> ManagerConfig:
         port=ssh.check("port", lambda x, f: v.integer(x, f, minimum=1, maximum=65535), ssh.int("port", 22)),
         connect_timeout=_seconds(ssh, "connect_timeout", 5.0),
     )
+    check_private(settings.key_file, "SSH key", where=f"{file}: ssh.key_file")
     action_timeout = _seconds(ssh, "action_timeout", 30.0)
     concurrency = ssh.check("concurrency", lambda x, f: v.integer(x, f, minimum=1, maximum=256), ssh.int("concurrency", 8))
     ssh.done()

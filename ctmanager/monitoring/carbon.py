@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import validate as v
 from ..dc.model import DcTemplate, rack_name
 from ..errors import InputError
-from ..files import write_atomic
+from ..files import make_dirs, preflight, write_atomic
 from ..validate import hostport
 
 _ADDR = re.compile(r"[A-Za-z0-9.-]{1,253}")
@@ -49,8 +49,9 @@ def render(dc: DcTemplate, slot: int, out: Path, top: str, *, listen: str = "0.0
     out = out.resolve()
     seen = at or out
     v.path(str(seen), "the carbon directory")  # goes into carbon.conf as is
+    out.mkdir(parents=True, exist_ok=True)
     for d in ("whisper", "log", "lists"):
-        (out / "storage" / d).mkdir(parents=True, exist_ok=True)
+        make_dirs(out / "storage" / d, under=out)  # a link planted below OUT is refused
     storage = seen / "storage"
     prefix = f"{dc.name}.{rack_name(slot)}"
     p = ports
@@ -108,6 +109,8 @@ MAX_AGGREGATION_INTERVALS = 5
                                 "[high_res]\npattern = .*\nretentions = 10s:2d,1m:30d,10m:1y\n",
         "storage-aggregation.conf": "[default]\npattern = .*\nxFilesFactor = 0\naggregationMethod = average\n",
     }
+    for name in files:
+        preflight(out / name)  # a link at any name refuses them all before any write
     written = {}
     for name, text in files.items():
         write_atomic(out / name, text.encode(), 0o644)

@@ -11,10 +11,11 @@ ctmanager's and kept current (a CT renamed or moved to another rack)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..dc.model import rack_name
-from ..files import same_content, write_atomic
+from ..files import make_dirs, same_content, write_atomic
 
 # svscan as a CT's init has no PATH at all: every run script sets its own
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n"
@@ -31,10 +32,12 @@ def provision(data: Path, dc: str, rack: int, hostname: str) -> bool:
     changed = False
     identity = data / "sys_collectd" / "identity.conf"
     text = f'Hostname "{dc}.{rack_name(rack)}.{hostname}"\n'.encode()
-    (data / "sys_collectd" / "conf").mkdir(parents=True, exist_ok=True)
-    (data / "log").mkdir(exist_ok=True)  # multilog makes its own folder, not the parent
+    # /data belongs to the CT (its root may put a link anywhere in it); this runs as the
+    # HN's root: every folder below /data is made or checked real, never followed
+    make_dirs(data / "sys_collectd" / "conf", under=data)
+    make_dirs(data / "log", under=data)  # multilog makes its own folder, not the parent
     if same_content(identity, text, 0o644) is None:
-        write_atomic(identity, text, 0o644)
+        write_atomic(identity, text, 0o644, under=data)
         changed = True
     for name, run in SERVICES.items():
         changed |= write_service(data, name, run, keep=True)
@@ -46,9 +49,8 @@ def write_service(data: Path, name: str, run: str, *, keep: bool = False) -> boo
     `keep`: leave scripts that exist alone. Returns whether anything was written."""
     wrote = False
     for script, text in ((data / "service" / name / "run", run), (data / "service" / name / "log" / "run", log_run(name))):
-        if not (keep and script.exists()):
-            script.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(script, text.encode(), 0o755)
+        if not (keep and os.path.lexists(script)):  # whatever is there (even a link) is the CT's: left alone
+            write_atomic(script, text.encode(), 0o755, under=data, make_parents=True)
             wrote = True
     return wrote
 

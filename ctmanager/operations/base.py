@@ -70,12 +70,15 @@ def run(ctx: Context, op: Operation[Found, Result]) -> Result:
 
 
 # ---- guards: an open move owns its tenant -----------------------------------------
-def not_moving(store: Store, tenant: str | None) -> None:
-    """Refuse an edit of a tenant whose move is open (its CTs are the workflow's)."""
+def not_moving(store: Store, tenant: str | None, *, online_ok: bool = False) -> None:
+    """Refuse an edit of a tenant whose move is open (its CTs are the workflow's).
+    `online_ok`: an edit of how its CTs run (ADMST, resources, a crash loop) is
+    taken once the move is online with the source copy kept: they run at the
+    destination as any CT does, and the copy left behind is only files."""
     if tenant is None:
         return
     m = moverows.open_of(store, tenant)
-    if m is None:
+    if m is None or (online_ok and m.phase == "online"):
         return
     if m.phase == "online" and m.keep_source:
         raise ConflictError(f"tenant {tenant} was moved to {rack_name(m.dst)} with its source copy kept (move "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from .. import validate as v
-from ..dc import ipam
+from ..dc import ipam, names
 from ..dc.model import ADMST_VALUES, Admst, Ct, DcTemplate, Resources, rack_name
 from ..errors import ConflictError, InputError
 from ..store import edits, queries
@@ -52,6 +52,9 @@ class AddCt(Operation[NewCt, Ct]):
                              f"not {rack_name(self.rack)}")
         not_moving(store, self.tenant)
         rules.hostname_free(ctx, hostname)
+        # not a name of another kind (a routing name, a node's, a pool's…) and it fits DNS: the
+        # records this CT implies are computable before anything is written (dc/names.py)
+        names.ct_hostname(dc, hostname, "hostname", service=self.service, rack=self.rack)
         if self.ctid is None:
             # The counter only grows; CTIDs at or above it were taken by explicit --ctid.
             counter = edits.ctid_counter(store) or dc.first_ctid
@@ -101,6 +104,7 @@ class SetCt(Operation[CtChange, Ct]):
 
     def check(self, ctx: Context) -> CtChange:
         ct = queries.find_ct(ctx.store, self.ref)
+        not_moving(ctx.store, ct.tenant, online_ok=True)  # the move holds, flips and starts its CTs
         admst = parse_admst(self.admst) if self.admst is not None else ct.admst
         apps = tuple(v.label(a, "apps") for a in self.apps) if self.apps is not None else ct.apps
         env = environment(ctx.dc, self.env if self.env is not None else ct.env)
@@ -132,6 +136,7 @@ class ResetCt(Operation[CrashLoop, tuple[Ct, tuple[int, float] | None]]):
 
     def check(self, ctx: Context) -> CrashLoop:
         ct = queries.find_ct(ctx.store, self.ref)
+        not_moving(ctx.store, ct.tenant, online_ok=True)
         return CrashLoop(ct, edits.crash_loop(ctx.store, ct.ctid))
 
     def execute(self, ctx: Context, found: CrashLoop) -> tuple[Ct, tuple[int, float] | None]:
@@ -164,7 +169,8 @@ class RmCt(Operation[Ct, Ct]):
         return ct
 
     def execute(self, ctx: Context, found: Ct) -> Ct:
-        rules.leave_rack(ctx.store, found.ctid, found.hostname, found.rack, purge=self.purge, at=ctx.now())
+        rules.leave_rack(ctx.store, found.ctid, found.hostname, found.rack, found.ip, purge=self.purge, at=ctx.now(),
+                         quarantine=ctx.dc.ip_quarantine)
         edits.delete_ct(ctx.store, found.ctid)
         ctx.store.event("ct.rm", str(found.ctid), found.hostname + (" (purge /data)" if self.purge else ""))
         return found

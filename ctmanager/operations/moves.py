@@ -21,7 +21,7 @@ from ..store import edits, queries
 from ..store import moves as moverows
 from ..store.db import Store
 from . import rules
-from .base import Context, Operation, in_realm, not_moving, run
+from .base import Context, Operation, not_moving, run
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class StartMove(Operation[Move, Move]):
         rules.rack_installed(store, dst)
         if dst == src:
             raise InputError(f"tenant {tenant} lives in {rack_name(src)} already")
-        in_realm(ctx.dc, tenant, realm, dst, "refused")
+        rules.realm_holds(ctx, tenant, racks=[dst], realm=realm, what="refused")
         cts = queries.cts(store, tenant=tenant)
         if not cts:
             raise ConflictError(f"tenant {tenant} has no CTs to move")
@@ -143,7 +143,10 @@ class Flip(Operation[FlipPlan, Move]):
             if self.forward:
                 moverows.set_dst_ip(store, m, f.ct.ctid, f.ip)
             edits.rehome_ct(store, f.ct.ctid, found.to, f.ip, f.storage, now)
-            rules.leave_rack(store, f.ct.ctid, f.ct.hostname, found.away, purge=False, at=now)
+            left_ip = f.ct.src_ip if self.forward else (f.ct.dst_ip or "")
+            if left_ip:
+                rules.leave_rack(store, f.ct.ctid, f.ct.hostname, found.away, left_ip, purge=False, at=now,
+                                 quarantine=ctx.dc.ip_quarantine)
         for service, target in found.routes:
             edits.retarget_route(store, m.tenant, service, target)
         edits.set_tenant_rack(store, m.tenant, found.to)

@@ -8,11 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..dc import ipam, manifest, template
+from ..dc import ipam, manifest, names, template
 from ..dc.model import Ct, DcTemplate, NodeSpec, rack_name
 from ..errors import ConflictError, InputError
 from ..store import edits, queries
 from ..store.db import Store
+from . import rules
 from .base import Context, Operation, run
 from .cts import AddCt
 from .tenants import AddTenant
@@ -117,10 +118,19 @@ class InstallRack(Operation[NewRack, RackInstalled]):
                 raise ConflictError(f"node at position {n.position} (serial {n.serial}, mac {n.mac}) is already "
                                     f"installed as {clash}")
         net = template.rack_network(dc.network.supernet, slot)
-        nodes = tuple(NewNode(f"{dc.skus[n.sku].hostname_prefix}-{slot}-{n.position}", dc.skus[n.sku].role,
+        nodes = tuple(NewNode(names.node_name(dc.skus[n.sku].hostname_prefix, slot, n.position), dc.skus[n.sku].role,
                               ipam.node_address(net, dc.network.nodes, n.position), n) for n in self.nodes)
-        services = tuple((f"{svc.name}-{slot}-{i}", svc.name) for svc in dc.rack_services
+        services = tuple((names.service_ct_name(svc.name, slot, i), svc.name) for svc in dc.rack_services
                          for i in range(1, svc.count + 1))
+        pools = [names.pool_name(svc.name, slot) for svc in dc.rack_services if svc.pool]
+        # every name the rack brings is free (a CT may hold one from before names were
+        # reserved, dc/names.py): two machines never share a hostname
+        for name in [n.hostname for n in nodes] + [h for h, _ in services] + pools:
+            try:
+                rules.hostname_free(ctx, name)
+            except ConflictError as exc:
+                raise ConflictError(f"cannot install {rack_name(slot)}: it brings {name}, and {exc.message}; "
+                                    "rename or remove that first") from None
         return NewRack(str(net), nodes, services)
 
     def execute(self, ctx: Context, found: NewRack) -> RackInstalled:

@@ -23,7 +23,7 @@ from ..errors import ConflictError, NotFoundError
 from ..store import edits, queries
 from ..store import moves as moverows
 from ..store.db import Store
-from .base import Context
+from .base import Context, in_realm
 
 # The rows a rack keeps about a CT configured in it, cleared when the CT leaves
 # the rack (removed, or flipped away by a tenant move): the HN it is placed on
@@ -36,21 +36,29 @@ from .base import Context
 LEAVE_RACK = ("placements", "observed", "rejections", "crash_loops", "backup_points")
 
 
-def leave_rack(store: Store, ctid: int, hostname: str, rack: int, *, purge: bool, at: float) -> None:
+def leave_rack(store: Store, ctid: int, hostname: str, rack: int, ip: str, *, purge: bool, at: float,
+               quarantine: float) -> float:
     """CT `ctid` is no longer configured in `rack`: the rack's rows about it go,
-    and a tombstone tells the rack's HNs to destroy it there (its /data too only
-    if `purge`: a move leaves the source copy to the workflow's delete)."""
+    a tombstone tells the rack's HNs to destroy it there (its /data too only if
+    `purge`: a move leaves the source copy to the workflow's delete), and its
+    address there is quarantined: not handed out again until the rack's HNs all
+    reported it gone, or `quarantine` s (an HN cut off may run it until then).
+    Gives when the quarantine ends at the latest."""
     edits.clear_ct_rows(store, ctid, LEAVE_RACK)
     edits.tombstone(store, ctid, hostname, rack, purge=purge, at=at)
+    edits.quarantine(store, ip, rack, ctid, hostname, at, at + quarantine)
+    return at + quarantine
 
 
 def addresses(ctx: Context, rack: int, services: Sequence[bool]) -> tuple[str, ...]:
     """One free address in `rack`'s /16 for each CT to be given one there (True:
     a rack service's CT, from the services range; False: from the CT range),
-    lowest first. Taken are the rack's CTs' addresses and every address an open
-    tenant move may still give back to, or give to, a CT (`reserved_ips`)."""
+    lowest first. Taken are the rack's CTs' addresses, every address an open
+    tenant move may still give back to, or give to, a CT (`reserved_ips`), and
+    the addresses in quarantine (`leave_rack`)."""
     net = template.rack_network(ctx.dc.network.supernet, rack)
-    used = queries.rack_ips(ctx.store, rack) + sorted(moverows.reserved_ips(ctx.store))
+    used = (queries.rack_ips(ctx.store, rack) + sorted(moverows.reserved_ips(ctx.store))
+            + [q[0] for q in edits.quarantined(ctx.store, rack, ctx.now())])
     out: list[str] = []
     for service in services:
         pool = ctx.dc.network.services if service else ctx.dc.network.cts
@@ -72,6 +80,27 @@ def route_target(store: Store, service: str, rack: int, *, pool: bool) -> str:
     if not cts:
         raise NotFoundError(f"{rack_name(rack)} has no {service} CT to route to")
     return min(cts, key=lambda c: (c[1], c[0]))[0]
+
+
+def target_rack(ctx: Context, target: str) -> int:
+    """The rack a route target is in: a CT's, or a pool's (<service>-<slot>)."""
+    place = edits.ct_place(ctx.store, target)
+    return int(target.rsplit("-", 1)[1]) if place is None else place[2]
+
+
+def realm_holds(ctx: Context, tenant: str, *, racks: Sequence[int] = (), targets: Sequence[str] = (),
+                realm: str | None = None, what: str = "refused") -> None:
+    """The one realm rule: a tenant pinned to a realm (`realm`, else its own) has
+    nothing in a rack of another realm: no CT, no /data or copy of it, and no
+    route reaching a service there (`--foreign` crosses racks and tenants, never a
+    realm). Every edit that puts something of a tenant in a rack asks here."""
+    pinned = moverows.tenant_realm(ctx.store, tenant) if realm is None else realm
+    if not pinned:
+        return
+    for slot in racks:
+        in_realm(ctx.dc, tenant, pinned, slot, what)
+    for target in targets:
+        in_realm(ctx.dc, tenant, pinned, target_rack(ctx, target), f"{what} (route target {target})")
 
 
 def foreign(ctx: Context, tenant: str, rack: int, target: str) -> str:

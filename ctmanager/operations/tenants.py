@@ -3,7 +3,7 @@ services), remove, pin to a realm; and a tenant's routes: set, remove.
 
 A new tenant's routes are chosen by the rule a moved tenant's are
 (rules.route_target); a tenant pinned to a realm has nothing outside it
-(base.in_realm).
+(rules.realm_holds).
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import validate as v
+from ..dc import names
 from ..dc.model import Ct, DcTemplate, Resources, rack_name
 from ..errors import ConflictError, InputError, NotFoundError
 from ..store import edits, queries
 from ..store import moves as moverows
 from ..store.db import Store
 from . import rules
-from .base import Context, Operation, in_realm, known_realm, not_moving, realm_text, run
+from .base import Context, Operation, known_realm, not_moving, realm_text, run
 from .cts import AddCt, RmCt
 
 
@@ -39,9 +40,11 @@ class AddTenant(Operation[NewTenant, Ct]):
     realm: str = ""
 
     def check(self, ctx: Context) -> NewTenant:
-        name = v.hostname(self.name, "tenant")  # it is the tenant's core CT's hostname too
+        # it is the tenant's core CT's hostname too: the same rule (dc/names.py), and its
+        # own name and its routes' names fit DNS
+        name = names.tenant_name(ctx.dc, self.name, "tenant")
         known_realm(ctx.dc, self.realm)
-        in_realm(ctx.dc, name, self.realm, self.rack, "cannot place it")
+        rules.realm_holds(ctx, name, racks=[self.rack], realm=self.realm, what="cannot place it")
         if queries.tenant_exists(ctx.store, name):
             raise ConflictError(f"tenant {name!r} already exists")
         rules.rack_installed(ctx.store, self.rack)
@@ -104,6 +107,10 @@ class SetRealm(Operation[RealmChange, str]):
                 raise InputError(f"cannot pin tenant {self.tenant} to realm {self.realm!r}: it lives in "
                                  f"{rack_name(slot)}, in {realm_text(ctx.dc, slot)}; move it first "
                                  f"(ctmanager tenant move {self.tenant} --to RACK)")
+            targets = [r.target for r in queries.routes(ctx.store, tenant=self.tenant)]
+            rules.realm_holds(ctx, self.tenant, targets=targets, realm=self.realm,
+                              what=f"cannot pin tenant {self.tenant} to realm {self.realm!r}; point the route "
+                                   "elsewhere first (ctmanager route set)")
         return RealmChange(self.tenant, was)
 
     def execute(self, ctx: Context, found: RealmChange) -> str:
@@ -137,12 +144,13 @@ class SetRoute(Operation[RouteChange, str | None]):
     foreign: bool = False
 
     def check(self, ctx: Context) -> RouteChange:
-        service = v.label(self.service, "service")
-        target = v.label(self.target, "target")
         rack = queries.tenant_rack(ctx.store, self.tenant)
+        service = names.route_service(ctx.dc, self.tenant, self.service, "service")  # its name fits DNS
+        target = v.label(self.target, "target")
         not_moving(ctx.store, self.tenant)  # the move re-points its routes at the cutover
         if edits.ct_of_hostname(ctx.store, target) is None and target not in queries.pools(ctx.store, ctx.dc):
             raise NotFoundError(f"route target {target!r} is neither a CT nor a pool (see: ctmanager ct list)")
+        rules.realm_holds(ctx, self.tenant, targets=[target], what=f"route {service} -> {target} refused")
         why = rules.foreign(ctx, self.tenant, rack, target)
         if why and not self.foreign:
             raise ConflictError(f"{target} {why}: {self.tenant}'s apps would reach it as {service}; "

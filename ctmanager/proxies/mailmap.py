@@ -85,6 +85,9 @@ def encode(value: str) -> str:
     return "".join(c if 32 < ord(c) < 127 and c != "%" else "".join(f"%{b:02X}" for b in c.encode()) for c in value)
 
 
+UNAVAILABLE = b"400 store unavailable, try again later\n"
+
+
 class MailMap:
     def __init__(self, store_path: Locator) -> None:
         self.store_path = store_path
@@ -116,7 +119,9 @@ class MailMap:
         if verb != "get" or not key:
             return BAD + b": expected 'get KEY'\n"
         if self.index is None:
-            return f"400 store unavailable: {encode(self.error)[:200]}\n".encode()
+            # the reason (which names the store's path, maybe its host) is in our log, not
+            # sent to clients: anyone who may connect would learn where the store lives
+            return UNAVAILABLE
         self.lookups += 1
         code, value = self.index.lookup(unquote(key))
         return f"{code} {encode(value) if code == 200 else value}\n".encode()
@@ -187,9 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         host, port = hostport(args.listen, "--listen", names=True)
     except InputError as exc:
         ap.error(str(exc))
-    store = default_path(args.store)
+    try:
+        store = default_path(args.store)
+    except InputError as exc:
+        ap.error(str(exc))
     if not is_url(store) and not Path(store).is_file():
-        ap.error(f"--store: no store at {args.store}")
+        ap.error(f"--store: no store at {redact(store)}")
     files = _raise_fd_limit() - 64  # the store, the listener, the log: room for them
     if args.max_conns > files:
         log.warning("--max-conns %d is more than the open-file limit allows: at most %d", args.max_conns, files)

@@ -3,8 +3,9 @@ leaves the output folder as it was.
 
 1. *Aside* (in forked workers for large renders, a rack wholly in one worker):
    render every file of the rack, then
-   - a rack folder that does not exist yet is built as `.rack-N.new` next to it,
-     with a plain create per file (a third of the cost of temp file + rename);
+   - a rack folder that does not exist yet is built as `.rack-N.new` next to it
+     (an exclusive mkdir), with an exclusive create per file (a third of the cost
+     of temp file + rename);
    - in an existing rack folder, a file whose content is unchanged is left alone
      and a changed one is written to its hidden temp name beside it.
 2. *Commit* (in this process, only once every worker succeeded): rename the
@@ -111,30 +112,43 @@ def _aside(base: str, engine: Engine, units: dict[str, Unit], by_folder: dict[st
 
 def _aside_staged(base: str, folder: str, items: Rendered, umask: int) -> RackOutcome:
     stage = os.path.join(base, f".{folder}.new")
-    shutil.rmtree(stage, ignore_errors=True)  # left by an interrupted run
+    files.make_stage(stage)  # exclusive mkdir: a link planted at the staging name is refused
     cut = len(folder) + 1
-    for sub in {os.path.dirname(rel[cut:]) for rel, _, _ in items}:
-        os.makedirs(os.path.join(stage, sub), exist_ok=True)
+    for sub in sorted({os.path.dirname(rel[cut:]) for rel, _, _ in items}):
+        if sub:
+            files.make_dirs(os.path.join(stage, sub), under=stage)
     out = RackOutcome(folder, staged=True)
     for rel, data, mode in items:
-        out.results.append((rel, True, files.write_new(os.path.join(stage, rel[cut:]), data, mode, umask, exclusive=True)))
+        out.results.append((rel, True, files.write_new(os.path.join(stage, rel[cut:]), data, mode, umask)))
     return out
 
 
 def _aside_existing(base: str, folder: str, items: Rendered, umask: int) -> RackOutcome:
     out = RackOutcome(folder, staged=False)
+    real: dict[str, bool] = {}  # folder -> exists as a real folder (a link in between is refused)
     for rel, data, mode in items:
         path = os.path.join(base, rel)
-        st = files.same_content(path, data, mode)
+        head = os.path.dirname(rel)
+        if head not in real:
+            real[head] = _real_folder(base, head)
+        st = files.same_content(path, data, mode) if real[head] else None
         if st is not None:
             out.results.append((rel, False, st))
-        elif not os.path.isdir(os.path.dirname(path)):
+        elif not real[head]:
             out.deferred.append((rel, data, mode))  # no new folders before the commit
         else:
-            tmp = files.temp_name(path)
-            out.results.append((rel, True, files.write_new(tmp, data, mode, umask)))
-            out.temps.append((tmp, path))
+            out.results.append((rel, True, files.write_temp(path, data, mode, umask)))
+            out.temps.append((files.temp_name(path), path))
     return out
+
+
+def _real_folder(base: str, rel: str) -> bool:
+    """Whether base/rel exists; every folder from base down must be a real one."""
+    try:
+        os.close(files.open_dir(os.path.join(base, rel), under=base))
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def _commit(base: str, outcomes: list[RackOutcome]) -> dict[str, tuple[bool, files.Stat]]:
@@ -142,11 +156,11 @@ def _commit(base: str, outcomes: list[RackOutcome]) -> dict[str, tuple[bool, fil
     for o in outcomes:
         if o.staged:
             os.rename(os.path.join(base, f".{o.folder}.new"), os.path.join(base, o.folder))
-        for tmp, final in o.temps:
-            os.replace(tmp, final)
+        for _, final in o.temps:
+            files.replace_temp(final)
         for rel, data, mode in o.deferred:
-            os.makedirs(os.path.dirname(os.path.join(base, rel)), exist_ok=True)
-            results[rel] = (True, files.write_atomic(os.path.join(base, rel), data, mode))
+            results[rel] = (True, files.write_atomic(os.path.join(base, rel), data, mode, sync=False, under=base,
+                                                     make_parents=True))
         for rel, written, st in o.results:
             results[rel] = (written, st)
     return results
@@ -154,12 +168,11 @@ def _commit(base: str, outcomes: list[RackOutcome]) -> dict[str, tuple[bool, fil
 
 def _discard(base: str, units: dict[str, Unit], by_folder: dict[str, list[str]]) -> None:
     for folder, uids in by_folder.items():
-        shutil.rmtree(os.path.join(base, f".{folder}.new"), ignore_errors=True)
-        if not os.path.isdir(os.path.join(base, folder)):
+        stage = os.path.join(base, f".{folder}.new")
+        if not os.path.islink(stage):  # a planted link is left alone (rmtree refuses it too)
+            shutil.rmtree(stage, ignore_errors=True)
+        if os.path.islink(os.path.join(base, folder)) or not os.path.isdir(os.path.join(base, folder)):
             continue
         for uid in uids:
             for rel, _, _ in units[uid].outputs:
-                try:
-                    os.unlink(files.temp_name(os.path.join(base, rel)))
-                except OSError:
-                    pass
+                files.discard_temp(os.path.join(base, rel))

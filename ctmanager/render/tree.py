@@ -17,11 +17,12 @@ core, for rendering and again for writing (see parallel.py).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,12 +95,23 @@ def render_tree(store: Store, outdir: Path, *, diff: bool = False, engine: Engin
         manifest[uid] = _entry(units[uid].key, stats)
     for rel in stale:
         try:
-            os.unlink(os.path.join(base, rel))
+            with _folder(base, os.path.dirname(rel)) as fd:  # never a file where a planted link points
+                os.unlink(os.path.basename(rel), dir_fd=fd)
             report.removed.append(rel)
         except FileNotFoundError:
             pass
-    files.write_atomic(outdir / MANIFEST, json.dumps({"format": FORMAT, "units": manifest}).encode(), 0o644)
+    files.write_atomic(outdir / MANIFEST, json.dumps({"format": FORMAT, "units": manifest}).encode(), 0o644,
+                       sync=False)
     return report
+
+
+@contextlib.contextmanager
+def _folder(base: str, rel: str) -> Iterator[int]:
+    fd = files.open_dir(os.path.join(base, rel), under=base)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _units(store: Store, engine: Engine) -> dict[str, Unit]:
@@ -167,7 +179,7 @@ def _unchanged(base: str, key: str, entry: str | None) -> bool:
         return False
     try:
         for rel, mtime, size in _entry_files(entry):
-            st = os.stat(f"{base}/{rel}")
+            st = os.lstat(f"{base}/{rel}")  # a link put there is not as we left it
             if st.st_mtime_ns != mtime or st.st_size != size:
                 return False
     except (FileNotFoundError, ValueError):  # gone, or a damaged entry: render again

@@ -57,6 +57,7 @@ from typing import Any
 from .. import validate as v
 from ..dc import tomlread
 from ..errors import CtmError, InputError
+from ..files import check_private, open_lock, write_atomic
 from . import fence, rsync
 from .fence import Failed
 
@@ -87,6 +88,7 @@ def load(path: Path) -> StorageConfig:
     control = ssh.check("control_dir", v.path, ssh.str("control_dir", "/run/ctstorage"))
     ssh.done()
     top.done()
+    check_private(key, "SSH key", where=f"{path}: ssh.key_file")
     return StorageConfig(data, user, key, known, timeout, control)
 
 
@@ -131,7 +133,7 @@ def cmd_pull(cfg: StorageConfig, args: argparse.Namespace) -> dict[str, Any]:
         target.mkdir(mode=0o755, exist_ok=True)
         with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               stdin=subprocess.DEVNULL) as p:
-            pidfile.write_text(f"{p.pid} {token}\n")  # for `ctstorage cancel` and a newer pull
+            write_atomic(pidfile, f"{p.pid} {token}\n".encode(), 0o644)  # for `ctstorage cancel`, a newer pull
             try:
                 out, err = p.communicate(timeout=args.timeout)
             except subprocess.TimeoutExpired:
@@ -173,7 +175,7 @@ def _state_lock(cfg: StorageConfig, ctid: int) -> Iterator[None]:
 @contextlib.contextmanager
 def _flock(cfg: StorageConfig, name: str, on_busy: Callable[[], object], why: str) -> Iterator[None]:
     os.makedirs(cfg.control_dir, mode=0o700, exist_ok=True)
-    with open(Path(cfg.control_dir) / name, "w") as lock:
+    with os.fdopen(open_lock(Path(cfg.control_dir) / name), "r+") as lock:  # never through a link
         deadline = time.monotonic() + LOCK_WAIT
         busy_at = 0.0
         while True:

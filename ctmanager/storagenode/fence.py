@@ -25,10 +25,10 @@ from __future__ import annotations
 import errno
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
+from .. import files
 from ..errors import CtmError
 from ..validate import is_digits
 
@@ -68,23 +68,9 @@ def token_path(data: str, ctid: int) -> Path:
 
 def write_atomic(path: Path, body: bytes, mode: int = 0o644) -> None:
     """`path` holds `body`, or its old content after a crash; never half of it,
-    never written through a link."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
-        try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fchmod(fd, mode)  # the umask must not change it
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _sync_folder(path.parent)
+    never written through a link (files.write_atomic); the folder is fsync'd too:
+    a seal or token that vanished after a crash would let a stale pull in."""
+    files.write_atomic(path, body, mode, sync_folder=True)
 
 
 def _sync_folder(folder: Path) -> None:

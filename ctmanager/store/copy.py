@@ -24,7 +24,8 @@ def copy(src: Locator, dst: Locator, progress: Callable[[str], None] = lambda _:
     if str(src) == str(dst) or (not is_url(src) and not is_url(dst) and Path(src).resolve() == Path(dst).resolve()):
         raise InputError("SRC and DST are the same store")
     if not is_new(dst):
-        raise ConflictError(f"{redact(dst)} already holds a store; copy into a new file or an empty database")
+        raise ConflictError(f"{redact(dst)} already exists (a file) or holds a store; copy into a new file or an "
+                            "empty database")
     with open_store(src) as source:
         if source.get_meta("template") is None:
             raise InputError(f"{source.where} is not initialised: nothing to copy")

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import StoreError
+from ..errors import InputError, StoreError
 from ..validate import is_digits
 
 DEFAULT_PATH = "/var/lib/ctmanager/ctmanager.db"
@@ -53,24 +53,62 @@ def is_url(locator: Locator) -> bool:
     return isinstance(locator, str) and locator.startswith(URL_SCHEMES)
 
 
-def default_path(explicit: str | None = None) -> Locator:
-    """--store, then $CTMANAGER_STORE, then /var/lib/ctmanager/ctmanager.db."""
-    text = explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
+# `word://` in any case: a URL, whether or not it is one we speak. Anything like it
+# that is not exactly a supported scheme is refused, never taken for a file name
+# (`PostgreSQL://u:PW@h/db` would otherwise become a folder named with the password).
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_CONNINFO = re.compile(r"[A-Za-z_]+\s*=")  # libpq's `host=h password=...` form
+
+
+def parse_locator(text: str, field: str = "--store") -> Locator:
+    """The one check of a store locator the user gave (--store, $CTMANAGER_STORE,
+    a config's `store =`): a file path (SQLite) or a postgresql:// URL. Refused in
+    one line, the password redacted: empty, blank or control characters, space at
+    either end, another scheme (or this one in other letters), libpq's key=value form."""
+    if text and text == text.strip() and text.isprintable() and not _SCHEME.match(text) \
+            and not _CONNINFO.match(text):
+        return Path(text)  # the common case, a plain path: nothing to show
+    shown = redact(text).encode("unicode_escape").decode("ascii")[:300]
+    if not text or not text.strip():
+        raise InputError(f"{field}: empty store locator: give a file path or a postgresql:// URL")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
+        raise InputError(f"{field}: control character in the store locator '{shown}'")
+    if text != text.strip():
+        raise InputError(f"{field}: space at the start or end of the store locator '{shown}'")
+    if _SCHEME.match(text) and not text.startswith(URL_SCHEMES):
+        raise InputError(f"{field}: unsupported store locator '{shown}': give a file path (SQLite) or a "
+                         f"postgresql:// URL (the scheme in lower case)")
+    if _CONNINFO.match(text) and " " in text:
+        raise InputError(f"{field}: '{shown}' looks like a libpq key=value string: give a postgresql:// URL")
     return text if is_url(text) else Path(text)
 
 
+def default_path(explicit: str | None = None) -> Locator:
+    """--store, then $CTMANAGER_STORE, then /var/lib/ctmanager/ctmanager.db; checked
+    by parse_locator (an empty --store is refused; an empty variable is unset)."""
+    if explicit is not None:
+        return parse_locator(explicit, "--store")
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return parse_locator(env, f"${ENV_VAR}")
+    return Path(DEFAULT_PATH)
+
+
 def redact(locator: Locator) -> str:
-    """The locator as it may be shown: a URL's password (user:PASSWORD@, even
-    with an @ in it; ?password=, ?sslpassword=) is never printed."""
+    """The locator as it may be shown, the one redaction every message uses: a
+    URL's password (user:PASSWORD@, even with an @ or / in it; ?password=,
+    ?sslpassword=, libpq's password=) is never printed."""
     text = str(locator)
     if "://" in text:
         scheme, _, rest = text.partition("://")
-        netloc, sep, tail = rest.partition("/")
-        if "@" in netloc:
-            user, _, host = netloc.rpartition("@")
-            netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else f"{user}@{host}"
-        text = f"{scheme}://{netloc}{sep}{tail}"
-    return re.sub(r"([?&](?:ssl)?password=)[^&]*", r"\1***", text, flags=re.IGNORECASE)
+        query = rest.find("?")
+        head, tail = (rest, "") if query < 0 else (rest[:query], rest[query:])
+        at = head.rfind("@")  # userinfo ends at the last @ before the query
+        if at >= 0:
+            user = head[:at]
+            head = (f"{user.split(':', 1)[0]}:***" if ":" in user else user) + head[at:]
+        text = f"{scheme}://{head}{tail}"
+    return re.sub(r"((?:^|[?&\s])(?:ssl)?password\s*=\s*)[^&\s]*", r"\1***", text, flags=re.IGNORECASE)
 
 
 def scrub(text: str, locator: Locator) -> str:
@@ -79,11 +117,12 @@ def scrub(text: str, locator: Locator) -> str:
     secrets = set()
     loc = str(locator)
     if "://" in loc:
-        netloc = loc.partition("://")[2].partition("/")[0]
-        user = netloc.rpartition("@")[0]
+        head = loc.partition("://")[2].partition("?")[0]
+        user = head.rpartition("@")[0]
         if ":" in user:
             secrets.add(user.split(":", 1)[1])
-    secrets.update(m.group(1) for m in re.finditer(r"[?&](?:ssl)?password=([^&]*)", loc, flags=re.IGNORECASE))
+    secrets.update(m.group(1) for m in re.finditer(r"(?:^|[?&\s])(?:ssl)?password\s*=\s*([^&\s]*)", loc,
+                                                   flags=re.IGNORECASE))
     for s in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(s, "***")
     return re.sub(r'(percent-encoded token: )"[^"]*"', r"\1***", text)
@@ -109,6 +148,7 @@ class Store(abc.ABC):
     def __init__(self, locator: Locator) -> None:
         self.path = locator
         self.where = redact(locator)  # for messages
+        self.read_only = False  # opened read-only (this user may not write it): every transaction is refused
         self.cache: dict[Any, Any] = {}  # values derived from rows that never change (the parsed DC template)
         self._in_tx = False
         self._held: set[str] = set()  # names of the locks (`lock()`) this Store holds
@@ -125,6 +165,10 @@ class Store(abc.ABC):
         if _memory is None:
             raise StoreError("no in-memory store backend is loaded (ctmanager.store.sqlite)")
         return _memory(image, clock)
+
+    def read_only_error(self) -> StoreError:
+        return StoreError(f"{self.where}: the store is opened read-only (this user may not write it) and this "
+                          "command changes it: run it as a user who may")
 
     def image(self) -> bytes:
         raise StoreError(f"{self.where}: only an SQLite store has an image")

@@ -171,6 +171,24 @@ def tombstone(store: Store, ctid: int, hostname: str, rack: int, *, purge: bool,
                   (ctid, hostname, int(purge), at, rack))
 
 
+def quarantine(store: Store, ip: str, rack: int, ctid: int, hostname: str, at: float, until: float) -> None:
+    """Address `ip` of rack `rack` was CT `ctid`'s: not free again before `until`, nor while the CT's tombstone there is."""
+    store.execute("INSERT INTO ip_quarantine (ip, rack, ct_id, hostname, freed_at, until) VALUES (?, ?, ?, ?, ?, ?) "
+                  "ON CONFLICT(ip) DO UPDATE SET rack = excluded.rack, ct_id = excluded.ct_id, "
+                  "hostname = excluded.hostname, freed_at = excluded.freed_at, until = excluded.until",
+                  (ip, rack, ctid, hostname, at, until))
+
+
+def quarantined(store: Store, rack: int, now: float) -> list[tuple[str, int, str, float]]:
+    """Rack `rack`'s addresses in quarantine now: (ip, CTID, hostname, until). One
+    is free again once its time is up, or once the rack's HNs all reported its CT
+    gone (the manager dropped its tombstone). A row is kept after (replaced when
+    the address is freed again): at most one per address."""
+    return [(str(r[0]), int(r[1]), str(r[2]), float(r[3])) for r in store.query(
+        "SELECT ip, ct_id, hostname, until FROM ip_quarantine q WHERE rack = ? AND until > ? AND EXISTS "
+        "(SELECT 1 FROM removed r WHERE r.ct_id = q.ct_id AND r.rack IN (?, 0)) ORDER BY ip", (rack, now, rack))]
+
+
 def place(store: Store, ctid: int, hn: str, at: float) -> None:
     store.execute("INSERT INTO placements (ct_id, hn, placed_at) VALUES (?, ?, ?) ON CONFLICT(ct_id) "
                   "DO UPDATE SET hn = excluded.hn, placed_at = excluded.placed_at", (ctid, hn, at))

@@ -373,4 +373,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (move, rack)
     );
     """,
+    # 16 -> 17: an address freed by a CT leaving its rack (ct rm, tenant rm, a move's
+    # flip) is not handed out again while that CT may still run there: until the
+    # rack's HNs all reported it gone (its tombstone in `removed` dropped) or `until`
+    # (operations/rules.py: quarantine).
+    """
+    CREATE TABLE ip_quarantine (
+        ip        TEXT PRIMARY KEY,
+        rack      INTEGER NOT NULL,
+        ct_id     INTEGER NOT NULL,
+        hostname  TEXT NOT NULL,
+        freed_at  DOUBLE PRECISION NOT NULL,
+        until     DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
 
-from ..errors import StoreError
+from ..errors import ConflictError, StoreError
 from ..validate import is_digits
 from .db import BUSY_TIMEOUT_MS, CONFIG_VERSION, Params, Store, redact, scrub
 from .schema import VERSION, statements, tables, upgrade_path
@@ -116,11 +116,18 @@ class PgStore(Store):
     backend = "postgresql"
     NOW_SQL = "extract(epoch FROM clock_timestamp())::float8"
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, create: bool = True) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, create: bool = True,
+                 read_only: bool = False) -> None:
+        """`create`: an empty database becomes a store (one holding another
+        program's tables is refused: init must not add ours beside them).
+        `read_only`: every transaction read-only, no migration."""
         super().__init__(url)
         self.url, self.busy_timeout_ms = url, busy_timeout_ms
+        self.read_only = read_only
         self.db = self._connect()
         try:
+            if create:
+                self._refuse_foreign()
             if not create and self.version == 0:
                 raise StoreError(f"{self.where}: not a ctmanager store (an empty database, or another program's); "
                                  f"create one with: ctmanager --store URL init TEMPLATE")
@@ -129,11 +136,28 @@ class PgStore(Store):
             self.db.close()
             raise
 
+    def _refuse_foreign(self) -> None:
+        """Tables in our schema that are not a ctmanager store's: another program's."""
+        names = [r[0] for r in self.query("SELECT table_name FROM information_schema.tables "
+                                          "WHERE table_schema = current_schema() ORDER BY table_name")]
+        if not names:
+            return
+        try:
+            ours = "meta" in names and self.version > 0
+        except StoreError:  # a `meta` table of another shape
+            ours = False
+        if not ours:
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            raise ConflictError(f"{self.where}: the database holds {len(names)} table(s) of another program "
+                                f"({shown}); a store needs an empty database or a ctmanager store")
+
     def _connect(self) -> psycopg.Connection[Any]:
         db = connect(self.url, row_factory=_row_factory)
         try:
             # an advisory lock's wait obeys lock_timeout: a stuck writer makes us busy, not hung
             db.execute(f"SET lock_timeout = {int(self.busy_timeout_ms)}")
+            if self.read_only:  # the server refuses any write of this session, whatever the role may do
+                db.execute("SET default_transaction_read_only = on")
         except psycopg.Error as exc:
             db.close()
             raise _error(self.where, exc, "cannot set up the connection") from None
@@ -176,6 +200,10 @@ class PgStore(Store):
                              f"({VERSION}); upgrade ctmanager")
         if current == VERSION:
             return
+        if self.read_only or (current > 0 and not self.one("SELECT has_table_privilege('meta', 'UPDATE')")[0]):
+            raise StoreError(f"{self.where}: store schema version {current} is older than this ctmanager's "
+                             f"({VERSION}) and this role may only read it, so it cannot be migrated: run ctmanager "
+                             "once as the store's owner (any command migrates it)")
         with self.transaction(config=False):
             for after, script in upgrade_path(self.version):  # another process may have migrated meanwhile
                 for statement in statements(script, self.backend):
@@ -185,6 +213,8 @@ class PgStore(Store):
     # ---- transactions ----------------------------------------------------
     @contextlib.contextmanager
     def transaction(self, *, config: bool = True, fenced: bool = True, serialised: bool = True) -> Iterator[Store]:
+        if self.read_only:
+            raise self.read_only_error()
         if self._in_tx:
             raise StoreError("internal: nested store transaction")
         self._usable()
@@ -276,6 +306,8 @@ def drop_uninitialised(url: str) -> None:
         with connect(url) as con, con.transaction():
             if con.execute("SELECT to_regclass('meta') IS NULL").fetchone()[0]:  # type: ignore[index]
                 return
+            if con.execute("SELECT 1 FROM meta WHERE key = %s", (SCHEMA_KEY,)).fetchone() is None:
+                return  # another program's meta table: none of these tables are ours
             if con.execute("SELECT 1 FROM meta WHERE key = 'template'").fetchone() is not None:
                 return  # initialised: not ours to drop
             for table in reversed(names):

@@ -39,11 +39,10 @@ def placed(row: Row) -> tuple[int, int]:
     """A CT row's (CTID, rack): what file and folder names are made of. Asked for
     every CT on every render, changed or not: the usual row costs two type checks."""
     ctid, rack = row["ct_id"], row["rack"]
-    if type(ctid) is int and type(rack) is int and 0 < ctid <= v.MAX_CTID and 0 <= rack <= 255:
+    if type(ctid) is int and type(rack) is int and 0 < ctid <= v.MAX_CTID and v.SLOT_MIN <= rack <= v.SLOT_MAX:
         return ctid, rack
     return checked(f"CT {_ident(row['ct_id'])}", lambda: (
-        v.integer(row["ct_id"], "ctid", minimum=1, maximum=v.MAX_CTID),
-        v.integer(row["rack"], "rack", minimum=0, maximum=255)))
+        v.integer(row["ct_id"], "ctid", minimum=1, maximum=v.MAX_CTID), v.slot(row["rack"], "rack")))
 
 
 def node_from_row(row: Row) -> Node:
@@ -67,7 +66,7 @@ def _ct(row: Row) -> Ct:
     return Ct(
         ctid=v.integer(row["ct_id"], "ctid", minimum=1, maximum=v.MAX_CTID),
         hostname=v.hostname(row["hostname"], "hostname"),
-        rack=v.integer(row["rack"], "rack", minimum=0, maximum=255),
+        rack=v.slot(row["rack"], "rack"),
         tenant=_label_or_none(row["tenant"], "tenant"),
         service=_label_or_none(row["service"], "service"),
         env=v.label(row["env"], "env"),
@@ -82,8 +81,8 @@ def _ct(row: Row) -> Ct:
 def _node(row: Row) -> Node:
     return Node(
         hostname=v.label(row["hostname"], "hostname"),
-        rack=v.integer(row["rack"], "rack", minimum=0, maximum=255),
-        position=v.integer(row["position"], "position", minimum=1, maximum=1000),
+        rack=v.slot(row["rack"], "rack"),
+        position=v.position(row["position"], "position"),
         sku=v.label(row["sku"], "sku"),
         role=_one_of(row["role"], "role", ("compute", "storage")),
         serial=v.serial(row["serial"], "serial"),

@@ -12,8 +12,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
-from ..errors import StoreError
+from ..errors import ConflictError, StoreError
 from .db import BUSY_TIMEOUT_MS, Params, Store, register_memory
 from .schema import VERSION, statements, upgrade_path
 
@@ -23,35 +24,76 @@ class SqliteStore(Store):
     NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, image: bytes | None = None,
-                 create: bool = True) -> None:
+                 create: bool = True, read_only: bool = False) -> None:
         """`create`: a file that is not a ctmanager store yet (empty, new) becomes
-        one; without it such a file is refused and left exactly as it was."""
+        one; without it such a file is refused and left exactly as it was. An
+        existing file holding another program's tables is refused either way.
+        `read_only`: open it read-only and write nothing, not even at open (no WAL
+        setup, no migration): a user who may only read the file can still read it."""
         super().__init__(path)
         self.file = path
+        self.read_only = read_only
         # A private in-memory store has no other writer: its change counter is
         # known here without a query (None: read it from the store).
         self._private = str(path) == ":memory:"
         self._config_version: int | None = None
         self._mutexes: dict[str, threading.Lock] = {}  # a private store's locks
         try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-            self.db = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_ms / 1000,
-                                      check_same_thread=False)
+            if read_only:
+                self.db = _connect_read_only(path, busy_timeout_ms)
+            else:
+                # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+                self.db = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_ms / 1000,
+                                          check_same_thread=False)
             self.db.row_factory = sqlite3.Row
             if image is not None:
                 self.db.deserialize(image)
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            if not create and self.version == 0:  # read-only so far: nothing written yet
-                self.db.close()
-                raise StoreError(f"{path}: not a ctmanager store (an empty file, or another program's database); "
-                                 f"create one with: ctmanager --store {path} init TEMPLATE")
+            if self.version == 0:  # read-only so far: nothing written yet
+                self._refuse_unless_empty(create)
             self.db.execute("PRAGMA foreign_keys = ON")
+            if read_only:
+                self._check_read_only()
+                return
             if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
         except sqlite3.Error as exc:
-            raise StoreError(f"{path}: cannot open store: {exc}") from None
+            with contextlib.suppress(Exception):
+                self.db.close()
+            raise StoreError(f"{self.where}: cannot open store: {exc}") from None
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.db.close()
+            raise
+
+    def _refuse_unless_empty(self, create: bool) -> None:
+        """A file without ctmanager's schema: made one only if asked to and empty
+        (`init` must not add its tables beside another program's)."""
+        if not create:
+            raise StoreError(f"{self.where}: not a ctmanager store (an empty file, or another program's database); "
+                             f"create one with: ctmanager --store {self.where} init TEMPLATE")
+        names = [r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+                                               "ORDER BY name")]
+        if names:
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            raise ConflictError(f"{self.where}: holds {len(names)} table(s) or index(es) of another program "
+                                f"({shown}); a store needs a new file, an empty one, or a ctmanager store")
+        if self.read_only:
+            raise StoreError(f"{self.where}: cannot make a store here: this user may not write it")
+
+    def _check_read_only(self) -> None:
+        """A read-only open cannot migrate: an out-of-date schema is one line, not a
+        failed write."""
+        current = self.version
+        if current > VERSION:
+            raise StoreError(f"{self.where}: store schema version {current} is newer than this ctmanager ({VERSION}); "
+                             "upgrade ctmanager")
+        if current < VERSION:
+            raise StoreError(f"{self.where}: store schema version {current} is older than this ctmanager's "
+                             f"({VERSION}) and this user may only read the store, so it cannot be migrated: run "
+                             "ctmanager once as a user who may write it (any command migrates it)")
 
     @classmethod
     def memory(cls, image: bytes | None = None, clock: Callable[[], float] | None = None) -> SqliteStore:
@@ -76,7 +118,7 @@ class SqliteStore(Store):
         current = self.version
         if current > VERSION:
             raise StoreError(
-                f"{self.path}: store schema version {current} is newer than this ctmanager ({VERSION}); upgrade ctmanager"
+                f"{self.where}: store schema version {current} is newer than this ctmanager ({VERSION}); upgrade ctmanager"
             )
         if current == VERSION:
             return
@@ -89,6 +131,8 @@ class SqliteStore(Store):
     # ---- transactions ----------------------------------------------------
     def transaction(self, *, config: bool = True, fenced: bool = True,
                     serialised: bool = True) -> contextlib.AbstractContextManager[Store]:
+        if self.read_only:
+            raise self.read_only_error()
         return _Transaction(self, config, fenced)  # a class, not a generator: the loop takes ~5 a second
 
     @contextlib.contextmanager
@@ -106,7 +150,7 @@ class SqliteStore(Store):
         try:
             self.db.execute(how)
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: store is busy or unusable ({exc}); try again") from None
+            raise StoreError(f"{self.where}: store is busy or unusable ({exc}); try again") from None
         self._in_tx = True
 
     def _rollback(self) -> None:
@@ -127,6 +171,8 @@ class SqliteStore(Store):
 
     # ---- named locks -----------------------------------------------------
     def _try_lock(self, name: str) -> Callable[[], None] | None:
+        if self.read_only:  # the locks guard writes, and a lock file may not be made here
+            raise self.read_only_error()
         if self._private:
             mutex = self._mutexes.setdefault(name, threading.Lock())
             return mutex.release if mutex.acquire(blocking=False) else None
@@ -186,7 +232,7 @@ class _Transaction:
             store.db.execute("COMMIT")
         except sqlite3.Error as e:
             store._rollback()  # a failed COMMIT leaves the connection inside the transaction
-            raise StoreError(f"{store.path}: cannot commit: {e}") from None
+            raise StoreError(f"{store.where}: cannot commit: {e}") from None
         finally:
             store._in_tx = False
             if self.config:
@@ -194,6 +240,25 @@ class _Transaction:
 
 
 register_memory(SqliteStore.memory)  # Store.memory: a private in-memory SQLite store
+
+
+def _connect_read_only(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    """A read-only connection (mode=ro). Reading a WAL store needs its -shm file;
+    when there is none and this user may not make one (a read-only folder), and no
+    -wal holds uncommitted-to-file pages, the file alone is the whole store:
+    opened immutable (SQLite's documented way to read such a file; a writer that
+    checkpoints during this one command's reads is the accepted risk)."""
+    uri = f"file:{quote(str(path.absolute()))}"
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=busy_timeout_ms / 1000,
+                         check_same_thread=False)
+    try:
+        db.execute("PRAGMA user_version").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+        if Path(f"{path}-wal").exists():
+            raise
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
 
 
 def _flock(path: Path) -> Callable[[], None] | None:

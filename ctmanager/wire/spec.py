@@ -92,7 +92,7 @@ def _parse(text: bytes | str, ctid: int) -> Spec:
     ct = Ct(
         ctid=got,
         hostname=v.hostname(raw["hostname"], "spec.hostname"),
-        rack=v.integer(raw["rack"], "spec.rack", minimum=0, maximum=255),
+        rack=v.slot(raw["rack"], "spec.rack"),
         tenant=None if raw["tenant"] is None else v.label(raw["tenant"], "spec.tenant"),
         service=None if raw["service"] is None else v.label(raw["service"], "spec.service"),
         env=v.label(raw["env"], "spec.env"),

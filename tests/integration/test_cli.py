@@ -103,7 +103,7 @@ BAD_CLI = [
     ("bad-admst", ["ct", "set", "myhost", "--admst", "sideways"], "invalid choice"),
     ("bad-ctid", ["ct", "add", "new", "--rack", "101", "--ctid", "12ab"], "not an integer"),
     ("bad-manifest", ["rack", "install", "102", str(EXAMPLE)], "nodes: is required"),
-    ("missing-manifest", ["rack", "install", "102", "/nonexistent.toml"], "no such file"),
+    ("missing-manifest", ["rack", "install", "102", "/nonexistent.toml"], "no manifest '/nonexistent.toml': not a file"),
     ("init-twice", ["init", "example"], "already initialised"),
     ("render-zero-workers", ["render", "/tmp/ctm-never-written", "--workers", "0"], "--workers: must be from 1 to"),
 ]
@@ -155,7 +155,8 @@ BAD_TEMPLATES = [
     ("outside-supernet", 'supernet = "10.0.0.0/8"', 'supernet = "10.0.0.0/10"', "outside supernet"),
     ("bad-tenant", 'name = "acme"', 'name = "Acme"', "tenants[1].name: must be lower case"),
     ("absurd-resources", 'memory = "4G"', 'memory = "4096G"', "tenants[1].memory: must be at most"),
-    ("tenant-vs-service-hostname", 'name = "acme"', 'name = "relay-101-1"', "hostname 'relay-101-1' is already used"),
+    ("tenant-vs-service-hostname", 'name = "acme"', 'name = "relay-101-1"',
+     "'relay-101-1' is the name of a rack service's CT"),
 ]
 
 

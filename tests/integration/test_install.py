@@ -149,3 +149,38 @@ def test_missing_data_is_a_one_line_error(installed: View) -> None:
     err = p.stderr.strip()
     assert p.returncode == 1 and "\n" not in err and err.startswith("DataNotFound: no collectd config"), err
     assert str(folder) in err
+
+
+def tour_commands() -> list[tuple[list[str], int, str]]:
+    """README's "Tour (real output)": each `$ ctmanager …` line, the exit status it
+    shows (`; echo "exit=$?"` and the `exit=N` line after; else 0), and its first
+    output line."""
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Tour (real output)", 1)[1].split("```console", 1)[1].split("```", 1)[0]
+    lines = block.strip("\n").splitlines()
+    out: list[tuple[list[str], int, str]] = []
+    for i, line in enumerate(lines):
+        if not line.startswith("$ ctmanager "):
+            continue
+        command = line[2:].split(";", 1)[0]
+        after = lines[i + 1:]
+        shown = next((ln for ln in after if ln.startswith("exit=") or ln.startswith("$ ")), "")
+        code = int(shown[5:]) if shown.startswith("exit=") and "echo" in line else 0
+        out.append((shlex.split(command)[1:], code, after[0] if after else ""))
+    return out
+
+
+def test_the_readme_tour_runs_as_written_from_a_plain_install(installed: View) -> None:
+    run: Callable[..., subprocess.CompletedProcess[str]] = installed.run
+    commands = tour_commands()
+    assert len(commands) >= 10 and ["rack", "install", "rack-102", "rack-102"] in [c for c, _, _ in commands]
+    fresh = installed.work / "tour"
+    fresh.mkdir()
+    for argv, code, first in commands:
+        argv = [a.replace("/tmp/tour", str(fresh)) for a in argv]
+        got = run("ctmanager", "--store", str(fresh / "dc.db"), *argv)  # the tour's `export CTMANAGER_STORE`
+        assert got.returncode == code, f"ctmanager {' '.join(argv)}: exit {got.returncode}: {got.stderr[-500:]}"
+        said = (got.stdout or got.stderr).splitlines()
+        assert said and said[0].split()[:1] == first.split()[:1], f"ctmanager {' '.join(argv)}: {said[:1]} vs {first}"

@@ -106,6 +106,9 @@ def test_a_tenant_moves_with_its_data_while_it_writes(dc: DcLab, watch: TwiceWat
     assert rack == "rack-102" and str(row["hn"]).startswith("hn-102-") and row["opst"] == "UP", row
     assert str(row["ip"]).startswith("10.102."), row
     assert int(row["ctid"]) == ctid  # same CTID
+    # the CLI reaches it in rack-102 with rack-101's manager config too: the store says where it runs
+    p = dc.r101.cli("ct", "exec", "acme", "--", "head", "-n", "1", "/data/files/log", check=False)
+    assert p.returncode == 0 and p.stdout.startswith("line "), p.stderr
     target = data_dir(dc.r102, ctid)
     # every byte written before the stop is there: the source copy stopped changing at the stop
     lines = (source / "files" / "log").read_text().splitlines()

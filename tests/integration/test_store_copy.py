@@ -88,3 +88,48 @@ def test_a_password_in_the_store_url_is_never_printed(pg_cluster: Cluster, tmp_p
         assert "S3cr" not in text and "An0ther" not in text and "%25x" not in text, text
     assert outs[1].returncode == 2 and "already initialised" in outs[1].stderr
     assert outs[-2].returncode == 1 and "cannot connect" in outs[-2].stderr
+
+
+def test_a_locator_of_another_scheme_never_becomes_a_file(pg_cluster: Cluster, tmp_path: Path) -> None:
+    """Issue 35: `PostgreSQL://`, `postgresq://`, `mysql://` or a leading space were
+    taken for SQLite paths: `store copy` made a folder named with the password."""
+    src = tmp_path / "src.db"
+    cli = Cli(src, tmp_path)
+    cli("init", str(EXAMPLE))
+    made = sorted(p.name for p in tmp_path.iterdir())
+    for dst in ("PostgreSQL://u:S3cr3t@h/x", "postgresq://u:S3cr3t@h/x", "mysql://u:S3cr3t@h/x",
+                " " + pg_cluster.url("x").replace("user=postgres", "user=postgres&password=S3cr3t")):
+        for argv in (["store", "copy", str(src), dst], ["--store", dst, "status"]):
+            p = cli(*argv, check=False)
+            assert p.returncode == 2 and p.stderr.count("\n") == 1 and not p.stdout, p.stderr
+            assert "S3cr3t" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == made
+
+
+def test_init_refuses_a_database_of_another_program(pg_cluster: Cluster) -> None:
+    from tests.conftest import raw_sql
+
+    url = pg_cluster.create_database("ctm_foreign")
+    raw_sql(url, "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    raw_sql(url, "INSERT INTO users (id, name) VALUES (1, 'alice')")
+    before = dump(url)
+    p = Cli(url, ROOT)("init", str(EXAMPLE), check=False)
+    assert p.returncode == 2 and "another program" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert dump(url) == before  # not one of our 25 tables added
+
+
+def test_a_role_that_may_only_read_reads_and_an_old_schema_says_so(pg_cluster: Cluster) -> None:
+    from ctmanager.store.schema import VERSION
+    from tests.conftest import raw_sql
+
+    url = pg_cluster.create_database("ctm_ro")
+    Cli(url, ROOT)("init", str(EXAMPLE))
+    raw_sql(url, "DO $$ BEGIN CREATE ROLE ctm_monitor LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    raw_sql(url, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO ctm_monitor")
+    monitor = Cli(url.replace("user=postgres", "user=ctm_monitor"), ROOT)
+    assert len(json.loads(monitor("status", "--json").stdout)) == 8
+    p = monitor("ct", "set", "acme", "--memory", "2G", check=False)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+    raw_sql(url, "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(VERSION - 1),))
+    p = monitor("status", check=False)
+    assert p.returncode == 1 and "older" in p.stderr and p.stderr.count("\n") == 1, p.stderr

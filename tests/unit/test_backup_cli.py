@@ -37,6 +37,7 @@ def test_the_daemon_backs_up_what_changes_and_a_restore_gives_the_earlier_data(t
     (data / "1005").mkdir(parents=True)
     (data / "1005" / "log").write_text("one\n")
     (tmp_path / "pass").write_text("pw\n")
+    (tmp_path / "pass").chmod(0o600)  # a passphrase others may read is refused
     config = tmp_path / "ctbackup.toml"
     config.write_text(f'data = "{data}"\nnode = "storage-101-4"\nstate_dir = "{tmp_path / "state"}"\nrpo = 60\n'
                       f'[repository]\nlocation = "{tmp_path / "repo"}"\npassphrase_file = "{tmp_path / "pass"}"\n'

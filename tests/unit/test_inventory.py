@@ -72,7 +72,10 @@ def test_removed_ctid_is_never_reused(inv: inventory.Inventory) -> None:
     change(inv, inv.rm_ct, "tmp-1")
     again = change(inv, inv.add_ct, "tmp-2", 101, resources=inv.dc.defaults)
     assert again.ctid == ct.ctid + 1
-    assert again.ip == ct.ip  # the address may be reused; the CTID (and its /data) may not
+    assert again.ip != ct.ip  # the address waits (quarantine) until the HNs reported tmp-1 gone
+    change(inv, inv.store.execute, "DELETE FROM removed WHERE ct_id = ?", (ct.ctid,))  # they did
+    third = change(inv, inv.add_ct, "tmp-3", 101, resources=inv.dc.defaults)
+    assert third.ip == ct.ip and third.ctid == ct.ctid + 2  # the address may be reused; the CTID (and /data) not
 
 
 def test_tenant_rm_removes_cts_and_routes(inv: inventory.Inventory) -> None:

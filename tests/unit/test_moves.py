@@ -374,3 +374,18 @@ def test_a_hold_whose_destination_vanished_is_released_by_the_source_past_its_de
     (m,) = change(dc2, moves.release_overdue, dc2.store, 101, 195.0, 30.0, lambda: set())
     assert (m.phase, m.step, m.hold, m.flipped) == ("rollback", "unseal", False, False)
     assert moves.held(dc2.store) == set() and "gone mid-cutover" in m.error
+
+
+def test_its_cts_are_not_edited_while_the_move_is_open_and_are_once_it_is_online(dc2: inventory.Inventory) -> None:
+    before = queries.find_ct(dc2.store, "myhost")
+    m = started(dc2, keep_source=True)
+    snapshot = [tuple(r) for r in dc2.store.query("SELECT * FROM cts ORDER BY 1")]
+    for edit in (lambda: dc2.set_ct("myhost", admst="DOWN"), lambda: dc2.reset_ct("myhost"),
+                 lambda: dc2.set_ct("myhost", apps=["jira"])):
+        with pytest.raises(ConflictError, match=r"being moved to rack-102 \(move \d+, copy\); wait for it or abort"):
+            edit()
+    assert [tuple(r) for r in dc2.store.query("SELECT * FROM cts ORDER BY 1")] == snapshot  # nothing changed
+    m = Loop(dc2).run(m)
+    assert (m.phase, m.open) == ("online", True)  # the source copy kept: the move stays open
+    assert dc2.set_ct("myhost", admst="DOWN").admst == "DOWN"  # it runs at the destination like any CT
+    assert dc2.reset_ct("myhost")[0].ctid == before.ctid

@@ -76,6 +76,11 @@ REFUSED: list[tuple[str, Make, type[CtmError], str]] = [
     ("route set: no such target", lambda r: SetRoute("myhost", "smtp", "relay-999-1"), NotFoundError,
      "neither a CT nor a pool"),
     ("route set: another tenant's CT", lambda r: SetRoute("myhost", "smtp", "acme"), ConflictError, "--foreign"),
+    ("route set: --foreign out of its realm", lambda r: SetRoute("initech", "mailstore", "mailstore-201-1", foreign=True),
+     InputError, "route mailstore -> mailstore-201-1 refused (route target mailstore-201-1): tenant initech is pinned "
+     "to realm 'eu-west', and rack-201 is in realm 'us-east'"),
+    ("route set: a pool out of its realm", lambda r: SetRoute("initech", "smtp", "relay-201", foreign=True),
+     InputError, "pinned to realm 'eu-west'"),
     ("route rm: no such route", lambda r: RmRoute("myhost", "nope"), NotFoundError, "has no route 'nope'"),
     ("rack install: not a slot", lambda r: InstallRack(999, (), "m"), InputError, "slot 999 is not a slot"),
     ("rack install: occupied", lambda r: InstallRack(101, (), "m"), ConflictError, "slot 101 is occupied"),
@@ -207,3 +212,28 @@ def test_an_operation_made_of_others_is_all_or_nothing(dc2: Inv) -> None:
     with pytest.raises(ExhaustedError, match="no CTID left"):
         change(dc2, dc2.add_tenant, "globex", 102, (), dc2.dc.defaults)
     assert dump(dc2.store) == before
+
+
+def test_a_freed_address_waits_until_the_hns_reported_its_ct_gone_or_the_quarantine_ran_out(dc2: Inv) -> None:
+    a1 = change(dc2, dc2.add_ct, "a1", 101, resources=dc2.dc.defaults)
+    change(dc2, dc2.rm_ct, "a1")
+    a2 = change(dc2, dc2.add_ct, "a2", 101, resources=dc2.dc.defaults)
+    assert a2.ip != a1.ip  # a1 may still run on an HN cut off from its manager
+    now = dc2.store.now()
+    assert [q[:3] for q in edits.quarantined(dc2.store, 101, now)] == [(a1.ip, a1.ctid, "a1")]
+    assert edits.quarantined(dc2.store, 102, now) == []  # another rack's addresses are its own
+    assert edits.quarantined(dc2.store, 101, now + dc2.dc.ip_quarantine + 1) == []  # the time is up
+    change(dc2, dc2.store.execute, "DELETE FROM removed WHERE ct_id = ?", (a1.ctid,))  # every HN reported it gone
+    a3 = change(dc2, dc2.add_ct, "a3", 101, resources=dc2.dc.defaults)
+    assert a3.ip == a1.ip  # free again: the lowest free address, as before
+
+
+def test_pinning_a_tenant_with_a_route_out_of_the_realm_is_refused(dc2: Inv) -> None:
+    change(dc2, dc2.set_route, "myhost", "mailstore", "mailstore-201-1", foreign=True)  # not pinned: --foreign may
+    before = dump(dc2.store)
+    with pytest.raises(InputError, match=r"cannot pin tenant myhost to realm 'eu-west'; point the route elsewhere "
+                                         r"first \(ctmanager route set\) \(route target mailstore-201-1\)"):
+        change(dc2, dc2.set_realm, "myhost", "eu-west")
+    assert dump(dc2.store) == before
+    change(dc2, dc2.set_route, "myhost", "mailstore", "mailstore-101-1")
+    assert change(dc2, dc2.set_realm, "myhost", "eu-west") == ""  # its routes all in eu-west now: pinned

@@ -102,9 +102,15 @@ def render_ct_files(spec: Spec, paths: Paths, targets: Mapping[str, tuple[Path, 
     for name, (dest, mode) in all_targets.items():
         data = engine.render(name, ctx).encode()
         if files.same_content(dest, data, mode) is None:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            files.write_atomic(dest, data, mode)
+            # a CT's own folder (lxcpath/CTID, config/CTID) must be a real one, never a link
+            own = dest.parent.name == str(spec.ct.ctid)
+            if own:
+                dest.parent.parent.mkdir(parents=True, exist_ok=True)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+            files.write_atomic(dest, data, mode, under=dest.parent.parent if own else dest.parent, make_parents=True)
             changed = True
     ct_data = Path(ctfiles.data_dir(paths, spec.ct))
-    (ct_data / "service").mkdir(parents=True, exist_ok=True)
+    ct_data.mkdir(parents=True, exist_ok=True)
+    files.make_dirs(ct_data / "service", under=ct_data)  # /data is the CT's: a link there is refused
     return provision(ct_data, spec.dc, spec.ct.rack, spec.ct.hostname) or changed
