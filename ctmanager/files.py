@@ -43,16 +43,16 @@ def read(path: Path | str) -> bytes | None:
         return None
 
 
-def check_private(path: Path | str, what: str, *, where: str | None = None) -> None:
-    """Refuse a secret (rack HMAC key, TSIG key, SSH key, borg passphrase) that every
-    user of the machine may read or change: the one check for every secret at rest.
-    The group may read it (named reads the TSIG key as group bind). `where`: the
-    config file and key that named it."""
+def check_private(path: Path | str, what: str, *, where: str | None = None, group_reads: bool = False) -> None:
+    """Refuse a secret (rack HMAC key, TSIG key, SSH key, borg passphrase) that other
+    users of the machine may read or change: the one check for every secret at rest.
+    `group_reads`: the group may read it (only the TSIG key: named reads it as group
+    bind). `where`: the config file and key that named it."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return  # reading it says why
-    if mode & (stat.S_IRWXO | stat.S_IWGRP):
+    if mode & (stat.S_IRWXO | stat.S_IWGRP | (0 if group_reads else stat.S_IRGRP)):
         raise InputError(f"the {what} is open to other users (mode {stat.S_IMODE(mode):04o}): chmod 600 {path}",
                          where=where)
 

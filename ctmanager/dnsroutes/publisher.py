@@ -63,7 +63,7 @@ _KEY = re.compile(r'key\s+"?([A-Za-z0-9._-]+)"?\s*\{\s*algorithm\s+([a-z0-9-]+)\
 
 def read_key(path: Path) -> TsigKey:
     """A key file as `tsig-keygen -a hmac-sha256 NAME` writes it."""
-    check_private(path, "TSIG key")
+    check_private(path, "TSIG key", group_reads=True)
     try:
         text = path.read_text()
     except OSError as exc:

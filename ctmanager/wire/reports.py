@@ -348,7 +348,7 @@ def _printable(text: str) -> str:
 
 def read_key(path: Path, file: str) -> bytes:
     try:
-        check_private(path, "rack key")
+        check_private(path, "rack key", group_reads=True)  # (as it always was: a deployment may share it by group)
     except InputError as exc:
         raise InputError(str(exc), where=f"{file}: key_file") from None
     try:

@@ -216,7 +216,7 @@ def _ctbackup_toml(tmp_path: Path, mode: int) -> Path:
     return conf
 
 
-@pytest.mark.parametrize("mode", [0o644, 0o604, 0o660])
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o660, 0o640])  # 0640: the group reads it too
 def test_ctbackup_refuses_a_passphrase_others_may_read(tmp_path: Path, mode: int) -> None:
     conf = _ctbackup_toml(tmp_path, mode)
     p = subprocess.run([sys.executable, "-m", "ctmanager.backupnode.cli", "--config", str(conf), "status"],
