@@ -71,8 +71,8 @@ def parse_locator(text: str, field: str = "--store") -> Locator:
     shown = redact(text).encode("unicode_escape").decode("ascii")[:300]
     if not text or not text.strip():
         raise InputError(f"{field}: empty store locator: give a file path or a postgresql:// URL")
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
-        raise InputError(f"{field}: control character in the store locator '{shown}'")
+    if not text.isprintable():  # a control character, or one no terminal shows (the name is printed and logged)
+        raise InputError(f"{field}: control or unprintable character in the store locator '{shown}'")
     if text != text.strip():
         raise InputError(f"{field}: space at the start or end of the store locator '{shown}'")
     if _SCHEME.match(text) and not text.startswith(URL_SCHEMES):
