@@ -241,7 +241,7 @@ def test_edits_while_the_manager_s_dns_worker_is_busy_are_each_published_once(bi
             done.set()
             poker.join(10)
     out = json.loads(cli("dns", "diff", "--json").stdout)
-    assert out == {"pending": [], "conflicts": []}
+    assert out == {"pending": [], "conflicts": [], "collisions": []}
 
 
 def test_an_update_too_big_for_one_message_is_split(bind: tuple[Cli, Bind]) -> None:
