@@ -24,16 +24,15 @@ from typing import Any
 from ..dc.model import DcTemplate
 from ..errors import ConflictError, StoreError
 from ..executor.runner import Executor, Result
-from ..executor.ssh import SshError
 from ..fencing.quorum import MANAGER
 from ..reconcile.state import Configured, Observed, Placements, Plan
 from ..store import Store, queries
 from ..store import lease as leases
 from ..store import loop as persist
-from ..wire.reports import ReportError, parse_body
 from ..wire.spec import spec_for
 from .config import ManagerConfig
 from .core import Core, Decision
+from .reach import observe
 
 
 @dataclass
@@ -125,7 +124,7 @@ def gather(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Execut
             answers.append(report)  # fresh: the manager daemon is in contact with this HN
         else:
             stale.append(hn)
-    for hn, got in zip(stale, executor.pool.map(lambda h: _ask(executor, config, h), stale)):
+    for hn, got in zip(stale, executor.pool.map(lambda h: observe(executor, config, h), stale)):
         if isinstance(got, str):
             unreachable[hn] = got
         else:  # it answered over SSH just now
@@ -134,19 +133,6 @@ def gather(store: Store, dc: DcTemplate, config: ManagerConfig, executor: Execut
         core.heard(report._replace(sent_at=now, hears={**report.hears, MANAGER: 0.0}), now)
     decision = core.decide(now, None)
     return PassInputs(core.configured, core.observed, core.placements, now, decision, unreachable)
-
-
-def _ask(executor: Executor, config: ManagerConfig, hn: str) -> Any:
-    try:
-        out = executor.hn(hn).run([*config.agent_command, "observe"], b"", config.ssh.connect_timeout + 10)
-    except SshError as exc:
-        return str(exc)
-    if out.rc != 0:
-        return f"ctagent observe exited {out.rc}: {out.err.decode(errors='replace').strip()[-200:]}"
-    try:
-        return parse_body(out.out)
-    except ReportError as exc:
-        return f"ctagent observe: {exc}"
 
 
 def make_plan(inputs: PassInputs) -> Plan:

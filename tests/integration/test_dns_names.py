@@ -7,41 +7,28 @@ the collision. Zones that overlap never reach `named`: `init` refuses them."""
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bindserver import Bind, free_port
+from bindserver import Bind
+from test_dns import bind  # noqa: F401  (the fixture: a real BIND the example DC publishes to)
 
 from ctmanager.dc.model import Ct
 from ctmanager.store import edits, open_store, queries
 from tests.conftest import EXAMPLE, Cli, dump, no_store
 
-NEEDED = ("named", "tsig-keygen", "dig")
 INFRA = "rack-101.uc-inf.net.internal."
 
 
 @pytest.fixture
-def bind(example_store: Cli, tmp_path: Path) -> Iterator[tuple[Cli, Bind]]:
-    missing = [t for t in NEEDED if not shutil.which(t) and not Path("/usr/sbin", t).exists()]
-    if missing:
-        pytest.skip(f"needs BIND 9 ({', '.join(missing)} missing; bash scripts/setup.sh)")
-    port = free_port()
-    example_store("dns", "bind-config", str(tmp_path / "bind"), "--port", str(port))
-    server = Bind(tmp_path / "bind", port)
-    server.start()
-    try:
-        example_store("dns", "configure", "--server", f"127.0.0.1:{port}", "--key-file",
-                      str(tmp_path / "bind" / "tsig.key"))
-        example_store("dns", "sync")
-        yield example_store, server
-    finally:
-        server.stop()
+def synced(bind: tuple[Cli, Bind]) -> tuple[Cli, Bind]:  # noqa: F811  (the fixture, by name)
+    """test_dns's real BIND for the example DC, with its records published."""
+    bind[0]("dns", "sync")
+    return bind
 
 
-def test_a_name_that_would_shadow_a_routing_name_is_refused_and_the_zone_keeps_it(bind: tuple[Cli, Bind]) -> None:
-    cli, server = bind
+def test_a_name_that_would_shadow_a_routing_name_is_refused_and_the_zone_keeps_it(synced: tuple[Cli, Bind]) -> None:
+    cli, server = synced
     assert server.query(f"metrics.{INFRA}", "CNAME") == [f"metrics-101-1.{INFRA}"]
     before = dump(cli.store)
     for argv in (("tenant", "add", "metrics"), ("tenant", "add", "smtp"), ("ct", "add", "s3"),
@@ -57,8 +44,8 @@ def test_a_name_that_would_shadow_a_routing_name_is_refused_and_the_zone_keeps_i
     assert cli("dns", "diff").stdout.strip() == "nothing pending"
 
 
-def test_a_collision_from_an_old_store_is_reported_and_the_rest_publishes(bind: tuple[Cli, Bind]) -> None:
-    cli, server = bind
+def test_a_collision_from_an_old_store_is_reported_and_the_rest_publishes(synced: tuple[Cli, Bind]) -> None:
+    cli, server = synced
     store = open_store(cli.store)
     defaults = queries.dc_template(store).defaults
     with store.transaction():  # rows an older ctmanager let through
