@@ -129,12 +129,21 @@ class PgStore(Store):
             if create:
                 self._refuse_foreign()
             if not create and self.version == 0:
+                self._refuse_unseen()
                 raise StoreError(f"{self.where}: not a ctmanager store (an empty database, or another program's); "
                                  f"create one with: ctmanager --store URL init TEMPLATE")
             self._migrate()
         except BaseException:
             self.db.close()
             raise
+
+    def _refuse_unseen(self) -> None:
+        """A role that may not look into the store's schema sees no tables at all:
+        say so, rather than call the store empty."""
+        row = self.one("SELECT current_schema() IS NOT NULL AND has_schema_privilege(current_schema(), 'USAGE')")
+        if not row[0]:
+            raise StoreError(f"{self.where}: this role may not use the database's schema (no USAGE), so it cannot "
+                             "see the store; the store's owner can grant it: GRANT USAGE ON SCHEMA public TO ROLE")
 
     def _refuse_foreign(self) -> None:
         """Tables in our schema that are not a ctmanager store's: another program's."""
@@ -329,7 +338,9 @@ def empty_database(admin_url: str, name: str) -> None:
             con.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
         with connect(admin_url, dbname=name) as con:
             con.execute("DROP SCHEMA public CASCADE")
-            con.execute("CREATE SCHEMA public")
+            # as a new database has it (PostgreSQL 15): any role may look in, only the owner create
+            con.execute("CREATE SCHEMA public AUTHORIZATION pg_database_owner")
+            con.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
     except psycopg.Error as exc:
         raise _error(redact(admin_url), exc, f"cannot make database {name}") from None
 

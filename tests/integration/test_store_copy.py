@@ -128,6 +128,10 @@ def test_a_role_that_may_only_read_reads_and_an_old_schema_says_so(pg_cluster: C
     raw_sql(url, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO ctm_monitor")
     monitor = Cli(url.replace("user=postgres", "user=ctm_monitor"), ROOT)
     assert len(json.loads(monitor("status", "--json").stdout)) == 8
+    raw_sql(url, "REVOKE USAGE ON SCHEMA public FROM PUBLIC")  # a role that cannot look in is told so
+    p = monitor("status", check=False)
+    assert p.returncode == 1 and "may not use" in p.stderr and "not a ctmanager store" not in p.stderr, p.stderr
+    raw_sql(url, "GRANT USAGE ON SCHEMA public TO PUBLIC")
     p = monitor("ct", "set", "acme", "--memory", "2G", check=False)
     assert p.returncode == 1 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
     raw_sql(url, "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(VERSION - 1),))
