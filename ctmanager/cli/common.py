@@ -155,7 +155,9 @@ def out_path(text: str) -> str:
     """An output path (`… config OUT`, `render OUTDIR`): printed back, logged and often
     quoted into the files written, so a control character (a newline, an escape, a
     bidi override, an undecodable byte) is refused here, in one line, before any write."""
-    if not text or any(unicodedata.category(c)[0] == "C" or c in "\u2028\u2029" for c in text):
+    if not text:
+        raise argparse.ArgumentTypeError("must be a path (got an empty one)")
+    if any(unicodedata.category(c)[0] == "C" or c in "\u2028\u2029" for c in text):
         raise argparse.ArgumentTypeError(f"must be a path without control characters (got {ascii(text)[:200]})")
     return text
 

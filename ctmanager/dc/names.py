@@ -143,11 +143,12 @@ def fits(dc: DcTemplate, value: str, fqdn: str, field: str, note: str = "") -> N
 
 
 # ---- the template: the kinds kept apart ---------------------------------------------
-def template_names(dc: DcTemplate) -> None:
+def template_names(dc: DcTemplate, *, with_tenants: bool = True) -> None:
     """Refuse a template whose names collide or do not fit DNS (one line naming the
     field): zones that overlap, a SKU prefix or rack service named so that their
     names could be read two ways, routing and cloud service names shaped like
-    another kind's, and any generated name too long, for the DC's last slot."""
+    another kind's, and any generated name too long, for the DC's last slot.
+    `with_tenants`: its `[[tenants]]` names too (as `tenant add` would)."""
     infra, tenants = dc.infra_zone, internal_zone(dc)
     for key, zone in (("tenant_zone", tenants), ("tenant_zone", dc.tenant_zone)):
         if v.zones_overlap(infra, zone):
@@ -170,7 +171,7 @@ def template_names(dc: DcTemplate) -> None:
     for p in dc.peerings:
         for cloud, _ in p.services:
             _kind_apart(dc, cloud, f"peerings.{p.name}.services.{cloud}", last)
-    for i, t in enumerate(dc.tenants):
+    for i, t in enumerate(dc.tenants if with_tenants else ()):
         tenant_name(dc, t.name, f"tenants[{i}].name")
 
 

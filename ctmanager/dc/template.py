@@ -38,12 +38,15 @@ def load(path: Path | str) -> DcTemplate:
     return _build(tomlread.load(path), path.parent)
 
 
-def loads(text: bytes, file: str, base: Path) -> DcTemplate:
-    """A template from its text (the store keeps the text it was initialised with)."""
-    return _build(tomlread.parse(text, file), base)
+def loads(text: bytes, file: str, base: Path, *, stored: bool = False) -> DcTemplate:
+    """A template from its text. `stored`: the text a store was initialised with;
+    its `[[tenants]]` were added then and are the store's rows now, so their names
+    are not held to rules made since (a store from before a name was reserved still
+    opens; `tenant add` and `ct add` refuse such names from now on)."""
+    return _build(tomlread.parse(text, file), base, stored=stored)
 
 
-def _build(top: tomlread.Table, base: Path) -> DcTemplate:
+def _build(top: tomlread.Table, base: Path, *, stored: bool = False) -> DcTemplate:
     dc = top.table("dc")
     name = dc.check("name", v.label, dc.str("name"))
     infra_zone = dc.check("infra_zone", v.zone, dc.str("infra_zone"))
@@ -96,7 +99,7 @@ def _build(top: tomlread.Table, base: Path) -> DcTemplate:
         ip_quarantine=quarantine,
     )
     try:  # names across sections: zones apart, no name of two kinds, every name fits DNS
-        names.template_names(built)
+        names.template_names(built, with_tenants=not stored)
     except InputError as exc:
         raise InputError(exc.message, where=f"{top.file}: {exc.where}") from None
     return built

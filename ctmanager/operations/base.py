@@ -102,11 +102,14 @@ def known_realm(dc: DcTemplate, realm: str) -> None:
                          where="--realm")
 
 
-def in_realm(dc: DcTemplate, tenant: str, realm: str, slot: int, what: str) -> None:
-    """A tenant pinned to `realm` may have nothing in a rack of another realm."""
+def in_realm(dc: DcTemplate, tenant: str, realm: str, slot: int, what: str, *, to_be: bool = False,
+             hint: str = "") -> None:
+    """A tenant pinned to `realm` (`to_be`: about to be) may have nothing in a rack
+    of another realm. `hint`: what to do about it."""
     if realm and dc.realm_of(slot) != realm:
-        raise InputError(f"{what}: tenant {tenant} is pinned to realm {realm!r}, and {rack_name(slot)} is in "
-                         f"{realm_text(dc, slot)}; nothing was changed")
+        raise InputError(f"{what}: tenant {tenant} {'would be' if to_be else 'is'} pinned to realm {realm!r}, and "
+                         f"{rack_name(slot)} is in {realm_text(dc, slot)}{f'; {hint}' if hint else ''}; "
+                         "nothing was changed")
 
 
 def realm_text(dc: DcTemplate, slot: int) -> str:

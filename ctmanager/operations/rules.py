@@ -89,7 +89,7 @@ def target_rack(ctx: Context, target: str) -> int:
 
 
 def realm_holds(ctx: Context, tenant: str, *, racks: Sequence[int] = (), targets: Sequence[str] = (),
-                realm: str | None = None, what: str = "refused") -> None:
+                realm: str | None = None, what: str = "refused", hint: str = "") -> None:
     """The one realm rule: a tenant pinned to a realm (`realm`, else its own) has
     nothing in a rack of another realm: no CT, no /data or copy of it, and no
     route reaching a service there (`--foreign` crosses racks and tenants, never a
@@ -97,10 +97,12 @@ def realm_holds(ctx: Context, tenant: str, *, racks: Sequence[int] = (), targets
     pinned = moverows.tenant_realm(ctx.store, tenant) if realm is None else realm
     if not pinned:
         return
+    to_be = realm is not None and realm != edits.tenant_realm_or(ctx.store, tenant, "")  # a pin being made
     for slot in racks:
-        in_realm(ctx.dc, tenant, pinned, slot, what)
+        in_realm(ctx.dc, tenant, pinned, slot, what, to_be=to_be, hint=hint)
     for target in targets:
-        in_realm(ctx.dc, tenant, pinned, target_rack(ctx, target), f"{what} (route target {target})")
+        in_realm(ctx.dc, tenant, pinned, target_rack(ctx, target), f"{what} (route target {target})",
+                 to_be=to_be, hint=hint)
 
 
 def foreign(ctx: Context, tenant: str, rack: int, target: str) -> str:
@@ -130,12 +132,15 @@ def route_users(ctx: Context, ct: Ct) -> list[str]:
 
 
 def hostname_free(ctx: Context, hostname: str) -> None:
-    """A CT's (or a tenant's) hostname names nothing else: no CT, node or pool."""
+    """A CT's (or a tenant's) hostname names nothing else: no CT, node, manager or pool."""
     ctid = edits.ct_of_hostname(ctx.store, hostname)
     if ctid is not None:
         raise ConflictError(f"hostname {hostname!r} is already used by CT {ctid}")
     if edits.node_exists(ctx.store, hostname):
         raise ConflictError(f"hostname {hostname!r} is already used by a node")
+    rack = edits.manager_rack(ctx.store, hostname)
+    if rack is not None:  # a manager is a machine too: one hostname, one machine
+        raise ConflictError(f"hostname {hostname!r} is already used by a manager of {rack_name(rack)}")
     if hostname in queries.pools(ctx.store, ctx.dc):
         raise ConflictError(f"hostname {hostname!r} is the name of a service pool")
 

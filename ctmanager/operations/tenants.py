@@ -109,8 +109,8 @@ class SetRealm(Operation[RealmChange, str]):
                                  f"(ctmanager tenant move {self.tenant} --to RACK)")
             targets = [r.target for r in queries.routes(ctx.store, tenant=self.tenant)]
             rules.realm_holds(ctx, self.tenant, targets=targets, realm=self.realm,
-                              what=f"cannot pin tenant {self.tenant} to realm {self.realm!r}; point the route "
-                                   "elsewhere first (ctmanager route set)")
+                              what=f"cannot pin tenant {self.tenant} to realm {self.realm!r}",
+                              hint="point the route elsewhere first (ctmanager route set)")
         return RealmChange(self.tenant, was)
 
     def execute(self, ctx: Context, found: RealmChange) -> str:

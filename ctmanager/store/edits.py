@@ -43,6 +43,18 @@ def node_exists(store: Store, hostname: str) -> bool:
     return store.one("SELECT 1 FROM nodes WHERE hostname = ?", (hostname,)) is not None
 
 
+def tenant_realm_or(store: Store, tenant: str, default: str) -> str:
+    """A tenant's realm ('' if it has none), or `default` if there is no such tenant (yet)."""
+    row = store.one("SELECT realm FROM tenants WHERE name = ?", (tenant,))
+    return str(row[0] or "") if row is not None else default
+
+
+def manager_rack(store: Store, name: str) -> int | None:
+    """The rack of a manager that checked in under `name` (a host's name, by default)."""
+    row = store.one("SELECT rack FROM managers WHERE name = ? ORDER BY rack LIMIT 1", (name,))
+    return int(row[0]) if row is not None else None
+
+
 def ctids_from(store: Store, counter: int) -> list[int]:
     """CTIDs given out at or above `counter` (explicit --ctid, past the counter)."""
     return [int(r[0]) for r in store.query("SELECT ct_id FROM ctids_used WHERE ct_id >= ?", (counter,))]

@@ -27,7 +27,7 @@ def dc_template(store: Store) -> DcTemplate:
     dc: DcTemplate | None = store.cache.get(key)
     if dc is None:
         file = store.get_meta("template_file") or "template"
-        dc = store.cache[key] = template.loads(text.encode(), file, Path(file).parent)
+        dc = store.cache[key] = template.loads(text.encode(), file, Path(file).parent, stored=True)
     return dc
 
 

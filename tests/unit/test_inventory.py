@@ -13,6 +13,7 @@ from ctmanager.dc import manifest
 from ctmanager.errors import ConflictError, ExhaustedError, InputError, NotFoundError
 from ctmanager.operations import inventory
 from ctmanager.store import open_store, queries
+from ctmanager.store.lease import check_in
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "templates" / "dc" / "example.toml"
@@ -53,6 +54,11 @@ def test_duplicates_are_refused(inv: inventory.Inventory) -> None:
         change(inv, inv.add_ct, "relay-101", 101, resources=res)
     with pytest.raises(ConflictError, match="already used by a node"):
         change(inv, inv.add_ct, "hn-101-1", 101, resources=res)
+    check_in(inv.store, 101, "mgr-101-a", "pid 1", "", "leader", 1, None)  # a manager's host is a machine too
+    with pytest.raises(ConflictError, match="'mgr-101-a' is already used by a manager of rack-101"):
+        change(inv, inv.add_ct, "mgr-101-a", 101, resources=res)
+    with pytest.raises(ConflictError, match="already used by a manager"):
+        change(inv, inv.add_tenant, "mgr-101-a", 101, [], res)
 
 
 def test_route_rules(inv: inventory.Inventory) -> None:

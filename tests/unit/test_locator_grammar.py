@@ -52,3 +52,8 @@ def test_a_locator_is_a_path_a_url_or_one_line_of_refusal(text: str) -> None:
 def test_an_output_path_with_a_control_character_is_refused(head: str, bad: str, tail: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="without control characters"):
         out_path(head + bad + tail)
+
+
+def test_an_empty_output_path_is_refused_as_empty() -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="got an empty one"):
+        out_path("")

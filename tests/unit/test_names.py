@@ -316,6 +316,19 @@ def test_dns_diff_reports_a_collision_from_an_old_store_and_edits_go_on(example_
     example_store("ct", "add", "build-1", "--rack", "101")  # one bad row does not stop every edit
 
 
+def test_a_store_whose_template_tenant_took_a_name_reserved_since_still_opens(example_store: Cli,
+                                                                              store_path: Any) -> None:
+    store = open_store(store_path)
+    with store.transaction():  # a store an older ctmanager initialised with a tenant named `metrics`
+        store.set_meta("template", queries.template_text(store).replace('name = "acme"', 'name = "metrics"'))
+    store.close()
+    assert "acme " in example_store("tenant", "list").stdout  # it opens: those tenants are its rows now
+    got = example_store("tenant", "add", "socks", "--rack", "101", check=False)
+    assert got.returncode == 2 and "routing name of rack service socks" in got.stderr  # new names are held to it
+    with pytest.raises(InputError, match="tenants\\[1\\].name"):  # the same text as a new template is refused
+        template.loads(queries.template_text(open_store(store_path)).encode(), "t.toml", ROOT)
+
+
 def test_init_refuses_a_template_whose_names_collide_and_makes_no_store(cli: Cli, store_path: Any,
                                                                        tmp_path: Path) -> None:
     path = _long_dc(tmp_path)
