@@ -5,6 +5,8 @@
     listen = "10.101.0.1:7070"              # where agents send reports (UDP)
     key_file = "/etc/ctmanager/rack-101.key" # the rack's HMAC key (hex), shared with its agents
     agent_command = ["ctagent", "-c", "/etc/ctagent/ctagent.toml"]
+    agent_port = 7071                        # where each HN's agent hears the manager's heartbeats (UDP)
+    report_interval = 1.0                    # s between heartbeats
     [ssh]
     user = "root"
     key_file = "/etc/ctmanager/id_ed25519"
@@ -13,8 +15,6 @@
     connect_timeout = 5.0
     action_timeout = 30.0
     concurrency = 8
-    agent_port = 7071                        # where each HN's agent hears the manager's heartbeats (UDP)
-    report_interval = 1.0                    # s between heartbeats
     [timers]
     stale_after = 3.0       # s without a report: the HN's state is unknown, nothing is done there
     reject_memory = 300.0   # s a rejection keeps a CT away from that HN
