@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from ...dc.model import Paths, Resources
+from ...monitoring.metrics import cgroup_version  # one rule for the layout: the limits and the metrics
 from ...validate import is_digits
 from ...wire.spec import Spec
 from .base import OPST_DOWN, OPST_UP, DriverError, Runner, failed, render_ct_files, run
@@ -53,12 +54,6 @@ def parse_ls(out: str) -> dict[int, str]:
             raise DriverError(f"lxc-ls: CT {parts[0]} is in an unknown state {parts[1][:20]!r}")
         result[int(parts[0])] = state
     return result
-
-
-def cgroup_version(root: Path = CGROUP_ROOT) -> int:
-    """2 when the unified hierarchy is mounted at the root (cgroup.controllers
-    there), else 1 (the v1 controllers, maybe beside an empty unified mount)."""
-    return 2 if (root / "cgroup.controllers").is_file() else 1
 
 
 def cgroup_limits(r: Resources, version: int) -> list[tuple[str, str]]:
