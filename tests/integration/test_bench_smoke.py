@@ -51,6 +51,7 @@ SMOKES = {
     "bench_takeover.py": Smoke("takeover", 4, LAB, root=True, timeout=300),
     "bench_peering.py": Smoke("cloud peering", 2, (*LAB, "bird"), root=True, timeout=300),
     "bench_move.py": Smoke("tenant move", 7, (*LAB, "rsync"), root=True, timeout=400),
+    "bench_deb.py": Smoke("bench_deb: the Debian package", 8, ("debootstrap", "dpkg-deb"), root=True, timeout=900),
 }
 # Scripts not run here, and why (each a finding to fix, not a place to park one).
 LEFT_OUT: dict[str, str] = {}
