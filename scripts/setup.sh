@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Idempotent setup on Debian 12 (as root): system packages, then a venv in .venv
 # with ctmanager (editable) and its test extra. Safe to run again and again.
+# --system-only: the system packages alone (a machine that runs ctmanager from its
+# Debian package: vagrant/provision).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+system_only=0
+[ "${1:-}" = --system-only ] && system_only=1
 
 # The lab rack needs LXC, sshd, daemontools (svscan in every CT), iproute2, and
 # Debian's python3 (the CTs' HTTP service runs on the host /usr bound into them).
@@ -34,6 +38,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+[ "$system_only" = 1 ] && exit 0
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv" >&2
     python3 -m venv .venv
