@@ -43,7 +43,7 @@ from ..dc.model import Paths
 from ..errors import InputError
 from ..fencing.timers import FenceTimers, from_table
 from ..validate import hostport, metric_name
-from ..wire.reports import read_key
+from ..wire.keys import Keyring
 
 RUNTIMES = ("lxc", "openvz")
 DEFAULT_PATHS = Paths(prototype="/vz/proto/debian-12", software="/vz/sw", data="/vz/data", config="/vz/ctconf",
@@ -56,7 +56,7 @@ class AgentConfig:
     file: str
     rack: int
     hn: str
-    key: bytes = field(repr=False)
+    key: bytes | Keyring = field(repr=False)  # the rack key (a Keyring: during a rotation the next or previous too)
     runtime: str
     report_to: tuple[tuple[str, int], ...]
     report_interval: float
@@ -136,7 +136,7 @@ def load(path: Path) -> AgentConfig:
     metrics.done()
     top.done()
     return AgentConfig(
-        file=file, rack=rack, hn=hn, key=read_key(Path(key_file), file), runtime=runtime, report_to=report_to,
+        file=file, rack=rack, hn=hn, key=Keyring(Path(key_file), f"{file}: key_file"), runtime=runtime, report_to=report_to,
         report_interval=float(interval), state_dir=state_dir,
         memory=memory_n,
         disk=v.size(disk, f"{file}: capacity.disk") if disk is not None else _disk_total(paths.data),

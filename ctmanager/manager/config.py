@@ -72,7 +72,7 @@ from ..fencing.timers import FenceTimers, from_table
 from ..files import check_private
 from ..reconcile.state import Settings
 from ..validate import hostport, metric_name
-from ..wire.reports import read_key
+from ..wire.keys import Keyring
 
 ENV_VAR = "CTMANAGER_CONFIG"
 
@@ -110,7 +110,7 @@ class ManagerConfig:
     file: str
     slot: int
     listen: tuple[str, int]
-    key: bytes = field(repr=False)
+    key: bytes | Keyring = field(repr=False)  # the rack key (a Keyring: during a rotation the next or previous too)
     agent_command: tuple[str, ...]
     ssh: SshSettings
     action_timeout: float
@@ -147,7 +147,7 @@ def load(path: Path) -> ManagerConfig:
         raise top.error("rack", f"must be rack-SLOT like rack-101 (got {rack!r})")
     name = top.check("name", v.label, top.str("name", default_name()))
     listen = top.check("listen", hostport, top.str("listen"))
-    key = read_key(Path(top.check("key_file", v.path, top.str("key_file"))), file)
+    key = Keyring(Path(top.check("key_file", v.path, top.str("key_file"))), f"{file}: key_file")
     agent_command = top.strs("agent_command", ["ctagent"])
     if not agent_command:
         raise top.error("agent_command", "must not be empty")

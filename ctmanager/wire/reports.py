@@ -32,9 +32,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from ..errors import InputError
-from ..files import check_private
 from ..validate import is_label
+from . import keys
+from .keys import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,10 @@ class Report(NamedTuple):
         }, separators=(",", ":")).encode()
 
 
-def sign(report: Report, key: bytes) -> bytes:
+def sign(report: Report, key: bytes | Keyring) -> bytes:
+    if isinstance(key, Keyring):
+        key.refresh()  # a switch on this machine takes effect within a second
+        key = key.current
     body = report.body()
     datagram = hmac.new(key, body, hashlib.sha256).digest() + body
     if len(datagram) > MAX_DATAGRAM and any(c.spec for c in report.cts):
@@ -134,20 +137,31 @@ def sign(report: Report, key: bytes) -> bytes:
 _unhashed_logged = False
 
 
-def verify(datagram: bytes, key: bytes, rack: int, known: KnownCts | None = None) -> Report:
+def verify(datagram: bytes, key: bytes | Keyring, rack: int, known: KnownCts | None = None) -> Report:
     """The report in a datagram, or ReportError. Never trusts a byte before the MAC.
+    `key`: one key, or a rack's keyring (any of its keys: a rotation, wire/keys.py).
     `known`: see parse_body."""
     if len(datagram) > MAX_DATAGRAM:
         raise ReportError("oversize", f"{len(datagram)} bytes")
     if len(datagram) <= MAC_SIZE:
         raise ReportError("malformed", "too short")
     mac, body = datagram[:MAC_SIZE], datagram[MAC_SIZE:]
-    if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
+    if not _signed(mac, body, key):
         raise ReportError("forged", "bad MAC")
     report = parse_body(body, known)
     if report.rack != rack:
         raise ReportError("wrong_rack", f"rack {report.rack}, not {rack}")
     return report
+
+
+def _signed(mac: bytes, body: bytes, key: bytes | Keyring) -> bool:
+    if isinstance(key, bytes):
+        return hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest())
+    if any(hmac.compare_digest(mac, hmac.new(k, body, hashlib.sha256).digest()) for k in key.verifiers()):
+        return True
+    # a key staged or switched on this machine since the last look: look again (at most once a second)
+    return key.refresh() and any(hmac.compare_digest(mac, hmac.new(k, body, hashlib.sha256).digest())
+                                 for k in key.verifiers())
 
 
 KnownCts = dict[str, tuple[list[Any], tuple["CtState", ...]]]  # HN -> (its last CT list as parsed, as checked)
@@ -266,7 +280,7 @@ class Receiver:
     100,000 addresses writes a few lines, and remembers MAX_LOGGED sources.
     """
 
-    key: bytes = field(repr=False)
+    key: bytes | Keyring = field(repr=False)
     rack: int
     window: float = WINDOW
     latest: dict[str, Report] = field(default_factory=dict)
@@ -347,18 +361,5 @@ def _printable(text: str) -> str:
 
 
 def read_key(path: Path, file: str) -> bytes:
-    try:
-        check_private(path, "rack key", group_reads=True)  # (as it always was: a deployment may share it by group)
-    except InputError as exc:
-        raise InputError(str(exc), where=f"{file}: key_file") from None
-    try:
-        text = path.read_text().strip()
-    except OSError as exc:
-        raise InputError(f"cannot read the rack key: {exc.strerror}", where=f"{file}: key_file") from None
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise InputError("the rack key must be hex", where=f"{file}: key_file") from None
-    if len(key) < 16:
-        raise InputError("the rack key must be at least 16 bytes", where=f"{file}: key_file")
-    return key
+    """The rack key in `path` (wire/keys.py: a daemon holds a Keyring)."""
+    return keys.read_key(path, f"{file}: key_file")

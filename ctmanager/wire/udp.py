@@ -8,6 +8,7 @@ import select
 import socket
 from collections.abc import Sequence
 
+from .keys import Keyring
 from .reports import Receiver, Report, ReportError, sign
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ class UdpTransport:
     """Signed state reports over UDP, one non-blocking socket: the manager's
     heartbeats and the agents' reports (receivers verify with the rack key)."""
 
-    def __init__(self, listen: tuple[str, int], key: bytes) -> None:
+    def __init__(self, listen: tuple[str, int], key: bytes | Keyring) -> None:
         self.key = key
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
