@@ -1,7 +1,8 @@
 """ctgate: the forced command of the manager's SSH key on an HN. The key may run
 ctagent and nothing else: `ctagent apply ACTION CTID [--purge-data] [--epoch N]`,
 `ctagent observe`, `ctagent exec CTID -- CMD ARGS...` (a command inside a CT: what
-`ctmanager ct exec` is for). Anything else is refused in one line, exit 126.
+`ctmanager ct exec` is for), `ctagent key status|stage|switch|retire` (a rack key
+rotation: `ctmanager rack key`). Anything else is refused in one line, exit 126.
 
 In authorized_keys:
     restrict,command="/usr/local/bin/ctgate --agent /usr/local/bin/ctagent" ssh-ed25519 AAAA… manager
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -23,6 +25,7 @@ from ..validate import MAX_CTID, is_digits
 from ..wire.results import ACTIONS
 
 REFUSED = 126  # what a shell returns for a command it may not run
+_KEY_ID = re.compile(r"[0-9a-f]{12}")
 
 
 class Refused(Exception):
@@ -73,7 +76,13 @@ def check(command: str, agent: str, config: str = "") -> list[str]:
         if len(args) < 3 or args[1] != "--":
             raise Refused("exec CTID -- CMD ARGS...")
         return [*prefix, "exec", _ctid(args[0]), "--", *args[2:]]
-    raise Refused(f"ctagent {sub!r} is not for the manager's key (apply, observe, exec)")
+    if sub == "key":  # a rack key rotation (ctmanager rack key): the new key comes on stdin, never in argv
+        if args in (["status"], ["stage"], ["switch"], ["retire"]):
+            return [*prefix, "key", args[0]]
+        if len(args) == 3 and args[:2] == ["switch", "--expect"] and _KEY_ID.fullmatch(args[2]):
+            return [*prefix, "key", *args]
+        raise Refused("key status|stage|retire, or key switch [--expect KEY_ID]")
+    raise Refused(f"ctagent {sub!r} is not for the manager's key (apply, observe, exec, key)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,11 +1,12 @@
-"""`ctmanager rack install|list`: racks installed into slots of the DC template."""
+"""`ctmanager rack install|list|key`: racks installed into slots of the DC template,
+and their keys rotated (manager/keyroll.py)."""
 
 from __future__ import annotations
 
 import argparse
 
 from ..store import queries
-from .common import Registry, editing, parse_rack, store_of, want_json
+from .common import Registry, editing, manager_setup, parse_rack, store_of, want_json, with_config
 from .output import emit_json, table
 
 
@@ -17,6 +18,14 @@ def register(reg: Registry) -> None:
     p.add_argument("manifest", help="delivery manifest (TOML): [[nodes]] position, sku, serial, mac; a path, or "
                    "the name of one shipped with ctmanager (rack-102: templates/dc/manifests/rack-102.toml)")
     reg.cmd(racks, "list", cmd_rack_list, "list installed racks", "ctmanager rack list --json")
+    p = with_config(reg.cmd(
+        racks, "key", cmd_rack_key, "rotate the rack's report key with no report refused and no HN fenced: "
+        "status, then stage (a new key beside the old everywhere), switch (everyone signs with it), retire (the old "
+        "one refused); each step checks every machine first and may be run again", "ctmanager rack key stage"))
+    p.add_argument("step", choices=("status", "stage", "switch", "retire"),
+                   help="status | stage | switch | retire, in that order (see README: Rotating a rack key)")
+    p.add_argument("--local", action="store_true",
+                   help="this manager's key file only: the rack's other managers (their HNs are done from the first)")
 
 
 def cmd_rack_install(args: argparse.Namespace) -> int:
@@ -50,4 +59,27 @@ def cmd_rack_list(args: argparse.Namespace) -> int:
         table(("SLOT", "RACK", "REALM", "NETWORK", "HNS", "STORAGE", "TENANTS", "CTS"),
               [(r["slot"], r["name"], r["realm"] or "-", r["network"], r["hns"], r["storage"], r["tenants"], r["cts"])
                for r in rows])
+    return 0
+
+
+def cmd_rack_key(args: argparse.Namespace) -> int:
+    from ..manager import keyroll, passes
+
+    config, store, _dc = manager_setup(args)
+    try:
+        executor = None if args.local else passes.executor_for(store, config)
+        try:
+            holders = keyroll.run_step(store, config, executor, args.step,
+                                       (lambda line: None) if want_json(args) else print)
+        finally:
+            if executor is not None:
+                executor.close()
+    finally:
+        store.close()
+    if want_json(args):
+        emit_json([{"machine": h.name, **h.ids, "error": h.error or None} for h in holders])
+    elif args.step == "status":
+        table(("MACHINE", "CURRENT", "NEXT", "PREV"),
+              [(h.name, h.ids.get("current", "-"), h.ids.get("next", "-"), h.ids.get("prev", h.error or "-"))
+               for h in holders])
     return 0
