@@ -18,17 +18,21 @@ from .sqlite import SqliteStore  # also registers the in-memory store (Store.mem
 
 
 def open_store(locator: Locator, *, create: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS,
-               read_only: bool | None = None) -> Store:
+               read_only: bool | None = None, schema_check: bool = True) -> Store:
     """`create`: a store that does not exist yet (a new file, an empty database)
-    is made one; without it that is refused and nothing is written. `read_only`:
-    True opens it so and writes nothing; None (the default) does so when this user
-    may not write the SQLite file, so read-only commands work for them, and a
-    command that changes the store says it is read-only in one line."""
+    is made one, at this code's schema version; without it that is refused and
+    nothing is written. `read_only`: True opens it so and writes nothing; None (the
+    default) does so when this user may not write the SQLite file, so read-only
+    commands work for them, and a command that changes the store says it is
+    read-only in one line. `schema_check`: a store of a schema this code may not use
+    is refused in one line (store/versions.py); only `store version`, `store
+    migrate` and `store backup` open one without it."""
     if isinstance(locator, str):  # text from a config, a state file, an argument: checked once
         locator = parse_locator(locator, "store")
     if is_url(locator):
         from .pg import PgStore
-        return PgStore(str(locator), busy_timeout_ms=busy_timeout_ms, create=create, read_only=bool(read_only))
+        return PgStore(str(locator), busy_timeout_ms=busy_timeout_ms, create=create, read_only=bool(read_only),
+                       schema_check=schema_check)
     path = Path(locator)
     if not create and not path.exists():
         raise StoreError(f"no store at {redact(path)}; create one with: ctmanager --store {redact(path)} init TEMPLATE")
@@ -39,7 +43,8 @@ def open_store(locator: Locator, *, create: bool = False, busy_timeout_ms: int =
             raise StoreError(f"cannot create {redact(path.parent)}: {exc.strerror}") from None
     if read_only is None:
         read_only = not create and not writable(path)
-    return SqliteStore(path, busy_timeout_ms=busy_timeout_ms, create=create, read_only=read_only)
+    return SqliteStore(path, busy_timeout_ms=busy_timeout_ms, create=create, read_only=read_only,
+                       schema_check=schema_check)
 
 
 def writable(path: Path) -> bool:

@@ -3,20 +3,22 @@ backend (SQLite -> PostgreSQL to move a DC onto its shared store, and back).
 Every row of every table, ids kept, in one transaction on the destination; its
 id sequences then continue after the copied ids. The destination must be new
 (no file, or a database without ctmanager's tables) and is left so if anything
-fails."""
+fails; it is made at this code's schema version, so the source must be at it too
+(migrate it first, or copy with the ctmanager of its version)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import ConflictError, InputError
+from ..errors import ConflictError, InputError, StoreError
 from .backends import discard_new, is_new, open_store
 from .db import Locator, Store, is_url, redact
-from .schema import SERIAL_COLUMNS, tables
+from .schema import SERIAL_COLUMNS, VERSION, tables
+from .versions import COMPAT_KEY
 
 BATCH = 5000  # rows per executemany: memory stays flat on a large DC
-LOCAL_META = ("schema_version",)  # a backend's own bookkeeping, not the store's content
+LOCAL_META = ("schema_version", COMPAT_KEY)  # the destination's own schema bookkeeping, not the store's content
 
 
 def copy(src: Locator, dst: Locator, progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
@@ -29,6 +31,9 @@ def copy(src: Locator, dst: Locator, progress: Callable[[str], None] = lambda _:
     with open_store(src) as source:
         if source.get_meta("template") is None:
             raise InputError(f"{source.where} is not initialised: nothing to copy")
+        if source.version != VERSION:  # a newer one this code may read: its rows may not fit this schema
+            raise StoreError(f"{source.where}: store schema version {source.version} is not this ctmanager's "
+                             f"({VERSION}): copy it with the ctmanager of its version")
         try:
             with open_store(dst, create=True) as target:
                 return _copy(source, target, progress)

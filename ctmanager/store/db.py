@@ -189,6 +189,11 @@ class Store(abc.ABC):
         """The schema version (0: not a ctmanager store yet)."""
 
     @abc.abstractmethod
+    def set_version(self, version: int) -> None:
+        """Record the schema version, inside the transaction that took the store
+        there (store/versions.py)."""
+
+    @abc.abstractmethod
     def transaction(self, *, config: bool = True, fenced: bool = True,
                     serialised: bool = True) -> contextlib.AbstractContextManager[Store]:
         """A write transaction: all or nothing. Takes the write lock up front so a

@@ -1,9 +1,19 @@
 """The schema's history: `MIGRATIONS[i]` takes a store from version i to i+1.
 Append, never edit, one. Versions up to schema.BASELINE_VERSION were written for
 SQLite only (they upgrade old store files); from there on they are portable
-(see schema.py for what that means)."""
+(see schema.py for what that means).
+
+Each migration also gets its line in STEPS (at the end): what it does, and
+`compatible_with`, the oldest schema version whose code still works on a store
+after it: the floor before it for an additive step (a new table, index, or column
+with a default, which older code ignores), else the step's own version (a rename,
+a changed meaning, values older code cannot read, a rule every writer must keep).
+store/versions.py says what code does with a store of another version.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 MIGRATIONS: list[str] = [
     # 0 -> 1: configured state, observed state, audit events.
@@ -388,3 +398,34 @@ MIGRATIONS: list[str] = [
     );
     """,
 ]
+
+
+class Step(NamedTuple):
+    what: str  # one line
+    compatible_with: int  # the oldest schema version whose code works on a store after this step
+
+
+STEPS: list[Step] = [  # STEPS[i] describes MIGRATIONS[i] (to version i + 1)
+    Step("configured state, observed state, audit events", 1),
+    Step("index: CTs per storage node", 1),
+    Step("the reconcile loop's rows: placements, rejections, tombstones, intents, HN reports "
+         "(a removed CT needs its tombstone)", 3),
+    Step("DNS ownership: published record sets, conflicts", 3),
+    Step("edge path routes", 3),
+    Step("outbound SOCKS ACLs", 3),
+    Step("the journal records `set` (a kind older code cannot read)", 7),
+    Step("crash loops", 7),
+    Step("CTIDs never handed out again (every writer consults ctids_used)", 9),
+    Step("column ctid renamed ct_id (the portable baseline)", 10),
+    Step("rack scope: the rows a manager writes carry its rack", 11),
+    Step("HN reports stamped on the store's clock (stored_at)", 12),
+    Step("leases and manager check-ins replace the holder rows in meta", 13),
+    Step("tenant moves and realm pins", 14),
+    Step("each CT's newest restore point", 14),
+    Step("tenant moves in the loop: holds by configuration version, fencing tokens, seals, release "
+         "certificates", 16),
+    Step("a freed address stays quarantined while its old CT may still run", 17),
+]
+
+if len(STEPS) != len(MIGRATIONS):  # pragma: no cover - caught by every test run
+    raise RuntimeError("store/migrations.py: every migration needs its line in STEPS")

@@ -23,8 +23,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import ConflictError, StoreError
 from ..validate import is_digits
+from . import versions
 from .db import BUSY_TIMEOUT_MS, CONFIG_VERSION, Params, Store, redact, scrub
-from .schema import VERSION, statements, tables, upgrade_path
+from .schema import tables
 
 CHANNEL = "ctmanager_config"
 LOCK_SPACE = 0x43544D  # "CTM": advisory locks are (LOCK_SPACE, hash of the name)
@@ -117,10 +118,12 @@ class PgStore(Store):
     NOW_SQL = "extract(epoch FROM clock_timestamp())::float8"
 
     def __init__(self, url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, create: bool = True,
-                 read_only: bool = False) -> None:
-        """`create`: an empty database becomes a store (one holding another
-        program's tables is refused: init must not add ours beside them).
-        `read_only`: every transaction read-only, no migration."""
+                 read_only: bool = False, schema_check: bool = True) -> None:
+        """`create`: an empty database becomes a store, at this code's schema
+        version (one holding another program's tables is refused: init must not
+        add ours beside them). `read_only`: every transaction read-only.
+        `schema_check`: refuse a schema this code may not use (store/versions.py);
+        a store is never migrated at open."""
         super().__init__(url)
         self.url, self.busy_timeout_ms = url, busy_timeout_ms
         self.read_only = read_only
@@ -132,7 +135,12 @@ class PgStore(Store):
                 self._refuse_unseen()
                 raise StoreError(f"{self.where}: not a ctmanager store (an empty database, or another program's); "
                                  f"create one with: ctmanager --store URL init TEMPLATE")
-            self._migrate()
+            if self.version == 0:
+                if read_only:
+                    raise StoreError(f"{self.where}: cannot make a store here: it is opened read-only")
+                versions.create(self)
+            if schema_check:
+                versions.check(self)
         except BaseException:
             self.db.close()
             raise
@@ -202,22 +210,8 @@ class PgStore(Store):
         value = self.get_meta(SCHEMA_KEY)
         return int(value) if value and is_digits(value) else 0
 
-    def _migrate(self) -> None:
-        current = self.version
-        if current > VERSION:
-            raise StoreError(f"{self.where}: store schema version {current} is newer than this ctmanager "
-                             f"({VERSION}); upgrade ctmanager")
-        if current == VERSION:
-            return
-        if self.read_only or (current > 0 and not self.one("SELECT has_table_privilege('meta', 'UPDATE')")[0]):
-            raise StoreError(f"{self.where}: store schema version {current} is older than this ctmanager's "
-                             f"({VERSION}) and this role may only read it, so it cannot be migrated: run ctmanager "
-                             "once as the store's owner (any command migrates it)")
-        with self.transaction(config=False):
-            for after, script in upgrade_path(self.version):  # another process may have migrated meanwhile
-                for statement in statements(script, self.backend):
-                    self.execute(statement)
-                self.set_meta(SCHEMA_KEY, str(after))
+    def set_version(self, version: int) -> None:
+        self.set_meta(SCHEMA_KEY, str(int(version)))
 
     # ---- transactions ----------------------------------------------------
     @contextlib.contextmanager

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import re
 
-from .migrations import MIGRATIONS
+from .migrations import MIGRATIONS, STEPS, Step
 
-__all__ = ["BASELINE", "BASELINE_VERSION", "MIGRATIONS", "VERSION", "statements", "upgrade_path"]
+__all__ = ["BASELINE", "BASELINE_VERSION", "MIGRATIONS", "STEPS", "VERSION", "Step", "floor", "statements",
+           "upgrade_path"]
 
 BASELINE_VERSION = 10
 BASELINE = """
@@ -195,6 +196,12 @@ def upgrade_path(current: int) -> list[tuple[int, str]]:
     if current == 0:
         return [(BASELINE_VERSION, BASELINE)] + [(i + 1, MIGRATIONS[i]) for i in range(BASELINE_VERSION, VERSION)]
     return [(i + 1, MIGRATIONS[i]) for i in range(current, VERSION)]
+
+
+def floor(version: int) -> int:
+    """The compatibility floor of a store at `version` (at most VERSION): the oldest
+    schema whose code still works on it, the largest `compatible_with` of its steps."""
+    return max((step.compatible_with for step in STEPS[:version]), default=0)
 
 
 def tables() -> list[str]:

@@ -15,8 +15,8 @@ from types import TracebackType
 from urllib.parse import quote
 
 from ..errors import ConflictError, StoreError
+from . import versions
 from .db import BUSY_TIMEOUT_MS, Params, Store, register_memory
-from .schema import VERSION, statements, upgrade_path
 
 
 class SqliteStore(Store):
@@ -24,12 +24,14 @@ class SqliteStore(Store):
     NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, image: bytes | None = None,
-                 create: bool = True, read_only: bool = False) -> None:
+                 create: bool = True, read_only: bool = False, schema_check: bool = True) -> None:
         """`create`: a file that is not a ctmanager store yet (empty, new) becomes
-        one; without it such a file is refused and left exactly as it was. An
-        existing file holding another program's tables is refused either way.
-        `read_only`: open it read-only and write nothing, not even at open (no WAL
-        setup, no migration): a user who may only read the file can still read it."""
+        one, at this code's schema version; without it such a file is refused and
+        left exactly as it was. An existing file holding another program's tables is
+        refused either way. `read_only`: open it read-only and write nothing, not
+        even at open (no WAL setup): a user who may only read the file can still
+        read it. `schema_check`: refuse a schema this code may not use
+        (store/versions.py); a store is never migrated at open."""
         super().__init__(path)
         self.file = path
         self.read_only = read_only
@@ -52,13 +54,14 @@ class SqliteStore(Store):
             if self.version == 0:  # read-only so far: nothing written yet
                 self._refuse_unless_empty(create)
             self.db.execute("PRAGMA foreign_keys = ON")
-            if read_only:
-                self._check_read_only()
-                return
-            if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
+            if not read_only:
+                if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = NORMAL")
+                if self.version == 0:
+                    versions.create(self)
+            if schema_check:
+                versions.check(self)
         except sqlite3.Error as exc:
             with contextlib.suppress(Exception):
                 self.db.close()
@@ -83,18 +86,6 @@ class SqliteStore(Store):
         if self.read_only:
             raise StoreError(f"{self.where}: cannot make a store here: this user may not write it")
 
-    def _check_read_only(self) -> None:
-        """A read-only open cannot migrate: an out-of-date schema is one line, not a
-        failed write."""
-        current = self.version
-        if current > VERSION:
-            raise StoreError(f"{self.where}: store schema version {current} is newer than this ctmanager ({VERSION}); "
-                             "upgrade ctmanager")
-        if current < VERSION:
-            raise StoreError(f"{self.where}: store schema version {current} is older than this ctmanager's "
-                             f"({VERSION}) and this user may only read the store, so it cannot be migrated: run "
-                             "ctmanager once as a user who may write it (any command migrates it)")
-
     @classmethod
     def memory(cls, image: bytes | None = None, clock: Callable[[], float] | None = None) -> SqliteStore:
         store = cls(Path(":memory:"), image=image)
@@ -107,6 +98,11 @@ class SqliteStore(Store):
     def image(self) -> bytes:
         return self.db.serialize()
 
+    def backup_into(self, path: str) -> tuple[int, bool]:
+        """The whole store, as one committed state, into the new file at `path`
+        (`store backup`; see backup_file)."""
+        return backup_file(self.db, path)
+
     def close(self) -> None:
         self.db.close()
 
@@ -114,19 +110,8 @@ class SqliteStore(Store):
     def version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
-    def _migrate(self) -> None:
-        current = self.version
-        if current > VERSION:
-            raise StoreError(
-                f"{self.where}: store schema version {current} is newer than this ctmanager ({VERSION}); upgrade ctmanager"
-            )
-        if current == VERSION:
-            return
-        with self.transaction(config=False):
-            for after, script in upgrade_path(self.version):  # another process may have migrated meanwhile
-                for statement in statements(script, self.backend):
-                    self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version = {after}")
+    def set_version(self, version: int) -> None:
+        self.db.execute(f"PRAGMA user_version = {int(version)}")
 
     # ---- transactions ----------------------------------------------------
     def transaction(self, *, config: bool = True, fenced: bool = True,
@@ -259,6 +244,41 @@ def _connect_read_only(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
         if Path(f"{path}-wal").exists():
             raise
     return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+
+
+def backup_file(source: sqlite3.Connection, path: str) -> tuple[int, bool]:
+    """SQLite's online backup of `source` into the (new, empty) file at `path`: every
+    page in one step, under one read transaction of the source, so the copy is one
+    committed state while other processes write on (WAL: they are not blocked, and
+    a step-wise copy would restart at each of their commits). The copy is then made
+    a self-contained file (rollback journal: nothing beside it) and checked.
+    Returns (its schema version, whether it holds a `meta` table)."""
+    try:
+        dest = sqlite3.connect(path, isolation_level=None)
+        try:
+            source.backup(dest, pages=-1)
+            dest.execute("PRAGMA journal_mode = DELETE")
+            verdict = str(dest.execute("PRAGMA quick_check").fetchone()[0])
+            version = int(dest.execute("PRAGMA user_version").fetchone()[0])
+            meta = dest.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+        finally:
+            dest.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot copy the store: {exc}") from None
+    if verdict != "ok":
+        raise StoreError(f"{path}: the copy fails SQLite's check: {verdict}")
+    return version, meta is not None
+
+
+def open_file_read_only(path: Path) -> sqlite3.Connection:
+    """An SQLite file (a backup being restored) for reading, as a user who may
+    not write beside it may: a one-line StoreError if it is none."""
+    try:
+        db = _connect_read_only(path, BUSY_TIMEOUT_MS)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read it as an SQLite store: {exc}") from None
 
 
 def _flock(path: Path) -> Callable[[], None] | None:

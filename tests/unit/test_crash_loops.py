@@ -156,7 +156,7 @@ def test_crash_loops_are_stored_shown_and_cleared(inv: inventory.Inventory) -> N
 def test_the_journal_accepts_set_after_the_migration_and_keeps_its_rows(tmp_path: Path) -> None:
     import sqlite3
 
-    from ctmanager.store import schema
+    from ctmanager.store import schema, upgrade
     from ctmanager.store.schema import statements
 
     path = tmp_path / "old.db"
@@ -171,6 +171,7 @@ def test_the_journal_accepts_set_after_the_migration_and_keeps_its_rows(tmp_path
     with pytest.raises(sqlite3.IntegrityError):
         db.execute("INSERT INTO journal (at, kind, ctid, hn, reason, state) VALUES (2, 'set', 1, 'h', 'r', 'pending')")
     db.close()
+    upgrade.migrate(path)  # explicit since issue 36: no command but `store migrate` migrates
     store = open_store(path)
     assert store.version == schema.VERSION
     db = sqlite3.connect(path)  # the CT the set is for (a set is journaled only for a CT of the rack)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ctmanager.errors import StoreError
-from ctmanager.store import open_store, queries, schema
+from ctmanager.store import open_store, queries, schema, upgrade
 from ctmanager.store.db import Locator
 from tests.conftest import raw_sql
 
@@ -44,6 +44,10 @@ def test_an_old_sqlite_store_migrates_to_the_schema_a_new_one_is_made_with(tmp_p
     db.execute("INSERT INTO crash_loops (ctid, since, count) VALUES (1001, 1.5, 3)")
     db.commit()
     db.close()
+    with pytest.raises(StoreError, match=f"version {schema.BASELINE_VERSION - 1} is older .* store migrate"):
+        open_store(old)  # never migrated at open (issue 36)
+    report = upgrade.migrate(old)
+    assert (report.before.store, report.after.store) == (schema.BASELINE_VERSION - 1, schema.VERSION)
     with open_store(old) as store:
         assert store.version == schema.VERSION
         assert [tuple(r) for r in store.query("SELECT ct_id, since, count FROM crash_loops")] == [(1001, 1.5, 3)]
@@ -52,16 +56,36 @@ def test_an_old_sqlite_store_migrates_to_the_schema_a_new_one_is_made_with(tmp_p
     assert _sqlite_schema(old) == _sqlite_schema(tmp_path / "new.db")
 
 
-def test_a_store_of_a_newer_schema_is_refused_and_left_alone(store_path: Locator, backend: str) -> None:
+def test_a_newer_schema_is_used_only_if_its_recorded_floor_allows_this_code(store_path: Locator,
+                                                                           backend: str) -> None:
+    """Issue 36: a store of a newer schema is refused unless the newer code that
+    migrated it recorded that code of this schema may still use it; left alone."""
+    from ctmanager.store.versions import COMPAT_KEY
+    from tests.conftest import dump
+
     open_store(store_path, create=True).close()
     newer = schema.VERSION + 1
-    if backend == "sqlite":
-        with sqlite3.connect(str(store_path)) as db:
-            db.execute(f"PRAGMA user_version = {newer}")
-    else:
-        raw_sql(store_path, "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(newer),))
-    with pytest.raises(StoreError, match=f"schema version {newer} is newer than this ctmanager"):
-        open_store(store_path)
+
+    def at(version: int, floor: int | None) -> None:
+        if backend == "sqlite":
+            with sqlite3.connect(str(store_path)) as db:
+                db.execute(f"PRAGMA user_version = {version}")
+        else:
+            raw_sql(store_path, "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+        raw_sql(store_path, "DELETE FROM meta WHERE key = ?", (COMPAT_KEY,))
+        if floor is not None:
+            raw_sql(store_path, "INSERT INTO meta (key, value) VALUES (?, ?)", (COMPAT_KEY, str(floor)))
+
+    for floor in (newer, None):  # not backward compatible, or nothing recorded: refused
+        at(newer, floor)
+        before = dump(store_path)
+        with pytest.raises(StoreError, match=f"schema version {newer} is newer than this ctmanager's .*upgrade") as err:
+            open_store(store_path)
+        assert "\n" not in str(err.value)
+        assert dump(store_path) == before
+    at(newer, schema.VERSION)  # backward compatible with this code: used
+    with open_store(store_path) as store:
+        assert store.version == newer and store.get_meta(COMPAT_KEY) == str(schema.VERSION)
 
 
 def test_text_sorts_bytewise_and_epoch_seconds_keep_their_digits(store_path: Locator) -> None:
