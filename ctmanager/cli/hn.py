@@ -54,15 +54,16 @@ def cmd_hn_list(args: argparse.Namespace) -> int:
                 "cts": None if rep is None else sum(1 for c in rep.cts if c.opst == "UP"),
                 "mem_free": m and m.mem_free, "disk_free": m and m.disk_free, "cpu_load": m and m.cpu_load,
                 "manager": leaders[n.rack][0] if n.rack in leaders else None,
+                "version": (rep.sw or None) if rep else None,  # the agent's (None: older than 0.1, or no report)
             })
     if want_json(args):
         emit_json(rows)
     else:
-        table(("HN", "IP", "REPORT_AGE", "CTS_UP", "MEM_FREE", "DISK_FREE", "LOAD", "DRAINED", "MANAGER"), [
+        table(("HN", "IP", "REPORT_AGE", "CTS_UP", "MEM_FREE", "DISK_FREE", "LOAD", "DRAINED", "VERSION", "MANAGER"), [
             (r["hn"], r["ip"], age(r["report_age"]) if r["report_age"] is not None else "never", r["cts"],
              format_size(r["mem_free"]) if r["mem_free"] is not None else None,
              format_size(r["disk_free"]) if r["disk_free"] is not None else None, r["cpu_load"],
-             "yes" if r["drained"] else "no", r["manager"]) for r in rows])
+             "yes" if r["drained"] else "no", r["version"], r["manager"]) for r in rows])
     return 0
 
 def _set_drain(args: argparse.Namespace, drained: bool) -> int:

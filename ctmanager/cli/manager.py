@@ -43,9 +43,9 @@ def cmd_manager_status(args: argparse.Namespace) -> int:
     for slot in slots:
         mine = [v for v in views if v.rack == slot]
         if not mine:
-            rows.append((f"rack-{slot}", "-", "none", None, None, None, None, "no manager has run"))
+            rows.append((f"rack-{slot}", "-", "none", None, None, None, None, None, "no manager has run"))
         for v in mine:
             rows.append((f"rack-{slot}", v.name, v.role, v.epoch or None, age(v.lease_age), age(v.heard),
-                         age(v.checked_in), v.why or v.detail))
-    table(("RACK", "MANAGER", "ROLE", "EPOCH", "LEASE_AGE", "LAST_REPORT", "CHECKED_IN", "DETAIL"), rows)
+                         age(v.checked_in), v.version or None, v.why or v.detail))
+    table(("RACK", "MANAGER", "ROLE", "EPOCH", "LEASE_AGE", "LAST_REPORT", "CHECKED_IN", "VERSION", "DETAIL"), rows)
     return 0

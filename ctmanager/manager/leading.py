@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import __version__
 from ..errors import StoreError
 from ..store import lease as leases
 from ..store import loop as persist
@@ -151,7 +152,7 @@ class Leading:
         heard = None if self.heard_at < -1e17 else max(now - self.heard_at, 0.0)
         leases.check_in(self.store, self.config.slot, self.config.name, self.boot_id, self.holder,
                         role or ("leader" if self.leading else "standby"), self.leadership.last_epoch, heard,
-                        self.config.lease_ttl)
+                        self.config.lease_ttl, __version__)
 
     def _drain(self) -> None:
         """Stopping: start nothing new, but wait (at most action_timeout, still

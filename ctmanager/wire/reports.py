@@ -32,6 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from .. import __version__ as SOFTWARE
 from ..validate import is_label
 from . import keys
 from .keys import Keyring
@@ -102,9 +103,14 @@ class Report(NamedTuple):
     # A manager's heartbeat: the lease epoch it leads with. An agent's report: the newest
     # epoch it has seen with no action of an older one still running there (0: none).
     epoch: int = 0
+    # the sender's software version (`hn list` shows it during a rolling upgrade); a report
+    # parsed from an older sender has '' (receivers ignore keys they do not know)
+    sw: str = SOFTWARE
 
     def body(self) -> bytes:
-        extra = {"epoch": self.epoch} if self.epoch else {}
+        extra: dict[str, Any] = {"epoch": self.epoch} if self.epoch else {}
+        if self.sw:
+            extra["sw"] = self.sw
         return json.dumps({
             "v": VERSION, "rack": self.rack, "hn": self.hn, "boot_id": self.boot_id, "seq": self.seq,
             "sent_at": self.sent_at, "drained": self.drained, "metrics": self.metrics._asdict(),
@@ -221,10 +227,14 @@ def _parse(d: dict[str, Any], known: KnownCts | None = None) -> Report:
     epoch = _count(d.get("epoch", 0))
     if epoch >= MAX_SEQ:
         raise ValueError(f"epoch is {epoch}, beyond 2**53")
+    sw = d.get("sw", "")
+    if not isinstance(sw, str) or not _SW.fullmatch(sw):
+        raise ValueError("sw is not a version")
     return Report(_count(d["rack"]), hn, boot_id, seq, _num(d["sent_at"]), d["drained"], metrics,
-                  tuple(states), fenced, {v: float(a) for v, a in hears.items()}, epoch)
+                  tuple(states), fenced, {v: float(a) for v, a in hears.items()}, epoch, sw)
 
 
+_SW = re.compile(r"[0-9A-Za-z.+~-]{0,40}")  # a version, as pip or Debian write one ('' from older senders)
 _CT_FIELDS = operator.itemgetter("ctid", "opst", "since")
 _OPST = frozenset(OPST)
 _INT, _NUM, _FLOAT = {int}, {int, float}, {float}

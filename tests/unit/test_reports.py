@@ -135,3 +135,16 @@ def test_a_receiver_reuses_an_unchanged_ct_list_and_checks_a_changed_one() -> No
     bad = sign(Report(101, "hn-101-1", "0123456789abcdef", 4, time.time(), False, Metrics(0.1, 1, 1, 1, 1, 1),
                       (CtState(1001, "UP", 5.0), CtState(1001, "UP", 5.0))), key)
     assert rx.receive(bad, "10.0.0.1", time.time()) is None and rx.drops["malformed"] == 1
+
+
+def test_a_report_says_its_sender_s_version_and_an_older_sender_s_has_none() -> None:
+    from ctmanager import __version__
+
+    got = verify(sign(report(), KEY), KEY, 101)
+    assert got.sw == __version__  # `hn list` shows it during a rolling upgrade
+    body = json.loads(report().body())
+    del body["sw"]  # what an agent older than the field sends: still taken in
+    assert reports.parse_body(json.dumps(body)).sw == ""
+    body["sw"] = "1.0\n<script>"
+    with pytest.raises(ValueError, match="sw is not a version"):
+        reports.parse_body(json.dumps(body))
