@@ -21,6 +21,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from .. import add_version_flag
 from ..validate import MAX_CTID, is_digits
 from ..wire.results import ACTIONS
 
@@ -87,6 +88,7 @@ def check(command: str, agent: str, config: str = "") -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ctgate", description=__doc__.split("\n\n")[0])
+    add_version_flag(ap)
     ap.add_argument("--agent", default="/usr/local/bin/ctagent", help="the ctagent to run")
     ap.add_argument("--config", default="", help="its config (passed as -c; the manager may not choose another)")
     args = ap.parse_args(argv)

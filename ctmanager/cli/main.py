@@ -15,6 +15,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from .. import add_version_flag
 from ..errors import CtmError
 from . import (
     backup,
@@ -77,7 +78,7 @@ def build_parser() -> Parser:
     )
     top.add_argument("--store", default=None, metavar="PATH", help=STORE_HELP)
     top.add_argument("--json", action="store_true", default=False, help="print JSON for scripts")
-    top.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    add_version_flag(top)
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     reg = Registry(sub, common)
@@ -88,12 +89,6 @@ def build_parser() -> Parser:
     for module in (loop, manager, hn, lab, sim, dns, metrics, mail, edge, socks, peering, store, backup):
         module.register(reg)
     return top
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

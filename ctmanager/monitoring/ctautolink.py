@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import add_version_flag
 from .. import validate as v
 from ..errors import CtmError, InputError
 from . import autolink
@@ -192,6 +193,7 @@ class Linker:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ctautolink", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_flag(ap)
     ap.add_argument("--services", default="/data/service", help="daemontools services dir (default /data/service)")
     ap.add_argument("--repo", default="/sw/collectd/plugins/repo", help="tagged plugin repo")
     ap.add_argument("--conf", default="/data/sys_collectd/conf", help="collectd's include dir for the links")

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import add_version_flag
 from .. import validate as v
 from ..dc import tomlread
 from ..errors import CtmError, InputError
@@ -259,6 +260,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> Parser:
     top = Parser(prog="ctstorage", description="a storage node's side of a tenant move")
     top.add_argument("--config", help=f"config file (default: ${ENV_VAR}, else {DEFAULT_CONFIG})")
+    add_version_flag(top)
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     ctid = v.int_arg(1, v.MAX_CTID)
     p = sub.add_parser("info", help="a CT's /data here: path, bytes, files; this node's free space")
