@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
@@ -25,6 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import daemonlog
 from ..errors import CtmError
 from ..validate import MAX_CTID, is_digits
 from ..wire import results
@@ -80,7 +80,7 @@ def _epoch(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s ctagent %(levelname)s %(message)s")
+    daemonlog.setup("ctagent")
     try:
         config = load(Path(args.config))
     except CtmError as exc:
@@ -107,8 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not cmd:
             return _fail(args, "give a command after --", results.EXIT_BAD_INPUT)
         os.execvp(driver.exec_argv(args.ctid, cmd)[0], driver.exec_argv(args.ctid, cmd))
+    from ..sdnotify import Notifier
+
+    notifier = Notifier.from_env()  # read (and taken out of the environment) before lxc-start inherits it
     try:
-        agent = Agent(config, driver)
+        agent = Agent(config, driver, notifier=notifier)
     except OSError as exc:
         return _fail(args, f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}",
                      results.EXIT_FAILED)

@@ -17,6 +17,15 @@ the manager's heartbeats on `listen`. Each round the fence guard
 (ctmanager/fencing/guard.py) says whether this HN still has quorum: if not,
 every CT is stopped and no new one admitted; the watchdog is petted only while
 that is safe, so a hung agent or a stop that fails resets the node.
+
+Under systemd the loop also tells the service manager it lives (sdnotify: READY
+after the first report went out, WATCHDOG at each turn). That watchdog only
+restarts a hung agent process; the node's watchdog above is the fence. They are
+kept apart by their timers: systemd's WatchdogSec (agents/ctagent.service) is
+more than twice watchdog_timeout + report_interval, so a hung agent's node is
+reset before systemd would restart it, and a restarted agent (which pets at once,
+during its first fence_after) never rescues a node that should have fenced.
+`check_watchdogs` says so at start when the two are set otherwise.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from ..fencing.guard import FenceGuard, FenceStep
 from ..fencing.quorum import MANAGER, Membership
 from ..fencing.watchdog import Watchdog
 from ..monitoring.metrics import MetricsSender, cgroup_stats
+from ..sdnotify import Notifier
 from ..wire import reports
 from ..wire.udp import UdpTransport
 from .apply import committed
@@ -101,7 +111,7 @@ class Agent:
                  transport: Transport | None = None, watchdog: Dog | None = None, node: Node | None = None,
                  events: AgentEvents | None = None, metrics: MetricsSender | None = None,
                  receiver: reports.Receiver | None = None, load: Callable[[], float] = load_per_cpu,
-                 boot_id: str | None = None) -> None:
+                 boot_id: str | None = None, notifier: Notifier | None = None) -> None:
         self.config = config
         self.driver = driver
         self.clock = clock
@@ -116,6 +126,7 @@ class Agent:
         self.events: AgentEvents = events or LogEvents()
         self.metrics = metrics or MetricsSender(config.graphite, config.metrics_prefix)
         self.load = load
+        self.notifier = notifier or Notifier()  # systemd's (a no-op outside it)
         now = clock()
         self.membership = Membership(config.hn, config.voters | {config.hn, MANAGER}, config.timers.fence_after, now)
         self.guard = FenceGuard(self.membership, started=now, lookahead=config.report_interval)
@@ -279,13 +290,20 @@ class Agent:
                  self.config.hn, self.config.rack, self.driver.name,
                  ", ".join(f"{h}:{p}" for h, p in self.config.report_to), self.config.report_interval,
                  len(self.membership.voters), self.config.timers.fence_after, self.config.watchdog)
+        problem = check_watchdogs(self.notifier.watchdog, self.config.timers.watchdog_timeout,
+                                  self.config.report_interval)
+        if problem:
+            log.error("%s", problem)
         while not self.stopping.is_set():
             wake = self.step(self.clock())
+            self.notifier.ready(f"{self.config.hn}: reporting to {len(self.config.report_to)} voter(s)")
+            self.notifier.alive()  # from the loop: a hung step stops these (and the node watchdog's pets)
             if self.transport.wait_any(max(wake - self.clock(), 0.01), [self._wake_r]):
                 try:
                     os.read(self._wake_r, 4096)
                 except BlockingIOError:
                     pass
+        self.notifier.stopping()
         if watcher is not None and watcher.poll() is None:
             watcher.terminate()
         self._shutdown()
@@ -321,6 +339,20 @@ class Agent:
 
         threading.Thread(target=pump, name="watch", daemon=True).start()
         return proc
+
+
+def check_watchdogs(service: float, node: float, report_interval: float) -> str:
+    """Why systemd's watchdog (WatchdogSec, `service` s; 0: none) could restart a hung
+    agent before the node's watchdog (`node` s: watchdog_timeout) resets the node, or
+    ''. A hung agent's last WATCHDOG=1 may be up to half of WatchdogSec plus one turn
+    of the loop (at most report_interval) old when it hangs, so systemd restarts it
+    after WatchdogSec/2 - report_interval at the soonest; the node must reset first."""
+    if not service or service / 2 - report_interval > node:
+        return ""
+    return (f"systemd's WatchdogSec ({service:g}s) is too short for watchdog_timeout ({node:g}s): it must exceed "
+            f"2 x (watchdog_timeout + report_interval) = {2 * (node + report_interval):g}s, or systemd restarts a "
+            "hung agent before the node's watchdog resets it, and the new agent pets the node's watchdog while this "
+            "HN may be cut off; raise WatchdogSec in ctagent.service")
 
 
 def _diff(old: dict[int, str], new: dict[int, str]) -> str:

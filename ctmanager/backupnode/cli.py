@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -29,24 +30,34 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .. import daemonlog
 from .. import validate as v
 from ..errors import CtmError, InputError
+from ..sdnotify import Notifier
 from . import borg, hook, restore, scan
 from .catalogue import Catalogue, Point
 from .config import DEFAULT, ENV_VAR, BackupConfig, load
 from .daemon import STATE_FILE, Cycle, serve
 from .watch import Dirty, Watcher
 
+log = logging.getLogger("ctbackup")
+
 
 def _log(line: str) -> None:
-    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} ctbackup: {line}\n")
-    sys.stderr.flush()
+    """One line of the daemon's (an alarm, `ALARM …`, at warning: err in the journal, daemonlog)."""
+    (log.warning if line.startswith(daemonlog.ALARM) else log.info)("%s", line)
+
+
+def _log_setup() -> None:
+    """stderr: under journald with priorities, else today's `2026-12-07T10:00:01Z ctbackup: …`."""
+    daemonlog.setup("ctbackup", fmt="%(asctime)s ctbackup: %(message)s", datefmt="%Y-%m-%dT%H:%M:%SZ", utc=True)
 
 
 def cmd_run(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:
+    notifier = Notifier.from_env()  # (taken out of the environment: borg and ssh do not inherit it)
     catalogue = Catalogue(Path(cfg.state_dir))
     dirty = Dirty()
-    cycle = Cycle(cfg, catalogue, dirty, _log)
+    cycle = Cycle(cfg, catalogue, dirty, _log, alive=notifier.alive)
     data = Path(cfg.data)
 
     def lost() -> None:
@@ -59,9 +70,11 @@ def cmd_run(cfg: BackupConfig, args: argparse.Namespace) -> dict[str, Any]:
         signal.signal(sig, lambda *_: stop.set())
     watcher.start()
     _log(f"watching {data} for {cfg.node}; repository {cfg.repo.location}; RPO {cfg.rpo} s")
+    notifier.ready(f"watching {data}")  # before the start's scan, which may take long: changes are caught now
     try:
         serve(cycle, stop)
     finally:
+        notifier.stopping()
         watcher.stop()
     return {"stopped": True}
 
@@ -184,6 +197,8 @@ def cmd_hook(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("run", "hook"):
+        _log_setup()
     if args.command == "hook":  # inside a CT: no config, nothing of the storage node
         try:
             return cmd_hook(args)

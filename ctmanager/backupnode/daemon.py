@@ -4,6 +4,12 @@ CPU and I/O priority and a bandwidth limit, record the restore point, and on
 failure keep the CTs dirty and retry with a growing pause. Its surroundings —
 clock, borg runner, pressure reading — are arguments, so the policy is tested
 without borg; the integration tests run it with the real one.
+
+`alive` is called wherever the daemon makes progress: each turn of `serve`, each
+folder of a scan, each look for the hooks' answers, and every second while a borg
+child runs (borg's SSH gives up on a dead link by itself: ServerAliveInterval).
+Under systemd it is the service watchdog's keep-alive (sdnotify), so only a
+daemon stuck elsewhere is restarted (templates/storage/ctbackup.service).
 """
 
 from __future__ import annotations
@@ -26,14 +32,28 @@ from .watch import Dirty
 
 Run = Callable[[list[str], str, dict[str, str]], "subprocess.CompletedProcess[str]"]
 Log = Callable[[str], None]
+Alive = Callable[[], object]
+BORG_WAIT = 1.0  # s between two keep-alives while a borg child runs
 RETRY_MAX = 60.0  # s: the longest pause between attempts while the repository fails
 STATE_FILE = "daemon.json"
 HOLD_SLACK = 5.0  # s: a hold ends this much before a CT's restore point would outgrow the RPO
 HOLD_PREFIX = "hold-"  # a restore, check or prune running: <state_dir>/hold-<pid> (restore.holding)
 
 
-def run_borg(argv: list[str], cwd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True)
+def run_borg(argv: list[str], cwd: str, env: dict[str, str], alive: Alive | None = None) \
+        -> subprocess.CompletedProcess[str]:
+    """borg, its output captured; `alive` is called every BORG_WAIT s while it runs."""
+    if alive is None:
+        return subprocess.run(argv, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True)
+    with subprocess.Popen(argv, cwd=cwd, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        while True:
+            alive()
+            try:
+                out, err = p.communicate(timeout=BORG_WAIT)  # (again after a timeout: nothing is lost)
+                return subprocess.CompletedProcess(argv, p.returncode, out, err)
+            except subprocess.TimeoutExpired:
+                continue
 
 
 @dataclass(frozen=True)
@@ -47,8 +67,10 @@ class Cycle:
     """One storage node's backups. `step(now)` does at most one backup."""
 
     def __init__(self, cfg: BackupConfig, catalogue: Catalogue, dirty: Dirty, log: Log,
-                 run: Run = run_borg, busy: Callable[[], pressure.Busy] | None = None) -> None:
-        self.cfg, self.catalogue, self.dirty, self.log, self.run = cfg, catalogue, dirty, log, run
+                 run: Run | None = None, busy: Callable[[], pressure.Busy] | None = None,
+                 alive: Alive = lambda: None) -> None:
+        self.cfg, self.catalogue, self.dirty, self.log, self.alive = cfg, catalogue, dirty, log, alive
+        self.run: Run = run or (lambda argv, cwd, env: run_borg(argv, cwd, env, self.alive))
         self.busy = busy or (lambda: pressure.now(cfg.limits.io_pressure, cfg.limits.load_per_cpu))
         self.env = borg.env(cfg.repo)
         self.held_since: float | None = None
@@ -118,7 +140,7 @@ class Cycle:
         if not ask:
             return now
         started = time.monotonic()
-        answers = hook.ask(ask, self.cfg.hook_timeout)
+        answers = hook.ask(ask, self.cfg.hook_timeout, sleep=self._sleep)
         for ctid, code in answers.items():
             self.hooked_at[ctid] = now
             if code != 0:
@@ -169,10 +191,14 @@ class Cycle:
             self.note(now)
         return Outcome("failed", tuple(due), why)
 
+    def _sleep(self, seconds: float) -> None:
+        self.alive()
+        time.sleep(seconds)
+
     def rescan(self, now: float) -> list[int]:
         """The inventory scan: CTs changed since their newest restore point (or with none)."""
         started = {c: int(p.at * 1e9) for c, p in self.catalogue.newest.items()}
-        due = scan.due(Path(self.cfg.data), started)
+        due = scan.due(Path(self.cfg.data), started, self.alive)
         self.dirty.ready(due, now)
         return due
 
@@ -188,6 +214,7 @@ def serve(cycle: Cycle, stop: threading.Event, clock: Callable[[], float] = time
     cycle.started = clock()
     cycle.note(cycle.started)
     while not stop.is_set():
+        cycle.alive()
         now = clock()
         if now >= next_scan:
             due = cycle.rescan(now)

@@ -9,7 +9,7 @@ unchanged one costs one lstat per entry, which is the price of being sure.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .. import validate as v
@@ -28,8 +28,10 @@ def ct_folders(data: Path) -> Iterator[tuple[int, Path]]:
             yield int(e.name), Path(e.path)
 
 
-def changed_since(folder: Path, since_ns: int) -> bool:
-    """Whether anything under `folder` (itself included) changed at or after `since_ns`."""
+def changed_since(folder: Path, since_ns: int, each: Callable[[], object] = lambda: None) -> bool:
+    """Whether anything under `folder` (itself included) changed at or after `since_ns`.
+    `each` is called before each folder's listing (the daemon's keep-alive: a CT of
+    millions of files is a long walk, and progress all the way)."""
     limit = since_ns - SLACK_NS
     stack = [str(folder)]
     try:
@@ -39,6 +41,7 @@ def changed_since(folder: Path, since_ns: int) -> bool:
     if max(st.st_ctime_ns, st.st_mtime_ns) >= limit:
         return True
     while stack:
+        each()
         try:
             it = os.scandir(stack.pop())
         except (FileNotFoundError, NotADirectoryError, PermissionError):
@@ -56,7 +59,12 @@ def changed_since(folder: Path, since_ns: int) -> bool:
     return False
 
 
-def due(data: Path, backed_up_at_ns: dict[int, int]) -> list[int]:
-    """CTs with no restore point yet, or changed since their newest one began."""
-    return [ctid for ctid, folder in ct_folders(data)
-            if ctid not in backed_up_at_ns or changed_since(folder, backed_up_at_ns[ctid])]
+def due(data: Path, backed_up_at_ns: dict[int, int], each: Callable[[], object] = lambda: None) -> list[int]:
+    """CTs with no restore point yet, or changed since their newest one began. `each`:
+    see changed_since."""
+    found = []
+    for ctid, folder in ct_folders(data):
+        each()
+        if ctid not in backed_up_at_ns or changed_since(folder, backed_up_at_ns[ctid], each):
+            found.append(ctid)
+    return found

@@ -71,6 +71,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
+    from .. import daemonlog
     from ..dnsroutes import sync
     from ..dnsroutes.worker import DnsWorker
     from ..manager.backups import BackupWatch
@@ -79,13 +80,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..manager.passes import backups_for, executor_for, storage_for
     from ..manager.ports import Doorbell, ManagerEnv, ThreadRunner
     from ..monitoring.metrics import MetricsSender
+    from ..sdnotify import Notifier
     from ..store.watch import open_watch
     from ..wire.udp import UdpTransport
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s ctmanager %(levelname)s %(message)s")
-    for noisy in ("paramiko", "invoke", "fabric"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    daemonlog.setup("ctmanager", logging.DEBUG if args.verbose else logging.INFO)
+    notifier = Notifier.from_env()  # read (and taken out of the environment) before any child starts
     config, store, dc = manager_setup(args)
     try:
         # One process per manager name: a second one would take its lease over.
@@ -102,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  dns=DnsWorker(store.path, runner, rack=config.slot), watch=open_watch(store.path),
                                  storage=StorageEffects(storage_for(store, config)), dns_pending=sync.unpublished,
                                  workers=[watch], bell=bell)
-                manager = Manager(dc, config, env)
+                manager = Manager(dc, config, env, notifier=notifier)
             except OSError as exc:
                 raise InputError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from None
             manager.leadership.own_name = True  # the name is ours: a crashed earlier run's lease is taken at once

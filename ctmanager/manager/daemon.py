@@ -48,11 +48,11 @@ from ..errors import StoreError
 from ..fencing.quorum import MANAGER
 from ..monitoring.metrics import MetricsSender
 from ..reconcile.state import Action
+from ..sdnotify import Notifier
 from ..store import lease as leases
 from ..store import loop as persist
-from ..store import moves, queries, retention
+from ..store import moves, retention
 from ..store.watch import POLL as WATCH_POLL
-from ..store.watch import Watch
 from ..wire.reports import Metrics, Receiver, Report
 from ..wire.results import ActionResult
 from ..wire.spec import spec_for
@@ -62,26 +62,28 @@ from .effects import Storage
 from .leadership import Leadership, takeover_budget
 from .leading import PRUNE_EVERY, Leading
 from .ports import CommandFencer, Events, Fencer, Mailbox, ManagerEnv, Pending, Transport, Worker
+from .reloading import CONFIG_CHECK_EVERY as CONFIG_CHECK_EVERY
+from .reloading import Reloading
 from .workflows import IDLE_EVERY, MOVES_EVERY, Workflows
 
 log = logging.getLogger(__name__)
 NO_METRICS = Metrics(0.0, 0, 0, 0, 0, 0)
 TROUBLE_EVERY = 30.0  # s between two log lines about the same store trouble
-CONFIG_CHECK_EVERY = 0.5  # s: a CLI edit is taken in at most this late (and at every full plan)
 HOLD_CHECK_EVERY = 5.0  # s between looks for tenant moves out of this rack whose destination vanished
 HOLD_GRACE = 30.0  # s past a held move's deadline before this rack lets it go (its runner may be taking over)
 
 
-class Manager(Leading, Workflows):
+class Manager(Reloading, Leading, Workflows):
     def __init__(self, dc: DcTemplate, config: ManagerConfig, env: ManagerEnv, *, holder: str | None = None,
-                 poll: bool = True) -> None:
+                 poll: bool = True, notifier: Notifier | None = None) -> None:
         """`env`: its surroundings (manager/ports.ManagerEnv). `poll`: wake at least
         every 0.5 s (0.05 s with actions or storage work in flight, whose results
         come from threads); the simulator wakes the loop itself. With `env.watch`
         a configuration edit is taken in at once (PostgreSQL: its NOTIFY wakes the
         loop; SQLite: checked every watch.POLL s) rather than at the next
         CONFIG_CHECK_EVERY. `holder`: what the lease and `manager status` say of
-        this process."""
+        this process. `notifier`: systemd's (sdnotify; `run()` says READY after its
+        first step, and WATCHDOG at every turn of the loop)."""
         store = env.store
         self.env = env
         self.store, self.dc, self.config, self.executor, self.clock = store, dc, config, env.executor, env.clock
@@ -118,10 +120,8 @@ class Manager(Leading, Workflows):
         self.core: Core | None = None
         self.issued = 0  # actions handed to the executor (for benchmarks and logs)
         self.started_at = 0.0
-        self._config_token: int | None = None
-        self.watch: Watch | None = env.watch
-        self._watch_seen: tuple[int, int, int] | None = None
-        self._watch_backoff = self._watch_retry_at = 0.0
+        self._init_reloading(env.watch)
+        self.notifier = notifier or Notifier()
         self.next_beat = self.next_full = 0.0
         self.next_prune = 0.0
         self.next_hold_check = 0.0
@@ -132,7 +132,6 @@ class Manager(Leading, Workflows):
         self.next_check_in = 0.0
         self.quorum_at = 0.0  # when the leader last had quorum (or took the lease), on the monotonic clock
         self.heard_at = -1e18  # when the newest report arrived
-        self.next_config_check = 0.0
 
     # ---- life cycle --------------------------------------------------------
     def start(self) -> None:
@@ -158,6 +157,8 @@ class Manager(Leading, Workflows):
         try:
             while not self.stopping:
                 wake = self.step(self.clock())
+                self.notifier.ready(f"manager {self.config.name} of rack-{self.config.slot}")
+                self.notifier.alive()  # a stuck step stops these: systemd restarts the daemon (WatchdogSec)
                 timeout, also = wake - self.clock(), (bell,)  # type: tuple[float, tuple[int, ...]]
                 if self.watch is not None:
                     fd = self.watch.fileno()
@@ -165,6 +166,7 @@ class Manager(Leading, Workflows):
                     timeout = timeout if fd is not None else min(timeout, WATCH_POLL)
                 self.transport.wait(timeout, also)
                 self.bell.clear()
+            self.notifier.stopping("stopping: waiting for the actions in flight, then releasing the lease")
             self._drain()
         finally:
             self.bell.close()
@@ -197,13 +199,7 @@ class Manager(Leading, Workflows):
             if results:  # a stop that proves a held CT down, a start a move waits for: look at once
                 self.next_moves = min(self.next_moves, now)
             changed |= results
-        full = now >= self.next_full
-        if full or now >= self.next_config_check or self._config_token is None or self._watch_moved(now):
-            self.next_config_check = now + CONFIG_CHECK_EVERY
-            reloaded = self._store_step("reload", lambda: self._reload_if_changed(now), now)
-            if reloaded:
-                self.next_moves = now  # a move begun, a hold, an abort: the workflows look at once
-            full = reloaded or full
+        full = self._take_config(now, now >= self.next_full)
         if full:
             self.next_full = now + self.config.full_plan_every
         if leading and act and (full or changed):
@@ -228,49 +224,6 @@ class Manager(Leading, Workflows):
         return min(wake, now + (0.05 if self.busy or self._inflight else 0.5)) if self.poll else wake
 
     # ---- inputs --------------------------------------------------------------
-    def _watch_moved(self, now: float) -> bool:
-        """The store's change signal moved (cheap: PostgreSQL reads the counter only
-        when notified). Store trouble counts as moved once, so the reload reports
-        it; then the watch is tried again with backoff (to 5 s), not every step."""
-        if self.watch is None or now < self._watch_retry_at:
-            return False
-        try:
-            token = self.watch.token()
-        except StoreError:
-            first = self._watch_backoff == 0.0
-            self._watch_backoff = min(max(self._watch_backoff * 2, WATCH_POLL), 5.0)
-            self._watch_retry_at = now + self._watch_backoff
-            return first
-        self._watch_backoff, self._watch_retry_at = 0.0, 0.0
-        moved = token != self._watch_seen
-        self._watch_seen = token
-        return moved
-
-    def _reload_if_changed(self, now: float, warm: Any = None) -> bool:
-        """`warm`: a new Core starts from this Observed (a standby's) rather than the store's."""
-        token = self.store.config_version()
-        if token == self._config_token and self.core is not None:
-            return False
-        slot = self.config.slot
-        with self.store.snapshot():  # one consistent view: a `ct rm` cannot land between the reads
-            token = self.store.config_version()
-            configured = persist.configured(self.store, self.dc, slot)
-            placements = persist.placements(self.store, now, slot)
-            nodes = [n for n in queries.nodes(self.store, rack=slot) if n.role == "compute"]
-            last_seen = (warm or persist.observed(self.store, slot)) if self.core is None else None
-        self._config_token = token
-        if self.dns is not None:
-            self.dns.poke()  # the configuration changed: records may have too (the worker finds out cheaply)
-        if self.core is None:
-            self.core = Core(configured, placements, self.config.settings, self.config.timers, now, last_seen)
-            for hn, report in (last_seen.reports if last_seen else {}).items():
-                self.receiver.latest.setdefault(hn, report)  # a restart accepts no capture older than these
-        else:
-            self.core.reconfigure(configured, placements)
-        self.agents = [(n.ip, self.config.agent_port) for n in nodes]
-        self.hn_ips = {n.hostname: n.ip for n in nodes}
-        return True
-
     def heartbeat(self, now: float) -> None:
         if self.core is None:
             return

@@ -22,6 +22,12 @@ client that does not read its answers is dropped past 64 KiB of them; idle
 connections are closed after --idle-timeout, at most --max-conns are open;
 client trouble is logged at most 3 lines per connection and 10 a minute in
 all, then counted, client bytes escaped.
+
+Under systemd (proxies/ctmailmap.service, Type=notify) it says READY once it
+listens, and WATCHDOG=1 from the event loop that answers the lookups (`keepalive`):
+a blocked loop stops the pings and systemd restarts it. The store is read in
+threads, so a store that hangs costs fresh answers (400s), never a restart, which
+would only lose the index it still answers from.
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
+from .. import daemonlog
 from .. import validate as v
 from ..errors import InputError, StoreError
+from ..sdnotify import Notifier
 from ..store.db import Locator, default_path, is_url, redact
 from ..store.watch import POLL, open_watch
 from ..validate import hostport
@@ -149,16 +157,26 @@ class MailMap:
 MAX_BACKOFF = 5.0  # s between tries while the store is away
 
 
-async def serve(store_path: Locator, host: str, port: int, limits: Limits | None = None) -> None:
-    limits = limits or Limits()
+async def keepalive(notifier: Notifier) -> None:
+    """WATCHDOG=1 every half WatchdogSec, from the loop itself (a coroutine on it, not a thread)."""
+    while notifier.watchdog:
+        notifier.alive()
+        await asyncio.sleep(notifier.interval)
+
+
+async def serve(store_path: Locator, host: str, port: int, limits: Limits | None = None,
+                notifier: Notifier | None = None) -> None:
+    limits, notifier = limits or Limits(), notifier or Notifier()
     mm = MailMap(store_path)
     mm.refresh()
     clients = Clients(mm.answer, limits)
     server = await asyncio.get_running_loop().create_server(clients.protocol, host, port, backlog=4096)
     log.info("ctmailmap on %s:%d, store %s; at most %d connections, idle ones closed after %g s", host, port,
              redact(store_path), limits.max_conns, limits.idle_timeout)
+    notifier.ready(f"listening on {host}:{port}; " + (f"{len(mm.index.tenants)} tenants" if mm.index else
+                                                        "the store is unreadable: answering 400"))
     async with server:
-        await asyncio.gather(server.serve_forever(), mm.watch())
+        await asyncio.gather(server.serve_forever(), mm.watch(), keepalive(notifier))
 
 
 def _raise_fd_limit() -> int:
@@ -187,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"connections at once; more are closed at once, and logged (default {Limits.max_conns}; "
                          f"never more than the open-file limit allows)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s ctmailmap %(levelname)s %(message)s")
+    daemonlog.setup("ctmailmap")
+    notifier = Notifier.from_env()
     try:
         host, port = hostport(args.listen, "--listen", names=True)
     except InputError as exc:
@@ -203,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("--max-conns %d is more than the open-file limit allows: at most %d", args.max_conns, files)
     limits = Limits(idle_timeout=args.idle_timeout, max_conns=max(1, min(args.max_conns, files)))
     try:
-        asyncio.run(serve(store, host, int(port), limits))
+        asyncio.run(serve(store, host, int(port), limits, notifier))
     except KeyboardInterrupt:
         return 0
     except OSError as exc:

@@ -4,6 +4,7 @@ authorized_keys line forces ctgate."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -27,13 +28,25 @@ def test_there_are_units_and_run_scripts() -> None:
 
 @pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
 def test_systemd_accepts_the_unit(unit: Path, tmp_path: Path) -> None:
-    # the unit names /usr/local/bin/<tool>, where the install puts it; here that is the venv
-    text = unit.read_text().replace("/usr/local/bin/", f"{BIN}/")
-    (tmp_path / unit.name).write_text(text)
-    p = subprocess.run([shutil.which("systemd-analyze") or "systemd-analyze", "verify", str(tmp_path / unit.name)],
-                       capture_output=True, text=True)
+    # the unit names /usr/bin/<tool>, where the Debian package links it; here that is the venv
+    p = verify(unit, tmp_path, f"{BIN}/")
     mine = [line for line in p.stderr.splitlines() if unit.name in line]
     assert p.returncode == 0 and not mine, p.stderr
+
+
+def verify(unit: Path, tmp_path: Path, bin_dir: str) -> subprocess.CompletedProcess[str]:
+    """`systemd-analyze verify` of a copy of `unit` whose ExecStart= tool is in `bin_dir`."""
+    text = re.sub(r"^ExecStart=/usr/bin/", f"ExecStart={bin_dir}", unit.read_text(), flags=re.MULTILINE)
+    (tmp_path / unit.name).write_text(text)
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze (Debian's systemd) is installed here: the units are checked, never skipped"
+    return subprocess.run([analyze, "verify", str(tmp_path / unit.name)], capture_output=True, text=True, timeout=120)
+
+
+def test_systemd_verify_refuses_a_unit_whose_program_is_missing(tmp_path: Path) -> None:
+    """The check above is not vacuous: a unit naming no program there fails it."""
+    p = verify(ROOT / "proxies" / "ctmailmap.service", tmp_path, f"{tmp_path}/nowhere/")
+    assert p.returncode != 0 and "ctmailmap" in p.stderr
 
 
 @pytest.mark.parametrize("run", RUNS, ids=[r.name for r in RUNS])
