@@ -60,7 +60,7 @@ class Leading:
         raise NotImplementedError  # Manager's
 
     def _reload_if_changed(self, now: float, warm: Any = None) -> bool:
-        raise NotImplementedError  # Manager's
+        raise NotImplementedError  # Reloading's (manager/reloading.py)
 
     def lease(self) -> leases.Lease | None:
         """The lease this manager leads with (None: it does not lead). Any thread."""
