@@ -24,11 +24,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import daemonlog
+from .. import add_version_flag, daemonlog
 from ..errors import CtmError
 from ..validate import MAX_CTID, is_digits
 from ..wire import results
 from . import apply as applying
+from . import keycmd
 from .config import load
 
 DEFAULT_CONFIG = "/etc/ctagent/ctagent.toml"
@@ -46,6 +47,7 @@ def build_parser() -> Parser:
                  formatter_class=argparse.RawDescriptionHelpFormatter)
     top.add_argument("-c", "--config", default=os.environ.get("CTAGENT_CONFIG", DEFAULT_CONFIG),
                      help=f"agent config (default: $CTAGENT_CONFIG, else {DEFAULT_CONFIG})")
+    add_version_flag(top)
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     p = sub.add_parser("run", help="run the agent daemon", epilog="example: ctagent run")
@@ -63,6 +65,10 @@ def build_parser() -> Parser:
                        epilog="example: ctagent exec 1005 -- svstat /data/service/*")
     p.add_argument("ctid", type=_ctid)
     p.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    p = sub.add_parser("key", help="this HN's part of a rack key rotation (ctmanager rack key runs it on every HN)",
+                       epilog="example: ctagent key status")
+    p.add_argument("step", choices=keycmd.STEPS, help="status; stage (the new key, hex, on stdin); switch; retire")
+    p.add_argument("--expect", default="", metavar="KEY_ID", help="switch: the id of the key staged here")
     return top
 
 
@@ -85,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load(Path(args.config))
     except CtmError as exc:
         return _fail(args, f"bad config: {exc}", results.EXIT_BAD_INPUT)
+    if args.command == "key":  # before the driver: a rotation needs no runtime
+        try:
+            return keycmd.main(config.key, args.step, args.expect)
+        except CtmError as exc:
+            return _fail(args, str(exc), results.EXIT_BAD_INPUT)
     from .drivers import DriverError, driver_for
 
     driver = driver_for(config)

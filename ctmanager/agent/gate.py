@@ -5,7 +5,7 @@ ctagent and nothing else: `ctagent apply ACTION CTID [--purge-data] [--epoch N]`
 rotation: `ctmanager rack key`). Anything else is refused in one line, exit 126.
 
 In authorized_keys:
-    restrict,command="/usr/local/bin/ctgate --agent /usr/local/bin/ctagent" ssh-ed25519 AAAA… manager
+    restrict,command="/usr/bin/ctgate --agent /usr/bin/ctagent" ssh-ed25519 AAAA… manager
 The command the manager sent is in $SSH_ORIGINAL_COMMAND; it is split like a shell
 would (shlex), never run by one: the checked argv goes to ctagent by execv. The
 manager's own path for ctagent is not trusted (the gate runs its --agent), nor a
@@ -89,7 +89,7 @@ def check(command: str, agent: str, config: str = "") -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ctgate", description=__doc__.split("\n\n")[0])
     add_version_flag(ap)
-    ap.add_argument("--agent", default="/usr/local/bin/ctagent", help="the ctagent to run")
+    ap.add_argument("--agent", default="/usr/bin/ctagent", help="the ctagent to run")
     ap.add_argument("--config", default="", help="its config (passed as -c; the manager may not choose another)")
     args = ap.parse_args(argv)
     command = os.environ.get("SSH_ORIGINAL_COMMAND", "")

@@ -30,6 +30,8 @@ def run(key_file: Path, step: str, expect: str = "", stdin: bytes | None = None)
     raise InputError(f"unknown key step {step!r} (one of {', '.join(STEPS)})")
 
 
-def main(key_file: Path, step: str, expect: str = "") -> int:
-    print(json.dumps(run(key_file, step, expect)))
+def main(key: bytes | keys.Keyring, step: str, expect: str = "") -> int:
+    if not isinstance(key, keys.Keyring):
+        raise InputError("this agent's config names no key file to rotate")
+    print(json.dumps(run(key.path, step, expect)))
     return 0

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import daemonlog
+from .. import add_version_flag, daemonlog
 from .. import validate as v
 from ..errors import CtmError, InputError
 from ..sdnotify import Notifier
@@ -152,6 +152,7 @@ def when(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="ctbackup", description="a storage node's continuous backups of /data")
+    add_version_flag(top)
     top.add_argument("--config", help=f"config file (default: ${ENV_VAR}, else {DEFAULT})")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     ctid = v.int_arg(1, v.MAX_CTID)

@@ -1,5 +1,6 @@
 """The deploy folders (agents/, manager/) put onto a lab machine the way their READMEs
-tell ops to: tools linked into /usr/local/bin, the units copied verbatim into
+tell ops to: tools in /usr/bin (where the Debian package puts them and the units look; from a
+source venv, linked there), the units copied verbatim into
 /etc/systemd/system (what a lab changes goes into a drop-in beside them, as a site
 would), the sshd snippet, the managers' keys forced through ctgate, the store's
 password in a pgpass file. So the Vagrant rack runs on exactly these files.
@@ -17,21 +18,23 @@ from ..files import write_atomic
 from . import layout
 from .shell import sh
 
-BIN = Path("/usr/local/bin")
+BIN = Path("/usr/bin")
 UNITS = Path("/etc/systemd/system")
 SSHD_SNIPPET = Path("/etc/ssh/sshd_config.d/ctmanager.conf")
 DROP_IN = "lab.conf"  # <unit>.d/lab.conf: what this lab machine changes of the unit
 
 
 def link_tools(*names: str) -> None:
-    """/usr/local/bin/NAME -> this installation's NAME (the venv's), where the units look."""
+    """/usr/bin/NAME -> this installation's NAME, where the units look. Installed from
+    the package, they are there already (links into /opt/ctmanager): left alone."""
     here = Path(layout.ctagent_path()).parent
-    BIN.mkdir(parents=True, exist_ok=True)
     for name in names:
-        link = BIN / name
+        link, target = BIN / name, here / name
+        if link.exists() and link.resolve() == target.resolve():
+            continue
         if link.is_symlink() or link.exists():
             link.unlink()
-        link.symlink_to(here / name)
+        link.symlink_to(target)
 
 
 def install_unit(kind: str, name: str, drop_in: str = "") -> str:

@@ -219,7 +219,7 @@ def _hn(lab: layout.Lab, dc: DcTemplate, store: Store, slot: int, node: Node, ma
         (hdir / d).mkdir(parents=True, exist_ok=True)
     rack_hns = [n for n in queries.nodes(store, rack=slot) if n.role == "compute"]
     # From here on as agents/README.md says: the config where the unit and the gate read it,
-    # the tools in /usr/local/bin, the sshd snippet, the managers' key through ctgate, the unit.
+    # the tools in /usr/bin, the sshd snippet, the managers' key through ctgate, the unit.
     conf = Path(layout.MACHINE_AGENT_CONFIG)
     conf.parent.mkdir(exist_ok=True)
     if conf.is_symlink():

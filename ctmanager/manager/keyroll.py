@@ -90,6 +90,9 @@ def run_step(store: Store, config: ManagerConfig, executor: Executor | None, ste
     hns = holders[1:]
     if step == "stage":
         ring = keys.Keyring(path, where)
+        if ring.next is None and executor is None:  # --local: a key of its own would split the rack
+            raise InputError(f"no key is staged here: copy {path}.next from the manager where `rack key stage` "
+                             "ran (same path, owner and mode), then run this again")
         key = ring.next or keys.new_key()  # one staged here already: the same key everywhere
         _blocked(holders, lambda ids: "prev" not in ids, "still holds a previous key: retire first")
         _blocked(hns, lambda ids: ids.get("next") in (None, keys.key_id(key)), "another key is staged there")

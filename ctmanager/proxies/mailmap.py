@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from .. import daemonlog
+from .. import add_version_flag, daemonlog
 from .. import validate as v
 from ..errors import InputError, StoreError
 from ..sdnotify import Notifier
@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="ctmailmap", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_flag(ap)
     ap.add_argument("--store", required=True, help="the ctmanager store: an SQLite file or a postgresql:// URL")
     ap.add_argument("--listen", default="127.0.0.1:10027", help="HOST:PORT (default 127.0.0.1:10027)")
     ap.add_argument("--idle-timeout", type=v.seconds_arg(0.001, 10**8), default=Limits.idle_timeout, metavar="SECONDS",

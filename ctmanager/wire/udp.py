@@ -56,13 +56,17 @@ class UdpTransport:
 
     def wait(self, timeout: float, also: Sequence[int] = ()) -> None:
         """Block until a datagram arrives, one of `also` is readable, or `timeout` s passed."""
-        select.select([self.sock.fileno(), *also], [], [], max(timeout, 0.0))
+        self.wait_any(timeout, also)
 
     def wait_any(self, timeout: float, also: Sequence[int]) -> list[int]:
         """Like wait, and also wake when one of the file descriptors `also` is
-        readable (an agent's runtime events); returns the ready ones of `also`."""
-        ready, _, _ = select.select([self.sock.fileno(), *also], [], [], max(timeout, 0.0))
-        return [fd for fd in ready if fd in also]
+        readable (an agent's runtime events); returns the ready ones of `also`.
+        poll, not select: a descriptor numbered past 1023 is fine (a busy process)."""
+        poller = select.poll()
+        for fd in (self.sock.fileno(), *also):
+            poller.register(fd, select.POLLIN)
+        ready = poller.poll(max(timeout, 0.0) * 1000.0)
+        return [fd for fd, _ in ready if fd in also]
 
     def close(self) -> None:
         self.sock.close()

@@ -11,7 +11,7 @@ import pytest
 
 from ctmanager.agent.gate import REFUSED, Refused, check
 
-AGENT = "/usr/local/bin/ctagent"
+AGENT = "/usr/bin/ctagent"
 
 
 @pytest.mark.parametrize("command,argv", [

@@ -67,6 +67,6 @@ def test_the_annotated_agent_config_loads(tmp_path: Path) -> None:
 
 def test_the_managers_key_is_forced_through_ctgate() -> None:
     lines = [x for x in (ROOT / "agents" / "authorized_keys").read_text().splitlines() if x and x[0] != "#"]
-    assert lines and all(x.startswith('restrict,command="/usr/local/bin/ctgate ') for x in lines)
+    assert lines and all(x.startswith('restrict,command="/usr/bin/ctgate ') for x in lines)
     command = shlex.split(lines[0].split('command="', 1)[1].split('"', 1)[0])
-    assert command[1:] == ["--agent", "/usr/local/bin/ctagent", "--config", "/etc/ctagent/ctagent.toml"]
+    assert command[1:] == ["--agent", "/usr/bin/ctagent", "--config", "/etc/ctagent/ctagent.toml"]

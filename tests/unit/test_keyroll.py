@@ -124,3 +124,12 @@ def test_a_config_without_a_key_file_cannot_rotate(setup: tuple[object, ManagerC
     store, config, rack = setup
     with pytest.raises(InputError, match="no key file"):
         keyroll.run_step(store, dataclasses.replace(config, key=OLD), rack, "status", print)  # type: ignore[arg-type]
+
+
+def test_a_local_stage_takes_the_copied_key_and_never_makes_one_of_its_own(
+        setup: tuple[object, ManagerConfig, Rack]) -> None:
+    store, config, rack = setup
+    with pytest.raises(InputError, match="no key is staged here: copy .*rack.key.next"):
+        keyroll.run_step(store, config, None, "stage", print)
+    staged = step(setup, "stage")  # the first manager: a new key, on every HN
+    assert keyroll.run_step(store, config, None, "stage", print)[0].ids == staged[0].ids  # again: the same key

@@ -24,7 +24,7 @@ def test_the_managers_keys_are_forced_through_the_shipped_gate() -> None:
     options = deploy.key_options(lines[0])
     assert options.startswith("restrict,command=")
     command = shlex.split(options.split('command="', 1)[1].rsplit('"', 1)[0])
-    assert command[0] == "/usr/local/bin/ctgate" and "--config" in command
+    assert command[0] == "/usr/bin/ctgate" and "--config" in command
 
 
 def test_options_end_at_the_first_blank_outside_quotes() -> None:
