@@ -96,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return keycmd.main(config.key, args.step, args.expect)
         except CtmError as exc:
             return _fail(args, str(exc), results.EXIT_BAD_INPUT)
+        except OSError as exc:  # a full or read-only disk: one line, the files as they were (atomic writes)
+            return _fail(args, f"key {args.step}: {exc.strerror or exc}"
+                         f"{f' ({exc.filename})' if exc.filename else ''}", results.EXIT_FAILED)
     from .drivers import DriverError, driver_for
 
     driver = driver_for(config)

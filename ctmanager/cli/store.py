@@ -11,7 +11,7 @@ from pathlib import Path
 from ..store import archive, default_path, upgrade
 from ..store import copy as storecopy
 from ..store.db import Locator, parse_locator, redact
-from ..store.versions import MIGRATE_HINT, Schema
+from ..store.versions import FLOOR_AWARE, MIGRATE_HINT, Schema
 from .common import Registry, want_json
 from .output import emit_json, table
 
@@ -116,6 +116,10 @@ def cmd_store_migrate(args: argparse.Namespace) -> int:
         print(f"after it, ctmanager of schema {report.floor_after} or newer may use the store, so the managers of "
               f"schema {before.store} run on through it: migrate, then upgrade the standby managers, the leaders, "
               "the agents")
+        if before.store < FLOOR_AWARE:
+            print(f"but a ctmanager of schema {before.store} knows no compatibility floor: one that restarts after the "
+                  "migrate (a crash, a reboot, Restart=always) refuses the newer store until it is upgraded; "
+                  "upgrade each manager and ctmailmap soon after")
     else:
         running = f"; running now: {', '.join(report.running)}" if report.running else ""
         print(f"after it, only ctmanager of schema {report.floor_after} or newer may use the store: stop every "

@@ -26,6 +26,7 @@ from ..errors import CtmError, InputError
 from ..executor.runner import Executor
 from ..executor.ssh import SshError
 from ..store import Store, queries
+from ..store import lease as leases
 from ..wire import keys
 from .config import ManagerConfig
 
@@ -63,12 +64,27 @@ def _agent(executor: Executor, config: ManagerConfig, hn: str, *args: str, stdin
     return Holder(hn, {str(k): str(v) for k, v in ids.items()})
 
 
+def managers(store: Store, config: ManagerConfig) -> list[Holder]:
+    """The rack's other running managers, with the keys their running keyrings hold
+    (their check-ins say, within a second or two of a change)."""
+    out = []
+    for v in leases.view(store, config.slot):
+        if v.name == config.name or v.role == "down":
+            continue
+        ids = keys.parse_ids(v.keys)
+        out.append(Holder(f"{v.name} (manager, {v.role})", ids,
+                          "" if ids else f"runs ctmanager {v.version or 'older than 0.1.0'}, which does not "
+                          "say its keys: upgrade it before rotating"))
+    return out
+
+
 def survey(store: Store, config: ManagerConfig, executor: Executor | None) -> list[Holder]:
-    """This manager's keys, then every HN's of its rack (none with `executor` None)."""
+    """This manager's keys, then the rack's other running managers' and (with an
+    executor) every HN's."""
     path = _key_file(config)
     mine = Holder(f"{config.name} (this manager)", keys.state(path, str(path)))
     hns = [n.hostname for n in queries.nodes(store, rack=config.slot) if n.role == "compute"]
-    return [mine, *([_agent(executor, config, hn, "status") for hn in hns] if executor else [])]
+    return [mine, *managers(store, config), *([_agent(executor, config, hn, "status") for hn in hns] if executor else [])]
 
 
 def _blocked(holders: list[Holder], ok: Callable[[dict[str, str]], bool], why: str) -> None:
@@ -87,7 +103,8 @@ def run_step(store: Store, config: ManagerConfig, executor: Executor | None, ste
     holders = survey(store, config, executor)
     if step == "status":
         return holders
-    hns = holders[1:]
+    others = [h for h in holders[1:] if "(manager" in h.name]
+    hns = [h for h in holders[1:] if "(manager" not in h.name]
     if step == "stage":
         ring = keys.Keyring(path, where)
         if ring.next is None and executor is None:  # --local: a key of its own would split the rack
@@ -105,7 +122,8 @@ def run_step(store: Store, config: ManagerConfig, executor: Executor | None, ste
         new = holders[0].ids.get("next") or (holders[0].ids["current"] if "prev" in holders[0].ids else "")
         if not new:
             raise InputError("no key is staged on this manager: run the stage step first")
-        _blocked(hns, lambda ids: new in (ids.get("next"), ids.get("current")), f"does not hold key {new}: stage first")
+        _blocked(others + hns, lambda ids: new in (ids.get("next"), ids.get("current")),
+                 f"does not hold key {new}: stage first (another manager: copy the key and stage with --local)")
         holders = [Holder(holders[0].name, keys.switch(path, where, new))]
         say(f"{holders[0].name} signs with key {new}")
         for h in hns:
@@ -113,8 +131,11 @@ def run_step(store: Store, config: ManagerConfig, executor: Executor | None, ste
             say(f"{h.name} signs with key {new}" if not holders[-1].error else f"{h.name}: {holders[-1].error}")
     else:
         new = holders[0].ids["current"]
-        _blocked(holders, lambda ids: ids.get("current") == new and "next" not in ids,
-                 f"does not sign with key {new} yet: switch first")
+        if executor is not None:  # the first manager retires last: every other one must sign with it already
+            _blocked(holders, lambda ids: ids.get("current") == new and "next" not in ids,
+                     f"does not sign with key {new} yet: switch first (another manager: switch with --local)")
+        else:
+            _blocked(holders[:1], lambda ids: "next" not in ids, "a key is staged, not switched to: switch first")
         holders = [Holder(holders[0].name, keys.retire(path, where))]
         for h in hns:
             holders.append(_agent(executor, config, h.name, "retire") if executor else h)

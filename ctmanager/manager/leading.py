@@ -14,6 +14,7 @@ from .. import __version__
 from ..errors import StoreError
 from ..store import lease as leases
 from ..store import loop as persist
+from ..wire.keys import key_ids
 from .core import RUNNING, Core
 from .leadership import Change, Leadership
 
@@ -152,7 +153,7 @@ class Leading:
         heard = None if self.heard_at < -1e17 else max(now - self.heard_at, 0.0)
         leases.check_in(self.store, self.config.slot, self.config.name, self.boot_id, self.holder,
                         role or ("leader" if self.leading else "standby"), self.leadership.last_epoch, heard,
-                        self.config.lease_ttl, __version__)
+                        self.config.lease_ttl, __version__, key_ids(self.config.key))
 
     def _drain(self) -> None:
         """Stopping: start nothing new, but wait (at most action_timeout, still

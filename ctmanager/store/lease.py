@@ -65,6 +65,7 @@ class CheckIn:
     seen: float  # store clock of its last check-in
     heard: float | None  # store clock of the newest report it heard
     version: str = ""  # its software version ('' from a manager older than schema v18)
+    keys: str = ""  # the ids of the rack keys it holds: `current=ID[,next=ID][,prev=ID]`
 
 
 def _lease(row: Any) -> Lease:
@@ -154,11 +155,13 @@ def release(store: Store, lease: Lease) -> bool:
                                   (lease.rack, lease.holder, lease.epoch)).rowcount)
 
 
-_V = ("", ", version")  # the column a check-in with a version writes (schema v18)
+_V = ("", ", version, keys")  # the columns a check-in with a version writes (schema v18)
 
 
 def check_in(store: Store, rack: int, name: str, instance: str, detail: str, role: str, epoch: int,
-             heard_ago: float | None, ttl: float = 6.0, version: str = "") -> None:
+             heard_ago: float | None, ttl: float = 6.0, version: str = "", keys: str = "") -> None:
+    """`version`, `keys`: the manager's software version and the ids of the rack keys
+    its running keyring holds (`current=ID,next=ID`); given by code of schema 18 on."""
     """Say (again) that manager `name` of rack `rack` runs, as `role`; it heard a
     report `heard_ago` s ago (None: none yet). Times become the store's clock."""
     if role not in ROLES:
@@ -166,12 +169,12 @@ def check_in(store: Store, rack: int, name: str, instance: str, detail: str, rol
     with store.transaction(config=False, fenced=False, serialised=False):
         store.execute(
             f"INSERT INTO managers (rack, name, instance, detail, role, epoch, ttl, seen, heard{_V[bool(version)]}) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?, {store.NOW_SQL}, {store.NOW_SQL} - ?{', ?' if version else ''}) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, {store.NOW_SQL}, {store.NOW_SQL} - ?{', ?, ?' if version else ''}) "
             "ON CONFLICT(rack, name) DO UPDATE SET "
             "instance = excluded.instance, detail = excluded.detail, role = excluded.role, epoch = excluded.epoch, "
             "ttl = excluded.ttl, seen = excluded.seen, heard = coalesce(excluded.heard, managers.heard)"
-            f"{', version = excluded.version' if version else ''}",
-            (rack, name, instance, detail, role, epoch, ttl, heard_ago, *((version,) if version else ())))
+            f"{', version = excluded.version, keys = excluded.keys' if version else ''}",
+            (rack, name, instance, detail, role, epoch, ttl, heard_ago, *((version, keys) if version else ())))
 
 
 def check_ins(store: Store, rack: int | None = None) -> list[CheckIn]:
@@ -180,8 +183,8 @@ def check_ins(store: Store, rack: int | None = None) -> list[CheckIn]:
     return [CheckIn(int(r["rack"]), str(r["name"]), str(r["instance"]), str(r["detail"]), str(r["role"]),
                     int(r["epoch"]), float(r["ttl"]), float(r["seen"]),
                     None if r["heard"] is None else float(r["heard"]),
-                    str(r["version"] or "") if "version" in r.keys() else "")  # (`store migrate` reads older stores)
-            for r in rows]
+                    *((str(r["version"] or ""), str(r["keys"] or "")) if "keys" in r.keys() else ("", "")))
+            for r in rows]  # (`store migrate` reads older stores: no version, no keys)
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,7 @@ class ManagerView:
     heard: float | None  # since the newest report it heard
     why: str = ""  # for down: stopped, or silent
     version: str = ""  # its software version, as it checked in
+    keys: str = ""  # the ids of the rack keys it holds, as it checked in
 
 
 def view(store: Store, rack: int | None = None) -> list[ManagerView]:
@@ -218,7 +222,8 @@ def view(store: Store, rack: int | None = None) -> list[ManagerView]:
         out.append(ManagerView(c.rack, c.name, role, lease.epoch if leads and lease else c.epoch, c.detail,
                                round(now - lease.renewed, 1) if leads and lease else None,
                                round(max(now - c.seen, 0.0), 1),
-                               None if c.heard is None else round(max(now - c.heard, 0.0), 1), why, c.version))
+                               None if c.heard is None else round(max(now - c.heard, 0.0), 1), why, c.version,
+                               c.keys))
     for slot, lease in held.items():  # a leader without a check-in: a reconcile pass
         if (rack is None or slot == rack) and lease.live(now) and \
                 not any(v.rack == slot and v.role == "leader" for v in out):

@@ -397,9 +397,11 @@ MIGRATIONS: list[str] = [
         until     DOUBLE PRECISION NOT NULL
     );
     """,
-    # v18: each manager's software version in its check-in (a rolling upgrade can be watched)
+    # v18: each manager's software version and the ids of the rack keys it holds, in its
+    # check-in (a rolling upgrade and a key rotation can be watched, and checked)
     """
     ALTER TABLE managers ADD COLUMN version TEXT NOT NULL DEFAULT '';
+    ALTER TABLE managers ADD COLUMN keys TEXT NOT NULL DEFAULT '';
     """,
 ]
 
@@ -429,7 +431,7 @@ STEPS: list[Step] = [  # STEPS[i] describes MIGRATIONS[i] (to version i + 1)
     Step("tenant moves in the loop: holds by configuration version, fencing tokens, seals, release "
          "certificates", 16),
     Step("a freed address stays quarantined while its old CT may still run", 17),
-    Step("managers check in with their software version (a column older code ignores)", 17),
+    Step("managers check in with their software version and rack key ids (columns older code ignores)", 17),
 ]
 
 if len(STEPS) != len(MIGRATIONS):  # pragma: no cover - caught by every test run

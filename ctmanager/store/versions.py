@@ -27,6 +27,9 @@ from .db import Store
 from .schema import VERSION, floor, statements, upgrade_path
 
 COMPAT_KEY = "schema_compatible"  # meta: the store's compatibility floor
+# code of this schema and later reads a newer store's compatibility floor; older code refuses
+# any newer store when it opens one (it migrated on open, issue 36)
+FLOOR_AWARE = 18
 MIGRATE_HINT = "run `ctmanager store migrate` (see --dry-run)"
 
 

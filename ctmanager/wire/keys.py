@@ -16,8 +16,9 @@ A Keyring re-reads the files when they change (checked at most once per
 restarts. A file that cannot be used (mode, hex, length) is logged and the keys
 in hand are kept: a mistake on one machine does not silence it.
 
-A key's id (`key_id`) is the start of its SHA-256: it names a key in logs and
-check-ins without telling anything of it.
+A key's id (`key_id`) is the start of its SHA-256: it names a key in logs, in
+`rack key status` and in the managers' check-ins (the keys a running manager
+holds) without telling anything of it.
 """
 
 from __future__ import annotations
@@ -65,12 +66,18 @@ def read_key(path: Path, where: str) -> bytes:
     return parse_key(text, where)
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
+Stamp = tuple[int, int, int, int, int, int, int]
+
+
+def _stamp(path: Path) -> Stamp | None:
+    """What changes when a key file is replaced, rewritten, or made readable: its
+    ctime moves on chmod and chown too (a file refused for its mode or owner is read
+    again once that is fixed)."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_mode, st.st_uid, st.st_gid)
 
 
 class Keyring:
@@ -82,7 +89,7 @@ class Keyring:
         self.current = read_key(path, where)  # refused at start: a daemon must not run keyless
         self.next: bytes | None = None
         self.prev: bytes | None = None
-        self._stamps: tuple[tuple[int, int, int] | None, ...] = ()
+        self._stamps: tuple[Stamp | None, ...] = ()
         self._checked = -float("inf")
         self.refresh(force=True)
 
@@ -135,6 +142,26 @@ class Keyring:
         return after != before
 
 
+def key_ids(key: bytes | Keyring) -> str:
+    """`current=ID[,next=ID][,prev=ID]`: what a manager checks in with (no secret in it)."""
+    if isinstance(key, Keyring):
+        key.refresh()  # a standby signs nothing: its check-in is where it looks at its files
+        ids = key.ids()
+    else:
+        ids = {"current": key_id(key)}
+    return ",".join(f"{name}={i}" for name, i in ids.items())
+
+
+def parse_ids(text: str) -> dict[str, str]:
+    """The ids a manager checked in with (`key_ids`), {} if none (a manager older than that)."""
+    out = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        if name in ("current", "next", "prev") and value:
+            out[name] = value
+    return out
+
+
 def as_ring(key: bytes | Keyring) -> Keyring:
     return key if isinstance(key, Keyring) else Keyring.fixed(key)
 
@@ -145,13 +172,36 @@ def _sibling(path: Path, suffix: str) -> Path:
 
 
 def _write_like(path: Path, key: bytes, like: Path) -> None:
-    """`key` into `path` (atomically, no link followed), owned and moded as `like`."""
+    """`key` into `path`, owned and moded as `like` before it takes its name (a daemon
+    running as the key's group reads it at once): a temp file made exclusively, no
+    link followed, renamed over `path`."""
     from ..files import write_atomic
 
     st = os.stat(like)
-    write_atomic(path, (key.hex() + "\n").encode(), st.st_mode & 0o640, sync_folder=True)
-    if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
-        os.chown(path, st.st_uid, st.st_gid)
+    tmp = path.with_name(f".{path.name}.new")
+    write_atomic(tmp, (key.hex() + "\n").encode(), st.st_mode & 0o640, sync_folder=False)
+    try:
+        if os.geteuid() == 0:
+            os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _same_owner(path: Path, like: Path, where: str) -> None:
+    """A key file copied from elsewhere (scp, a config tool) must be owned and moded
+    as `like`: else the daemon, running as the key's group, cannot read it."""
+    a, b = os.stat(path), os.stat(like)
+    if (a.st_uid, a.st_gid, a.st_mode & 0o777) != (b.st_uid, b.st_gid, b.st_mode & 0o777):
+        raise InputError(f"{path} is owned or moded unlike {like} (uid {a.st_uid} gid {a.st_gid} mode "
+                         f"{a.st_mode & 0o777:o}, not uid {b.st_uid} gid {b.st_gid} mode {b.st_mode & 0o777:o}): "
+                         f"chown --reference={like} {path} && chmod --reference={like} {path}", where=where)
 
 
 def state(path: Path, where: str) -> dict[str, str]:
@@ -174,6 +224,8 @@ def stage(path: Path, key: bytes, where: str) -> dict[str, str]:
                          f"{_sibling(path, NEXT)} to stage this one", where=where)
     if ring.next != key:
         _write_like(_sibling(path, NEXT), key, path)
+    else:
+        _same_owner(_sibling(path, NEXT), path, where)
     return state(path, where)
 
 
@@ -188,6 +240,7 @@ def switch(path: Path, where: str, expect: str = "") -> dict[str, str]:
         raise InputError("no key is staged: stage one first", where=where)
     if expect and key_id(ring.next) != expect:
         raise InputError(f"the staged key is {key_id(ring.next)}, not {expect}", where=where)
+    _same_owner(_sibling(path, NEXT), path, where)
     # prev first, then the rename: at every moment the files hold both keys
     _write_like(_sibling(path, PREV), ring.current, path)
     os.replace(_sibling(path, NEXT), path)

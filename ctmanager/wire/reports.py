@@ -228,13 +228,13 @@ def _parse(d: dict[str, Any], known: KnownCts | None = None) -> Report:
     if epoch >= MAX_SEQ:
         raise ValueError(f"epoch is {epoch}, beyond 2**53")
     sw = d.get("sw", "")
-    if not isinstance(sw, str) or not _SW.fullmatch(sw):
-        raise ValueError("sw is not a version")
+    if not isinstance(sw, str) or not _SW.fullmatch(sw):  # shown, never acted on: a future sender's odd
+        sw = "?"  # version must not make its report (and its HN's votes) vanish
     return Report(_count(d["rack"]), hn, boot_id, seq, _num(d["sent_at"]), d["drained"], metrics,
                   tuple(states), fenced, {v: float(a) for v, a in hears.items()}, epoch, sw)
 
 
-_SW = re.compile(r"[0-9A-Za-z.+~-]{0,40}")  # a version, as pip or Debian write one ('' from older senders)
+_SW = re.compile(r"[0-9A-Za-z.+~:-]{0,64}")  # a version, as pip or Debian write one ('' from older senders)
 _CT_FIELDS = operator.itemgetter("ctid", "opst", "since")
 _OPST = frozenset(OPST)
 _INT, _NUM, _FLOAT = {int}, {int, float}, {float}

@@ -79,6 +79,8 @@ def test_the_package_is_built_with_what_an_install_needs(deb: Path) -> None:
                  "./opt/ctmanager/bin/python3.11 -> /usr/bin/python3.11"):
         assert path in files, path
     assert "psycopg_binary" not in files  # Debian's libpq5, which its security updates reach
+    control = run("dpkg-deb", "--info", str(deb)).stdout
+    assert all(f" {script} " in control for script in ("postinst", "prerm", "postrm"))
 
 
 def test_it_installs_on_a_clean_debian_12_and_runs_with_debian_s_python(installed: Path) -> None:

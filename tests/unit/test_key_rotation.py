@@ -122,6 +122,44 @@ def test_a_bad_key_file_is_logged_and_the_keys_in_hand_are_kept(tmp_path: Path,
     clock.t += 1.0
     ring.refresh()
     assert ring.next is None and caplog.text.count("left as it was") == 2
+    nxt.chmod(0o600)  # fixed: only its mode changed (same inode, size and mtime), and it is read now
+    clock.t += 1.0
+    ring.refresh()
+    assert ring.next == NEW
+
+
+def test_staged_and_previous_keys_are_owned_and_moded_as_the_key(tmp_path: Path) -> None:
+    """A manager runs as its own user and reads a root:ctmanager 0640 key: the new files
+    must be the same from the moment they have their names."""
+    import os
+
+    path = machine(tmp_path, "m")
+    os.chown(path, 0, 1)
+    path.chmod(0o640)
+    keys.stage(path, NEW, "m")
+    keys.switch(path, "m")
+    for f in (path, path.with_name("rack.key.prev")):
+        st = f.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 1, 0o640), f
+    assert sorted(p.name for p in path.parent.iterdir()) == ["rack.key", "rack.key.prev"]  # no temp left
+
+
+def test_a_key_copied_with_another_owner_or_mode_is_refused_before_it_is_used(tmp_path: Path) -> None:
+    import os
+
+    path = machine(tmp_path, "m")
+    os.chown(path, 0, 1)
+    path.chmod(0o640)
+    nxt = path.with_name("rack.key.next")
+    nxt.write_text(NEW.hex())
+    nxt.chmod(0o600)  # scp'd as root:root 0600: the manager's user could not read it
+    with pytest.raises(InputError, match="owned or moded unlike .*chown --reference"):
+        keys.stage(path, NEW, "m")
+    with pytest.raises(InputError, match="owned or moded unlike"):
+        keys.switch(path, "m")
+    os.chown(nxt, 0, 1)
+    nxt.chmod(0o640)
+    assert keys.stage(path, NEW, "m")["next"] == keys.key_id(NEW)
 
 
 def test_each_step_is_idempotent_and_refuses_what_would_break_a_rotation(tmp_path: Path) -> None:

@@ -133,3 +133,33 @@ def test_a_local_stage_takes_the_copied_key_and_never_makes_one_of_its_own(
         keyroll.run_step(store, config, None, "stage", print)
     staged = step(setup, "stage")  # the first manager: a new key, on every HN
     assert keyroll.run_step(store, config, None, "stage", print)[0].ids == staged[0].ids  # again: the same key
+
+
+def test_the_rack_s_other_managers_are_checked_by_the_keys_their_running_keyrings_hold(
+        setup: tuple[object, ManagerConfig, Rack], tmp_path: Path) -> None:
+    from ctmanager.store import lease
+
+    store, config, rack = setup
+    seconds = iter(range(0, 10**6, 2))  # each check-in a couple of seconds after the last
+    other = keys.Keyring(key_file(tmp_path / "mgr-b"), "mgr-b", clock=lambda: float(next(seconds)))
+
+    def check_in(ring: keys.Keyring | None, version: str = "0.1.0") -> None:
+        lease.check_in(store, 101, "mgr-101-b", "i2", "", "standby", 0, None, version=version,  # type: ignore[arg-type]
+                       keys=keys.key_ids(ring) if ring else "")
+
+    check_in(None, version="")  # a manager from before keys were in check-ins
+    with pytest.raises(CtmError, match="mgr-101-b .*older than 0.1.0.*upgrade it before rotating"):
+        step(setup, "stage")
+    check_in(other)
+    staged = step(setup, "stage")
+    with pytest.raises(CtmError, match="mgr-101-b .*does not hold key .*stage with --local"):
+        step(setup, "switch")
+    nxt = config.key.path.with_name("rack.key.next")  # type: ignore[union-attr]
+    keys.stage(other.path, bytes.fromhex(nxt.read_text()), "mgr-b")  # copied there, staged with --local
+    check_in(other)  # its next check-in: its keyring looked at its files
+    assert step(setup, "switch")[0].ids["current"] == staged[0].ids["next"]
+    with pytest.raises(CtmError, match="mgr-101-b .*does not sign with key .*switch with --local"):
+        step(setup, "retire")
+    keys.switch(other.path, "mgr-b")
+    check_in(other)
+    step(setup, "retire")
