@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import argparse
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def add_version_flag(parser: argparse.ArgumentParser) -> None:

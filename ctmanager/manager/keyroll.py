@@ -73,7 +73,7 @@ def managers(store: Store, config: ManagerConfig) -> list[Holder]:
             continue
         ids = keys.parse_ids(v.keys)
         out.append(Holder(f"{v.name} (manager, {v.role})", ids,
-                          "" if ids else f"runs ctmanager {v.version or 'older than 0.1.0'}, which does not "
+                          "" if ids else f"runs ctmanager {v.version or 'from before 0.2.0'}, which does not "
                           "say its keys: upgrade it before rotating"))
     return out
 

@@ -143,12 +143,12 @@ def test_the_rack_s_other_managers_are_checked_by_the_keys_their_running_keyring
     seconds = iter(range(0, 10**6, 2))  # each check-in a couple of seconds after the last
     other = keys.Keyring(key_file(tmp_path / "mgr-b"), "mgr-b", clock=lambda: float(next(seconds)))
 
-    def check_in(ring: keys.Keyring | None, version: str = "0.1.0") -> None:
+    def check_in(ring: keys.Keyring | None, version: str = "0.2.0") -> None:
         lease.check_in(store, 101, "mgr-101-b", "i2", "", "standby", 0, None, version=version,  # type: ignore[arg-type]
                        keys=keys.key_ids(ring) if ring else "")
 
     check_in(None, version="")  # a manager from before keys were in check-ins
-    with pytest.raises(CtmError, match="mgr-101-b .*older than 0.1.0.*upgrade it before rotating"):
+    with pytest.raises(CtmError, match="mgr-101-b .*from before 0.2.0.*upgrade it before rotating"):
         step(setup, "stage")
     check_in(other)
     staged = step(setup, "stage")
