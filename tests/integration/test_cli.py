@@ -239,8 +239,8 @@ def test_manager_status_before_any_manager_ran(example_store: Cli) -> None:
     cli = example_store
     assert json.loads(cli("manager", "status", "--json").stdout) == [{"rack": 101, "leader": None, "managers": []}]
     rows = [[c.strip() for c in line.split("|")] for line in cli("manager", "status").stdout.splitlines()]
-    assert rows == [["RACK", "MANAGER", "ROLE", "EPOCH", "LEASE_AGE", "LAST_REPORT", "CHECKED_IN", "DETAIL"],
-                    ["rack-101", "-", "none", "-", "-", "-", "-", "no manager has run"]]
+    assert rows == [["RACK", "MANAGER", "ROLE", "EPOCH", "LEASE_AGE", "LAST_REPORT", "CHECKED_IN", "VERSION", "DETAIL"],
+                    ["rack-101", "-", "none", "-", "-", "-", "-", "-", "no manager has run"]]
     bad = cli("manager", "status", "--rack", "105", check=False)
     assert bad.returncode == 2 and bad.stdout == "" and bad.stderr == \
         "ctmanager: error: --rack: no rack-105 installed (ctmanager rack list)\n"

@@ -88,6 +88,11 @@ def test_one_leads_the_other_stands_by_warm_and_silent(pair: Rack) -> None:
     rows = [[c.strip() for c in line.split("|")] for line in pair.cli("manager", "status").stdout.splitlines()]
     assert rows[0][:3] == ["RACK", "MANAGER", "ROLE"]
     assert sorted(r[:3] for r in rows[1:]) == sorted([["rack-101", lead, "leader"], ["rack-101", standby, "standby"]])
+    # every manager and agent says the version it runs (a rolling upgrade is watched by it)
+    from ctmanager import __version__
+
+    assert {m["version"] for m in managers(pair).values()} == {__version__}
+    assert {h["version"] for h in json.loads(pair.cli("hn", "list", "--json").stdout)} == {__version__}
 
 
 def test_the_standby_takes_over_from_a_killed_leader_and_acts(pair: Rack, watch: TwiceWatcher) -> None:
