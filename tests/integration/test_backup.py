@@ -143,8 +143,8 @@ def test_a_daemon_killed_mid_backup_resumes_from_its_checkpoint(rack: Rack, tmp_
 
     # past borg's first checkpoint (10 s): what was sent by then is kept
     wait_for("a backup of the big file running for 12 s", lambda: creating_for() > 12, timeout=90, every=0.2)
-    rack.fault("kill-backup", node, "--restart")
-    killed = time.time()
+    killed = time.time()  # before the fault: with --restart it returns once the new daemon runs, which may
+    rack.fault("kill-backup", node, "--restart")  # have begun its (resumed) backup by then
     resumed = wait_for("a restore point with the big file after the restart", lambda: point_after(rack, CT, killed),
                        timeout=300, every=1)
     before = [p for p in points(rack, CT) if wrote < p["epoch"] < killed]
