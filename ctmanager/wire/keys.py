@@ -93,15 +93,6 @@ class Keyring:
         self._checked = -float("inf")
         self.refresh(force=True)
 
-    @classmethod
-    def fixed(cls, key: bytes) -> Keyring:
-        """One key, no files (tests, the simulator)."""
-        ring = cls.__new__(cls)
-        ring.path, ring.where, ring.every, ring.clock = Path("/nonexistent"), "", float("inf"), time.monotonic
-        ring.current, ring.next, ring.prev = key, None, None
-        ring._stamps, ring._checked = (), float("inf")
-        return ring
-
     def verifiers(self) -> tuple[bytes, ...]:
         """The keys a report may be signed with: the current one first (the usual case)."""
         return tuple(k for k in (self.current, self.next, self.prev) if k is not None)
@@ -160,10 +151,6 @@ def parse_ids(text: str) -> dict[str, str]:
         if name in ("current", "next", "prev") and value:
             out[name] = value
     return out
-
-
-def as_ring(key: bytes | Keyring) -> Keyring:
-    return key if isinstance(key, Keyring) else Keyring.fixed(key)
 
 
 # ---- the three steps, on one machine (ctagent key, ctmanager rack key) ----------------
